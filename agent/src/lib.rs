@@ -1,0 +1,9 @@
+//! proxlab-agent: runs on each Proxmox node, dials the hub and serves its requests.
+
+pub mod config;
+pub mod enroll;
+pub mod handlers;
+pub mod identity;
+pub mod link;
+pub mod node_info;
+pub mod paths;

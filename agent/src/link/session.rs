@@ -1,0 +1,125 @@
+//! One connection to the hub, from dial to close.
+
+use std::time::Duration;
+
+use proxlab_link::{read_frame, write_frame};
+use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_LEN};
+use proxlab_protocol::{CloseCode, Hello, PROTOCOL_VERSION, Welcome};
+
+use super::connect::{DialError, client_endpoint, dial, resolve};
+use crate::handlers;
+
+/// How a session ended.
+pub(super) enum SessionEnd {
+    /// Try again after a backoff.
+    Retry { reason: String },
+    /// The hub refused this node for good.
+    Refused { code: CloseCode, reason: String },
+}
+
+/// Interprets a connection error: a close by the hub with a code that forbids retrying
+/// means stop.
+fn classify(err: &quinn::ConnectionError) -> SessionEnd {
+    if let quinn::ConnectionError::ApplicationClosed(close) = err {
+        let reason = String::from_utf8_lossy(&close.reason).into_owned();
+        if let Some(code) = CloseCode::from_code(close.error_code.into_inner()) {
+            if !code.agent_should_retry() {
+                return SessionEnd::Refused { code, reason };
+            }
+            return SessionEnd::Retry {
+                reason: format!("the hub closed the connection: {code} ({reason})"),
+            };
+        }
+    }
+    SessionEnd::Retry {
+        reason: err.to_string(),
+    }
+}
+
+/// Why the connection ended, once it has.
+fn ended(connection: &quinn::Connection, fallback: String) -> SessionEnd {
+    match connection.close_reason() {
+        Some(err) => classify(&err),
+        None => SessionEnd::Retry { reason: fallback },
+    }
+}
+
+/// Connects, says hello, then serves requests until the connection ends.
+pub(super) async fn run_once(
+    endpoint: &mut Option<quinn::Endpoint>,
+    hub: &str,
+    node: &str,
+    config: quinn::ClientConfig,
+) -> SessionEnd {
+    let addr = match resolve(hub).await {
+        Ok(addr) => addr,
+        Err(err) => {
+            return SessionEnd::Retry {
+                reason: format!("{err:#}"),
+            };
+        }
+    };
+    if endpoint.is_none() {
+        match client_endpoint(addr) {
+            Ok(new) => *endpoint = Some(new),
+            Err(err) => {
+                return SessionEnd::Retry {
+                    reason: format!("{err:#}"),
+                };
+            }
+        }
+    }
+    let Some(endpoint) = endpoint.as_ref() else {
+        return SessionEnd::Retry {
+            reason: "no endpoint".into(),
+        };
+    };
+    let connection = match dial(endpoint, addr, config).await {
+        Ok(connection) => connection,
+        Err(DialError::Connection(err)) => return classify(&err),
+        Err(err) => {
+            return SessionEnd::Retry {
+                reason: err.to_string(),
+            };
+        }
+    };
+    let hello = Hello {
+        protocol: PROTOCOL_VERSION,
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        node_name: node.to_owned(),
+        capabilities: handlers::CAPABILITIES
+            .iter()
+            .map(|kind| (*kind).to_owned())
+            .collect(),
+    };
+    let welcome = async {
+        let (mut send, mut recv) = connection.open_bi().await.map_err(|err| err.to_string())?;
+        write_frame(&mut send, &hello, MAX_FRAME_LEN)
+            .await
+            .map_err(|err| err.to_string())?;
+        let welcome: Welcome = read_frame(&mut recv, MAX_FRAME_LEN, FRAME_READ_TIMEOUT)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok::<_, String>((send, recv, welcome))
+    };
+    let (send, _recv, welcome) = match welcome.await {
+        Ok(parts) => parts,
+        Err(reason) => return ended(&connection, reason),
+    };
+    tracing::info!(hub = %hub, hub_version = %welcome.hub_version, "connected to the hub");
+    let interval = match welcome.heartbeat_secs {
+        0 => HEARTBEAT_INTERVAL,
+        secs => Duration::from_secs(secs.into()),
+    };
+    let heartbeat = tokio::spawn(super::events::pump(send, interval));
+    let reason = loop {
+        match connection.accept_bi().await {
+            Ok((send, recv)) => {
+                tokio::spawn(handlers::serve_stream(send, recv));
+            }
+            Err(err) => break err.to_string(),
+        }
+    };
+    heartbeat.abort();
+    ended(&connection, reason)
+}

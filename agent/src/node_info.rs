@@ -1,0 +1,23 @@
+//! Facts about this node, from sysinfo.
+
+use proxlab_protocol::requests::NodeInfoReply;
+use sysinfo::{CpuRefreshKind, MemoryRefreshKind, RefreshKind, System};
+
+/// Collects the node's facts.
+pub fn collect() -> NodeInfoReply {
+    let system = System::new_with_specifics(
+        RefreshKind::nothing()
+            .with_memory(MemoryRefreshKind::nothing().with_ram())
+            .with_cpu(CpuRefreshKind::nothing()),
+    );
+    NodeInfoReply {
+        hostname: System::host_name().unwrap_or_default(),
+        kernel: System::kernel_version().unwrap_or_default(),
+        os: System::long_os_version().unwrap_or_default(),
+        cpu_count: system.cpus().len() as u32,
+        memory_total_bytes: system.total_memory(),
+        memory_used_bytes: system.used_memory(),
+        uptime_secs: System::uptime(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    }
+}

@@ -1,0 +1,115 @@
+//! One-shot enrollment: a join token and a CSR in, a node certificate out.
+
+use std::time::Duration;
+
+use proxlab_link::pki::Fingerprint;
+use proxlab_link::{read_frame, write_frame};
+use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_ENROLL_FRAME_LEN, MAX_FRAME_LEN};
+use proxlab_protocol::names::validate_node_name;
+use proxlab_protocol::{EnrollRequest, EnrollResponse, ErrorKind, RemoteError, ResponseFrame};
+
+use super::server::LinkContext;
+use crate::db::nodes::EnrollOutcome;
+use crate::db::now_unix;
+use crate::db::tokens::SpendRefusal;
+use crate::tokens::hash_token;
+
+/// Serves one enrollment connection: one request stream, one answer.
+pub(super) async fn serve(context: &LinkContext, connection: quinn::Connection) {
+    let Ok(Ok((mut send, mut recv))) =
+        tokio::time::timeout(FRAME_READ_TIMEOUT, connection.accept_bi()).await
+    else {
+        connection.close(0u32.into(), b"no enrollment request");
+        return;
+    };
+    let answer = match read_frame::<EnrollRequest>(
+        &mut recv,
+        MAX_ENROLL_FRAME_LEN,
+        FRAME_READ_TIMEOUT,
+    )
+    .await
+    {
+        Ok(request) => enroll(context, &request).await,
+        Err(err) => Err(RemoteError::new(
+            ErrorKind::BadFrame,
+            format!("unreadable enrollment request: {err}"),
+        )),
+    };
+    if let Err(error) = &answer {
+        tracing::info!(kind = ?error.kind, message = %error.message, "enrollment refused");
+    }
+    if write_frame(
+        &mut send,
+        &ResponseFrame::from_result(answer),
+        MAX_FRAME_LEN,
+    )
+    .await
+    .is_ok()
+    {
+        let _ = send.finish();
+        // Let the agent read the answer and close the connection itself.
+        let _ = tokio::time::timeout(Duration::from_secs(5), connection.closed()).await;
+    }
+}
+
+fn token_refusal_message(refusal: SpendRefusal) -> &'static str {
+    match refusal {
+        SpendRefusal::Unknown => "the join token is not valid",
+        SpendRefusal::Expired => "the join token has expired; create a new one",
+        SpendRefusal::Spent => "the join token has already been used; create a new one",
+        SpendRefusal::Revoked => "the join token has been revoked",
+        SpendRefusal::WrongNode => "the join token was created for another node name",
+    }
+}
+
+async fn enroll(
+    context: &LinkContext,
+    request: &EnrollRequest,
+) -> Result<EnrollResponse, RemoteError> {
+    let name = request.node_name.as_str();
+    validate_node_name(name).map_err(|msg| RemoteError::new(ErrorKind::BadRequest, msg))?;
+    // Signing is pure: if the token turns out to be bad, the certificate is simply dropped.
+    let certificate_pem = context
+        .ca
+        .sign_node_csr(&request.csr_pem, name)
+        .map_err(|err| RemoteError::new(ErrorKind::BadRequest, err.to_string()))?;
+    let fingerprint = Fingerprint::of_pem(&certificate_pem)
+        .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?;
+    let outcome = context
+        .db
+        .enroll_node(
+            &hash_token(&request.token),
+            name,
+            &fingerprint.to_string(),
+            now_unix(),
+        )
+        .await
+        .map_err(|err| {
+            tracing::error!(%err, "enrollment failed in the database");
+            RemoteError::new(
+                ErrorKind::Internal,
+                "the hub could not record the enrollment",
+            )
+        })?;
+    match outcome {
+        EnrollOutcome::Enrolled => {
+            tracing::info!(node = name, agent_version = %request.agent_version, "node enrolled");
+            Ok(EnrollResponse {
+                node_name: name.to_owned(),
+                certificate_pem,
+                ca_pem: context.ca.cert_pem().to_owned(),
+            })
+        }
+        EnrollOutcome::TokenRefused(refusal) => Err(RemoteError::new(
+            ErrorKind::Unauthorized,
+            token_refusal_message(refusal),
+        )),
+        EnrollOutcome::NameTaken => Err(RemoteError::new(
+            ErrorKind::Conflict,
+            format!(
+                "a node named {name} is already enrolled; revoke it first \
+                 (proxlab-hub nodes revoke {name}) or choose another --node-name"
+            ),
+        )),
+    }
+}

@@ -1,0 +1,12 @@
+//! The agents' side of the hub: the QUIC server, enrollment, sessions, the registry of
+//! connected agents, and the typed call helper. This is the only module that touches quinn.
+
+mod call;
+mod enroll;
+mod registry;
+mod server;
+mod session;
+
+pub use call::{CallError, new_op_id};
+pub use registry::{AgentRegistry, NodeStateChange, SessionInfo};
+pub use server::{AgentServer, LinkContext};

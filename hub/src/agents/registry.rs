@@ -1,0 +1,180 @@
+//! The live sessions: at most one per node. A new connection for a node replaces the old.
+
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use proxlab_protocol::CloseCode;
+use tokio::sync::broadcast;
+
+/// A node came online or went offline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeStateChange {
+    pub node: String,
+    pub online: bool,
+}
+
+/// What the hub knows about one live session.
+#[derive(Debug, Clone)]
+pub struct SessionInfo {
+    pub node: String,
+    pub agent_version: String,
+    pub remote: SocketAddr,
+    pub connected_at: Instant,
+    pub capabilities: HashSet<String>,
+}
+
+#[derive(Debug)]
+pub(super) struct Session {
+    pub(super) id: u64,
+    pub(super) connection: quinn::Connection,
+    pub(super) info: SessionInfo,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    next_id: u64,
+    sessions: HashMap<String, Session>,
+}
+
+/// The registry of connected agents. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentRegistry {
+    inner: Arc<Mutex<Inner>>,
+    changes: broadcast::Sender<NodeStateChange>,
+}
+
+impl Default for AgentRegistry {
+    fn default() -> Self {
+        Self {
+            inner: Arc::default(),
+            changes: broadcast::channel(1024).0,
+        }
+    }
+}
+
+impl AgentRegistry {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
+        // A panic while holding this lock cannot leave the map half-updated.
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a session, closing and replacing any older one for the same node.
+    /// Returns the new session's id.
+    pub(super) fn register(&self, connection: quinn::Connection, info: SessionInfo) -> u64 {
+        let node = info.node.clone();
+        let replaced = {
+            let mut inner = self.lock();
+            inner.next_id += 1;
+            let id = inner.next_id;
+            let old = inner.sessions.insert(
+                node.clone(),
+                Session {
+                    id,
+                    connection,
+                    info,
+                },
+            );
+            (id, old)
+        };
+        let (id, old) = replaced;
+        if let Some(old) = old {
+            tracing::info!(node = %node, "a new connection replaces the old session");
+            old.connection.close(
+                CloseCode::Replaced.code().into(),
+                b"replaced by a newer connection",
+            );
+        } else {
+            let _ = self.changes.send(NodeStateChange { node, online: true });
+        }
+        id
+    }
+
+    /// Removes a session if it is still the current one for its node. Returns whether it was
+    /// (a replaced session's end does not take the node offline).
+    pub(super) fn unregister(&self, node: &str, id: u64) -> bool {
+        let removed = {
+            let mut inner = self.lock();
+            match inner.sessions.get(node) {
+                Some(session) if session.id == id => inner.sessions.remove(node).is_some(),
+                _ => false,
+            }
+        };
+        if removed {
+            let _ = self.changes.send(NodeStateChange {
+                node: node.to_owned(),
+                online: false,
+            });
+        }
+        removed
+    }
+
+    pub(super) fn connection(&self, node: &str) -> Option<(quinn::Connection, SessionInfo)> {
+        self.lock()
+            .sessions
+            .get(node)
+            .map(|session| (session.connection.clone(), session.info.clone()))
+    }
+
+    /// Closes a node's session, if any, with `code`.
+    pub fn disconnect(&self, node: &str, code: CloseCode) {
+        if let Some((connection, _)) = self.connection(node) {
+            connection.close(code.code().into(), code.to_string().as_bytes());
+        }
+    }
+
+    /// Closes every session, for hub shutdown.
+    pub fn disconnect_all(&self, code: CloseCode) {
+        let connections: Vec<_> = self
+            .lock()
+            .sessions
+            .values()
+            .map(|session| session.connection.clone())
+            .collect();
+        for connection in connections {
+            connection.close(code.code().into(), code.to_string().as_bytes());
+        }
+    }
+
+    pub fn is_online(&self, node: &str) -> bool {
+        self.lock().sessions.contains_key(node)
+    }
+
+    pub fn session(&self, node: &str) -> Option<SessionInfo> {
+        self.connection(node).map(|(_, info)| info)
+    }
+
+    pub fn online_nodes(&self) -> Vec<String> {
+        let mut nodes: Vec<_> = self.lock().sessions.keys().cloned().collect();
+        nodes.sort();
+        nodes
+    }
+
+    /// Subscribes to online/offline changes.
+    pub fn subscribe(&self) -> broadcast::Receiver<NodeStateChange> {
+        self.changes.subscribe()
+    }
+
+    /// Waits until `node` is online (or offline), without polling.
+    pub async fn wait_for(&self, node: &str, online: bool) {
+        let mut changes = self.subscribe();
+        if self.is_online(node) == online {
+            return;
+        }
+        loop {
+            match changes.recv().await {
+                Ok(change) if change.node == node && change.online == online => return,
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if self.is_online(node) == online {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The QUIC endpoint agents dial, and the dispatch of each connection by ALPN.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use proxlab_link::pki::CertificateAuthority;
+use proxlab_protocol::{ALPN_ENROLL, ALPN_LINK, CloseCode};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+use super::registry::AgentRegistry;
+use super::{enroll, session};
+use crate::db::Db;
+
+/// How long a new connection may take to finish its handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What the connection handlers share.
+pub struct LinkContext {
+    pub db: Db,
+    pub registry: AgentRegistry,
+    pub ca: CertificateAuthority,
+    pub hub_version: String,
+}
+
+/// The running QUIC server.
+pub struct AgentServer {
+    endpoint: quinn::Endpoint,
+    accept_task: JoinHandle<()>,
+    registry: AgentRegistry,
+}
+
+impl AgentServer {
+    /// Binds the endpoint and starts accepting agents.
+    pub fn start(
+        context: Arc<LinkContext>,
+        addr: SocketAddr,
+        server_cert: &proxlab_link::pki::CertAndKey,
+    ) -> Result<Self> {
+        let mut config = proxlab_link::tls::hub_server_config(context.ca.cert_pem(), server_cert)
+            .context("building the QUIC server configuration")?;
+        config.transport_config(proxlab_link::transport::transport_config());
+        let endpoint = quinn::Endpoint::server(config, addr)
+            .with_context(|| format!("binding the QUIC endpoint on {addr} (UDP)"))?;
+        let registry = context.registry.clone();
+        let accepting = endpoint.clone();
+        let accept_task = tokio::spawn(async move {
+            while let Some(incoming) = accepting.accept().await {
+                let context = context.clone();
+                let remote = incoming.remote_address();
+                tokio::spawn(
+                    async move { handle(context, incoming).await }
+                        .instrument(tracing::info_span!("agent", %remote)),
+                );
+            }
+        });
+        Ok(Self {
+            endpoint,
+            accept_task,
+            registry,
+        })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.endpoint.local_addr()?)
+    }
+
+    /// Closes every connection with [`CloseCode::HubShutdown`] and stops the endpoint.
+    pub async fn shutdown(self) {
+        self.registry.disconnect_all(CloseCode::HubShutdown);
+        self.endpoint
+            .close(CloseCode::HubShutdown.code().into(), b"hub shutting down");
+        self.accept_task.abort();
+        let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
+    }
+}
+
+async fn handle(context: Arc<LinkContext>, incoming: quinn::Incoming) {
+    let connection =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, async { incoming.accept()?.await }).await {
+            Ok(Ok(connection)) => connection,
+            Ok(Err(err)) => {
+                tracing::info!(%err, "handshake refused");
+                return;
+            }
+            Err(_) => {
+                tracing::info!("handshake timed out");
+                return;
+            }
+        };
+    match proxlab_link::tls::negotiated_alpn(&connection).as_deref() {
+        Some(ALPN_LINK) => session::serve(&context, connection).await,
+        Some(ALPN_ENROLL) => enroll::serve(&context, connection).await,
+        _ => connection.close(CloseCode::ProtocolError.code().into(), b"unknown ALPN"),
+    }
+}

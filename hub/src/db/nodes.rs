@@ -1,0 +1,222 @@
+//! Enrolled nodes and their online/offline history.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::tokens::SpendRefusal;
+use super::{Db, DbError};
+
+/// A node as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRow {
+    pub id: i64,
+    pub name: String,
+    pub cert_fingerprint: String,
+    pub enrolled_at: i64,
+    pub revoked_at: Option<i64>,
+    pub online: bool,
+    pub state_changed_at: Option<i64>,
+    pub last_seen_at: Option<i64>,
+    pub agent_version: Option<String>,
+    pub remote_addr: Option<String>,
+}
+
+/// One online/offline transition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransitionRow {
+    pub online: bool,
+    pub at: i64,
+    pub reason: String,
+}
+
+const NODE_COLUMNS: &str = "id, name, cert_fingerprint, enrolled_at, revoked_at, online, \
+     state_changed_at, last_seen_at, agent_version, remote_addr";
+
+fn node_from_row(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
+    Ok(NodeRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        cert_fingerprint: row.try_get("cert_fingerprint")?,
+        enrolled_at: row.try_get("enrolled_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+        online: row.try_get::<i64, _>("online")? != 0,
+        state_changed_at: row.try_get("state_changed_at")?,
+        last_seen_at: row.try_get("last_seen_at")?,
+        agent_version: row.try_get("agent_version")?,
+        remote_addr: row.try_get("remote_addr")?,
+    })
+}
+
+/// The outcome of an enrollment attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnrollOutcome {
+    Enrolled,
+    TokenRefused(SpendRefusal),
+    /// An active node already has this name.
+    NameTaken,
+}
+
+impl Db {
+    pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, DbError> {
+        let rows = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))
+            .fetch_all(self.pool())
+            .await?;
+        Ok(rows.iter().map(node_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn node_by_name(&self, name: &str) -> Result<Option<NodeRow>, DbError> {
+        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1"))
+            .bind(name)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(node_from_row).transpose()?)
+    }
+
+    /// Spends the token and records the node with its certificate's fingerprint, in one
+    /// transaction: either both happen or neither does.
+    pub async fn enroll_node(
+        &self,
+        token_hash: &str,
+        node_name: &str,
+        cert_fingerprint: &str,
+        now: i64,
+    ) -> Result<EnrollOutcome, DbError> {
+        let mut tx = self.pool().begin().await?;
+        if let Err(refusal) = Self::spend_join_token(&mut tx, token_hash, node_name, now).await? {
+            return Ok(EnrollOutcome::TokenRefused(refusal));
+        }
+        let existing = sqlx::query("SELECT revoked_at FROM nodes WHERE name = $1")
+            .bind(node_name)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let existing_revoked: Option<Option<i64>> = existing
+            .map(|row| row.try_get::<Option<i64>, _>("revoked_at"))
+            .transpose()?;
+        match existing_revoked {
+            // An active node has this name. Roll back so the token stays unspent: the
+            // operator can revoke the old node and run the same command again.
+            Some(None) => {
+                tx.rollback().await?;
+                return Ok(EnrollOutcome::NameTaken);
+            }
+            // Re-enrolling a revoked node: the new certificate replaces the old one.
+            Some(Some(_)) => {
+                sqlx::query(
+                    "UPDATE nodes SET cert_fingerprint = $1, enrolled_at = $2, \
+                     revoked_at = NULL, online = 0 WHERE name = $3",
+                )
+                .bind(cert_fingerprint)
+                .bind(now)
+                .bind(node_name)
+                .execute(&mut *tx)
+                .await?;
+            }
+            None => {
+                sqlx::query(
+                    "INSERT INTO nodes (name, cert_fingerprint, enrolled_at, online) \
+                     VALUES ($1, $2, $3, 0)",
+                )
+                .bind(node_name)
+                .bind(cert_fingerprint)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+        }
+        tx.commit().await?;
+        Ok(EnrollOutcome::Enrolled)
+    }
+
+    /// Marks a node revoked. Returns whether an active node was revoked.
+    pub async fn revoke_node(&self, name: &str, now: i64) -> Result<bool, DbError> {
+        let done =
+            sqlx::query("UPDATE nodes SET revoked_at = $1 WHERE name = $2 AND revoked_at IS NULL")
+                .bind(now)
+                .bind(name)
+                .execute(self.pool())
+                .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Records a node coming online or going offline.
+    pub async fn set_node_online(
+        &self,
+        name: &str,
+        online: bool,
+        now: i64,
+        reason: &str,
+        agent_version: Option<&str>,
+        remote_addr: Option<&str>,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "UPDATE nodes SET online = $1, state_changed_at = $2, last_seen_at = $2, \
+             agent_version = COALESCE($3, agent_version), remote_addr = COALESCE($4, remote_addr) \
+             WHERE name = $5 RETURNING id",
+        )
+        .bind(i64::from(online))
+        .bind(now)
+        .bind(agent_version)
+        .bind(remote_addr)
+        .bind(name)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::NotFound)?;
+        let id: i64 = row.try_get("id")?;
+        sqlx::query(
+            "INSERT INTO node_transitions (node_id, online, at, reason) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(id)
+        .bind(i64::from(online))
+        .bind(now)
+        .bind(reason)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Notes a heartbeat.
+    pub async fn touch_node(&self, name: &str, now: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE nodes SET last_seen_at = $1 WHERE name = $2")
+            .bind(now)
+            .bind(name)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Marks every node offline: on hub start, since no agent is connected yet.
+    pub async fn mark_all_nodes_offline(&self, now: i64) -> Result<(), DbError> {
+        let online: Vec<String> = sqlx::query("SELECT name FROM nodes WHERE online = 1")
+            .fetch_all(self.pool())
+            .await?
+            .iter()
+            .map(|row| row.try_get("name"))
+            .collect::<Result<_, _>>()?;
+        for name in online {
+            self.set_node_online(&name, false, now, "hub restarted", None, None)
+                .await?;
+        }
+        Ok(())
+    }
+
+    pub async fn node_transitions(&self, name: &str) -> Result<Vec<TransitionRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT t.online, t.at, t.reason FROM node_transitions t \
+             JOIN nodes n ON n.id = t.node_id WHERE n.name = $1 ORDER BY t.id",
+        )
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(TransitionRow {
+                    online: row.try_get::<i64, _>("online")? != 0,
+                    at: row.try_get("at")?,
+                    reason: row.try_get("reason")?,
+                })
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,140 @@
+//! proxlab-hub: the centre of a proxlab site. Agents dial it over QUIC; it holds the
+//! database and serves HTTP.
+
+pub mod agents;
+pub mod config;
+pub mod db;
+pub mod paths;
+pub mod pki_store;
+pub mod tokens;
+pub mod web;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use proxlab_link::pki::Fingerprint;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::agents::{AgentRegistry, AgentServer, LinkContext};
+use crate::config::HubConfig;
+use crate::db::Db;
+use crate::paths::DataDir;
+
+/// What request handlers share.
+pub struct HubState {
+    pub db: Db,
+    pub registry: AgentRegistry,
+    pub ca_pin: Fingerprint,
+    pub config: HubConfig,
+}
+
+/// Opens the database a config names.
+pub async fn open_db(config: &HubConfig) -> Result<Db> {
+    let url = config
+        .database_url
+        .clone()
+        .unwrap_or_else(|| Db::sqlite_url(&config.data_dir));
+    Db::connect(&url).await.context("opening the database")
+}
+
+/// Creates the data directory, owner-only.
+pub fn prepare_data_dir(config: &HubConfig) -> Result<DataDir> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    Ok(DataDir::new(&config.data_dir))
+}
+
+/// A running hub.
+pub struct Hub {
+    pub state: Arc<HubState>,
+    agent_server: AgentServer,
+    http_addr: SocketAddr,
+    http_task: JoinHandle<()>,
+    stop_http: watch::Sender<bool>,
+}
+
+impl Hub {
+    /// Starts the QUIC endpoint and the HTTP server.
+    pub async fn start(config: HubConfig) -> Result<Self> {
+        let data_dir = prepare_data_dir(&config)?;
+        let pki = pki_store::load_or_create(&data_dir)?;
+        let db = open_db(&config).await?;
+        db.mark_all_nodes_offline(db::now_unix()).await?;
+        let registry = AgentRegistry::default();
+        let ca_pin = pki.ca.fingerprint()?;
+        let link = Arc::new(LinkContext {
+            db: db.clone(),
+            registry: registry.clone(),
+            ca: pki.ca,
+            hub_version: env!("CARGO_PKG_VERSION").to_owned(),
+        });
+        let agent_server = AgentServer::start(link, config.quic_addr, &pki.server)?;
+        let state = Arc::new(HubState {
+            db,
+            registry,
+            ca_pin,
+            config: config.clone(),
+        });
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        let (stop_http, mut stopped) = watch::channel(false);
+        let app = web::router(state.clone());
+        let http_task = tokio::spawn(async move {
+            let shutdown = async move {
+                let _ = stopped.wait_for(|stop| *stop).await;
+            };
+            if let Err(err) = axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+            {
+                tracing::error!(%err, "HTTP server failed");
+            }
+        });
+        tracing::info!(
+            http = %http_addr,
+            quic = %agent_server.local_addr()?,
+            pin = %state.ca_pin,
+            "hub started"
+        );
+        Ok(Self {
+            state,
+            agent_server,
+            http_addr,
+            http_task,
+            stop_http,
+        })
+    }
+
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    pub fn quic_addr(&self) -> Result<SocketAddr> {
+        self.agent_server.local_addr()
+    }
+
+    pub fn registry(&self) -> &AgentRegistry {
+        &self.state.registry
+    }
+
+    pub fn db(&self) -> &Db {
+        &self.state.db
+    }
+
+    /// Stops accepting, tells agents the hub is going away, and closes the database.
+    pub async fn shutdown(self) {
+        let _ = self.stop_http.send(true);
+        self.agent_server.shutdown().await;
+        let _ = self.http_task.await;
+        // Sessions record their nodes as offline as they end; give them a moment.
+        self.state.db.close().await;
+    }
+}

@@ -1,0 +1,359 @@
+//! The `proxlab-hub` command.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
+use proxlab_hub::db::{Db, now_unix};
+use proxlab_hub::tokens::{create_join_token, format_time};
+use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
+use serde::Serialize;
+
+/// The proxlab hub: agents dial it, teachers and students use its portal.
+#[derive(Debug, Parser)]
+#[command(name = "proxlab-hub", version, about)]
+struct Cli {
+    /// The data directory (CA, certificates, SQLite database).
+    #[arg(long, global = true, env = "PROXLAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// The config file; a missing default file is fine.
+    #[arg(long, global = true, env = "PROXLAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// The database URL (sqlite://... or postgres://...).
+    #[arg(
+        long,
+        global = true,
+        env = "PROXLAB_DATABASE_URL",
+        hide_env_values = true
+    )]
+    database_url: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve {
+        /// The portal and API address.
+        #[arg(long)]
+        http_addr: Option<SocketAddr>,
+        /// The QUIC address agents dial (UDP).
+        #[arg(long)]
+        quic_addr: Option<SocketAddr>,
+    },
+    /// Manage join tokens for enrolling agents.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// List enrolled nodes, or revoke one.
+    Nodes {
+        #[command(subcommand)]
+        action: Option<NodesAction>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the commented example config file.
+    DefaultConfig,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Create a one-time join token and print the enroll command for the node.
+    Create(TokenCreate),
+    /// List join tokens (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke an unspent join token by id.
+    Revoke { id: i64 },
+}
+
+#[derive(Debug, Args)]
+struct TokenCreate {
+    /// How long the token stays valid, for example 30m, 1h, 7d.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    ttl: Duration,
+    /// Only a node with this name may use the token.
+    #[arg(long)]
+    node: Option<String>,
+    /// The HOST:PORT agents dial; default: public_address from the config, or this host.
+    #[arg(long)]
+    hub_address: Option<String>,
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesAction {
+    /// Revoke a node: its agent is disconnected and can never reconnect with its
+    /// certificate.
+    Revoke { name: String },
+}
+
+fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROXLAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+impl Cli {
+    /// Layers the config: defaults, file, environment and flags.
+    fn hub_config(&self) -> Result<HubConfig> {
+        let (path, required) = match &self.config {
+            Some(path) => (path.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
+        };
+        let mut config = HubConfig::from_file(ConfigFile::load(&path, required)?);
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.database_url {
+            config.database_url = Some(url.clone());
+        }
+        Ok(config)
+    }
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("proxlab-hub: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> Result<()> {
+    let mut config = cli.hub_config()?;
+    match cli.command {
+        Command::Serve {
+            http_addr,
+            quic_addr,
+        } => {
+            if let Some(addr) = http_addr {
+                config.http_addr = addr;
+            }
+            if let Some(addr) = quic_addr {
+                config.quic_addr = addr;
+            }
+            serve(config).await
+        }
+        Command::Token { action } => token(config, action).await,
+        Command::Nodes { action: None, json } => list_nodes(&config, json).await,
+        Command::Nodes {
+            action: Some(NodesAction::Revoke { name }),
+            ..
+        } => revoke_node(&config, &name).await,
+        Command::DefaultConfig => {
+            print!("{EXAMPLE_CONFIG}");
+            Ok(())
+        }
+    }
+}
+
+async fn serve(config: HubConfig) -> Result<()> {
+    let hub = Hub::start(config).await?;
+    println!(
+        "proxlab hub listening: http://{} (portal), {} (agents, UDP)",
+        hub.http_addr(),
+        hub.quic_addr()?
+    );
+    println!("CA pin: {}", hub.state.ca_pin);
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    hub.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("installing the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+/// Opens the database of a hub that may be running in another process.
+async fn open_existing(config: &HubConfig) -> Result<Db> {
+    if config.database_url.is_none() && !config.data_dir.join("hub.db").exists() {
+        bail!(
+            "no hub database in {}: start the hub once with `proxlab-hub serve`, or pass --data-dir",
+            config.data_dir.display()
+        );
+    }
+    open_db(config).await
+}
+
+async fn token(config: HubConfig, action: TokenAction) -> Result<()> {
+    match action {
+        TokenAction::Create(args) => {
+            if let Some(name) = &args.node {
+                proxlab_protocol::names::validate_node_name(name).map_err(anyhow::Error::msg)?;
+            }
+            let data_dir = prepare_data_dir(&config)?;
+            let pki = pki_store::load_or_create(&data_dir)?;
+            let db = open_db(&config).await?;
+            let address = args
+                .hub_address
+                .unwrap_or_else(|| config.agent_facing_address());
+            let issued = create_join_token(
+                &db,
+                &pki.ca.fingerprint()?.to_string(),
+                &address,
+                args.ttl,
+                args.node.as_deref(),
+            )
+            .await?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&issued)?);
+            } else {
+                println!("Join token (shown once): {}", issued.token);
+                println!("CA pin:                  {}", issued.ca_pin);
+                println!("Expires:                 {}", issued.expires_at);
+                println!();
+                println!("Run this on the Proxmox node:");
+                println!("  {}", issued.command);
+            }
+            Ok(())
+        }
+        TokenAction::List { json } => {
+            let db = open_existing(&config).await?;
+            let now = now_unix();
+            let rows: Vec<TokenView> = db
+                .list_join_tokens()
+                .await?
+                .into_iter()
+                .map(|row| TokenView {
+                    id: row.id,
+                    state: if row.spent_at.is_some() {
+                        "spent"
+                    } else if row.revoked_at.is_some() {
+                        "revoked"
+                    } else if row.expires_at <= now {
+                        "expired"
+                    } else {
+                        "valid"
+                    },
+                    node: row.node_name,
+                    expires_at: format_time(row.expires_at),
+                    spent_by_node: row.spent_by_node,
+                })
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:>4}  {:<8}  {:<20}  {:<16}  SPENT BY",
+                    "ID", "STATE", "EXPIRES", "NODE"
+                );
+                for row in rows {
+                    println!(
+                        "{:>4}  {:<8}  {:<20}  {:<16}  {}",
+                        row.id,
+                        row.state,
+                        row.expires_at,
+                        row.node.as_deref().unwrap_or("(any)"),
+                        row.spent_by_node.as_deref().unwrap_or("-")
+                    );
+                }
+            }
+            Ok(())
+        }
+        TokenAction::Revoke { id } => {
+            let db = open_existing(&config).await?;
+            if !db.revoke_join_token(id, now_unix()).await? {
+                bail!("no unspent, unrevoked join token with id {id}");
+            }
+            println!("Join token {id} revoked.");
+            Ok(())
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TokenView {
+    id: i64,
+    state: &'static str,
+    node: Option<String>,
+    expires_at: String,
+    spent_by_node: Option<String>,
+}
+
+#[derive(Serialize)]
+struct NodeView {
+    name: String,
+    state: &'static str,
+    last_seen: Option<String>,
+    agent_version: Option<String>,
+    remote_addr: Option<String>,
+}
+
+async fn list_nodes(config: &HubConfig, json: bool) -> Result<()> {
+    let db = open_existing(config).await?;
+    let nodes: Vec<NodeView> = db
+        .list_nodes()
+        .await?
+        .into_iter()
+        .map(|row| NodeView {
+            state: match (row.revoked_at, row.online) {
+                (Some(_), _) => "revoked",
+                (None, true) => "online",
+                (None, false) => "offline",
+            },
+            name: row.name,
+            last_seen: row.last_seen_at.map(format_time),
+            agent_version: row.agent_version,
+            remote_addr: row.remote_addr,
+        })
+        .collect();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&nodes)?);
+        return Ok(());
+    }
+    println!(
+        "{:<20}  {:<8}  {:<20}  {:<10}  REMOTE",
+        "NAME", "STATE", "LAST SEEN", "VERSION"
+    );
+    for node in nodes {
+        println!(
+            "{:<20}  {:<8}  {:<20}  {:<10}  {}",
+            node.name,
+            node.state,
+            node.last_seen.as_deref().unwrap_or("never"),
+            node.agent_version.as_deref().unwrap_or("-"),
+            node.remote_addr.as_deref().unwrap_or("-")
+        );
+    }
+    Ok(())
+}
+
+async fn revoke_node(config: &HubConfig, name: &str) -> Result<()> {
+    let db = open_existing(config).await?;
+    if !db
+        .revoke_node(name, now_unix())
+        .await
+        .context("revoking the node")?
+    {
+        bail!("no active node named {name}");
+    }
+    println!("Node {name} revoked. A running hub disconnects it at its next heartbeat.");
+    Ok(())
+}

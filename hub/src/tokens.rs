@@ -1,0 +1,90 @@
+//! Join tokens: what an admin hands a node operator to enroll an agent.
+//!
+//! A token is 32 random bytes, shown once. Only its SHA-256 is stored: tokens are long
+//! random secrets, so a fast hash is enough to make a stolen database useless for
+//! enrolling, unlike passwords, which need a slow hash.
+
+use std::time::Duration;
+
+use rand::RngCore;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::db::{Db, DbError, now_unix};
+
+/// The prefix that marks a proxlab join token, so a leaked one is easy to recognise.
+const TOKEN_PREFIX: &str = "plj_";
+
+/// A freshly created join token, with everything the operator needs.
+#[derive(Clone, Serialize)]
+pub struct IssuedToken {
+    pub token: String,
+    pub ca_pin: String,
+    pub expires_at: String,
+    pub command: String,
+}
+
+impl std::fmt::Debug for IssuedToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IssuedToken")
+            .field("ca_pin", &self.ca_pin)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The stored form of a token.
+pub fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.trim().as_bytes()))
+}
+
+/// Formats a Unix time for people and JSON.
+pub fn format_time(unix: i64) -> String {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    humantime::format_rfc3339_seconds(time).to_string()
+}
+
+/// Creates a join token valid for `ttl`, optionally bound to one node name.
+pub async fn create_join_token(
+    db: &Db,
+    ca_pin: &str,
+    hub_address: &str,
+    ttl: Duration,
+    node_name: Option<&str>,
+) -> Result<IssuedToken, DbError> {
+    let mut secret = [0u8; 32];
+    rand::rng().fill_bytes(&mut secret);
+    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let now = now_unix();
+    let expires_at = now + ttl.as_secs() as i64;
+    db.insert_join_token(&hash_token(&token), node_name, now, expires_at)
+        .await?;
+    let mut command =
+        format!("proxlab-agent enroll --hub {hub_address} --token {token} --ca-pin {ca_pin}");
+    if let Some(name) = node_name {
+        command.push_str(&format!(" --node-name {name}"));
+    }
+    Ok(IssuedToken {
+        token,
+        ca_pin: ca_pin.to_owned(),
+        expires_at: format_time(expires_at),
+        command,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hash_ignores_surrounding_whitespace_and_differs_per_token() {
+        assert_eq!(hash_token("plj_abc"), hash_token(" plj_abc\n"));
+        assert_ne!(hash_token("plj_abc"), hash_token("plj_abd"));
+        assert_eq!(hash_token("plj_abc").len(), 64);
+    }
+
+    #[test]
+    fn formats_times_as_rfc3339() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+    }
+}

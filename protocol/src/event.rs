@@ -1,0 +1,22 @@
+//! Events the agent pushes on its control stream.
+
+use serde::{Deserialize, Serialize};
+
+/// One event with its sequence number. Sequence numbers start at 1 on every connection and
+/// increase by one, so the hub can detect a gap and ask for a full snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EventFrame {
+    pub seq: u64,
+    pub event: Event,
+}
+
+/// What happened on the node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "kebab-case")]
+pub enum Event {
+    /// The agent is alive. `unix_ms` is the agent's clock, for skew detection.
+    Heartbeat { unix_ms: u64 },
+    /// An event kind added by a newer protocol version; the hub ignores it.
+    #[serde(other)]
+    Unknown,
+}
