@@ -30,6 +30,19 @@ pub struct HubState {
     pub config: HubConfig,
 }
 
+impl HubState {
+    /// Revokes a node and disconnects its agent at once. Returns whether an active node was
+    /// revoked.
+    pub async fn revoke_node(&self, name: &str) -> Result<bool> {
+        let revoked = self.db.revoke_node(name, db::now_unix()).await?;
+        if revoked {
+            self.registry
+                .disconnect(name, proxlab_protocol::CloseCode::Revoked);
+        }
+        Ok(revoked)
+    }
+}
+
 /// Opens the database a config names.
 pub async fn open_db(config: &HubConfig) -> Result<Db> {
     let url = config

@@ -118,7 +118,6 @@ async fn serve_node(
         connected_at: Instant::now(),
         capabilities: hello.capabilities.iter().cloned().collect::<HashSet<_>>(),
     };
-    let session_id = context.registry.register(connection.clone(), info);
     if let Err(err) = context
         .db
         .set_node_online(
@@ -133,6 +132,8 @@ async fn serve_node(
     {
         tracing::error!(%err, "cannot record the node as online");
     }
+    // Registered after the database write, so whoever the registry wakes sees it recorded.
+    let session_id = context.registry.register(connection.clone(), info);
     tracing::info!(agent_version = %hello.agent_version, %remote, "agent online");
 
     let reason = read_events(context, &connection, &mut recv, &node, &fingerprint).await;

@@ -1,0 +1,102 @@
+//! The agent's command line, as an operator meets it.
+
+use std::process::Command;
+
+fn agent() -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_proxlab-agent"));
+    command
+        .env_remove("PROXLAB_STATE_DIR")
+        .env_remove("PROXLAB_AGENT_CONFIG");
+    command
+}
+
+#[test]
+fn run_before_enrolling_explains_what_to_do() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+    let output = agent()
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("run")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("not enrolled") && stderr.contains("proxlab-agent enroll"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn malformed_pin_is_refused_before_any_network_use() {
+    let output = agent()
+        .args([
+            "enroll",
+            "--hub",
+            "127.0.0.1:9",
+            "--token",
+            "t",
+            "--ca-pin",
+            "md5:1234",
+        ])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("sha256:<64 hex digits>"));
+}
+
+#[test]
+fn invalid_node_name_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let pin = format!("sha256:{}", "00".repeat(32));
+    let output = agent()
+        .arg("--state-dir")
+        .arg(dir.path())
+        .args([
+            "enroll",
+            "--hub",
+            "127.0.0.1:9",
+            "--token",
+            "t",
+            "--ca-pin",
+            &pin,
+        ])
+        .args(["--node-name", "../etc"])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("invalid node name"));
+    assert_eq!(
+        std::fs::read_dir(dir.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn config_with_an_unknown_key_fails_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("agent.toml");
+    std::fs::write(&config, "stat_dir = \"/tmp\"\n").unwrap();
+    let output = agent()
+        .arg("--config")
+        .arg(&config)
+        .arg("run")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("stat_dir"));
+}
+
+#[test]
+fn default_config_is_the_shipped_example() {
+    let output = agent().arg("default-config").output().unwrap();
+    assert!(output.status.success());
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        include_str!("../agent.example.toml")
+    );
+}

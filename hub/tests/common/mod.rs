@@ -1,0 +1,263 @@
+//! The test harness: a real hub in-process on 127.0.0.1 with ephemeral ports and a temporary
+//! data directory, real `proxlab-agent` processes, and raw QUIC clients for peers that
+//! misbehave on purpose.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Once;
+use std::time::Duration;
+
+use proxlab_agent::identity::Identity;
+use proxlab_agent::link::connect::{client_endpoint, dial};
+use proxlab_agent::paths::StateDir;
+use proxlab_hub::Hub;
+use proxlab_hub::config::HubConfig;
+use proxlab_hub::tokens::{IssuedToken, create_join_token};
+use proxlab_link::{read_frame, write_frame};
+use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
+use proxlab_protocol::{Hello, PROTOCOL_VERSION, ProtocolVersion, Welcome};
+use tempfile::TempDir;
+use tokio::process::{Child, Command};
+
+/// The longest any single wait in these tests may take before the test fails.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+pub fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PROXLAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+/// Awaits `future`, failing the test after [`WAIT`].
+pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
+    tokio::time::timeout(WAIT, future)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// The `proxlab-agent` binary, built if this test run did not build it already.
+pub fn agent_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    let exe = std::env::current_exe().expect("test binary path");
+    let dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target directory");
+    let bin = dir.join("proxlab-agent");
+    BUILD.call_once(|| {
+        if !bin.exists() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = std::process::Command::new(cargo)
+                .args(["build", "-p", "proxlab-agent", "--bin", "proxlab-agent"])
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building proxlab-agent failed");
+        }
+    });
+    bin
+}
+
+/// A hub under test.
+pub struct TestHub {
+    pub hub: Option<Hub>,
+    pub config: HubConfig,
+    pub dir: TempDir,
+}
+
+impl TestHub {
+    pub async fn start() -> Self {
+        init_tracing();
+        let dir = tempfile::tempdir().unwrap();
+        // Agents get an empty config file, so a host's /etc/proxlab/agent.toml cannot leak in.
+        std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+        let mut config = HubConfig::new(dir.path().join("hub"));
+        config.http_addr = "127.0.0.1:0".parse().unwrap();
+        config.quic_addr = "127.0.0.1:0".parse().unwrap();
+        let hub = Hub::start(config.clone()).await.expect("hub starts");
+        // Pin the ports, so a restart comes back where agents look for it.
+        config.http_addr = hub.http_addr();
+        config.quic_addr = hub.quic_addr().unwrap();
+        Self {
+            hub: Some(hub),
+            config,
+            dir,
+        }
+    }
+
+    pub fn hub(&self) -> &Hub {
+        self.hub.as_ref().expect("hub is running")
+    }
+
+    pub fn address(&self) -> String {
+        self.config.quic_addr.to_string()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(hub) = self.hub.take() {
+            hub.shutdown().await;
+        }
+    }
+
+    pub async fn restart(&mut self) {
+        self.stop().await;
+        self.hub = Some(Hub::start(self.config.clone()).await.expect("hub restarts"));
+    }
+
+    pub async fn token(&self, ttl: Duration, node: Option<&str>) -> IssuedToken {
+        let state = &self.hub().state;
+        create_join_token(
+            &state.db,
+            &state.ca_pin.to_string(),
+            &self.address(),
+            ttl,
+            node,
+        )
+        .await
+        .unwrap()
+    }
+
+    pub fn state_dir(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("agent-{node}"))
+    }
+
+    /// Runs `proxlab-agent enroll` as a process.
+    pub async fn enroll_with(&self, node: &str, token: &str, pin: &str) -> std::process::Output {
+        Command::new(agent_bin())
+            .arg("--state-dir")
+            .arg(self.state_dir(node))
+            .args([
+                "enroll",
+                "--hub",
+                &self.address(),
+                "--token",
+                token,
+                "--ca-pin",
+                pin,
+            ])
+            .args(["--node-name", node])
+            .env("PROXLAB_AGENT_CONFIG", self.dir.path().join("agent.toml"))
+            .env_remove("PROXLAB_STATE_DIR")
+            .output()
+            .await
+            .expect("running proxlab-agent enroll")
+    }
+
+    /// Enrolls `node` with a fresh token, asserting success.
+    pub async fn enroll(&self, node: &str) {
+        let token = self.token(Duration::from_secs(600), None).await;
+        let output = self.enroll_with(node, &token.token, &token.ca_pin).await;
+        assert!(
+            output.status.success(),
+            "enroll {node} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+
+    /// Starts `proxlab-agent run` for an enrolled node; it is killed when dropped.
+    pub fn spawn_agent(&self, node: &str) -> Child {
+        let log = std::fs::File::create(self.dir.path().join(format!("agent-{node}.log"))).unwrap();
+        Command::new(agent_bin())
+            .arg("--state-dir")
+            .arg(self.state_dir(node))
+            .arg("run")
+            .env("PROXLAB_AGENT_CONFIG", self.dir.path().join("agent.toml"))
+            .env("PROXLAB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawning proxlab-agent run")
+    }
+
+    pub fn agent_log(&self, node: &str) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("agent-{node}.log")))
+            .unwrap_or_default()
+    }
+
+    /// Enrolls and starts an agent, and waits until the hub has it online.
+    pub async fn online_agent(&self, node: &str) -> Child {
+        self.enroll(node).await;
+        let child = self.spawn_agent(node);
+        within(
+            &format!("{node} online"),
+            self.hub().registry().wait_for(node, true),
+        )
+        .await;
+        child
+    }
+
+    pub fn identity(&self, node: &str) -> Identity {
+        Identity::load(&StateDir::new(self.state_dir(node))).unwrap()
+    }
+}
+
+/// A hand-driven agent connection, for peers that misbehave.
+pub struct RawAgent {
+    pub endpoint: quinn::Endpoint,
+    pub connection: quinn::Connection,
+}
+
+impl RawAgent {
+    /// Connects with `identity` (no hello yet).
+    pub async fn connect(hub: &TestHub, identity: &Identity) -> Result<Self, String> {
+        let config =
+            proxlab_link::tls::agent_client_config(&identity.ca_pem, &identity.node).unwrap();
+        let addr = hub.config.quic_addr;
+        let endpoint = client_endpoint(addr).unwrap();
+        let connection = dial(&endpoint, addr, config)
+            .await
+            .map_err(|err| err.to_string())?;
+        Ok(Self {
+            endpoint,
+            connection,
+        })
+    }
+
+    /// Opens the control stream and exchanges hello/welcome.
+    pub async fn hello(
+        &self,
+        node: &str,
+        protocol: ProtocolVersion,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream, Welcome), String> {
+        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| e.to_string())?;
+        let hello = Hello {
+            protocol,
+            agent_version: "test".into(),
+            node_name: node.into(),
+            capabilities: vec![],
+        };
+        write_frame(&mut send, &hello, MAX_FRAME_LEN)
+            .await
+            .map_err(|e| e.to_string())?;
+        let welcome: Welcome = read_frame(&mut recv, MAX_FRAME_LEN, FRAME_READ_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok((send, recv, welcome))
+    }
+
+    pub async fn hello_current(
+        &self,
+        node: &str,
+    ) -> (quinn::SendStream, quinn::RecvStream, Welcome) {
+        self.hello(node, PROTOCOL_VERSION)
+            .await
+            .expect("hello accepted")
+    }
+
+    /// Waits for the hub to close the connection and returns its close code.
+    pub async fn close_code(&self) -> Option<u64> {
+        match within("the hub to close the connection", self.connection.closed()).await {
+            quinn::ConnectionError::ApplicationClosed(close) => Some(close.error_code.into_inner()),
+            other => {
+                eprintln!("connection ended without an application close: {other}");
+                None
+            }
+        }
+    }
+}
