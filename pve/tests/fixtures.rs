@@ -118,3 +118,85 @@ fn every_cfg2cmd_config_parses_and_rewrites_without_loss() {
         assert_eq!(reread.snapshot_names().len(), config.snapshot_names().len());
     }
 }
+
+/// Rewrites a backup's config for restore onto `target`, the way the fixtures expect:
+/// drives listed in `#qmdump#map` lines get fresh volumes in map order (their format from
+/// the map, `raw` where it names none), drives not in the backup are commented out, and
+/// snapshot, lock, unused and map lines go.
+fn restore_rewrite(text: &str, vmid: u32, target: &str) -> String {
+    use proxlab_pve::config::Line;
+    use proxlab_pve::drive::{Drive, DriveKey};
+    use proxlab_pve::volid::disk_name;
+
+    let mut config = VmConfig::parse(text);
+    let map: Vec<(String, String)> = config
+        .main()
+        .lines
+        .iter()
+        .filter_map(|line| match line {
+            Line::Comment(comment) => comment.strip_prefix("qmdump#map:").map(|rest| {
+                let fields: Vec<&str> = rest.split(':').collect();
+                let format = if fields[3].is_empty() {
+                    "raw"
+                } else {
+                    fields[3]
+                };
+                (fields[0].to_owned(), format.to_owned())
+            }),
+            _ => None,
+        })
+        .collect();
+    let main = config.main_mut();
+    main.retain_keys(|key| !matches!(key, "parent" | "lock") && !key.starts_with("unused"));
+    main.lines
+        .retain(|line| !matches!(line, Line::Comment(c) if c.starts_with("qmdump#")));
+    for line in &mut main.lines {
+        let Line::Entry {
+            key, value, raw, ..
+        } = line
+        else {
+            continue;
+        };
+        let Some(drive_key) = DriveKey::parse(key) else {
+            continue;
+        };
+        let mut drive = Drive::parse(drive_key, value).unwrap();
+        if !drive.is_disk_image() {
+            continue;
+        }
+        match map.iter().position(|(mapped, _)| mapped == key) {
+            Some(n) => {
+                let name = disk_name(vmid, n as u32, Some(&map[n].1));
+                drive
+                    .set_volume(&format!("{target}:{vmid}/{name}"))
+                    .unwrap();
+                *value = drive.value();
+                *raw = None;
+            }
+            None => *line = Line::Comment(raw.clone().unwrap()),
+        }
+    }
+    config.write_preserving()
+}
+
+#[test]
+fn restore_configs_pass_through_a_storage_rewrite() {
+    let Some(root) = fixtures() else { return };
+    let inputs = conf_files(&root.join("restore-config-input"));
+    assert_eq!(inputs.len(), 4);
+    for input in inputs {
+        let name = input.file_name().unwrap();
+        let vmid: u32 = name
+            .to_string_lossy()
+            .trim_end_matches(".conf")
+            .parse()
+            .unwrap();
+        let expected = read(&root.join("restore-config-expected").join(name));
+        assert_eq!(
+            restore_rewrite(&read(&input), vmid, "target"),
+            expected,
+            "{}",
+            input.display()
+        );
+    }
+}

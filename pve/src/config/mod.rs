@@ -292,10 +292,11 @@ impl VmConfig {
     pub fn snapshot_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();
         for section in &self.sections {
-            if let SectionKind::Snapshot(name) = &section.kind {
-                if section.ignored.is_none() && !names.contains(&name.as_str()) {
-                    names.push(name);
-                }
+            if let SectionKind::Snapshot(name) = &section.kind
+                && section.ignored.is_none()
+                && !names.contains(&name.as_str())
+            {
+                names.push(name);
             }
         }
         names
@@ -312,11 +313,10 @@ impl VmConfig {
     /// Adds a section at the end (a snapshot, `[PENDING]` ...), replacing one of that kind.
     pub fn put_section(
         &mut self,
-        kind: SectionKind,
+        kind: &SectionKind,
         entries: &[(String, String)],
     ) -> Result<(), String> {
-        let wanted = kind.clone();
-        self.remove_sections(|existing| *existing == wanted);
+        self.remove_sections(|existing| existing == kind);
         let mut section = Section::new(kind.clone());
         if let Some(header) = kind.header() {
             section.lines.push(Line::Blank(String::new()));

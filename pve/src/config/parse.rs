@@ -35,11 +35,10 @@ fn header_kind(line: &str) -> Option<SectionKind> {
     if inner.eq_ignore_ascii_case("PENDING") {
         return Some(SectionKind::Pending);
     }
-    if let Some(name) = inner
-        .get(..8)
-        .filter(|p| p.eq_ignore_ascii_case("special:"))
-        .map(|_| &inner[8..])
+    if let Some(prefix) = inner.get(..8)
+        && prefix.eq_ignore_ascii_case("special:")
     {
+        let name = &inner[8..];
         if name.eq_ignore_ascii_case("cloudinit") || name.eq_ignore_ascii_case("fleecing") {
             return Some(SectionKind::Special(name.to_owned()));
         }
@@ -122,6 +121,26 @@ fn parse_line(kind: &SectionKind, raw: &str) -> Line {
     }
 }
 
+/// Starts a new section at a header line, marking an unknown one, or an earlier duplicate
+/// as replaced.
+fn open_section(sections: &mut Vec<Section>, kind: &SectionKind, raw: &str) {
+    let mut section = Section::new(kind.clone());
+    section.lines.push(Line::Header(raw.to_owned()));
+    if let SectionKind::Unknown(name) = kind {
+        section.ignored = Some(Ignored::Unknown(format!(
+            "skipping unknown section: '{name}'"
+        )));
+    } else if let Some(earlier) = sections
+        .iter_mut()
+        .rev()
+        .find(|s| s.kind == *kind && s.ignored.is_none())
+    {
+        earlier.ignored = Some(Ignored::Superseded);
+        section.duplicate = true;
+    }
+    sections.push(section);
+}
+
 impl VmConfig {
     /// Reads a config file. It never fails: what Proxmox would refuse is kept and marked
     /// (see [`VmConfig::warnings`]).
@@ -137,25 +156,11 @@ impl VmConfig {
                     .push(Line::Blank(raw.to_owned()));
                 continue;
             }
-            if raw.starts_with('[') {
-                if let Some(kind) = header_kind(raw) {
-                    let mut section = Section::new(kind.clone());
-                    section.lines.push(Line::Header(raw.to_owned()));
-                    if let SectionKind::Unknown(name) = &kind {
-                        section.ignored = Some(Ignored::Unknown(format!(
-                            "skipping unknown section: '{name}'"
-                        )));
-                    } else if let Some(earlier) = sections
-                        .iter_mut()
-                        .rev()
-                        .find(|s| s.kind == kind && s.ignored.is_none())
-                    {
-                        earlier.ignored = Some(Ignored::Superseded);
-                        section.duplicate = true;
-                    }
-                    sections.push(section);
-                    continue;
-                }
+            if raw.starts_with('[')
+                && let Some(kind) = header_kind(raw)
+            {
+                open_section(&mut sections, &kind, raw);
+                continue;
             }
             let section = sections.last_mut().expect("main section");
             let line = if section
@@ -182,7 +187,7 @@ impl VmConfig {
         }
         VmConfig {
             sections,
-            final_newline: text.ends_with('\n') || text.is_empty(),
+            final_newline: text.ends_with('\n'),
         }
     }
 

@@ -174,7 +174,7 @@ fn put_section_and_descriptions() {
     let mut config = VmConfig::parse("cores: 1\n");
     config
         .put_section(
-            SectionKind::Snapshot("s1".into()),
+            &SectionKind::Snapshot("s1".into()),
             &[("cores".into(), "1".into())],
         )
         .unwrap();

@@ -54,10 +54,9 @@ fn canonical_body(section: &Section, mode: WriteMode, used_volumes: &[&str]) -> 
                 problem: Some(_),
                 ..
             } = line
+                && !entries.iter().any(|(existing, _)| existing == key)
             {
-                if !entries.iter().any(|(existing, _)| existing == key) {
-                    entries.push((key, value));
-                }
+                entries.push((key, value));
             }
         }
     }
@@ -162,7 +161,7 @@ impl VmConfig {
             .flat_map(|section| section.lines.iter().map(preserved_line))
             .collect();
         let mut out = lines.join("\n");
-        if self.final_newline && !out.is_empty() {
+        if self.final_newline && !lines.is_empty() {
             out.push('\n');
         }
         out

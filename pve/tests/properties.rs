@@ -1,0 +1,84 @@
+//! Property tests: whatever the input, reading never panics, the preserving writer gives the
+//! input back, and canonical output is a fixed point.
+
+use std::path::{Component, Path};
+
+use proptest::prelude::*;
+use proxlab_pve::config::{VmConfig, WriteMode};
+use proxlab_pve::propstring::PropertyString;
+use proxlab_pve::volid::{Volume, VolumeId};
+
+/// Lines that look like config lines, and some that do not.
+fn config_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "[a-z][a-z_-]{0,8}[0-9]{0,2}: [ -~]{0,24}",
+        "(cores|memory|numa|onboot|sockets|name|net0|scsi0|delete|description|args|cdrom): [ -~]{0,16}",
+        "#[ -~]{0,16}",
+        "\\[(PENDING|special:cloudinit|special:fleecing|special:x|[a-z][a-z0-9_-]{0,6}|[^\\]]{0,6})\\] {0,2}",
+        " {0,3}",
+        "\\PC{0,20}",
+    ]
+}
+
+fn config_text() -> impl Strategy<Value = String> {
+    (prop::collection::vec(config_line(), 0..30), any::<bool>()).prop_map(|(lines, newline)| {
+        let mut text = lines.join("\n");
+        if newline {
+            text.push('\n');
+        }
+        text
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    #[test]
+    fn preserving_write_gives_the_input_back(text in config_text()) {
+        let config = VmConfig::parse(&text);
+        prop_assert_eq!(config.write_preserving(), text);
+    }
+
+    #[test]
+    fn canonical_write_is_stable(text in config_text()) {
+        let config = VmConfig::parse(&text);
+        for mode in [WriteMode::Proxmox, WriteMode::Lossless] {
+            let once = config.write_canonical(mode);
+            let twice = VmConfig::parse(&once).write_canonical(mode);
+            prop_assert_eq!(&twice, &once);
+        }
+        // What Proxmox mode writes, Proxmox reads without a single warning.
+        let proxmox = VmConfig::parse(&config.write_canonical(WriteMode::Proxmox));
+        prop_assert!(proxmox.warnings().is_empty(), "{:?}", proxmox.warnings());
+        let _ = VmConfig::parse_strict(&text, 100);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(text in "\\PC{0,200}") {
+        let config = VmConfig::parse(&text);
+        let _ = config.write_canonical(WriteMode::Lossless);
+        let _ = config.drives();
+        let _ = config.nics();
+    }
+
+    #[test]
+    fn property_strings_round_trip(text in "[a-z0-9=:,._/-]{0,40}") {
+        if let Ok(parsed) = PropertyString::parse(&text) {
+            prop_assert_eq!(parsed.to_string(), text);
+            let canonical = PropertyString::parse(&parsed.canonical()).unwrap();
+            prop_assert_eq!(canonical.canonical(), parsed.canonical());
+        }
+    }
+
+    #[test]
+    fn volume_paths_never_leave_the_storage(text in "[a-z]{2,6}:[a-z0-9./_-]{1,60}") {
+        if let Ok(volid) = text.parse::<VolumeId>()
+            && let Ok(Volume::Image(image)) = volid.file_volume()
+        {
+            let path = image.path(Path::new("/storage"));
+            prop_assert!(path.starts_with("/storage/images"));
+            prop_assert!(path.components().all(|c| !matches!(c, Component::ParentDir | Component::CurDir)));
+            prop_assert_eq!(path.components().count(), 5, "{}", path.display());
+        }
+    }
+}
