@@ -1,0 +1,194 @@
+//! The real `qemu-img`, run with an argument vector (never a shell), with injected faults.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Deserialize;
+
+use crate::script::Faults;
+use crate::sim::{Outcome, Sim, fail};
+
+fn program() -> OsString {
+    std::env::var_os("PVE_SIM_QEMU_IMG").unwrap_or_else(|| "qemu-img".into())
+}
+
+/// Runs `qemu-img` with `args`, in `cwd` if given. `target` is the file it writes, checked
+/// against the injected faults first.
+fn run(sim: &Sim, args: &[OsString], cwd: Option<&Path>, target: &Path) -> Outcome<String> {
+    let faults = Faults::load(sim)?;
+    let shown = target.display().to_string();
+    if faults.qemu_img_fails_for(&shown) {
+        return fail(format!(
+            "qemu-img: {shown}: Could not write: Input/output error (injected fault)"
+        ));
+    }
+    let mut command = Command::new(program());
+    command.args(args);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let output = command
+        .output()
+        .map_err(|err| format!("cannot run qemu-img: {err}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return fail(stderr.trim_end().to_owned());
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn os(parts: &[&str]) -> Vec<OsString> {
+    parts.iter().map(OsString::from).collect()
+}
+
+/// Creates an empty image.
+pub fn create(sim: &Sim, path: &Path, format: &str, size_bytes: u64) -> Outcome {
+    let mut args = os(&["create", "-f", format]);
+    args.push(path.into());
+    args.push(size_bytes.to_string().into());
+    run(sim, &args, None, path).map(drop)
+}
+
+/// Creates a qcow2 overlay named `name` in `dir`, backed by `backing` (relative to `dir`),
+/// exactly as Proxmox's dir plugin does.
+pub fn create_overlay(
+    sim: &Sim,
+    dir: &Path,
+    name: &str,
+    backing: &str,
+    backing_format: &str,
+) -> Outcome {
+    let args = os(&[
+        "create",
+        "-F",
+        backing_format,
+        "-b",
+        backing,
+        "-f",
+        "qcow2",
+        name,
+        "-o",
+        "extended_l2=on,cluster_size=128k",
+    ]);
+    run(sim, &args, Some(dir), &dir.join(name)).map(drop)
+}
+
+/// Copies an image into a new file (a full clone or an import).
+pub fn convert(
+    sim: &Sim,
+    source: &Path,
+    source_format: &str,
+    target: &Path,
+    target_format: &str,
+) -> Outcome {
+    let mut args = os(&["convert", "-p", "-f", source_format, "-O", target_format]);
+    args.push(source.into());
+    args.push(target.into());
+    run(sim, &args, None, target).map(drop)
+}
+
+/// `qemu-img snapshot -c|-a|-d <name> <path>`.
+pub fn snapshot(sim: &Sim, op: &str, name: &str, path: &Path) -> Outcome {
+    let mut args = os(&["snapshot", op, name]);
+    args.push(path.into());
+    run(sim, &args, None, path).map(drop)
+}
+
+/// What `qemu-img info` says about an image.
+#[derive(Debug, Clone, Deserialize)]
+pub struct ImageInfo {
+    #[serde(rename = "virtual-size")]
+    pub virtual_size: u64,
+    pub format: String,
+    #[serde(rename = "actual-size", default)]
+    pub actual_size: u64,
+    #[serde(rename = "backing-filename", default)]
+    pub backing: Option<String>,
+}
+
+pub fn info(path: &Path) -> Outcome<ImageInfo> {
+    let output = Command::new(program())
+        .args(["info", "-U", "--output=json"])
+        .arg(path)
+        .output()
+        .map_err(|err| format!("cannot run qemu-img: {err}"))?;
+    if !output.status.success() {
+        return fail(
+            String::from_utf8_lossy(&output.stderr)
+                .trim_end()
+                .to_owned(),
+        );
+    }
+    Ok(serde_json::from_slice(&output.stdout)?)
+}
+
+/// `qemu-img info --backing-chain`: every file of the chain, top first.
+pub fn backing_chain(path: &Path) -> Outcome<Vec<PathBuf>> {
+    let output = Command::new(program())
+        .args(["info", "-U", "--backing-chain", "--output=json"])
+        .arg(path)
+        .output()?;
+    if !output.status.success() {
+        return fail(
+            String::from_utf8_lossy(&output.stderr)
+                .trim_end()
+                .to_owned(),
+        );
+    }
+    let chain: Vec<serde_json::Value> = serde_json::from_slice(&output.stdout)?;
+    Ok(chain
+        .iter()
+        .filter_map(|image| image["filename"].as_str().map(PathBuf::from))
+        .collect())
+}
+
+/// Parses a Proxmox disk size (`32G`, `104858K`, `512M`, `1T`, or bytes).
+pub fn parse_size(text: &str) -> Option<u64> {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(text.len()),
+    );
+    let value: f64 = digits.parse().ok()?;
+    let factor: u64 = match unit {
+        "" => 1,
+        "K" => 1 << 10,
+        "M" => 1 << 20,
+        "G" => 1 << 30,
+        "T" => 1 << 40,
+        _ => return None,
+    };
+    Some((value * factor as f64) as u64)
+}
+
+/// Formats bytes as Proxmox does: the largest unit that divides evenly.
+pub fn format_size(bytes: u64) -> String {
+    for (unit, factor) in [
+        ("T", 1u64 << 40),
+        ("G", 1 << 30),
+        ("M", 1 << 20),
+        ("K", 1 << 10),
+    ] {
+        if bytes >= factor && bytes % factor == 0 {
+            return format!("{}{unit}", bytes / factor);
+        }
+    }
+    bytes.to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("32G"), Some(32 << 30));
+        assert_eq!(parse_size("104858K"), Some(104_858 << 10));
+        assert_eq!(parse_size("1.5G"), Some(3 << 29));
+        assert_eq!(parse_size("12X"), None);
+        assert_eq!(format_size(4_294_967_296), "4G");
+        assert_eq!(format_size(107_374_592), "104858K");
+        assert_eq!(format_size(4096 << 20), "4G");
+        assert_eq!(format_size(1000), "1000");
+    }
+}

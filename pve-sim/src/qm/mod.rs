@@ -1,0 +1,76 @@
+//! The simulated `qm`.
+
+mod clone;
+pub mod edit;
+mod guest;
+pub mod info;
+mod power;
+mod snapshot;
+mod vnc;
+
+use crate::args::Args;
+use crate::script::Faults;
+use crate::sim::{Failure, Outcome, Sim};
+
+const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
+       qm clone <vmid> <newid> [OPTIONS]
+       qm config <vmid> [OPTIONS]
+       qm create <vmid> [OPTIONS]
+       qm delsnapshot <vmid> <snapname> [OPTIONS]
+       qm destroy <vmid> [OPTIONS]
+       qm guest cmd <vmid> <command>
+       qm guest exec <vmid> [<extra-args>] [OPTIONS]
+       qm list  [OPTIONS]
+       qm listsnapshot <vmid>
+       qm pending <vmid>
+       qm reboot <vmid> [OPTIONS]
+       qm reset <vmid> [OPTIONS]
+       qm rollback <vmid> <snapname> [OPTIONS]
+       qm set <vmid> [OPTIONS]
+       qm shutdown <vmid> [OPTIONS]
+       qm snapshot <vmid> <snapname> [OPTIONS]
+       qm start <vmid> [OPTIONS]
+       qm status <vmid> [OPTIONS]
+       qm stop <vmid> [OPTIONS]
+       qm template <vmid> [OPTIONS]
+       qm unlock <vmid>
+       qm vncproxy <vmid>";
+
+pub fn run(argv: &[String]) -> Outcome {
+    let Some(command) = argv.first() else {
+        return Err(Failure {
+            message: USAGE.into(),
+            code: 255,
+        });
+    };
+    let sim = Sim::from_env()?;
+    Faults::load(&sim)?.apply_latency(&format!("qm {command}"));
+    let args = Args::parse(&argv[1..])?;
+    match command.as_str() {
+        "list" => info::list(&sim, args),
+        "status" => info::status(&sim, args),
+        "config" => info::config(&sim, args),
+        "pending" => info::pending(&sim, args),
+        "create" => edit::create(&sim, args),
+        "set" => edit::set(&sim, args),
+        "destroy" => edit::destroy(&sim, args),
+        "unlock" => edit::unlock(&sim, args),
+        "start" => power::start(&sim, args),
+        "stop" => power::stop(&sim, args),
+        "shutdown" => power::shutdown(&sim, args),
+        "reboot" => power::reboot(&sim, args),
+        "reset" => power::reset(&sim, args),
+        "clone" => clone::clone(&sim, args),
+        "template" => clone::template(&sim, args),
+        "snapshot" => snapshot::snapshot(&sim, args),
+        "listsnapshot" => snapshot::listsnapshot(&sim, args),
+        "rollback" => snapshot::rollback(&sim, args),
+        "delsnapshot" => snapshot::delsnapshot(&sim, args),
+        "guest" => guest::run(&sim, args),
+        "vncproxy" => vnc::vncproxy(&sim, args),
+        other => Err(Failure {
+            message: format!("unknown command 'qm {other}'\n{USAGE}"),
+            code: 255,
+        }),
+    }
+}

@@ -1,0 +1,54 @@
+//! `qm vncproxy`: sets the VM's VNC password to `LC_PVE_TICKET` and pipes stdin/stdout to
+//! its VNC socket, as Proxmox's does.
+
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::unix::net::UnixStream;
+
+use crate::args::Args;
+use crate::runtime::{self, RunState};
+use crate::sim::{Outcome, Sim, fail};
+
+/// How long the password stays valid for a login.
+const PASSWORD_LIFETIME_SECS: i64 = 30;
+
+pub(super) fn vncproxy(sim: &Sim, args: Args) -> Outcome {
+    let vmid = args.vmid(0)?;
+    args.finish()?;
+    let Ok(ticket) = std::env::var("LC_PVE_TICKET") else {
+        return fail("LC_PVE_TICKET not set, VNC proxy without password is forbidden");
+    };
+    if !sim.config_path(&sim.node, vmid).exists() {
+        return fail(format!(
+            "unable to find configuration file for VM {vmid} on node '{}'",
+            sim.node
+        ));
+    }
+    if runtime::running_pid(sim, vmid).is_none() {
+        return fail(format!("VM {vmid} not running"));
+    }
+    let mut state = RunState::load(sim, vmid).unwrap_or_default();
+    state.vnc_password = Some(ticket);
+    state.vnc_password_expires = Sim::now() + PASSWORD_LIFETIME_SECS;
+    state.save(sim, vmid)?;
+
+    let socket = UnixStream::connect(sim.vnc_socket(vmid))?;
+    let mut to_vm = socket.try_clone()?;
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let _ = std::io::copy(&mut stdin, &mut to_vm);
+        let _ = to_vm.shutdown(Shutdown::Write);
+    });
+    let mut from_vm = socket;
+    let mut stdout = std::io::stdout().lock();
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        let n = from_vm.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        stdout.write_all(&buf[..n])?;
+        stdout.flush()?;
+    }
+    Ok(())
+}
