@@ -108,7 +108,7 @@ impl Args {
                 )
             })?;
         proxlab_pve::volid::validate_vmid(vmid)
-            .map_err(|_| param_error(name, &format!("value must have a minimum value of 100")))?;
+            .map_err(|_| param_error(name, "value must have a minimum value of 100"))?;
         Ok(vmid)
     }
 

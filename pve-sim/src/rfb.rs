@@ -126,10 +126,11 @@ fn lit(vmid: &str, x: usize, y: usize) -> bool {
     }
     let half = DIGIT_H / 2;
     let on = SEGMENTS[digit as usize];
-    let horizontal =
-        |row: usize| dy + T / 2 >= row && dy < row + T / 2 && dx >= T / 2 && dx < DIGIT_W - T / 2;
+    let horizontal = |row: usize| {
+        dy + T / 2 >= row && dy < row + T / 2 && (T / 2..DIGIT_W - T / 2).contains(&dx)
+    };
     let vertical = |col: usize, from: usize, to: usize| {
-        dx + T / 2 >= col && dx < col + T / 2 && dy >= from && dy < to
+        dx + T / 2 >= col && dx < col + T / 2 && (from..to).contains(&dy)
     };
     (on[0] && horizontal(T / 2))
         || (on[1] && vertical(DIGIT_W - T / 2, 0, half))

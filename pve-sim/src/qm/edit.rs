@@ -218,7 +218,7 @@ pub(super) fn set(sim: &Sim, mut args: Args) -> Outcome {
             })
             .unwrap_or_default();
         pending.retain(|(k, _)| !later.contains_key(k));
-        pending.extend(later.into_iter());
+        pending.extend(later);
         config.put_section(&SectionKind::Pending, &pending)?;
     }
     for key in delete
@@ -339,7 +339,7 @@ fn make_writable(dir: &std::path::Path) {
     }
 }
 
-pub(super) fn unlock(sim: &Sim, args: Args) -> Outcome {
+pub(super) fn unlock(sim: &Sim, args: &Args) -> Outcome {
     let vmid = args.vmid(0)?;
     args.finish()?;
     let _lock = store::lock_vm(sim, vmid)?;

@@ -99,13 +99,13 @@ pub(super) fn run(sim: &Sim, mut args: Args) -> Outcome {
     let sub = args.positional(0, "command")?;
     args.positional.remove(0);
     match sub.as_str() {
-        "cmd" => cmd(sim, args),
+        "cmd" => cmd(sim, &args),
         "exec" => exec(sim, args),
         other => fail(format!("unknown command 'qm guest {other}'")),
     }
 }
 
-fn cmd(sim: &Sim, args: Args) -> Outcome {
+fn cmd(sim: &Sim, args: &Args) -> Outcome {
     let vmid = args.vmid(0)?;
     let command = args.positional(1, "command")?;
     args.finish()?;
@@ -122,7 +122,6 @@ fn cmd(sim: &Sim, args: Args) -> Outcome {
     let answer = match command.as_str() {
         "network-get-interfaces" => script
             .interfaces
-            .clone()
             .unwrap_or_else(|| default_interfaces(vmid, &config)),
         "get-host-name" => json!({"host-name": config.main().get("name").unwrap_or("localhost")}),
         "get-osinfo" => json!({"id": "debian", "name": "Debian GNU/Linux", "version-id": "12"}),

@@ -248,7 +248,7 @@ pub(super) fn config(sim: &Sim, mut args: Args) -> Outcome {
     Ok(())
 }
 
-pub(super) fn pending(sim: &Sim, args: Args) -> Outcome {
+pub(super) fn pending(sim: &Sim, args: &Args) -> Outcome {
     let vmid = args.vmid(0)?;
     args.finish()?;
     let loaded = store::read(sim, vmid)?;

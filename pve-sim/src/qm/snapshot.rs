@@ -203,7 +203,7 @@ pub(super) fn delsnapshot(sim: &Sim, mut args: Args) -> Outcome {
     store::write(sim, vmid, &config)
 }
 
-pub(super) fn listsnapshot(sim: &Sim, args: Args) -> Outcome {
+pub(super) fn listsnapshot(sim: &Sim, args: &Args) -> Outcome {
     let vmid = args.vmid(0)?;
     args.finish()?;
     let config = store::read(sim, vmid)?.config;

@@ -12,7 +12,7 @@ use crate::sim::{Outcome, Sim, fail};
 /// How long the password stays valid for a login.
 const PASSWORD_LIFETIME_SECS: i64 = 30;
 
-pub(super) fn vncproxy(sim: &Sim, args: Args) -> Outcome {
+pub(super) fn vncproxy(sim: &Sim, args: &Args) -> Outcome {
     let vmid = args.vmid(0)?;
     args.finish()?;
     let Ok(ticket) = std::env::var("LC_PVE_TICKET") else {
