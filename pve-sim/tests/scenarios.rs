@@ -707,3 +707,164 @@ fn vnc_through_vncproxy_needs_the_ticket_as_password() {
     let (refused, _) = vnc_login(&cluster, "900", "Abc12345", "wrong!!!");
     assert_eq!(refused, 1);
 }
+
+#[test]
+fn full_clone_copies_the_disk_to_another_storage() {
+    let cluster = Cluster::new("pve1", &["tmpl:64M"]);
+    let out = cluster
+        .qm(
+            "pve1",
+            &[
+                "clone",
+                "9000",
+                "120",
+                "--full",
+                "1",
+                "--storage",
+                "shared",
+                "--format",
+                "raw",
+            ],
+        )
+        .ok();
+    assert!(
+        out.contains("create full clone of drive scsi0 (local:9000/base-9000-disk-0.qcow2)"),
+        "{out}"
+    );
+    let config = cluster.config("pve1", 120);
+    assert!(
+        config.contains("scsi0: shared:120/vm-120-disk-0.raw,iothread=1,size=64M\n"),
+        "{config}"
+    );
+    assert!(config.contains("name: Copy-of-VM-tmpl\n"), "{config}");
+    let chain = backing_chain(&cluster.path("pve1", "shared:120/vm-120-disk-0.raw"));
+    assert_eq!(chain.len(), 1, "a full clone has no backing file");
+    assert_eq!(chain[0]["format"], "raw");
+    // A full clone can be destroyed while the template stays.
+    cluster.qm("pve1", &["destroy", "120"]).ok();
+    assert!(!cluster.root().join("mnt/pve/shared/images/120").exists());
+}
+
+#[test]
+fn import_and_rescan() {
+    let cluster = Cluster::new("pve1", &[]);
+    cluster
+        .qm(
+            "pve1",
+            &["create", "130", "--scsi0", "local:0.0625,format=qcow2"],
+        )
+        .ok();
+    let source = cluster.dir.path().join("appliance.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-f", "qcow2"])
+        .arg(&source)
+        .arg("32M")
+        .output()
+        .unwrap();
+    assert!(made.status.success());
+    let out = cluster
+        .qm(
+            "pve1",
+            &[
+                "disk",
+                "import",
+                "130",
+                source.to_str().unwrap(),
+                "local",
+                "--format",
+                "qcow2",
+            ],
+        )
+        .ok();
+    assert!(
+        out.ends_with("unused0: successfully imported disk 'local:130/vm-130-disk-1.qcow2'\n"),
+        "{out}"
+    );
+    cluster
+        .qm("pve1", &["importdisk", "130", "/nonexistent.img", "local"])
+        .fails_with("/nonexistent.img: non-existent or non-regular file");
+    // Grow a disk behind Proxmox's back; rescan notices.
+    let disk = cluster.path("pve1", "local:130/vm-130-disk-0.qcow2");
+    assert!(
+        std::process::Command::new("qemu-img")
+            .arg("resize")
+            .arg(&disk)
+            .arg("128M")
+            .output()
+            .unwrap()
+            .status
+            .success()
+    );
+    let dry = cluster
+        .qm("pve1", &["rescan", "--vmid", "130", "--dryrun", "1"])
+        .ok();
+    assert!(dry.contains("NOTE: running in dry-run mode"), "{dry}");
+    assert!(cluster.config("pve1", 130).contains("size=64M"));
+    let out = cluster
+        .qm("pve1", &["disk", "rescan", "--vmid", "130"])
+        .ok();
+    assert!(
+        out.contains(
+            "VM 130 (scsi0): size of disk 'local:130/vm-130-disk-0.qcow2' updated from 64M to 128M"
+        ),
+        "{out}"
+    );
+    assert!(cluster.config("pve1", 130).contains("size=128M"));
+}
+
+#[test]
+fn latency_cpu_load_and_verbose_status() {
+    let cluster = Cluster::new("pve1", &[]);
+    cluster
+        .qm(
+            "pve1",
+            &["create", "140", "--cores", "2", "--memory", "1024"],
+        )
+        .ok();
+    cluster
+        .sim("pve1", &["fault", "--latency", "qm status=300"])
+        .ok();
+    let started = std::time::Instant::now();
+    cluster.qm("pve1", &["status", "140"]).ok();
+    assert!(started.elapsed() >= std::time::Duration::from_millis(300));
+    cluster
+        .sim("pve1", &["script", "140", "--cpu-load", "0.8"])
+        .ok();
+    cluster.qm("pve1", &["start", "140"]).ok();
+    // CPU time accumulates as the VM runs: wait for the scripted load to show.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let json = cluster
+            .run(
+                "pve1",
+                "pvesh",
+                &[
+                    "get",
+                    "/nodes/pve1/qemu/140/status/current",
+                    "--output-format",
+                    "json",
+                ],
+            )
+            .ok();
+        let status: serde_json::Value = serde_json::from_str(&json).unwrap();
+        if status["cpu"].as_f64().unwrap() > 0.3 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no CPU load seen: {json}"
+        );
+    }
+    let verbose = cluster
+        .qm("pve1", &["status", "140", "--verbose", "1"])
+        .ok();
+    assert!(
+        verbose.contains("cpus: 2\n") && verbose.contains("maxmem: 1073741824\n"),
+        "{verbose}"
+    );
+    assert!(verbose.contains("ha:\n\tmanaged: 0\n"), "{verbose}");
+    assert!(
+        verbose.contains("status: running\n") && !verbose.contains("cpu: "),
+        "{verbose}"
+    );
+}

@@ -1,6 +1,7 @@
 //! The simulated `qm`.
 
 mod clone;
+mod disk;
 pub mod edit;
 mod guest;
 pub mod info;
@@ -18,6 +19,8 @@ const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
        qm create <vmid> [OPTIONS]
        qm delsnapshot <vmid> <snapname> [OPTIONS]
        qm destroy <vmid> [OPTIONS]
+       qm disk import <vmid> <source> <storage> [OPTIONS]
+       qm disk rescan  [OPTIONS]
        qm guest cmd <vmid> <command>
        qm guest exec <vmid> [<extra-args>] [OPTIONS]
        qm list  [OPTIONS]
@@ -68,6 +71,21 @@ pub fn run(argv: &[String]) -> Outcome {
         "delsnapshot" => snapshot::delsnapshot(&sim, args),
         "guest" => guest::run(&sim, args),
         "vncproxy" => vnc::vncproxy(&sim, &args),
+        "importdisk" => disk::import(&sim, args),
+        "rescan" => disk::rescan(&sim, args),
+        "disk" => {
+            let mut args = args;
+            let sub = args.positional(0, "command")?;
+            args.positional.remove(0);
+            match sub.as_str() {
+                "import" => disk::import(&sim, args),
+                "rescan" => disk::rescan(&sim, args),
+                other => Err(Failure {
+                    message: format!("unknown command 'qm disk {other}'"),
+                    code: 255,
+                }),
+            }
+        }
         other => Err(Failure {
             message: format!("unknown command 'qm {other}'\n{USAGE}"),
             code: 255,
