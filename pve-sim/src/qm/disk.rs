@@ -92,7 +92,7 @@ pub(super) fn import(sim: &Sim, mut args: Args) -> Outcome {
     };
     let key = target_disk.unwrap_or_else(|| next_unused(&config));
     let value = if key.starts_with("unused") {
-        volid.clone()
+        volid
     } else {
         format!("{volid},size={}", format_size(info.virtual_size))
     };
