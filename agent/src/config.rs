@@ -16,6 +16,9 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// Overrides the hub address recorded at enrollment (`HOST:PORT`).
     pub hub: Option<String>,
+    /// Where Proxmox's tools and files are.
+    #[serde(default)]
+    pub pve: crate::pve::config::PveConfig,
 }
 
 impl AgentConfig {

@@ -1,31 +1,138 @@
-//! Answers to hub requests: one stream each, served concurrently.
+//! Answers to hub requests: one stream each, served concurrently, with progress frames for
+//! long operations and an operation-id cache so a retried request never runs twice.
 
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::marker::PhantomData;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxlab_link::{FrameIoError, read_frame, write_frame};
+use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, Ping, Pong};
+use proxlab_protocol::vm_ops::{Done, PowerReply, Resync, VmDestroy, VmPower, VmReset, VmSnapshot};
 use proxlab_protocol::{ErrorKind, RemoteError, Request, RequestFrame, ResponseFrame};
+use serde::Serialize;
+use tokio::sync::{OnceCell, mpsc};
 use tracing::Instrument;
 
+use crate::collect::Collector;
 use crate::node_info;
+use crate::pve::node::Node;
+use crate::pve::{clones, ops, remote_error};
 
 /// The request kinds this agent serves, advertised in its hello.
-pub const CAPABILITIES: &[&str] = &[Ping::KIND, NodeInfo::KIND];
+pub const CAPABILITIES: &[&str] = &[
+    Ping::KIND,
+    NodeInfo::KIND,
+    Resync::KIND,
+    VmPower::KIND,
+    VmDestroy::KIND,
+    VmSnapshot::KIND,
+    VmReset::KIND,
+    MakeBase::KIND,
+    CloneMany::KIND,
+];
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
 
+/// How many finished operations are remembered for retries.
+const REMEMBERED_OPS: usize = 1024;
+
+/// The answer of one operation, shared by every request that carries its id.
+type SharedAnswer = Arc<OnceCell<ResponseFrame>>;
+
+/// Finished and running operations by id, and the order they arrived in.
+#[derive(Default)]
+struct OpCache {
+    ops: Mutex<(HashMap<String, SharedAnswer>, VecDeque<String>)>,
+}
+
+impl OpCache {
+    /// Runs `work` once per operation id; a retry waits for, or replays, the first answer.
+    async fn once(&self, op_id: &str, work: impl Future<Output = ResponseFrame>) -> ResponseFrame {
+        let cell = {
+            let mut guard = self.ops.lock().expect("not poisoned");
+            let (ops, order) = &mut *guard;
+            if let Some(cell) = ops.get(op_id) {
+                cell.clone()
+            } else {
+                let cell = Arc::new(OnceCell::new());
+                ops.insert(op_id.to_owned(), cell.clone());
+                order.push_back(op_id.to_owned());
+                if order.len() > REMEMBERED_OPS
+                    && let Some(oldest) = order.pop_front()
+                {
+                    ops.remove(&oldest);
+                }
+                cell
+            }
+        };
+        cell.get_or_init(|| work).await.clone()
+    }
+}
+
+/// What request handlers work with.
+pub struct Context {
+    pub node: Arc<Node>,
+    pub collector: Arc<Collector>,
+    ops: OpCache,
+}
+
+impl Context {
+    pub fn new(node: Arc<Node>, collector: Arc<Collector>) -> Self {
+        Self {
+            node,
+            collector,
+            ops: OpCache::default(),
+        }
+    }
+}
+
+/// Sends progress of a request's type.
+pub struct ProgressSink<P> {
+    tx: mpsc::UnboundedSender<serde_json::Value>,
+    _kind: PhantomData<P>,
+}
+
+impl<P: Serialize> ProgressSink<P> {
+    pub fn send(&self, progress: P) {
+        if let Ok(body) = serde_json::to_value(progress) {
+            let _ = self.tx.send(body);
+        }
+    }
+}
+
 /// Serves one request stream.
-pub async fn serve_stream(mut send: quinn::SendStream, mut recv: quinn::RecvStream) {
+pub async fn serve_stream(
+    context: Arc<Context>,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
     let frame: RequestFrame = match read_frame(&mut recv, MAX_FRAME_LEN, FRAME_READ_TIMEOUT).await {
         Ok(frame) => frame,
         Err(err) => return refuse(send, recv, &err).await,
     };
     let span = tracing::info_span!("request", kind = %frame.kind, op_id = %frame.op_id);
     async {
-        let answer = dispatch(frame).await;
+        let (tx, mut progress) = mpsc::unbounded_channel();
+        let work = dispatch(&context, frame, tx);
+        tokio::pin!(work);
+        let answer = loop {
+            tokio::select! {
+                answer = &mut work => break answer,
+                Some(body) = progress.recv() => {
+                    if write_frame(&mut send, &ResponseFrame::Progress { body }, MAX_FRAME_LEN).await.is_err() {
+                        tracing::info!("the hub left; finishing the operation anyway");
+                    }
+                }
+            }
+        };
+        while let Ok(body) = progress.try_recv() {
+            let _ = write_frame(&mut send, &ResponseFrame::Progress { body }, MAX_FRAME_LEN).await;
+        }
         if let ResponseFrame::Err { error } = &answer {
             tracing::info!(kind = ?error.kind, message = %error.message, "request failed");
         }
@@ -53,14 +160,24 @@ async fn refuse(mut send: quinn::SendStream, mut recv: quinn::RecvStream, err: &
 }
 
 /// Decodes a request body, runs `handler`, and wraps its outcome.
-async fn handle<R, F, Fut>(body: serde_json::Value, handler: F) -> ResponseFrame
+async fn handle<R, F, Fut>(
+    body: serde_json::Value,
+    tx: mpsc::UnboundedSender<serde_json::Value>,
+    handler: F,
+) -> ResponseFrame
 where
     R: Request,
-    F: FnOnce(R) -> Fut,
+    F: FnOnce(R, ProgressSink<R::Progress>) -> Fut,
     Fut: Future<Output = Result<R::Response, RemoteError>>,
 {
     match serde_json::from_value::<R>(body) {
-        Ok(request) => ResponseFrame::from_result(handler(request).await),
+        Ok(request) => {
+            let sink = ProgressSink {
+                tx,
+                _kind: PhantomData,
+            };
+            ResponseFrame::from_result(handler(request, sink).await)
+        }
         Err(err) => ResponseFrame::Err {
             error: RemoteError::new(
                 ErrorKind::BadRequest,
@@ -70,17 +187,137 @@ where
     }
 }
 
-/// Routes a request to its handler by kind.
-pub async fn dispatch(frame: RequestFrame) -> ResponseFrame {
-    match frame.kind.as_str() {
-        Ping::KIND => handle(frame.body, ping).await,
+/// Routes a request to its handler by kind. Operations that change the node run once per
+/// operation id.
+pub async fn dispatch(
+    context: &Context,
+    frame: RequestFrame,
+    tx: mpsc::UnboundedSender<serde_json::Value>,
+) -> ResponseFrame {
+    let RequestFrame { op_id, kind, body } = frame;
+    match kind.as_str() {
+        Ping::KIND => handle(body, tx, |r: Ping, _| ping(r)).await,
         NodeInfo::KIND => {
-            handle(frame.body, |_: NodeInfo| async { Ok(node_info::collect()) }).await
+            handle(body, tx, |_: NodeInfo, _| async {
+                Ok(node_info::collect())
+            })
+            .await
+        }
+        Resync::KIND => {
+            handle(body, tx, |_: Resync, _| async {
+                context.collector.request_resync();
+                Ok(Done {})
+            })
+            .await
+        }
+        VmPower::KIND
+        | VmDestroy::KIND
+        | VmSnapshot::KIND
+        | VmReset::KIND
+        | MakeBase::KIND
+        | CloneMany::KIND => {
+            context
+                .ops
+                .once(&op_id, change(&context.node, &kind, body, tx))
+                .await
         }
         other => ResponseFrame::Err {
             error: RemoteError::new(
                 ErrorKind::Unsupported,
                 format!("this agent does not serve {other:?} requests"),
+            ),
+        },
+    }
+}
+
+/// The requests that change the node.
+async fn change(
+    node: &Arc<Node>,
+    kind: &str,
+    body: serde_json::Value,
+    tx: mpsc::UnboundedSender<serde_json::Value>,
+) -> ResponseFrame {
+    let failed = |e: crate::pve::PveError| remote_error(&e);
+    match kind {
+        VmPower::KIND => {
+            handle(body, tx, |r: VmPower, _| async move {
+                ops::power(node, r.vmid, r.action)
+                    .await
+                    .map(|status| PowerReply { status })
+                    .map_err(failed)
+            })
+            .await
+        }
+        VmDestroy::KIND => {
+            handle(body, tx, |r: VmDestroy, _| async move {
+                ops::destroy(node, r.vmid, r.allow_template)
+                    .await
+                    .map(|()| Done {})
+                    .map_err(failed)
+            })
+            .await
+        }
+        VmSnapshot::KIND => {
+            handle(body, tx, |r: VmSnapshot, _| async move {
+                ops::snapshot(node, r.vmid, &r.name, &r.op)
+                    .await
+                    .map(|()| Done {})
+                    .map_err(failed)
+            })
+            .await
+        }
+        VmReset::KIND => {
+            handle(body, tx, |r: VmReset, _| async move {
+                clones::reset(node, r.vmid, r.stopped)
+                    .await
+                    .map(|status| PowerReply { status })
+                    .map_err(failed)
+            })
+            .await
+        }
+        MakeBase::KIND => {
+            handle(body, tx, |r: MakeBase, progress| async move {
+                clones::make_base(
+                    node,
+                    r.source_vmid,
+                    r.base_vmid,
+                    &r.name,
+                    r.storage.as_deref(),
+                    |p| progress.send(p),
+                )
+                .await
+                .map(|volids| MakeBaseReply {
+                    base_vmid: r.base_vmid,
+                    volids,
+                })
+                .map_err(failed)
+            })
+            .await
+        }
+        CloneMany::KIND => {
+            handle(body, tx, |r: CloneMany, progress| async move {
+                let concurrency = if r.concurrency == 0 {
+                    node.config.clone_concurrency
+                } else {
+                    r.concurrency as usize
+                };
+                let outcomes =
+                    clones::clone_many(node, r.base_vmid, r.vms, concurrency, |o| progress.send(o))
+                        .await
+                        .map_err(failed)?;
+                let (created, failed): (Vec<_>, Vec<_>) =
+                    outcomes.into_iter().partition(|o| o.error.is_none());
+                Ok(CloneManyReply {
+                    created: created.into_iter().map(|o| o.vmid).collect(),
+                    failed,
+                })
+            })
+            .await
+        }
+        other => ResponseFrame::Err {
+            error: RemoteError::new(
+                ErrorKind::Unsupported,
+                format!("{other:?} is not an operation"),
             ),
         },
     }
@@ -97,70 +334,4 @@ async fn ping(request: Ping) -> Result<Pong, RemoteError> {
     Ok(Pong {
         payload: request.payload,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use proxlab_protocol::requests::NodeInfoReply;
-
-    use super::*;
-
-    fn frame(kind: &str, body: serde_json::Value) -> RequestFrame {
-        RequestFrame {
-            op_id: "op".into(),
-            kind: kind.into(),
-            body,
-        }
-    }
-
-    #[tokio::test]
-    async fn ping_echoes() {
-        let answer = dispatch(frame("ping", serde_json::json!({"payload": "x"}))).await;
-        assert_eq!(
-            answer,
-            ResponseFrame::Ok {
-                body: serde_json::json!({"payload": "x"})
-            }
-        );
-    }
-
-    #[tokio::test]
-    async fn unknown_kind_is_unsupported() {
-        let answer = dispatch(frame("frobnicate", serde_json::json!({}))).await;
-        assert!(
-            matches!(answer, ResponseFrame::Err { error } if error.kind == ErrorKind::Unsupported)
-        );
-    }
-
-    #[tokio::test]
-    async fn malformed_body_is_a_bad_request() {
-        let answer = dispatch(frame("ping", serde_json::json!({"delay_ms": "soon"}))).await;
-        assert!(
-            matches!(answer, ResponseFrame::Err { error } if error.kind == ErrorKind::BadRequest)
-        );
-    }
-
-    #[tokio::test]
-    async fn overlong_ping_delay_is_refused() {
-        let answer = dispatch(frame(
-            "ping",
-            serde_json::json!({"delay_ms": MAX_PING_DELAY_MS + 1}),
-        ))
-        .await;
-        assert!(
-            matches!(answer, ResponseFrame::Err { error } if error.kind == ErrorKind::BadRequest)
-        );
-    }
-
-    #[tokio::test]
-    async fn node_info_describes_this_machine() {
-        let ResponseFrame::Ok { body } = dispatch(frame("node-info", serde_json::json!({}))).await
-        else {
-            panic!("node-info failed");
-        };
-        let info: NodeInfoReply = serde_json::from_value(body).unwrap();
-        assert!(info.cpu_count >= 1);
-        assert!(info.memory_total_bytes > 0);
-        assert!(!info.hostname.is_empty());
-    }
 }

@@ -1,5 +1,6 @@
 //! proxlab-agent: runs on each Proxmox node, dials the hub and serves its requests.
 
+pub mod collect;
 pub mod config;
 pub mod enroll;
 pub mod handlers;
@@ -7,3 +8,4 @@ pub mod identity;
 pub mod link;
 pub mod node_info;
 pub mod paths;
+pub mod pve;

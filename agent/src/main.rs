@@ -5,11 +5,16 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use proxlab_agent::collect::Collector;
 use proxlab_agent::config::{AgentConfig, EXAMPLE_CONFIG};
 use proxlab_agent::enroll::{EnrollParams, enroll};
+use proxlab_agent::handlers::Context as RequestContext;
 use proxlab_agent::identity::Identity;
 use proxlab_agent::link::{self, EXIT_REFUSED_BY_HUB, RefusedByHub};
 use proxlab_agent::paths::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, StateDir};
+use proxlab_agent::pve::node::Node;
 use proxlab_link::pki::Fingerprint;
 
 /// The proxlab agent: runs on a Proxmox node and serves the hub.
@@ -125,9 +130,16 @@ async fn run(cli: Cli) -> Result<()> {
             let identity = Identity::load(&state_dir)?;
             let hub = config
                 .hub
+                .clone()
                 .unwrap_or_else(|| identity.enrollment.hub.clone());
-            tracing::info!(node = %identity.enrollment.node_name, %hub, "starting");
-            link::run(identity, hub, shutdown_signal())
+            let mut pve = config.pve.clone();
+            pve.node
+                .get_or_insert_with(|| identity.enrollment.node_name.clone());
+            let node = Arc::new(Node::new(pve));
+            tracing::info!(node = %node.name, %hub, "starting");
+            let collector = Collector::start(node.clone()).await;
+            let context = Arc::new(RequestContext::new(node, collector));
+            link::run(identity, hub, context, shutdown_signal())
                 .await
                 .context("the agent stopped")
         }

@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::inventory::{Inventory, InventoryDelta, NodeMetrics};
+
 /// One event with its sequence number. Sequence numbers start at 1 on every connection and
 /// increase by one, so the hub can detect a gap and ask for a full snapshot.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -16,6 +18,12 @@ pub struct EventFrame {
 pub enum Event {
     /// The agent is alive. `unix_ms` is the agent's clock, for skew detection.
     Heartbeat { unix_ms: u64 },
+    /// The full inventory: on every connect, and when the hub asks for a resync.
+    Inventory { inventory: Inventory },
+    /// What changed since the previous inventory event.
+    InventoryDelta { delta: InventoryDelta },
+    /// Node load.
+    Metrics { metrics: NodeMetrics },
     /// An event kind added by a newer protocol version; the hub ignores it.
     #[serde(other)]
     Unknown,

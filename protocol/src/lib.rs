@@ -37,16 +37,19 @@
 //! * Field names and meanings of a released minor version never change. The golden-file tests
 //!   make any change to the encoding a visible diff.
 
+pub mod clones;
 pub mod close;
 pub mod enroll;
 pub mod error;
 pub mod event;
 pub mod frame;
 pub mod hello;
+pub mod inventory;
 pub mod limits;
 pub mod names;
 pub mod request;
 pub mod requests;
+pub mod vm_ops;
 
 pub use close::CloseCode;
 pub use enroll::{EnrollRequest, EnrollResponse};

@@ -32,7 +32,7 @@ fn symlink_tools(root: &Path) -> Outcome {
     let exe = std::env::current_exe()?;
     let bin = root.join("bin");
     std::fs::create_dir_all(&bin)?;
-    for tool in ["qm", "pvesh", "pvesm"] {
+    for tool in ["qm", "pvesh", "pvesm", "qemu-img"] {
         let link = bin.join(tool);
         let _ = std::fs::remove_file(&link);
         std::os::unix::fs::symlink(&exe, &link)?;

@@ -13,7 +13,7 @@ fn dispatch(argv: &[String]) -> Outcome {
         .and_then(|name| name.to_str())
         .unwrap_or("pve-sim");
     let (tool, rest) = match program {
-        "qm" | "pvesh" | "pvesm" => (program, &argv[1..]),
+        "qm" | "pvesh" | "pvesm" | "qemu-img" => (program, &argv[1..]),
         _ => match argv.get(1) {
             Some(tool) => (tool.as_str(), &argv[2..]),
             None => return tools::unknown(""),
@@ -23,6 +23,7 @@ fn dispatch(argv: &[String]) -> Outcome {
         "qm" => qm::run(rest),
         "pvesh" => pvesh::run(rest),
         "pvesm" => pvesm::run(rest),
+        "qemu-img" => pve_sim::qemu_img::wrapper(rest),
         "init" => init::run(rest),
         "canon" => tools::canon(rest),
         "script" => tools::script(rest),
@@ -45,7 +46,9 @@ fn main() -> ExitCode {
     match dispatch(&argv) {
         Ok(()) => ExitCode::SUCCESS,
         Err(failure) => {
-            eprintln!("{}", failure.message);
+            if !failure.message.is_empty() {
+                eprintln!("{}", failure.message);
+            }
             ExitCode::from(u8::try_from(failure.code).unwrap_or(255))
         }
     }

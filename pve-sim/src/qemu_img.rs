@@ -9,8 +9,47 @@ use serde::Deserialize;
 use crate::script::Faults;
 use crate::sim::{Outcome, Sim, fail};
 
-fn program() -> OsString {
-    std::env::var_os("PVE_SIM_QEMU_IMG").unwrap_or_else(|| "qemu-img".into())
+/// The real `qemu-img`: `PVE_SIM_QEMU_IMG`, or the first on `PATH` that is not a
+/// simulator wrapper (a symlink to this program).
+pub fn program() -> OsString {
+    if let Some(explicit) = std::env::var_os("PVE_SIM_QEMU_IMG") {
+        return explicit;
+    }
+    let this = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.canonicalize().ok());
+    std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .map(|dir| dir.join("qemu-img"))
+        .find(|candidate| candidate.is_file() && candidate.canonicalize().ok() != this)
+        .map_or_else(|| "qemu-img".into(), PathBuf::into_os_string)
+}
+
+/// `qemu-img` called through the simulator's `bin/qemu-img`: injected faults first, for any
+/// file the arguments name, then the real program with the same arguments.
+pub fn wrapper(argv: &[String]) -> Outcome {
+    if let Ok(sim) = Sim::from_env() {
+        let faults = Faults::load(&sim)?;
+        let cwd = std::env::current_dir().unwrap_or_default();
+        for arg in argv.iter().filter(|arg| !arg.starts_with('-')) {
+            let path = cwd.join(arg);
+            let shown = path.display().to_string();
+            if faults.qemu_img_fails_for(&shown) {
+                return fail(format!(
+                    "qemu-img: {shown}: Could not write: Input/output error (injected fault)"
+                ));
+            }
+        }
+    }
+    let status = Command::new(program()).args(argv).status()?;
+    match status.code() {
+        Some(0) => Ok(()),
+        code => Err(crate::sim::Failure {
+            message: String::new(),
+            code: code.unwrap_or(1),
+        }),
+    }
 }
 
 /// Runs `qemu-img` with `args`, in `cwd` if given. `target` is the file it writes, checked

@@ -97,6 +97,7 @@ pub fn start(sim: &Sim, vmid: u32) -> Outcome<u32> {
         ..RunState::default()
     }
     .save(sim, vmid)?;
+    refresh_arp_table(sim)?;
     Ok(pid)
 }
 
@@ -115,6 +116,39 @@ pub fn kill(sim: &Sim, vmid: u32, grace: Duration) -> Outcome {
         }
     }
     cleanup(sim, vmid);
+    refresh_arp_table(sim)
+}
+
+/// Rewrites `<root>/proc/net/arp` from the running VMs' scripted neighbour addresses, in
+/// the kernel's format.
+pub fn refresh_arp_table(sim: &Sim) -> Outcome {
+    let mut table = String::from(
+        "IP address       HW type     Flags       HW address            Mask     Device\n",
+    );
+    for (vmid, node) in crate::store::all_vms(sim) {
+        let script = crate::script::VmScript::load(sim, vmid)?;
+        let Some(ip) = script.neighbor_ip else {
+            continue;
+        };
+        if running_pid(sim, vmid).is_none() {
+            continue;
+        }
+        let Ok(text) = std::fs::read_to_string(sim.config_path(&node, vmid)) else {
+            continue;
+        };
+        let config = proxlab_pve::config::VmConfig::parse(&text);
+        if let Some(mac) = config.nics().first().and_then(|nic| nic.mac.clone()) {
+            table.push_str(&format!(
+                "{ip:<16} 0x1         0x2         {:<21} *        vmbr0\n",
+                mac.to_ascii_lowercase()
+            ));
+        }
+    }
+    let dir = sim.root.join("proc/net");
+    std::fs::create_dir_all(&dir)?;
+    let tmp = dir.join("arp.tmp");
+    std::fs::write(&tmp, table)?;
+    std::fs::rename(tmp, dir.join("arp"))?;
     Ok(())
 }
 

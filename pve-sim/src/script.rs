@@ -33,6 +33,8 @@ pub struct VmScript {
     pub exec: BTreeMap<String, ExecAnswer>,
     /// Every command run through `guest exec`, for tests to inspect.
     pub exec_log: Vec<Vec<String>>,
+    /// The address the VM's first NIC shows in the node's ARP table while it runs.
+    pub neighbor_ip: Option<String>,
     /// The guest ignores ACPI shutdown.
     pub hung_shutdown: bool,
     /// CPU load of the VM process, 0.0 to 1.0.

@@ -46,7 +46,7 @@ fn on_off(args: &mut Args, name: &str) -> Outcome<Option<bool>> {
 }
 
 /// `pve-sim script <vmid> [--guest-agent on|off] [--interfaces JSON] [--exec CMD=EXIT:OUT]
-/// [--hung-shutdown on|off] [--cpu-load F]`: scripts a VM's guest.
+/// [--hung-shutdown on|off] [--cpu-load F] [--neighbor-ip IP|off]`: scripts a VM's guest.
 pub fn script(argv: &[String]) -> Outcome {
     let sim = Sim::from_env()?;
     let mut args = Args::parse(argv)?;
@@ -63,6 +63,9 @@ pub fn script(argv: &[String]) -> Outcome {
             serde_json::from_str(&text)
                 .map_err(|err| param_error("interfaces", &err.to_string()))?,
         );
+    }
+    if let Some(ip) = args.take("neighbor-ip") {
+        script.neighbor_ip = (ip != "off").then_some(ip);
     }
     if let Some(load) = args.take("cpu-load") {
         script.cpu_load = load
@@ -88,6 +91,7 @@ pub fn script(argv: &[String]) -> Outcome {
     }
     args.finish()?;
     script.save(&sim, vmid)?;
+    crate::runtime::refresh_arp_table(&sim)?;
     println!("{}", serde_json::to_string_pretty(&script)?);
     Ok(())
 }

@@ -14,6 +14,7 @@ use proxlab_protocol::CloseCode;
 
 use self::backoff::Backoff;
 use self::session::SessionEnd;
+use crate::handlers::Context;
 use crate::identity::Identity;
 
 /// Exit status of `run` when the hub told the agent to stop for good (revoked, or an
@@ -32,6 +33,7 @@ pub struct RefusedByHub {
 pub async fn run(
     identity: Identity,
     hub: String,
+    context: std::sync::Arc<Context>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let config = proxlab_link::tls::agent_client_config(&identity.ca_pem, &identity.node)?;
@@ -41,7 +43,7 @@ pub async fn run(
     let work = async {
         loop {
             let started = Instant::now();
-            let end = session::run_once(&mut endpoint, &hub, &node, config.clone()).await;
+            let end = session::run_once(&mut endpoint, &hub, &node, config.clone(), &context).await;
             backoff.session_ended(started.elapsed());
             match end {
                 SessionEnd::Refused { code, reason } => return RefusedByHub { code, reason },

@@ -7,7 +7,9 @@ use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME
 use proxlab_protocol::{CloseCode, Hello, PROTOCOL_VERSION, Welcome};
 
 use super::connect::{DialError, client_endpoint, dial, resolve};
-use crate::handlers;
+use std::sync::Arc;
+
+use crate::handlers::{self, Context};
 
 /// How a session ended.
 pub(super) enum SessionEnd {
@@ -50,6 +52,7 @@ pub(super) async fn run_once(
     hub: &str,
     node: &str,
     config: quinn::ClientConfig,
+    context: &Arc<Context>,
 ) -> SessionEnd {
     let addr = match resolve(hub).await {
         Ok(addr) => addr,
@@ -111,11 +114,13 @@ pub(super) async fn run_once(
         0 => HEARTBEAT_INTERVAL,
         secs => Duration::from_secs(secs.into()),
     };
-    let heartbeat = tokio::spawn(super::events::pump(send, interval));
+    let collector = context.collector.clone();
+    let heartbeat =
+        tokio::spawn(async move { super::events::pump(send, interval, &collector).await });
     let reason = loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {
-                tokio::spawn(handlers::serve_stream(send, recv));
+                tokio::spawn(handlers::serve_stream(context.clone(), send, recv));
             }
             Err(err) => break err.to_string(),
         }

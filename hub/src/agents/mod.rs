@@ -8,5 +8,5 @@ mod server;
 mod session;
 
 pub use call::{CallError, new_op_id};
-pub use registry::{AgentRegistry, NodeStateChange, SessionInfo};
+pub use registry::{AgentEvent, AgentRegistry, NodeStateChange, SessionInfo};
 pub use server::{AgentServer, LinkContext};

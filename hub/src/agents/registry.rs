@@ -15,6 +15,13 @@ pub struct NodeStateChange {
     pub online: bool,
 }
 
+/// An event an agent reported (inventory, deltas, metrics), with its node.
+#[derive(Debug, Clone)]
+pub struct AgentEvent {
+    pub node: String,
+    pub event: proxlab_protocol::Event,
+}
+
 /// What the hub knows about one live session.
 #[derive(Debug, Clone)]
 pub struct SessionInfo {
@@ -43,6 +50,7 @@ struct Inner {
 pub struct AgentRegistry {
     inner: Arc<Mutex<Inner>>,
     changes: broadcast::Sender<NodeStateChange>,
+    events: broadcast::Sender<AgentEvent>,
 }
 
 impl Default for AgentRegistry {
@@ -50,6 +58,7 @@ impl Default for AgentRegistry {
         Self {
             inner: Arc::default(),
             changes: broadcast::channel(1024).0,
+            events: broadcast::channel(4096).0,
         }
     }
 }
@@ -151,6 +160,18 @@ impl AgentRegistry {
         let mut nodes: Vec<_> = self.lock().sessions.keys().cloned().collect();
         nodes.sort();
         nodes
+    }
+
+    /// Subscribes to what agents report.
+    pub fn subscribe_events(&self) -> broadcast::Receiver<AgentEvent> {
+        self.events.subscribe()
+    }
+
+    pub(super) fn publish(&self, node: &str, event: proxlab_protocol::Event) {
+        let _ = self.events.send(AgentEvent {
+            node: node.to_owned(),
+            event,
+        });
     }
 
     /// Subscribes to online/offline changes.

@@ -196,6 +196,7 @@ async fn read_events(
                 }
             }
             Event::Unknown => tracing::debug!("ignoring an event kind from a newer agent"),
+            event => context.registry.publish(node, event),
         }
     }
 }

@@ -41,26 +41,37 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// The `proxlab-agent` binary, built if this test run did not build it already.
-pub fn agent_bin() -> PathBuf {
-    static BUILD: Once = Once::new();
+/// A workspace binary, built if this test run did not build it already.
+fn workspace_bin(name: &str, once: &'static Once) -> PathBuf {
     let exe = std::env::current_exe().expect("test binary path");
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .expect("target directory");
-    let bin = dir.join("proxlab-agent");
-    BUILD.call_once(|| {
+    let bin = dir.join(name);
+    once.call_once(|| {
         if !bin.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = std::process::Command::new(cargo)
-                .args(["build", "-p", "proxlab-agent", "--bin", "proxlab-agent"])
+                .args(["build", "-p", name, "--bin", name])
                 .status()
                 .expect("running cargo build");
-            assert!(status.success(), "building proxlab-agent failed");
+            assert!(status.success(), "building {name} failed");
         }
     });
     bin
+}
+
+/// The `proxlab-agent` binary.
+pub fn agent_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    workspace_bin("proxlab-agent", &BUILD)
+}
+
+/// The `pve-sim` binary.
+pub fn sim_bin() -> PathBuf {
+    static BUILD: Once = Once::new();
+    workspace_bin("pve-sim", &BUILD)
 }
 
 /// A hub under test.
@@ -161,12 +172,21 @@ impl TestHub {
 
     /// Starts `proxlab-agent run` for an enrolled node; it is killed when dropped.
     pub fn spawn_agent(&self, node: &str) -> Child {
+        self.spawn_agent_with(node, &self.dir.path().join("agent.toml"), &[])
+    }
+
+    /// Starts `proxlab-agent run` with a config file and extra environment.
+    pub fn spawn_agent_with(&self, node: &str, config: &Path, env: &[(&str, &Path)]) -> Child {
         let log = std::fs::File::create(self.dir.path().join(format!("agent-{node}.log"))).unwrap();
-        Command::new(agent_bin())
+        let mut command = Command::new(agent_bin());
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        command
             .arg("--state-dir")
             .arg(self.state_dir(node))
             .arg("run")
-            .env("PROXLAB_AGENT_CONFIG", self.dir.path().join("agent.toml"))
+            .env("PROXLAB_AGENT_CONFIG", config)
             .env("PROXLAB_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
@@ -257,6 +277,102 @@ impl RawAgent {
             other => {
                 eprintln!("connection ended without an application close: {other}");
                 None
+            }
+        }
+    }
+}
+
+/// A pve-sim cluster for agents to drive.
+pub struct SimCluster {
+    pub root: PathBuf,
+}
+
+impl SimCluster {
+    /// `pve-sim init` in `dir`.
+    pub fn init(dir: &Path, nodes: &str, templates: &[&str]) -> Self {
+        let root = dir.join("pve");
+        let mut command = std::process::Command::new(sim_bin());
+        command
+            .args(["init", "--root"])
+            .arg(&root)
+            .args(["--nodes", nodes]);
+        for template in templates {
+            command.args(["--template", template]);
+        }
+        let output = command.output().unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        Self { root }
+    }
+
+    /// Runs a simulator tool (`qm`, `pvesh`, `pvesm`, or a `pve-sim` command) on a node.
+    pub fn run(&self, node: &str, tool: &str, args: &[&str]) -> std::process::Output {
+        let mut command = if matches!(tool, "qm" | "pvesh" | "pvesm") {
+            std::process::Command::new(self.root.join("bin").join(tool))
+        } else {
+            let mut command = std::process::Command::new(sim_bin());
+            command.arg(tool);
+            command
+        };
+        command
+            .env("PVE_SIM_ROOT", &self.root)
+            .env("PVE_SIM_NODE", node)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn ok(&self, node: &str, tool: &str, args: &[&str]) -> String {
+        let output = self.run(node, tool, args);
+        assert!(
+            output.status.success(),
+            "{tool} {args:?}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    pub fn config(&self, node: &str, vmid: u32) -> Option<String> {
+        std::fs::read_to_string(
+            self.root
+                .join(format!("etc/pve/nodes/{node}/qemu-server/{vmid}.conf")),
+        )
+        .ok()
+    }
+
+    /// Writes an agent config that points the driver at this cluster's `node`.
+    pub fn agent_config(&self, dir: &Path, node: &str) -> PathBuf {
+        let path = dir.join(format!("agent-{node}.toml"));
+        let root = self.root.display();
+        std::fs::write(
+            &path,
+            format!(
+                "[pve]\nnode = \"{node}\"\nqm = \"{root}/bin/qm\"\npvesh = \"{root}/bin/pvesh\"\npvesm = \"{root}/bin/pvesm\"\n\
+                 qemu_img = \"{root}/bin/qemu-img\"\netc_pve = \"{root}/etc/pve\"\nrun_dir = \"{root}/var/run/qemu-server\"\n\
+                 lock_dir = \"{root}/var/lock/qemu-server\"\narp_table = \"{root}/proc/net/arp\"\n"
+            ),
+        )
+        .unwrap();
+        path
+    }
+}
+
+impl Drop for SimCluster {
+    /// Stops simulated VM processes left running.
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(self.root.join("var/run/qemu-server")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            if entry.path().extension().is_some_and(|ext| ext == "pid")
+                && let Ok(text) = std::fs::read_to_string(entry.path())
+            {
+                let _ = std::process::Command::new("kill")
+                    .args(["-KILL", text.trim()])
+                    .output();
             }
         }
     }

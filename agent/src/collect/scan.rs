@@ -1,0 +1,351 @@
+//! One pass over the node: configs, pid files, `/proc`, guest agents, the ARP table.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use proxlab_protocol::inventory::{
+    DiskInfo, IsoInfo, NicInfo, PowerState, StorageInfo, VmInfo, VmLoad,
+};
+use proxlab_pve::config::VmConfig;
+use proxlab_pve::drive::Bus;
+use proxlab_pve::storage_cfg::StorageConfig;
+
+use super::{
+    AGENT_FIRST_RETRY, AGENT_MAX_BACKOFF, AGENT_REFRESH, AgentAnswers, AgentPoll, ips, procfs,
+};
+use crate::pve::node::Node;
+
+/// The part of a VM record that, when it changes, is worth a delta (not its load).
+pub(super) fn reportable(vm: &VmInfo) -> VmInfo {
+    VmInfo {
+        cpu: 0.0,
+        mem_bytes: 0,
+        uptime_secs: 0,
+        ..vm.clone()
+    }
+}
+
+/// A parsed config, kept until its file changes.
+struct CachedConfig {
+    modified: SystemTime,
+    len: u64,
+    info: VmInfo,
+    agent: bool,
+}
+
+pub(super) struct Scanner {
+    node: Arc<Node>,
+    configs: HashMap<u32, CachedConfig>,
+    cpu: HashMap<u32, (u64, Instant)>,
+    loads: Vec<VmLoad>,
+    polls: HashMap<u32, AgentPoll>,
+    agent_ips: AgentAnswers,
+}
+
+fn parse_size(text: &str) -> u64 {
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let value: u64 = digits.parse().unwrap_or(0);
+    value
+        * match unit {
+            "K" => 1 << 10,
+            "M" => 1 << 20,
+            "G" => 1 << 30,
+            "T" => 1 << 40,
+            _ => 1,
+        }
+}
+
+/// The static part of a VM record, from its config.
+fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
+    let main = config.main();
+    let number = |key: &str, default: u64| {
+        main.get(key)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(default)
+    };
+    let memory_mib = main
+        .get("memory")
+        .and_then(|v| {
+            v.trim_start_matches("current=")
+                .split(',')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(512);
+    let disks = config
+        .drives()
+        .into_iter()
+        .filter(|d| d.is_disk_image() && d.key.bus != Bus::Unused)
+        .map(|d| DiskInfo {
+            key: d.key.to_string(),
+            volid: d.volume().to_owned(),
+            size_bytes: d.option("size").map_or(0, parse_size),
+        })
+        .collect();
+    let nics = config
+        .nics()
+        .into_iter()
+        .filter_map(|nic| {
+            Some(NicInfo {
+                key: format!("net{}", nic.index),
+                mac: nic.mac.clone()?.to_ascii_uppercase(),
+                bridge: nic.bridge().map(str::to_owned),
+                vlan: nic.tag(),
+                model: nic.model,
+            })
+        })
+        .collect();
+    let agent = main
+        .get("agent")
+        .is_some_and(|a| a.trim_start_matches("enabled=").starts_with('1'));
+    let info = VmInfo {
+        vmid,
+        name: main
+            .get("name")
+            .map_or_else(|| format!("VM {vmid}"), str::to_owned),
+        node: node.to_owned(),
+        status: PowerState::Stopped,
+        template: main.get("template") == Some("1"),
+        cores: number("cores", 1) as u32,
+        sockets: number("sockets", 1) as u32,
+        memory_mib,
+        disks,
+        nics,
+        tags: main
+            .get("tags")
+            .map(|tags| {
+                tags.split([';', ',', ' '])
+                    .filter(|t| !t.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        lock: main.get("lock").map(str::to_owned),
+        uptime_secs: 0,
+        cpu: 0.0,
+        mem_bytes: 0,
+        ips: Vec::new(),
+    };
+    (info, agent)
+}
+
+impl Scanner {
+    pub(super) fn new(node: Arc<Node>) -> Self {
+        Self {
+            node,
+            configs: HashMap::new(),
+            cpu: HashMap::new(),
+            loads: Vec::new(),
+            polls: HashMap::new(),
+            agent_ips: HashMap::new(),
+        }
+    }
+
+    pub(super) fn loads(&self) -> Vec<VmLoad> {
+        self.loads.clone()
+    }
+
+    /// Re-reads what changed and returns every VM of this node.
+    pub(super) async fn scan(&mut self) -> BTreeMap<u32, VmInfo> {
+        let dir = self.node.qemu_dir(&self.node.name);
+        let mut seen = Vec::new();
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let Some(vmid) = name
+                .to_str()
+                .and_then(|n| n.strip_suffix(".conf"))
+                .and_then(|id| id.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(meta) = entry.metadata() else { continue };
+            let modified = meta.modified().unwrap_or(SystemTime::UNIX_EPOCH);
+            seen.push(vmid);
+            let fresh = self
+                .configs
+                .get(&vmid)
+                .is_some_and(|c| c.modified == modified && c.len == meta.len());
+            if fresh {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(entry.path()) else {
+                continue;
+            };
+            let (info, agent) = describe(vmid, &self.node.name, &VmConfig::parse(&text));
+            self.configs.insert(
+                vmid,
+                CachedConfig {
+                    modified,
+                    len: meta.len(),
+                    info,
+                    agent,
+                },
+            );
+        }
+        self.configs.retain(|vmid, _| seen.contains(vmid));
+        self.cpu.retain(|vmid, _| seen.contains(vmid));
+        self.polls.retain(|vmid, _| seen.contains(vmid));
+        self.agent_ips.retain(|vmid, _| seen.contains(vmid));
+
+        let arp = std::fs::read_to_string(&self.node.config.arp_table)
+            .map(|t| ips::parse_arp_table(&t))
+            .unwrap_or_default();
+        let mut vms = BTreeMap::new();
+        let mut loads = Vec::new();
+        let mut to_poll = Vec::new();
+        for (vmid, cached) in &self.configs {
+            let mut info = cached.info.clone();
+            let pid_file = self.node.pid_file(*vmid);
+            if let Some(pid) = procfs::live_pid(&pid_file) {
+                info.status = PowerState::Running;
+                info.uptime_secs = std::fs::metadata(&pid_file)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(0, |d| d.as_secs());
+                info.mem_bytes = procfs::rss_bytes(pid);
+                if let Some(ticks) = procfs::cpu_ticks(pid) {
+                    let now = Instant::now();
+                    if let Some((before, at)) = self.cpu.insert(*vmid, (ticks, now)) {
+                        let seconds = now.duration_since(at).as_secs_f64();
+                        if seconds > 0.0 {
+                            info.cpu = ticks.saturating_sub(before) as f64
+                                / procfs::TICKS_PER_SEC
+                                / seconds;
+                        }
+                    }
+                }
+                loads.push(VmLoad {
+                    vmid: *vmid,
+                    cpu: info.cpu,
+                    mem_bytes: info.mem_bytes,
+                    uptime_secs: info.uptime_secs,
+                });
+                let macs: Vec<String> = info.nics.iter().map(|n| n.mac.clone()).collect();
+                info.ips = match self.agent_ips.get(vmid) {
+                    Some(found) if !found.is_empty() => found.clone(),
+                    _ => ips::from_neighbors(&arp, &macs),
+                };
+                if cached.agent
+                    && self
+                        .polls
+                        .get(vmid)
+                        .is_none_or(|p| p.next <= Instant::now())
+                {
+                    to_poll.push((*vmid, macs));
+                }
+            } else {
+                self.cpu.remove(vmid);
+                self.agent_ips.remove(vmid);
+                self.polls.remove(vmid);
+            }
+            vms.insert(*vmid, info);
+        }
+        self.loads = loads;
+        self.poll_agents(to_poll, &mut vms).await;
+        vms
+    }
+
+    /// Asks guest agents that are due, a few at a time, with short timeouts.
+    async fn poll_agents(&mut self, due: Vec<(u32, Vec<String>)>, vms: &mut BTreeMap<u32, VmInfo>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for (vmid, macs) in due.into_iter().take(8) {
+            let node = self.node.clone();
+            tasks.spawn(async move {
+                let asked = tokio::time::timeout(
+                    std::time::Duration::from_secs(5),
+                    node.qm(["guest", "cmd", &vmid.to_string(), "network-get-interfaces"]),
+                )
+                .await;
+                let found = match asked {
+                    Ok(Ok(out)) => serde_json::from_str::<serde_json::Value>(&out)
+                        .ok()
+                        .map(|v| ips::from_guest_agent(&v, &macs)),
+                    _ => None,
+                };
+                (vmid, found)
+            });
+        }
+        while let Some(Ok((vmid, found))) = tasks.join_next().await {
+            let poll = self.polls.entry(vmid).or_insert(AgentPoll {
+                next: Instant::now(),
+                backoff: AGENT_FIRST_RETRY,
+            });
+            match found {
+                Some(addresses) => {
+                    poll.backoff = AGENT_FIRST_RETRY;
+                    // Until the guest reports an address, ask again soon.
+                    poll.next = Instant::now()
+                        + if addresses.is_empty() {
+                            AGENT_FIRST_RETRY
+                        } else {
+                            AGENT_REFRESH
+                        };
+                    if let Some(vm) = vms.get_mut(&vmid)
+                        && !addresses.is_empty()
+                    {
+                        vm.ips = addresses.clone();
+                    }
+                    self.agent_ips.insert(vmid, addresses);
+                }
+                None => {
+                    poll.next = Instant::now() + poll.backoff;
+                    poll.backoff = (poll.backoff * 2).min(AGENT_MAX_BACKOFF);
+                }
+            }
+        }
+    }
+}
+
+/// Storages and ISO images, from `pvesh`.
+pub(super) async fn storages(node: &Node) -> (Vec<StorageInfo>, Vec<IsoInfo>) {
+    let path = format!("/nodes/{}/storage", node.name);
+    let Ok(list) = node.pvesh_get(&path, &[]).await else {
+        return (Vec::new(), Vec::new());
+    };
+    let config = node
+        .storage_cfg()
+        .unwrap_or_else(|_| StorageConfig::default());
+    let mut storages = Vec::new();
+    let mut isos = Vec::new();
+    for entry in list.as_array().into_iter().flatten() {
+        let id = entry["storage"].as_str().unwrap_or_default().to_owned();
+        let content: Vec<String> = entry["content"]
+            .as_str()
+            .unwrap_or_default()
+            .split(',')
+            .filter(|c| !c.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if content.iter().any(|c| c == "iso")
+            && let Ok(volumes) = node
+                .pvesh_get(&format!("{path}/{id}/content"), &["--content", "iso"])
+                .await
+        {
+            for volume in volumes.as_array().into_iter().flatten() {
+                isos.push(IsoInfo {
+                    storage: id.clone(),
+                    volid: volume["volid"].as_str().unwrap_or_default().to_owned(),
+                    size_bytes: volume["size"].as_u64().unwrap_or(0),
+                });
+            }
+        }
+        storages.push(StorageInfo {
+            kind: entry["type"].as_str().unwrap_or_default().to_owned(),
+            shared: entry["shared"].as_i64() == Some(1)
+                || config.get(&id).is_some_and(|s| s.is_shared()),
+            active: entry["active"].as_i64() == Some(1),
+            content,
+            total_bytes: entry["total"].as_u64().unwrap_or(0),
+            used_bytes: entry["used"].as_u64().unwrap_or(0),
+            avail_bytes: entry["avail"].as_u64().unwrap_or(0),
+            id,
+        });
+    }
+    (storages, isos)
+}

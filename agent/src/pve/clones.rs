@@ -1,0 +1,454 @@
+//! Fast clones, as ARCHITECTURE.md describes them: a class base is a template whose disks
+//! are full qcow2 copies; each student VM is a qcow2 overlay on it, created with `qemu-img`
+//! under the linked-clone volume id Proxmox understands, with a config from the clone
+//! rewrite written under the VMID's lock. Storages that cannot hold overlays fall back to
+//! `qm clone`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress};
+use proxlab_pve::clone::{CloneSpec, clone_config};
+use proxlab_pve::config::{VmConfig, WriteMode};
+use proxlab_pve::drive::{Bus, Drive};
+use proxlab_pve::volid::{Volume, VolumeId, disk_name};
+
+use super::command::{self, PveError};
+use super::node::Node;
+
+/// Disks that are state, not images: every clone gets its own full copy.
+fn is_state_disk(drive: &Drive) -> bool {
+    matches!(drive.key.bus, Bus::EfiDisk | Bus::TpmState)
+}
+
+/// The disks a clone must make: images of the VM's own, in slot order.
+fn image_drives(config: &VmConfig) -> Vec<Drive> {
+    config
+        .drives()
+        .into_iter()
+        .filter(|d| d.is_disk_image() && d.key.bus != Bus::Unused && !d.is_cloudinit())
+        .collect()
+}
+
+/// Parses a file-storage image volume id.
+fn file_image(volid: &str) -> Result<(String, proxlab_pve::volid::Image), PveError> {
+    let parsed: VolumeId = volid
+        .parse()
+        .map_err(|e: proxlab_pve::volid::VolumeError| PveError::Invalid(e.to_string()))?;
+    match parsed
+        .file_volume()
+        .map_err(|e| PveError::Invalid(e.to_string()))?
+    {
+        Volume::Image(image) => Ok((parsed.storage, image)),
+        Volume::Iso(_) => Err(PveError::Invalid(format!("{volid} is not a disk image"))),
+    }
+}
+
+/// Parses `qemu-img convert -p` progress (`    (45.00/100%)`) into percent.
+fn parse_percent(chunk: &str) -> Option<f64> {
+    chunk
+        .rsplit('(')
+        .next()?
+        .split('/')
+        .next()?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// Makes a class base from a source template: full qcow2 copies of its disks.
+pub async fn make_base(
+    node: &Node,
+    source_vmid: u32,
+    base_vmid: u32,
+    name: &str,
+    storage: Option<&str>,
+    mut on_progress: impl FnMut(CopyProgress) + Send,
+) -> Result<Vec<String>, PveError> {
+    let source = node.require_config(source_vmid)?;
+    let storages = node.storage_cfg()?;
+    let _lock = node.lock_vm(base_vmid).await?;
+    if let Some(owner) = node.vmid_owner(base_vmid) {
+        return Err(PveError::Invalid(format!(
+            "unable to create VM {base_vmid} - VM {base_vmid} already exists on node '{owner}'"
+        )));
+    }
+    let drives = image_drives(&source);
+    let mut sources = Vec::new();
+    for drive in &drives {
+        let path = node.volume_path(drive.volume()).await?;
+        let info: serde_json::Value = serde_json::from_str(
+            &node
+                .qemu_img(
+                    ["info", "-U", "--output=json"]
+                        .into_iter()
+                        .map(String::from)
+                        .chain([path.display().to_string()]),
+                    None,
+                )
+                .await?,
+        )
+        .map_err(|err| PveError::Invalid(err.to_string()))?;
+        let format = info["format"].as_str().unwrap_or("raw").to_owned();
+        let size = info["virtual-size"].as_u64().unwrap_or(0);
+        sources.push((path, format, size));
+    }
+    let total: u64 = sources.iter().map(|(_, _, size)| size).sum();
+    let mut made: Vec<PathBuf> = Vec::new();
+    let mut new_volids = Vec::new();
+    let mut done_before = 0u64;
+    let result: Result<VmConfig, PveError> = async {
+        let mut remapped = Vec::new();
+        for (n, (drive, (path, format, size))) in drives.iter().zip(&sources).enumerate() {
+            let source_storage = drive.volume().split(':').next().unwrap_or_default();
+            let target = storage.unwrap_or(source_storage);
+            let target_cfg = storages
+                .get(target)
+                .ok_or_else(|| PveError::Invalid(format!("storage '{target}' does not exist")))?;
+            if !target_cfg.is_file_based() {
+                return Err(PveError::Invalid(format!(
+                    "storage '{target}' cannot hold qcow2 class bases"
+                )));
+            }
+            let root = node.storage_root(target).await?;
+            let dir = root.join("images").join(base_vmid.to_string());
+            std::fs::create_dir_all(&dir)?;
+            let file = format!("base-{base_vmid}-disk-{n}.qcow2");
+            let target_path = dir.join(&file);
+            made.push(target_path.clone());
+            let args = vec![
+                "convert".into(),
+                "-p".into(),
+                "-f".into(),
+                format.clone(),
+                "-O".into(),
+                "qcow2".into(),
+                path.display().to_string(),
+                target_path.display().to_string(),
+            ];
+            let size = *size;
+            command::run_streaming(
+                &node.config.qemu_img,
+                args,
+                None,
+                node.config.command_timeout() * 10,
+                |chunk| {
+                    if let Some(percent) = parse_percent(chunk) {
+                        let done = done_before + (size as f64 * percent / 100.0) as u64;
+                        on_progress(CopyProgress {
+                            done_bytes: done,
+                            total_bytes: total,
+                        });
+                    }
+                },
+            )
+            .await?;
+            done_before += size;
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&target_path, std::fs::Permissions::from_mode(0o444))?;
+            let volid = format!("{target}:{base_vmid}/{file}");
+            new_volids.push(volid.clone());
+            remapped.push((drive.key, volid));
+        }
+        let prefix = node.mac_prefix();
+        let spec = CloneSpec {
+            name,
+            mac_prefix: &prefix,
+        };
+        let mut config = clone_config(&source, &spec, &mut rand::rng(), |drive| {
+            remapped
+                .iter()
+                .find(|(key, _)| *key == drive.key)
+                .map(|(_, volid)| volid.clone())
+                .ok_or_else(|| format!("no copy of {}", drive.key))
+        })
+        .map_err(|err| PveError::Invalid(err.to_string()))?;
+        config
+            .main_mut()
+            .set("template", "1")
+            .map_err(PveError::Invalid)?;
+        Ok(config)
+    }
+    .await;
+    match result {
+        Ok(config) => {
+            node.write_new_config(base_vmid, &config.write_canonical(WriteMode::Proxmox))?;
+            on_progress(CopyProgress {
+                done_bytes: total,
+                total_bytes: total,
+            });
+            Ok(new_volids)
+        }
+        Err(err) => {
+            for path in made {
+                let _ = std::fs::remove_file(path);
+            }
+            Err(err)
+        }
+    }
+}
+
+/// What all clones of one base share.
+pub struct Base {
+    pub vmid: u32,
+    pub config: VmConfig,
+    /// Whether every image of the base is a qcow2 base on a file storage.
+    overlays: bool,
+}
+
+impl Base {
+    pub fn load(node: &Node, vmid: u32) -> Result<Self, PveError> {
+        let config = node.require_config(vmid)?;
+        if config.main().get("template") != Some("1") {
+            return Err(PveError::Invalid(format!("VM {vmid} is not a template")));
+        }
+        let storages = node.storage_cfg()?;
+        let overlays = image_drives(&config)
+            .iter()
+            .filter(|d| !is_state_disk(d))
+            .all(|drive| {
+                file_image(drive.volume()).is_ok_and(|(storage, image)| {
+                    image.is_base()
+                        && image.format() == Some("qcow2")
+                        && storages.get(&storage).is_some_and(|s| s.is_file_based())
+                })
+            });
+        Ok(Self {
+            vmid,
+            config,
+            overlays,
+        })
+    }
+}
+
+/// Whether an existing VM is already this clone (a retried operation).
+fn already_cloned(node: &Node, base: &Base, vmid: u32) -> bool {
+    let Ok(Some((config, _))) = node.read_config(vmid) else {
+        return false;
+    };
+    let marker = format!("{}/", base.vmid);
+    image_drives(&config)
+        .iter()
+        .filter(|d| !is_state_disk(d))
+        .any(|d| {
+            d.volume().split_once(':').is_some_and(|(_, volname)| {
+                volname.starts_with(&marker) && volname.contains("/base-")
+            })
+        })
+}
+
+/// Creates one linked clone. Cleans up after itself on failure.
+pub async fn clone_one(node: &Node, base: &Base, target: &CloneTarget) -> Result<(), PveError> {
+    let vmid = target.vmid;
+    proxlab_pve::volid::validate_vmid(vmid).map_err(PveError::Invalid)?;
+    if !base.overlays {
+        if already_cloned(node, base, vmid) {
+            return Ok(());
+        }
+        return node
+            .qm([
+                "clone",
+                &base.vmid.to_string(),
+                &vmid.to_string(),
+                "--name",
+                &target.name,
+            ])
+            .await
+            .map(drop);
+    }
+    let _lock = node.lock_vm(vmid).await?;
+    if already_cloned(node, base, vmid) {
+        return Ok(());
+    }
+    if let Some(owner) = node.vmid_owner(vmid) {
+        return Err(PveError::Invalid(format!(
+            "unable to create VM {vmid} - VM {vmid} already exists on node '{owner}'"
+        )));
+    }
+    let mut made: Vec<PathBuf> = Vec::new();
+    let result = make_clone_files(node, base, target, &mut made).await;
+    if result.is_err() {
+        for path in made {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    result
+}
+
+async fn make_clone_files(
+    node: &Node,
+    base: &Base,
+    target: &CloneTarget,
+    made: &mut Vec<PathBuf>,
+) -> Result<(), PveError> {
+    let vmid = target.vmid;
+    let mut volids: Vec<(proxlab_pve::drive::DriveKey, String)> = Vec::new();
+    for (n, drive) in image_drives(&base.config).iter().enumerate() {
+        let (storage, image) = file_image(drive.volume())?;
+        let root = node.storage_root(&storage).await?;
+        let dir = root.join("images").join(vmid.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let format = image.format().unwrap_or("raw");
+        let volid = if is_state_disk(drive) {
+            let file = disk_name(vmid, n as u32, Some(format));
+            let source = image.path(&root);
+            made.push(dir.join(&file));
+            node.qemu_img(
+                vec![
+                    "convert".into(),
+                    "-f".into(),
+                    format.to_owned(),
+                    "-O".into(),
+                    format.to_owned(),
+                    source.display().to_string(),
+                    dir.join(&file).display().to_string(),
+                ],
+                None,
+            )
+            .await?;
+            format!("{storage}:{vmid}/{file}")
+        } else {
+            let file = disk_name(vmid, n as u32, Some("qcow2"));
+            let backing = format!("../{}/{}", image.vmid, image.name);
+            made.push(dir.join(&file));
+            node.qemu_img(
+                [
+                    "create",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "qcow2",
+                    "-b",
+                    &backing,
+                    &file,
+                    "-o",
+                    "extended_l2=on,cluster_size=128k",
+                ],
+                Some(&dir),
+            )
+            .await?;
+            format!("{storage}:{}/{}/{vmid}/{file}", image.vmid, image.name)
+        };
+        volids.push((drive.key, volid));
+    }
+    let prefix = node.mac_prefix();
+    let spec = CloneSpec {
+        name: &target.name,
+        mac_prefix: &prefix,
+    };
+    let config = clone_config(&base.config, &spec, &mut rand::rng(), |drive| {
+        volids
+            .iter()
+            .find(|(key, _)| *key == drive.key)
+            .map(|(_, volid)| volid.clone())
+            .ok_or_else(|| format!("no new volume for {}", drive.key))
+    })
+    .map_err(|err| PveError::Invalid(err.to_string()))?;
+    node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox))
+}
+
+/// Creates many clones with bounded concurrency, reporting each as it completes.
+pub async fn clone_many(
+    node: &Arc<Node>,
+    base_vmid: u32,
+    targets: Vec<CloneTarget>,
+    concurrency: usize,
+    mut on_outcome: impl FnMut(CloneOutcome) + Send,
+) -> Result<Vec<CloneOutcome>, PveError> {
+    let base = Arc::new(Base::load(node, base_vmid)?);
+    let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
+    let mut tasks = tokio::task::JoinSet::new();
+    for target in targets {
+        let (node, base, semaphore) = (node.clone(), base.clone(), semaphore.clone());
+        tasks.spawn(async move {
+            let _permit = semaphore.acquire_owned().await;
+            let error = clone_one(&node, &base, &target)
+                .await
+                .err()
+                .map(|err| err.message());
+            CloneOutcome {
+                vmid: target.vmid,
+                error,
+            }
+        });
+    }
+    let mut outcomes = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        let outcome = done.map_err(|err| PveError::Io(err.to_string()))?;
+        on_outcome(outcome.clone());
+        outcomes.push(outcome);
+    }
+    outcomes.sort_by_key(|o| o.vmid);
+    Ok(outcomes)
+}
+
+/// Returns a linked clone to its base: stops it, recreates each overlay from the same base
+/// (same file, same volume id, so config and MACs stay), and restores its power state.
+pub async fn reset(
+    node: &Node,
+    vmid: u32,
+    leave_stopped: bool,
+) -> Result<proxlab_protocol::inventory::PowerState, PveError> {
+    use proxlab_protocol::inventory::PowerState;
+    let config = node.require_config(vmid)?;
+    let overlays: Vec<(String, proxlab_pve::volid::Image)> = image_drives(&config)
+        .iter()
+        .filter(|d| !is_state_disk(d))
+        .filter_map(|d| file_image(d.volume()).ok())
+        .filter(|(_, image)| image.base.is_some())
+        .collect();
+    if overlays.is_empty() {
+        return Err(PveError::Invalid(format!(
+            "VM {vmid} is not a linked clone, so it cannot be reset to its base"
+        )));
+    }
+    let was_running = super::ops::status(node, vmid).await? == PowerState::Running;
+    if was_running {
+        node.qm(["stop", &vmid.to_string()]).await?;
+    }
+    {
+        let _lock = node.lock_vm(vmid).await?;
+        for (storage, image) in &overlays {
+            let root = node.storage_root(storage).await?;
+            let dir: &Path = &root.join("images").join(vmid.to_string());
+            let backing = image.relative_backing().expect("filtered to overlays");
+            let fresh = format!(".{}.reset", image.name);
+            node.qemu_img(
+                [
+                    "create",
+                    "-f",
+                    "qcow2",
+                    "-F",
+                    "qcow2",
+                    "-b",
+                    &backing,
+                    &fresh,
+                    "-o",
+                    "extended_l2=on,cluster_size=128k",
+                ],
+                Some(dir),
+            )
+            .await?;
+            std::fs::rename(dir.join(&fresh), dir.join(&image.name))?;
+        }
+    }
+    if was_running && !leave_stopped {
+        node.qm(["start", &vmid.to_string()]).await?;
+    }
+    super::ops::status(node, vmid).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn progress_parsing() {
+        assert_eq!(parse_percent("    (45.00/100%)\r"), Some(45.0));
+        assert_eq!(
+            parse_percent("    (0.00/100%)\r    (12.50/100%)\r"),
+            Some(12.5)
+        );
+        assert_eq!(parse_percent("garbage"), None);
+    }
+}

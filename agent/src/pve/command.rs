@@ -1,0 +1,205 @@
+//! Running Proxmox's tools: an argument vector (never a shell), a timeout, and stderr
+//! captured into a typed error.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, BufReader};
+use tokio::process::Command;
+
+/// A failed tool call.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum PveError {
+    #[error("{program} failed (exit {code}): {stderr}")]
+    CommandFailed {
+        program: String,
+        code: i32,
+        stderr: String,
+    },
+    #[error("{program} did not finish within {after:?}")]
+    Timeout { program: String, after: Duration },
+    #[error("cannot run {program}: {message}")]
+    Spawn { program: String, message: String },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Io(String),
+}
+
+impl From<std::io::Error> for PveError {
+    fn from(err: std::io::Error) -> Self {
+        PveError::Io(err.to_string())
+    }
+}
+
+impl PveError {
+    /// The tool's own message, for people.
+    pub fn message(&self) -> String {
+        match self {
+            PveError::CommandFailed { stderr, .. } => stderr.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+fn name_of(program: &Path) -> String {
+    program.file_name().map_or_else(
+        || program.display().to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    )
+}
+
+/// Runs `program args...` and returns its stdout.
+pub async fn run<I, S>(
+    program: &Path,
+    args: I,
+    cwd: Option<&Path>,
+    timeout: Duration,
+) -> Result<String, PveError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    run_streaming(program, args, cwd, timeout, |_| {}).await
+}
+
+/// Like [`run`], calling `on_output` with each chunk of stdout as it arrives (for progress).
+pub async fn run_streaming<I, S>(
+    program: &Path,
+    args: I,
+    cwd: Option<&Path>,
+    timeout: Duration,
+    mut on_output: impl FnMut(&str),
+) -> Result<String, PveError>
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let name = name_of(program);
+    let mut command = Command::new(program);
+    command
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    if let Some(dir) = cwd {
+        command.current_dir(dir);
+    }
+    let mut child = command.spawn().map_err(|err| PveError::Spawn {
+        program: name.clone(),
+        message: err.to_string(),
+    })?;
+    let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
+    let mut stderr = child.stderr.take().expect("piped");
+    let work = async {
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        let read_err = stderr.read_to_end(&mut err);
+        let read_out = async {
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = stdout.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok::<_, std::io::Error>(());
+                }
+                on_output(&String::from_utf8_lossy(&buf[..n]));
+                out.extend_from_slice(&buf[..n]);
+            }
+        };
+        let (out_result, err_result) = tokio::join!(read_out, read_err);
+        out_result?;
+        err_result?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, out, err))
+    };
+    let (status, out, err) = match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result?,
+        Err(_) => {
+            return Err(PveError::Timeout {
+                program: name,
+                after: timeout,
+            });
+        }
+    };
+    if !status.success() {
+        return Err(PveError::CommandFailed {
+            program: name,
+            code: status.code().unwrap_or(-1),
+            stderr: String::from_utf8_lossy(&err).trim_end().to_owned(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn captures_output_and_errors() {
+        let out = run(
+            Path::new("/bin/echo"),
+            ["a b", "c"],
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            out, "a b c\n",
+            "arguments are passed as-is, never through a shell"
+        );
+        let err = run(
+            Path::new("/bin/ls"),
+            ["/nonexistent-proxlab"],
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(&err, PveError::CommandFailed { program, code, stderr } if program == "ls" && *code != 0 && stderr.contains("nonexistent")),
+            "{err}"
+        );
+        let err = run(
+            Path::new("/nonexistent/qm"),
+            ["list"],
+            None,
+            Duration::from_secs(5),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PveError::Spawn { .. }));
+    }
+
+    #[tokio::test]
+    async fn times_out() {
+        let err = run(
+            Path::new("/bin/sleep"),
+            ["5"],
+            None,
+            Duration::from_millis(100),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(err, PveError::Timeout { .. }), "{err}");
+    }
+
+    #[tokio::test]
+    async fn streams_stdout() {
+        let mut chunks = String::new();
+        run_streaming(
+            Path::new("/bin/echo"),
+            ["hello"],
+            None,
+            Duration::from_secs(5),
+            |c| chunks.push_str(c),
+        )
+        .await
+        .unwrap();
+        assert_eq!(chunks, "hello\n");
+    }
+}

@@ -1,0 +1,817 @@
+//! The agent's real driver against pve-sim, through a real hub that receives its events.
+
+mod common;
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::{Duration, Instant};
+
+use common::{SimCluster, TestHub, within};
+use proxlab_hub::agents::{AgentEvent, CallError};
+use proxlab_protocol::Event;
+use proxlab_protocol::clones::{CloneMany, CloneTarget, MakeBase};
+use proxlab_protocol::inventory::{IpSource, PowerState, VmInfo};
+use proxlab_protocol::vm_ops::{
+    PowerAction, Resync, SnapshotOp, VmDestroy, VmPower, VmReset, VmSnapshot,
+};
+use tokio::sync::broadcast;
+
+/// A hub, a simulated node `pve1` with a template (9000), and its agent.
+struct Setup {
+    hub: TestHub,
+    sim: SimCluster,
+    events: broadcast::Receiver<AgentEvent>,
+    /// The newest record of every VM seen in events so far.
+    latest: BTreeMap<u32, VmInfo>,
+    _agent: tokio::process::Child,
+}
+
+impl Setup {
+    async fn new(templates: &[&str]) -> Self {
+        let hub = TestHub::start().await;
+        let sim = SimCluster::init(hub.dir.path(), "pve1", templates);
+        hub.enroll("pve1").await;
+        let events = hub.hub().registry().subscribe_events();
+        let config = sim.agent_config(hub.dir.path(), "pve1");
+        let agent = hub.spawn_agent_with(
+            "pve1",
+            &config,
+            &[
+                ("PVE_SIM_ROOT", &sim.root),
+                ("PVE_SIM_NODE", std::path::Path::new("pve1")),
+            ],
+        );
+        within("pve1 online", hub.hub().registry().wait_for("pve1", true)).await;
+        Self {
+            hub,
+            sim,
+            events,
+            latest: BTreeMap::new(),
+            _agent: agent,
+        }
+    }
+
+    fn registry(&self) -> &proxlab_hub::agents::AgentRegistry {
+        self.hub.hub().registry()
+    }
+
+    /// Waits for an event that satisfies `matches`, remembering every VM record it passes.
+    async fn event(&mut self, what: &str, mut matches: impl FnMut(&Event) -> bool) -> Event {
+        let (events, latest) = (&mut self.events, &mut self.latest);
+        within(what, async {
+            loop {
+                match events.recv().await {
+                    Ok(AgentEvent { event, .. }) => {
+                        let vms = match &event {
+                            Event::Inventory { inventory } => inventory.vms.clone(),
+                            Event::InventoryDelta { delta } => delta.upserted.clone(),
+                            _ => Vec::new(),
+                        };
+                        for vm in vms {
+                            latest.insert(vm.vmid, vm);
+                        }
+                        if matches(&event) {
+                            return event;
+                        }
+                    }
+                    Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(err) => panic!("event channel: {err}"),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Waits until a VM is seen (in a snapshot or a delta) in a state `matches` accepts.
+    async fn vm(&mut self, vmid: u32, what: &str, matches: impl Fn(&VmInfo) -> bool) -> VmInfo {
+        if let Some(vm) = self.latest.get(&vmid).filter(|vm| matches(vm)) {
+            return vm.clone();
+        }
+        self.event(what, |event| match event {
+            Event::Inventory { inventory } => inventory
+                .vms
+                .iter()
+                .any(|vm| vm.vmid == vmid && matches(vm)),
+            Event::InventoryDelta { delta } => delta
+                .upserted
+                .iter()
+                .any(|vm| vm.vmid == vmid && matches(vm)),
+            _ => false,
+        })
+        .await;
+        self.latest[&vmid].clone()
+    }
+
+    async fn clone_many(
+        &self,
+        vmids: std::ops::Range<u32>,
+    ) -> proxlab_protocol::clones::CloneManyReply {
+        let request = CloneMany {
+            base_vmid: 9000,
+            vms: vmids
+                .map(|vmid| CloneTarget {
+                    vmid,
+                    name: format!("lab-{vmid}"),
+                })
+                .collect(),
+            concurrency: 0,
+        };
+        self.registry()
+            .call_with(
+                "pve1",
+                &request,
+                &proxlab_hub::agents::new_op_id(),
+                Duration::from_secs(120),
+                |_| {},
+            )
+            .await
+            .unwrap()
+    }
+}
+
+fn chain_len(sim: &SimCluster, volid: &str) -> usize {
+    let path = String::from_utf8(sim.run("pve1", "pvesm", &["path", volid]).stdout).unwrap();
+    let out = std::process::Command::new("qemu-img")
+        .args([
+            "info",
+            "-U",
+            "--backing-chain",
+            "--output=json",
+            path.trim(),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout)
+        .unwrap()
+        .len()
+}
+
+#[tokio::test]
+async fn inventory_arrives_then_changes_made_outside_arrive_as_deltas() {
+    let mut setup = Setup::new(&["ubuntu:64M"]).await;
+    let snapshot = setup
+        .event("the first inventory", |e| {
+            matches!(e, Event::Inventory { .. })
+        })
+        .await;
+    let Event::Inventory { inventory } = snapshot else {
+        unreachable!()
+    };
+    let template = inventory
+        .vms
+        .iter()
+        .find(|vm| vm.vmid == 9000)
+        .expect("the template is listed");
+    assert!(template.template);
+    assert_eq!(
+        (template.cores, template.memory_mib, template.node.as_str()),
+        (2, 2048, "pve1")
+    );
+    assert_eq!(template.disks[0].volid, "local:9000/base-9000-disk-0.qcow2");
+    assert_eq!(template.disks[0].size_bytes, 64 << 20);
+    assert!(template.nics[0].mac.starts_with("BC:24:11:"));
+    let storages: Vec<&str> = inventory.storages.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(storages, ["local", "shared"]);
+    assert!(inventory.storages[1].shared && inventory.storages[0].total_bytes > 0);
+
+    // A VM made and started with qm, behind proxlab's back.
+    setup
+        .sim
+        .ok("pve1", "qm", &["clone", "9000", "150", "--name", "outside"]);
+    let made = setup
+        .vm(150, "the new VM", |vm| vm.status == PowerState::Stopped)
+        .await;
+    assert_eq!(made.name, "outside");
+    setup.sim.ok("pve1", "qm", &["start", "150"]);
+    let started = Instant::now();
+    let running = setup
+        .vm(150, "the started VM", |vm| vm.status == PowerState::Running)
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the delta took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        running.disks[0].volid,
+        "local:9000/base-9000-disk-0.qcow2/150/vm-150-disk-0.qcow2"
+    );
+    setup.sim.ok("pve1", "qm", &["stop", "150"]);
+    setup.sim.ok("pve1", "qm", &["destroy", "150"]);
+    setup
+        .event(
+            "the removal",
+            |e| matches!(e, Event::InventoryDelta { delta } if delta.removed == [150]),
+        )
+        .await;
+    // The hub can ask for everything again at any time.
+    setup.registry().call("pve1", &Resync {}).await.unwrap();
+    setup
+        .event("a resync", |e| matches!(e, Event::Inventory { .. }))
+        .await;
+}
+
+#[tokio::test]
+async fn power_operations_and_their_errors() {
+    let mut setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(200..201).await;
+    let registry = setup.registry().clone();
+    let power = |action| VmPower { vmid: 200, action };
+    assert_eq!(
+        registry
+            .call("pve1", &power(PowerAction::Start))
+            .await
+            .unwrap()
+            .status,
+        PowerState::Running
+    );
+    setup
+        .vm(200, "running", |vm| vm.status == PowerState::Running)
+        .await;
+    assert_eq!(
+        registry
+            .call("pve1", &power(PowerAction::Reboot))
+            .await
+            .unwrap()
+            .status,
+        PowerState::Running
+    );
+    assert_eq!(
+        registry
+            .call("pve1", &power(PowerAction::Reset))
+            .await
+            .unwrap()
+            .status,
+        PowerState::Running
+    );
+    let shutdown = power(PowerAction::Shutdown {
+        timeout_secs: 5,
+        force_stop: false,
+    });
+    assert_eq!(
+        registry.call("pve1", &shutdown).await.unwrap().status,
+        PowerState::Stopped
+    );
+    // A guest that ignores ACPI: an error, then a forced stop.
+    registry
+        .call("pve1", &power(PowerAction::Start))
+        .await
+        .unwrap();
+    setup
+        .sim
+        .ok("pve1", "script", &["200", "--hung-shutdown", "on"]);
+    let hung = power(PowerAction::Shutdown {
+        timeout_secs: 1,
+        force_stop: false,
+    });
+    let err = registry.call("pve1", &hung).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("VM quit/powerdown failed - got timeout"),
+        "{err}"
+    );
+    let forced = power(PowerAction::Shutdown {
+        timeout_secs: 1,
+        force_stop: true,
+    });
+    assert_eq!(
+        registry.call("pve1", &forced).await.unwrap().status,
+        PowerState::Stopped
+    );
+    assert_eq!(
+        registry
+            .call("pve1", &power(PowerAction::Stop))
+            .await
+            .unwrap()
+            .status,
+        PowerState::Stopped
+    );
+    // Errors carry Proxmox's words.
+    let template = VmPower {
+        vmid: 9000,
+        action: PowerAction::Start,
+    };
+    let err = registry.call("pve1", &template).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("you can't start a vm if it's a template"),
+        "{err}"
+    );
+    let missing = VmPower {
+        vmid: 4242,
+        action: PowerAction::Start,
+    };
+    match registry.call("pve1", &missing).await.unwrap_err() {
+        CallError::Remote(error) => assert_eq!(
+            error.kind,
+            proxlab_protocol::ErrorKind::NotFound,
+            "{}",
+            error.message
+        ),
+        other => panic!("{other}"),
+    }
+}
+
+#[tokio::test]
+async fn destroy_refuses_templates_unless_asked_and_removes_disks() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(210..211).await;
+    let registry = setup.registry();
+    let err = registry
+        .call(
+            "pve1",
+            &VmDestroy {
+                vmid: 9000,
+                allow_template: false,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("is a template"), "{err}");
+    let overlay = setup
+        .sim
+        .root
+        .join("nodes/pve1/var/lib/vz/images/210/vm-210-disk-0.qcow2");
+    assert!(overlay.exists());
+    registry
+        .call(
+            "pve1",
+            &VmDestroy {
+                vmid: 210,
+                allow_template: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(!overlay.exists() && setup.sim.config("pve1", 210).is_none());
+    registry
+        .call(
+            "pve1",
+            &VmDestroy {
+                vmid: 9000,
+                allow_template: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert!(setup.sim.config("pve1", 9000).is_none());
+}
+
+#[tokio::test]
+async fn snapshots_through_the_agent() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(220..221).await;
+    let registry = setup.registry();
+    let snap = |op| VmSnapshot {
+        vmid: 220,
+        name: "before-lab".into(),
+        op,
+    };
+    registry
+        .call(
+            "pve1",
+            &snap(SnapshotOp::Create {
+                description: Some("clean".into()),
+            }),
+        )
+        .await
+        .unwrap();
+    assert!(
+        setup
+            .sim
+            .config("pve1", 220)
+            .unwrap()
+            .contains("[before-lab]")
+    );
+    registry
+        .call("pve1", &snap(SnapshotOp::Rollback))
+        .await
+        .unwrap();
+    registry
+        .call("pve1", &snap(SnapshotOp::Delete))
+        .await
+        .unwrap();
+    assert!(
+        !setup
+            .sim
+            .config("pve1", 220)
+            .unwrap()
+            .contains("[before-lab]")
+    );
+    let err = registry
+        .call("pve1", &snap(SnapshotOp::Rollback))
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("snapshot 'before-lab' does not exist"),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn make_base_copies_the_template_with_progress() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let mut progress = Vec::new();
+    let request = MakeBase {
+        source_vmid: 9000,
+        base_vmid: 9100,
+        name: "class-a-base".into(),
+        storage: Some("shared".into()),
+    };
+    let reply = setup
+        .registry()
+        .call_with("pve1", &request, "op-base", Duration::from_secs(60), |p| {
+            progress.push(p)
+        })
+        .await
+        .unwrap();
+    assert_eq!(reply.volids, ["shared:9100/base-9100-disk-0.qcow2"]);
+    let last = progress.last().expect("progress was reported");
+    assert_eq!((last.done_bytes, last.total_bytes), (64 << 20, 64 << 20));
+    let config = setup.sim.config("pve1", 9100).unwrap();
+    assert!(
+        config.contains("template: 1\n") && config.contains("name: class-a-base\n"),
+        "{config}"
+    );
+    assert!(
+        config.contains("scsi0: shared:9100/base-9100-disk-0.qcow2,iothread=1,size=64M\n"),
+        "{config}"
+    );
+    assert_eq!(
+        chain_len(&setup.sim, "shared:9100/base-9100-disk-0.qcow2"),
+        1,
+        "a full copy, no backing file"
+    );
+    // Clones of the new base work like clones of any template.
+    let clones = CloneMany {
+        base_vmid: 9100,
+        vms: vec![CloneTarget {
+            vmid: 230,
+            name: "s1".into(),
+        }],
+        concurrency: 0,
+    };
+    let reply = setup.registry().call("pve1", &clones).await.unwrap();
+    assert_eq!(reply.created, [230]);
+    assert_eq!(
+        chain_len(
+            &setup.sim,
+            "shared:9100/base-9100-disk-0.qcow2/230/vm-230-disk-0.qcow2"
+        ),
+        2
+    );
+    let taken = setup
+        .registry()
+        .call(
+            "pve1",
+            &MakeBase {
+                base_vmid: 9100,
+                ..request
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(taken.to_string().contains("already exists"), "{taken}");
+}
+
+#[tokio::test]
+async fn fifty_clones_at_once_each_a_valid_chain() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let mut seen = Vec::new();
+    let request = CloneMany {
+        base_vmid: 9000,
+        vms: (300..350)
+            .map(|vmid| CloneTarget {
+                vmid,
+                name: format!("student-{vmid}"),
+            })
+            .collect(),
+        concurrency: 8,
+    };
+    let reply = setup
+        .registry()
+        .call_with(
+            "pve1",
+            &request,
+            "op-fifty",
+            Duration::from_secs(120),
+            |outcome| seen.push(outcome.vmid),
+        )
+        .await
+        .unwrap();
+    assert_eq!(reply.created, (300..350).collect::<Vec<_>>());
+    assert!(reply.failed.is_empty());
+    assert_eq!(seen.len(), 50, "each VM reported as it completed");
+    let mut macs = HashSet::new();
+    for vmid in 300..350 {
+        let config = setup.sim.config("pve1", vmid).unwrap();
+        let canonical = String::from_utf8(
+            setup
+                .sim
+                .run(
+                    "pve1",
+                    "canon",
+                    &[&format!(
+                        "{}/etc/pve/nodes/pve1/qemu-server/{vmid}.conf",
+                        setup.sim.root.display()
+                    )],
+                )
+                .stdout,
+        )
+        .unwrap();
+        assert_eq!(canonical, config, "written in Proxmox's canonical form");
+        assert!(config.contains(&format!("name: student-{vmid}\n")));
+        let mac = config
+            .lines()
+            .find(|l| l.starts_with("net0:"))
+            .unwrap()
+            .to_owned();
+        assert!(macs.insert(mac));
+        assert_eq!(
+            chain_len(
+                &setup.sim,
+                &format!("local:9000/base-9000-disk-0.qcow2/{vmid}/vm-{vmid}-disk-0.qcow2")
+            ),
+            2
+        );
+    }
+    // Proxmox's own tools see the clones.
+    let list = setup.sim.ok("pve1", "qm", &["list"]);
+    assert_eq!(list.lines().count(), 52, "header, template and 50 clones");
+}
+
+#[tokio::test]
+async fn failing_clones_leave_nothing_behind_and_retries_create_nothing_twice() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    setup
+        .sim
+        .ok("pve1", "fault", &["--qemu-img-fail", "images/402/"]);
+    setup
+        .sim
+        .ok("pve1", "fault", &["--qemu-img-fail", "images/405/"]);
+    let request = CloneMany {
+        base_vmid: 9000,
+        vms: (400..408)
+            .map(|vmid| CloneTarget {
+                vmid,
+                name: format!("s{vmid}"),
+            })
+            .collect(),
+        concurrency: 4,
+    };
+    let registry = setup.registry();
+    let first = registry
+        .call_with(
+            "pve1",
+            &request,
+            "op-batch",
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(first.created, [400, 401, 403, 404, 406, 407]);
+    let failed: Vec<u32> = first.failed.iter().map(|f| f.vmid).collect();
+    assert_eq!(failed, [402, 405]);
+    assert!(
+        first.failed[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("injected fault")
+    );
+    for vmid in [402, 405] {
+        assert!(setup.sim.config("pve1", vmid).is_none());
+        assert!(
+            !setup
+                .sim
+                .root
+                .join(format!("nodes/pve1/var/lib/vz/images/{vmid}"))
+                .read_dir()
+                .is_ok_and(|mut d| d.next().is_some())
+        );
+    }
+    let files_before = count_images(&setup.sim);
+    // The same operation id again: the same answer, nothing new.
+    let again = registry
+        .call_with(
+            "pve1",
+            &request,
+            "op-batch",
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    assert_eq!(count_images(&setup.sim), files_before);
+    // A new operation for VMs that exist already (a retry after an agent restart) succeeds
+    // for them without making anything twice, and now also makes the missing two.
+    setup.sim.ok("pve1", "fault", &["--qemu-img-fail", "off"]);
+    let retry = registry
+        .call_with(
+            "pve1",
+            &request,
+            "op-batch-2",
+            Duration::from_secs(60),
+            |_| {},
+        )
+        .await
+        .unwrap();
+    assert_eq!(retry.created, (400..408).collect::<Vec<_>>());
+    assert_eq!(count_images(&setup.sim), files_before + 2);
+    // A VMID taken by another VM is refused.
+    setup.sim.ok("pve1", "qm", &["create", "410"]);
+    let taken = CloneMany {
+        base_vmid: 9000,
+        vms: vec![CloneTarget {
+            vmid: 410,
+            name: "x".into(),
+        }],
+        concurrency: 1,
+    };
+    let reply = registry.call("pve1", &taken).await.unwrap();
+    assert!(
+        reply.failed[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("VM 410 already exists"),
+        "{reply:?}"
+    );
+}
+
+fn count_images(sim: &SimCluster) -> usize {
+    let images = sim.root.join("nodes/pve1/var/lib/vz/images");
+    std::fs::read_dir(images)
+        .unwrap()
+        .flatten()
+        .map(|d| std::fs::read_dir(d.path()).map_or(0, |f| f.count()))
+        .sum()
+}
+
+#[tokio::test]
+async fn reset_returns_a_clone_to_its_base_keeping_identity_and_power() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(500..501).await;
+    let registry = setup.registry();
+    registry
+        .call(
+            "pve1",
+            &VmPower {
+                vmid: 500,
+                action: PowerAction::Start,
+            },
+        )
+        .await
+        .unwrap();
+    let path = String::from_utf8(
+        setup
+            .sim
+            .run(
+                "pve1",
+                "pvesm",
+                &[
+                    "path",
+                    "local:9000/base-9000-disk-0.qcow2/500/vm-500-disk-0.qcow2",
+                ],
+            )
+            .stdout,
+    )
+    .unwrap();
+    let write = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x5a 0 64k", path.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        write.status.success(),
+        "{}",
+        String::from_utf8_lossy(&write.stderr)
+    );
+    let before = setup.sim.config("pve1", 500).unwrap();
+    let reply = registry
+        .call(
+            "pve1",
+            &VmReset {
+                vmid: 500,
+                stopped: false,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.status,
+        PowerState::Running,
+        "the VM was running, so it runs again"
+    );
+    assert_eq!(
+        setup.sim.config("pve1", 500).unwrap(),
+        before,
+        "same config, same MACs"
+    );
+    let read = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "read -P 0x5a 0 64k", path.trim()])
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&read.stdout).contains("Pattern verification failed"),
+        "the student's writes are gone"
+    );
+    let stopped = registry
+        .call(
+            "pve1",
+            &VmReset {
+                vmid: 500,
+                stopped: true,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopped.status, PowerState::Stopped);
+    let err = registry
+        .call(
+            "pve1",
+            &VmReset {
+                vmid: 9000,
+                stopped: true,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not a linked clone"), "{err}");
+}
+
+#[tokio::test]
+async fn ips_from_the_guest_agent_and_the_neighbour_table() {
+    let mut setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(600..602).await;
+    // 600 has a guest agent; 601 only shows up in the ARP table.
+    setup.sim.ok("pve1", "qm", &["set", "600", "--agent", "1"]);
+    setup
+        .sim
+        .ok("pve1", "script", &["600", "--guest-agent", "on"]);
+    setup
+        .sim
+        .ok("pve1", "script", &["601", "--neighbor-ip", "192.0.2.61"]);
+    let registry = setup.registry().clone();
+    for vmid in [600, 601] {
+        registry
+            .call(
+                "pve1",
+                &VmPower {
+                    vmid,
+                    action: PowerAction::Start,
+                },
+            )
+            .await
+            .unwrap();
+    }
+    let with_agent = setup
+        .vm(600, "IPs from the guest agent", |vm| !vm.ips.is_empty())
+        .await;
+    assert_eq!(
+        with_agent.ips.len(),
+        1,
+        "loopback and link-local are left out: {:?}",
+        with_agent.ips
+    );
+    assert_eq!(with_agent.ips[0].address, "10.2.88.10");
+    assert_eq!(with_agent.ips[0].source, IpSource::GuestAgent);
+    assert_eq!(with_agent.ips[0].mac, with_agent.nics[0].mac);
+    let neighbour = setup
+        .vm(601, "IPs from the ARP table", |vm| !vm.ips.is_empty())
+        .await;
+    assert_eq!(neighbour.ips[0].address, "192.0.2.61");
+    assert_eq!(neighbour.ips[0].source, IpSource::Neighbor);
+}
+
+#[tokio::test]
+async fn a_reconnected_agent_resends_its_whole_inventory() {
+    let mut setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(700..703).await;
+    setup.vm(702, "the clones", |_| true).await;
+    setup.hub.restart().await;
+    setup.events = setup.hub.hub().registry().subscribe_events();
+    let event = setup
+        .event("the inventory after reconnecting", |e| {
+            matches!(e, Event::Inventory { .. })
+        })
+        .await;
+    let Event::Inventory { inventory } = event else {
+        unreachable!()
+    };
+    let vmids: BTreeMap<u32, usize> = inventory.vms.iter().fold(BTreeMap::new(), |mut m, vm| {
+        *m.entry(vm.vmid).or_default() += 1;
+        m
+    });
+    assert_eq!(
+        vmids.keys().copied().collect::<Vec<_>>(),
+        [700, 701, 702, 9000]
+    );
+    assert!(vmids.values().all(|n| *n == 1), "no VM twice");
+}

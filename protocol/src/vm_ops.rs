@@ -1,0 +1,110 @@
+//! Requests that act on one VM, and on the agent's reporting.
+
+use serde::{Deserialize, Serialize};
+
+use crate::inventory::PowerState;
+use crate::request::{NoProgress, Request};
+
+/// An empty answer: the operation succeeded.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Done {}
+
+/// What to do with a VM's power.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "action", rename_all = "kebab-case")]
+pub enum PowerAction {
+    Start,
+    /// Hard stop (like pulling the plug).
+    Stop,
+    /// ACPI shutdown; after `timeout_secs`, a hard stop if `force_stop`, else an error.
+    Shutdown {
+        timeout_secs: u32,
+        force_stop: bool,
+    },
+    Reboot,
+    Reset,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmPower {
+    pub vmid: u32,
+    #[serde(flatten)]
+    pub action: PowerAction,
+}
+
+/// The VM's state after the action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PowerReply {
+    pub status: PowerState,
+}
+
+impl Request for VmPower {
+    const KIND: &'static str = "vm-power";
+    type Response = PowerReply;
+    type Progress = NoProgress;
+}
+
+/// Destroys a VM with its disks. Templates only with `allow_template`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmDestroy {
+    pub vmid: u32,
+    #[serde(default)]
+    pub allow_template: bool,
+}
+
+impl Request for VmDestroy {
+    const KIND: &'static str = "vm-destroy";
+    type Response = Done;
+    type Progress = NoProgress;
+}
+
+/// Snapshot operations.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "kebab-case")]
+pub enum SnapshotOp {
+    Create {
+        #[serde(default)]
+        description: Option<String>,
+    },
+    Rollback,
+    Delete,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmSnapshot {
+    pub vmid: u32,
+    pub name: String,
+    #[serde(flatten)]
+    pub op: SnapshotOp,
+}
+
+impl Request for VmSnapshot {
+    const KIND: &'static str = "vm-snapshot";
+    type Response = Done;
+    type Progress = NoProgress;
+}
+
+/// Returns a linked clone to its base: a fresh overlay, same VMID, config and MACs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmReset {
+    pub vmid: u32,
+    /// Leave the VM stopped instead of restoring its power state.
+    #[serde(default)]
+    pub stopped: bool,
+}
+
+impl Request for VmReset {
+    const KIND: &'static str = "vm-reset";
+    type Response = PowerReply;
+    type Progress = NoProgress;
+}
+
+/// Asks the agent to send its full inventory again.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Resync {}
+
+impl Request for Resync {
+    const KIND: &'static str = "resync";
+    type Response = Done;
+    type Progress = NoProgress;
+}
