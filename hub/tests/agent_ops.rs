@@ -815,3 +815,79 @@ async fn a_reconnected_agent_resends_its_whole_inventory() {
     );
     assert!(vmids.values().all(|n| *n == 1), "no VM twice");
 }
+
+#[tokio::test]
+async fn block_storage_bases_fall_back_to_qm_clone() {
+    let setup = Setup::new(&[]).await;
+    let cfg = setup.sim.root.join("etc/pve/storage.cfg");
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(
+        "\nlvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent images,rootdir\n",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    setup.sim.ok(
+        "pve1",
+        "qm",
+        &[
+            "create",
+            "9001",
+            "--name",
+            "lvm-tmpl",
+            "--scsi0",
+            "local-lvm:0.0625",
+        ],
+    );
+    setup.sim.ok("pve1", "qm", &["template", "9001"]);
+    let request = CloneMany {
+        base_vmid: 9001,
+        vms: vec![CloneTarget {
+            vmid: 800,
+            name: "on-lvm".into(),
+        }],
+        concurrency: 1,
+    };
+    let reply = setup.registry().call("pve1", &request).await.unwrap();
+    assert!(
+        reply.failed.is_empty() && !reply.created.is_empty(),
+        "{reply:?} {}",
+        setup.hub.agent_log("pve1")
+    );
+    assert_eq!(reply.created, [800]);
+    let config = setup.sim.config("pve1", 800).unwrap();
+    assert!(
+        config.contains("name: on-lvm\n")
+            && config.contains("scsi0: local-lvm:base-9001-disk-0/vm-800-disk-0"),
+        "{config}"
+    );
+    // The same request again changes nothing.
+    let again = setup.registry().call("pve1", &request).await.unwrap();
+    assert_eq!(again.created, [800]);
+}
+
+#[tokio::test]
+async fn node_metrics_arrive_with_per_vm_load() {
+    let mut setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(900..901).await;
+    setup
+        .registry()
+        .call(
+            "pve1",
+            &VmPower {
+                vmid: 900,
+                action: PowerAction::Start,
+            },
+        )
+        .await
+        .unwrap();
+    let event = setup
+        .event("node metrics with the running VM", |e| matches!(e, Event::Metrics { metrics } if metrics.vms.iter().any(|vm| vm.vmid == 900)))
+        .await;
+    let Event::Metrics { metrics } = event else {
+        unreachable!()
+    };
+    assert!(metrics.cpu_count >= 1 && metrics.memory_total_bytes > 0);
+    assert!((0.0..=1.0).contains(&metrics.cpu), "{}", metrics.cpu);
+    assert_eq!(metrics.storages.len(), 2);
+    let load = metrics.vms.iter().find(|vm| vm.vmid == 900).unwrap();
+    assert!(load.mem_bytes > 0, "RSS of the VM process");
+}

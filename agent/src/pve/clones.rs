@@ -127,21 +127,19 @@ pub async fn make_base(
                 target_path.display().to_string(),
             ];
             let size = *size;
-            command::run_streaming(
-                &node.config.qemu_img,
-                args,
-                None,
-                node.config.command_timeout() * 10,
-                |chunk| {
-                    if let Some(percent) = parse_percent(chunk) {
-                        let done = done_before + (size as f64 * percent / 100.0) as u64;
-                        on_progress(CopyProgress {
-                            done_bytes: done,
-                            total_bytes: total,
-                        });
-                    }
-                },
-            )
+            let how = command::Invocation {
+                timeout: node.config.command_timeout() * 10,
+                ..node.invocation(None)
+            };
+            command::run_streaming(&node.config.qemu_img, args, how, |chunk| {
+                if let Some(percent) = parse_percent(chunk) {
+                    let done = done_before + (size as f64 * percent / 100.0) as u64;
+                    on_progress(CopyProgress {
+                        done_bytes: done,
+                        total_bytes: total,
+                    });
+                }
+            })
             .await?;
             done_before += size;
             use std::os::unix::fs::PermissionsExt;
@@ -221,20 +219,25 @@ impl Base {
     }
 }
 
+/// The base VMID a linked-clone volume is built on, for file or block storage layouts.
+fn base_of(volid: &str) -> Option<u32> {
+    let parsed: VolumeId = volid.parse().ok()?;
+    let image = match parsed.file_volume() {
+        Ok(Volume::Image(image)) => image,
+        _ => parsed.block_volume().ok()?,
+    };
+    image.base.map(|base| base.vmid)
+}
+
 /// Whether an existing VM is already this clone (a retried operation).
 fn already_cloned(node: &Node, base: &Base, vmid: u32) -> bool {
     let Ok(Some((config, _))) = node.read_config(vmid) else {
         return false;
     };
-    let marker = format!("{}/", base.vmid);
     image_drives(&config)
         .iter()
         .filter(|d| !is_state_disk(d))
-        .any(|d| {
-            d.volume().split_once(':').is_some_and(|(_, volname)| {
-                volname.starts_with(&marker) && volname.contains("/base-")
-            })
-        })
+        .any(|d| base_of(d.volume()) == Some(base.vmid))
 }
 
 /// Creates one linked clone. Cleans up after itself on failure.

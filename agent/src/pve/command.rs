@@ -1,6 +1,7 @@
 //! Running Proxmox's tools: an argument vector (never a shell), a timeout, and stderr
 //! captured into a typed error.
 
+use std::collections::BTreeMap;
 use std::ffi::OsStr;
 use std::path::Path;
 use std::process::Stdio;
@@ -51,26 +52,40 @@ fn name_of(program: &Path) -> String {
     )
 }
 
+/// How to run a tool: where, for how long, with what extra environment.
+#[derive(Debug, Clone, Copy)]
+pub struct Invocation<'a> {
+    pub cwd: Option<&'a Path>,
+    pub timeout: Duration,
+    pub env: &'a BTreeMap<String, String>,
+}
+
+impl Invocation<'_> {
+    /// A plain call with a timeout.
+    pub fn with_timeout(timeout: Duration) -> Invocation<'static> {
+        static NO_ENV: BTreeMap<String, String> = BTreeMap::new();
+        Invocation {
+            cwd: None,
+            timeout,
+            env: &NO_ENV,
+        }
+    }
+}
+
 /// Runs `program args...` and returns its stdout.
-pub async fn run<I, S>(
-    program: &Path,
-    args: I,
-    cwd: Option<&Path>,
-    timeout: Duration,
-) -> Result<String, PveError>
+pub async fn run<I, S>(program: &Path, args: I, how: Invocation<'_>) -> Result<String, PveError>
 where
     I: IntoIterator<Item = S>,
     S: AsRef<OsStr>,
 {
-    run_streaming(program, args, cwd, timeout, |_| {}).await
+    run_streaming(program, args, how, |_| {}).await
 }
 
 /// Like [`run`], calling `on_output` with each chunk of stdout as it arrives (for progress).
 pub async fn run_streaming<I, S>(
     program: &Path,
     args: I,
-    cwd: Option<&Path>,
-    timeout: Duration,
+    how: Invocation<'_>,
     mut on_output: impl FnMut(&str),
 ) -> Result<String, PveError>
 where
@@ -78,14 +93,16 @@ where
     S: AsRef<OsStr>,
 {
     let name = name_of(program);
+    let timeout = how.timeout;
     let mut command = Command::new(program);
     command
         .args(args)
+        .envs(how.env)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    if let Some(dir) = cwd {
+    if let Some(dir) = how.cwd {
         command.current_dir(dir);
     }
     let mut child = command.spawn().map_err(|err| PveError::Spawn {

@@ -1,6 +1,7 @@
 //! Where the Proxmox tools and files are: real paths by default, a pve-sim root in tests and
 //! the demo.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct PveConfig {
     pub command_timeout_secs: u64,
     /// How many linked clones run at once by default.
     pub clone_concurrency: usize,
+    /// Extra environment for every tool call (pve-sim reads `PVE_SIM_ROOT` from it).
+    pub env: BTreeMap<String, String>,
 }
 
 impl Default for PveConfig {
@@ -44,6 +47,7 @@ impl Default for PveConfig {
             arp_table: "/proc/net/arp".into(),
             command_timeout_secs: 120,
             clone_concurrency: 8,
+            env: BTreeMap::new(),
         }
     }
 }
@@ -61,6 +65,10 @@ impl PveConfig {
             run_dir: root.join("var/run/qemu-server"),
             lock_dir: root.join("var/lock/qemu-server"),
             arp_table: root.join("proc/net/arp"),
+            env: BTreeMap::from([
+                ("PVE_SIM_ROOT".to_owned(), root.display().to_string()),
+                ("PVE_SIM_NODE".to_owned(), node.to_owned()),
+            ]),
             ..Self::default()
         }
     }

@@ -176,8 +176,13 @@ impl Node {
         StorageConfig::parse(&text).map_err(|err| PveError::Invalid(err.to_string()))
     }
 
-    fn timeout(&self) -> Duration {
-        self.config.command_timeout()
+    /// How the node's tools are run: its timeout and extra environment, in `cwd`.
+    pub fn invocation<'a>(&'a self, cwd: Option<&'a Path>) -> command::Invocation<'a> {
+        command::Invocation {
+            cwd,
+            timeout: self.config.command_timeout(),
+            env: &self.config.env,
+        }
     }
 
     pub async fn qm<I, S>(&self, args: I) -> Result<String, PveError>
@@ -185,7 +190,7 @@ impl Node {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        command::run(&self.config.qm, args, None, self.timeout()).await
+        command::run(&self.config.qm, args, self.invocation(None)).await
     }
 
     /// `pvesh get <path> --output-format json`, parsed.
@@ -196,13 +201,13 @@ impl Node {
     ) -> Result<serde_json::Value, PveError> {
         let mut args = vec!["get", path, "--output-format", "json"];
         args.extend_from_slice(extra);
-        let out = command::run(&self.config.pvesh, args, None, self.timeout()).await?;
+        let out = command::run(&self.config.pvesh, args, self.invocation(None)).await?;
         serde_json::from_str(&out).map_err(|err| PveError::Invalid(format!("pvesh {path}: {err}")))
     }
 
     /// The file behind a volume id, from `pvesm path`.
     pub async fn volume_path(&self, volid: &str) -> Result<PathBuf, PveError> {
-        let out = command::run(&self.config.pvesm, ["path", volid], None, self.timeout()).await?;
+        let out = command::run(&self.config.pvesm, ["path", volid], self.invocation(None)).await?;
         Ok(PathBuf::from(out.trim()))
     }
 
@@ -237,6 +242,6 @@ impl Node {
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
-        command::run(&self.config.qemu_img, args, cwd, self.timeout()).await
+        command::run(&self.config.qemu_img, args, self.invocation(cwd)).await
     }
 }
