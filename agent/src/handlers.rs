@@ -335,3 +335,101 @@ async fn ping(request: Ping) -> Result<Pong, RemoteError> {
         payload: request.payload,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use proxlab_protocol::requests::NodeInfoReply;
+
+    use super::*;
+    use crate::pve::config::PveConfig;
+
+    async fn context() -> (tempfile::TempDir, Context) {
+        let dir = tempfile::tempdir().unwrap();
+        let node = Arc::new(Node::new(PveConfig::for_sim(dir.path(), "pve1")));
+        let collector = Collector::start(node.clone()).await;
+        (dir, Context::new(node, collector))
+    }
+
+    async fn ask(kind: &str, body: serde_json::Value) -> ResponseFrame {
+        let (_dir, context) = context().await;
+        let frame = RequestFrame {
+            op_id: "op".into(),
+            kind: kind.into(),
+            body,
+        };
+        dispatch(&context, frame, mpsc::unbounded_channel().0).await
+    }
+
+    #[tokio::test]
+    async fn ping_echoes() {
+        let answer = ask("ping", serde_json::json!({"payload": "x"})).await;
+        assert_eq!(
+            answer,
+            ResponseFrame::Ok {
+                body: serde_json::json!({"payload": "x"})
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn unknown_kind_is_unsupported() {
+        let answer = ask("frobnicate", serde_json::json!({})).await;
+        assert!(
+            matches!(answer, ResponseFrame::Err { error } if error.kind == ErrorKind::Unsupported)
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_bodies_are_bad_requests() {
+        for (kind, body) in [
+            ("ping", serde_json::json!({"delay_ms": "soon"})),
+            ("vm-power", serde_json::json!({"vmid": "x"})),
+            ("clone-many", serde_json::json!({"base_vmid": 9000})),
+        ] {
+            let answer = ask(kind, body).await;
+            assert!(
+                matches!(&answer, ResponseFrame::Err { error } if error.kind == ErrorKind::BadRequest),
+                "{kind}: {answer:?}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn overlong_ping_delay_is_refused() {
+        let answer = ask(
+            "ping",
+            serde_json::json!({"delay_ms": MAX_PING_DELAY_MS + 1}),
+        )
+        .await;
+        assert!(
+            matches!(answer, ResponseFrame::Err { error } if error.kind == ErrorKind::BadRequest)
+        );
+    }
+
+    #[tokio::test]
+    async fn node_info_describes_this_machine() {
+        let ResponseFrame::Ok { body } = ask("node-info", serde_json::json!({})).await else {
+            panic!("node-info failed");
+        };
+        let info: NodeInfoReply = serde_json::from_value(body).unwrap();
+        assert!(info.cpu_count >= 1 && info.memory_total_bytes > 0 && !info.hostname.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_retried_operation_runs_once() {
+        let cache = OpCache::default();
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let work = || async {
+            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            ResponseFrame::Ok {
+                body: serde_json::json!(1),
+            }
+        };
+        let (a, b) = tokio::join!(cache.once("op-1", work()), cache.once("op-1", work()));
+        assert_eq!(a, b);
+        cache.once("op-1", work()).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        cache.once("op-2", work()).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+}

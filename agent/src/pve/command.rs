@@ -160,8 +160,7 @@ mod tests {
         let out = run(
             Path::new("/bin/echo"),
             ["a b", "c"],
-            None,
-            Duration::from_secs(5),
+            Invocation::with_timeout(Duration::from_secs(5)),
         )
         .await
         .unwrap();
@@ -172,8 +171,7 @@ mod tests {
         let err = run(
             Path::new("/bin/ls"),
             ["/nonexistent-proxlab"],
-            None,
-            Duration::from_secs(5),
+            Invocation::with_timeout(Duration::from_secs(5)),
         )
         .await
         .unwrap_err();
@@ -184,8 +182,7 @@ mod tests {
         let err = run(
             Path::new("/nonexistent/qm"),
             ["list"],
-            None,
-            Duration::from_secs(5),
+            Invocation::with_timeout(Duration::from_secs(5)),
         )
         .await
         .unwrap_err();
@@ -197,8 +194,7 @@ mod tests {
         let err = run(
             Path::new("/bin/sleep"),
             ["5"],
-            None,
-            Duration::from_millis(100),
+            Invocation::with_timeout(Duration::from_millis(100)),
         )
         .await
         .unwrap_err();
@@ -211,8 +207,7 @@ mod tests {
         run_streaming(
             Path::new("/bin/echo"),
             ["hello"],
-            None,
-            Duration::from_secs(5),
+            Invocation::with_timeout(Duration::from_secs(5)),
             |c| chunks.push_str(c),
         )
         .await
