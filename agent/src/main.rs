@@ -55,6 +55,9 @@ enum Command {
     Run,
     /// Print the commented example config file.
     DefaultConfig,
+    /// Print the manual page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 fn init_logging() {
@@ -145,6 +148,11 @@ async fn run(cli: Cli) -> Result<()> {
         }
         Command::DefaultConfig => {
             print!("{EXAMPLE_CONFIG}");
+            Ok(())
+        }
+        Command::Man => {
+            use clap::CommandFactory;
+            clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
             Ok(())
         }
     }

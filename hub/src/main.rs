@@ -61,6 +61,9 @@ enum Command {
     },
     /// Print the commented example config file.
     DefaultConfig,
+    /// Print the manual page (roff), for packaging.
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,7 +168,14 @@ async fn run(cli: Cli) -> Result<()> {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
         }
+        Command::Man => print_man_page(),
     }
+}
+
+fn print_man_page() -> Result<()> {
+    use clap::CommandFactory;
+    clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+    Ok(())
 }
 
 async fn serve(config: HubConfig) -> Result<()> {
