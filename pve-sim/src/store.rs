@@ -198,6 +198,16 @@ fn lock_cluster_file(sim: &Sim) -> Outcome<File> {
     Ok(file)
 }
 
+/// Takes a VM's lock and reads its config, failing on a config `lock:` unless `skiplock`.
+pub fn lock_and_read(sim: &Sim, vmid: u32, skiplock: bool) -> Outcome<(VmLock, VmConfig)> {
+    let lock = lock_vm(sim, vmid)?;
+    let config = read(sim, vmid)?.config;
+    if !skiplock {
+        check_lock(&config)?;
+    }
+    Ok((lock, config))
+}
+
 /// Fails with `VM is locked (<lock>)` if the config carries a lock.
 pub fn check_lock(config: &VmConfig) -> Outcome {
     match config.main().get("lock") {

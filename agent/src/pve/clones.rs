@@ -56,6 +56,33 @@ fn parse_percent(chunk: &str) -> Option<f64> {
         .ok()
 }
 
+/// Creates the qcow2 overlay `file` in `dir` on `backing` (relative to `dir`), with the
+/// options Proxmox's directory plugin uses for linked clones.
+async fn create_overlay(
+    node: &Node,
+    dir: &Path,
+    file: &str,
+    backing: &str,
+) -> Result<(), PveError> {
+    node.qemu_img(
+        [
+            "create",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            backing,
+            file,
+            "-o",
+            "extended_l2=on,cluster_size=128k",
+        ],
+        Some(dir),
+    )
+    .await
+    .map(drop)
+}
+
 /// Makes a class base from a source template: full qcow2 copies of its disks.
 pub async fn make_base(
     node: &Node,
@@ -314,22 +341,7 @@ async fn make_clone_files(
             let file = disk_name(vmid, n as u32, Some("qcow2"));
             let backing = format!("../{}/{}", image.vmid, image.name);
             made.push(dir.join(&file));
-            node.qemu_img(
-                [
-                    "create",
-                    "-f",
-                    "qcow2",
-                    "-F",
-                    "qcow2",
-                    "-b",
-                    &backing,
-                    &file,
-                    "-o",
-                    "extended_l2=on,cluster_size=128k",
-                ],
-                Some(&dir),
-            )
-            .await?;
+            create_overlay(node, &dir, &file, &backing).await?;
             format!("{storage}:{}/{}/{vmid}/{file}", image.vmid, image.name)
         };
         volids.push((drive.key, volid));
@@ -416,22 +428,7 @@ pub async fn reset(
             let dir: &Path = &root.join("images").join(vmid.to_string());
             let backing = image.relative_backing().expect("filtered to overlays");
             let fresh = format!(".{}.reset", image.name);
-            node.qemu_img(
-                [
-                    "create",
-                    "-f",
-                    "qcow2",
-                    "-F",
-                    "qcow2",
-                    "-b",
-                    &backing,
-                    &fresh,
-                    "-o",
-                    "extended_l2=on,cluster_size=128k",
-                ],
-                Some(dir),
-            )
-            .await?;
+            create_overlay(node, dir, &fresh, &backing).await?;
             std::fs::rename(dir.join(&fresh), dir.join(&image.name))?;
         }
     }

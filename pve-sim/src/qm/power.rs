@@ -34,13 +34,9 @@ pub(super) fn start(sim: &Sim, mut args: Args) -> Outcome {
     let skiplock = args.flag("skiplock")?;
     let _timeout = args.take("timeout");
     args.finish()?;
-    let _lock = store::lock_vm(sim, vmid)?;
-    let mut config = store::read(sim, vmid)?.config;
+    let (_lock, mut config) = store::lock_and_read(sim, vmid, skiplock)?;
     if config.main().get("template") == Some("1") {
         return fail("you can't start a vm if it's a template");
-    }
-    if !skiplock {
-        store::check_lock(&config)?;
     }
     if runtime::running_pid(sim, vmid).is_some() {
         return fail(format!("VM {vmid} already running"));
@@ -62,11 +58,7 @@ pub(super) fn stop(sim: &Sim, mut args: Args) -> Outcome {
     let _overrule = args.take("overrule-shutdown");
     let _keep = args.take("keepActive");
     args.finish()?;
-    let _lock = store::lock_vm(sim, vmid)?;
-    let config = store::read(sim, vmid)?.config;
-    if !skiplock {
-        store::check_lock(&config)?;
-    }
+    let (_lock, _config) = store::lock_and_read(sim, vmid, skiplock)?;
     runtime::kill(sim, vmid, STOP_GRACE)
 }
 
@@ -77,11 +69,7 @@ pub(super) fn shutdown(sim: &Sim, mut args: Args) -> Outcome {
     let skiplock = args.flag("skiplock")?;
     let _keep = args.take("keepActive");
     args.finish()?;
-    let _lock = store::lock_vm(sim, vmid)?;
-    let config = store::read(sim, vmid)?.config;
-    if !skiplock {
-        store::check_lock(&config)?;
-    }
+    let (_lock, _config) = store::lock_and_read(sim, vmid, skiplock)?;
     if runtime::running_pid(sim, vmid).is_none() {
         return Ok(());
     }
@@ -103,9 +91,7 @@ pub(super) fn reboot(sim: &Sim, mut args: Args) -> Outcome {
     let vmid = args.vmid(0)?;
     let _timeout = args.take("timeout");
     args.finish()?;
-    let _lock = store::lock_vm(sim, vmid)?;
-    let mut config = store::read(sim, vmid)?.config;
-    store::check_lock(&config)?;
+    let (_lock, mut config) = store::lock_and_read(sim, vmid, false)?;
     if runtime::running_pid(sim, vmid).is_none() {
         return fail(format!("VM {vmid} not running"));
     }
@@ -121,11 +107,7 @@ pub(super) fn reset(sim: &Sim, mut args: Args) -> Outcome {
     let vmid = args.vmid(0)?;
     let skiplock = args.flag("skiplock")?;
     args.finish()?;
-    let _lock = store::lock_vm(sim, vmid)?;
-    let config = store::read(sim, vmid)?.config;
-    if !skiplock {
-        store::check_lock(&config)?;
-    }
+    let (_lock, _config) = store::lock_and_read(sim, vmid, skiplock)?;
     if runtime::running_pid(sim, vmid).is_none() {
         return fail(format!("VM {vmid} not running"));
     }
