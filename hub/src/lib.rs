@@ -1,9 +1,11 @@
 //! proxlab-hub: the centre of a proxlab site. Agents dial it over QUIC; it holds the
 //! database and serves HTTP.
 
+pub mod accounts;
 pub mod agents;
 pub mod config;
 pub mod db;
+pub mod inventory;
 pub mod paths;
 pub mod pki_store;
 pub mod tokens;
@@ -26,6 +28,8 @@ use crate::paths::DataDir;
 pub struct HubState {
     pub db: Db,
     pub registry: AgentRegistry,
+    /// Announces stored inventory changes (for live pages).
+    pub inventory_changes: tokio::sync::broadcast::Sender<inventory::InventoryChange>,
     pub ca_pin: Fingerprint,
     pub config: HubConfig,
 }
@@ -66,6 +70,9 @@ pub fn prepare_data_dir(config: &HubConfig) -> Result<DataDir> {
 /// A running hub.
 pub struct Hub {
     pub state: Arc<HubState>,
+    /// `username / password` of the admin created on this start, to be shown once.
+    pub first_admin: Option<String>,
+    recorder: JoinHandle<()>,
     agent_server: AgentServer,
     http_addr: SocketAddr,
     http_task: JoinHandle<()>,
@@ -79,7 +86,12 @@ impl Hub {
         let pki = pki_store::load_or_create(&data_dir)?;
         let db = open_db(&config).await?;
         db.mark_all_nodes_offline(db::now_unix()).await?;
+        let first_admin = accounts::ensure_admin(&db)
+            .await
+            .context("creating the first admin")?;
         let registry = AgentRegistry::default();
+        // Subscribed before any agent can connect, so no first inventory is missed.
+        let (inventory_changes, recorder) = inventory::start_recorder(db.clone(), registry.clone());
         let ca_pin = pki.ca.fingerprint()?;
         let link = Arc::new(LinkContext {
             db: db.clone(),
@@ -91,6 +103,7 @@ impl Hub {
         let state = Arc::new(HubState {
             db,
             registry,
+            inventory_changes,
             ca_pin,
             config: config.clone(),
         });
@@ -119,6 +132,8 @@ impl Hub {
         );
         Ok(Self {
             state,
+            first_admin,
+            recorder,
             agent_server,
             http_addr,
             http_task,
@@ -147,6 +162,7 @@ impl Hub {
         let _ = self.stop_http.send(true);
         self.agent_server.shutdown().await;
         let _ = self.http_task.await;
+        self.recorder.abort();
         // Sessions record their nodes as offline as they end; give them a moment.
         self.state.db.close().await;
     }

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use proxlab_hub::accounts::create_user;
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
+use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
 use proxlab_hub::tokens::{create_join_token, format_time};
 use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
@@ -59,6 +61,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage accounts.
+    User {
+        #[command(subcommand)]
+        action: UserAction,
+    },
     /// Print the commented example config file.
     DefaultConfig,
     /// Print the manual page (roff), for packaging.
@@ -93,6 +100,28 @@ struct TokenCreate {
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum UserAction {
+    /// Add an account. Without --password-stdin a password is generated and printed once.
+    Add {
+        name: String,
+        #[arg(long, value_parser = parse_role)]
+        role: Role,
+        /// Read the password from standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn parse_role(text: &str) -> Result<Role, String> {
+    text.parse()
 }
 
 #[derive(Debug, Subcommand)]
@@ -164,6 +193,7 @@ async fn run(cli: Cli) -> Result<()> {
             action: Some(NodesAction::Revoke { name }),
             ..
         } => revoke_node(&config, &name).await,
+        Command::User { action } => user(&config, action).await,
         Command::DefaultConfig => {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
@@ -186,6 +216,10 @@ async fn serve(config: HubConfig) -> Result<()> {
         hub.quic_addr()?
     );
     println!("CA pin: {}", hub.state.ca_pin);
+    if let Some(login) = &hub.first_admin {
+        println!("First start: an admin account was created. Log in as {login}");
+        println!("(shown only now; change the password after logging in)");
+    }
     shutdown_signal().await;
     tracing::info!("shutting down");
     hub.shutdown().await;
@@ -353,6 +387,54 @@ async fn list_nodes(config: &HubConfig, json: bool) -> Result<()> {
         );
     }
     Ok(())
+}
+
+async fn user(config: &HubConfig, action: UserAction) -> Result<()> {
+    let db = open_existing(config).await?;
+    match action {
+        UserAction::Add {
+            name,
+            role,
+            password_stdin,
+        } => {
+            let password = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("reading the password")?;
+                Some(line.trim_end_matches(['\n', '\r']).to_owned())
+            } else {
+                None
+            };
+            let generated = create_user(&db, &name, role, password.as_deref()).await?;
+            println!("Added {} {name}.", role.as_str());
+            if let Some(password) = generated {
+                println!("Password (shown once): {password}");
+            }
+            Ok(())
+        }
+        UserAction::List { json } => {
+            let users = db.list_users().await?;
+            if json {
+                let list: Vec<_> = users
+                    .iter()
+                    .map(|u| serde_json::json!({"username": u.username, "role": u.role.as_str(), "disabled": u.disabled}))
+                    .collect();
+                println!("{}", serde_json::to_string_pretty(&list)?);
+            } else {
+                println!("{:<24}  {:<8}  STATE", "USERNAME", "ROLE");
+                for u in users {
+                    println!(
+                        "{:<24}  {:<8}  {}",
+                        u.username,
+                        u.role.as_str(),
+                        if u.disabled { "disabled" } else { "active" }
+                    );
+                }
+            }
+            Ok(())
+        }
+    }
 }
 
 async fn revoke_node(config: &HubConfig, name: &str) -> Result<()> {

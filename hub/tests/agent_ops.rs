@@ -22,6 +22,8 @@ struct Setup {
     events: broadcast::Receiver<AgentEvent>,
     /// The newest record of every VM seen in events so far.
     latest: BTreeMap<u32, VmInfo>,
+    /// What the hub's recorder stored.
+    stored: broadcast::Receiver<proxlab_hub::inventory::InventoryChange>,
     _agent: tokio::process::Child,
 }
 
@@ -31,6 +33,7 @@ impl Setup {
         let sim = SimCluster::init(hub.dir.path(), "pve1", templates);
         hub.enroll("pve1").await;
         let events = hub.hub().registry().subscribe_events();
+        let stored = hub.hub().state.inventory_changes.subscribe();
         let config = sim.agent_config(hub.dir.path(), "pve1");
         let agent = hub.spawn_agent_with(
             "pve1",
@@ -46,6 +49,7 @@ impl Setup {
             sim,
             events,
             latest: BTreeMap::new(),
+            stored,
             _agent: agent,
         }
     }
@@ -99,6 +103,21 @@ impl Setup {
         })
         .await;
         self.latest[&vmid].clone()
+    }
+
+    /// Waits until the hub has stored a change to `vmid`.
+    async fn stored(&mut self, vmid: u32) {
+        let stored = &mut self.stored;
+        within("the hub to store the change", async {
+            loop {
+                match stored.recv().await {
+                    Ok(change) if change.vmids.contains(&vmid) => return,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(err) => panic!("{err}"),
+                }
+            }
+        })
+        .await;
     }
 
     async fn clone_many(
@@ -199,6 +218,30 @@ async fn inventory_arrives_then_changes_made_outside_arrive_as_deltas() {
     assert_eq!(
         running.disks[0].volid,
         "local:9000/base-9000-disk-0.qcow2/150/vm-150-disk-0.qcow2"
+    );
+    // The hub stored what the agent reported.
+    loop {
+        setup.stored(150).await;
+        let stored = setup.hub.hub().db().vm(150).await.unwrap();
+        if stored.is_some_and(|vm| vm.status == "running") {
+            break;
+        }
+    }
+    let stored = setup.hub.hub().db().vm(150).await.unwrap().unwrap();
+    assert_eq!(
+        (stored.node.as_str(), stored.name.as_str()),
+        ("pve1", "outside")
+    );
+    assert!(
+        setup
+            .hub
+            .hub()
+            .db()
+            .vm(9000)
+            .await
+            .unwrap()
+            .unwrap()
+            .template
     );
     setup.sim.ok("pve1", "qm", &["stop", "150"]);
     setup.sim.ok("pve1", "qm", &["destroy", "150"]);

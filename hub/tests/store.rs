@@ -18,7 +18,7 @@ impl TestDb {
         self.db.close().await;
         if let Some((server_url, name)) = self.postgres {
             let mut admin = admin_connection(&server_url).await;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name}"))
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
                 .execute(&mut admin)
                 .await
                 .unwrap();
@@ -236,6 +236,210 @@ async fn online_transitions_are_recorded_in_order() {
             db.set_node_online("ghost", true, 1, "x", None, None).await,
             Err(proxlab_hub::db::DbError::NotFound)
         ));
+        test_db.finish().await;
+    }
+}
+
+fn vm(
+    vmid: u32,
+    status: proxlab_protocol::inventory::PowerState,
+) -> proxlab_protocol::inventory::VmInfo {
+    use proxlab_protocol::inventory::{DiskInfo, IpAddress, IpSource, NicInfo, VmInfo};
+    VmInfo {
+        vmid,
+        name: format!("vm{vmid}"),
+        node: "pve1".into(),
+        status,
+        template: false,
+        cores: 2,
+        sockets: 1,
+        memory_mib: 2048,
+        disks: vec![DiskInfo {
+            key: "scsi0".into(),
+            volid: format!("local:{vmid}/vm-{vmid}-disk-0.qcow2"),
+            size_bytes: 8 << 30,
+        }],
+        nics: vec![NicInfo {
+            key: "net0".into(),
+            model: "virtio".into(),
+            mac: "BC:24:11:00:00:01".into(),
+            bridge: Some("vmbr0".into()),
+            vlan: None,
+        }],
+        tags: vec!["lab".into(), "week1".into()],
+        lock: None,
+        uptime_secs: 0,
+        cpu: 0.0,
+        mem_bytes: 0,
+        ips: vec![IpAddress {
+            address: "10.0.0.5".into(),
+            mac: "BC:24:11:00:00:01".into(),
+            source: IpSource::Neighbor,
+        }],
+    }
+}
+
+#[tokio::test]
+async fn inventory_snapshots_deltas_and_metrics_are_stored() {
+    use proxlab_protocol::inventory::{
+        Inventory, InventoryDelta, NodeMetrics, PowerState, StorageInfo, VmLoad,
+    };
+    for test_db in databases().await {
+        let db = test_db.db.clone();
+        db.insert_join_token(&hash_token("t"), None, 0, 1_000)
+            .await
+            .unwrap();
+        db.enroll_node(&hash_token("t"), "pve1", "fp", 1)
+            .await
+            .unwrap();
+        let storage = StorageInfo {
+            id: "local".into(),
+            kind: "dir".into(),
+            shared: false,
+            active: true,
+            content: vec!["images".into()],
+            total_bytes: 100,
+            used_bytes: 40,
+            avail_bytes: 60,
+        };
+        let inventory = Inventory {
+            vms: vec![vm(100, PowerState::Stopped), vm(101, PowerState::Stopped)],
+            storages: vec![storage],
+            isos: vec![],
+        };
+        db.replace_inventory("pve1", &inventory, 10).await.unwrap();
+        let stored = db.list_vms().await.unwrap();
+        assert_eq!(stored.len(), 2, "{:?}", db.backend());
+        assert_eq!(stored[0].node, "pve1");
+        assert_eq!(stored[0].tags, ["lab", "week1"]);
+        assert_eq!(stored[0].ips[0].address, "10.0.0.5");
+        assert_eq!(stored[0].disks[0].size_bytes, 8 << 30);
+        assert_eq!(
+            db.node_storages("pve1").await.unwrap(),
+            [("local".to_owned(), "dir".to_owned(), false, 60)]
+        );
+
+        // A delta: 100 starts, 101 goes. The status change time moves only on a change.
+        let delta = InventoryDelta {
+            upserted: vec![vm(100, PowerState::Running)],
+            removed: vec![101],
+            ..InventoryDelta::default()
+        };
+        db.apply_delta("pve1", &delta, 20).await.unwrap();
+        let running = db.vm(100).await.unwrap().unwrap();
+        assert_eq!(
+            (running.status.as_str(), running.status_changed_at),
+            ("running", 20)
+        );
+        assert!(db.vm(101).await.unwrap().is_none());
+        db.apply_delta("pve1", &delta, 30).await.unwrap();
+        assert_eq!(db.vm(100).await.unwrap().unwrap().status_changed_at, 20);
+
+        let metrics = NodeMetrics {
+            cpu: 0.25,
+            cpu_count: 8,
+            memory_total_bytes: 64,
+            memory_used_bytes: 32,
+            load_average: [0.5, 0.4, 0.3],
+            uptime_secs: 1000,
+            storages: vec![],
+            vms: vec![VmLoad {
+                vmid: 100,
+                cpu: 0.5,
+                mem_bytes: 1 << 30,
+                uptime_secs: 42,
+            }],
+        };
+        db.record_metrics("pve1", &metrics, 40).await.unwrap();
+        let loaded = db.vm(100).await.unwrap().unwrap();
+        assert_eq!(
+            (loaded.cpu, loaded.mem_bytes, loaded.uptime_secs),
+            (0.5, 1 << 30, 42)
+        );
+
+        // A new snapshot replaces everything the node had.
+        db.replace_inventory(
+            "pve1",
+            &Inventory {
+                vms: vec![vm(102, PowerState::Stopped)],
+                ..Inventory::default()
+            },
+            50,
+        )
+        .await
+        .unwrap();
+        let vmids: Vec<u32> = db
+            .list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .map(|v| v.vmid)
+            .collect();
+        assert_eq!(vmids, [102]);
+        assert!(matches!(
+            db.replace_inventory("ghost", &Inventory::default(), 1)
+                .await,
+            Err(proxlab_hub::db::DbError::NotFound)
+        ));
+        test_db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn accounts_and_the_first_admin() {
+    use proxlab_hub::accounts::{create_user, ensure_admin, verify_password};
+    use proxlab_hub::db::users::Role;
+    for test_db in databases().await {
+        let db = test_db.db.clone();
+        let first = ensure_admin(&db)
+            .await
+            .unwrap()
+            .expect("an admin is created on an empty hub");
+        let (name, password) = first.split_once(" / ").unwrap();
+        assert_eq!(name, "admin");
+        let admin = db.user_by_name("admin").await.unwrap().unwrap();
+        assert_eq!(admin.role, Role::Admin);
+        assert!(verify_password(password, &admin.password_hash));
+        assert!(ensure_admin(&db).await.unwrap().is_none(), "only once");
+
+        assert!(
+            create_user(&db, "alice", Role::Student, Some("a-long-password"))
+                .await
+                .unwrap()
+                .is_none()
+        );
+        let generated = create_user(&db, "bob", Role::Teacher, None)
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(verify_password(
+            &generated,
+            &db.user_by_name("bob").await.unwrap().unwrap().password_hash
+        ));
+        assert!(matches!(
+            create_user(&db, "alice", Role::Student, Some("another-password")).await,
+            Err(proxlab_hub::accounts::AccountError::Db(
+                proxlab_hub::db::DbError::Conflict(_)
+            ))
+        ));
+        assert!(
+            create_user(&db, "Bad Name", Role::Student, None)
+                .await
+                .is_err()
+        );
+        assert!(
+            create_user(&db, "carol", Role::Student, Some("short"))
+                .await
+                .is_err()
+        );
+        let names: Vec<String> = db
+            .list_users()
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|u| u.username)
+            .collect();
+        assert_eq!(names, ["admin", "alice", "bob"]);
         test_db.finish().await;
     }
 }

@@ -5,8 +5,10 @@
 //! placeholders, which both backends accept; the schema lives in one migration folder per
 //! backend because their DDL differs.
 
+pub mod inventory;
 pub mod nodes;
 pub mod tokens;
+pub mod users;
 
 use std::path::Path;
 use std::time::Duration;

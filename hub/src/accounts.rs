@@ -1,0 +1,141 @@
+//! Accounts: names, argon2id password hashes, generated passwords, the first admin.
+
+use argon2::password_hash::rand_core::OsRng;
+use argon2::password_hash::{PasswordHash, SaltString};
+use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use rand::Rng;
+
+use crate::db::users::Role;
+use crate::db::{Db, DbError, now_unix};
+
+/// The shortest password proxlab accepts.
+pub const MIN_PASSWORD_LEN: usize = 10;
+
+/// Why an account could not be made or changed.
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// Checks a username: 1 to 64 of lower-case letters, digits, `.`, `_` and `-`, starting with
+/// a letter or digit.
+pub fn validate_username(name: &str) -> Result<(), AccountError> {
+    let valid = !name.is_empty()
+        && name.len() <= 64
+        && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+    if valid {
+        Ok(())
+    } else {
+        Err(AccountError::Invalid(format!(
+            "invalid username {name:?}: use 1 to 64 lower-case letters, digits, '.', '_' or '-'"
+        )))
+    }
+}
+
+/// An argon2id hash (PHC string) with a fresh salt.
+pub fn hash_password(password: &str) -> Result<String, AccountError> {
+    if password.chars().count() < MIN_PASSWORD_LEN {
+        return Err(AccountError::Invalid(format!(
+            "passwords need at least {MIN_PASSWORD_LEN} characters"
+        )));
+    }
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|hash| hash.to_string())
+        .map_err(|err| AccountError::Invalid(format!("hashing the password: {err}")))
+}
+
+/// Whether `password` matches a stored hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|parsed| {
+        Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok()
+    })
+}
+
+/// A random password that is easy to read out: 20 characters without look-alikes.
+pub fn generate_password() -> String {
+    const ALPHABET: &[u8] = b"abcdefghijkmnpqrstuvwxyzABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::rng();
+    (0..20)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Creates a user. Without a password one is generated and returned, to be shown once.
+pub async fn create_user(
+    db: &Db,
+    username: &str,
+    role: Role,
+    password: Option<&str>,
+) -> Result<Option<String>, AccountError> {
+    validate_username(username)?;
+    let generated = password.is_none().then(generate_password);
+    let secret = password
+        .map(str::to_owned)
+        .or_else(|| generated.clone())
+        .unwrap_or_default();
+    let hash = tokio::task::spawn_blocking(move || hash_password(&secret))
+        .await
+        .map_err(|err| AccountError::Invalid(err.to_string()))??;
+    db.insert_user(username, role, &hash, now_unix()).await?;
+    Ok(generated)
+}
+
+/// On a hub without an enabled admin, creates `admin` with a generated password and returns
+/// it, to be printed once.
+pub async fn ensure_admin(db: &Db) -> Result<Option<String>, AccountError> {
+    if db.count_admins().await? > 0 {
+        return Ok(None);
+    }
+    let username = if db.user_by_name("admin").await?.is_some() {
+        format!("admin-{}", now_unix())
+    } else {
+        "admin".to_owned()
+    };
+    let password = create_user(db, &username, Role::Admin, None).await?;
+    Ok(password.map(|password| format!("{username} / {password}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hashes_are_argon2id_salted_and_verify() {
+        let first = hash_password("correct horse battery").unwrap();
+        let second = hash_password("correct horse battery").unwrap();
+        assert!(first.starts_with("$argon2id$"), "{first}");
+        assert_ne!(first, second, "each hash has its own salt");
+        assert!(verify_password("correct horse battery", &first));
+        assert!(!verify_password("wrong horse battery", &first));
+        assert!(!verify_password("correct horse battery", "not a hash"));
+        assert!(hash_password("short").is_err());
+    }
+
+    #[test]
+    fn usernames() {
+        for good in ["alice", "a.b-c_d", "s12345"] {
+            assert!(validate_username(good).is_ok(), "{good}");
+        }
+        for bad in ["", "Alice", "-x", "a b", "ä", &"x".repeat(65)] {
+            assert!(validate_username(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn generated_passwords_are_long_and_differ() {
+        let (a, b) = (generate_password(), generate_password());
+        assert_eq!(a.len(), 20);
+        assert_ne!(a, b);
+        assert!(hash_password(&a).is_ok());
+    }
+}

@@ -1,0 +1,341 @@
+//! What agents report, as the hub keeps it: VMs, storages, ISO images, node load.
+
+use proxlab_protocol::inventory::{
+    DiskInfo, Inventory, InventoryDelta, IpAddress, IsoInfo, NicInfo, NodeMetrics, StorageInfo,
+};
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, DbError};
+
+/// A VM as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VmRow {
+    pub vmid: u32,
+    pub node: String,
+    pub name: String,
+    pub status: String,
+    pub template: bool,
+    pub cores: u32,
+    pub sockets: u32,
+    pub memory_mib: u64,
+    pub tags: Vec<String>,
+    pub lock: Option<String>,
+    pub uptime_secs: u64,
+    pub cpu: f64,
+    pub mem_bytes: u64,
+    pub disks: Vec<DiskInfo>,
+    pub nics: Vec<NicInfo>,
+    pub ips: Vec<IpAddress>,
+    pub status_changed_at: i64,
+    pub updated_at: i64,
+}
+
+const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
+     v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at";
+
+fn json_list<T: serde::de::DeserializeOwned>(
+    row: &AnyRow,
+    column: &str,
+) -> Result<Vec<T>, sqlx::Error> {
+    let text: String = row.try_get(column)?;
+    Ok(serde_json::from_str(&text).unwrap_or_default())
+}
+
+fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
+    let tags: String = row.try_get("tags")?;
+    Ok(VmRow {
+        vmid: row.try_get::<i64, _>("vmid")? as u32,
+        node: row.try_get("node")?,
+        name: row.try_get("name")?,
+        status: row.try_get("status")?,
+        template: row.try_get::<i64, _>("template")? != 0,
+        cores: row.try_get::<i64, _>("cores")? as u32,
+        sockets: row.try_get::<i64, _>("sockets")? as u32,
+        memory_mib: row.try_get::<i64, _>("memory_mib")? as u64,
+        tags: tags
+            .split(';')
+            .filter(|t| !t.is_empty())
+            .map(str::to_owned)
+            .collect(),
+        lock: row.try_get("lock_reason")?,
+        uptime_secs: row.try_get::<i64, _>("uptime_secs")? as u64,
+        cpu: row.try_get("cpu")?,
+        mem_bytes: row.try_get::<i64, _>("mem_bytes")? as u64,
+        disks: json_list(row, "disks_json")?,
+        nics: json_list(row, "nics_json")?,
+        ips: json_list(row, "ips_json")?,
+        status_changed_at: row.try_get("status_changed_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
+
+fn status_text(vm: &proxlab_protocol::inventory::VmInfo) -> String {
+    serde_json::to_value(vm.status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+async fn node_id(conn: &mut sqlx::AnyConnection, node: &str) -> Result<i64, DbError> {
+    let row = sqlx::query("SELECT id FROM nodes WHERE name = $1")
+        .bind(node)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(DbError::NotFound)?;
+    Ok(row.try_get("id")?)
+}
+
+async fn upsert_vm(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    vm: &proxlab_protocol::inventory::VmInfo,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO vms (vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
+         lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+         ON CONFLICT (vmid) DO UPDATE SET node_id = excluded.node_id, name = excluded.name, \
+         status_changed_at = CASE WHEN vms.status = excluded.status THEN vms.status_changed_at ELSE excluded.status_changed_at END, \
+         status = excluded.status, template = excluded.template, cores = excluded.cores, \
+         sockets = excluded.sockets, memory_mib = excluded.memory_mib, tags = excluded.tags, \
+         lock_reason = excluded.lock_reason, uptime_secs = excluded.uptime_secs, cpu = excluded.cpu, \
+         mem_bytes = excluded.mem_bytes, disks_json = excluded.disks_json, nics_json = excluded.nics_json, \
+         ips_json = excluded.ips_json, updated_at = excluded.updated_at",
+    )
+    .bind(i64::from(vm.vmid))
+    .bind(node_id)
+    .bind(&vm.name)
+    .bind(status_text(vm))
+    .bind(i64::from(vm.template))
+    .bind(i64::from(vm.cores))
+    .bind(i64::from(vm.sockets))
+    .bind(vm.memory_mib as i64)
+    .bind(vm.tags.join(";"))
+    .bind(vm.lock.as_deref())
+    .bind(vm.uptime_secs as i64)
+    .bind(vm.cpu)
+    .bind(vm.mem_bytes as i64)
+    .bind(json(&vm.disks))
+    .bind(json(&vm.nics))
+    .bind(json(&vm.ips))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// A JSON column for one of the lists a VM carries.
+fn json<T: serde::Serialize>(list: &[T]) -> String {
+    serde_json::to_string(list).unwrap_or_else(|_| "[]".into())
+}
+
+async fn replace_storages(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    storages: &[StorageInfo],
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM storages WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
+    for storage in storages {
+        sqlx::query(
+            "INSERT INTO storages (node_id, storage, kind, shared, active, content, total_bytes, used_bytes, avail_bytes, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(node_id)
+        .bind(&storage.id)
+        .bind(&storage.kind)
+        .bind(i64::from(storage.shared))
+        .bind(i64::from(storage.active))
+        .bind(storage.content.join(","))
+        .bind(storage.total_bytes as i64)
+        .bind(storage.used_bytes as i64)
+        .bind(storage.avail_bytes as i64)
+        .bind(now)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+async fn replace_isos(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    isos: &[IsoInfo],
+) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM isos WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
+    for iso in isos {
+        sqlx::query(
+            "INSERT INTO isos (node_id, volid, storage, size_bytes) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(node_id)
+        .bind(&iso.volid)
+        .bind(&iso.storage)
+        .bind(iso.size_bytes as i64)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(())
+}
+
+impl Db {
+    /// Replaces everything stored about a node with its full inventory.
+    pub async fn replace_inventory(
+        &self,
+        node: &str,
+        inventory: &Inventory,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        let node_id = node_id(&mut tx, node).await?;
+        let keep: Vec<i64> = inventory.vms.iter().map(|vm| i64::from(vm.vmid)).collect();
+        let stored: Vec<i64> = sqlx::query("SELECT vmid FROM vms WHERE node_id = $1")
+            .bind(node_id)
+            .fetch_all(&mut *tx)
+            .await?
+            .iter()
+            .map(|row| row.try_get("vmid"))
+            .collect::<Result<_, _>>()?;
+        for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
+            sqlx::query("DELETE FROM vms WHERE vmid = $1 AND node_id = $2")
+                .bind(vmid)
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        for vm in &inventory.vms {
+            upsert_vm(&mut tx, node_id, vm, now).await?;
+        }
+        replace_storages(&mut tx, node_id, &inventory.storages, now).await?;
+        replace_isos(&mut tx, node_id, &inventory.isos).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Applies what changed on a node.
+    pub async fn apply_delta(
+        &self,
+        node: &str,
+        delta: &InventoryDelta,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        let node_id = node_id(&mut tx, node).await?;
+        for vm in &delta.upserted {
+            upsert_vm(&mut tx, node_id, vm, now).await?;
+        }
+        for vmid in &delta.removed {
+            sqlx::query("DELETE FROM vms WHERE vmid = $1 AND node_id = $2")
+                .bind(i64::from(*vmid))
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if let Some(storages) = &delta.storages {
+            replace_storages(&mut tx, node_id, storages, now).await?;
+        }
+        if let Some(isos) = &delta.isos {
+            replace_isos(&mut tx, node_id, isos).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Records a node's load and its VMs' load.
+    pub async fn record_metrics(
+        &self,
+        node: &str,
+        metrics: &NodeMetrics,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        let node_id = node_id(&mut tx, node).await?;
+        sqlx::query(
+            "INSERT INTO node_metrics (node_id, cpu, cpu_count, memory_total_bytes, memory_used_bytes, load1, load5, load15, uptime_secs, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             ON CONFLICT (node_id) DO UPDATE SET cpu = excluded.cpu, cpu_count = excluded.cpu_count, \
+             memory_total_bytes = excluded.memory_total_bytes, memory_used_bytes = excluded.memory_used_bytes, \
+             load1 = excluded.load1, load5 = excluded.load5, load15 = excluded.load15, \
+             uptime_secs = excluded.uptime_secs, updated_at = excluded.updated_at",
+        )
+        .bind(node_id)
+        .bind(metrics.cpu)
+        .bind(i64::from(metrics.cpu_count))
+        .bind(metrics.memory_total_bytes as i64)
+        .bind(metrics.memory_used_bytes as i64)
+        .bind(metrics.load_average[0])
+        .bind(metrics.load_average[1])
+        .bind(metrics.load_average[2])
+        .bind(metrics.uptime_secs as i64)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        for load in &metrics.vms {
+            sqlx::query("UPDATE vms SET cpu = $1, mem_bytes = $2, uptime_secs = $3 WHERE vmid = $4 AND node_id = $5")
+                .bind(load.cpu)
+                .bind(load.mem_bytes as i64)
+                .bind(load.uptime_secs as i64)
+                .bind(i64::from(load.vmid))
+                .bind(node_id)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !metrics.storages.is_empty() {
+            replace_storages(&mut tx, node_id, &metrics.storages, now).await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Every stored VM, by VMID.
+    pub async fn list_vms(&self) -> Result<Vec<VmRow>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {VM_COLUMNS} FROM vms v JOIN nodes n ON n.id = v.node_id ORDER BY v.vmid"
+        ))
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(vm_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn vm(&self, vmid: u32) -> Result<Option<VmRow>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {VM_COLUMNS} FROM vms v JOIN nodes n ON n.id = v.node_id WHERE v.vmid = $1"
+        ))
+        .bind(i64::from(vmid))
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(vm_from_row).transpose()?)
+    }
+
+    /// The storages a node reported: `(storage, kind, shared, avail_bytes)`.
+    pub async fn node_storages(
+        &self,
+        node: &str,
+    ) -> Result<Vec<(String, String, bool, u64)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT s.storage, s.kind, s.shared, s.avail_bytes FROM storages s JOIN nodes n ON n.id = s.node_id \
+             WHERE n.name = $1 ORDER BY s.storage",
+        )
+        .bind(node)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("storage")?,
+                    row.try_get("kind")?,
+                    row.try_get::<i64, _>("shared")? != 0,
+                    row.try_get::<i64, _>("avail_bytes")? as u64,
+                ))
+            })
+            .collect()
+    }
+}
