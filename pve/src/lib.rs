@@ -5,7 +5,7 @@
 //! * [`propstring`], [`drive`], [`net`]: the property-string values inside them.
 //! * [`volid`]: volume ids, and the paths of their files on directory storages.
 //! * [`storage_cfg`], [`cluster`]: `storage.cfg`, `.members` and `.vmlist`.
-//! * [`ident`]: MAC addresses, UUIDs and names.
+//! * [`ident`]: MAC addresses, UUIDs and names; [`size`]: disk sizes.
 //! * [`clone`]: the config rewrite that makes a linked clone's config.
 
 pub mod clone;
@@ -15,5 +15,6 @@ pub mod drive;
 pub mod ident;
 pub mod net;
 pub mod propstring;
+pub mod size;
 pub mod storage_cfg;
 pub mod volid;

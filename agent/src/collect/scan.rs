@@ -9,6 +9,7 @@ use proxlab_protocol::inventory::{
 };
 use proxlab_pve::config::VmConfig;
 use proxlab_pve::drive::Bus;
+use proxlab_pve::size::parse_size;
 use proxlab_pve::storage_cfg::StorageConfig;
 
 use super::{
@@ -43,22 +44,6 @@ pub(super) struct Scanner {
     agent_ips: AgentAnswers,
 }
 
-fn parse_size(text: &str) -> u64 {
-    let (digits, unit) = text.split_at(
-        text.find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(text.len()),
-    );
-    let value: u64 = digits.parse().unwrap_or(0);
-    value
-        * match unit {
-            "K" => 1 << 10,
-            "M" => 1 << 20,
-            "G" => 1 << 30,
-            "T" => 1 << 40,
-            _ => 1,
-        }
-}
-
 /// The static part of a VM record, from its config.
 fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
     let main = config.main();
@@ -84,7 +69,7 @@ fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
         .map(|d| DiskInfo {
             key: d.key.to_string(),
             volid: d.volume().to_owned(),
-            size_bytes: d.option("size").map_or(0, parse_size),
+            size_bytes: d.option("size").and_then(parse_size).unwrap_or(0),
         })
         .collect();
     let nics = config
