@@ -83,11 +83,63 @@ pub async fn create_user(
         .map(str::to_owned)
         .or_else(|| generated.clone())
         .unwrap_or_default();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&secret))
-        .await
-        .map_err(|err| AccountError::Invalid(err.to_string()))??;
+    let hash = hash_off_thread(secret).await?;
     db.insert_user(username, role, &hash, now_unix()).await?;
     Ok(generated)
+}
+
+/// Hashing takes tens of milliseconds of CPU: keep it off the async workers.
+async fn hash_off_thread(password: String) -> Result<String, AccountError> {
+    tokio::task::spawn_blocking(move || hash_password(&password))
+        .await
+        .map_err(|err| AccountError::Invalid(err.to_string()))?
+}
+
+/// Sets a user's password (checked for length) by id.
+pub async fn set_password(db: &Db, user_id: i64, password: &str) -> Result<(), AccountError> {
+    let hash = hash_off_thread(password.to_owned()).await?;
+    db.set_password_hash_by_id(user_id, &hash).await?;
+    Ok(())
+}
+
+/// Changes a user's role, refusing to demote the last enabled admin.
+pub async fn change_role(db: &Db, user_id: i64, role: Role) -> Result<(), AccountError> {
+    let user = db.user_by_id(user_id).await?.ok_or(DbError::NotFound)?;
+    if user.role == Role::Admin
+        && role != Role::Admin
+        && !user.disabled
+        && db.count_admins().await? <= 1
+    {
+        return Err(AccountError::Invalid(
+            "this is the last admin: make another admin first".into(),
+        ));
+    }
+    db.set_role(user_id, role).await?;
+    Ok(())
+}
+
+/// Disables or enables a user. Disabling ends their sessions; the last enabled admin stays.
+pub async fn set_disabled(db: &Db, user_id: i64, disabled: bool) -> Result<(), AccountError> {
+    let user = db.user_by_id(user_id).await?.ok_or(DbError::NotFound)?;
+    if disabled && user.role == Role::Admin && !user.disabled && db.count_admins().await? <= 1 {
+        return Err(AccountError::Invalid(
+            "this is the last admin: it cannot be disabled".into(),
+        ));
+    }
+    db.set_disabled(user_id, disabled).await?;
+    if disabled {
+        db.delete_user_sessions(user_id, None).await?;
+    }
+    Ok(())
+}
+
+/// Gives a user a new generated password, ends their sessions, and returns the password to
+/// be shown once.
+pub async fn reset_password(db: &Db, user_id: i64) -> Result<String, AccountError> {
+    let password = generate_password();
+    set_password(db, user_id, &password).await?;
+    db.delete_user_sessions(user_id, None).await?;
+    Ok(password)
 }
 
 /// On a hub without an enabled admin, creates `admin` with a generated password and returns

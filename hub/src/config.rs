@@ -2,10 +2,12 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
+use crate::auth::SessionPolicy;
 use crate::paths::DEFAULT_DATA_DIR;
 
 /// The default config file of an installed hub.
@@ -25,6 +27,28 @@ pub struct ConfigFile {
     pub database_url: Option<String>,
     /// The `HOST:PORT` agents dial, as printed in enroll commands.
     pub public_address: Option<String>,
+    /// The portal's address as people type it; `https://` makes cookies Secure.
+    pub public_url: Option<String>,
+    pub trust_forwarded_for: Option<bool>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub session_idle: Option<Duration>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub session_lifetime: Option<Duration>,
+}
+
+/// Durations such as `"4h"` or `"90m"` in the config file.
+mod humantime_serde_opt {
+    use std::time::Duration;
+
+    use serde::{Deserialize, Deserializer};
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<Duration>, D::Error> {
+        let text = Option::<String>::deserialize(deserializer)?;
+        text.map(|text| humantime::parse_duration(&text).map_err(serde::de::Error::custom))
+            .transpose()
+    }
 }
 
 impl ConfigFile {
@@ -48,6 +72,9 @@ pub struct HubConfig {
     pub quic_addr: SocketAddr,
     pub database_url: Option<String>,
     pub public_address: Option<String>,
+    pub public_url: Option<String>,
+    pub trust_forwarded_for: bool,
+    pub sessions: SessionPolicy,
 }
 
 impl HubConfig {
@@ -59,7 +86,30 @@ impl HubConfig {
             quic_addr: "0.0.0.0:7443".parse().expect("valid default"),
             database_url: None,
             public_address: None,
+            public_url: None,
+            trust_forwarded_for: false,
+            sessions: SessionPolicy::default(),
         }
+    }
+
+    /// Whether cookies must only travel over TLS.
+    pub fn secure_cookies(&self) -> bool {
+        self.public_url
+            .as_deref()
+            .is_some_and(|url| url.starts_with("https://"))
+    }
+
+    /// Checks what cannot be checked while parsing.
+    pub fn validate(&self) -> Result<()> {
+        if self.sessions.idle.is_zero() || self.sessions.lifetime < self.sessions.idle {
+            anyhow::bail!("session_idle must be positive and no longer than session_lifetime");
+        }
+        if let Some(url) = &self.public_url
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            anyhow::bail!("public_url must start with http:// or https://, not {url:?}");
+        }
+        Ok(())
     }
 
     /// Applies a config file over the defaults.
@@ -73,6 +123,14 @@ impl HubConfig {
         }
         config.database_url = file.database_url;
         config.public_address = file.public_address;
+        config.public_url = file.public_url;
+        config.trust_forwarded_for = file.trust_forwarded_for.unwrap_or(false);
+        if let Some(idle) = file.session_idle {
+            config.sessions.idle = idle;
+        }
+        if let Some(lifetime) = file.session_lifetime {
+            config.sessions.lifetime = lifetime;
+        }
         config
     }
 
@@ -102,6 +160,24 @@ mod tests {
         let file: ConfigFile = toml::from_str(EXAMPLE_CONFIG).unwrap();
         let config = HubConfig::from_file(file);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
+        config.validate().unwrap();
+    }
+
+    #[test]
+    fn session_times_and_public_url() {
+        let file: ConfigFile = toml::from_str(
+            "session_idle = \"30m\"\nsession_lifetime = \"8h\"\npublic_url = \"https://lab.school\"",
+        )
+        .unwrap();
+        let config = HubConfig::from_file(file);
+        assert_eq!(config.sessions.idle, Duration::from_secs(1800));
+        assert_eq!(config.sessions.lifetime, Duration::from_secs(8 * 3600));
+        assert!(config.secure_cookies());
+        config.validate().unwrap();
+        let file: ConfigFile =
+            toml::from_str("session_idle = \"9h\"\nsession_lifetime = \"8h\"").unwrap();
+        assert!(HubConfig::from_file(file).validate().is_err());
+        assert!(toml::from_str::<ConfigFile>("session_idle = \"soon\"").is_err());
     }
 
     #[test]

@@ -1,14 +1,20 @@
 //! proxlab-hub: the centre of a proxlab site. Agents dial it over QUIC; it holds the
 //! database and serves HTTP.
 
+pub mod access;
 pub mod accounts;
 pub mod agents;
+pub mod audit;
+pub mod auth;
 pub mod config;
 pub mod db;
 pub mod inventory;
 pub mod paths;
 pub mod pki_store;
+pub mod secrets;
+pub mod throttle;
 pub mod tokens;
+pub mod vms;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -32,6 +38,7 @@ pub struct HubState {
     pub inventory_changes: tokio::sync::broadcast::Sender<inventory::InventoryChange>,
     pub ca_pin: Fingerprint,
     pub config: HubConfig,
+    pub auth: auth::Authenticator,
 }
 
 impl HubState {
@@ -67,12 +74,31 @@ pub fn prepare_data_dir(config: &HubConfig) -> Result<DataDir> {
     Ok(DataDir::new(&config.data_dir))
 }
 
+/// Deletes sessions that ended by time, every few minutes (lookups refuse them anyway; this
+/// keeps the table small).
+async fn sweep_sessions(db: Db, policy: auth::SessionPolicy) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(600));
+    loop {
+        every.tick().await;
+        let now = db::now_unix();
+        match db
+            .prune_sessions(now, now - policy.idle.as_secs() as i64)
+            .await
+        {
+            Ok(0) => {}
+            Ok(removed) => tracing::debug!(removed, "removed ended sessions"),
+            Err(err) => tracing::warn!(%err, "cannot remove ended sessions"),
+        }
+    }
+}
+
 /// A running hub.
 pub struct Hub {
     pub state: Arc<HubState>,
     /// `username / password` of the admin created on this start, to be shown once.
     pub first_admin: Option<String>,
     recorder: JoinHandle<()>,
+    session_sweeper: JoinHandle<()>,
     agent_server: AgentServer,
     http_addr: SocketAddr,
     http_task: JoinHandle<()>,
@@ -100,13 +126,20 @@ impl Hub {
             hub_version: env!("CARGO_PKG_VERSION").to_owned(),
         });
         let agent_server = AgentServer::start(link, config.quic_addr, &pki.server)?;
+        let auth = auth::Authenticator::new(
+            db.clone(),
+            Arc::new(throttle::LoginThrottle::default()),
+            config.sessions,
+        );
         let state = Arc::new(HubState {
             db,
             registry,
             inventory_changes,
             ca_pin,
             config: config.clone(),
+            auth,
         });
+        let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -117,6 +150,7 @@ impl Hub {
             let shutdown = async move {
                 let _ = stopped.wait_for(|stop| *stop).await;
             };
+            let app = app.into_make_service_with_connect_info::<SocketAddr>();
             if let Err(err) = axum::serve(listener, app)
                 .with_graceful_shutdown(shutdown)
                 .await
@@ -134,6 +168,7 @@ impl Hub {
             state,
             first_admin,
             recorder,
+            session_sweeper,
             agent_server,
             http_addr,
             http_task,
@@ -163,6 +198,7 @@ impl Hub {
         self.agent_server.shutdown().await;
         let _ = self.http_task.await;
         self.recorder.abort();
+        self.session_sweeper.abort();
         // Sessions record their nodes as offline as they end; give them a moment.
         self.state.db.close().await;
     }

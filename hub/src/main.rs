@@ -8,6 +8,8 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use proxlab_hub::accounts::create_user;
+use proxlab_hub::audit::{Actor, Outcome, record};
+use proxlab_hub::auth::{Viewer, issue_api_token};
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
@@ -66,6 +68,11 @@ enum Command {
         #[command(subcommand)]
         action: UserAction,
     },
+    /// Assign VMs to users.
+    Vm {
+        #[command(subcommand)]
+        action: VmAction,
+    },
     /// Print the commented example config file.
     DefaultConfig,
     /// Print the manual page (roff), for packaging.
@@ -118,6 +125,21 @@ enum UserAction {
         #[arg(long)]
         json: bool,
     },
+    /// Create a personal API token for a user and print it once.
+    Token {
+        name: String,
+        /// What the token is for, as shown on the profile page.
+        #[arg(long, default_value = "command line")]
+        label: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum VmAction {
+    /// Assign a VM to a user: they see it on My VMs and may start and stop it.
+    Assign { vmid: u32, username: String },
+    /// Remove a VM's assignment.
+    Unassign { vmid: u32 },
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -155,6 +177,7 @@ impl Cli {
         if let Some(url) = &self.database_url {
             config.database_url = Some(url.clone());
         }
+        config.validate()?;
         Ok(config)
     }
 }
@@ -194,6 +217,7 @@ async fn run(cli: Cli) -> Result<()> {
             ..
         } => revoke_node(&config, &name).await,
         Command::User { action } => user(&config, action).await,
+        Command::Vm { action } => vm(&config, action).await,
         Command::DefaultConfig => {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
@@ -287,15 +311,7 @@ async fn token(config: HubConfig, action: TokenAction) -> Result<()> {
                 .into_iter()
                 .map(|row| TokenView {
                     id: row.id,
-                    state: if row.spent_at.is_some() {
-                        "spent"
-                    } else if row.revoked_at.is_some() {
-                        "revoked"
-                    } else if row.expires_at <= now {
-                        "expired"
-                    } else {
-                        "valid"
-                    },
+                    state: row.state(now),
                     node: row.node_name,
                     expires_at: format_time(row.expires_at),
                     spent_by_node: row.spent_by_node,
@@ -407,6 +423,15 @@ async fn user(config: &HubConfig, action: UserAction) -> Result<()> {
                 None
             };
             let generated = create_user(&db, &name, role, password.as_deref()).await?;
+            record(
+                &db,
+                Actor::Operator,
+                "user.create",
+                &format!("user:{name}"),
+                Outcome::Ok,
+                role.as_str(),
+            )
+            .await;
             println!("Added {} {name}.", role.as_str());
             if let Some(password) = generated {
                 println!("Password (shown once): {password}");
@@ -434,7 +459,55 @@ async fn user(config: &HubConfig, action: UserAction) -> Result<()> {
             }
             Ok(())
         }
+        UserAction::Token { name, label } => {
+            let user = db
+                .user_by_name(&name)
+                .await?
+                .with_context(|| format!("no user named {name}"))?;
+            let token = issue_api_token(&db, &Viewer::from(&user), &label, Actor::Operator).await?;
+            println!("{token}");
+            Ok(())
+        }
     }
+}
+
+async fn vm(config: &HubConfig, action: VmAction) -> Result<()> {
+    let db = open_existing(config).await?;
+    match action {
+        VmAction::Assign { vmid, username } => {
+            let user = db
+                .user_by_name(&username)
+                .await?
+                .with_context(|| format!("no user named {username}"))?;
+            db.assign_vm(vmid, user.id, None, now_unix()).await?;
+            record(
+                &db,
+                Actor::Operator,
+                "vm.assign",
+                &format!("vm:{vmid}"),
+                Outcome::Ok,
+                &username,
+            )
+            .await;
+            println!("VM {vmid} is assigned to {username}.");
+        }
+        VmAction::Unassign { vmid } => {
+            if !db.unassign_vm(vmid).await? {
+                bail!("VM {vmid} is not assigned to anyone");
+            }
+            record(
+                &db,
+                Actor::Operator,
+                "vm.unassign",
+                &format!("vm:{vmid}"),
+                Outcome::Ok,
+                "",
+            )
+            .await;
+            println!("VM {vmid} is unassigned.");
+        }
+    }
+    Ok(())
 }
 
 async fn revoke_node(config: &HubConfig, name: &str) -> Result<()> {
@@ -446,6 +519,15 @@ async fn revoke_node(config: &HubConfig, name: &str) -> Result<()> {
     {
         bail!("no active node named {name}");
     }
+    record(
+        &db,
+        Actor::Operator,
+        "node.revoke",
+        &format!("node:{name}"),
+        Outcome::Ok,
+        "",
+    )
+    .await;
     println!("Node {name} revoked. A running hub disconnects it at its next heartbeat.");
     Ok(())
 }

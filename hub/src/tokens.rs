@@ -1,16 +1,12 @@
-//! Join tokens: what an admin hands a node operator to enroll an agent.
-//!
-//! A token is 32 random bytes, shown once. Only its SHA-256 is stored: tokens are long
-//! random secrets, so a fast hash is enough to make a stolen database useless for
-//! enrolling, unlike passwords, which need a slow hash.
+//! Join tokens: what an admin hands a node operator to enroll an agent. A token is a
+//! [secret](crate::secrets), shown once and stored only as its hash.
 
 use std::time::Duration;
 
-use rand::RngCore;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 
 use crate::db::{Db, DbError, now_unix};
+use crate::secrets::{hash_secret, new_secret};
 
 /// The prefix that marks a proxlab join token, so a leaked one is easy to recognise.
 const TOKEN_PREFIX: &str = "plj_";
@@ -33,11 +29,6 @@ impl std::fmt::Debug for IssuedToken {
     }
 }
 
-/// The stored form of a token.
-pub fn hash_token(token: &str) -> String {
-    hex::encode(Sha256::digest(token.trim().as_bytes()))
-}
-
 /// Formats a Unix time for people and JSON.
 pub fn format_time(unix: i64) -> String {
     let time = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
@@ -52,12 +43,10 @@ pub async fn create_join_token(
     ttl: Duration,
     node_name: Option<&str>,
 ) -> Result<IssuedToken, DbError> {
-    let mut secret = [0u8; 32];
-    rand::rng().fill_bytes(&mut secret);
-    let token = format!("{TOKEN_PREFIX}{}", hex::encode(secret));
+    let token = new_secret(TOKEN_PREFIX);
     let now = now_unix();
     let expires_at = now + ttl.as_secs() as i64;
-    db.insert_join_token(&hash_token(&token), node_name, now, expires_at)
+    db.insert_join_token(&hash_secret(&token), node_name, now, expires_at)
         .await?;
     let mut command =
         format!("proxlab-agent enroll --hub {hub_address} --token {token} --ca-pin {ca_pin}");
@@ -75,13 +64,6 @@ pub async fn create_join_token(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hash_ignores_surrounding_whitespace_and_differs_per_token() {
-        assert_eq!(hash_token("plj_abc"), hash_token(" plj_abc\n"));
-        assert_ne!(hash_token("plj_abc"), hash_token("plj_abd"));
-        assert_eq!(hash_token("plj_abc").len(), 64);
-    }
 
     #[test]
     fn formats_times_as_rfc3339() {

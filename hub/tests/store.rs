@@ -4,7 +4,7 @@
 use proxlab_hub::db::nodes::EnrollOutcome;
 use proxlab_hub::db::tokens::SpendRefusal;
 use proxlab_hub::db::{Backend, Db};
-use proxlab_hub::tokens::hash_token;
+use proxlab_hub::secrets::hash_secret;
 
 /// One database under test; PostgreSQL ones are dropped by [`TestDb::finish`].
 struct TestDb {
@@ -71,7 +71,7 @@ async fn fresh_postgres(server_url: &str) -> TestDb {
 async fn a_token_is_spent_exactly_once_with_the_enrollment() {
     for test_db in databases().await {
         let db = test_db.db.clone();
-        let hash = hash_token("plj_one");
+        let hash = hash_secret("plj_one");
         db.insert_join_token(&hash, None, 100, 1_000).await.unwrap();
         let first = db
             .enroll_node(&hash, "pve1", "sha256:aa", 200)
@@ -95,15 +95,15 @@ async fn a_token_is_spent_exactly_once_with_the_enrollment() {
 async fn expired_revoked_unknown_and_bound_tokens_are_refused() {
     for test_db in databases().await {
         let db = test_db.db.clone();
-        db.insert_join_token(&hash_token("old"), None, 0, 50)
+        db.insert_join_token(&hash_secret("old"), None, 0, 50)
             .await
             .unwrap();
         let revoked = db
-            .insert_join_token(&hash_token("rev"), None, 0, 1_000)
+            .insert_join_token(&hash_secret("rev"), None, 0, 1_000)
             .await
             .unwrap();
         assert!(db.revoke_join_token(revoked, 10).await.unwrap());
-        db.insert_join_token(&hash_token("bound"), Some("pve9"), 0, 1_000)
+        db.insert_join_token(&hash_secret("bound"), Some("pve9"), 0, 1_000)
             .await
             .unwrap();
         let cases = [
@@ -114,7 +114,7 @@ async fn expired_revoked_unknown_and_bound_tokens_are_refused() {
         ];
         for (token, refusal) in cases {
             let outcome = db
-                .enroll_node(&hash_token(token), "pve1", "fp", 100)
+                .enroll_node(&hash_secret(token), "pve1", "fp", 100)
                 .await
                 .unwrap();
             assert_eq!(
@@ -133,7 +133,7 @@ async fn expired_revoked_unknown_and_bound_tokens_are_refused() {
 async fn concurrent_enrollments_with_one_token_enroll_one_node() {
     for test_db in databases().await {
         let db = test_db.db.clone();
-        let hash = hash_token("plj_race");
+        let hash = hash_secret("plj_race");
         db.insert_join_token(&hash, None, 0, i64::MAX / 2)
             .await
             .unwrap();
@@ -163,21 +163,21 @@ async fn concurrent_enrollments_with_one_token_enroll_one_node() {
 async fn revocation_and_re_enrollment_replace_the_certificate() {
     for test_db in databases().await {
         let db = test_db.db.clone();
-        db.insert_join_token(&hash_token("a"), None, 0, 1_000)
+        db.insert_join_token(&hash_secret("a"), None, 0, 1_000)
             .await
             .unwrap();
-        db.insert_join_token(&hash_token("b"), None, 0, 1_000)
+        db.insert_join_token(&hash_secret("b"), None, 0, 1_000)
             .await
             .unwrap();
         assert_eq!(
-            db.enroll_node(&hash_token("a"), "pve1", "fp-old", 1)
+            db.enroll_node(&hash_secret("a"), "pve1", "fp-old", 1)
                 .await
                 .unwrap(),
             EnrollOutcome::Enrolled
         );
         // An active name cannot be taken, and the token survives the refusal.
         assert_eq!(
-            db.enroll_node(&hash_token("b"), "pve1", "fp-new", 2)
+            db.enroll_node(&hash_secret("b"), "pve1", "fp-new", 2)
                 .await
                 .unwrap(),
             EnrollOutcome::NameTaken
@@ -185,7 +185,7 @@ async fn revocation_and_re_enrollment_replace_the_certificate() {
         assert!(db.revoke_node("pve1", 3).await.unwrap());
         assert!(!db.revoke_node("pve1", 4).await.unwrap(), "revoking twice");
         assert_eq!(
-            db.enroll_node(&hash_token("b"), "pve1", "fp-new", 5)
+            db.enroll_node(&hash_secret("b"), "pve1", "fp-new", 5)
                 .await
                 .unwrap(),
             EnrollOutcome::Enrolled
@@ -201,10 +201,10 @@ async fn revocation_and_re_enrollment_replace_the_certificate() {
 async fn online_transitions_are_recorded_in_order() {
     for test_db in databases().await {
         let db = test_db.db.clone();
-        db.insert_join_token(&hash_token("t"), None, 0, 1_000)
+        db.insert_join_token(&hash_secret("t"), None, 0, 1_000)
             .await
             .unwrap();
-        db.enroll_node(&hash_token("t"), "pve1", "fp", 1)
+        db.enroll_node(&hash_secret("t"), "pve1", "fp", 1)
             .await
             .unwrap();
         db.set_node_online(
@@ -286,10 +286,10 @@ async fn inventory_snapshots_deltas_and_metrics_are_stored() {
     };
     for test_db in databases().await {
         let db = test_db.db.clone();
-        db.insert_join_token(&hash_token("t"), None, 0, 1_000)
+        db.insert_join_token(&hash_secret("t"), None, 0, 1_000)
             .await
             .unwrap();
-        db.enroll_node(&hash_token("t"), "pve1", "fp", 1)
+        db.enroll_node(&hash_secret("t"), "pve1", "fp", 1)
             .await
             .unwrap();
         let storage = StorageInfo {

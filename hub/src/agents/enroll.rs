@@ -12,7 +12,7 @@ use super::server::LinkContext;
 use crate::db::nodes::EnrollOutcome;
 use crate::db::now_unix;
 use crate::db::tokens::SpendRefusal;
-use crate::tokens::hash_token;
+use crate::secrets::hash_secret;
 
 /// Serves one enrollment connection: one request stream, one answer.
 pub(super) async fn serve(context: &LinkContext, connection: quinn::Connection) {
@@ -78,7 +78,7 @@ async fn enroll(
     let outcome = context
         .db
         .enroll_node(
-            &hash_token(&request.token),
+            &hash_secret(&request.token),
             name,
             &fingerprint.to_string(),
             now_unix(),

@@ -29,11 +29,31 @@ pub struct VmRow {
     pub ips: Vec<IpAddress>,
     pub status_changed_at: i64,
     pub updated_at: i64,
+    /// The user the VM is assigned to, if any.
+    pub assignee: Option<String>,
 }
+
+/// Which VMs a listing returns. Every field narrows the result.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VmFilter {
+    /// Only VMs this user may see: assigned to them (classes add their owners later).
+    pub visible_to: Option<i64>,
+    pub node: Option<String>,
+    pub status: Option<String>,
+    /// A case-insensitive part of the name.
+    pub name_contains: Option<String>,
+    pub template: Option<bool>,
+    /// Only these VMIDs.
+    pub vmids: Option<Vec<u32>>,
+}
+
+/// The tables a VM listing reads.
+const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
+     LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id";
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at";
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -68,6 +88,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         ips: json_list(row, "ips_json")?,
         status_changed_at: row.try_get("status_changed_at")?,
         updated_at: row.try_get("updated_at")?,
+        assignee: row.try_get("assignee")?,
     })
 }
 
@@ -297,17 +318,68 @@ impl Db {
 
     /// Every stored VM, by VMID.
     pub async fn list_vms(&self) -> Result<Vec<VmRow>, DbError> {
-        let rows = sqlx::query(&format!(
-            "SELECT {VM_COLUMNS} FROM vms v JOIN nodes n ON n.id = v.node_id ORDER BY v.vmid"
-        ))
-        .fetch_all(self.pool())
-        .await?;
+        self.find_vms(&VmFilter::default()).await
+    }
+
+    /// The stored VMs a filter selects, by VMID.
+    pub async fn find_vms(&self, filter: &VmFilter) -> Result<Vec<VmRow>, DbError> {
+        let mut conditions = vec!["1 = 1".to_owned()];
+        let mut next = 1;
+        let mut placeholder = |condition: &str| {
+            conditions.push(condition.replace('?', &format!("${next}")));
+            next += 1;
+        };
+        if filter.visible_to.is_some() {
+            placeholder("a.user_id = ?");
+        }
+        if filter.node.is_some() {
+            placeholder("n.name = ?");
+        }
+        if filter.status.is_some() {
+            placeholder("v.status = ?");
+        }
+        if filter.name_contains.is_some() {
+            placeholder("LOWER(v.name) LIKE ?");
+        }
+        if filter.template.is_some() {
+            placeholder("v.template = ?");
+        }
+        if let Some(vmids) = &filter.vmids {
+            // Numbers, so they can be written into the statement safely.
+            let list: Vec<String> = vmids.iter().map(u32::to_string).collect();
+            conditions.push(if list.is_empty() {
+                "1 = 0".to_owned()
+            } else {
+                format!("v.vmid IN ({})", list.join(", "))
+            });
+        }
+        let sql = format!(
+            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE {} ORDER BY v.vmid",
+            conditions.join(" AND ")
+        );
+        let mut query = sqlx::query(&sql);
+        if let Some(user) = filter.visible_to {
+            query = query.bind(user);
+        }
+        if let Some(node) = &filter.node {
+            query = query.bind(node.clone());
+        }
+        if let Some(status) = &filter.status {
+            query = query.bind(status.clone());
+        }
+        if let Some(part) = &filter.name_contains {
+            query = query.bind(format!("%{}%", escape_like(&part.to_lowercase())));
+        }
+        if let Some(template) = filter.template {
+            query = query.bind(i64::from(template));
+        }
+        let rows = query.fetch_all(self.pool()).await?;
         Ok(rows.iter().map(vm_from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn vm(&self, vmid: u32) -> Result<Option<VmRow>, DbError> {
         let row = sqlx::query(&format!(
-            "SELECT {VM_COLUMNS} FROM vms v JOIN nodes n ON n.id = v.node_id WHERE v.vmid = $1"
+            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE v.vmid = $1"
         ))
         .bind(i64::from(vmid))
         .fetch_optional(self.pool())
@@ -338,4 +410,12 @@ impl Db {
             })
             .collect()
     }
+}
+
+/// Drops `LIKE` wildcards from user text: the two backends disagree on a default escape
+/// character, and Proxmox VM names (DNS names) cannot contain these characters anyway.
+fn escape_like(text: &str) -> String {
+    text.chars()
+        .filter(|c| !matches!(c, '%' | '_' | '\\'))
+        .collect()
 }

@@ -5,8 +5,12 @@
 //! placeholders, which both backends accept; the schema lives in one migration folder per
 //! backend because their DDL differs.
 
+pub mod api_tokens;
+pub mod assignments;
+pub mod audit;
 pub mod inventory;
 pub mod nodes;
+pub mod sessions;
 pub mod tokens;
 pub mod users;
 

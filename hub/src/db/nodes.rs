@@ -47,6 +47,29 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
     })
 }
 
+/// A node with its latest load and storage totals, for overview pages.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeOverview {
+    pub node: NodeRow,
+    /// `None` until the agent's first metrics arrive.
+    pub metrics: Option<NodeLoad>,
+    pub storage_total_bytes: u64,
+    pub storage_used_bytes: u64,
+    pub vm_count: u64,
+}
+
+/// The latest load a node reported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeLoad {
+    pub cpu: f64,
+    pub cpu_count: u32,
+    pub memory_total_bytes: u64,
+    pub memory_used_bytes: u64,
+    pub load1: f64,
+    pub uptime_secs: u64,
+    pub updated_at: i64,
+}
+
 /// The outcome of an enrollment attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EnrollOutcome {
@@ -218,5 +241,47 @@ impl Db {
                 })
             })
             .collect()
+    }
+
+    /// Every node that is not revoked, with its load, storage and VM count.
+    pub async fn node_overviews(&self) -> Result<Vec<NodeOverview>, DbError> {
+        let rows = sqlx::query(
+            "SELECT n.id, n.name, n.cert_fingerprint, n.enrolled_at, n.revoked_at, n.online, \
+             n.state_changed_at, n.last_seen_at, n.agent_version, n.remote_addr, \
+             m.cpu, m.cpu_count, m.memory_total_bytes, m.memory_used_bytes, m.load1, \
+             m.uptime_secs, m.updated_at AS metrics_at, \
+             (SELECT CAST(COALESCE(SUM(s.total_bytes), 0) AS BIGINT) FROM storages s WHERE s.node_id = n.id AND s.shared = 0) AS storage_total, \
+             (SELECT CAST(COALESCE(SUM(s.used_bytes), 0) AS BIGINT) FROM storages s WHERE s.node_id = n.id AND s.shared = 0) AS storage_used, \
+             (SELECT COUNT(*) FROM vms v WHERE v.node_id = n.id) AS vm_count \
+             FROM nodes n LEFT JOIN node_metrics m ON m.node_id = n.id \
+             WHERE n.revoked_at IS NULL ORDER BY n.name",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let metrics_at: Option<i64> = row.try_get("metrics_at")?;
+                let metrics = match metrics_at {
+                    None => None,
+                    Some(updated_at) => Some(NodeLoad {
+                        cpu: row.try_get("cpu")?,
+                        cpu_count: row.try_get::<i64, _>("cpu_count")? as u32,
+                        memory_total_bytes: row.try_get::<i64, _>("memory_total_bytes")? as u64,
+                        memory_used_bytes: row.try_get::<i64, _>("memory_used_bytes")? as u64,
+                        load1: row.try_get("load1")?,
+                        uptime_secs: row.try_get::<i64, _>("uptime_secs")? as u64,
+                        updated_at,
+                    }),
+                };
+                Ok(NodeOverview {
+                    node: node_from_row(row)?,
+                    metrics,
+                    storage_total_bytes: row.try_get::<i64, _>("storage_total")? as u64,
+                    storage_used_bytes: row.try_get::<i64, _>("storage_used")? as u64,
+                    vm_count: row.try_get::<i64, _>("vm_count")? as u64,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
     }
 }

@@ -16,6 +16,21 @@ pub struct JoinTokenRow {
     pub revoked_at: Option<i64>,
 }
 
+impl JoinTokenRow {
+    /// `valid`, `spent`, `revoked` or `expired`, as of `now`.
+    pub fn state(&self, now: i64) -> &'static str {
+        if self.spent_at.is_some() {
+            "spent"
+        } else if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at <= now {
+            "expired"
+        } else {
+            "valid"
+        }
+    }
+}
+
 /// Why a token could not be spent.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SpendRefusal {

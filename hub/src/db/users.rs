@@ -6,7 +6,8 @@ use sqlx::any::AnyRow;
 use super::{Db, DbError};
 
 /// What a user may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Role {
     Student,
     Teacher,
@@ -66,7 +67,11 @@ impl std::fmt::Debug for UserRow {
 const USER_COLUMNS: &str =
     "id, username, display_name, role, password_hash, disabled, created_at, last_login_at";
 
-fn user_from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
+/// The user columns for a query that joins `users u` with other tables.
+pub(super) const USER_COLUMNS_U: &str = "u.id, u.username, u.display_name, u.role, \
+     u.password_hash, u.disabled, u.created_at, u.last_login_at";
+
+pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
     let role: String = row.try_get("role")?;
     Ok(UserRow {
         id: row.try_get("id")?,
@@ -152,6 +157,61 @@ impl Db {
         let done = sqlx::query("UPDATE users SET password_hash = $1 WHERE username = $2")
             .bind(password_hash)
             .bind(username)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRow>, DbError> {
+        let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.as_ref().map(user_from_row).transpose()?)
+    }
+
+    pub async fn set_password_hash_by_id(
+        &self,
+        id: i64,
+        password_hash: &str,
+    ) -> Result<(), DbError> {
+        self.update_user(id, "password_hash = $1", password_hash)
+            .await
+    }
+
+    pub async fn set_role(&self, id: i64, role: Role) -> Result<(), DbError> {
+        self.update_user(id, "role = $1", role.as_str()).await
+    }
+
+    pub async fn set_disabled(&self, id: i64, disabled: bool) -> Result<(), DbError> {
+        let done = sqlx::query("UPDATE users SET disabled = $1 WHERE id = $2")
+            .bind(i64::from(disabled))
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        if done.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        Ok(())
+    }
+
+    pub async fn record_login(&self, id: i64, now: i64) -> Result<(), DbError> {
+        sqlx::query("UPDATE users SET last_login_at = $1 WHERE id = $2")
+            .bind(now)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Sets one text column (`assignment` names it as `column = $1`).
+    async fn update_user(&self, id: i64, assignment: &str, value: &str) -> Result<(), DbError> {
+        let done = sqlx::query(&format!("UPDATE users SET {assignment} WHERE id = $2"))
+            .bind(value)
+            .bind(id)
             .execute(self.pool())
             .await?;
         if done.rows_affected() == 0 {

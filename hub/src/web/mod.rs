@@ -1,13 +1,30 @@
-//! The HTTP side of the hub: the only module that touches axum.
+//! The HTTP side of the hub: the only module that touches axum and Tera.
+//!
+//! Every request passes the [`identity::authenticate`] middleware (who is asking, CSRF) and
+//! gets the security headers; each area has its own router.
+
+mod cookies;
+mod error;
+mod identity;
+mod render;
+mod routes;
+mod views;
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{HeaderValue, header};
+use axum::middleware::{self, Next};
+use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
+use proxlab_protocol::inventory::PowerState;
 use serde::Serialize;
 
+use identity::MAX_FORM_BYTES;
+
 use crate::HubState;
+use error::AppError;
 
 /// The answer of `GET /health`.
 #[derive(Debug, Serialize)]
@@ -39,9 +56,89 @@ async fn health(
     }))
 }
 
+/// Everything is served from the hub itself: scripts, styles, data and frames.
+const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:; \
+     style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
+     form-action 'self'; base-uri 'none'; object-src 'none'";
+
+async fn security_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    for (name, value) in [
+        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (header::X_FRAME_OPTIONS, "DENY"),
+        (header::REFERRER_POLICY, "same-origin"),
+    ] {
+        headers.insert(name, HeaderValue::from_static(value));
+    }
+    response
+}
+
 /// The hub's HTTP routes.
 pub fn router(state: Arc<HubState>) -> Router {
     Router::new()
+        .merge(routes::auth::router())
+        .merge(routes::portal::router())
+        .merge(routes::profile::router())
+        .merge(routes::admin::router())
+        .merge(routes::assets::router())
+        .nest("/api/v1", routes::api::router())
         .route("/health", get(health))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            identity::authenticate,
+        ))
+        .layer(middleware::from_fn(security_headers))
+        .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(state)
+}
+
+/// A VMID from a path: a number Proxmox accepts.
+fn parse_vmid(text: &str) -> Result<u32, AppError> {
+    text.parse::<u32>()
+        .ok()
+        .filter(|vmid| (100..=999_999_999).contains(vmid))
+        .ok_or_else(|| AppError::NotFound(format!("{text:?} is not a VM id")))
+}
+
+/// A local path to go back to after a form, or `fallback`.
+fn local_path<'a>(path: Option<&'a str>, fallback: &'a str) -> &'a str {
+    match path {
+        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+            path
+        }
+        _ => fallback,
+    }
+}
+
+/// A power state as the API and inventory spell it.
+fn power_state_text(state: PowerState) -> &'static str {
+    match state {
+        PowerState::Running => "running",
+        PowerState::Stopped => "stopped",
+        PowerState::Paused => "paused",
+        PowerState::Unknown => "unknown",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vmids_in_paths() {
+        assert_eq!(parse_vmid("101").unwrap(), 101);
+        for bad in ["99", "abc", "-1", "1000000000", "101/../x", ""] {
+            assert!(parse_vmid(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn local_paths_only() {
+        assert_eq!(local_path(Some("/vms/101"), "/vms"), "/vms/101");
+        assert_eq!(local_path(Some("//evil"), "/vms"), "/vms");
+        assert_eq!(local_path(Some("https://evil"), "/vms"), "/vms");
+        assert_eq!(local_path(None, "/vms"), "/vms");
+    }
 }

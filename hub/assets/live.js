@@ -1,0 +1,132 @@
+// proxlab live updates: VM and node state arrive over Server-Sent Events and update the page
+// in place; power buttons submit through the JSON API. Without JavaScript every form still
+// works as a plain form post.
+"use strict";
+
+(function () {
+  const csrf = document.body.dataset.csrf || "";
+  const liveState = document.getElementById("live-state");
+
+  function setText(element, text) {
+    if (element) element.textContent = text;
+  }
+
+  function showTileMessage(tile, text) {
+    let note = tile.querySelector(".flash");
+    if (!note) {
+      note = document.createElement("p");
+      note.className = "flash flash-error";
+      note.setAttribute("role", "alert");
+      tile.appendChild(note);
+    }
+    note.textContent = text;
+  }
+
+  function clearTileMessage(tile) {
+    const note = tile.querySelector(".flash");
+    if (note) note.remove();
+  }
+
+  function setBadge(tile, status, label) {
+    const badge = tile.querySelector('[data-field="status"]');
+    if (!badge) return;
+    badge.className = "badge status-" + status;
+    badge.textContent = label;
+    tile.dataset.status = status;
+  }
+
+  function applyVm(vm) {
+    for (const tile of document.querySelectorAll('[data-vmid="' + vm.vmid + '"]')) {
+      setBadge(tile, vm.display_status, vm.status_label);
+      const ip = tile.querySelector('[data-field="ip"]');
+      if (ip) {
+        ip.textContent = "";
+        if (vm.ip) {
+          const code = document.createElement("code");
+          code.textContent = vm.ip;
+          ip.appendChild(code);
+        } else {
+          ip.textContent = "—";
+        }
+      }
+      setText(tile.querySelector('[data-field="node"]'), vm.node);
+      for (const form of tile.querySelectorAll("form[data-action]")) {
+        form.hidden = !vm.actions.includes(form.dataset.action);
+        for (const button of form.querySelectorAll("button")) button.disabled = false;
+      }
+    }
+    const ips = document.querySelector('[data-field="ips"]');
+    if (ips && document.querySelector('.tiles.single [data-vmid="' + vm.vmid + '"]')) {
+      ips.textContent = vm.ips.length ? vm.ips.map((a) => a.address + " (" + a.source + ")").join(", ") : "none known yet";
+    }
+  }
+
+  function removeVm(vmid) {
+    for (const tile of document.querySelectorAll('.tiles:not(.single) [data-vmid="' + vmid + '"]')) tile.remove();
+  }
+
+  function applyNode(node) {
+    for (const tile of document.querySelectorAll('[data-node="' + CSS.escape(node.name) + '"]')) {
+      const badge = tile.querySelector('[data-field="online"]');
+      if (badge) {
+        badge.className = "badge " + (node.online ? "status-running" : "status-stopped");
+        badge.textContent = node.online ? "Online" : "Offline";
+      }
+      if (node.last_seen_at) setText(tile.querySelector('[data-field="last-seen"]'), node.last_seen_at);
+    }
+  }
+
+  function connect() {
+    const source = new EventSource("/api/v1/events");
+    source.addEventListener("open", () => { liveState.hidden = true; document.body.dataset.liveReady = "yes"; });
+    source.addEventListener("error", () => {
+      liveState.textContent = "Live updates paused; reconnecting…";
+      liveState.hidden = false;
+    });
+    source.addEventListener("vm", (event) => applyVm(JSON.parse(event.data)));
+    source.addEventListener("vm-removed", (event) => removeVm(JSON.parse(event.data).vmid));
+    source.addEventListener("node", (event) => applyNode(JSON.parse(event.data)));
+    source.addEventListener("resync", () => window.location.reload());
+  }
+
+  async function submitAction(form) {
+    const tile = form.closest("[data-vmid]");
+    const vmid = tile.dataset.vmid;
+    const action = form.dataset.action;
+    for (const button of tile.querySelectorAll("form[data-action] button")) button.disabled = true;
+    clearTileMessage(tile);
+    setBadge(tile, "working", "Working…");
+    try {
+      const response = await fetch("/api/v1/vms/" + vmid + "/" + action, {
+        method: "POST",
+        headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+        credentials: "same-origin",
+      });
+      const body = await response.json().catch(() => ({}));
+      if (response.ok) {
+        applyVm(body);
+      } else {
+        showTileMessage(tile, (body.error && body.error.message) || "The request failed (" + response.status + ").");
+        const current = await fetch("/api/v1/vms/" + vmid, { credentials: "same-origin" });
+        if (current.ok) applyVm(await current.json());
+      }
+    } catch (err) {
+      showTileMessage(tile, "The hub could not be reached. Try again.");
+      for (const button of tile.querySelectorAll("form[data-action] button")) button.disabled = false;
+    }
+  }
+
+  document.addEventListener("submit", (event) => {
+    const form = event.target;
+    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+      event.preventDefault();
+      return;
+    }
+    if (form.dataset.action && form.closest("[data-vmid]") && window.fetch) {
+      event.preventDefault();
+      submitAction(form);
+    }
+  });
+
+  if (document.body.dataset.live === "on" && window.EventSource) connect();
+})();

@@ -1,0 +1,384 @@
+//! Who is asking: logins, browser sessions, personal API tokens and password changes.
+//!
+//! Session ids and API tokens are [secrets](crate::secrets): the browser or client holds the
+//! secret, the database only its hash. Sessions end after an idle time and after an absolute
+//! lifetime, whichever comes first; a password change or a disabled account ends them all.
+
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::accounts::{self, AccountError};
+use crate::audit::{self, Actor, Outcome};
+use crate::db::users::{Role, UserRow};
+use crate::db::{Db, DbError, now_unix};
+use crate::secrets::{hash_secret, new_secret};
+use crate::throttle::LoginThrottle;
+
+const SESSION_PREFIX: &str = "pls_";
+const API_TOKEN_PREFIX: &str = "plt_";
+const CSRF_PREFIX: &str = "plc_";
+
+/// Touching a session's last-seen time more often than this would write on every request.
+const TOUCH_EVERY_SECS: i64 = 60;
+
+/// A signed-in user, as handlers see them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Viewer {
+    pub id: i64,
+    pub username: String,
+    pub role: Role,
+}
+
+impl Viewer {
+    pub fn is_admin(&self) -> bool {
+        self.role == Role::Admin
+    }
+
+    /// Teachers and admins.
+    pub fn is_staff(&self) -> bool {
+        self.role >= Role::Teacher
+    }
+}
+
+impl From<&UserRow> for Viewer {
+    fn from(user: &UserRow) -> Self {
+        Self {
+            id: user.id,
+            username: user.username.clone(),
+            role: user.role,
+        }
+    }
+}
+
+/// A browser session: the secret for the cookie and the CSRF token for its forms.
+#[derive(Clone)]
+pub struct SessionSecret {
+    pub id: String,
+    pub csrf_token: String,
+}
+
+impl std::fmt::Debug for SessionSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SessionSecret(..)")
+    }
+}
+
+/// A session found from its cookie.
+#[derive(Debug, Clone)]
+pub struct ActiveSession {
+    pub viewer: Viewer,
+    pub csrf_token: String,
+    pub id_hash: String,
+}
+
+/// Why a login failed. The message never says whether the account exists.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    #[error("wrong username or password")]
+    BadCredentials,
+    #[error("this account is disabled; ask an administrator")]
+    Disabled,
+    #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
+    Throttled(Duration),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// How long sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionPolicy {
+    pub idle: Duration,
+    pub lifetime: Duration,
+}
+
+impl Default for SessionPolicy {
+    fn default() -> Self {
+        Self {
+            idle: Duration::from_secs(4 * 3600),
+            lifetime: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+/// Logs people in and recognises them afterwards.
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    db: Db,
+    throttle: Arc<LoginThrottle>,
+    policy: SessionPolicy,
+}
+
+/// Creates a personal API token for `owner` on behalf of `actor`; the token is returned once.
+pub async fn issue_api_token(
+    db: &Db,
+    owner: &Viewer,
+    name: &str,
+    actor: Actor<'_>,
+) -> Result<String, AccountError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(AccountError::Invalid(
+            "a token name needs 1 to 64 printable characters".into(),
+        ));
+    }
+    let token = new_secret(API_TOKEN_PREFIX);
+    let id = db
+        .insert_api_token(owner.id, name, &hash_secret(&token), now_unix())
+        .await?;
+    audit::record(
+        db,
+        actor,
+        "api-token.create",
+        &format!("api-token:{id}"),
+        Outcome::Ok,
+        &format!("for {}: {name}", owner.username),
+    )
+    .await;
+    Ok(token)
+}
+
+/// A hash to verify against when the account does not exist, so that the answer takes as
+/// long as for a real account.
+fn decoy_hash() -> &'static str {
+    static DECOY: OnceLock<String> = OnceLock::new();
+    DECOY.get_or_init(|| accounts::hash_password("decoy password, never valid").unwrap_or_default())
+}
+
+async fn verify_off_thread(password: &str, hash: &str) -> bool {
+    let (password, hash) = (password.to_owned(), hash.to_owned());
+    tokio::task::spawn_blocking(move || accounts::verify_password(&password, &hash))
+        .await
+        .unwrap_or(false)
+}
+
+impl Authenticator {
+    pub fn new(db: Db, throttle: Arc<LoginThrottle>, policy: SessionPolicy) -> Self {
+        Self {
+            db,
+            throttle,
+            policy,
+        }
+    }
+
+    pub fn policy(&self) -> SessionPolicy {
+        self.policy
+    }
+
+    /// Checks a username and password and opens a session.
+    pub async fn login(
+        &self,
+        username: &str,
+        password: &str,
+        address: IpAddr,
+    ) -> Result<(Viewer, SessionSecret), LoginError> {
+        let username = username.trim().to_lowercase();
+        let target = format!("user:{username}");
+        if let Err(wait) = self.throttle.check(&username, address, Instant::now()) {
+            audit::record(
+                &self.db,
+                Actor::Anonymous,
+                "auth.login",
+                &target,
+                Outcome::Denied,
+                &format!("throttled; from {address}"),
+            )
+            .await;
+            return Err(LoginError::Throttled(wait));
+        }
+        let user = self.db.user_by_name(&username).await?;
+        let hash = user
+            .as_ref()
+            .map_or(decoy_hash(), |user| user.password_hash.as_str());
+        let matches = verify_off_thread(password, hash).await;
+        let user = match user {
+            Some(user) if matches => user,
+            _ => {
+                self.throttle
+                    .record_failure(&username, address, Instant::now());
+                audit::record(
+                    &self.db,
+                    Actor::Anonymous,
+                    "auth.login",
+                    &target,
+                    Outcome::Denied,
+                    &format!("wrong password or unknown user; from {address}"),
+                )
+                .await;
+                return Err(LoginError::BadCredentials);
+            }
+        };
+        let viewer = Viewer::from(&user);
+        if user.disabled {
+            audit::record(
+                &self.db,
+                Some(&viewer),
+                "auth.login",
+                &target,
+                Outcome::Denied,
+                "account disabled",
+            )
+            .await;
+            return Err(LoginError::Disabled);
+        }
+        self.throttle.record_success(&username);
+        let secret = self.open_session(user.id).await?;
+        self.db.record_login(user.id, now_unix()).await?;
+        audit::record(
+            &self.db,
+            Some(&viewer),
+            "auth.login",
+            &target,
+            Outcome::Ok,
+            &format!("from {address}"),
+        )
+        .await;
+        Ok((viewer, secret))
+    }
+
+    async fn open_session(&self, user_id: i64) -> Result<SessionSecret, DbError> {
+        let secret = SessionSecret {
+            id: new_secret(SESSION_PREFIX),
+            csrf_token: new_secret(CSRF_PREFIX),
+        };
+        let now = now_unix();
+        self.db
+            .insert_session(
+                &hash_secret(&secret.id),
+                user_id,
+                &secret.csrf_token,
+                now,
+                now + self.policy.lifetime.as_secs() as i64,
+            )
+            .await?;
+        Ok(secret)
+    }
+
+    /// The session a cookie names, if it is still valid; expired ones are deleted.
+    pub async fn session(&self, session_id: &str) -> Result<Option<ActiveSession>, DbError> {
+        let id_hash = hash_secret(session_id);
+        let Some(row) = self.db.session(&id_hash).await? else {
+            return Ok(None);
+        };
+        let now = now_unix();
+        let idle_limit = self.policy.idle.as_secs() as i64;
+        if row.expires_at <= now || now - row.last_seen_at > idle_limit || row.user.disabled {
+            self.db.delete_session(&id_hash).await?;
+            return Ok(None);
+        }
+        if now - row.last_seen_at >= TOUCH_EVERY_SECS {
+            self.db.touch_session(&id_hash, now).await?;
+        }
+        Ok(Some(ActiveSession {
+            viewer: Viewer::from(&row.user),
+            csrf_token: row.csrf_token,
+            id_hash,
+        }))
+    }
+
+    /// The owner of a personal API token, if the token is live and the account enabled.
+    pub async fn api_token(&self, token: &str) -> Result<Option<Viewer>, DbError> {
+        if !token.starts_with(API_TOKEN_PREFIX) {
+            return Ok(None);
+        }
+        let user = self
+            .db
+            .api_token_user(&hash_secret(token), now_unix())
+            .await?;
+        Ok(user
+            .filter(|user| !user.disabled)
+            .map(|user| Viewer::from(&user)))
+    }
+
+    pub async fn logout(&self, session: &ActiveSession) -> Result<(), DbError> {
+        self.db.delete_session(&session.id_hash).await?;
+        audit::record(
+            &self.db,
+            Some(&session.viewer),
+            "auth.logout",
+            &format!("user:{}", session.viewer.username),
+            Outcome::Ok,
+            "",
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Changes the viewer's own password after checking the current one, and ends their other
+    /// sessions.
+    pub async fn change_password(
+        &self,
+        session: &ActiveSession,
+        current: &str,
+        new: &str,
+    ) -> Result<(), AccountError> {
+        let viewer = &session.viewer;
+        let target = format!("user:{}", viewer.username);
+        let user = self
+            .db
+            .user_by_id(viewer.id)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        if !verify_off_thread(current, &user.password_hash).await {
+            audit::record(
+                &self.db,
+                Some(viewer),
+                "user.password",
+                &target,
+                Outcome::Denied,
+                "wrong current password",
+            )
+            .await;
+            return Err(AccountError::Invalid(
+                "the current password is wrong".into(),
+            ));
+        }
+        accounts::set_password(&self.db, viewer.id, new).await?;
+        self.db
+            .delete_user_sessions(viewer.id, Some(&session.id_hash))
+            .await?;
+        audit::record(
+            &self.db,
+            Some(viewer),
+            "user.password",
+            &target,
+            Outcome::Ok,
+            "",
+        )
+        .await;
+        Ok(())
+    }
+
+    /// Creates a personal API token for `viewer`; the token is returned once.
+    pub async fn create_api_token(
+        &self,
+        viewer: &Viewer,
+        name: &str,
+    ) -> Result<String, AccountError> {
+        issue_api_token(&self.db, viewer, name, Actor::User(viewer)).await
+    }
+
+    /// Revokes one of the viewer's own tokens.
+    pub async fn revoke_api_token(&self, viewer: &Viewer, token_id: i64) -> Result<bool, DbError> {
+        let revoked = self
+            .db
+            .revoke_api_token(viewer.id, token_id, now_unix())
+            .await?;
+        audit::record(
+            &self.db,
+            Some(viewer),
+            "api-token.revoke",
+            &format!("api-token:{token_id}"),
+            if revoked {
+                Outcome::Ok
+            } else {
+                Outcome::Failed
+            },
+            "",
+        )
+        .await;
+        Ok(revoked)
+    }
+}

@@ -1,0 +1,46 @@
+//! Which user each VM belongs to.
+
+use super::{Db, DbError};
+
+impl Db {
+    /// Assigns a VM to a user, replacing any earlier assignee.
+    pub async fn assign_vm(
+        &self,
+        vmid: u32,
+        user_id: i64,
+        assigned_by: Option<i64>,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO vm_assignments (vmid, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, \
+             assigned_by = excluded.assigned_by, assigned_at = excluded.assigned_at",
+        )
+        .bind(i64::from(vmid))
+        .bind(user_id)
+        .bind(assigned_by)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Returns whether the VM had an assignee.
+    pub async fn unassign_vm(&self, vmid: u32) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM vm_assignments WHERE vmid = $1")
+            .bind(i64::from(vmid))
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The VMIDs assigned to a user.
+    pub async fn assigned_vmids(&self, user_id: i64) -> Result<Vec<u32>, DbError> {
+        let rows: Vec<(i64,)> =
+            sqlx::query_as("SELECT vmid FROM vm_assignments WHERE user_id = $1 ORDER BY vmid")
+                .bind(user_id)
+                .fetch_all(self.pool())
+                .await?;
+        Ok(rows.into_iter().map(|(vmid,)| vmid as u32).collect())
+    }
+}

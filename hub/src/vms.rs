@@ -1,0 +1,143 @@
+//! VM operations on behalf of a user: authorization, the call to the node's agent, and the
+//! audit entry, in one place for pages and the API alike.
+
+use std::time::Duration;
+
+use proxlab_protocol::inventory::PowerState;
+use proxlab_protocol::vm_ops::{PowerAction, VmPower};
+
+use crate::HubState;
+use crate::access::{self, VmAction};
+use crate::agents::CallError;
+use crate::audit::{self, Outcome};
+use crate::auth::Viewer;
+use crate::db::DbError;
+use crate::db::inventory::VmRow;
+
+/// How long a guest gets to shut down before the request fails (the VM keeps running).
+pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Why a VM operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum VmOpError {
+    /// Missing, or not visible to the user: the same answer for both.
+    #[error("no such VM")]
+    NotFound,
+    #[error("{0}")]
+    NotAllowed(String),
+    #[error("the node could not {action} the VM: {source}")]
+    Node {
+        action: &'static str,
+        #[source]
+        source: CallError,
+    },
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// The VM with this id, if the viewer may see it.
+pub async fn visible_vm(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<VmRow, VmOpError> {
+    match state.db.vm(vmid).await? {
+        Some(vm) if access::can_see_vm(viewer, &vm) => Ok(vm),
+        _ => Err(VmOpError::NotFound),
+    }
+}
+
+/// Runs a power action and returns the VM's power state afterwards.
+pub async fn power(
+    state: &HubState,
+    viewer: &Viewer,
+    vmid: u32,
+    action: VmAction,
+) -> Result<PowerState, VmOpError> {
+    let target = format!("vm:{vmid}");
+    let audit_action = format!("vm.{}", action.as_str());
+    let vm = match visible_vm(state, viewer, vmid).await {
+        Ok(vm) => vm,
+        Err(err) => {
+            audit::record(
+                &state.db,
+                Some(viewer),
+                &audit_action,
+                &target,
+                Outcome::Denied,
+                "not visible",
+            )
+            .await;
+            return Err(err);
+        }
+    };
+    if !access::allowed_actions(viewer, &vm).contains(&action) {
+        let reason = format!(
+            "{} is {}{}: it cannot be asked to {}",
+            vm.name,
+            vm.status,
+            vm.lock
+                .as_deref()
+                .map(|lock| format!(" (locked: {lock})"))
+                .unwrap_or_default(),
+            action.as_str()
+        );
+        audit::record(
+            &state.db,
+            Some(viewer),
+            &audit_action,
+            &target,
+            Outcome::Denied,
+            &reason,
+        )
+        .await;
+        return Err(VmOpError::NotAllowed(reason));
+    }
+    let request = VmPower {
+        vmid,
+        action: match action {
+            VmAction::Start => PowerAction::Start,
+            VmAction::Stop => PowerAction::Stop,
+            VmAction::Shutdown => PowerAction::Shutdown {
+                timeout_secs: SHUTDOWN_TIMEOUT.as_secs() as u32,
+                force_stop: false,
+            },
+        },
+    };
+    let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
+    let result = state
+        .registry
+        .call_with(
+            &vm.node,
+            &request,
+            &crate::agents::new_op_id(),
+            timeout,
+            |_| {},
+        )
+        .await;
+    match result {
+        Ok(reply) => {
+            audit::record(
+                &state.db,
+                Some(viewer),
+                &audit_action,
+                &target,
+                Outcome::Ok,
+                "",
+            )
+            .await;
+            Ok(reply.status)
+        }
+        Err(source) => {
+            audit::record(
+                &state.db,
+                Some(viewer),
+                &audit_action,
+                &target,
+                Outcome::Failed,
+                &source.to_string(),
+            )
+            .await;
+            Err(VmOpError::Node {
+                action: action.as_str(),
+                source,
+            })
+        }
+    }
+}

@@ -1,0 +1,213 @@
+//! The web layer's one error type. Internal causes are logged; people see a plain message,
+//! as JSON under `/api` and as a page elsewhere.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use serde_json::json;
+
+use crate::accounts::AccountError;
+use crate::auth::LoginError;
+use crate::db::DbError;
+use crate::vms::VmOpError;
+
+/// What went wrong, as far as the client is concerned.
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum AppError {
+    #[error("sign in first")]
+    Unauthenticated,
+    #[error("you are not allowed to do that")]
+    Forbidden,
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("the security token of this form is missing or stale; reload the page and try again")]
+    Csrf,
+    #[error("{message}")]
+    TooManyRequests {
+        message: String,
+        retry_after_secs: u64,
+    },
+    /// A node could not do what was asked; `detail` is shown only to staff.
+    #[error("{message}")]
+    Node { message: String, detail: String },
+    #[error("something went wrong on the server; it has been logged")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl AppError {
+    pub(crate) fn status(&self) -> StatusCode {
+        match self {
+            AppError::Unauthenticated => StatusCode::UNAUTHORIZED,
+            AppError::Forbidden | AppError::Csrf => StatusCode::FORBIDDEN,
+            AppError::NotFound(_) => StatusCode::NOT_FOUND,
+            AppError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            AppError::Conflict(_) => StatusCode::CONFLICT,
+            AppError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            AppError::Node { .. } => StatusCode::BAD_GATEWAY,
+            AppError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable machine-readable code for API clients.
+    pub(crate) fn code(&self) -> &'static str {
+        match self {
+            AppError::Unauthenticated => "unauthenticated",
+            AppError::Forbidden => "forbidden",
+            AppError::NotFound(_) => "not-found",
+            AppError::BadRequest(_) => "bad-request",
+            AppError::Conflict(_) => "conflict",
+            AppError::Csrf => "csrf",
+            AppError::TooManyRequests { .. } => "too-many-requests",
+            AppError::Node { .. } => "node-error",
+            AppError::Internal(_) => "internal",
+        }
+    }
+
+    fn log(&self) {
+        if let AppError::Internal(err) = self {
+            tracing::error!(err = format!("{err:#}"), "request failed");
+        }
+    }
+
+    fn retry_after(&self, response: &mut Response) {
+        if let AppError::TooManyRequests {
+            retry_after_secs, ..
+        } = self
+            && let Ok(value) = HeaderValue::from_str(&retry_after_secs.to_string())
+        {
+            response.headers_mut().insert(header::RETRY_AFTER, value);
+        }
+    }
+
+    /// The message for a viewer: staff also see what the node said.
+    pub(crate) fn message_for(&self, staff: bool) -> String {
+        match self {
+            AppError::Node { message, detail } if staff => format!("{message}: {detail}"),
+            AppError::Node { message, .. } => {
+                format!("{message}. Your teacher or administrator can see the details.")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
+impl From<DbError> for AppError {
+    fn from(err: DbError) -> Self {
+        match err {
+            DbError::NotFound => AppError::NotFound("not found".into()),
+            DbError::Conflict(message) => AppError::Conflict(message),
+            other => AppError::Internal(other.into()),
+        }
+    }
+}
+
+impl From<AccountError> for AppError {
+    fn from(err: AccountError) -> Self {
+        match err {
+            AccountError::Invalid(message) => AppError::BadRequest(message),
+            AccountError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<LoginError> for AppError {
+    fn from(err: LoginError) -> Self {
+        match err {
+            LoginError::Throttled(wait) => AppError::TooManyRequests {
+                message: err.to_string(),
+                retry_after_secs: wait.as_secs().max(1),
+            },
+            LoginError::BadCredentials | LoginError::Disabled => {
+                AppError::BadRequest(err.to_string())
+            }
+            LoginError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<VmOpError> for AppError {
+    fn from(err: VmOpError) -> Self {
+        match err {
+            VmOpError::NotFound => AppError::NotFound("no such VM".into()),
+            VmOpError::NotAllowed(message) => AppError::Conflict(message),
+            VmOpError::Node { action, source } => AppError::Node {
+                message: format!("the node could not {action} the VM"),
+                detail: source.to_string(),
+            },
+            VmOpError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<anyhow::Error> for AppError {
+    fn from(err: anyhow::Error) -> Self {
+        AppError::Internal(err)
+    }
+}
+
+/// An error answered as JSON: `{"error": {"code", "message"}}`.
+#[derive(Debug)]
+pub(crate) struct ApiError {
+    pub error: AppError,
+    /// Whether the caller is staff (sees node details).
+    pub staff: bool,
+}
+
+impl<E: Into<AppError>> From<E> for ApiError {
+    fn from(err: E) -> Self {
+        Self {
+            error: err.into(),
+            staff: false,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.error.log();
+        let body = json!({
+            "error": {"code": self.error.code(), "message": self.error.message_for(self.staff)}
+        });
+        let mut response = (self.error.status(), Json(body)).into_response();
+        self.error.retry_after(&mut response);
+        response
+    }
+}
+
+/// An error answered as a page. Unauthenticated visitors are sent to the login page.
+#[derive(Debug)]
+pub(crate) struct PageError {
+    pub error: AppError,
+    pub staff: bool,
+    /// Where to come back to after signing in.
+    pub path: String,
+}
+
+impl<E: Into<AppError>> From<E> for PageError {
+    fn from(err: E) -> Self {
+        Self {
+            error: err.into(),
+            staff: false,
+            path: "/".into(),
+        }
+    }
+}
+
+impl IntoResponse for PageError {
+    fn into_response(self) -> Response {
+        self.error.log();
+        if matches!(self.error, AppError::Unauthenticated) {
+            let next = super::cookies::percent_encode(&self.path);
+            return Redirect::to(&format!("/login?next={next}")).into_response();
+        }
+        let page =
+            super::render::error_page(self.error.status(), &self.error.message_for(self.staff));
+        let mut response = (self.error.status(), Html(page)).into_response();
+        self.error.retry_after(&mut response);
+        response
+    }
+}

@@ -1,0 +1,541 @@
+//! The admin pages: nodes, join tokens, users and the audit log.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::HubState;
+use crate::accounts::{self, AccountError};
+use crate::audit::{self, Outcome};
+use crate::auth::Viewer;
+use crate::db::audit::AuditFilter;
+use crate::db::users::Role;
+use crate::tokens::{IssuedToken, create_join_token, format_time};
+use crate::web::cookies::percent_encode;
+use crate::web::error::{AppError, PageError};
+use crate::web::identity::RequireAdmin;
+use crate::web::render::{Layout, Page, redirect_with_flash};
+use crate::web::views::NodeView;
+
+const AUDIT_PAGE: u32 = 100;
+
+#[derive(Debug, Serialize)]
+struct NodesView {
+    nodes: Vec<NodeView>,
+}
+
+async fn nodes(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+) -> Result<Page, PageError> {
+    let nodes = state.db.node_overviews().await?;
+    let view = NodesView {
+        nodes: nodes.iter().map(NodeView::from).collect(),
+    };
+    Ok(Page::render(
+        "pages/admin/nodes.html",
+        &Layout::new(Some(&user), &headers, "nodes", "Nodes"),
+        &view,
+    )?)
+}
+
+async fn revoke_node(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    Path(name): Path<String>,
+) -> Result<Response, PageError> {
+    let revoked = state.revoke_node(&name).await?;
+    let outcome = if revoked {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    };
+    audit::record(
+        &state.db,
+        Some(&user.viewer),
+        "node.revoke",
+        &format!("node:{name}"),
+        outcome,
+        "",
+    )
+    .await;
+    Ok(if revoked {
+        redirect_with_flash("/admin/nodes", "ok", &format!("Node {name} is revoked."))
+    } else {
+        redirect_with_flash(
+            "/admin/nodes",
+            "error",
+            &format!("No active node named {name}."),
+        )
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct JoinTokenView {
+    id: i64,
+    node: Option<String>,
+    created_at: String,
+    expires_at: String,
+    state: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct JoinTokensView {
+    tokens: Vec<JoinTokenView>,
+    issued: Option<IssuedToken>,
+}
+
+async fn render_join_tokens(
+    state: &HubState,
+    user: &crate::web::identity::CurrentUser,
+    headers: &HeaderMap,
+    issued: Option<IssuedToken>,
+) -> Result<Page, PageError> {
+    let now = crate::db::now_unix();
+    let tokens = state
+        .db
+        .list_join_tokens()
+        .await?
+        .into_iter()
+        .rev()
+        .map(|token| JoinTokenView {
+            id: token.id,
+            node: token.node_name.clone(),
+            created_at: format_time(token.created_at),
+            expires_at: format_time(token.expires_at),
+            state: token.state(now),
+        })
+        .collect();
+    Ok(Page::render(
+        "pages/admin/join_tokens.html",
+        &Layout::new(Some(user), headers, "join-tokens", "Join tokens"),
+        &JoinTokensView { tokens, issued },
+    )?)
+}
+
+async fn join_tokens(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+) -> Result<Page, PageError> {
+    render_join_tokens(&state, &user, &headers, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct JoinTokenForm {
+    ttl: String,
+    #[serde(default)]
+    node: String,
+}
+
+async fn create_token(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+    Form(form): Form<JoinTokenForm>,
+) -> Result<Response, PageError> {
+    let ttl = humantime::parse_duration(form.ttl.trim())
+        .ok()
+        .filter(|ttl| *ttl >= Duration::from_secs(60) && *ttl <= Duration::from_secs(30 * 86_400))
+        .ok_or_else(|| {
+            AppError::BadRequest("choose a validity between 1 minute and 30 days".into())
+        })?;
+    let node = Some(form.node.trim()).filter(|node| !node.is_empty());
+    if let Some(node) = node {
+        proxlab_protocol::names::validate_node_name(node).map_err(AppError::BadRequest)?;
+    }
+    let issued = create_join_token(
+        &state.db,
+        &state.ca_pin.to_string(),
+        &state.config.agent_facing_address(),
+        ttl,
+        node,
+    )
+    .await?;
+    audit::record(
+        &state.db,
+        Some(&user.viewer),
+        "join-token.create",
+        &format!("node:{}", node.unwrap_or("any")),
+        Outcome::Ok,
+        &format!("valid for {}", form.ttl.trim()),
+    )
+    .await;
+    Ok(render_join_tokens(&state, &user, &headers, Some(issued))
+        .await?
+        .into_response())
+}
+
+async fn revoke_token(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    let revoked = state
+        .db
+        .revoke_join_token(id, crate::db::now_unix())
+        .await?;
+    let outcome = if revoked {
+        Outcome::Ok
+    } else {
+        Outcome::Failed
+    };
+    audit::record(
+        &state.db,
+        Some(&user.viewer),
+        "join-token.revoke",
+        &format!("join-token:{id}"),
+        outcome,
+        "",
+    )
+    .await;
+    Ok(if revoked {
+        redirect_with_flash(
+            "/admin/join-tokens",
+            "ok",
+            &format!("Join token {id} is revoked."),
+        )
+    } else {
+        redirect_with_flash(
+            "/admin/join-tokens",
+            "error",
+            &format!("Join token {id} is not usable any more."),
+        )
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct UserView {
+    id: i64,
+    username: String,
+    role: &'static str,
+    disabled: bool,
+    last_login_at: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct ShownPassword {
+    username: String,
+    password: String,
+}
+
+#[derive(Debug, Serialize)]
+struct UsersView {
+    users: Vec<UserView>,
+    password: Option<ShownPassword>,
+}
+
+async fn render_users(
+    state: &HubState,
+    user: &crate::web::identity::CurrentUser,
+    headers: &HeaderMap,
+    password: Option<ShownPassword>,
+) -> Result<Page, PageError> {
+    let users = state
+        .db
+        .list_users()
+        .await?
+        .into_iter()
+        .map(|row| UserView {
+            id: row.id,
+            username: row.username,
+            role: row.role.as_str(),
+            disabled: row.disabled,
+            last_login_at: row.last_login_at.map(format_time),
+        })
+        .collect();
+    Ok(Page::render(
+        "pages/admin/users.html",
+        &Layout::new(Some(user), headers, "users", "Users"),
+        &UsersView { users, password },
+    )?)
+}
+
+async fn users(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+) -> Result<Page, PageError> {
+    render_users(&state, &user, &headers, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct NewUserForm {
+    username: String,
+    role: String,
+}
+
+fn parse_role(text: &str) -> Result<Role, AppError> {
+    text.parse().map_err(AppError::BadRequest)
+}
+
+async fn create_user(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+    Form(form): Form<NewUserForm>,
+) -> Result<Response, PageError> {
+    let role = parse_role(&form.role)?;
+    let username = form.username.trim();
+    let target = format!("user:{username}");
+    match accounts::create_user(&state.db, username, role, None).await {
+        Ok(password) => {
+            audit::record(
+                &state.db,
+                Some(&user.viewer),
+                "user.create",
+                &target,
+                Outcome::Ok,
+                role.as_str(),
+            )
+            .await;
+            let shown = password.map(|password| ShownPassword {
+                username: username.to_owned(),
+                password,
+            });
+            Ok(render_users(&state, &user, &headers, shown)
+                .await?
+                .into_response())
+        }
+        Err(err) => {
+            audit::record(
+                &state.db,
+                Some(&user.viewer),
+                "user.create",
+                &target,
+                Outcome::Failed,
+                &err.to_string(),
+            )
+            .await;
+            Ok(redirect_with_flash(
+                "/admin/users",
+                "error",
+                &AppError::from(err).to_string(),
+            ))
+        }
+    }
+}
+
+/// What an admin can do to an existing user from the Users page.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum UserChange {
+    Role,
+    Disable,
+    Enable,
+    ResetPassword,
+}
+
+impl UserChange {
+    fn parse(text: &str) -> Option<Self> {
+        match text {
+            "role" => Some(UserChange::Role),
+            "disable" => Some(UserChange::Disable),
+            "enable" => Some(UserChange::Enable),
+            "reset-password" => Some(UserChange::ResetPassword),
+            _ => None,
+        }
+    }
+
+    fn audit_action(self) -> &'static str {
+        match self {
+            UserChange::Role => "user.role",
+            UserChange::Disable => "user.disable",
+            UserChange::Enable => "user.enable",
+            UserChange::ResetPassword => "user.reset-password",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ChangeUserForm {
+    role: Option<String>,
+}
+
+async fn change_user(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+    Path((id, change)): Path<(i64, String)>,
+    Form(form): Form<ChangeUserForm>,
+) -> Result<Response, PageError> {
+    let change = UserChange::parse(&change)
+        .ok_or_else(|| AppError::NotFound(format!("no user action {change:?}")))?;
+    let target_user = state
+        .db
+        .user_by_id(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such user".into()))?;
+    let target = format!("user:{}", target_user.username);
+    let result = apply_user_change(
+        &state,
+        &user.viewer,
+        &target_user,
+        change,
+        form.role.as_deref(),
+    )
+    .await;
+    let (outcome, detail) = match &result {
+        Ok(_) => (Outcome::Ok, String::new()),
+        Err(err) => (Outcome::Failed, err.to_string()),
+    };
+    audit::record(
+        &state.db,
+        Some(&user.viewer),
+        change.audit_action(),
+        &target,
+        outcome,
+        &detail,
+    )
+    .await;
+    match result {
+        Ok(Some(password)) => Ok(render_users(
+            &state,
+            &user,
+            &headers,
+            Some(ShownPassword {
+                username: target_user.username,
+                password,
+            }),
+        )
+        .await?
+        .into_response()),
+        Ok(None) => Ok(redirect_with_flash(
+            "/admin/users",
+            "ok",
+            &format!("{} is updated.", target_user.username),
+        )),
+        Err(err) => Ok(redirect_with_flash(
+            "/admin/users",
+            "error",
+            &AppError::from(err).to_string(),
+        )),
+    }
+}
+
+/// Applies a change; returns a new password to show once, if one was made.
+async fn apply_user_change(
+    state: &HubState,
+    admin: &Viewer,
+    target: &crate::db::users::UserRow,
+    change: UserChange,
+    role: Option<&str>,
+) -> Result<Option<String>, AccountError> {
+    if target.id == admin.id && change == UserChange::Disable {
+        return Err(AccountError::Invalid("you cannot disable yourself".into()));
+    }
+    match change {
+        UserChange::Role => {
+            let role: Role = role
+                .unwrap_or_default()
+                .parse()
+                .map_err(AccountError::Invalid)?;
+            accounts::change_role(&state.db, target.id, role).await?;
+            Ok(None)
+        }
+        UserChange::Disable => accounts::set_disabled(&state.db, target.id, true)
+            .await
+            .map(|()| None),
+        UserChange::Enable => accounts::set_disabled(&state.db, target.id, false)
+            .await
+            .map(|()| None),
+        UserChange::ResetPassword => accounts::reset_password(&state.db, target.id)
+            .await
+            .map(Some),
+    }
+}
+
+#[derive(Debug, Default, Deserialize, Serialize)]
+struct AuditQuery {
+    #[serde(default)]
+    actor: String,
+    #[serde(default)]
+    action: String,
+    #[serde(default)]
+    target: String,
+    before: Option<i64>,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditEntryView {
+    at: String,
+    actor: String,
+    action: String,
+    target: String,
+    result: String,
+    detail: String,
+}
+
+#[derive(Debug, Serialize)]
+struct AuditView {
+    entries: Vec<AuditEntryView>,
+    filter: AuditQuery,
+    filtered: bool,
+    older: Option<String>,
+}
+
+async fn audit_log(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+    Query(query): Query<AuditQuery>,
+) -> Result<Page, PageError> {
+    let non_empty = |text: &str| Some(text.trim().to_owned()).filter(|text| !text.is_empty());
+    let filter = AuditFilter {
+        actor: non_empty(&query.actor),
+        action: non_empty(&query.action),
+        target: non_empty(&query.target),
+        before_id: query.before,
+        limit: AUDIT_PAGE,
+    };
+    let rows = state.db.find_audit(&filter).await?;
+    let older = (rows.len() == AUDIT_PAGE as usize)
+        .then(|| rows.last().map(|row| row.id))
+        .flatten()
+        .map(|last| {
+            format!(
+                "/admin/audit?actor={}&action={}&target={}&before={last}",
+                percent_encode(&query.actor),
+                percent_encode(&query.action),
+                percent_encode(&query.target)
+            )
+        });
+    let view = AuditView {
+        entries: rows
+            .into_iter()
+            .map(|row| AuditEntryView {
+                at: format_time(row.at),
+                actor: row.actor,
+                action: row.action,
+                target: row.target,
+                result: row.result,
+                detail: row.detail,
+            })
+            .collect(),
+        filtered: filter.actor.is_some() || filter.action.is_some() || filter.target.is_some(),
+        filter: query,
+        older,
+    };
+    Ok(Page::render(
+        "pages/admin/audit.html",
+        &Layout::new(Some(&user), &headers, "audit", "Audit log"),
+        &view,
+    )?)
+}
+
+pub(in crate::web) fn router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/admin/nodes", get(nodes))
+        .route("/admin/nodes/{name}/revoke", post(revoke_node))
+        .route("/admin/join-tokens", get(join_tokens).post(create_token))
+        .route("/admin/join-tokens/{id}/revoke", post(revoke_token))
+        .route("/admin/users", get(users).post(create_user))
+        .route("/admin/users/{id}/{change}", post(change_user))
+        .route("/admin/audit", get(audit_log))
+}

@@ -1,0 +1,158 @@
+//! Signing in and out.
+
+use std::sync::Arc;
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::HubState;
+use crate::secrets::new_secret;
+use crate::web::cookies;
+use crate::web::error::{AppError, PageError};
+use crate::web::identity::{ClientAddr, CurrentUser, MaybeUser};
+use crate::web::render::{Layout, Page};
+
+#[derive(Debug, Deserialize)]
+struct LoginQuery {
+    next: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct LoginForm {
+    username: String,
+    password: String,
+    next: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LoginView<'a> {
+    next: &'a str,
+    username: &'a str,
+    error: Option<String>,
+}
+
+/// Only local paths are followed after signing in, never another site.
+fn safe_next(next: Option<&str>) -> &str {
+    crate::web::local_path(next, "/vms")
+}
+
+/// The login page, with a fresh double-submit CSRF token in a cookie and the form.
+fn login_page(
+    state: &HubState,
+    headers: &HeaderMap,
+    view: &LoginView<'_>,
+) -> Result<Page, AppError> {
+    let token = new_secret("pll_");
+    let layout = Layout::new(None, headers, "login", "Sign in").with_csrf(token.clone());
+    Ok(
+        Page::render("pages/auth/login.html", &layout, view)?.with_cookie(cookies::set(
+            cookies::LOGIN_CSRF,
+            &token,
+            None,
+            state.config.secure_cookies(),
+        )),
+    )
+}
+
+async fn show_login(
+    State(state): State<Arc<HubState>>,
+    MaybeUser(user): MaybeUser,
+    headers: HeaderMap,
+    Query(query): Query<LoginQuery>,
+) -> Result<Response, PageError> {
+    let next = safe_next(query.next.as_deref());
+    if user.is_some() {
+        return Ok(Redirect::to(next).into_response());
+    }
+    let view = LoginView {
+        next,
+        username: "",
+        error: None,
+    };
+    Ok(login_page(&state, &headers, &view)?.into_response())
+}
+
+async fn login(
+    State(state): State<Arc<HubState>>,
+    ClientAddr(address): ClientAddr,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Result<Response, PageError> {
+    let next = safe_next(form.next.as_deref());
+    match state
+        .auth
+        .login(&form.username, &form.password, address)
+        .await
+    {
+        Ok((_, secret)) => {
+            let secure = state.config.secure_cookies();
+            let mut response = Redirect::to(next).into_response();
+            let lifetime = state.auth.policy().lifetime.as_secs();
+            for cookie in [
+                cookies::set(cookies::SESSION, &secret.id, Some(lifetime), secure),
+                cookies::set(cookies::LOGIN_CSRF, "", Some(0), secure),
+            ] {
+                if let Ok(value) = cookie.parse() {
+                    response
+                        .headers_mut()
+                        .append(axum::http::header::SET_COOKIE, value);
+                }
+            }
+            Ok(response)
+        }
+        Err(err) => {
+            let error = AppError::from(err);
+            if matches!(error, AppError::Internal(_)) {
+                return Err(error.into());
+            }
+            let status = error.status();
+            let view = LoginView {
+                next,
+                username: form.username.trim(),
+                error: Some(error.to_string()),
+            };
+            Ok((status, login_page(&state, &headers, &view)?).into_response())
+        }
+    }
+}
+
+async fn logout(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+) -> Result<Response, PageError> {
+    if let Some(session) = &user.session {
+        state.auth.logout(session).await?;
+    }
+    let mut response = Redirect::to("/login").into_response();
+    let cookie = cookies::set(cookies::SESSION, "", Some(0), state.config.secure_cookies());
+    if let Ok(value) = cookie.parse() {
+        response
+            .headers_mut()
+            .append(axum::http::header::SET_COOKIE, value);
+    }
+    Ok(response)
+}
+
+pub(in crate::web) fn router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/login", get(show_login).post(login))
+        .route("/logout", post(logout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::safe_next;
+
+    #[test]
+    fn only_local_paths_are_followed() {
+        assert_eq!(safe_next(Some("/vms/101")), "/vms/101");
+        assert_eq!(safe_next(Some("//evil.example/")), "/vms");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/vms");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/vms");
+        assert_eq!(safe_next(None), "/vms");
+    }
+}

@@ -1,0 +1,162 @@
+//! Live updates over Server-Sent Events (`GET /api/v1/events`). Each connection gets its own
+//! feed task, which turns the hub's change announcements into events this viewer may see:
+//!
+//! - `vm`: a VM's current view (the same object as `GET /api/v1/vms/{id}`);
+//! - `vm-removed`: `{"vmid": N}` for a VM that no longer exists or is no longer visible;
+//! - `node` (admins): a node's current view, on state changes and new metrics;
+//! - `resync`: updates were lost; reload the data.
+
+use std::collections::HashSet;
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures_util::Stream;
+use serde::Serialize;
+use tokio::sync::{broadcast, mpsc};
+
+use crate::HubState;
+use crate::access;
+use crate::auth::Viewer;
+use crate::db::DbError;
+use crate::db::inventory::VmFilter;
+use crate::inventory::InventoryChange;
+use crate::web::identity::CurrentUser;
+use crate::web::views::{NodeView, VmView};
+
+/// Events waiting for a slow browser; past this the feed drops the connection's backlog and
+/// asks for a resync.
+const BACKLOG: usize = 256;
+
+pub(in crate::web) async fn events(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
+    let (sender, receiver) = mpsc::channel(BACKLOG);
+    tokio::spawn(feed(state, user.viewer, sender));
+    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
+        receiver.recv().await.map(|event| (Ok(event), receiver))
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+fn event<T: Serialize>(name: &str, data: &T) -> Option<Event> {
+    Event::default().event(name).json_data(data).ok()
+}
+
+#[derive(Serialize)]
+struct Removed {
+    vmid: u32,
+}
+
+/// The connection went away.
+struct Gone;
+
+async fn send(sender: &mpsc::Sender<Event>, event: Option<Event>) -> Result<(), Gone> {
+    match event {
+        Some(event) => sender.send(event).await.map_err(|_| Gone),
+        None => Ok(()),
+    }
+}
+
+async fn feed(state: Arc<HubState>, viewer: Viewer, sender: mpsc::Sender<Event>) {
+    let mut changes = state.inventory_changes.subscribe();
+    let mut node_states = state.registry.subscribe();
+    loop {
+        let result = tokio::select! {
+            () = sender.closed() => return,
+            change = changes.recv() => match change {
+                Ok(change) => on_inventory_change(&state, &viewer, &change, &sender).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            change = node_states.recv() => match change {
+                Ok(change) if viewer.is_admin() => send_node(&state, &change.node, &sender).await,
+                Ok(_) => Ok(()),
+                Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        if result.is_err() {
+            return;
+        }
+    }
+}
+
+async fn on_inventory_change(
+    state: &HubState,
+    viewer: &Viewer,
+    change: &InventoryChange,
+    sender: &mpsc::Sender<Event>,
+) -> Result<(), Gone> {
+    if change.vmids.is_empty() {
+        return if viewer.is_admin() {
+            send_node(state, &change.node, sender).await
+        } else {
+            Ok(())
+        };
+    }
+    let (visible, assigned) = match changed_vms(state, viewer, &change.vmids).await {
+        Ok(found) => found,
+        Err(err) => {
+            tracing::warn!(%err, "live update cannot read the database");
+            return Ok(());
+        }
+    };
+    let shown: HashSet<u32> = visible.iter().map(|vm| vm.vmid).collect();
+    for vm in &visible {
+        send(sender, event("vm", vm)).await?;
+    }
+    for vmid in &change.vmids {
+        let knew_it = viewer.is_admin() || assigned.contains(vmid);
+        if !shown.contains(vmid) && knew_it {
+            send(sender, event("vm-removed", &Removed { vmid: *vmid })).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The changed VMs this viewer may see, and which of the VMIDs are assigned to them.
+async fn changed_vms(
+    state: &HubState,
+    viewer: &Viewer,
+    vmids: &[u32],
+) -> Result<(Vec<VmView>, HashSet<u32>), DbError> {
+    let filter = access::restrict_to_viewer(
+        viewer,
+        VmFilter {
+            vmids: Some(vmids.to_vec()),
+            ..VmFilter::default()
+        },
+    );
+    let vms = state.db.find_vms(&filter).await?;
+    let assigned = if viewer.is_admin() {
+        HashSet::new()
+    } else {
+        state
+            .db
+            .assigned_vmids(viewer.id)
+            .await?
+            .into_iter()
+            .collect()
+    };
+    Ok((
+        vms.iter().map(|vm| VmView::new(viewer, vm)).collect(),
+        assigned,
+    ))
+}
+
+async fn send_node(state: &HubState, node: &str, sender: &mpsc::Sender<Event>) -> Result<(), Gone> {
+    let overviews = match state.db.node_overviews().await {
+        Ok(overviews) => overviews,
+        Err(err) => {
+            tracing::warn!(%err, "live update cannot read the database");
+            return Ok(());
+        }
+    };
+    match overviews.iter().find(|overview| overview.node.name == node) {
+        Some(overview) => send(sender, event("node", &NodeView::from(overview))).await,
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,9 @@
+//! One router per area, merged in [`crate::web::router`].
+
+pub(super) mod admin;
+pub(super) mod api;
+pub(super) mod assets;
+pub(super) mod auth;
+pub(super) mod events;
+pub(super) mod portal;
+pub(super) mod profile;

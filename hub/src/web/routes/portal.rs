@@ -1,0 +1,193 @@
+//! The pages everyone signed in uses: My VMs, one VM, Templates.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::HeaderMap;
+use axum::response::{Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::access::{self, VmAction};
+use crate::db::inventory::VmFilter;
+use crate::web::error::{AppError, PageError};
+use crate::web::identity::{CurrentUser, RequireStaff};
+use crate::web::render::{Layout, Page, redirect_with_flash};
+use crate::web::views::{TemplateView, VmView};
+use crate::web::{local_path, parse_vmid};
+use crate::{HubState, vms};
+
+/// The filters of the VM list, as typed in the query string.
+#[derive(Debug, Default, Deserialize, Serialize)]
+pub(in crate::web) struct VmQuery {
+    #[serde(default)]
+    pub(in crate::web) name: String,
+    #[serde(default)]
+    pub(in crate::web) node: String,
+    #[serde(default)]
+    pub(in crate::web) status: String,
+}
+
+impl VmQuery {
+    pub(in crate::web) fn to_filter(&self) -> VmFilter {
+        let non_empty = |text: &str| Some(text.trim().to_owned()).filter(|text| !text.is_empty());
+        VmFilter {
+            node: non_empty(&self.node),
+            status: non_empty(&self.status),
+            name_contains: non_empty(&self.name),
+            template: Some(false),
+            ..VmFilter::default()
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct VmsView {
+    vms: Vec<VmView>,
+    filter: VmQuery,
+    nodes: Vec<String>,
+    back: String,
+}
+
+async fn home() -> Redirect {
+    Redirect::to("/vms")
+}
+
+async fn list_vms(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Query(query): Query<VmQuery>,
+) -> Result<Page, PageError> {
+    let viewer = &user.viewer;
+    let filter = access::restrict_to_viewer(viewer, query.to_filter());
+    let vms = state.db.find_vms(&filter).await?;
+    let nodes = if viewer.is_admin() {
+        state
+            .db
+            .list_nodes()
+            .await?
+            .into_iter()
+            .filter(|node| node.revoked_at.is_none())
+            .map(|node| node.name)
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let view = VmsView {
+        vms: vms.iter().map(|vm| VmView::new(viewer, vm)).collect(),
+        filter: query,
+        nodes,
+        back: "/vms".into(),
+    };
+    let title = if viewer.is_admin() {
+        "All VMs"
+    } else {
+        "My VMs"
+    };
+    Ok(Page::render(
+        "pages/portal/vms.html",
+        &Layout::new(Some(&user), &headers, "vms", title),
+        &view,
+    )?)
+}
+
+#[derive(Debug, Serialize)]
+struct VmPageView {
+    vm: VmView,
+    back: String,
+}
+
+async fn show_vm(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(vmid): Path<String>,
+) -> Result<Page, PageError> {
+    let vmid = parse_vmid(&vmid)?;
+    let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
+    let view = VmPageView {
+        vm: VmView::new(&user.viewer, &vm),
+        back: format!("/vms/{vmid}"),
+    };
+    Ok(Page::render(
+        "pages/portal/vm.html",
+        &Layout::new(Some(&user), &headers, "vms", &vm.name),
+        &view,
+    )?)
+}
+
+#[derive(Debug, Deserialize)]
+struct ActionForm {
+    back: Option<String>,
+}
+
+async fn vm_action(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((vmid, action)): Path<(String, String)>,
+    Form(form): Form<ActionForm>,
+) -> Result<Response, PageError> {
+    let vmid = parse_vmid(&vmid)?;
+    let action = VmAction::parse(&action)
+        .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
+    let back = local_path(form.back.as_deref(), "/vms");
+    match vms::power(&state, &user.viewer, vmid, action).await {
+        Ok(status) => Ok(redirect_with_flash(
+            back,
+            "ok",
+            &format!(
+                "VM {vmid}: {} done; it is now {}.",
+                action.as_str(),
+                crate::web::power_state_text(status)
+            ),
+        )),
+        Err(vms::VmOpError::NotFound) => Err(AppError::NotFound("no such VM".into()).into()),
+        Err(err) => {
+            let error = AppError::from(err);
+            if matches!(error, AppError::Internal(_)) {
+                return Err(error.into());
+            }
+            Ok(redirect_with_flash(
+                back,
+                "error",
+                &error.message_for(user.viewer.is_staff()),
+            ))
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct TemplatesView {
+    templates: Vec<TemplateView>,
+}
+
+async fn templates(
+    State(state): State<Arc<HubState>>,
+    RequireStaff(user): RequireStaff,
+    headers: HeaderMap,
+) -> Result<Page, PageError> {
+    let filter = VmFilter {
+        template: Some(true),
+        ..VmFilter::default()
+    };
+    let templates = state.db.find_vms(&filter).await?;
+    let view = TemplatesView {
+        templates: templates.iter().map(TemplateView::from).collect(),
+    };
+    Ok(Page::render(
+        "pages/portal/templates.html",
+        &Layout::new(Some(&user), &headers, "templates", "Templates"),
+        &view,
+    )?)
+}
+
+pub(in crate::web) fn router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/", get(home))
+        .route("/vms", get(list_vms))
+        .route("/vms/{vmid}", get(show_vm))
+        .route("/vms/{vmid}/{action}", post(vm_action))
+        .route("/templates", get(templates))
+}

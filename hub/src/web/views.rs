@@ -1,0 +1,259 @@
+//! What pages and the API show of VMs, nodes and templates: one view model per object, used
+//! for JSON and for templates alike, so both always agree.
+
+use serde::Serialize;
+
+use crate::access::{self, VmAction};
+use crate::auth::Viewer;
+use crate::db::inventory::VmRow;
+use crate::db::nodes::NodeOverview;
+use crate::tokens::format_time;
+
+/// An address of a VM and where it was learned.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct IpView {
+    pub address: String,
+    pub source: String,
+}
+
+/// A VM as a user sees it.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct VmView {
+    pub vmid: u32,
+    pub name: String,
+    pub node: String,
+    /// Proxmox's power state: `running`, `stopped`, `paused`, `unknown`.
+    pub status: String,
+    /// What to show: the power state, or `starting` for a running VM whose IP is not known
+    /// yet.
+    pub display_status: &'static str,
+    pub status_label: &'static str,
+    /// The address to connect to: the first IPv4, else the first address.
+    pub ip: Option<String>,
+    pub ips: Vec<IpView>,
+    pub template: bool,
+    pub cores: u32,
+    pub sockets: u32,
+    pub memory_mib: u64,
+    pub assignee: Option<String>,
+    pub lock: Option<String>,
+    pub uptime_secs: u64,
+    pub status_changed_at: String,
+    /// The power actions this viewer may ask for now.
+    pub actions: Vec<VmAction>,
+}
+
+fn display_status(vm: &VmRow) -> (&'static str, &'static str) {
+    match vm.status.as_str() {
+        "running" if vm.ips.is_empty() && !vm.nics.is_empty() => ("starting", "Starting…"),
+        "running" => ("running", "Running"),
+        "stopped" => ("stopped", "Stopped"),
+        "paused" => ("paused", "Paused"),
+        _ => ("unknown", "Unknown"),
+    }
+}
+
+fn source_text(source: proxlab_protocol::inventory::IpSource) -> String {
+    serde_json::to_value(source)
+        .ok()
+        .and_then(|value| value.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+impl VmView {
+    pub(crate) fn new(viewer: &Viewer, vm: &VmRow) -> Self {
+        let (display_status, status_label) = display_status(vm);
+        let ip = vm
+            .ips
+            .iter()
+            .find(|ip| !ip.address.contains(':'))
+            .or(vm.ips.first())
+            .map(|ip| ip.address.clone());
+        Self {
+            vmid: vm.vmid,
+            name: vm.name.clone(),
+            node: vm.node.clone(),
+            status: vm.status.clone(),
+            display_status,
+            status_label,
+            ip,
+            ips: vm
+                .ips
+                .iter()
+                .map(|ip| IpView {
+                    address: ip.address.clone(),
+                    source: source_text(ip.source),
+                })
+                .collect(),
+            template: vm.template,
+            cores: vm.cores,
+            sockets: vm.sockets,
+            memory_mib: vm.memory_mib,
+            assignee: vm.assignee.clone(),
+            lock: vm.lock.clone(),
+            uptime_secs: vm.uptime_secs,
+            status_changed_at: format_time(vm.status_changed_at),
+            actions: access::allowed_actions(viewer, vm),
+        }
+    }
+}
+
+/// A disk of a template.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct DiskView {
+    pub key: String,
+    pub volid: String,
+    pub size: String,
+}
+
+/// A template and its specs.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct TemplateView {
+    pub vmid: u32,
+    pub name: String,
+    pub node: String,
+    pub cores: u32,
+    pub sockets: u32,
+    pub memory_mib: u64,
+    pub disks: Vec<DiskView>,
+    pub nics: usize,
+    pub tags: Vec<String>,
+}
+
+impl From<&VmRow> for TemplateView {
+    fn from(vm: &VmRow) -> Self {
+        Self {
+            vmid: vm.vmid,
+            name: vm.name.clone(),
+            node: vm.node.clone(),
+            cores: vm.cores,
+            sockets: vm.sockets,
+            memory_mib: vm.memory_mib,
+            disks: vm
+                .disks
+                .iter()
+                .map(|disk| DiskView {
+                    key: disk.key.clone(),
+                    volid: disk.volid.clone(),
+                    size: if disk.size_bytes == 0 {
+                        String::new()
+                    } else {
+                        human_bytes(disk.size_bytes)
+                    },
+                })
+                .collect(),
+            nics: vm.nics.len(),
+            tags: vm.tags.clone(),
+        }
+    }
+}
+
+/// A node for the admin's overview.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct NodeView {
+    pub name: String,
+    pub online: bool,
+    pub agent_version: Option<String>,
+    pub remote_addr: Option<String>,
+    pub enrolled_at: String,
+    pub last_seen_at: Option<String>,
+    pub state_changed_at: Option<String>,
+    pub vm_count: u64,
+    pub cpu_count: Option<u32>,
+    pub cpu_percent: Option<u32>,
+    pub load1: Option<f64>,
+    pub memory_used_bytes: Option<u64>,
+    pub memory_total_bytes: Option<u64>,
+    pub memory_percent: Option<u32>,
+    pub memory_label: String,
+    pub storage_used_bytes: u64,
+    pub storage_total_bytes: u64,
+    pub storage_percent: u32,
+    pub storage_label: String,
+}
+
+fn percent(used: u64, total: u64) -> u32 {
+    if total == 0 {
+        0
+    } else {
+        ((used as f64 / total as f64) * 100.0)
+            .round()
+            .clamp(0.0, 100.0) as u32
+    }
+}
+
+impl From<&NodeOverview> for NodeView {
+    fn from(overview: &NodeOverview) -> Self {
+        let node = &overview.node;
+        let metrics = overview.metrics.as_ref();
+        Self {
+            name: node.name.clone(),
+            online: node.online,
+            agent_version: node.agent_version.clone(),
+            remote_addr: node.remote_addr.clone(),
+            enrolled_at: format_time(node.enrolled_at),
+            last_seen_at: node.last_seen_at.map(format_time),
+            state_changed_at: node.state_changed_at.map(format_time),
+            vm_count: overview.vm_count,
+            cpu_count: metrics.map(|m| m.cpu_count),
+            cpu_percent: metrics.map(|m| (m.cpu * 100.0).round().clamp(0.0, 100.0) as u32),
+            load1: metrics.map(|m| m.load1),
+            memory_used_bytes: metrics.map(|m| m.memory_used_bytes),
+            memory_total_bytes: metrics.map(|m| m.memory_total_bytes),
+            memory_percent: metrics.map(|m| percent(m.memory_used_bytes, m.memory_total_bytes)),
+            memory_label: metrics
+                .map(|m| {
+                    format!(
+                        "{} of {}",
+                        human_bytes(m.memory_used_bytes),
+                        human_bytes(m.memory_total_bytes)
+                    )
+                })
+                .unwrap_or_default(),
+            storage_used_bytes: overview.storage_used_bytes,
+            storage_total_bytes: overview.storage_total_bytes,
+            storage_percent: percent(overview.storage_used_bytes, overview.storage_total_bytes),
+            storage_label: format!(
+                "{} of {}",
+                human_bytes(overview.storage_used_bytes),
+                human_bytes(overview.storage_total_bytes)
+            ),
+        }
+    }
+}
+
+/// Sizes for people: `512 MiB`, `1.5 GiB`.
+pub(crate) fn human_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || value >= 100.0 || value.fract() < 0.05 {
+        format!("{value:.0} {}", UNITS[unit])
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(human_bytes(0), "0 B");
+        assert_eq!(human_bytes(512 * 1024 * 1024), "512 MiB");
+        assert_eq!(human_bytes(3 * 1024 * 1024 * 1024 / 2), "1.5 GiB");
+        assert_eq!(human_bytes(32 * 1024 * 1024 * 1024), "32 GiB");
+    }
+
+    #[test]
+    fn percentages_are_clamped_and_safe() {
+        assert_eq!(percent(1, 0), 0);
+        assert_eq!(percent(50, 200), 25);
+        assert_eq!(percent(300, 200), 100);
+    }
+}
