@@ -13,6 +13,7 @@ use proxlab_hub::auth::{Viewer, issue_api_token};
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
+use proxlab_hub::demo::{Demo, DemoOptions};
 use proxlab_hub::tokens::{create_join_token, format_time};
 use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
 use serde::Serialize;
@@ -67,6 +68,16 @@ enum Command {
     User {
         #[command(subcommand)]
         action: UserAction,
+    },
+    /// Run a complete demo site: a simulated two-node Proxmox cluster, two real agents, the
+    /// hub, and demo accounts (written to <data-dir>/demo.json).
+    Demo {
+        /// The portal address.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        http_addr: SocketAddr,
+        /// The QUIC address the demo's agents dial.
+        #[arg(long, default_value = "127.0.0.1:7443")]
+        quic_addr: SocketAddr,
     },
     /// Assign VMs to users.
     Vm {
@@ -218,6 +229,21 @@ async fn run(cli: Cli) -> Result<()> {
         } => revoke_node(&config, &name).await,
         Command::User { action } => user(&config, action).await,
         Command::Vm { action } => vm(&config, action).await,
+        Command::Demo {
+            http_addr,
+            quic_addr,
+        } => {
+            let dir = cli
+                .data_dir
+                .clone()
+                .unwrap_or_else(|| PathBuf::from("proxlab-demo"));
+            demo(DemoOptions {
+                dir,
+                http_addr,
+                quic_addr,
+            })
+            .await
+        }
         Command::DefaultConfig => {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
@@ -247,6 +273,15 @@ async fn serve(config: HubConfig) -> Result<()> {
     shutdown_signal().await;
     tracing::info!("shutting down");
     hub.shutdown().await;
+    Ok(())
+}
+
+async fn demo(options: DemoOptions) -> Result<()> {
+    let demo = Demo::start(options).await?;
+    println!("{}", demo.banner());
+    shutdown_signal().await;
+    eprintln!("Stopping the demo...");
+    demo.stop().await;
     Ok(())
 }
 

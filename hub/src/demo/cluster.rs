@@ -1,0 +1,268 @@
+//! The demo's simulated Proxmox cluster and its agents.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use anyhow::{Context, Result, bail};
+
+use super::tools::Tools;
+
+/// The demo's nodes.
+pub const DEMO_NODES: [&str; 2] = ["pve1", "pve2"];
+
+/// The template `pve-sim init` creates (on shared storage, so every node can clone it).
+pub(super) const TEMPLATE_VM: u32 = 9000;
+pub(super) const TEACHER_VM: u32 = 101;
+pub(super) const ALICE_VM: u32 = 102;
+pub(super) const BOB_VM: u32 = 201;
+/// An unassigned VM that only the admin sees.
+const SERVER_VM: u32 = 202;
+
+/// The demo's directory layout.
+pub(super) struct DemoCluster {
+    dir: PathBuf,
+}
+
+/// An agent process; stopped with SIGTERM, like systemd does.
+pub(super) struct RunningAgent {
+    child: tokio::process::Child,
+}
+
+impl RunningAgent {
+    pub(super) async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            // `kill` by name, so no unsafe signal call is needed here.
+            let _ = Command::new("kill")
+                .args(["-TERM", &pid.to_string()])
+                .output();
+        }
+        let stopped =
+            tokio::time::timeout(std::time::Duration::from_secs(5), self.child.wait()).await;
+        if stopped.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+fn check(output: Output, what: &str) -> Result<String> {
+    if !output.status.success() {
+        bail!(
+            "{what} failed: {}",
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+impl DemoCluster {
+    /// Creates the cluster on the first run; later runs reuse it.
+    pub(super) fn prepare(dir: &Path, tools: &Tools) -> Result<Self> {
+        let cluster = Self {
+            dir: dir.to_owned(),
+        };
+        std::fs::create_dir_all(dir.join("agents"))?;
+        std::fs::create_dir_all(dir.join("logs"))?;
+        if !cluster.root().join("etc/pve").exists() {
+            cluster.create(tools)?;
+        }
+        for node in DEMO_NODES {
+            cluster.write_agent_config(node)?;
+        }
+        Ok(cluster)
+    }
+
+    pub(super) fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn root(&self) -> PathBuf {
+        self.dir.join("pve")
+    }
+
+    fn sim(&self, tools: &Tools, node: &str, args: &[&str]) -> Result<String> {
+        let output = Command::new(&tools.sim)
+            .args(args)
+            .env("PVE_SIM_ROOT", self.root())
+            .env("PVE_SIM_NODE", node)
+            .output()
+            .with_context(|| format!("running {}", tools.sim.display()))?;
+        check(output, &format!("pve-sim {}", args.join(" ")))
+    }
+
+    fn create(&self, tools: &Tools) -> Result<()> {
+        eprintln!("Creating a simulated two-node Proxmox cluster...");
+        let root = self.root();
+        let root_text = root.to_str().context("the demo path is not UTF-8")?;
+        let nodes = DEMO_NODES.join(",");
+        self.sim(
+            tools,
+            DEMO_NODES[0],
+            &[
+                "init",
+                "--root",
+                root_text,
+                "--nodes",
+                &nodes,
+                "--template",
+                "debian-12-lab:2G",
+                "--template-storage",
+                "shared",
+            ],
+        )?;
+        let template = TEMPLATE_VM.to_string();
+        // The guest agent reports the VMs' addresses; clones inherit the setting.
+        self.sim(tools, "pve1", &["qm", "set", &template, "--agent", "1"])?;
+        for (vmid, name) in [(TEACHER_VM, "lab-teacher"), (ALICE_VM, "lab-alice")] {
+            self.sim(
+                tools,
+                "pve1",
+                &["qm", "clone", &template, &vmid.to_string(), "--name", name],
+            )?;
+        }
+        for (vmid, name) in [(BOB_VM, "lab-bob"), (SERVER_VM, "web-server")] {
+            self.sim(
+                tools,
+                "pve2",
+                &[
+                    "qm",
+                    "create",
+                    &vmid.to_string(),
+                    "--name",
+                    name,
+                    "--memory",
+                    "1024",
+                    "--cores",
+                    "2",
+                    "--net0",
+                    "virtio,bridge=vmbr0",
+                    "--scsi0",
+                    "local:4",
+                    "--agent",
+                    "1",
+                ],
+            )?;
+        }
+        for vmid in [TEACHER_VM, ALICE_VM, BOB_VM, SERVER_VM] {
+            self.sim(
+                tools,
+                "pve1",
+                &["script", &vmid.to_string(), "--guest-agent", "on"],
+            )?;
+        }
+        self.sim(tools, "pve1", &["qm", "start", &TEACHER_VM.to_string()])?;
+        self.sim(tools, "pve2", &["qm", "start", &SERVER_VM.to_string()])?;
+        Ok(())
+    }
+
+    fn agent_config_path(&self, node: &str) -> PathBuf {
+        self.dir.join("agents").join(format!("{node}.toml"))
+    }
+
+    fn state_dir(&self, node: &str) -> PathBuf {
+        self.dir.join("agents").join(node)
+    }
+
+    pub(super) fn agent_log(&self, node: &str) -> PathBuf {
+        self.dir.join("logs").join(format!("agent-{node}.log"))
+    }
+
+    /// The agent config that points the real driver at this node of the simulator.
+    fn write_agent_config(&self, node: &str) -> Result<()> {
+        let root = self.root();
+        let path = |relative: &str| toml::Value::String(root.join(relative).display().to_string());
+        let mut pve = toml::Table::new();
+        pve.insert("node".into(), toml::Value::String(node.into()));
+        for (key, relative) in [
+            ("qm", "bin/qm"),
+            ("pvesh", "bin/pvesh"),
+            ("pvesm", "bin/pvesm"),
+            ("qemu_img", "bin/qemu-img"),
+            ("etc_pve", "etc/pve"),
+            ("run_dir", "var/run/qemu-server"),
+            ("lock_dir", "var/lock/qemu-server"),
+            ("arp_table", "proc/net/arp"),
+        ] {
+            pve.insert(key.into(), path(relative));
+        }
+        let mut env = toml::Table::new();
+        env.insert(
+            "PVE_SIM_ROOT".into(),
+            toml::Value::String(root.display().to_string()),
+        );
+        env.insert("PVE_SIM_NODE".into(), toml::Value::String(node.into()));
+        pve.insert("env".into(), toml::Value::Table(env));
+        let mut config = toml::Table::new();
+        config.insert("pve".into(), toml::Value::Table(pve));
+        std::fs::write(self.agent_config_path(node), toml::to_string(&config)?)?;
+        Ok(())
+    }
+
+    pub(super) fn enrolled(&self, node: &str) -> bool {
+        self.state_dir(node).join("node.crt").exists()
+    }
+
+    fn agent_command(&self, tools: &Tools, node: &str) -> Command {
+        let mut command = Command::new(&tools.agent);
+        command
+            .arg("--state-dir")
+            .arg(self.state_dir(node))
+            .arg("--config")
+            .arg(self.agent_config_path(node))
+            .env_remove("PROXLAB_STATE_DIR");
+        command
+    }
+
+    pub(super) fn enroll(
+        &self,
+        tools: &Tools,
+        node: &str,
+        hub: &str,
+        token: &str,
+        pin: &str,
+    ) -> Result<()> {
+        let output = self
+            .agent_command(tools, node)
+            .args([
+                "enroll",
+                "--hub",
+                hub,
+                "--token",
+                token,
+                "--ca-pin",
+                pin,
+                "--node-name",
+                node,
+            ])
+            .output()
+            .context("running proxlab-agent enroll")?;
+        check(output, &format!("enrolling {node}")).map(drop)
+    }
+
+    pub(super) fn spawn_agent(&self, tools: &Tools, node: &str) -> Result<RunningAgent> {
+        let log = std::fs::File::create(self.agent_log(node))?;
+        let child = tokio::process::Command::from(self.agent_command(tools, node))
+            .arg("run")
+            .env("PROXLAB_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting proxlab-agent run")?;
+        Ok(RunningAgent { child })
+    }
+
+    /// Stops the simulated VMs still running: the simulated nodes power off with the demo.
+    pub(super) fn stop_vms(&self) {
+        let Ok(entries) = std::fs::read_dir(self.root().join("var/run/qemu-server")) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_some_and(|ext| ext == "pid")
+                && let Ok(pid) = std::fs::read_to_string(&path)
+            {
+                let _ = Command::new("kill").args(["-TERM", pid.trim()]).output();
+            }
+        }
+    }
+}

@@ -1,0 +1,212 @@
+//! `proxlab-hub demo`: a complete site on one machine, for a first look.
+//!
+//! It lays out a two-node pve-sim cluster with a template (a real qcow2 disk) and a few VMs,
+//! starts the hub with SQLite, enrolls two real `proxlab-agent` processes over QUIC with join
+//! tokens, and creates demo accounts whose logins go to `<data-dir>/demo.json`. Running it
+//! again reuses everything. Ctrl-C stops the agents, the simulated VMs and the hub.
+
+mod cluster;
+mod tools;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use serde::{Deserialize, Serialize};
+
+use crate::Hub;
+use crate::accounts::create_user;
+use crate::audit::Actor;
+use crate::auth::{Viewer, issue_api_token};
+use crate::config::HubConfig;
+use crate::db::users::Role;
+use crate::db::{Db, now_unix};
+use crate::open_db;
+use crate::tokens::create_join_token;
+
+pub use cluster::DEMO_NODES;
+use cluster::{DemoCluster, RunningAgent};
+
+/// How the demo is set up.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub dir: PathBuf,
+    pub http_addr: SocketAddr,
+    pub quic_addr: SocketAddr,
+}
+
+/// One demo login, as written to `demo.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoUser {
+    pub username: String,
+    pub password: String,
+    pub role: String,
+    pub api_token: String,
+}
+
+/// `<data-dir>/demo.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoFile {
+    pub url: String,
+    pub users: Vec<DemoUser>,
+}
+
+/// The accounts the demo creates, and the VM each one gets (by VMID).
+const ACCOUNTS: &[(&str, Role, Option<u32>)] = &[
+    ("admin", Role::Admin, None),
+    ("teacher", Role::Teacher, Some(cluster::TEACHER_VM)),
+    ("alice", Role::Student, Some(cluster::ALICE_VM)),
+    ("bob", Role::Student, Some(cluster::BOB_VM)),
+];
+
+fn demo_file_path(dir: &Path) -> PathBuf {
+    dir.join("demo.json")
+}
+
+/// The accounts, with passwords and API tokens; created on the first run.
+async fn accounts(db: &Db, dir: &Path) -> Result<DemoFile> {
+    let path = demo_file_path(dir);
+    if let Ok(text) = std::fs::read_to_string(&path) {
+        return serde_json::from_str(&text).with_context(|| format!("reading {}", path.display()));
+    }
+    if !db.list_users().await?.is_empty() {
+        bail!(
+            "{} holds a hub without demo.json; remove the directory to start the demo afresh",
+            dir.display()
+        );
+    }
+    let mut users = Vec::new();
+    for (username, role, vm) in ACCOUNTS {
+        let password = crate::accounts::generate_password();
+        create_user(db, username, *role, Some(&password))
+            .await
+            .with_context(|| format!("creating the demo account {username}"))?;
+        let row = db
+            .user_by_name(username)
+            .await?
+            .context("the new account is missing")?;
+        let viewer = Viewer::from(&row);
+        let api_token = issue_api_token(db, &viewer, "demo", Actor::Operator).await?;
+        if let Some(vmid) = vm {
+            db.assign_vm(*vmid, row.id, None, now_unix()).await?;
+        }
+        users.push(DemoUser {
+            username: (*username).to_owned(),
+            password,
+            role: role.as_str().to_owned(),
+            api_token,
+        });
+    }
+    Ok(DemoFile {
+        url: String::new(),
+        users,
+    })
+}
+
+fn write_demo_file(dir: &Path, file: &DemoFile) -> Result<()> {
+    let text = serde_json::to_string_pretty(file)? + "\n";
+    proxlab_link::files::write_atomic(&demo_file_path(dir), text.as_bytes(), true)
+        .context("writing demo.json")
+}
+
+/// A running demo: the hub in this process, agents as child processes.
+pub struct Demo {
+    pub hub: Hub,
+    pub file: DemoFile,
+    agents: Vec<RunningAgent>,
+    cluster: DemoCluster,
+}
+
+impl Demo {
+    /// Sets up (or reuses) the demo in `options.dir` and starts everything.
+    pub async fn start(options: DemoOptions) -> Result<Self> {
+        std::fs::create_dir_all(&options.dir)
+            .with_context(|| format!("creating {}", options.dir.display()))?;
+        let dir = std::fs::canonicalize(&options.dir)?;
+        let tools = tools::Tools::locate()?;
+        let cluster = DemoCluster::prepare(&dir, &tools)?;
+        let mut config = HubConfig::new(dir.join("hub"));
+        config.http_addr = options.http_addr;
+        config.quic_addr = options.quic_addr;
+        crate::prepare_data_dir(&config)?;
+        let db = open_db(&config).await?;
+        let accounts = accounts(&db, &dir).await;
+        db.close().await;
+        let mut file = accounts?;
+        // Written before anything else can fail, so the passwords are never lost.
+        write_demo_file(&dir, &file)?;
+
+        let hub = Hub::start(config.clone())
+            .await
+            .context("starting the hub (is another demo or hub using the ports?)")?;
+        file.url = format!("http://{}", hub.http_addr());
+        write_demo_file(&dir, &file)?;
+
+        let quic = hub.quic_addr()?;
+        let mut agents = Vec::new();
+        for node in DEMO_NODES {
+            if !cluster.enrolled(node) {
+                let token = create_join_token(
+                    &hub.state.db,
+                    &hub.state.ca_pin.to_string(),
+                    &quic.to_string(),
+                    Duration::from_secs(600),
+                    Some(node),
+                )
+                .await?;
+                cluster.enroll(&tools, node, &quic.to_string(), &token.token, &token.ca_pin)?;
+            }
+            agents.push(cluster.spawn_agent(&tools, node)?);
+        }
+        for node in DEMO_NODES {
+            let online = hub.registry().wait_for(node, true);
+            if tokio::time::timeout(Duration::from_secs(30), online)
+                .await
+                .is_err()
+            {
+                bail!(
+                    "the agent for {node} did not come online; see {}",
+                    cluster.agent_log(node).display()
+                );
+            }
+        }
+        Ok(Self {
+            hub,
+            file,
+            agents,
+            cluster,
+        })
+    }
+
+    /// What to tell the person who started the demo.
+    pub fn banner(&self) -> String {
+        let mut text = format!(
+            "\nproxlab demo is running: {}\n\n  {:<10} {:<8} {}\n",
+            self.file.url, "USERNAME", "ROLE", "PASSWORD"
+        );
+        for user in &self.file.users {
+            text.push_str(&format!(
+                "  {:<10} {:<8} {}\n",
+                user.username, user.role, user.password
+            ));
+        }
+        text.push_str(&format!(
+            "\nNodes {} run real agents against a simulated Proxmox cluster in {}.\n\
+             Logins and API tokens: {}\nPress Ctrl-C to stop.\n",
+            DEMO_NODES.join(" and "),
+            self.cluster.root().display(),
+            demo_file_path(self.cluster.dir()).display()
+        ));
+        text
+    }
+
+    /// Stops the agents, the simulated VMs and the hub.
+    pub async fn stop(self) {
+        for agent in self.agents {
+            agent.stop().await;
+        }
+        self.cluster.stop_vms();
+        self.hub.shutdown().await;
+    }
+}
