@@ -44,7 +44,7 @@ impl RunningAgent {
     }
 }
 
-fn check(output: Output, what: &str) -> Result<String> {
+fn check(output: &Output, what: &str) -> Result<String> {
     if !output.status.success() {
         bail!(
             "{what} failed: {}",
@@ -86,7 +86,7 @@ impl DemoCluster {
             .env("PVE_SIM_NODE", node)
             .output()
             .with_context(|| format!("running {}", tools.sim.display()))?;
-        check(output, &format!("pve-sim {}", args.join(" ")))
+        check(&output, &format!("pve-sim {}", args.join(" ")))
     }
 
     fn create(&self, tools: &Tools) -> Result<()> {
@@ -235,7 +235,7 @@ impl DemoCluster {
             ])
             .output()
             .context("running proxlab-agent enroll")?;
-        check(output, &format!("enrolling {node}")).map(drop)
+        check(&output, &format!("enrolling {node}")).map(drop)
     }
 
     pub(super) fn spawn_agent(&self, tools: &Tools, node: &str) -> Result<RunningAgent> {
