@@ -31,7 +31,10 @@ impl std::fmt::Debug for IssuedToken {
 
 /// Formats a Unix time for people and JSON.
 pub fn format_time(unix: i64) -> String {
-    let time = std::time::UNIX_EPOCH + Duration::from_secs(unix.max(0) as u64);
+    // RFC 3339 ends with the year 9999; later times (a token that "never" expires) show as that.
+    const LAST_RFC3339_SECOND: i64 = 253_402_300_799;
+    let time =
+        std::time::UNIX_EPOCH + Duration::from_secs(unix.clamp(0, LAST_RFC3339_SECOND) as u64);
     humantime::format_rfc3339_seconds(time).to_string()
 }
 
@@ -68,5 +71,7 @@ mod tests {
     #[test]
     fn formats_times_as_rfc3339() {
         assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(format_time(-5), "1970-01-01T00:00:00Z");
     }
 }

@@ -1,6 +1,9 @@
 //! The link's tables, on SQLite always and on PostgreSQL when `PROXLAB_TEST_PG` holds a
 //! server URL (each run gets a fresh database there).
 
+mod common;
+
+use common::pg::{self, PgDatabase};
 use proxlab_hub::db::nodes::EnrollOutcome;
 use proxlab_hub::db::tokens::SpendRefusal;
 use proxlab_hub::db::{Backend, Db};
@@ -10,18 +13,14 @@ use proxlab_hub::secrets::hash_secret;
 struct TestDb {
     db: Db,
     _sqlite_dir: Option<tempfile::TempDir>,
-    postgres: Option<(String, String)>,
+    postgres: Option<PgDatabase>,
 }
 
 impl TestDb {
     async fn finish(self) {
         self.db.close().await;
-        if let Some((server_url, name)) = self.postgres {
-            let mut admin = admin_connection(&server_url).await;
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut admin)
-                .await
-                .unwrap();
+        if let Some(database) = self.postgres {
+            database.drop_database().await;
         }
     }
 }
@@ -35,36 +34,17 @@ async fn databases() -> Vec<TestDb> {
         _sqlite_dir: Some(dir),
         postgres: None,
     }];
-    match std::env::var("PROXLAB_TEST_PG") {
-        Ok(url) if !url.is_empty() => dbs.push(fresh_postgres(&url).await),
-        _ => eprintln!("NOTICE: PROXLAB_TEST_PG is not set; PostgreSQL store tests skipped"),
+    if let Some(server) = pg::server_url("store tests") {
+        let database = PgDatabase::create(&server).await;
+        let db = Db::connect(&database.url).await.unwrap();
+        assert_eq!(db.backend(), Backend::Postgres);
+        dbs.push(TestDb {
+            db,
+            _sqlite_dir: None,
+            postgres: Some(database),
+        });
     }
     dbs
-}
-
-async fn admin_connection(server_url: &str) -> sqlx::AnyConnection {
-    use sqlx::Connection;
-    sqlx::any::install_default_drivers();
-    sqlx::AnyConnection::connect(server_url)
-        .await
-        .expect("PostgreSQL reachable at PROXLAB_TEST_PG")
-}
-
-async fn fresh_postgres(server_url: &str) -> TestDb {
-    let name = format!("proxlab_test_{}", hex::encode(rand::random::<[u8; 6]>()));
-    let mut admin = admin_connection(server_url).await;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await
-        .unwrap();
-    let (base, _) = server_url.rsplit_once('/').expect("URL names a database");
-    let db = Db::connect(&format!("{base}/{name}")).await.unwrap();
-    assert_eq!(db.backend(), Backend::Postgres);
-    TestDb {
-        db,
-        _sqlite_dir: None,
-        postgres: Some((server_url.to_owned(), name)),
-    }
 }
 
 #[tokio::test]

@@ -37,6 +37,10 @@ pub(crate) enum Identity {
     Token(Viewer),
 }
 
+/// The path (and query) as the client sent it, before nested routers strip prefixes.
+#[derive(Debug, Clone)]
+pub(crate) struct OriginalPath(pub(crate) String);
+
 /// The client's address: the peer, or the first `X-Forwarded-For` hop when trusted.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct ClientAddr(pub IpAddr);
@@ -146,6 +150,11 @@ pub(crate) async fn authenticate(
     next: Next,
 ) -> Response {
     let path = request.uri().path().to_owned();
+    let path_and_query = request
+        .uri()
+        .path_and_query()
+        .map_or("/", |pq| pq.as_str())
+        .to_owned();
     let address = client_addr(&state, &request);
     let identity = match resolve(&state, request.headers()).await {
         Ok(identity) => identity,
@@ -177,6 +186,9 @@ pub(crate) async fn authenticate(
         }
     }
     request.extensions_mut().insert(ClientAddr(address));
+    request
+        .extensions_mut()
+        .insert(OriginalPath(path_and_query));
     request.extensions_mut().insert(identity);
     next.run(request).await
 }
@@ -210,6 +222,13 @@ impl IntoResponse for AuthRejection {
     }
 }
 
+fn original_path(parts: &Parts) -> String {
+    parts.extensions.get::<OriginalPath>().map_or_else(
+        || parts.uri.path().to_owned(),
+        |original| original.0.clone(),
+    )
+}
+
 fn identity(parts: &Parts) -> Identity {
     parts
         .extensions
@@ -233,11 +252,7 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
             }),
             Identity::Anonymous => Err(AuthRejection {
                 error: AppError::Unauthenticated,
-                path: parts
-                    .uri
-                    .path_and_query()
-                    .map_or("/", |pq| pq.as_str())
-                    .to_owned(),
+                path: original_path(parts),
             }),
         }
     }
@@ -277,7 +292,7 @@ macro_rules! role_extractor {
                 } else {
                     Err(AuthRejection {
                         error: AppError::Forbidden,
-                        path: parts.uri.path().to_owned(),
+                        path: original_path(parts),
                     })
                 }
             }

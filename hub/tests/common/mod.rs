@@ -4,6 +4,10 @@
 
 #![allow(dead_code, unreachable_pub)]
 
+pub mod browser;
+pub mod pg;
+pub mod web;
+
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Once;
@@ -83,11 +87,17 @@ pub struct TestHub {
 
 impl TestHub {
     pub async fn start() -> Self {
+        Self::start_on(None).await
+    }
+
+    /// A hub on the given database (default: SQLite in its data directory).
+    pub async fn start_on(database_url: Option<String>) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         // Agents get an empty config file, so a host's /etc/proxlab/agent.toml cannot leak in.
         std::fs::write(dir.path().join("agent.toml"), "").unwrap();
         let mut config = HubConfig::new(dir.path().join("hub"));
+        config.database_url = database_url;
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.quic_addr = "127.0.0.1:0".parse().unwrap();
         let hub = Hub::start(config.clone()).await.expect("hub starts");
@@ -103,6 +113,11 @@ impl TestHub {
 
     pub fn hub(&self) -> &Hub {
         self.hub.as_ref().expect("hub is running")
+    }
+
+    /// The portal's base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.config.http_addr)
     }
 
     pub fn address(&self) -> String {

@@ -115,7 +115,16 @@ async fn login(
                 username: form.username.trim(),
                 error: Some(error.to_string()),
             };
-            Ok((status, login_page(&state, &headers, &view)?).into_response())
+            let mut response = (status, login_page(&state, &headers, &view)?).into_response();
+            if let AppError::TooManyRequests {
+                retry_after_secs, ..
+            } = error
+            {
+                response
+                    .headers_mut()
+                    .insert(axum::http::header::RETRY_AFTER, retry_after_secs.into());
+            }
+            Ok(response)
         }
     }
 }

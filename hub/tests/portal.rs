@@ -1,0 +1,703 @@
+//! The portal and API through real HTTP: authorization for every route and role, CSRF,
+//! sessions, login throttling, API tokens, account administration and the audit log. The
+//! story runs on SQLite and, when `PROXLAB_TEST_PG` is set, on PostgreSQL.
+
+mod common;
+
+use common::TestHub;
+use common::pg::{self, PgDatabase};
+use common::web::WebClient;
+use proxlab_hub::accounts::create_user;
+use proxlab_hub::db::now_unix;
+use proxlab_hub::db::users::Role;
+use proxlab_hub::secrets::hash_secret;
+use proxlab_protocol::inventory::{
+    DiskInfo, Inventory, IpAddress, IpSource, NicInfo, PowerState, VmInfo,
+};
+use reqwest::StatusCode;
+
+/// A hub with accounts and a node's inventory (no agent: power calls reach an offline node).
+struct Site {
+    hub: TestHub,
+    postgres: Option<PgDatabase>,
+}
+
+const ACCOUNTS: &[(&str, Role)] = &[
+    ("root", Role::Admin),
+    ("tina", Role::Teacher),
+    ("alice", Role::Student),
+    ("bob", Role::Student),
+];
+
+fn password(user: &str) -> String {
+    format!("password-of-{user}")
+}
+
+fn vm(vmid: u32, template: bool) -> VmInfo {
+    VmInfo {
+        vmid,
+        name: format!("vm{vmid}"),
+        node: "pve1".into(),
+        status: PowerState::Stopped,
+        template,
+        cores: 2,
+        sockets: 1,
+        memory_mib: 2048,
+        disks: vec![DiskInfo {
+            key: "scsi0".into(),
+            volid: format!("local:{vmid}/vm-{vmid}-disk-0.qcow2"),
+            size_bytes: 8 << 30,
+        }],
+        nics: vec![NicInfo {
+            key: "net0".into(),
+            model: "virtio".into(),
+            mac: format!("BC:24:11:00:00:{:02X}", vmid % 256),
+            bridge: Some("vmbr0".into()),
+            vlan: None,
+        }],
+        tags: vec![],
+        lock: None,
+        uptime_secs: 0,
+        cpu: 0.0,
+        mem_bytes: 0,
+        ips: vec![IpAddress {
+            address: format!("10.0.0.{}", vmid % 256),
+            mac: String::new(),
+            source: IpSource::Neighbor,
+        }],
+    }
+}
+
+impl Site {
+    async fn start(postgres: Option<PgDatabase>) -> Self {
+        let hub = TestHub::start_on(postgres.as_ref().map(|db| db.url.clone())).await;
+        let db = &hub.hub().state.db;
+        let mut ids = std::collections::HashMap::new();
+        for (name, role) in ACCOUNTS {
+            create_user(db, name, *role, Some(&password(name)))
+                .await
+                .unwrap();
+            ids.insert(*name, db.user_by_name(name).await.unwrap().unwrap().id);
+        }
+        db.insert_join_token(&hash_secret("t"), None, 0, i64::MAX / 2)
+            .await
+            .unwrap();
+        db.enroll_node(&hash_secret("t"), "pve1", "fp", now_unix())
+            .await
+            .unwrap();
+        let inventory = Inventory {
+            vms: vec![
+                vm(101, false),
+                vm(102, false),
+                vm(103, false),
+                vm(104, false),
+                vm(9000, true),
+            ],
+            storages: vec![],
+            isos: vec![],
+        };
+        db.replace_inventory("pve1", &inventory, now_unix())
+            .await
+            .unwrap();
+        for (vmid, user) in [(101, "alice"), (102, "bob"), (103, "tina")] {
+            db.assign_vm(vmid, ids[user], None, now_unix())
+                .await
+                .unwrap();
+        }
+        Self { hub, postgres }
+    }
+
+    async fn client(&self, user: &str) -> WebClient {
+        WebClient::login(&self.hub.url(), user, &password(user)).await
+    }
+
+    async fn finish(mut self) {
+        self.hub.stop().await;
+        if let Some(database) = self.postgres {
+            database.drop_database().await;
+        }
+    }
+}
+
+/// The sites to run the story on: SQLite, and PostgreSQL if configured.
+async fn sites() -> Vec<Site> {
+    let mut sites = vec![Site::start(None).await];
+    if let Some(server) = pg::server_url("portal tests") {
+        sites.push(Site::start(Some(PgDatabase::create(&server).await)).await);
+    }
+    sites
+}
+
+/// Expected statuses for anonymous, alice (student), tina (teacher) and root (admin).
+type Row = (&'static str, &'static str, [u16; 4]);
+
+/// Every route, for every kind of visitor. VM 101 is alice's, 102 bob's, 103 tina's; the node
+/// is offline, so a permitted power action ends in 502 and a forbidden one never gets there.
+const MATRIX: &[Row] = &[
+    ("GET", "/vms", [303, 200, 200, 200]),
+    ("GET", "/vms/101", [303, 200, 404, 200]),
+    ("GET", "/vms/102", [303, 404, 404, 200]),
+    ("GET", "/vms/103", [303, 404, 200, 200]),
+    ("GET", "/vms/9000", [303, 404, 404, 200]),
+    ("GET", "/templates", [303, 403, 200, 200]),
+    ("GET", "/profile", [303, 200, 200, 200]),
+    ("GET", "/admin/nodes", [303, 403, 403, 200]),
+    ("GET", "/admin/join-tokens", [303, 403, 403, 200]),
+    ("GET", "/admin/users", [303, 403, 403, 200]),
+    ("GET", "/admin/audit", [303, 403, 403, 200]),
+    ("POST", "/vms/101/start", [303, 303, 404, 303]),
+    ("POST", "/vms/102/start", [303, 404, 404, 303]),
+    ("POST", "/admin/join-tokens", [303, 403, 403, 200]),
+    ("POST", "/admin/users", [303, 403, 403, 200]),
+    ("POST", "/admin/nodes/ghost/revoke", [303, 403, 403, 303]),
+    ("GET", "/api/v1/session", [401, 200, 200, 200]),
+    ("GET", "/api/v1/vms", [401, 200, 200, 200]),
+    ("GET", "/api/v1/vms/101", [401, 200, 404, 200]),
+    ("GET", "/api/v1/vms/102", [401, 404, 404, 200]),
+    ("GET", "/api/v1/vms/103", [401, 404, 200, 200]),
+    ("GET", "/api/v1/nodes", [401, 403, 403, 200]),
+    ("GET", "/api/v1/templates", [401, 403, 200, 200]),
+    ("POST", "/api/v1/vms/101/start", [401, 502, 404, 502]),
+    ("POST", "/api/v1/vms/102/start", [401, 404, 404, 502]),
+    ("POST", "/api/v1/vms/103/stop", [401, 404, 409, 409]),
+    ("POST", "/api/v1/vms/101/reboot", [401, 404, 404, 404]),
+];
+
+async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
+    let response = match (method, path) {
+        ("GET", _) => client.get(path).await,
+        ("POST", "/admin/join-tokens") => client.post_form(path, &[("ttl", "1h")]).await,
+        ("POST", "/admin/users") => {
+            let name = format!("made{n}");
+            client
+                .post_form(path, &[("username", &name), ("role", "student")])
+                .await
+        }
+        ("POST", _) if path.starts_with("/api/") => client.api_post(path).await,
+        ("POST", _) => client.post_form(path, &[]).await,
+        _ => unreachable!(),
+    };
+    response.status().as_u16()
+}
+
+#[tokio::test]
+async fn every_route_checks_who_is_asking() {
+    for site in sites().await {
+        let visitors = [
+            WebClient::anonymous(&site.hub.url()),
+            site.client("alice").await,
+            site.client("tina").await,
+            site.client("root").await,
+        ];
+        let mut failures = Vec::new();
+        for (n, (method, path, expected)) in MATRIX.iter().enumerate() {
+            for (who, client) in visitors.iter().enumerate() {
+                let status = status_of(client, method, path, n * 4 + who).await;
+                if status != expected[who] {
+                    failures.push(format!(
+                        "{method} {path} as {}: {status}, expected {}",
+                        ["anonymous", "alice", "tina", "root"][who],
+                        expected[who]
+                    ));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+        site.finish().await;
+    }
+}
+
+fn vmids(list: &serde_json::Value) -> Vec<u64> {
+    list["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["vmid"].as_u64().unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn lists_hold_only_what_each_user_may_see() {
+    for site in sites().await {
+        let alice = site.client("alice").await;
+        let tina = site.client("tina").await;
+        let root = site.client("root").await;
+        assert_eq!(vmids(&alice.json("/api/v1/vms").await), [101]);
+        assert_eq!(vmids(&tina.json("/api/v1/vms").await), [103]);
+        assert_eq!(vmids(&root.json("/api/v1/vms").await), [101, 102, 103, 104]);
+        assert_eq!(
+            vmids(
+                &root
+                    .json("/api/v1/vms?name=VM10&status=stopped&node=pve1")
+                    .await
+            ),
+            [101, 102, 103, 104]
+        );
+        assert!(vmids(&root.json("/api/v1/vms?node=elsewhere").await).is_empty());
+        let page = alice.get("/vms").await.text().await.unwrap();
+        assert!(page.contains("vm101") && !page.contains("vm102"), "{page}");
+        let templates = tina.json("/api/v1/templates").await;
+        assert_eq!(templates["templates"][0]["vmid"], 9000);
+        assert_eq!(templates["templates"][0]["disks"][0]["size"], "8 GiB");
+        let vm = alice.json("/api/v1/vms/101").await;
+        assert_eq!(vm["ip"], "10.0.0.101");
+        assert_eq!(vm["actions"], serde_json::json!(["start"]));
+        assert_eq!(vm["assignee"], "alice");
+        site.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn changes_need_the_csrf_token_unless_a_bearer_token_is_used() {
+    let site = Site::start(None).await;
+    let alice = site.client("alice").await;
+    let response = alice.post_form_without_csrf("/vms/101/start", &[]).await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let mut wrong = site.client("alice").await;
+    wrong.csrf = "plc_wrong".into();
+    assert_eq!(
+        wrong.api_post("/api/v1/vms/101/start").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let body: serde_json::Value = wrong
+        .api_post("/api/v1/vms/101/start")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["error"]["code"], "csrf");
+    // Login itself needs the double-submit token.
+    let anonymous = WebClient::anonymous(&site.hub.url());
+    let response = anonymous
+        .post_form_without_csrf(
+            "/login",
+            &[("username", "alice"), ("password", &password("alice"))],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    // A bearer token carries no ambient authority, so it needs no CSRF token.
+    let token = site
+        .hub
+        .hub()
+        .state
+        .auth
+        .create_api_token(
+            &proxlab_hub::auth::Viewer::from(
+                &site
+                    .hub
+                    .hub()
+                    .state
+                    .db
+                    .user_by_name("alice")
+                    .await
+                    .unwrap()
+                    .unwrap(),
+            ),
+            "script",
+        )
+        .await
+        .unwrap();
+    let script = WebClient::with_token(&site.hub.url(), &token);
+    assert_eq!(
+        script.api_post("/api/v1/vms/101/start").await.status(),
+        StatusCode::BAD_GATEWAY
+    );
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn sessions_use_safe_cookies_and_end_at_logout() {
+    let site = Site::start(None).await;
+    let client = WebClient::anonymous(&site.hub.url());
+    let response = client.try_login("alice", &password("alice")).await;
+    let cookies: Vec<String> = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|value| value.to_str().unwrap().to_owned())
+        .collect();
+    let session = cookies
+        .iter()
+        .find(|cookie| cookie.starts_with("proxlab_session=pls_"))
+        .expect("a session cookie");
+    assert!(
+        session.contains("HttpOnly") && session.contains("SameSite=Lax"),
+        "{session}"
+    );
+    assert!(!session.contains("Secure"), "no TLS configured: {session}");
+    // The database holds only the hash of the session id.
+    let id = session
+        .split(';')
+        .next()
+        .unwrap()
+        .trim_start_matches("proxlab_session=");
+    let db = &site.hub.hub().state.db;
+    assert!(db.session(id).await.unwrap().is_none());
+    assert!(db.session(&hash_secret(id)).await.unwrap().is_some());
+    assert_eq!(client.get("/vms").await.status(), StatusCode::OK);
+    let page = client.get("/vms").await.text().await.unwrap();
+    let csrf = common::web::csrf_field(&page);
+    let response = client
+        .client
+        .post(format!("{}/logout", site.hub.url()))
+        .form(&[("csrf", csrf.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert!(db.session(&hash_secret(id)).await.unwrap().is_none());
+    // The old cookie no longer works, even if a client kept it.
+    let replay = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{}/api/v1/session", site.hub.url()))
+        .header("cookie", format!("proxlab_session={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(replay.status(), StatusCode::UNAUTHORIZED);
+    // Pages send anonymous visitors to the login page and back.
+    let response = client.get("/vms/101").await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.headers()["location"], "/login?next=/vms/101");
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn logins_are_throttled_per_account_and_audited() {
+    let site = Site::start(None).await;
+    let client = WebClient::anonymous(&site.hub.url());
+    let wrong = client.try_login("alice", "not her password").await;
+    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    assert!(
+        wrong
+            .text()
+            .await
+            .unwrap()
+            .contains("wrong username or password")
+    );
+    let unknown = client.try_login("nobody", "whatever-password").await;
+    assert!(
+        unknown
+            .text()
+            .await
+            .unwrap()
+            .contains("wrong username or password")
+    );
+    for _ in 0..4 {
+        client.try_login("alice", "still wrong").await;
+    }
+    // Now even the right password is refused until the window passes.
+    let locked = client.try_login("alice", &password("alice")).await;
+    assert_eq!(locked.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert!(locked.headers().contains_key("retry-after"));
+    // Another account is unaffected.
+    assert_eq!(
+        client.try_login("bob", &password("bob")).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    let root = site.client("root").await;
+    let audit = root
+        .get("/admin/audit?target=user:alice&action=auth.")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.matches("result-denied").count() >= 6, "{audit}");
+    assert!(audit.contains("throttled"), "{audit}");
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn api_tokens_are_shown_once_stored_hashed_and_revocable() {
+    let site = Site::start(None).await;
+    let alice = site.client("alice").await;
+    let page = alice
+        .post_form("/profile/tokens", &[("name", "grading")])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let start = page.find("plt_").expect("the new token is shown");
+    let token = page[start..start + 68].to_owned();
+    let script = WebClient::with_token(&site.hub.url(), &token);
+    let session = script.json("/api/v1/session").await;
+    assert_eq!(session["user"]["username"], "alice");
+    assert_eq!(session["csrf_token"], "");
+    assert_eq!(vmids(&script.json("/api/v1/vms").await), [101]);
+    let db = &site.hub.hub().state.db;
+    let alice_id = db.user_by_name("alice").await.unwrap().unwrap().id;
+    let tokens = db.list_api_tokens(alice_id).await.unwrap();
+    assert_eq!(tokens.len(), 1);
+    assert!(tokens[0].last_used_at.is_some());
+    assert!(
+        db.api_token_user(&token, now_unix())
+            .await
+            .unwrap()
+            .is_none(),
+        "never stored in clear"
+    );
+    // The profile lists it without the secret.
+    let profile = alice.get("/profile").await.text().await.unwrap();
+    assert!(profile.contains("grading") && !profile.contains(&token));
+    // Bob cannot revoke it; alice can.
+    let bob = site.client("bob").await;
+    bob.post_form(&format!("/profile/tokens/{}/revoke", tokens[0].id), &[])
+        .await;
+    assert_eq!(script.get("/api/v1/session").await.status(), StatusCode::OK);
+    alice
+        .post_form(&format!("/profile/tokens/{}/revoke", tokens[0].id), &[])
+        .await;
+    let refused = script.get("/api/v1/session").await;
+    assert_eq!(refused.status(), StatusCode::UNAUTHORIZED);
+    let body: serde_json::Value = refused.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unauthenticated");
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn password_changes_end_other_sessions() {
+    let site = Site::start(None).await;
+    let laptop = site.client("bob").await;
+    let phone = site.client("bob").await;
+    let wrong = laptop
+        .post_form(
+            "/profile/password",
+            &[
+                ("current", "nope-nope-nope"),
+                ("new", "a-new-password"),
+                ("confirm", "a-new-password"),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status(), StatusCode::SEE_OTHER);
+    assert_eq!(phone.get("/api/v1/session").await.status(), StatusCode::OK);
+    laptop
+        .post_form(
+            "/profile/password",
+            &[
+                ("current", &password("bob")),
+                ("new", "a-new-password"),
+                ("confirm", "a-new-password"),
+            ],
+        )
+        .await;
+    assert_eq!(laptop.get("/api/v1/session").await.status(), StatusCode::OK);
+    assert_eq!(
+        phone.get("/api/v1/session").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let client = WebClient::anonymous(&site.hub.url());
+    assert_eq!(
+        client.try_login("bob", &password("bob")).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        client.try_login("bob", "a-new-password").await.status(),
+        StatusCode::SEE_OTHER
+    );
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn admins_manage_accounts_and_the_last_admin_stays() {
+    let site = Site::start(None).await;
+    let root = site.client("root").await;
+    let page = root
+        .post_form(
+            "/admin/users",
+            &[("username", "carol"), ("role", "teacher")],
+        )
+        .await
+        .text()
+        .await
+        .unwrap();
+    let marker = "<code class=\"secret\" data-copy>";
+    let start = page.find(marker).expect("the password is shown") + marker.len();
+    let carol_password = page[start..start + 20].to_owned();
+    let carol = WebClient::login(&site.hub.url(), "carol", &carol_password).await;
+    assert_eq!(carol.get("/templates").await.status(), StatusCode::OK);
+    let db = &site.hub.hub().state.db;
+    let carol_id = db.user_by_name("carol").await.unwrap().unwrap().id;
+    root.post_form(
+        &format!("/admin/users/{carol_id}/role"),
+        &[("role", "student")],
+    )
+    .await;
+    assert_eq!(
+        db.user_by_id(carol_id).await.unwrap().unwrap().role,
+        Role::Student
+    );
+    root.post_form(&format!("/admin/users/{carol_id}/disable"), &[])
+        .await;
+    assert_eq!(
+        carol.get("/api/v1/session").await.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let client = WebClient::anonymous(&site.hub.url());
+    let refused = client.try_login("carol", &carol_password).await;
+    assert!(refused.text().await.unwrap().contains("disabled"));
+    // The hub's generated admin and root are the admins; demoting both leaves one.
+    let admin_id = db.user_by_name("admin").await.unwrap().unwrap().id;
+    root.post_form(
+        &format!("/admin/users/{admin_id}/role"),
+        &[("role", "teacher")],
+    )
+    .await;
+    let root_id = db.user_by_name("root").await.unwrap().unwrap().id;
+    let response = root
+        .post_form(
+            &format!("/admin/users/{root_id}/role"),
+            &[("role", "teacher")],
+        )
+        .await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(
+        db.user_by_id(root_id).await.unwrap().unwrap().role,
+        Role::Admin
+    );
+    assert_eq!(db.count_admins().await.unwrap(), 1);
+    let audit = root
+        .get("/admin/audit?action=user.")
+        .await
+        .text()
+        .await
+        .unwrap();
+    for action in ["user.create", "user.role", "user.disable"] {
+        assert!(audit.contains(action), "{action} missing from {audit}");
+    }
+    assert!(audit.contains("last admin"), "{audit}");
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn denied_and_failed_actions_are_audited() {
+    let site = Site::start(None).await;
+    let alice = site.client("alice").await;
+    alice.api_post("/api/v1/vms/102/start").await;
+    let response = alice.api_post("/api/v1/vms/101/start").await;
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "node-error");
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        !message.contains("offline"),
+        "students do not see node details: {message}"
+    );
+    let root = site.client("root").await;
+    let body: serde_json::Value = root
+        .api_post("/api/v1/vms/101/start")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("offline"),
+        "{body}"
+    );
+    let entries = site
+        .hub
+        .hub()
+        .state
+        .db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            action: Some("vm.start".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let summary: Vec<(String, String, String)> = entries
+        .iter()
+        .map(|entry| {
+            (
+                entry.actor.clone(),
+                entry.target.clone(),
+                entry.result.clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("root".into(), "vm:101".into(), "failed".into()),
+            ("alice".into(), "vm:101".into(), "failed".into()),
+            ("alice".into(), "vm:102".into(), "denied".into()),
+        ]
+    );
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn the_openapi_document_describes_every_api_route() {
+    let site = Site::start(None).await;
+    let anonymous = WebClient::anonymous(&site.hub.url());
+    let document = anonymous.json("/api/v1/openapi.json").await;
+    assert_eq!(document["openapi"], "3.1.0");
+    let mut paths: Vec<&str> = document["paths"]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        [
+            "/events",
+            "/nodes",
+            "/openapi.json",
+            "/session",
+            "/templates",
+            "/vms",
+            "/vms/{vmid}",
+            "/vms/{vmid}/shutdown",
+            "/vms/{vmid}/start",
+            "/vms/{vmid}/stop",
+        ]
+    );
+    let root = site.client("root").await;
+    for path in [
+        "/api/v1/session",
+        "/api/v1/vms",
+        "/api/v1/nodes",
+        "/api/v1/templates",
+    ] {
+        assert_eq!(root.get(path).await.status(), StatusCode::OK, "{path}");
+    }
+    let missing = root.get("/api/v1/nothing-here").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let body: serde_json::Value = missing.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "not-found");
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn pages_carry_security_headers() {
+    let site = Site::start(None).await;
+    let response = WebClient::anonymous(&site.hub.url()).get("/login").await;
+    let headers = response.headers();
+    assert!(
+        headers["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .contains("default-src 'self'")
+    );
+    assert_eq!(headers["x-frame-options"], "DENY");
+    assert_eq!(headers["x-content-type-options"], "nosniff");
+    assert_eq!(headers["cache-control"], "no-store");
+    let css = WebClient::anonymous(&site.hub.url())
+        .get("/assets/app.css")
+        .await;
+    assert_eq!(css.status(), StatusCode::OK);
+    assert!(
+        css.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/css")
+    );
+    site.finish().await;
+}
