@@ -40,6 +40,8 @@ pub struct HubState {
     pub ca_pin: Fingerprint,
     pub config: HubConfig,
     pub auth: auth::Authenticator,
+    /// Turns true when the hub stops, so long-lived responses (live updates) end.
+    pub stopping: watch::Receiver<bool>,
 }
 
 impl HubState {
@@ -132,6 +134,7 @@ impl Hub {
             Arc::new(throttle::LoginThrottle::default()),
             config.sessions,
         );
+        let (stop_http, stopping) = watch::channel(false);
         let state = Arc::new(HubState {
             db,
             registry,
@@ -139,13 +142,14 @@ impl Hub {
             ca_pin,
             config: config.clone(),
             auth,
+            stopping: stopping.clone(),
         });
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
         let http_addr = listener.local_addr()?;
-        let (stop_http, mut stopped) = watch::channel(false);
+        let mut stopped = stopping;
         let app = web::router(state.clone());
         let http_task = tokio::spawn(async move {
             let shutdown = async move {

@@ -1,1 +1,256 @@
+//! A real browser for portal tests: Debian's Chromium, driven over WebDriver by
+//! chromedriver. When either is missing the tests that need it print a notice and skip; CI
+//! installs both.
 
+use std::path::Path;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio::process::{Child, Command};
+
+const CHROMIUM: &str = "/usr/bin/chromium";
+const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
+/// The W3C WebDriver key that holds an element reference.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A headless Chromium session.
+pub struct Browser {
+    http: reqwest::Client,
+    session: String,
+    driver_url: String,
+    _driver: Child,
+    _profile: tempfile::TempDir,
+}
+
+/// An element on the page.
+#[derive(Debug, Clone)]
+pub struct Element(String);
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+impl Browser {
+    /// Starts chromedriver and a headless browser, or `None` (with a notice) if they are not
+    /// installed.
+    pub async fn start() -> Option<Self> {
+        if !Path::new(CHROMIUM).exists() || !Path::new(CHROMEDRIVER).exists() {
+            eprintln!(
+                "NOTICE: {CHROMIUM} or {CHROMEDRIVER} is missing; browser test skipped \
+                 (apt-get install chromium chromium-driver)"
+            );
+            return None;
+        }
+        let port = free_port();
+        let driver = Command::new(CHROMEDRIVER)
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting chromedriver");
+        let driver_url = format!("http://127.0.0.1:{port}");
+        let http = reqwest::Client::new();
+        let deadline = Instant::now() + super::WAIT;
+        loop {
+            let ready = http.get(format!("{driver_url}/status")).send().await;
+            if let Ok(response) = ready
+                && let Ok(status) = response.json::<Value>().await
+                && status["value"]["ready"] == true
+            {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "chromedriver did not become ready"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let capabilities = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": CHROMIUM,
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                         "--window-size=1280,900", format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let response: Value = http
+            .post(format!("{driver_url}/session"))
+            .json(&capabilities)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let session = response["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no browser session: {response}"))
+            .to_owned();
+        let browser = Self {
+            http,
+            session,
+            driver_url,
+            _driver: driver,
+            _profile: profile,
+        };
+        let script_timeout = super::WAIT.as_millis() as u64;
+        browser
+            .command(
+                reqwest::Method::POST,
+                "/timeouts",
+                Some(json!({"script": script_timeout})),
+            )
+            .await;
+        Some(browser)
+    }
+
+    async fn command(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let url = format!("{}/session/{}{path}", self.driver_url, self.session);
+        let mut request = self.http.request(method, url);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response: Value = request.send().await.unwrap().json().await.unwrap();
+        if let Some(error) = response["value"]["error"].as_str() {
+            panic!(
+                "WebDriver {path}: {error}: {}",
+                response["value"]["message"]
+            );
+        }
+        response["value"].clone()
+    }
+
+    pub async fn goto(&self, url: &str) {
+        self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
+            .await;
+    }
+
+    pub async fn current_url(&self) -> String {
+        self.command(reqwest::Method::GET, "/url", None)
+            .await
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn find(&self, css: &str) -> Element {
+        let value = self
+            .command(
+                reqwest::Method::POST,
+                "/element",
+                Some(json!({"using": "css selector", "value": css})),
+            )
+            .await;
+        Element(value[ELEMENT].as_str().unwrap().to_owned())
+    }
+
+    pub async fn type_into(&self, element: &Element, text: &str) {
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{}/value", element.0),
+            Some(json!({"text": text})),
+        )
+        .await;
+    }
+
+    pub async fn click(&self, element: &Element) {
+        self.command(
+            reqwest::Method::POST,
+            &format!("/element/{}/click", element.0),
+            Some(json!({})),
+        )
+        .await;
+    }
+
+    /// Runs a script in the page and returns its result.
+    pub async fn eval(&self, script: &str) -> Value {
+        self.command(
+            reqwest::Method::POST,
+            "/execute/sync",
+            Some(json!({"script": script, "args": []})),
+        )
+        .await
+    }
+
+    /// The text of the first element matching `css`, or `None`.
+    pub async fn text_of(&self, css: &str) -> Option<String> {
+        let script = format!(
+            "const e = document.querySelector({}); return e ? e.textContent.trim() : null;",
+            serde_json::to_string(css).unwrap()
+        );
+        self.eval(&script).await.as_str().map(str::to_owned)
+    }
+
+    /// Waits until `condition` (a script expression) is true in the page. The wait happens
+    /// inside the browser: a mutation observer re-checks the condition whenever the page
+    /// changes, so nothing polls.
+    pub async fn wait_until(&self, what: &str, condition: &str) {
+        let script = format!(
+            "const done = arguments[arguments.length - 1];
+             const check = () => {{ let ok = false; try {{ ok = Boolean({condition}); }} catch (e) {{}}
+                                    if (ok) {{ observer.disconnect(); done(true); }} }};
+             const observer = new MutationObserver(check);
+             observer.observe(document, {{subtree: true, childList: true, characterData: true, attributes: true}});
+             check();"
+        );
+        let url = format!("{}/session/{}/execute/async", self.driver_url, self.session);
+        let response: Value = self
+            .http
+            .post(url)
+            .json(&json!({"script": script, "args": []}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if response["value"] != Value::Bool(true) {
+            let body = self.eval("return document.body.innerText;").await;
+            panic!(
+                "waiting for {what}: {}\nthe page shows:\n{body}",
+                response["value"]
+            );
+        }
+    }
+
+    /// Saves a screenshot (PNG) as `name` in `$PROXLAB_SCREENSHOTS`, when that is set, for
+    /// looking at what a test saw.
+    pub async fn screenshot(&self, name: &str) {
+        use base64::Engine as _;
+        let Some(dir) = std::env::var_os("PROXLAB_SCREENSHOTS") else {
+            return;
+        };
+        let path = Path::new(&dir).join(name);
+        let data = self
+            .command(reqwest::Method::GET, "/screenshot", None)
+            .await;
+        let bytes = base64::engine::general_purpose::STANDARD
+            .decode(data.as_str().unwrap())
+            .unwrap();
+        std::fs::write(&path, bytes).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // chromedriver ends the browser with the session; the driver itself is killed on drop.
+        let url = format!("{}/session/{}", self.driver_url, self.session);
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let _ = reqwest::Client::new().delete(url).send().await;
+            });
+        })
+        .join();
+    }
+}

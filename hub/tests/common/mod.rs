@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod demo;
 pub mod pg;
 pub mod web;
 

@@ -63,9 +63,12 @@ async fn send(sender: &mpsc::Sender<Event>, event: Option<Event>) -> Result<(), 
 async fn feed(state: Arc<HubState>, viewer: Viewer, sender: mpsc::Sender<Event>) {
     let mut changes = state.inventory_changes.subscribe();
     let mut node_states = state.registry.subscribe();
+    let mut stopping = state.stopping.clone();
     loop {
         let result = tokio::select! {
             () = sender.closed() => return,
+            // Ending the feed ends the response, so the server can shut down.
+            () = hub_stopping(&mut stopping) => return,
             change = changes.recv() => match change {
                 Ok(change) => on_inventory_change(&state, &viewer, &change, &sender).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
@@ -82,6 +85,11 @@ async fn feed(state: Arc<HubState>, viewer: Viewer, sender: mpsc::Sender<Event>)
             return;
         }
     }
+}
+
+async fn hub_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
+    // A dropped sender also means the hub is gone.
+    let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
 }
 
 async fn on_inventory_change(

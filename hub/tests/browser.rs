@@ -1,0 +1,154 @@
+//! The portal in a real browser (headless Chromium) against the demo: real hub, real agents,
+//! simulated Proxmox nodes. Skipped with a notice when Chromium or chromedriver is missing.
+
+mod common;
+
+use common::browser::Browser;
+use common::demo::DemoProcess;
+
+/// The tile of a VM on the page.
+fn tile(vmid: u32) -> String {
+    format!("[data-vmid=\"{vmid}\"]")
+}
+
+fn badge_is(vmid: u32, label: &str) -> String {
+    format!(
+        "document.querySelector('{} [data-field=\"status\"]').textContent.trim() === '{label}'",
+        tile(vmid).replace('"', "\\\"")
+    )
+}
+
+async fn log_in(browser: &Browser, url: &str, username: &str, password: &str) {
+    browser.goto(&format!("{url}/login")).await;
+    browser
+        .type_into(&browser.find("#username").await, username)
+        .await;
+    browser
+        .type_into(&browser.find("#password").await, password)
+        .await;
+    browser
+        .click(&browser.find("form[action='/login'] button").await)
+        .await;
+    browser
+        .wait_until("the VM list", "document.querySelector('.tiles')")
+        .await;
+}
+
+#[tokio::test]
+async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    let url = demo.file.url.clone();
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    assert!(browser.current_url().await.ends_with("/vms"));
+    assert_eq!(
+        browser
+            .text_of(&format!("{} h3", tile(102)))
+            .await
+            .as_deref(),
+        Some("lab-alice")
+    );
+    assert!(
+        browser.text_of(&tile(201)).await.is_none(),
+        "bob's VM is not on alice's page"
+    );
+    browser
+        .wait_until(
+            "live updates to connect",
+            "document.body.dataset.liveReady === 'yes'",
+        )
+        .await;
+    assert!(
+        browser
+            .eval(&format!("return {};", badge_is(102, "Stopped")))
+            .await
+            == true
+    );
+    // A marker that a reload would wipe out.
+    browser
+        .eval("window.notReloaded = true; return null;")
+        .await;
+    browser
+        .click(
+            &browser
+                .find(&format!("{} form[data-action='start'] button", tile(102)))
+                .await,
+        )
+        .await;
+    browser
+        .wait_until("the VM to run with an IP", &format!(
+            "{} && /\\d+\\.\\d+\\.\\d+\\.\\d+/.test(document.querySelector('{} [data-field=\"ip\"]').textContent)",
+            badge_is(102, "Running"),
+            tile(102).replace('"', "\\\"")
+        ))
+        .await;
+    assert_eq!(
+        browser.eval("return window.notReloaded === true;").await,
+        true
+    );
+    // The stop button replaced the start button.
+    assert_eq!(
+        browser
+            .eval(&format!(
+                "return document.querySelector('{} form[data-action=\"stop\"]').hidden;",
+                tile(102).replace('"', "\\\"")
+            ))
+            .await,
+        false
+    );
+
+    // Someone stops the VM on the node itself: the page follows, still without a reload.
+    let output = demo.sim("pve1", &["qm", "stop", "102"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    browser
+        .wait_until("the outside stop to show", &badge_is(102, "Stopped"))
+        .await;
+    assert_eq!(
+        browser.eval("return window.notReloaded === true;").await,
+        true
+    );
+    browser.screenshot("student-vms.png").await;
+
+    // Another student's VM page does not exist for her.
+    browser.goto(&format!("{url}/vms/201")).await;
+    let body = browser.eval("return document.body.innerText;").await;
+    let body = body.as_str().unwrap();
+    assert!(body.contains("no such VM"), "{body}");
+    assert!(!body.contains("lab-bob"), "{body}");
+    assert!(demo.stop().await);
+}
+
+#[tokio::test]
+async fn an_admin_sees_nodes_and_everyones_vms() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    log_in(&browser, &demo.file.url, "admin", demo.password("admin")).await;
+    for vmid in [101, 102, 201, 202] {
+        assert!(
+            browser.text_of(&tile(vmid)).await.is_some(),
+            "VM {vmid} listed"
+        );
+    }
+    browser.screenshot("admin-vms.png").await;
+    browser
+        .goto(&format!("{}/admin/nodes", demo.file.url))
+        .await;
+    for node in ["pve1", "pve2"] {
+        let badge = browser
+            .text_of(&format!("[data-node='{node}'] [data-field='online']"))
+            .await;
+        assert_eq!(badge.as_deref(), Some("Online"), "{node}");
+    }
+    browser.screenshot("admin-nodes.png").await;
+    assert!(demo.stop().await);
+}

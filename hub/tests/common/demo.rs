@@ -1,0 +1,95 @@
+//! `proxlab-hub demo` as a real process: the hub, two agent processes and a pve-sim cluster.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+use proxlab_hub::demo::DemoFile;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// A running demo; stopped with SIGTERM by [`DemoProcess::stop`], killed if dropped.
+pub struct DemoProcess {
+    pub child: Child,
+    pub file: DemoFile,
+    pub dir: PathBuf,
+}
+
+impl DemoProcess {
+    /// Starts the demo in `dir` on ephemeral ports and waits for its banner.
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_on(dir, "127.0.0.1:0", "127.0.0.1:0").await
+    }
+
+    /// Starts the demo on given addresses (a second run must reuse the QUIC address its
+    /// agents enrolled with).
+    pub async fn start_on(dir: &Path, http_addr: &str, quic_addr: &str) -> Self {
+        // The demo runs the agent and simulator found next to the hub binary.
+        super::agent_bin();
+        super::sim_bin();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
+            .args(["demo", "--http-addr", http_addr, "--quic-addr", quic_addr])
+            .arg("--data-dir")
+            .arg(dir)
+            .env("PROXLAB_LOG", "warn")
+            .env_remove("PROXLAB_DATABASE_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("starting proxlab-hub demo");
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        super::within("the demo banner", async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("proxlab demo is running") {
+                    return;
+                }
+            }
+            panic!("the demo exited before it was running");
+        })
+        .await;
+        // Keep draining stdout so the demo never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        let text = std::fs::read_to_string(dir.join("demo.json")).expect("demo.json");
+        let file: DemoFile = serde_json::from_str(&text).expect("demo.json parses");
+        Self {
+            child,
+            file,
+            dir: dir.to_owned(),
+        }
+    }
+
+    pub fn password(&self, username: &str) -> &str {
+        &self.user(username).password
+    }
+
+    pub fn user(&self, username: &str) -> &proxlab_hub::demo::DemoUser {
+        self.file
+            .users
+            .iter()
+            .find(|user| user.username == username)
+            .unwrap_or_else(|| panic!("no demo user {username}"))
+    }
+
+    /// Runs a simulator tool against the demo's cluster, as an outside actor would.
+    pub fn sim(&self, node: &str, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(super::sim_bin())
+            .args(args)
+            .env("PVE_SIM_ROOT", self.dir.join("pve"))
+            .env("PVE_SIM_NODE", node)
+            .output()
+            .unwrap()
+    }
+
+    /// Ctrl-C, as a person would stop it; returns whether it exited cleanly.
+    pub async fn stop(mut self) -> bool {
+        let pid = self.child.id().expect("the demo is running");
+        std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status()
+            .unwrap();
+        super::within("the demo to stop", self.child.wait())
+            .await
+            .unwrap()
+            .success()
+    }
+}

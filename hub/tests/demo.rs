@@ -1,0 +1,82 @@
+//! The demo command as a person runs it: one process that brings up a simulated two-node
+//! cluster, two real agents and the hub, and stops cleanly on Ctrl-C.
+
+mod common;
+
+use common::demo::DemoProcess;
+use common::web::WebClient;
+use reqwest::StatusCode;
+
+#[tokio::test]
+async fn demo_runs_and_reuses_its_data() {
+    let dir = tempfile::tempdir().unwrap();
+    // Free ports, chosen once: the second run must come back where the agents look.
+    let port = || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let tcp = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        (
+            socket.local_addr().unwrap().to_string(),
+            tcp.local_addr().unwrap().to_string(),
+        )
+    };
+    let (quic, http) = port();
+    let demo = DemoProcess::start_on(dir.path(), &http, &quic).await;
+    let roles: Vec<(&str, &str)> = demo
+        .file
+        .users
+        .iter()
+        .map(|user| (user.username.as_str(), user.role.as_str()))
+        .collect();
+    assert_eq!(
+        roles,
+        [
+            ("admin", "admin"),
+            ("teacher", "teacher"),
+            ("alice", "student"),
+            ("bob", "student")
+        ]
+    );
+    let admin = WebClient::with_token(&demo.file.url, &demo.user("admin").api_token);
+    let nodes = admin.json("/api/v1/nodes").await;
+    let online: Vec<bool> = nodes["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|node| node["online"].as_bool().unwrap())
+        .collect();
+    assert_eq!(online, [true, true]);
+    let templates = admin.json("/api/v1/templates").await;
+    assert_eq!(templates["templates"][0]["name"], "debian-12-lab");
+    let alice = WebClient::login(&demo.file.url, "alice", demo.password("alice")).await;
+    let mine = alice.json("/api/v1/vms").await;
+    assert_eq!(mine["vms"].as_array().unwrap().len(), 1);
+    assert_eq!(mine["vms"][0]["name"], "lab-alice");
+    // The template's disk is a real qcow2 image.
+    let disk = dir
+        .path()
+        .join("pve/mnt/pve/shared/images/9000/base-9000-disk-0.qcow2");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "--output=json"])
+        .arg(&disk)
+        .output()
+        .unwrap();
+    assert!(
+        info.status.success(),
+        "{}",
+        String::from_utf8_lossy(&info.stderr)
+    );
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert_eq!(info["format"], "qcow2");
+    let first_password = demo.password("alice").to_owned();
+    assert!(demo.stop().await, "the demo stops cleanly on Ctrl-C");
+
+    // A second run reuses the cluster, the accounts and the enrollments.
+    let again = DemoProcess::start_on(dir.path(), &http, &quic).await;
+    assert_eq!(again.password("alice"), first_password);
+    let alice = WebClient::anonymous(&again.file.url);
+    assert_eq!(
+        alice.try_login("alice", &first_password).await.status(),
+        StatusCode::SEE_OTHER
+    );
+    assert!(again.stop().await);
+}
