@@ -4,7 +4,7 @@
 mod common;
 
 use common::demo::DemoProcess;
-use common::web::WebClient;
+use common::web::{EventStream, WebClient};
 use reqwest::StatusCode;
 
 #[tokio::test]
@@ -79,4 +79,79 @@ async fn demo_runs_and_reuses_its_data() {
         StatusCode::SEE_OTHER
     );
     assert!(again.stop().await);
+}
+
+#[tokio::test]
+async fn live_updates_reach_only_those_who_may_see_the_vm() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    let alice = WebClient::with_token(&demo.file.url, &demo.user("alice").api_token);
+    let bob = WebClient::with_token(&demo.file.url, &demo.user("bob").api_token);
+    let admin = WebClient::with_token(&demo.file.url, &demo.user("admin").api_token);
+    let mut alice_events = EventStream::open(&alice, "/api/v1/events").await;
+    let mut bob_events = EventStream::open(&bob, "/api/v1/events").await;
+    let mut admin_events = EventStream::open(&admin, "/api/v1/events").await;
+
+    // Alice's VM starts on the node itself, outside proxlab.
+    let output = demo.sim("pve1", &["qm", "start", "102"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let running = |name: &str, data: &serde_json::Value, vmid: u64| {
+        name == "vm" && data["vmid"] == vmid && data["status"] == "running"
+    };
+    let vm = alice_events
+        .until(
+            "alice's VM running",
+            |_, _| {},
+            |name, data| running(name, data, 102),
+        )
+        .await;
+    assert_eq!(vm["name"], "lab-alice");
+    assert_eq!(vm["actions"], serde_json::json!(["shutdown", "stop"]));
+    admin_events
+        .until(
+            "the admin sees it too",
+            |_, _| {},
+            |name, data| running(name, data, 102),
+        )
+        .await;
+    // Then bob's. Events on a stream keep their order, so anything about alice's VM would
+    // have reached bob before his own.
+    let output = demo.sim("pve2", &["qm", "start", "201"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let mut seen_by_bob = Vec::new();
+    bob_events
+        .until(
+            "bob's VM running",
+            |name, data| seen_by_bob.push((name.to_owned(), data["vmid"].clone())),
+            |name, data| running(name, data, 201),
+        )
+        .await;
+    assert!(
+        seen_by_bob
+            .iter()
+            .all(|(name, vmid)| name == "node" || *vmid == 201),
+        "bob saw {seen_by_bob:?}"
+    );
+    assert!(
+        seen_by_bob.iter().all(|(name, _)| name != "node"),
+        "node events are for admins"
+    );
+    // Actions through the API answer with the VM's new state.
+    let stopped: serde_json::Value = alice
+        .api_post("/api/v1/vms/102/stop")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["status"], "stopped");
+    assert_eq!(stopped["actions"], serde_json::json!(["start"]));
+    assert!(demo.stop().await);
 }

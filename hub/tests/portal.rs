@@ -234,6 +234,23 @@ async fn lists_hold_only_what_each_user_may_see() {
             [101, 102, 103, 104]
         );
         assert!(vmids(&root.json("/api/v1/vms?node=elsewhere").await).is_empty());
+        let page = root.json("/api/v1/vms?limit=2&offset=1").await;
+        assert_eq!(vmids(&page), [102, 103]);
+        assert_eq!(
+            (page["total"].as_u64(), page["limit"].as_u64()),
+            (Some(4), Some(2))
+        );
+        let html = root
+            .get("/vms?limit=2&offset=2")
+            .await
+            .text()
+            .await
+            .unwrap();
+        assert!(
+            html.contains("3–4 of 4") && html.contains("rel=\"prev\""),
+            "{html}"
+        );
+        assert!(!html.contains("rel=\"next\""));
         let page = alice.get("/vms").await.text().await.unwrap();
         assert!(page.contains("vm101") && !page.contains("vm102"), "{page}");
         let templates = tina.json("/api/v1/templates").await;

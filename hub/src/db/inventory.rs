@@ -45,6 +45,69 @@ pub struct VmFilter {
     pub template: Option<bool>,
     /// Only these VMIDs.
     pub vmids: Option<Vec<u32>>,
+    /// One page of the result (by VMID order), or all of it.
+    pub page: Option<PageRange>,
+}
+
+/// A slice of a listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageRange {
+    pub limit: u32,
+    pub offset: u32,
+}
+
+/// A value for a `$N` placeholder.
+enum Bind {
+    Int(i64),
+    Text(String),
+}
+
+type AnyQuery<'q> = sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>>;
+
+fn bind_all(mut query: AnyQuery<'_>, binds: Vec<Bind>) -> AnyQuery<'_> {
+    for bind in binds {
+        query = match bind {
+            Bind::Int(value) => query.bind(value),
+            Bind::Text(value) => query.bind(value),
+        };
+    }
+    query
+}
+
+/// The `WHERE` clause of a VM filter and the values of its placeholders.
+fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
+    let mut conditions = vec!["1 = 1".to_owned()];
+    let mut binds = Vec::new();
+    let mut add = |condition: &str, bind: Bind| {
+        binds.push(bind);
+        conditions.push(condition.replace('?', &format!("${}", binds.len())));
+    };
+    if let Some(user) = filter.visible_to {
+        add("a.user_id = ?", Bind::Int(user));
+    }
+    if let Some(node) = &filter.node {
+        add("n.name = ?", Bind::Text(node.clone()));
+    }
+    if let Some(status) = &filter.status {
+        add("v.status = ?", Bind::Text(status.clone()));
+    }
+    if let Some(part) = &filter.name_contains {
+        let pattern = format!("%{}%", escape_like(&part.to_lowercase()));
+        add("LOWER(v.name) LIKE ?", Bind::Text(pattern));
+    }
+    if let Some(template) = filter.template {
+        add("v.template = ?", Bind::Int(i64::from(template)));
+    }
+    if let Some(vmids) = &filter.vmids {
+        // Numbers, so they can be written into the statement safely.
+        let list: Vec<String> = vmids.iter().map(u32::to_string).collect();
+        conditions.push(if list.is_empty() {
+            "1 = 0".to_owned()
+        } else {
+            format!("v.vmid IN ({})", list.join(", "))
+        });
+    }
+    (conditions.join(" AND "), binds)
 }
 
 /// The tables a VM listing reads.
@@ -321,60 +384,30 @@ impl Db {
         self.find_vms(&VmFilter::default()).await
     }
 
-    /// The stored VMs a filter selects, by VMID.
+    /// The stored VMs a filter selects, by VMID: all of them, or one page.
     pub async fn find_vms(&self, filter: &VmFilter) -> Result<Vec<VmRow>, DbError> {
-        let mut conditions = vec!["1 = 1".to_owned()];
-        let mut next = 1;
-        let mut placeholder = |condition: &str| {
-            conditions.push(condition.replace('?', &format!("${next}")));
-            next += 1;
-        };
-        if filter.visible_to.is_some() {
-            placeholder("a.user_id = ?");
-        }
-        if filter.node.is_some() {
-            placeholder("n.name = ?");
-        }
-        if filter.status.is_some() {
-            placeholder("v.status = ?");
-        }
-        if filter.name_contains.is_some() {
-            placeholder("LOWER(v.name) LIKE ?");
-        }
-        if filter.template.is_some() {
-            placeholder("v.template = ?");
-        }
-        if let Some(vmids) = &filter.vmids {
-            // Numbers, so they can be written into the statement safely.
-            let list: Vec<String> = vmids.iter().map(u32::to_string).collect();
-            conditions.push(if list.is_empty() {
-                "1 = 0".to_owned()
-            } else {
-                format!("v.vmid IN ({})", list.join(", "))
-            });
-        }
+        let (conditions, binds) = vm_conditions(filter);
+        let page = filter
+            .page
+            .map(|page| format!(" LIMIT {} OFFSET {}", page.limit, page.offset))
+            .unwrap_or_default();
         let sql = format!(
-            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE {} ORDER BY v.vmid",
-            conditions.join(" AND ")
+            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE {conditions} ORDER BY v.vmid{page}"
         );
-        let mut query = sqlx::query(&sql);
-        if let Some(user) = filter.visible_to {
-            query = query.bind(user);
-        }
-        if let Some(node) = &filter.node {
-            query = query.bind(node.clone());
-        }
-        if let Some(status) = &filter.status {
-            query = query.bind(status.clone());
-        }
-        if let Some(part) = &filter.name_contains {
-            query = query.bind(format!("%{}%", escape_like(&part.to_lowercase())));
-        }
-        if let Some(template) = filter.template {
-            query = query.bind(i64::from(template));
-        }
-        let rows = query.fetch_all(self.pool()).await?;
+        let rows = bind_all(sqlx::query(&sql), binds)
+            .fetch_all(self.pool())
+            .await?;
         Ok(rows.iter().map(vm_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// How many stored VMs a filter selects, regardless of its page.
+    pub async fn count_vms(&self, filter: &VmFilter) -> Result<u64, DbError> {
+        let (conditions, binds) = vm_conditions(filter);
+        let sql = format!("SELECT COUNT(*) AS n FROM {VM_TABLES} WHERE {conditions}");
+        let row = bind_all(sqlx::query(&sql), binds)
+            .fetch_one(self.pool())
+            .await?;
+        Ok(row.try_get::<i64, _>("n")? as u64)
     }
 
     pub async fn vm(&self, vmid: u32) -> Result<Option<VmRow>, DbError> {

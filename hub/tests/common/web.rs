@@ -120,3 +120,74 @@ impl WebClient {
         response.json().await.unwrap()
     }
 }
+
+/// A Server-Sent Events stream, read event by event.
+pub struct EventStream {
+    response: Response,
+    buffer: String,
+}
+
+impl EventStream {
+    pub async fn open(client: &WebClient, path: &str) -> Self {
+        let response = client.get(path).await;
+        assert_eq!(response.status(), StatusCode::OK, "GET {path}");
+        assert!(
+            response.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/event-stream")
+        );
+        Self {
+            response,
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event as `(name, data)`; keep-alive comments are skipped.
+    pub async fn next(&mut self) -> (String, serde_json::Value) {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut name = String::from("message");
+                let mut data = String::new();
+                for line in block.lines() {
+                    if let Some(value) = line.strip_prefix("event:") {
+                        name = value.trim().to_owned();
+                    } else if let Some(value) = line.strip_prefix("data:") {
+                        data.push_str(value.trim_start());
+                    }
+                }
+                if data.is_empty() {
+                    continue;
+                }
+                return (name, serde_json::from_str(&data).unwrap());
+            }
+            let chunk = self
+                .response
+                .chunk()
+                .await
+                .unwrap()
+                .expect("the event stream ended");
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// Reads events until `matches` accepts one; every event read is given to `seen` first.
+    pub async fn until(
+        &mut self,
+        what: &str,
+        mut seen: impl FnMut(&str, &serde_json::Value),
+        matches: impl Fn(&str, &serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        super::within(what, async {
+            loop {
+                let (name, data) = self.next().await;
+                seen(&name, &data);
+                if matches(&name, &data) {
+                    return data;
+                }
+            }
+        })
+        .await
+    }
+}

@@ -51,6 +51,10 @@ async fn session(user: CurrentUser) -> Json<SessionView> {
 #[derive(Debug, Serialize)]
 struct VmList {
     vms: Vec<VmView>,
+    /// How many VMs match, across all pages.
+    total: u64,
+    offset: u32,
+    limit: u32,
 }
 
 async fn list_vms(
@@ -60,8 +64,12 @@ async fn list_vms(
 ) -> ApiResult<VmList> {
     let filter = access::restrict_to_viewer(&user.viewer, query.to_filter());
     let vms = state.db.find_vms(&filter).await?;
+    let page = query.page();
     Ok(Json(VmList {
         vms: vms.iter().map(|vm| VmView::new(&user.viewer, vm)).collect(),
+        total: state.db.count_vms(&filter).await?,
+        offset: page.offset,
+        limit: page.limit,
     }))
 }
 

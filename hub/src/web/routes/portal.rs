@@ -10,7 +10,7 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, VmAction};
-use crate::db::inventory::VmFilter;
+use crate::db::inventory::{PageRange, VmFilter};
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
@@ -27,9 +27,25 @@ pub(in crate::web) struct VmQuery {
     pub(in crate::web) node: String,
     #[serde(default)]
     pub(in crate::web) status: String,
+    /// How many VMs per page (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]).
+    pub(in crate::web) limit: Option<u32>,
+    #[serde(default)]
+    pub(in crate::web) offset: u32,
 }
 
+/// VMs per page unless the request says otherwise.
+pub(in crate::web) const DEFAULT_PAGE: u32 = 100;
+/// The most VMs one request returns.
+pub(in crate::web) const MAX_PAGE: u32 = 1000;
+
 impl VmQuery {
+    pub(in crate::web) fn page(&self) -> PageRange {
+        PageRange {
+            limit: self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
+            offset: self.offset,
+        }
+    }
+
     pub(in crate::web) fn to_filter(&self) -> VmFilter {
         let non_empty = |text: &str| Some(text.trim().to_owned()).filter(|text| !text.is_empty());
         VmFilter {
@@ -37,7 +53,49 @@ impl VmQuery {
             status: non_empty(&self.status),
             name_contains: non_empty(&self.name),
             template: Some(false),
+            page: Some(self.page()),
             ..VmFilter::default()
+        }
+    }
+
+    /// This listing's URL at another offset.
+    fn at_offset(&self, offset: u32) -> String {
+        use crate::web::cookies::percent_encode;
+        format!(
+            "/vms?name={}&node={}&status={}&limit={}&offset={offset}",
+            percent_encode(&self.name),
+            percent_encode(&self.node),
+            percent_encode(&self.status),
+            self.page().limit
+        )
+    }
+}
+
+/// Where a page sits in the whole listing.
+#[derive(Debug, Serialize)]
+struct Paging {
+    first: u64,
+    last: u64,
+    total: u64,
+    previous: Option<String>,
+    next: Option<String>,
+}
+
+impl Paging {
+    fn new(query: &VmQuery, shown: usize, total: u64) -> Self {
+        let page = query.page();
+        let end = u64::from(page.offset) + shown as u64;
+        Self {
+            first: if shown == 0 {
+                0
+            } else {
+                u64::from(page.offset) + 1
+            },
+            last: end,
+            total,
+            previous: (page.offset > 0)
+                .then(|| query.at_offset(page.offset.saturating_sub(page.limit))),
+            next: (end < total).then(|| query.at_offset(page.offset + page.limit)),
         }
     }
 }
@@ -45,6 +103,7 @@ impl VmQuery {
 #[derive(Debug, Serialize)]
 struct VmsView {
     vms: Vec<VmView>,
+    paging: Paging,
     filter: VmQuery,
     nodes: Vec<String>,
     back: String,
@@ -63,6 +122,7 @@ async fn list_vms(
     let viewer = &user.viewer;
     let filter = access::restrict_to_viewer(viewer, query.to_filter());
     let vms = state.db.find_vms(&filter).await?;
+    let total = state.db.count_vms(&filter).await?;
     let nodes = if viewer.is_admin() {
         state
             .db
@@ -77,6 +137,7 @@ async fn list_vms(
     };
     let view = VmsView {
         vms: vms.iter().map(|vm| VmView::new(viewer, vm)).collect(),
+        paging: Paging::new(&query, vms.len(), total),
         filter: query,
         nodes,
         back: "/vms".into(),
