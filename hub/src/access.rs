@@ -1,8 +1,8 @@
 //! Who may see and do what. Every handler asks here; nothing else decides.
 //!
-//! - An admin sees and operates every VM, node, user and token.
-//! - A teacher sees and operates the VMs assigned to them (classes add their class VMs), and
-//!   sees templates.
+//! - An admin sees and operates every VM, node, user, class and token.
+//! - A teacher sees and operates the VMs assigned to them and every VM of the classes they
+//!   own (or co-own), sees templates, and creates classes.
 //! - A student sees and operates only the VMs assigned to them.
 //!
 //! A VM someone may not see is reported as not found, so its existence does not leak.
@@ -10,23 +10,31 @@
 use crate::auth::Viewer;
 use crate::db::inventory::{VmFilter, VmRow};
 
-/// A power action a user may ask for.
+/// An action a user may ask for on a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum VmAction {
     Start,
     Shutdown,
     Stop,
+    /// Back to the class template: the VM's changes are lost.
+    Reset,
 }
 
 impl VmAction {
-    pub const ALL: [VmAction; 3] = [VmAction::Start, VmAction::Shutdown, VmAction::Stop];
+    pub const ALL: [VmAction; 4] = [
+        VmAction::Start,
+        VmAction::Shutdown,
+        VmAction::Stop,
+        VmAction::Reset,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
             VmAction::Start => "start",
             VmAction::Shutdown => "shutdown",
             VmAction::Stop => "stop",
+            VmAction::Reset => "reset",
         }
     }
 
@@ -43,20 +51,27 @@ pub fn restrict_to_viewer(viewer: &Viewer, mut filter: VmFilter) -> VmFilter {
     filter
 }
 
-pub fn can_see_vm(viewer: &Viewer, vm: &VmRow) -> bool {
-    viewer.is_admin() || vm.assignee.as_deref() == Some(viewer.username.as_str())
+/// Whether the viewer may see (and so operate) a VM; `owns_class` says whether they own
+/// the VM's class.
+pub fn can_see_vm(viewer: &Viewer, vm: &VmRow, owns_class: bool) -> bool {
+    viewer.is_admin() || owns_class || vm.assignee.as_deref() == Some(viewer.username.as_str())
 }
 
-/// The actions that make sense for the VM's state, if the viewer may operate it at all.
-pub fn allowed_actions(viewer: &Viewer, vm: &VmRow) -> Vec<VmAction> {
-    if !can_see_vm(viewer, vm) || vm.template || vm.lock.is_some() {
+/// The actions that make sense for a VM in its state, for someone who may see it. Only
+/// class VMs can be reset: they have a base to go back to.
+pub fn allowed_actions(vm: &VmRow) -> Vec<VmAction> {
+    if vm.template || vm.lock.is_some() {
         return Vec::new();
     }
-    match vm.status.as_str() {
+    let mut actions = match vm.status.as_str() {
         "stopped" => vec![VmAction::Start],
         "running" | "paused" => vec![VmAction::Shutdown, VmAction::Stop],
         _ => Vec::new(),
+    };
+    if vm.class_id.is_some() && !actions.is_empty() {
+        actions.push(VmAction::Reset);
     }
+    actions
 }
 
 /// Templates (with their specs) are for the people who build classes.
@@ -98,16 +113,19 @@ mod tests {
             status_changed_at: 0,
             updated_at: 0,
             assignee: assignee.map(str::to_owned),
+            class_id: None,
         }
     }
 
     #[test]
     fn students_see_only_their_own_vms() {
         let alice = viewer(1, "alice", Role::Student);
-        assert!(can_see_vm(&alice, &vm("stopped", Some("alice"))));
-        assert!(!can_see_vm(&alice, &vm("stopped", Some("bob"))));
-        assert!(!can_see_vm(&alice, &vm("stopped", None)));
-        assert!(allowed_actions(&alice, &vm("running", Some("bob"))).is_empty());
+        assert!(can_see_vm(&alice, &vm("stopped", Some("alice")), false));
+        assert!(!can_see_vm(&alice, &vm("stopped", Some("bob")), false));
+        assert!(!can_see_vm(&alice, &vm("stopped", None), false));
+        let tina = viewer(2, "tina", Role::Teacher);
+        assert!(can_see_vm(&tina, &vm("stopped", Some("bob")), true));
+        assert!(!can_see_vm(&tina, &vm("stopped", Some("bob")), false));
         let filter = restrict_to_viewer(&alice, VmFilter::default());
         assert_eq!(filter.visible_to, Some(1));
     }
@@ -115,7 +133,7 @@ mod tests {
     #[test]
     fn admins_see_everything() {
         let root = viewer(9, "root", Role::Admin);
-        assert!(can_see_vm(&root, &vm("running", None)));
+        assert!(can_see_vm(&root, &vm("running", None), false));
         assert_eq!(
             restrict_to_viewer(&root, VmFilter::default()).visible_to,
             None
@@ -124,21 +142,23 @@ mod tests {
 
     #[test]
     fn actions_follow_the_power_state() {
-        let alice = viewer(1, "alice", Role::Student);
+        assert_eq!(allowed_actions(&vm("stopped", None)), [VmAction::Start]);
         assert_eq!(
-            allowed_actions(&alice, &vm("stopped", Some("alice"))),
-            [VmAction::Start]
-        );
-        assert_eq!(
-            allowed_actions(&alice, &vm("running", Some("alice"))),
+            allowed_actions(&vm("running", None)),
             [VmAction::Shutdown, VmAction::Stop]
         );
-        let mut locked = vm("stopped", Some("alice"));
+        let mut class_vm = vm("stopped", None);
+        class_vm.class_id = Some(7);
+        assert_eq!(
+            allowed_actions(&class_vm),
+            [VmAction::Start, VmAction::Reset]
+        );
+        let mut locked = vm("stopped", None);
         locked.lock = Some("clone".into());
-        assert!(allowed_actions(&alice, &locked).is_empty());
-        let mut template = vm("stopped", Some("alice"));
+        assert!(allowed_actions(&locked).is_empty());
+        let mut template = vm("stopped", None);
         template.template = true;
-        assert!(allowed_actions(&alice, &template).is_empty());
+        assert!(allowed_actions(&template).is_empty());
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use proxlab_protocol::inventory::PowerState;
-use proxlab_protocol::vm_ops::{PowerAction, VmPower};
+use proxlab_protocol::vm_ops::{PowerAction, VmPower, VmReset};
 
 use crate::HubState;
 use crate::access::{self, VmAction};
@@ -37,10 +37,60 @@ pub enum VmOpError {
 
 /// The VM with this id, if the viewer may see it.
 pub async fn visible_vm(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<VmRow, VmOpError> {
-    match state.db.vm(vmid).await? {
-        Some(vm) if access::can_see_vm(viewer, &vm) => Ok(vm),
-        _ => Err(VmOpError::NotFound),
+    let Some(vm) = state.db.vm(vmid).await? else {
+        return Err(VmOpError::NotFound);
+    };
+    let owns_class = match vm.class_id {
+        Some(class_id) if viewer.is_staff() => state.db.is_class_owner(class_id, viewer.id).await?,
+        _ => false,
+    };
+    if access::can_see_vm(viewer, &vm, owns_class) {
+        Ok(vm)
+    } else {
+        Err(VmOpError::NotFound)
     }
+}
+
+/// Asks the node's agent to do `action`; returns the power state afterwards.
+pub async fn send_action(
+    state: &HubState,
+    node: &str,
+    vmid: u32,
+    action: VmAction,
+) -> Result<PowerState, CallError> {
+    let power = |action| VmPower { vmid, action };
+    let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
+    let op_id = crate::agents::new_op_id();
+    let reply = match action {
+        VmAction::Start => {
+            state
+                .registry
+                .call(node, &power(PowerAction::Start))
+                .await?
+        }
+        VmAction::Stop => state.registry.call(node, &power(PowerAction::Stop)).await?,
+        VmAction::Shutdown => {
+            let request = power(PowerAction::Shutdown {
+                timeout_secs: SHUTDOWN_TIMEOUT.as_secs() as u32,
+                force_stop: false,
+            });
+            state
+                .registry
+                .call_with(node, &request, &op_id, timeout, |_| {})
+                .await?
+        }
+        VmAction::Reset => {
+            let request = VmReset {
+                vmid,
+                stopped: false,
+            };
+            state
+                .registry
+                .call_with(node, &request, &op_id, timeout, |_| {})
+                .await?
+        }
+    };
+    Ok(reply.status)
 }
 
 /// Runs a power action and returns the VM's power state afterwards.
@@ -67,7 +117,7 @@ pub async fn power(
             return Err(err);
         }
     };
-    if !access::allowed_actions(viewer, &vm).contains(&action) {
+    if !access::allowed_actions(&vm).contains(&action) {
         let reason = format!(
             "{} is {}{}: it cannot be asked to {}",
             vm.name,
@@ -89,30 +139,9 @@ pub async fn power(
         .await;
         return Err(VmOpError::NotAllowed(reason));
     }
-    let request = VmPower {
-        vmid,
-        action: match action {
-            VmAction::Start => PowerAction::Start,
-            VmAction::Stop => PowerAction::Stop,
-            VmAction::Shutdown => PowerAction::Shutdown {
-                timeout_secs: SHUTDOWN_TIMEOUT.as_secs() as u32,
-                force_stop: false,
-            },
-        },
-    };
-    let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
-    let result = state
-        .registry
-        .call_with(
-            &vm.node,
-            &request,
-            &crate::agents::new_op_id(),
-            timeout,
-            |_| {},
-        )
-        .await;
+    let result = send_action(state, &vm.node, vmid, action).await;
     match result {
-        Ok(reply) => {
+        Ok(status) => {
             audit::record(
                 &state.db,
                 Some(viewer),
@@ -122,7 +151,7 @@ pub async fn power(
                 "",
             )
             .await;
-            Ok(reply.status)
+            Ok(status)
         }
         Err(source) => {
             audit::record(

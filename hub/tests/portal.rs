@@ -671,6 +671,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/templates",
             "/vms",
             "/vms/{vmid}",
+            "/vms/{vmid}/reset",
             "/vms/{vmid}/shutdown",
             "/vms/{vmid}/start",
             "/vms/{vmid}/stop",

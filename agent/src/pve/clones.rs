@@ -222,22 +222,54 @@ pub struct Base {
 }
 
 impl Base {
+    /// Loads a class base. It may live on another node of the cluster when all its images are
+    /// on shared storage, which this node reaches too.
     pub fn load(node: &Node, vmid: u32) -> Result<Self, PveError> {
-        let config = node.require_config(vmid)?;
+        let (config, owner) = match node.read_config(vmid)? {
+            Some((config, _)) => (config, None),
+            None => match node.vmid_owner(vmid) {
+                Some(owner) => {
+                    let path = node.qemu_dir(&owner).join(format!("{vmid}.conf"));
+                    let raw = std::fs::read_to_string(&path)?;
+                    (VmConfig::parse(&raw), Some(owner))
+                }
+                None => {
+                    return Err(node
+                        .require_config(vmid)
+                        .err()
+                        .unwrap_or_else(|| PveError::Invalid(format!("VM {vmid} does not exist"))));
+                }
+            },
+        };
         if config.main().get("template") != Some("1") {
             return Err(PveError::Invalid(format!("VM {vmid} is not a template")));
         }
         let storages = node.storage_cfg()?;
-        let overlays = image_drives(&config)
-            .iter()
+        let images: Vec<_> = image_drives(&config)
+            .into_iter()
             .filter(|d| !is_state_disk(d))
-            .all(|drive| {
-                file_image(drive.volume()).is_ok_and(|(storage, image)| {
-                    image.is_base()
-                        && image.format() == Some("qcow2")
-                        && storages.get(&storage).is_some_and(|s| s.is_file_based())
-                })
-            });
+            .collect();
+        let overlays = images.iter().all(|drive| {
+            file_image(drive.volume()).is_ok_and(|(storage, image)| {
+                image.is_base()
+                    && image.format() == Some("qcow2")
+                    && storages.get(&storage).is_some_and(|s| s.is_file_based())
+            })
+        });
+        if let Some(owner) = owner {
+            let all_shared = overlays
+                && images.iter().all(|drive| {
+                    file_image(drive.volume()).is_ok_and(|(storage, _)| {
+                        storages.get(&storage).is_some_and(|s| s.is_shared())
+                    })
+                });
+            if !all_shared {
+                return Err(PveError::Invalid(format!(
+                    "base VM {vmid} is on node '{owner}' and not all its disks are qcow2 \
+                     images on shared storage; clone it on '{owner}'"
+                )));
+            }
+        }
         Ok(Self {
             vmid,
             config,

@@ -31,12 +31,14 @@ pub struct VmRow {
     pub updated_at: i64,
     /// The user the VM is assigned to, if any.
     pub assignee: Option<String>,
+    /// The class the VM belongs to, if any.
+    pub class_id: Option<i64>,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct VmFilter {
-    /// Only VMs this user may see: assigned to them (classes add their owners later).
+    /// Only VMs this user may see: assigned to them, or in a class they own.
     pub visible_to: Option<i64>,
     pub node: Option<String>,
     pub status: Option<String>,
@@ -83,7 +85,10 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
         conditions.push(condition.replace('?', &format!("${}", binds.len())));
     };
     if let Some(user) = filter.visible_to {
-        add("a.user_id = ?", Bind::Int(user));
+        add(
+            "(a.user_id = ? OR cv.class_id IN (SELECT o.class_id FROM class_owners o WHERE o.user_id = ?))",
+            Bind::Int(user),
+        );
     }
     if let Some(node) = &filter.node {
         add("n.name = ?", Bind::Text(node.clone()));
@@ -112,11 +117,12 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
 
 /// The tables a VM listing reads.
 const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
-     LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id";
+     LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id \
+     LEFT JOIN class_vms cv ON cv.vmid = v.vmid";
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee";
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -152,6 +158,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         status_changed_at: row.try_get("status_changed_at")?,
         updated_at: row.try_get("updated_at")?,
         assignee: row.try_get("assignee")?,
+        class_id: row.try_get("class_id")?,
     })
 }
 

@@ -8,6 +8,7 @@
 pub mod api_tokens;
 pub mod assignments;
 pub mod audit;
+pub mod classes;
 pub mod inventory;
 pub mod nodes;
 pub mod sessions;

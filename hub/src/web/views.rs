@@ -4,7 +4,6 @@
 use serde::Serialize;
 
 use crate::access::{self, VmAction};
-use crate::auth::Viewer;
 use crate::db::inventory::VmRow;
 use crate::db::nodes::NodeOverview;
 use crate::tokens::format_time;
@@ -61,7 +60,7 @@ fn source_text(source: proxlab_protocol::inventory::IpSource) -> String {
 }
 
 impl VmView {
-    pub(crate) fn new(viewer: &Viewer, vm: &VmRow) -> Self {
+    pub(crate) fn new(vm: &VmRow) -> Self {
         let (display_status, status_label) = display_status(vm);
         let ip = vm
             .ips
@@ -93,7 +92,7 @@ impl VmView {
             lock: vm.lock.clone(),
             uptime_secs: vm.uptime_secs,
             status_changed_at: format_time(vm.status_changed_at),
-            actions: access::allowed_actions(viewer, vm),
+            actions: access::allowed_actions(vm),
         }
     }
 }

@@ -66,7 +66,7 @@ async fn list_vms(
     let vms = state.db.find_vms(&filter).await?;
     let page = query.page();
     Ok(Json(VmList {
-        vms: vms.iter().map(|vm| VmView::new(&user.viewer, vm)).collect(),
+        vms: vms.iter().map(|vm| VmView::new(vm)).collect(),
         total: state.db.count_vms(&filter).await?,
         offset: page.offset,
         limit: page.limit,
@@ -80,7 +80,7 @@ async fn get_vm(
 ) -> ApiResult<VmView> {
     let vmid = parse_vmid(&vmid)?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
-    Ok(Json(VmView::new(&user.viewer, &vm)))
+    Ok(Json(VmView::new(&vm)))
 }
 
 async fn vm_action(
@@ -98,7 +98,7 @@ async fn vm_action(
     // The agent's answer is newer than what the inventory stored so far.
     let mut vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
     vm.status = super::super::power_state_text(status).to_owned();
-    Ok(Json(VmView::new(&user.viewer, &vm)))
+    Ok(Json(VmView::new(&vm)))
 }
 
 #[derive(Debug, Serialize)]

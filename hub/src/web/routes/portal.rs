@@ -136,7 +136,7 @@ async fn list_vms(
         Vec::new()
     };
     let view = VmsView {
-        vms: vms.iter().map(|vm| VmView::new(viewer, vm)).collect(),
+        vms: vms.iter().map(|vm| VmView::new(vm)).collect(),
         paging: Paging::new(&query, vms.len(), total),
         filter: query,
         nodes,
@@ -169,7 +169,7 @@ async fn show_vm(
     let vmid = parse_vmid(&vmid)?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
     let view = VmPageView {
-        vm: VmView::new(&user.viewer, &vm),
+        vm: VmView::new(&vm),
         back: format!("/vms/{vmid}"),
     };
     Ok(Page::render(

@@ -1,0 +1,633 @@
+//! Classes, their owners and students, their VMs (reserved by VMID before they exist), and
+//! the jobs that deploy and delete them.
+
+use sqlx::Row;
+use sqlx::any::AnyRow;
+
+use super::{Db, DbError};
+
+/// A class as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassRow {
+    pub id: i64,
+    pub name: String,
+    pub description: String,
+    /// The source template; `None` for a class of empty VMs.
+    pub template_vmid: Option<u32>,
+    pub cores: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_gib: Option<u32>,
+    pub bridge: Option<String>,
+    pub pinned_node: Option<String>,
+    /// Student VMs wanted.
+    pub seats: u32,
+    /// `active` or `deleting`.
+    pub state: String,
+    pub invite_expires_at: Option<i64>,
+    pub invite_seat_limit: Option<u32>,
+    pub has_invite: bool,
+    pub created_at: i64,
+}
+
+/// What a new class is made of.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NewClass {
+    pub name: String,
+    pub description: String,
+    pub template_vmid: Option<u32>,
+    pub cores: Option<u32>,
+    pub memory_mib: Option<u64>,
+    pub disk_gib: Option<u32>,
+    pub bridge: Option<String>,
+    pub pinned_node: Option<String>,
+    pub seats: u32,
+}
+
+/// A VM of a class.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassVmRow {
+    pub vmid: u32,
+    pub class_id: i64,
+    /// `base`, `teacher` or `student`.
+    pub kind: String,
+    pub node: String,
+    /// `planned`, `ready`, `failed` or `removing`.
+    pub state: String,
+    pub attempts: u32,
+    pub error: String,
+    pub assignee: Option<String>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRow {
+    pub id: i64,
+    /// `deploy` or `delete`.
+    pub kind: String,
+    pub class_id: Option<i64>,
+    /// `pending`, `running`, `done` or `failed`.
+    pub state: String,
+    pub created_at: i64,
+    pub updated_at: i64,
+    pub message: String,
+}
+
+/// The outcome of a join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JoinOutcome {
+    /// Enrolled and given this VM (or already had it).
+    Assigned(u32),
+    /// Enrolled; no free VM yet.
+    Waitlisted,
+}
+
+const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory_mib, disk_gib, \
+     bridge, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, created_at";
+
+fn opt_u32(row: &AnyRow, column: &str) -> Result<Option<u32>, sqlx::Error> {
+    Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v as u32))
+}
+
+fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
+    Ok(ClassRow {
+        id: row.try_get("id")?,
+        name: row.try_get("name")?,
+        description: row.try_get("description")?,
+        template_vmid: opt_u32(row, "template_vmid")?,
+        cores: opt_u32(row, "cores")?,
+        memory_mib: row
+            .try_get::<Option<i64>, _>("memory_mib")?
+            .map(|v| v as u64),
+        disk_gib: opt_u32(row, "disk_gib")?,
+        bridge: row.try_get("bridge")?,
+        pinned_node: row.try_get("pinned_node")?,
+        seats: row.try_get::<i64, _>("seats")? as u32,
+        state: row.try_get("state")?,
+        invite_expires_at: row.try_get("invite_expires_at")?,
+        invite_seat_limit: opt_u32(row, "invite_seat_limit")?,
+        has_invite: row.try_get::<Option<String>, _>("invite_hash")?.is_some(),
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
+    Ok(ClassVmRow {
+        vmid: row.try_get::<i64, _>("vmid")? as u32,
+        class_id: row.try_get("class_id")?,
+        kind: row.try_get("kind")?,
+        node: row.try_get("node")?,
+        state: row.try_get("state")?,
+        attempts: row.try_get::<i64, _>("attempts")? as u32,
+        error: row.try_get("error")?,
+        assignee: row.try_get("assignee")?,
+    })
+}
+
+fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
+    Ok(JobRow {
+        id: row.try_get("id")?,
+        kind: row.try_get("kind")?,
+        class_id: row.try_get("class_id")?,
+        state: row.try_get("state")?,
+        created_at: row.try_get("created_at")?,
+        updated_at: row.try_get("updated_at")?,
+        message: row.try_get("message")?,
+    })
+}
+
+impl Db {
+    /// Creates a class owned by `owner`. Returns its id.
+    pub async fn insert_class(
+        &self,
+        class: &NewClass,
+        owner: i64,
+        now: i64,
+    ) -> Result<i64, DbError> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query(
+            "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
+             pinned_node, seats, state, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11) RETURNING id",
+        )
+        .bind(&class.name)
+        .bind(&class.description)
+        .bind(class.template_vmid.map(i64::from))
+        .bind(class.cores.map(i64::from))
+        .bind(class.memory_mib.map(|v| v as i64))
+        .bind(class.disk_gib.map(i64::from))
+        .bind(class.bridge.as_deref())
+        .bind(class.pinned_node.as_deref())
+        .bind(i64::from(class.seats))
+        .bind(owner)
+        .bind(now)
+        .fetch_one(&mut *tx)
+        .await?;
+        let id: i64 = row.try_get("id")?;
+        sqlx::query("INSERT INTO class_owners (class_id, user_id) VALUES ($1, $2)")
+            .bind(id)
+            .bind(owner)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    pub async fn class(&self, id: i64) -> Result<Option<ClassRow>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CLASS_COLUMNS} FROM classes WHERE id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(class_from_row).transpose()?)
+    }
+
+    /// Classes a user owns (`owned_by`), or every class.
+    pub async fn list_classes(&self, owned_by: Option<i64>) -> Result<Vec<ClassRow>, DbError> {
+        let rows = match owned_by {
+            Some(user) => {
+                sqlx::query(&format!(
+                    "SELECT {CLASS_COLUMNS} FROM classes WHERE id IN \
+                     (SELECT class_id FROM class_owners WHERE user_id = $1) ORDER BY name, id"
+                ))
+                .bind(user)
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!(
+                    "SELECT {CLASS_COLUMNS} FROM classes ORDER BY name, id"
+                ))
+                .fetch_all(self.pool())
+                .await?
+            }
+        };
+        Ok(rows.iter().map(class_from_row).collect::<Result<_, _>>()?)
+    }
+
+    /// The classes a student is enrolled in.
+    pub async fn enrolled_classes(&self, user: i64) -> Result<Vec<ClassRow>, DbError> {
+        let rows = sqlx::query(&format!(
+            "SELECT {CLASS_COLUMNS} FROM classes WHERE id IN \
+             (SELECT class_id FROM enrollments WHERE user_id = $1) ORDER BY name, id"
+        ))
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(class_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn is_class_owner(&self, class_id: i64, user: i64) -> Result<bool, DbError> {
+        let row =
+            sqlx::query("SELECT 1 AS x FROM class_owners WHERE class_id = $1 AND user_id = $2")
+                .bind(class_id)
+                .bind(user)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn class_owners(&self, class_id: i64) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT u.username FROM class_owners o JOIN users u ON u.id = o.user_id \
+             WHERE o.class_id = $1 ORDER BY u.username",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
+    pub async fn add_class_owner(&self, class_id: i64, user: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO class_owners (class_id, user_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(class_id)
+        .bind(user)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// Removes a co-owner; the last owner stays.
+    pub async fn remove_class_owner(&self, class_id: i64, user: i64) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "DELETE FROM class_owners WHERE class_id = $1 AND user_id = $2 \
+             AND (SELECT COUNT(*) FROM class_owners WHERE class_id = $1) > 1",
+        )
+        .bind(class_id)
+        .bind(user)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    pub async fn set_class_state(&self, class_id: i64, state: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE classes SET state = $1 WHERE id = $2")
+            .bind(state)
+            .bind(class_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    pub async fn set_class_seats(&self, class_id: i64, seats: u32) -> Result<(), DbError> {
+        sqlx::query("UPDATE classes SET seats = $1 WHERE id = $2")
+            .bind(i64::from(seats))
+            .bind(class_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Removes the class and everything that hangs on it.
+    pub async fn delete_class(&self, class_id: i64) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "DELETE FROM vm_assignments WHERE vmid IN (SELECT vmid FROM class_vms WHERE class_id = $1)",
+        )
+        .bind(class_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM classes WHERE id = $1")
+            .bind(class_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Sets a new invite (only its hash is kept); the old one stops working at once.
+    pub async fn set_invite(
+        &self,
+        class_id: i64,
+        invite_hash: &str,
+        expires_at: Option<i64>,
+        seat_limit: Option<u32>,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE classes SET invite_hash = $1, invite_expires_at = $2, invite_seat_limit = $3 WHERE id = $4",
+        )
+        .bind(invite_hash)
+        .bind(expires_at)
+        .bind(seat_limit.map(i64::from))
+        .bind(class_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The class an invite belongs to.
+    pub async fn class_by_invite(&self, invite_hash: &str) -> Result<Option<ClassRow>, DbError> {
+        let row = sqlx::query(&format!(
+            "SELECT {CLASS_COLUMNS} FROM classes WHERE invite_hash = $1"
+        ))
+        .bind(invite_hash)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(class_from_row).transpose()?)
+    }
+
+    /// Reserves `count` free VMIDs in `range` for a class, cluster-wide: numbers no VM and no
+    /// reservation holds. The reservations are rows of `class_vms` in state `planned`.
+    pub async fn reserve_vmids(
+        &self,
+        class_id: i64,
+        plan: &[(String, String)],
+        range: std::ops::RangeInclusive<u32>,
+        now: i64,
+    ) -> Result<Vec<u32>, DbError> {
+        let mut tx = self.pool().begin().await?;
+        let taken: Vec<(i64,)> = sqlx::query_as(
+            "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
+             UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2",
+        )
+        .bind(i64::from(*range.start()))
+        .bind(i64::from(*range.end()))
+        .fetch_all(&mut *tx)
+        .await?;
+        let taken: std::collections::HashSet<u32> =
+            taken.into_iter().map(|(vmid,)| vmid as u32).collect();
+        let free: Vec<u32> = range
+            .filter(|vmid| !taken.contains(vmid))
+            .take(plan.len())
+            .collect();
+        if free.len() < plan.len() {
+            return Err(DbError::Conflict(format!(
+                "only {} free VM ids are left in the class range",
+                free.len()
+            )));
+        }
+        for (vmid, (kind, node)) in free.iter().zip(plan) {
+            sqlx::query(
+                "INSERT INTO class_vms (vmid, class_id, kind, node, state, updated_at) \
+                 VALUES ($1, $2, $3, $4, 'planned', $5)",
+            )
+            .bind(i64::from(*vmid))
+            .bind(class_id)
+            .bind(kind)
+            .bind(node)
+            .bind(now)
+            .execute(&mut *tx)
+            .await
+            .map_err(|err| match &err {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    DbError::Conflict("VM ids were taken meanwhile; try again".into())
+                }
+                _ => DbError::Sqlx(err),
+            })?;
+        }
+        tx.commit().await?;
+        Ok(free)
+    }
+
+    pub async fn class_vms(&self, class_id: i64) -> Result<Vec<ClassVmRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, u.username AS assignee \
+             FROM class_vms c LEFT JOIN vm_assignments a ON a.vmid = c.vmid \
+             LEFT JOIN users u ON u.id = a.user_id WHERE c.class_id = $1 ORDER BY c.vmid",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .iter()
+            .map(class_vm_from_row)
+            .collect::<Result<_, _>>()?)
+    }
+
+    /// Records how a VM's creation or removal went.
+    pub async fn set_class_vm_state(
+        &self,
+        vmid: u32,
+        state: &str,
+        error: &str,
+        count_attempt: bool,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE class_vms SET state = $1, error = $2, attempts = attempts + $3, updated_at = $4 \
+             WHERE vmid = $5",
+        )
+        .bind(state)
+        .bind(error)
+        .bind(i64::from(count_attempt))
+        .bind(now)
+        .bind(i64::from(vmid))
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn remove_class_vm(&self, vmid: u32) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        for table in ["vm_assignments", "class_vms"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE vmid = $1"))
+                .bind(i64::from(vmid))
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The class a VM belongs to, if any.
+    pub async fn class_of_vm(&self, vmid: u32) -> Result<Option<i64>, DbError> {
+        let row = sqlx::query("SELECT class_id FROM class_vms WHERE vmid = $1")
+            .bind(i64::from(vmid))
+            .fetch_optional(self.pool())
+            .await?;
+        Ok(row.map(|row| row.try_get("class_id")).transpose()?)
+    }
+
+    /// Enrolls a student and gives them one free student VM of the class, atomically: a VM
+    /// is assigned by a conditional insert that two joins cannot both win.
+    pub async fn join_class(
+        &self,
+        class_id: i64,
+        user: i64,
+        now: i64,
+    ) -> Result<JoinOutcome, DbError> {
+        sqlx::query(
+            "INSERT INTO enrollments (class_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(class_id)
+        .bind(user)
+        .bind(now)
+        .execute(self.pool())
+        .await?;
+        self.assign_free_vm(class_id, user, now).await
+    }
+
+    /// Gives an enrolled student a free VM if they have none in the class.
+    pub async fn assign_free_vm(
+        &self,
+        class_id: i64,
+        user: i64,
+        now: i64,
+    ) -> Result<JoinOutcome, DbError> {
+        loop {
+            let existing = sqlx::query(
+                "SELECT c.vmid FROM class_vms c JOIN vm_assignments a ON a.vmid = c.vmid \
+                 WHERE c.class_id = $1 AND a.user_id = $2",
+            )
+            .bind(class_id)
+            .bind(user)
+            .fetch_optional(self.pool())
+            .await?;
+            if let Some(row) = existing {
+                return Ok(JoinOutcome::Assigned(row.try_get::<i64, _>("vmid")? as u32));
+            }
+            let free = sqlx::query(
+                "SELECT c.vmid FROM class_vms c WHERE c.class_id = $1 AND c.kind = 'student' \
+                 AND c.state IN ('planned', 'ready') \
+                 AND NOT EXISTS (SELECT 1 FROM vm_assignments a WHERE a.vmid = c.vmid) \
+                 ORDER BY c.vmid LIMIT 1",
+            )
+            .bind(class_id)
+            .fetch_optional(self.pool())
+            .await?;
+            let Some(free) = free else {
+                return Ok(JoinOutcome::Waitlisted);
+            };
+            let vmid: i64 = free.try_get("vmid")?;
+            let won = sqlx::query(
+                "INSERT INTO vm_assignments (vmid, user_id, assigned_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (vmid) DO NOTHING",
+            )
+            .bind(vmid)
+            .bind(user)
+            .bind(now)
+            .execute(self.pool())
+            .await?;
+            if won.rows_affected() == 1 {
+                return Ok(JoinOutcome::Assigned(vmid as u32));
+            }
+            // Another join took that VM between the two statements: try the next.
+        }
+    }
+
+    /// Enrolled students without a VM in the class, oldest first.
+    pub async fn waitlist(&self, class_id: i64) -> Result<Vec<(i64, String)>, DbError> {
+        let rows: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT e.user_id, u.username FROM enrollments e JOIN users u ON u.id = e.user_id \
+             WHERE e.class_id = $1 AND NOT EXISTS (SELECT 1 FROM class_vms c JOIN vm_assignments a \
+             ON a.vmid = c.vmid WHERE c.class_id = $1 AND a.user_id = e.user_id) \
+             ORDER BY e.joined_at, e.user_id",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows)
+    }
+
+    /// The students of a class: `(user id, username, vmid if any)`.
+    pub async fn roster(&self, class_id: i64) -> Result<Vec<(i64, String, Option<u32>)>, DbError> {
+        let rows = sqlx::query(
+            "SELECT e.user_id, u.username, (SELECT c.vmid FROM class_vms c JOIN vm_assignments a \
+             ON a.vmid = c.vmid WHERE c.class_id = $1 AND a.user_id = e.user_id) AS vmid \
+             FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.class_id = $1 ORDER BY u.username",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get("user_id")?,
+                    row.try_get("username")?,
+                    row.try_get::<Option<i64>, _>("vmid")?.map(|v| v as u32),
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(DbError::from)
+    }
+
+    pub async fn remove_enrollment(&self, class_id: i64, user: i64) -> Result<(), DbError> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query(
+            "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid IN \
+             (SELECT vmid FROM class_vms WHERE class_id = $2)",
+        )
+        .bind(user)
+        .bind(class_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM enrollments WHERE class_id = $1 AND user_id = $2")
+            .bind(class_id)
+            .bind(user)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    pub async fn insert_job(
+        &self,
+        kind: &str,
+        class_id: i64,
+        created_by: Option<i64>,
+        now: i64,
+    ) -> Result<i64, DbError> {
+        let row = sqlx::query(
+            "INSERT INTO jobs (kind, class_id, state, created_by, created_at, updated_at) \
+             VALUES ($1, $2, 'pending', $3, $4, $4) RETURNING id",
+        )
+        .bind(kind)
+        .bind(class_id)
+        .bind(created_by)
+        .bind(now)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("id")?)
+    }
+
+    pub async fn set_job_state(
+        &self,
+        id: i64,
+        state: &str,
+        message: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query("UPDATE jobs SET state = $1, message = $2, updated_at = $3 WHERE id = $4")
+            .bind(state)
+            .bind(message)
+            .bind(now)
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
+    /// Jobs that have not finished, oldest first: what to resume after a restart.
+    pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, class_id, state, created_at, updated_at, message FROM jobs \
+             WHERE state IN ('pending', 'running') ORDER BY id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn class_jobs(&self, class_id: i64) -> Result<Vec<JobRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, kind, class_id, state, created_at, updated_at, message FROM jobs \
+             WHERE class_id = $1 ORDER BY id DESC",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
+    }
+
+    pub async fn job(&self, id: i64) -> Result<Option<JobRow>, DbError> {
+        let row = sqlx::query(
+            "SELECT id, kind, class_id, state, created_at, updated_at, message FROM jobs WHERE id = $1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.as_ref().map(job_from_row).transpose()?)
+    }
+}
