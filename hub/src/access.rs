@@ -74,6 +74,27 @@ pub fn allowed_actions(vm: &VmRow) -> Vec<VmAction> {
     actions
 }
 
+/// Whether an action can be asked of a VM at all, whatever its power state: templates and
+/// locked VMs take none, and only class VMs (which have a base) can be reset.
+pub fn may_request(vm: &VmRow, action: VmAction) -> Result<(), String> {
+    if vm.template {
+        return Err(format!("{} is a template: it cannot be run", vm.name));
+    }
+    if let Some(lock) = &vm.lock {
+        return Err(format!(
+            "{} is locked ({lock}); try again when that ends",
+            vm.name
+        ));
+    }
+    if action == VmAction::Reset && vm.class_id.is_none() {
+        return Err(format!(
+            "{} is not a class VM: there is no template to reset it to",
+            vm.name
+        ));
+    }
+    Ok(())
+}
+
 /// Templates (with their specs) are for the people who build classes.
 pub fn can_see_templates(viewer: &Viewer) -> bool {
     viewer.is_staff()

@@ -6,6 +6,7 @@ pub mod accounts;
 pub mod agents;
 pub mod audit;
 pub mod auth;
+pub mod classes;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -42,6 +43,8 @@ pub struct HubState {
     pub auth: auth::Authenticator,
     /// Turns true when the hub stops, so long-lived responses (live updates) end.
     pub stopping: watch::Receiver<bool>,
+    /// Runs class jobs and announces class changes.
+    pub jobs: classes::jobs::JobQueue,
 }
 
 impl HubState {
@@ -102,6 +105,7 @@ pub struct Hub {
     pub first_admin: Option<String>,
     recorder: JoinHandle<()>,
     session_sweeper: JoinHandle<()>,
+    job_runner: JoinHandle<()>,
     agent_server: AgentServer,
     http_addr: SocketAddr,
     http_task: JoinHandle<()>,
@@ -135,6 +139,7 @@ impl Hub {
             config.sessions,
         );
         let (stop_http, stopping) = watch::channel(false);
+        let (jobs, woken) = classes::jobs::JobQueue::new();
         let state = Arc::new(HubState {
             db,
             registry,
@@ -143,7 +148,9 @@ impl Hub {
             config: config.clone(),
             auth,
             stopping: stopping.clone(),
+            jobs,
         });
+        let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -174,6 +181,7 @@ impl Hub {
             first_admin,
             recorder,
             session_sweeper,
+            job_runner,
             agent_server,
             http_addr,
             http_task,
@@ -204,6 +212,7 @@ impl Hub {
         let _ = self.http_task.await;
         self.recorder.abort();
         self.session_sweeper.abort();
+        self.job_runner.abort();
         // Sessions record their nodes as offline as they end; give them a moment.
         self.state.db.close().await;
     }

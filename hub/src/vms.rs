@@ -117,17 +117,9 @@ pub async fn power(
             return Err(err);
         }
     };
-    if !access::allowed_actions(&vm).contains(&action) {
-        let reason = format!(
-            "{} is {}{}: it cannot be asked to {}",
-            vm.name,
-            vm.status,
-            vm.lock
-                .as_deref()
-                .map(|lock| format!(" (locked: {lock})"))
-                .unwrap_or_default(),
-            action.as_str()
-        );
+    // The power state stored may be a moment behind the node, so the node judges that; what
+    // can never work is refused here.
+    if let Err(reason) = access::may_request(&vm, action) {
         audit::record(
             &state.db,
             Some(viewer),
@@ -142,6 +134,18 @@ pub async fn power(
     let result = send_action(state, &vm.node, vmid, action).await;
     match result {
         Ok(status) => {
+            // The agent's answer is newer than the inventory: show it at once.
+            if let Err(err) = state
+                .db
+                .set_vm_status(
+                    vmid,
+                    crate::db::inventory::power_state_text(status),
+                    crate::db::now_unix(),
+                )
+                .await
+            {
+                tracing::warn!(%err, vmid, "cannot record the new power state");
+            }
             audit::record(
                 &state.db,
                 Some(viewer),

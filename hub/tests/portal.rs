@@ -159,7 +159,7 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/templates", [401, 403, 200, 200]),
     ("POST", "/api/v1/vms/101/start", [401, 502, 404, 502]),
     ("POST", "/api/v1/vms/102/start", [401, 404, 404, 502]),
-    ("POST", "/api/v1/vms/103/stop", [401, 404, 409, 409]),
+    ("POST", "/api/v1/vms/103/stop", [401, 404, 502, 502]),
     ("POST", "/api/v1/vms/101/reboot", [401, 404, 404, 404]),
 ];
 

@@ -234,10 +234,9 @@ impl Base {
                     (VmConfig::parse(&raw), Some(owner))
                 }
                 None => {
-                    return Err(node
-                        .require_config(vmid)
-                        .err()
-                        .unwrap_or_else(|| PveError::Invalid(format!("VM {vmid} does not exist"))));
+                    return Err(node.require_config(vmid).err().unwrap_or_else(|| {
+                        PveError::Invalid(format!("VM {vmid} does not exist"))
+                    }));
                 }
             },
         };

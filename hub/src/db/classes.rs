@@ -65,6 +65,7 @@ pub struct JobRow {
     /// `deploy` or `delete`.
     pub kind: String,
     pub class_id: Option<i64>,
+    pub created_by: Option<i64>,
     /// `pending`, `running`, `done` or `failed`.
     pub state: String,
     pub created_at: i64,
@@ -128,6 +129,7 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         id: row.try_get("id")?,
         kind: row.try_get("kind")?,
         class_id: row.try_get("class_id")?,
+        created_by: row.try_get("created_by")?,
         state: row.try_get("state")?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
@@ -143,7 +145,7 @@ impl Db {
         owner: i64,
         now: i64,
     ) -> Result<i64, DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
              pinned_node, seats, state, created_by, created_at) \
@@ -282,7 +284,7 @@ impl Db {
 
     /// Removes the class and everything that hangs on it.
     pub async fn delete_class(&self, class_id: i64) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM vm_assignments WHERE vmid IN (SELECT vmid FROM class_vms WHERE class_id = $1)",
         )
@@ -337,7 +339,7 @@ impl Db {
         range: std::ops::RangeInclusive<u32>,
         now: i64,
     ) -> Result<Vec<u32>, DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let taken: Vec<(i64,)> = sqlx::query_as(
             "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
              UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2",
@@ -420,7 +422,7 @@ impl Db {
     }
 
     pub async fn remove_class_vm(&self, vmid: u32) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         for table in ["vm_assignments", "class_vms"] {
             sqlx::query(&format!("DELETE FROM {table} WHERE vmid = $1"))
                 .bind(i64::from(vmid))
@@ -544,7 +546,7 @@ impl Db {
     }
 
     pub async fn remove_enrollment(&self, class_id: i64, user: i64) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         sqlx::query(
             "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid IN \
              (SELECT vmid FROM class_vms WHERE class_id = $2)",
@@ -602,7 +604,7 @@ impl Db {
     /// Jobs that have not finished, oldest first: what to resume after a restart.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, kind, class_id, state, created_at, updated_at, message FROM jobs \
+            "SELECT id, kind, class_id, created_by, state, created_at, updated_at, message FROM jobs \
              WHERE state IN ('pending', 'running') ORDER BY id",
         )
         .fetch_all(self.pool())
@@ -612,7 +614,7 @@ impl Db {
 
     pub async fn class_jobs(&self, class_id: i64) -> Result<Vec<JobRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, kind, class_id, state, created_at, updated_at, message FROM jobs \
+            "SELECT id, kind, class_id, created_by, state, created_at, updated_at, message FROM jobs \
              WHERE class_id = $1 ORDER BY id DESC",
         )
         .bind(class_id)
@@ -623,7 +625,7 @@ impl Db {
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRow>, DbError> {
         let row = sqlx::query(
-            "SELECT id, kind, class_id, state, created_at, updated_at, message FROM jobs WHERE id = $1",
+            "SELECT id, kind, class_id, created_by, state, created_at, updated_at, message FROM jobs WHERE id = $1",
         )
         .bind(id)
         .fetch_optional(self.pool())

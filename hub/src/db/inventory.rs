@@ -162,11 +162,19 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
     })
 }
 
+/// A power state as the inventory and the API spell it.
+pub fn power_state_text(state: proxlab_protocol::inventory::PowerState) -> &'static str {
+    use proxlab_protocol::inventory::PowerState;
+    match state {
+        PowerState::Running => "running",
+        PowerState::Stopped => "stopped",
+        PowerState::Paused => "paused",
+        PowerState::Unknown => "unknown",
+    }
+}
+
 fn status_text(vm: &proxlab_protocol::inventory::VmInfo) -> String {
-    serde_json::to_value(vm.status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "unknown".into())
+    power_state_text(vm.status).to_owned()
 }
 
 async fn node_id(conn: &mut sqlx::AnyConnection, node: &str) -> Result<i64, DbError> {
@@ -285,7 +293,7 @@ impl Db {
         inventory: &Inventory,
         now: i64,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let node_id = node_id(&mut tx, node).await?;
         let keep: Vec<i64> = inventory.vms.iter().map(|vm| i64::from(vm.vmid)).collect();
         let stored: Vec<i64> = sqlx::query("SELECT vmid FROM vms WHERE node_id = $1")
@@ -318,7 +326,7 @@ impl Db {
         delta: &InventoryDelta,
         now: i64,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let node_id = node_id(&mut tx, node).await?;
         for vm in &delta.upserted {
             upsert_vm(&mut tx, node_id, vm, now).await?;
@@ -347,7 +355,7 @@ impl Db {
         metrics: &NodeMetrics,
         now: i64,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let node_id = node_id(&mut tx, node).await?;
         sqlx::query(
             "INSERT INTO node_metrics (node_id, cpu, cpu_count, memory_total_bytes, memory_used_bytes, load1, load5, load15, uptime_secs, updated_at) \
@@ -415,6 +423,20 @@ impl Db {
             .fetch_one(self.pool())
             .await?;
         Ok(row.try_get::<i64, _>("n")? as u64)
+    }
+
+    /// Records a VM's power state learned from an action's answer.
+    pub async fn set_vm_status(&self, vmid: u32, status: &str, now: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE vms SET status_changed_at = CASE WHEN status = $1 THEN status_changed_at ELSE $2 END, \
+             status = $1, updated_at = $2 WHERE vmid = $3",
+        )
+        .bind(status)
+        .bind(now)
+        .bind(i64::from(vmid))
+        .execute(self.pool())
+        .await?;
+        Ok(())
     }
 
     pub async fn vm(&self, vmid: u32) -> Result<Option<VmRow>, DbError> {

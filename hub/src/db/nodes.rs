@@ -104,7 +104,7 @@ impl Db {
         cert_fingerprint: &str,
         now: i64,
     ) -> Result<EnrollOutcome, DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         if let Err(refusal) = Self::spend_join_token(&mut tx, token_hash, node_name, now).await? {
             return Ok(EnrollOutcome::TokenRefused(refusal));
         }
@@ -171,7 +171,7 @@ impl Db {
         agent_version: Option<&str>,
         remote_addr: Option<&str>,
     ) -> Result<(), DbError> {
-        let mut tx = self.pool().begin().await?;
+        let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE nodes SET online = $1, state_changed_at = $2, last_seen_at = $2, \
              agent_version = COALESCE($3, agent_version), remote_addr = COALESCE($4, remote_addr) \

@@ -18,12 +18,12 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
 use axum::{Json, Router};
-use proxlab_protocol::inventory::PowerState;
 use serde::Serialize;
 
 use identity::MAX_FORM_BYTES;
 
 use crate::HubState;
+use crate::db::inventory::power_state_text;
 use error::AppError;
 
 /// The answer of `GET /health`.
@@ -109,16 +109,6 @@ fn local_path<'a>(path: Option<&'a str>, fallback: &'a str) -> &'a str {
             path
         }
         _ => fallback,
-    }
-}
-
-/// A power state as the API and inventory spell it.
-fn power_state_text(state: PowerState) -> &'static str {
-    match state {
-        PowerState::Running => "running",
-        PowerState::Stopped => "stopped",
-        PowerState::Paused => "paused",
-        PowerState::Unknown => "unknown",
     }
 }
 

@@ -201,22 +201,27 @@ impl Browser {
              check();"
         );
         let url = format!("{}/session/{}/execute/async", self.driver_url, self.session);
-        let response: Value = self
-            .http
-            .post(url)
-            .json(&json!({"script": script, "args": []}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        if response["value"] != Value::Bool(true) {
-            let body = self.eval("return document.body.innerText;").await;
-            panic!(
-                "waiting for {what}: {}\nthe page shows:\n{body}",
-                response["value"]
-            );
+        let deadline = Instant::now() + super::WAIT;
+        loop {
+            let response: Value = self
+                .http
+                .post(&url)
+                .json(&json!({"script": script, "args": []}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            if response["value"] == Value::Bool(true) {
+                return;
+            }
+            // A navigation (after a form post, say) ends the script with the page it ran
+            // in; wait again in the new page until the deadline.
+            if Instant::now() > deadline {
+                let body = self.eval("return document.body.innerText;").await;
+                panic!("waiting for {what}: {}\nthe page shows:\n{body}", response["value"]);
+            }
         }
     }
 

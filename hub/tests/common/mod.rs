@@ -216,6 +216,27 @@ impl TestHub {
             .unwrap_or_default()
     }
 
+    /// Enrolls an agent for `node` of a simulated cluster, starts it, and waits until it is
+    /// online.
+    pub async fn sim_agent(&self, sim: &SimCluster, node: &str) -> Child {
+        self.enroll(node).await;
+        let config = sim.agent_config(self.dir.path(), node);
+        let child = self.spawn_agent_with(
+            node,
+            &config,
+            &[
+                ("PVE_SIM_ROOT", &sim.root),
+                ("PVE_SIM_NODE", Path::new(node)),
+            ],
+        );
+        within(
+            &format!("{node} online"),
+            self.hub().registry().wait_for(node, true),
+        )
+        .await;
+        child
+    }
+
     /// Enrolls and starts an agent, and waits until the hub has it online.
     pub async fn online_agent(&self, node: &str) -> Child {
         self.enroll(node).await;
@@ -306,12 +327,19 @@ pub struct SimCluster {
 impl SimCluster {
     /// `pve-sim init` in `dir`.
     pub fn init(dir: &Path, nodes: &str, templates: &[&str]) -> Self {
+        Self::init_on(dir, nodes, templates, "local")
+    }
+
+    /// `pve-sim init` with the templates on `storage` (`shared` reaches every node).
+    pub fn init_on(dir: &Path, nodes: &str, templates: &[&str], storage: &str) -> Self {
         let root = dir.join("pve");
         let mut command = std::process::Command::new(sim_bin());
-        command
-            .args(["init", "--root"])
-            .arg(&root)
-            .args(["--nodes", nodes]);
+        command.args(["init", "--root"]).arg(&root).args([
+            "--nodes",
+            nodes,
+            "--template-storage",
+            storage,
+        ]);
         for template in templates {
             command.args(["--template", template]);
         }

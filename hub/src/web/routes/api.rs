@@ -66,7 +66,7 @@ async fn list_vms(
     let vms = state.db.find_vms(&filter).await?;
     let page = query.page();
     Ok(Json(VmList {
-        vms: vms.iter().map(|vm| VmView::new(vm)).collect(),
+        vms: vms.iter().map(VmView::new).collect(),
         total: state.db.count_vms(&filter).await?,
         offset: page.offset,
         limit: page.limit,
@@ -158,5 +158,6 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/templates", get(list_templates))
         .route("/events", get(super::events::events))
         .route("/openapi.json", get(openapi))
+        .merge(super::classes_api::router())
         .fallback(not_found)
 }

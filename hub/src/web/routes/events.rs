@@ -149,7 +149,7 @@ async fn changed_vms(
             .into_iter()
             .collect()
     };
-    Ok((vms.iter().map(|vm| VmView::new(vm)).collect(), assigned))
+    Ok((vms.iter().map(VmView::new).collect(), assigned))
 }
 
 async fn send_node(state: &HubState, node: &str, sender: &mpsc::Sender<Event>) -> Result<(), Gone> {

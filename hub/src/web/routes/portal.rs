@@ -136,7 +136,7 @@ async fn list_vms(
         Vec::new()
     };
     let view = VmsView {
-        vms: vms.iter().map(|vm| VmView::new(vm)).collect(),
+        vms: vms.iter().map(VmView::new).collect(),
         paging: Paging::new(&query, vms.len(), total),
         filter: query,
         nodes,

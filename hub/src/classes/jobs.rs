@@ -1,0 +1,400 @@
+//! The jobs that deploy and delete classes. A job is a row in the database and its progress
+//! is the state of each class VM, so a job survives a hub restart: unfinished jobs resume at
+//! start, and every step is safe to repeat (VMIDs are reserved before anything is created,
+//! and agents recognise a clone they already made). A node that is offline is waited for.
+
+use std::collections::{BTreeMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use proxlab_protocol::ErrorKind;
+use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, MakeBase};
+use proxlab_protocol::vm_ops::VmDestroy;
+use tokio::sync::{broadcast, mpsc};
+use tokio::task::JoinHandle;
+
+use super::name_stem;
+use crate::HubState;
+use crate::agents::CallError;
+use crate::db::classes::{ClassRow, ClassVmRow};
+use crate::db::now_unix;
+
+/// Tries per VM before it is reported as failed.
+pub const MAX_ATTEMPTS: u32 = 3;
+/// The longest a base copy may take.
+const BASE_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The longest one node's batch of clones may take.
+const CLONE_TIMEOUT: Duration = Duration::from_secs(1800);
+
+/// Wakes the runner for new jobs and announces class changes to live pages.
+#[derive(Debug, Clone)]
+pub struct JobQueue {
+    wake: mpsc::UnboundedSender<i64>,
+    changes: broadcast::Sender<i64>,
+}
+
+impl JobQueue {
+    pub fn new() -> (Self, mpsc::UnboundedReceiver<i64>) {
+        let (wake, woken) = mpsc::unbounded_channel();
+        (
+            Self {
+                wake,
+                changes: broadcast::channel(256).0,
+            },
+            woken,
+        )
+    }
+
+    /// Runs a job that was just stored.
+    pub fn wake(&self, job: i64) {
+        let _ = self.wake.send(job);
+    }
+
+    /// Something about a class changed (a VM deployed, a student joined).
+    pub fn announce(&self, class_id: i64) {
+        let _ = self.changes.send(class_id);
+    }
+
+    pub fn subscribe(&self) -> broadcast::Receiver<i64> {
+        self.changes.subscribe()
+    }
+}
+
+/// Starts the runner: resumes unfinished jobs, then runs each new one.
+pub fn start_runner(
+    state: Arc<HubState>,
+    mut woken: mpsc::UnboundedReceiver<i64>,
+) -> JoinHandle<()> {
+    tokio::spawn(async move {
+        let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        match state.db.unfinished_jobs().await {
+            Ok(jobs) => {
+                for job in jobs {
+                    tracing::info!(job = job.id, kind = %job.kind, "resuming a job");
+                    spawn_job(&state, &running, job.id);
+                }
+            }
+            Err(err) => tracing::error!(%err, "cannot read unfinished jobs"),
+        }
+        while let Some(job) = woken.recv().await {
+            spawn_job(&state, &running, job);
+        }
+    })
+}
+
+fn spawn_job(state: &Arc<HubState>, running: &Arc<Mutex<HashSet<i64>>>, job: i64) {
+    if !running.lock().expect("not poisoned").insert(job) {
+        return;
+    }
+    let (state, running) = (state.clone(), running.clone());
+    tokio::spawn(async move {
+        run_job(&state, job).await;
+        running.lock().expect("not poisoned").remove(&job);
+    });
+}
+
+async fn run_job(state: &HubState, id: i64) {
+    let Ok(Some(job)) = state.db.job(id).await else {
+        return;
+    };
+    let Some(class_id) = job.class_id else {
+        let _ = state
+            .db
+            .set_job_state(id, "failed", "the class is gone", now_unix())
+            .await;
+        return;
+    };
+    let _ = state.db.set_job_state(id, "running", "", now_unix()).await;
+    state.jobs.announce(class_id);
+    let result = match job.kind.as_str() {
+        "deploy" => deploy(state, id, class_id).await,
+        "delete" => delete(state, class_id).await,
+        other => Err(format!("unknown job kind {other}")),
+    };
+    let (job_state, message) = match result {
+        Ok(message) => ("done", message),
+        Err(message) => ("failed", message),
+    };
+    tracing::info!(job = id, class = class_id, state = job_state, %message, "job ended");
+    if let Err(err) = state
+        .db
+        .set_job_state(id, job_state, &message, now_unix())
+        .await
+    {
+        tracing::error!(%err, job = id, "cannot record the end of a job");
+    }
+    state.jobs.announce(class_id);
+}
+
+/// A job step failed in a way worth reporting; the message is for teachers.
+type StepResult<T> = Result<T, String>;
+
+fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
+    let stem = name_stem(&class.name, class.id);
+    let mut students = 0;
+    vms.iter()
+        .map(|vm| {
+            let name = match vm.kind.as_str() {
+                "base" => format!("{stem}-base"),
+                "teacher" => format!("{stem}-teacher"),
+                _ => {
+                    students += 1;
+                    format!("{stem}-s{students:02}")
+                }
+            };
+            (vm.vmid, name)
+        })
+        .collect()
+}
+
+async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String> {
+    loop {
+        let class = state
+            .db
+            .class(class_id)
+            .await
+            .map_err(|err| err.to_string())?
+            .ok_or("the class is gone")?;
+        if class.state != "active" {
+            return Ok("stopped: the class is being deleted".into());
+        }
+        let vms = state
+            .db
+            .class_vms(class_id)
+            .await
+            .map_err(|err| err.to_string())?;
+        let names = vm_names(&class, &vms);
+        let base = vms
+            .iter()
+            .find(|vm| vm.kind == "base")
+            .ok_or("the class has no base")?;
+        if base.state != "ready" {
+            make_base(state, job, &class, base, &names[&base.vmid]).await?;
+            continue;
+        }
+        let todo: Vec<&ClassVmRow> = vms
+            .iter()
+            .filter(|vm| vm.kind != "base")
+            .filter(|vm| {
+                vm.state == "planned" || (vm.state == "failed" && vm.attempts < MAX_ATTEMPTS)
+            })
+            .collect();
+        if todo.is_empty() {
+            return finish_deploy(state, class_id, &vms).await;
+        }
+        let mut by_node: BTreeMap<&str, Vec<CloneTarget>> = BTreeMap::new();
+        for vm in todo {
+            by_node.entry(&vm.node).or_default().push(CloneTarget {
+                vmid: vm.vmid,
+                name: names[&vm.vmid].clone(),
+            });
+        }
+        let batches = by_node
+            .into_iter()
+            .map(|(node, targets)| clone_batch(state, class_id, base.vmid, node, targets));
+        futures_util::future::join_all(batches).await;
+    }
+}
+
+async fn make_base(
+    state: &HubState,
+    job: i64,
+    class: &ClassRow,
+    base: &ClassVmRow,
+    name: &str,
+) -> StepResult<()> {
+    let template = class.template_vmid.ok_or("the class has no template")?;
+    if base.attempts >= MAX_ATTEMPTS {
+        return Err(format!("the class base could not be made: {}", base.error));
+    }
+    // Made before a restart, but not yet recorded.
+    if let Ok(Some(vm)) = state.db.vm(base.vmid).await
+        && vm.template
+    {
+        mark(state, class.id, base.vmid, "ready", "", false).await;
+        return Ok(());
+    }
+    state.registry.wait_for(&base.node, true).await;
+    let request = MakeBase {
+        source_vmid: template,
+        base_vmid: base.vmid,
+        name: name.to_owned(),
+        storage: None,
+    };
+    let op_id = format!("job{job}-base{}", base.vmid);
+    match state
+        .registry
+        .call_with(&base.node, &request, &op_id, BASE_TIMEOUT, |_| {})
+        .await
+    {
+        Ok(_) => mark(state, class.id, base.vmid, "ready", "", true).await,
+        Err(err) if is_link_failure(&err) => {}
+        Err(err) => mark(state, class.id, base.vmid, "failed", &err.to_string(), true).await,
+    }
+    Ok(())
+}
+
+/// The node went away mid-call: not the VM's fault, and not an attempt.
+fn is_link_failure(err: &CallError) -> bool {
+    matches!(
+        err,
+        CallError::Offline(_) | CallError::Link { .. } | CallError::Timeout { .. }
+    )
+}
+
+async fn mark(state: &HubState, class_id: i64, vmid: u32, to: &str, error: &str, attempt: bool) {
+    if let Err(err) = state
+        .db
+        .set_class_vm_state(vmid, to, error, attempt, now_unix())
+        .await
+    {
+        tracing::error!(%err, vmid, "cannot record a class VM's state");
+    }
+    state.jobs.announce(class_id);
+}
+
+/// Clones a batch on one node, recording each VM as the agent reports it.
+async fn clone_batch(
+    state: &HubState,
+    class_id: i64,
+    base_vmid: u32,
+    node: &str,
+    targets: Vec<CloneTarget>,
+) {
+    state.registry.wait_for(node, true).await;
+    let request = CloneMany {
+        base_vmid,
+        vms: targets,
+        concurrency: 0,
+    };
+    let (outcomes, mut reported) = mpsc::unbounded_channel::<CloneOutcome>();
+    let op_id = crate::agents::new_op_id();
+    let call = state
+        .registry
+        .call_with(node, &request, &op_id, CLONE_TIMEOUT, move |outcome| {
+            let _ = outcomes.send(outcome);
+        });
+    let record = async {
+        while let Some(outcome) = reported.recv().await {
+            match outcome.error {
+                None => mark(state, class_id, outcome.vmid, "ready", "", true).await,
+                Some(error) => mark(state, class_id, outcome.vmid, "failed", &error, true).await,
+            }
+        }
+    };
+    let (result, ()) = tokio::join!(call, record);
+    match result {
+        Ok(reply) => {
+            // Outcomes the progress stream may not have carried.
+            for vmid in reply.created {
+                mark(state, class_id, vmid, "ready", "", false).await;
+            }
+            for failed in reply.failed {
+                let error = failed.error.unwrap_or_default();
+                mark(state, class_id, failed.vmid, "failed", &error, false).await;
+            }
+        }
+        Err(err) if is_link_failure(&err) => {
+            tracing::warn!(%node, %err, "clones interrupted; they resume when the node is back");
+        }
+        Err(err) => {
+            for vmid in request.vms.iter().map(|target| target.vmid) {
+                mark(state, class_id, vmid, "failed", &err.to_string(), true).await;
+            }
+        }
+    }
+}
+
+/// Gives waitlisted students the VMs that are free now and sums up.
+async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> StepResult<String> {
+    let waitlist = state
+        .db
+        .waitlist(class_id)
+        .await
+        .map_err(|err| err.to_string())?;
+    for (user, _) in waitlist {
+        state
+            .db
+            .assign_free_vm(class_id, user, now_unix())
+            .await
+            .map_err(|err| err.to_string())?;
+    }
+    let wanted: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.kind != "base").collect();
+    let failed: Vec<String> = wanted
+        .iter()
+        .filter(|vm| vm.state == "failed")
+        .map(|vm| format!("VM {}: {}", vm.vmid, vm.error))
+        .collect();
+    let ready = wanted.len() - failed.len();
+    if failed.is_empty() {
+        Ok(format!("{ready} VMs ready"))
+    } else {
+        Ok(format!(
+            "{ready} of {} VMs ready; failed after {MAX_ATTEMPTS} tries: {}",
+            wanted.len(),
+            failed.join("; ")
+        ))
+    }
+}
+
+async fn delete(state: &HubState, class_id: i64) -> StepResult<String> {
+    let vms = state
+        .db
+        .class_vms(class_id)
+        .await
+        .map_err(|err| err.to_string())?;
+    let (bases, clones): (Vec<&ClassVmRow>, Vec<&ClassVmRow>) =
+        vms.iter().partition(|vm| vm.kind == "base");
+    let mut by_node: BTreeMap<&str, Vec<&ClassVmRow>> = BTreeMap::new();
+    for vm in &clones {
+        by_node.entry(&vm.node).or_default().push(vm);
+    }
+    let batches = by_node.into_values().map(|vms| async move {
+        for vm in vms {
+            destroy(state, class_id, vm).await?;
+        }
+        Ok::<(), String>(())
+    });
+    for result in futures_util::future::join_all(batches).await {
+        result?;
+    }
+    for base in bases {
+        destroy(state, class_id, base).await?;
+    }
+    state
+        .db
+        .delete_class(class_id)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(format!("{} VMs removed", vms.len()))
+}
+
+async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
+    mark(state, class_id, vm.vmid, "removing", "", false).await;
+    let request = VmDestroy {
+        vmid: vm.vmid,
+        allow_template: vm.kind == "base",
+    };
+    let mut attempts = 0;
+    loop {
+        state.registry.wait_for(&vm.node, true).await;
+        match state.registry.call(&vm.node, &request).await {
+            Ok(_) => break,
+            Err(CallError::Remote(remote)) if remote.kind == ErrorKind::NotFound => break,
+            Err(err) if is_link_failure(&err) => continue,
+            Err(err) => {
+                attempts += 1;
+                if attempts >= MAX_ATTEMPTS {
+                    return Err(format!("VM {} could not be removed: {err}", vm.vmid));
+                }
+            }
+        }
+    }
+    state
+        .db
+        .remove_class_vm(vm.vmid)
+        .await
+        .map_err(|err| err.to_string())?;
+    state.jobs.announce(class_id);
+    Ok(())
+}

@@ -1,0 +1,425 @@
+//! Classes: what a teacher creates from a template, what students join by invite, and the
+//! jobs that deploy and delete their VMs. Every function checks who asks and audits what it
+//! changes.
+
+pub mod jobs;
+pub mod placement;
+
+use std::ops::RangeInclusive;
+use std::time::Duration;
+
+use crate::HubState;
+use crate::audit::{self, Outcome};
+use crate::auth::Viewer;
+use crate::db::classes::{ClassRow, JoinOutcome, NewClass};
+use crate::db::{DbError, now_unix};
+use crate::secrets::{hash_secret, new_secret};
+use placement::Candidate;
+
+/// Where class VMs get their VMIDs, cluster-wide.
+pub const VMID_RANGE: RangeInclusive<u32> = 10_000..=999_999;
+/// The most student VMs one request may add.
+pub const MAX_SEATS: u32 = 500;
+/// How long an invite lasts unless the teacher says otherwise.
+pub const DEFAULT_INVITE_TTL: Duration = Duration::from_secs(7 * 86_400);
+const INVITE_PREFIX: &str = "pli_";
+
+/// Why a class operation did not happen.
+#[derive(Debug, thiserror::Error)]
+pub enum ClassError {
+    /// Missing, or not the viewer's: the same answer for both.
+    #[error("no such class")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// What a teacher asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassRequest {
+    pub name: String,
+    pub description: String,
+    pub template_vmid: u32,
+    pub seats: u32,
+    /// Pin every VM to this node; `None` spreads them.
+    pub node: Option<String>,
+}
+
+/// A DNS-safe stem for the class's VM names, from its name.
+pub fn name_stem(name: &str, class_id: i64) -> String {
+    let mut stem = String::new();
+    for c in name.to_lowercase().chars() {
+        if c.is_ascii_alphanumeric() {
+            stem.push(c);
+        } else if !stem.ends_with('-') && !stem.is_empty() {
+            stem.push('-');
+        }
+    }
+    let stem: String = stem.trim_end_matches('-').chars().take(40).collect();
+    let stem = stem.trim_end_matches('-');
+    if stem.is_empty() || stem.starts_with(|c: char| c.is_ascii_digit()) {
+        format!(
+            "class{class_id}{}{stem}",
+            if stem.is_empty() { "" } else { "-" }
+        )
+    } else {
+        stem.to_owned()
+    }
+}
+
+/// The class, if the viewer owns it (or is an admin).
+pub async fn owned_class(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+) -> Result<ClassRow, ClassError> {
+    let class = state
+        .db
+        .class(class_id)
+        .await?
+        .ok_or(ClassError::NotFound)?;
+    if viewer.is_admin() || state.db.is_class_owner(class_id, viewer.id).await? {
+        Ok(class)
+    } else {
+        Err(ClassError::NotFound)
+    }
+}
+
+/// The storage of every image a VM has.
+fn disk_storages(vm: &crate::db::inventory::VmRow) -> Vec<String> {
+    let mut storages: Vec<String> = vm
+        .disks
+        .iter()
+        .filter_map(|disk| disk.volid.split_once(':').map(|(s, _)| s.to_owned()))
+        .collect();
+    storages.sort();
+    storages.dedup();
+    storages
+}
+
+/// The nodes that may take the class's VMs: online, and reaching the template's disks (the
+/// template's own node always does; others only through shared storage).
+async fn candidates(
+    state: &HubState,
+    template: &crate::db::inventory::VmRow,
+    pinned: Option<&str>,
+) -> Result<Vec<Candidate>, ClassError> {
+    let storages = disk_storages(template);
+    let overviews = state.db.node_overviews().await?;
+    let mut found = Vec::new();
+    for overview in &overviews {
+        let node = &overview.node.name;
+        if pinned.is_some_and(|pinned| pinned != node) {
+            continue;
+        }
+        let reachable = if *node == template.node {
+            true
+        } else {
+            let shared: Vec<String> = state
+                .db
+                .node_storages(node)
+                .await?
+                .into_iter()
+                .filter(|(_, _, shared, _)| *shared)
+                .map(|(storage, ..)| storage)
+                .collect();
+            !storages.is_empty() && storages.iter().all(|storage| shared.contains(storage))
+        };
+        if reachable && state.registry.is_online(node) {
+            let free_mib = overview
+                .metrics
+                .as_ref()
+                .map(|m| m.memory_total_bytes.saturating_sub(m.memory_used_bytes) >> 20)
+                .unwrap_or(0);
+            found.push(Candidate {
+                node: node.clone(),
+                free_mib,
+            });
+        }
+    }
+    if found.is_empty() {
+        return Err(ClassError::Conflict(match pinned {
+            Some(node) => format!(
+                "node {node} is offline or cannot reach the template's disks ({})",
+                storages.join(", ")
+            ),
+            None => "no online node can reach the template's disks".into(),
+        }));
+    }
+    Ok(found)
+}
+
+fn validate_request(request: &ClassRequest) -> Result<(), ClassError> {
+    let name = request.name.trim();
+    if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
+        return Err(ClassError::Invalid(
+            "a class name needs 1 to 64 printable characters".into(),
+        ));
+    }
+    if request.description.chars().count() > 2000 {
+        return Err(ClassError::Invalid(
+            "the description is limited to 2,000 characters".into(),
+        ));
+    }
+    if request.seats == 0 || request.seats > MAX_SEATS {
+        return Err(ClassError::Invalid(format!(
+            "a class has 1 to {MAX_SEATS} student VMs"
+        )));
+    }
+    Ok(())
+}
+
+/// Creates a class and starts deploying it. Returns the class and job ids.
+pub async fn create_class(
+    state: &HubState,
+    viewer: &Viewer,
+    request: &ClassRequest,
+) -> Result<(i64, i64), ClassError> {
+    if !viewer.is_staff() {
+        return Err(ClassError::NotFound);
+    }
+    validate_request(request)?;
+    let template = state
+        .db
+        .vm(request.template_vmid)
+        .await?
+        .filter(|vm| vm.template)
+        .ok_or_else(|| {
+            ClassError::Invalid(format!("VM {} is not a template", request.template_vmid))
+        })?;
+    let candidates = candidates(state, &template, request.node.as_deref()).await?;
+    let placement = placement::spread(&candidates, request.seats as usize + 1, template.memory_mib);
+    let now = now_unix();
+    let class_id = state
+        .db
+        .insert_class(
+            &NewClass {
+                name: request.name.trim().to_owned(),
+                description: request.description.trim().to_owned(),
+                template_vmid: Some(request.template_vmid),
+                pinned_node: request.node.clone(),
+                seats: request.seats,
+                ..NewClass::default()
+            },
+            viewer.id,
+            now,
+        )
+        .await?;
+    let mut plan = vec![("base".to_owned(), template.node.clone())];
+    for (index, node) in placement.into_iter().enumerate() {
+        let kind = if index == 0 { "teacher" } else { "student" };
+        plan.push((kind.to_owned(), node));
+    }
+    let reserved = state
+        .db
+        .reserve_vmids(class_id, &plan, VMID_RANGE, now)
+        .await;
+    if let Err(err) = reserved {
+        state.db.delete_class(class_id).await?;
+        return Err(err.into());
+    }
+    let job = state
+        .db
+        .insert_job("deploy", class_id, Some(viewer.id), now)
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.create",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        &format!(
+            "{} from template {} with {} seats",
+            request.name.trim(),
+            request.template_vmid,
+            request.seats
+        ),
+    )
+    .await;
+    state.jobs.wake(job);
+    Ok((class_id, job))
+}
+
+/// Adds student VMs to a class; they deploy in a new job, and waitlisted students get them.
+pub async fn add_capacity(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    more: u32,
+) -> Result<i64, ClassError> {
+    let class = owned_class(state, viewer, class_id).await?;
+    if more == 0 || more > MAX_SEATS {
+        return Err(ClassError::Invalid(format!("add 1 to {MAX_SEATS} VMs")));
+    }
+    let template_vmid = class
+        .template_vmid
+        .ok_or_else(|| ClassError::Invalid("this class has no template".into()))?;
+    let template = state
+        .db
+        .vm(template_vmid)
+        .await?
+        .ok_or_else(|| ClassError::Conflict(format!("template {template_vmid} is gone")))?;
+    let candidates = candidates(state, &template, class.pinned_node.as_deref()).await?;
+    let plan: Vec<(String, String)> =
+        placement::spread(&candidates, more as usize, template.memory_mib)
+            .into_iter()
+            .map(|node| ("student".to_owned(), node))
+            .collect();
+    let now = now_unix();
+    state
+        .db
+        .reserve_vmids(class_id, &plan, VMID_RANGE, now)
+        .await?;
+    state
+        .db
+        .set_class_seats(class_id, class.seats + more)
+        .await?;
+    let job = state
+        .db
+        .insert_job("deploy", class_id, Some(viewer.id), now)
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.capacity",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        &format!("+{more} VMs"),
+    )
+    .await;
+    state.jobs.wake(job);
+    Ok(job)
+}
+
+/// Starts deleting a class: every VM and the base, then the class itself.
+pub async fn delete_class(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+) -> Result<i64, ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    state.db.set_class_state(class_id, "deleting").await?;
+    let job = state
+        .db
+        .insert_job("delete", class_id, Some(viewer.id), now_unix())
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.delete",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        "",
+    )
+    .await;
+    state.jobs.wake(job);
+    Ok(job)
+}
+
+/// A new invite for a class (the old link stops working at once). `ttl` of `None` never
+/// expires. Returns the invite token, shown in the link.
+pub async fn rotate_invite(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    ttl: Option<Duration>,
+    seat_limit: Option<u32>,
+) -> Result<String, ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let token = new_secret(INVITE_PREFIX);
+    let expires_at = ttl.map(|ttl| now_unix() + ttl.as_secs() as i64);
+    state
+        .db
+        .set_invite(class_id, &hash_secret(&token), expires_at, seat_limit)
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.invite",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        &match expires_at {
+            Some(at) => format!("expires {}", crate::tokens::format_time(at)),
+            None => "never expires".into(),
+        },
+    )
+    .await;
+    Ok(token)
+}
+
+/// The class an invite opens, if it is valid now.
+pub async fn class_for_invite(state: &HubState, token: &str) -> Result<ClassRow, ClassError> {
+    let class = state
+        .db
+        .class_by_invite(&hash_secret(token))
+        .await?
+        .filter(|class| class.state == "active")
+        .ok_or_else(|| ClassError::Invalid("this invite link is not valid (any more)".into()))?;
+    if class.invite_expires_at.is_some_and(|at| at <= now_unix()) {
+        return Err(ClassError::Invalid("this invite link has expired".into()));
+    }
+    Ok(class)
+}
+
+/// Enrolls the viewer through an invite and gives them a VM if one is free.
+pub async fn join(
+    state: &HubState,
+    viewer: &Viewer,
+    token: &str,
+) -> Result<(ClassRow, JoinOutcome), ClassError> {
+    let class = class_for_invite(state, token).await?;
+    let roster = state.db.roster(class.id).await?;
+    let enrolled = roster.iter().any(|(user, ..)| *user == viewer.id);
+    if !enrolled
+        && class
+            .invite_seat_limit
+            .is_some_and(|limit| roster.len() >= limit as usize)
+    {
+        return Err(ClassError::Conflict("this class is full".into()));
+    }
+    let outcome = state.db.join_class(class.id, viewer.id, now_unix()).await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.join",
+        &format!("class:{}", class.id),
+        Outcome::Ok,
+        &match outcome {
+            JoinOutcome::Assigned(vmid) => format!("got VM {vmid}"),
+            JoinOutcome::Waitlisted => "waitlisted".into(),
+        },
+    )
+    .await;
+    state.jobs.announce(class.id);
+    Ok((class, outcome))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vm_name_stems_are_dns_names() {
+        assert_eq!(name_stem("Web Dev 101", 3), "web-dev-101");
+        assert_eq!(name_stem("  Réseaux & Sécurité!! ", 4), "r-seaux-s-curit");
+        assert_eq!(name_stem("2024 networks", 5), "class5-2024-networks");
+        assert_eq!(name_stem("***", 6), "class6");
+        let long = name_stem(&"a".repeat(100), 7);
+        assert!(long.len() <= 40);
+        for stem in ["web-dev-101", "class5-2024-networks", "class6"] {
+            proxlab_pve_name_check(&format!("{stem}-s01"));
+        }
+    }
+
+    fn proxlab_pve_name_check(name: &str) {
+        let ok = name.len() <= 63
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        assert!(ok, "{name}");
+    }
+}

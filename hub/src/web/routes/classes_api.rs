@@ -1,0 +1,342 @@
+//! Classes in the JSON API: create, look at, invite, join, add capacity, delete, and jobs.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::HubState;
+use crate::classes::{self, ClassError, ClassRequest};
+use crate::db::classes::{ClassRow, JobRow, JoinOutcome};
+use crate::tokens::format_time;
+use crate::web::error::{ApiError, AppError};
+use crate::web::identity::{CurrentUser, RequireStaff};
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+impl From<ClassError> for AppError {
+    fn from(err: ClassError) -> Self {
+        match err {
+            ClassError::NotFound => AppError::NotFound("no such class".into()),
+            ClassError::Invalid(message) => AppError::BadRequest(message),
+            ClassError::Conflict(message) => AppError::Conflict(message),
+            ClassError::Db(err) => err.into(),
+        }
+    }
+}
+
+/// A class as the API shows it.
+#[derive(Debug, Serialize)]
+pub(in crate::web) struct ClassView {
+    id: i64,
+    name: String,
+    description: String,
+    template_vmid: Option<u32>,
+    seats: u32,
+    pinned_node: Option<String>,
+    state: String,
+    invite_active: bool,
+    invite_expires_at: Option<String>,
+    invite_seat_limit: Option<u32>,
+    created_at: String,
+}
+
+impl From<&ClassRow> for ClassView {
+    fn from(class: &ClassRow) -> Self {
+        Self {
+            id: class.id,
+            name: class.name.clone(),
+            description: class.description.clone(),
+            template_vmid: class.template_vmid,
+            seats: class.seats,
+            pinned_node: class.pinned_node.clone(),
+            state: class.state.clone(),
+            invite_active: class.has_invite,
+            invite_expires_at: class.invite_expires_at.map(format_time),
+            invite_seat_limit: class.invite_seat_limit,
+            created_at: format_time(class.created_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct JobView {
+    id: i64,
+    kind: String,
+    state: String,
+    message: String,
+    created_at: String,
+    updated_at: String,
+}
+
+impl From<&JobRow> for JobView {
+    fn from(job: &JobRow) -> Self {
+        Self {
+            id: job.id,
+            kind: job.kind.clone(),
+            state: job.state.clone(),
+            message: job.message.clone(),
+            created_at: format_time(job.created_at),
+            updated_at: format_time(job.updated_at),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ClassVmView {
+    vmid: u32,
+    kind: String,
+    node: String,
+    /// Deployment: `planned`, `ready`, `failed`, `removing`.
+    state: String,
+    attempts: u32,
+    error: String,
+    assignee: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct StudentView {
+    username: String,
+    vmid: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClassDetail {
+    class: ClassView,
+    owners: Vec<String>,
+    vms: Vec<ClassVmView>,
+    students: Vec<StudentView>,
+    jobs: Vec<JobView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClassList {
+    classes: Vec<ClassView>,
+}
+
+async fn list(State(state): State<Arc<HubState>>, user: CurrentUser) -> ApiResult<ClassList> {
+    let viewer = &user.viewer;
+    let rows = if viewer.is_admin() {
+        state.db.list_classes(None).await?
+    } else if viewer.is_staff() {
+        state.db.list_classes(Some(viewer.id)).await?
+    } else {
+        state.db.enrolled_classes(viewer.id).await?
+    };
+    Ok(Json(ClassList {
+        classes: rows.iter().map(ClassView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateClass {
+    name: String,
+    #[serde(default)]
+    description: String,
+    template_vmid: u32,
+    seats: u32,
+    #[serde(default)]
+    node: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct Created {
+    class: ClassView,
+    job: i64,
+}
+
+async fn create(
+    State(state): State<Arc<HubState>>,
+    RequireStaff(user): RequireStaff,
+    Json(body): Json<CreateClass>,
+) -> ApiResult<Created> {
+    let request = ClassRequest {
+        name: body.name,
+        description: body.description,
+        template_vmid: body.template_vmid,
+        seats: body.seats,
+        node: body.node.filter(|node| !node.is_empty()),
+    };
+    let (class_id, job) = classes::create_class(&state, &user.viewer, &request).await?;
+    let class = state
+        .db
+        .class(class_id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such class".into()))?;
+    Ok(Json(Created {
+        class: ClassView::from(&class),
+        job,
+    }))
+}
+
+async fn detail(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> ApiResult<ClassDetail> {
+    let class = classes::owned_class(&state, &user.viewer, id).await?;
+    let vms = state.db.class_vms(id).await?;
+    Ok(Json(ClassDetail {
+        class: ClassView::from(&class),
+        owners: state.db.class_owners(id).await?,
+        vms: vms
+            .into_iter()
+            .map(|vm| ClassVmView {
+                vmid: vm.vmid,
+                kind: vm.kind,
+                node: vm.node,
+                state: vm.state,
+                attempts: vm.attempts,
+                error: vm.error,
+                assignee: vm.assignee,
+            })
+            .collect(),
+        students: state
+            .db
+            .roster(id)
+            .await?
+            .into_iter()
+            .map(|(_, username, vmid)| StudentView { username, vmid })
+            .collect(),
+        jobs: state
+            .db
+            .class_jobs(id)
+            .await?
+            .iter()
+            .map(JobView::from)
+            .collect(),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct JobStarted {
+    job: i64,
+}
+
+async fn delete(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> ApiResult<JobStarted> {
+    let job = classes::delete_class(&state, &user.viewer, id).await?;
+    Ok(Json(JobStarted { job }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Capacity {
+    add: u32,
+}
+
+async fn capacity(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Json(body): Json<Capacity>,
+) -> ApiResult<JobStarted> {
+    let job = classes::add_capacity(&state, &user.viewer, id, body.add).await?;
+    Ok(Json(JobStarted { job }))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct InviteRequest {
+    /// Days until the link expires; 0 for never. Default: 7.
+    #[serde(default)]
+    expires_in_days: Option<u32>,
+    #[serde(default)]
+    seat_limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize)]
+struct Invite {
+    token: String,
+    path: String,
+    expires_at: Option<String>,
+}
+
+async fn invite(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    body: Option<Json<InviteRequest>>,
+) -> ApiResult<Invite> {
+    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let ttl = match body.expires_in_days {
+        None => Some(classes::DEFAULT_INVITE_TTL),
+        Some(0) => None,
+        Some(days) if days <= 366 => Some(Duration::from_secs(u64::from(days) * 86_400)),
+        Some(_) => {
+            return Err(AppError::BadRequest("an invite lasts at most 366 days".into()).into());
+        }
+    };
+    let token = classes::rotate_invite(&state, &user.viewer, id, ttl, body.seat_limit).await?;
+    let class = classes::owned_class(&state, &user.viewer, id).await?;
+    Ok(Json(Invite {
+        path: format!("/join/{token}"),
+        token,
+        expires_at: class.invite_expires_at.map(format_time),
+    }))
+}
+
+#[derive(Debug, Serialize)]
+struct Joined {
+    class: ClassView,
+    /// The VM given to the student, or `None` while waitlisted.
+    vmid: Option<u32>,
+    waitlisted: bool,
+}
+
+async fn join(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(token): Path<String>,
+) -> ApiResult<Joined> {
+    let (class, outcome) = classes::join(&state, &user.viewer, &token).await?;
+    let vmid = match outcome {
+        JoinOutcome::Assigned(vmid) => Some(vmid),
+        JoinOutcome::Waitlisted => None,
+    };
+    Ok(Json(Joined {
+        class: ClassView::from(&class),
+        vmid,
+        waitlisted: vmid.is_none(),
+    }))
+}
+
+async fn job(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> ApiResult<JobView> {
+    let job = state
+        .db
+        .job(id)
+        .await?
+        .ok_or_else(|| AppError::NotFound("no such job".into()))?;
+    match job.class_id {
+        Some(class_id) => {
+            classes::owned_class(&state, &user.viewer, class_id)
+                .await
+                .map_err(|_| AppError::NotFound("no such job".into()))?;
+        }
+        // The class is gone (a finished delete): its creator and admins may still look.
+        None if user.viewer.is_admin() || job.created_by == Some(user.viewer.id) => {}
+        None => return Err(AppError::NotFound("no such job".into()).into()),
+    }
+    Ok(Json(JobView::from(&job)))
+}
+
+pub(in crate::web) fn router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/classes", get(list).post(create))
+        .route("/classes/{id}", get(detail).delete(delete))
+        .route("/classes/{id}/capacity", post(capacity))
+        .route("/classes/{id}/invite", post(invite))
+        .route("/join/{token}", post(join))
+        .route("/jobs/{id}", get(job))
+}

@@ -1,0 +1,340 @@
+//! Classes end to end: a real hub, two real agents, a two-node pve-sim cluster with the
+//! template on shared storage.
+
+mod common;
+
+use std::collections::{BTreeSet, HashSet};
+use std::path::Path;
+
+use common::web::WebClient;
+use common::{SimCluster, TestHub, within};
+use proxlab_hub::accounts::create_user;
+use proxlab_hub::audit::Actor;
+use proxlab_hub::auth::{Viewer, issue_api_token};
+use proxlab_hub::db::users::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const TEMPLATE: u32 = 9000;
+
+struct Lab {
+    hub: TestHub,
+    sim: SimCluster,
+    _agents: Vec<tokio::process::Child>,
+}
+
+impl Lab {
+    async fn start() -> Self {
+        let hub = TestHub::start().await;
+        let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
+        let mut changes = hub.hub().state.inventory_changes.subscribe();
+        let agents = vec![
+            hub.sim_agent(&sim, "pve1").await,
+            hub.sim_agent(&sim, "pve2").await,
+        ];
+        let db = hub.hub().state.db.clone();
+        within("the template in the inventory", async {
+            while db.vm(TEMPLATE).await.unwrap().is_none() {
+                let _ = changes.recv().await;
+            }
+        })
+        .await;
+        Self {
+            hub,
+            sim,
+            _agents: agents,
+        }
+    }
+
+    /// A user with an API client.
+    async fn user(&self, name: &str, role: Role) -> WebClient {
+        let db = &self.hub.hub().state.db;
+        create_user(db, name, role, Some("a-long-password"))
+            .await
+            .unwrap();
+        let row = db.user_by_name(name).await.unwrap().unwrap();
+        let token = issue_api_token(db, &Viewer::from(&row), "test", Actor::Operator)
+            .await
+            .unwrap();
+        WebClient::with_token(&self.hub.url(), &token)
+    }
+
+    /// Waits until a job has ended and returns it.
+    async fn job_done(&self, client: &WebClient, job: u64) -> Value {
+        let mut changes = self.hub.hub().state.jobs.subscribe();
+        within(&format!("job {job}"), async {
+            loop {
+                let state = client.json(&format!("/api/v1/jobs/{job}")).await;
+                if state["state"] == "done" || state["state"] == "failed" {
+                    return state;
+                }
+                let _ = changes.recv().await;
+            }
+        })
+        .await
+    }
+
+    /// Waits until the hub's inventory holds (or, with `present` false, no longer holds)
+    /// all of `vmids`.
+    async fn inventory(&self, vmids: &[u32], present: bool) {
+        let db = self.hub.hub().state.db.clone();
+        let mut changes = self.hub.hub().state.inventory_changes.subscribe();
+        within("the inventory to follow", async {
+            loop {
+                let stored: HashSet<u32> = db
+                    .list_vms()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|vm| vm.vmid)
+                    .collect();
+                if vmids.iter().all(|vmid| stored.contains(vmid) == present) {
+                    return;
+                }
+                let _ = changes.recv().await;
+            }
+        })
+        .await;
+    }
+
+    fn config_path(&self, node: &str, vmid: u32) -> std::path::PathBuf {
+        self.sim
+            .root
+            .join(format!("etc/pve/nodes/{node}/qemu-server/{vmid}.conf"))
+    }
+}
+
+fn disk_paths(root: &Path, vmid: u32) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(&format!("vm-{vmid}-")))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_class_of_thirty_from_creation_to_deletion() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let created: Value = teacher
+        .client
+        .post(format!("{}/api/v1/classes", lab.hub.url()))
+        .bearer_auth(teacher.bearer.as_ref().unwrap())
+        .json(&json!({"name": "Networks 101", "template_vmid": TEMPLATE, "seats": 30}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"].as_i64().expect("class created");
+    let job = lab
+        .job_done(&teacher, created["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(job["message"], "31 VMs ready");
+
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vms = detail["vms"].as_array().unwrap();
+    assert_eq!(vms.len(), 32, "base, teacher VM and 30 students");
+    assert!(vms.iter().all(|vm| vm["state"] == "ready"), "{detail}");
+    let base = vms.iter().find(|vm| vm["kind"] == "base").unwrap()["vmid"]
+        .as_u64()
+        .unwrap() as u32;
+    let clones: Vec<(u32, String)> = vms
+        .iter()
+        .filter(|vm| vm["kind"] != "base")
+        .map(|vm| {
+            (
+                vm["vmid"].as_u64().unwrap() as u32,
+                vm["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let nodes: BTreeSet<&str> = clones.iter().map(|(_, node)| node.as_str()).collect();
+    assert_eq!(
+        nodes,
+        BTreeSet::from(["pve1", "pve2"]),
+        "spread over both nodes"
+    );
+
+    // Every clone: a Proxmox-canonical config, a qcow2 chain to the base, its own MAC and uuid.
+    let (mut macs, mut uuids) = (HashSet::new(), HashSet::new());
+    for (vmid, node) in &clones {
+        let path = lab.config_path(node, *vmid);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let canonical = lab.sim.ok(node, "canon", &[path.to_str().unwrap()]);
+        assert_eq!(text, canonical, "VM {vmid} is not canonical");
+        let net0 = text.lines().find(|l| l.starts_with("net0:")).unwrap();
+        let mac = net0.split(['=', ',']).nth(1).unwrap().to_owned();
+        assert!(macs.insert(mac.clone()), "MAC {mac} twice");
+        let uuid = text
+            .lines()
+            .find(|l| l.starts_with("smbios1:"))
+            .unwrap()
+            .to_owned();
+        assert!(uuids.insert(uuid.clone()), "{uuid}");
+        let disks = disk_paths(&lab.sim.root, *vmid);
+        assert_eq!(disks.len(), 1, "VM {vmid}: {disks:?}");
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "--backing-chain", "--output=json"])
+            .arg(&disks[0])
+            .output()
+            .unwrap();
+        assert!(
+            info.status.success(),
+            "{}",
+            String::from_utf8_lossy(&info.stderr)
+        );
+        let chain: Value = serde_json::from_slice(&info.stdout).unwrap();
+        let backing = chain[1]["filename"].as_str().unwrap_or_default();
+        assert!(
+            backing.contains(&format!("base-{base}-disk-0")),
+            "VM {vmid} backs onto {backing}"
+        );
+    }
+    let clone_ids: Vec<u32> = clones.iter().map(|(vmid, _)| *vmid).collect();
+    lab.inventory(&clone_ids, true).await;
+
+    // An invite, and thirty students joining at once.
+    let invite: Value = teacher
+        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let token = invite["token"].as_str().unwrap().to_owned();
+    let mut students = Vec::new();
+    for n in 0..30 {
+        students.push(lab.user(&format!("student{n:02}"), Role::Student).await);
+    }
+    let joins = students.iter().map(|student| {
+        let path = format!("/api/v1/join/{token}");
+        async move { student.api_post(&path).await.json::<Value>().await.unwrap() }
+    });
+    let joined: Vec<Value> = futures_util::future::join_all(joins).await;
+    let given: HashSet<u64> = joined
+        .iter()
+        .map(|j| j["vmid"].as_u64().expect("a VM each"))
+        .collect();
+    assert_eq!(given.len(), 30, "no VM given twice");
+
+    // Each student sees exactly their own VM.
+    for (student, joined) in students.iter().zip(&joined) {
+        let mine = student.json("/api/v1/vms").await;
+        let ids: Vec<&Value> = mine["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|vm| &vm["vmid"])
+            .collect();
+        assert_eq!(ids, [&joined["vmid"]]);
+    }
+    let other = joined[1]["vmid"].as_u64().unwrap();
+    assert_eq!(
+        students[0]
+            .get(&format!("/api/v1/vms/{other}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    // The teacher sees every VM of the class.
+    assert_eq!(teacher.json("/api/v1/vms?limit=1000").await["total"], 31);
+
+    // Start, reset, stop.
+    let vmid = joined[0]["vmid"].as_u64().unwrap();
+    let started: Value = students[0]
+        .api_post(&format!("/api/v1/vms/{vmid}/start"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["status"], "running", "{started}");
+    assert!(
+        started["actions"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("reset"))
+    );
+    let reset = students[0]
+        .api_post(&format!("/api/v1/vms/{vmid}/reset"))
+        .await;
+    assert_eq!(
+        reset.status(),
+        StatusCode::OK,
+        "{}",
+        reset.text().await.unwrap()
+    );
+    let stopped: Value = students[0]
+        .api_post(&format!("/api/v1/vms/{vmid}/stop"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stopped["status"], "stopped", "{stopped}");
+    // Another student cannot reset it.
+    assert_eq!(
+        students[1]
+            .api_post(&format!("/api/v1/vms/{vmid}/reset"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+
+    // Deleting the class leaves nothing behind.
+    let deleting = teacher
+        .client
+        .delete(format!("{}/api/v1/classes/{class_id}", lab.hub.url()))
+        .bearer_auth(teacher.bearer.as_ref().unwrap())
+        .send()
+        .await
+        .unwrap();
+    let deleting: Value = deleting.json().await.unwrap();
+    let job = lab
+        .job_done(&teacher, deleting["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let mut all = clone_ids.clone();
+    all.push(base);
+    for vmid in &all {
+        for node in ["pve1", "pve2"] {
+            assert!(
+                !lab.config_path(node, *vmid).exists(),
+                "VM {vmid} config left on {node}"
+            );
+        }
+        assert!(
+            disk_paths(&lab.sim.root, *vmid).is_empty(),
+            "VM {vmid} disks left"
+        );
+    }
+    assert!(!disk_paths(&lab.sim.root, base).iter().any(|p| p.exists()));
+    let db = &lab.hub.hub().state.db;
+    assert!(db.class(class_id).await.unwrap().is_none());
+    assert!(db.class_vms(class_id).await.unwrap().is_empty());
+    lab.inventory(&all, false).await;
+    assert_eq!(
+        teacher
+            .get(&format!("/api/v1/classes/{class_id}"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        students[0].json("/api/v1/vms").await["vms"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+}
