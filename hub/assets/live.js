@@ -76,6 +76,24 @@
     }
   }
 
+  function applyClass(progress) {
+    const section = document.querySelector('[data-class-id="' + progress.class_id + '"]');
+    if (!section) return;
+    let text = progress.ready + " of " + progress.total + " VMs ready";
+    if (progress.failed > 0) text += ", " + progress.failed + " failed";
+    setText(section.querySelector('[data-field="progress"]'), text);
+    if (progress.job_state) {
+      setText(section.querySelector('[data-field="job"]'),
+        "— " + progress.job_state + (progress.job_message ? ": " + progress.job_message : ""));
+    }
+    const meter = section.querySelector('[data-field="meter"]');
+    if (meter) { meter.max = progress.total; meter.value = progress.ready; }
+    for (const [vmid, state] of progress.vms) {
+      const cell = document.querySelector('[data-deploy="' + vmid + '"]');
+      if (cell && cell.firstChild) cell.firstChild.textContent = state;
+    }
+  }
+
   function connect() {
     const source = new EventSource("/api/v1/events");
     source.addEventListener("open", () => { liveState.hidden = true; document.body.dataset.liveReady = "yes"; });
@@ -86,6 +104,7 @@
     source.addEventListener("vm", (event) => applyVm(JSON.parse(event.data)));
     source.addEventListener("vm-removed", (event) => removeVm(JSON.parse(event.data).vmid));
     source.addEventListener("node", (event) => applyNode(JSON.parse(event.data)));
+    source.addEventListener("class", (event) => applyClass(JSON.parse(event.data)));
     source.addEventListener("resync", () => window.location.reload());
   }
 
@@ -118,7 +137,8 @@
 
   document.addEventListener("submit", (event) => {
     const form = event.target;
-    if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) {
+    const confirmText = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
+    if (confirmText && !window.confirm(confirmText)) {
       event.preventDefault();
       return;
     }

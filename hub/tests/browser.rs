@@ -20,6 +20,14 @@ fn badge_is(vmid: u32, label: &str) -> String {
 
 async fn log_in(browser: &Browser, url: &str, username: &str, password: &str) {
     browser.goto(&format!("{url}/login")).await;
+    fill_login(browser, username, password).await;
+    browser
+        .wait_until("the VM list", "document.querySelector('.tiles')")
+        .await;
+}
+
+/// Fills in and submits the login form on the current page.
+async fn fill_login(browser: &Browser, username: &str, password: &str) {
     browser
         .type_into(&browser.find("#username").await, username)
         .await;
@@ -28,9 +36,6 @@ async fn log_in(browser: &Browser, url: &str, username: &str, password: &str) {
         .await;
     browser
         .click(&browser.find("form[action='/login'] button").await)
-        .await;
-    browser
-        .wait_until("the VM list", "document.querySelector('.tiles')")
         .await;
 }
 
@@ -150,5 +155,107 @@ async fn an_admin_sees_nodes_and_everyones_vms() {
         assert_eq!(badge.as_deref(), Some("Online"), "{node}");
     }
     browser.screenshot("admin-nodes.png").await;
+    assert!(demo.stop().await);
+}
+
+#[tokio::test]
+async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    let url = demo.file.url.clone();
+    log_in(&browser, &url, "teacher", demo.password("teacher")).await;
+    browser.goto(&format!("{url}/classes")).await;
+    browser
+        .type_into(&browser.find("#class-name").await, "Browser Lab")
+        .await;
+    let seats = browser.find("#class-seats").await;
+    browser
+        .eval("document.querySelector('#class-seats').value = ''; return null;")
+        .await;
+    browser.type_into(&seats, "3").await;
+    browser
+        .click(&browser.find("form[action='/classes'] button").await)
+        .await;
+    // The class page follows the deployment live: 3 students and the teacher's VM.
+    browser
+        .wait_until(
+            "the deployment to finish",
+            "document.querySelector('[data-field=\"progress\"]').textContent.includes('4 of 4 VMs ready')",
+        )
+        .await;
+    browser.screenshot("class-deployed.png").await;
+    browser
+        .click(&browser.find("form[action$='/invite'] button").await)
+        .await;
+    browser
+        .wait_until(
+            "the invite link",
+            "document.querySelector('[data-field=\"invite\"]')",
+        )
+        .await;
+    let link = browser
+        .text_of("[data-field='invite']")
+        .await
+        .expect("an invite link");
+    assert!(link.contains("/join/pli_"), "{link}");
+
+    // Alice opens the link signed out, signs in, and joins.
+    browser.clear_cookies().await;
+    browser.goto(&link).await;
+    browser
+        .wait_until("the login form", "document.querySelector('#username')")
+        .await;
+    fill_login(&browser, "alice", demo.password("alice")).await;
+    browser
+        .wait_until(
+            "the join page",
+            "document.querySelector('form[action^=\"/join/\"] button')",
+        )
+        .await;
+    browser
+        .click(&browser.find("form[action^='/join/'] button").await)
+        .await;
+    browser
+        .wait_until(
+            "her new VM",
+            "document.querySelector('.tiles.single [data-vmid]')",
+        )
+        .await;
+    let vmid: u32 = browser
+        .eval("return document.querySelector('.tiles.single [data-vmid]').dataset.vmid;")
+        .await
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(vmid >= 10_000, "a class VM: {vmid}");
+    browser
+        .wait_until(
+            "live updates to connect",
+            "document.body.dataset.liveReady === 'yes'",
+        )
+        .await;
+    browser
+        .click(
+            &browser
+                .find(&format!("{} form[data-action='start'] button", tile(vmid)))
+                .await,
+        )
+        .await;
+    // Running; the simulated guest has no agent script, so its IP stays unknown ("Starting…").
+    browser
+        .wait_until(
+            "her class VM to run",
+            &format!(
+                "{} || {}",
+                badge_is(vmid, "Running"),
+                badge_is(vmid, "Starting…")
+            ),
+        )
+        .await;
+    browser.screenshot("class-student.png").await;
     assert!(demo.stop().await);
 }

@@ -252,6 +252,45 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
     // The teacher sees every VM of the class.
     assert_eq!(teacher.json("/api/v1/vms?limit=1000").await["total"], 31);
 
+    // Other teachers and students do not reach the class; an admin does.
+    let tom = lab.user("tom", Role::Teacher).await;
+    let root = lab.user("root", Role::Admin).await;
+    let class_path = format!("/api/v1/classes/{class_id}");
+    assert_eq!(tom.get(&class_path).await.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        students[0].get(&class_path).await.status(),
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(root.get(&class_path).await.status(), StatusCode::OK);
+    assert_eq!(
+        tom.api_post(&format!("/api/v1/classes/{class_id}/invite"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    assert!(
+        tom.json("/api/v1/vms").await["vms"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let listed = students[0].json("/api/v1/classes").await;
+    assert_eq!(
+        listed["classes"][0]["name"], "Networks 101",
+        "students list their classes"
+    );
+    // The old invite stops working when the teacher makes a new one.
+    let late = lab.user("late", Role::Student).await;
+    teacher
+        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
+        .await;
+    assert_eq!(
+        late.api_post(&format!("/api/v1/join/{token}"))
+            .await
+            .status(),
+        StatusCode::BAD_REQUEST
+    );
+
     // Start, reset, stop.
     let vmid = joined[0]["vmid"].as_u64().unwrap();
     let started: Value = students[0]

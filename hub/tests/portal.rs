@@ -161,6 +161,14 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/vms/102/start", [401, 404, 404, 502]),
     ("POST", "/api/v1/vms/103/stop", [401, 404, 502, 502]),
     ("POST", "/api/v1/vms/101/reboot", [401, 404, 404, 404]),
+    ("GET", "/classes", [303, 200, 200, 200]),
+    ("POST", "/classes/1/delete", [303, 404, 404, 404]),
+    ("GET", "/join/pli_unknown", [303, 400, 400, 400]),
+    ("GET", "/api/v1/classes", [401, 200, 200, 200]),
+    ("POST", "/api/v1/classes", [401, 403, 400, 400]),
+    ("GET", "/api/v1/classes/1", [401, 404, 404, 404]),
+    ("POST", "/api/v1/join/pli_unknown", [401, 400, 400, 400]),
+    ("GET", "/api/v1/jobs/1", [401, 404, 404, 404]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -664,7 +672,13 @@ async fn the_openapi_document_describes_every_api_route() {
     assert_eq!(
         paths,
         [
+            "/classes",
+            "/classes/{id}",
+            "/classes/{id}/capacity",
+            "/classes/{id}/invite",
             "/events",
+            "/jobs/{id}",
+            "/join/{token}",
             "/nodes",
             "/openapi.json",
             "/session",

@@ -423,3 +423,85 @@ async fn accounts_and_the_first_admin() {
         test_db.finish().await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
+    use proxlab_hub::db::classes::{JoinOutcome, NewClass};
+    use proxlab_hub::db::users::Role;
+    for test_db in databases().await {
+        let db = &test_db.db;
+        let teacher = db
+            .insert_user("teacher", Role::Teacher, "x", 0)
+            .await
+            .unwrap();
+        let class = db
+            .insert_class(
+                &NewClass {
+                    name: "c".into(),
+                    seats: 50,
+                    ..NewClass::default()
+                },
+                teacher,
+                0,
+            )
+            .await
+            .unwrap();
+        let plan: Vec<(String, String)> = (0..50)
+            .map(|_| ("student".to_owned(), "pve1".to_owned()))
+            .collect();
+        let vmids = db
+            .reserve_vmids(class, &plan, 10_000..=10_999, 0)
+            .await
+            .unwrap();
+        assert_eq!(vmids.len(), 50);
+        let mut students = Vec::new();
+        for n in 0..100 {
+            students.push(
+                db.insert_user(&format!("s{n}"), Role::Student, "x", 0)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let joins = students
+            .iter()
+            .map(|student| db.join_class(class, *student, 1));
+        let outcomes: Vec<JoinOutcome> = futures_util::future::join_all(joins)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .collect();
+        let assigned: std::collections::HashSet<u32> = outcomes
+            .iter()
+            .filter_map(|outcome| match outcome {
+                JoinOutcome::Assigned(vmid) => Some(*vmid),
+                JoinOutcome::Waitlisted => None,
+            })
+            .collect();
+        let assignments = outcomes
+            .iter()
+            .filter(|outcome| matches!(outcome, JoinOutcome::Assigned(_)))
+            .count();
+        assert_eq!(assignments, 50, "{:?}", db.backend());
+        assert_eq!(assigned.len(), 50, "no VM twice");
+        assert_eq!(db.waitlist(class).await.unwrap().len(), 50);
+        // Joining again changes nothing; capacity later serves the waitlist in join order.
+        let again = db.join_class(class, students[0], 2).await.unwrap();
+        assert!(outcomes[0] == again);
+        let more: Vec<(String, String)> = (0..10)
+            .map(|_| ("student".to_owned(), "pve1".to_owned()))
+            .collect();
+        let extra = db
+            .reserve_vmids(class, &more, 10_000..=10_999, 3)
+            .await
+            .unwrap();
+        assert!(
+            extra.iter().all(|vmid| !vmids.contains(vmid)),
+            "fresh VM ids"
+        );
+        for (user, _) in db.waitlist(class).await.unwrap() {
+            db.assign_free_vm(class, user, 4).await.unwrap();
+        }
+        assert_eq!(db.waitlist(class).await.unwrap().len(), 40);
+        test_db.finish().await;
+    }
+}

@@ -71,6 +71,41 @@ pub fn name_stem(name: &str, class_id: i64) -> String {
     }
 }
 
+/// How far a class's deployment is.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClassProgress {
+    pub class_id: i64,
+    pub ready: usize,
+    pub failed: usize,
+    pub total: usize,
+    /// The newest job, as `deploy running` or `delete done`.
+    pub job_state: Option<String>,
+    pub job_message: Option<String>,
+    /// Each VM's deployment state, by VMID.
+    pub vms: Vec<(u32, String)>,
+}
+
+/// The deployment state of a class (the caller has checked who may see it).
+pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, ClassError> {
+    let rows = state.db.class_vms(class_id).await?;
+    let clones: Vec<_> = rows.iter().filter(|vm| vm.kind != "base").collect();
+    let jobs = state.db.class_jobs(class_id).await?;
+    Ok(ClassProgress {
+        class_id,
+        ready: clones.iter().filter(|vm| vm.state == "ready").count(),
+        failed: clones.iter().filter(|vm| vm.state == "failed").count(),
+        total: clones.len(),
+        job_state: jobs
+            .first()
+            .map(|job| format!("{} {}", job.kind, job.state)),
+        job_message: jobs.first().map(|job| job.message.clone()),
+        vms: clones
+            .iter()
+            .map(|vm| (vm.vmid, vm.state.clone()))
+            .collect(),
+    })
+}
+
 /// The class, if the viewer owns it (or is an admin).
 pub async fn owned_class(
     state: &HubState,

@@ -129,6 +129,18 @@ impl From<LoginError> for AppError {
     }
 }
 
+impl AppError {
+    /// A VM operation's failure as a staff member reads it.
+    pub(crate) fn from_vm_error(err: &VmOpError) -> String {
+        match err {
+            VmOpError::Node { action, source } => {
+                format!("the node could not {action} it: {source}")
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl From<VmOpError> for AppError {
     fn from(err: VmOpError) -> Self {
         match err {
@@ -209,5 +221,24 @@ impl IntoResponse for PageError {
         let mut response = (self.error.status(), Html(page)).into_response();
         self.error.retry_after(&mut response);
         response
+    }
+}
+
+/// A JSON request body whose problems are answered in the API's error format.
+#[derive(Debug)]
+pub(crate) struct ApiJson<T>(pub(crate) T);
+
+impl<S, T> axum::extract::FromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
+        match Json::<T>::from_request(request, state).await {
+            Ok(Json(value)) => Ok(ApiJson(value)),
+            Err(rejection) => Err(AppError::BadRequest(rejection.body_text()).into()),
+        }
     }
 }

@@ -47,6 +47,18 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/portal/profile.html"),
     ),
     (
+        "pages/classes/list.html",
+        include_str!("../../templates/pages/classes/list.html"),
+    ),
+    (
+        "pages/classes/class.html",
+        include_str!("../../templates/pages/classes/class.html"),
+    ),
+    (
+        "pages/classes/join.html",
+        include_str!("../../templates/pages/classes/join.html"),
+    ),
+    (
         "pages/admin/nodes.html",
         include_str!("../../templates/pages/admin/nodes.html"),
     ),

@@ -132,6 +132,11 @@ impl Browser {
             .await;
     }
 
+    /// Forgets every cookie: the next page is seen signed out.
+    pub async fn clear_cookies(&self) {
+        self.command(reqwest::Method::DELETE, "/cookie", None).await;
+    }
+
     pub async fn current_url(&self) -> String {
         self.command(reqwest::Method::GET, "/url", None)
             .await
@@ -220,7 +225,10 @@ impl Browser {
             // in; wait again in the new page until the deadline.
             if Instant::now() > deadline {
                 let body = self.eval("return document.body.innerText;").await;
-                panic!("waiting for {what}: {}\nthe page shows:\n{body}", response["value"]);
+                panic!(
+                    "waiting for {what}: {}\nthe page shows:\n{body}",
+                    response["value"]
+                );
             }
         }
     }

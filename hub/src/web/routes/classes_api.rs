@@ -12,7 +12,7 @@ use crate::HubState;
 use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JobRow, JoinOutcome};
 use crate::tokens::format_time;
-use crate::web::error::{ApiError, AppError};
+use crate::web::error::{ApiError, ApiJson, AppError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 
 type ApiResult<T> = Result<Json<T>, ApiError>;
@@ -152,7 +152,7 @@ struct Created {
 async fn create(
     State(state): State<Arc<HubState>>,
     RequireStaff(user): RequireStaff,
-    Json(body): Json<CreateClass>,
+    ApiJson(body): ApiJson<CreateClass>,
 ) -> ApiResult<Created> {
     let request = ClassRequest {
         name: body.name,
@@ -236,7 +236,7 @@ async fn capacity(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     Path(id): Path<i64>,
-    Json(body): Json<Capacity>,
+    ApiJson(body): ApiJson<Capacity>,
 ) -> ApiResult<JobStarted> {
     let job = classes::add_capacity(&state, &user.viewer, id, body.add).await?;
     Ok(Json(JobStarted { job }))

@@ -4,6 +4,7 @@
 //! - `vm`: a VM's current view (the same object as `GET /api/v1/vms/{id}`);
 //! - `vm-removed`: `{"vmid": N}` for a VM that no longer exists or is no longer visible;
 //! - `node` (admins): a node's current view, on state changes and new metrics;
+//! - `class` (the class's owners and admins): a class's deployment progress;
 //! - `resync`: updates were lost; reload the data.
 
 use std::collections::HashSet;
@@ -64,6 +65,7 @@ async fn feed(state: Arc<HubState>, viewer: Viewer, sender: mpsc::Sender<Event>)
     let mut changes = state.inventory_changes.subscribe();
     let mut node_states = state.registry.subscribe();
     let mut stopping = state.stopping.clone();
+    let mut class_changes = state.jobs.subscribe();
     loop {
         let result = tokio::select! {
             () = sender.closed() => return,
@@ -72,6 +74,11 @@ async fn feed(state: Arc<HubState>, viewer: Viewer, sender: mpsc::Sender<Event>)
             change = changes.recv() => match change {
                 Ok(change) => on_inventory_change(&state, &viewer, &change, &sender).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            change = class_changes.recv() => match change {
+                Ok(class_id) => send_class(&state, &viewer, class_id, &sender).await,
+                Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             change = node_states.recv() => match change {
@@ -150,6 +157,25 @@ async fn changed_vms(
             .collect()
     };
     Ok((vms.iter().map(VmView::new).collect(), assigned))
+}
+
+async fn send_class(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    sender: &mpsc::Sender<Event>,
+) -> Result<(), Gone> {
+    if !viewer.is_staff()
+        || crate::classes::owned_class(state, viewer, class_id)
+            .await
+            .is_err()
+    {
+        return Ok(());
+    }
+    match crate::classes::progress(state, class_id).await {
+        Ok(progress) => send(sender, event("class", &progress)).await,
+        Err(_) => Ok(()),
+    }
 }
 
 async fn send_node(state: &HubState, node: &str, sender: &mpsc::Sender<Event>) -> Result<(), Gone> {

@@ -1,0 +1,429 @@
+//! The class pages: the list and the create form, the teacher's class page (progress, VMs,
+//! students, invite, capacity, bulk actions, deletion), and the student's join page.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::{Form, Router};
+use serde::{Deserialize, Serialize};
+
+use crate::HubState;
+use crate::access::VmAction;
+use crate::classes::{self, ClassRequest};
+use crate::db::classes::{ClassRow, JoinOutcome};
+use crate::db::inventory::VmFilter;
+use crate::web::error::{AppError, PageError};
+use crate::web::identity::{CurrentUser, MaybeUser, RequireStaff};
+use crate::web::render::{Layout, Page, redirect_with_flash};
+use crate::web::views::{TemplateView, VmView};
+use crate::{tokens::format_time, vms};
+
+#[derive(Debug, Serialize)]
+struct ClassSummary {
+    id: i64,
+    name: String,
+    description: String,
+    seats: u32,
+    state: String,
+}
+
+impl From<&ClassRow> for ClassSummary {
+    fn from(class: &ClassRow) -> Self {
+        Self {
+            id: class.id,
+            name: class.name.clone(),
+            description: class.description.clone(),
+            seats: class.seats,
+            state: class.state.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ClassesView {
+    classes: Vec<ClassSummary>,
+    templates: Vec<TemplateView>,
+    nodes: Vec<String>,
+}
+
+async fn list(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+) -> Result<Page, PageError> {
+    let viewer = &user.viewer;
+    let rows = if viewer.is_admin() {
+        state.db.list_classes(None).await?
+    } else if viewer.is_staff() {
+        state.db.list_classes(Some(viewer.id)).await?
+    } else {
+        state.db.enrolled_classes(viewer.id).await?
+    };
+    let (templates, nodes) = if viewer.is_staff() {
+        let filter = VmFilter {
+            template: Some(true),
+            ..VmFilter::default()
+        };
+        let templates = state.db.find_vms(&filter).await?;
+        (
+            templates
+                .iter()
+                // Class bases are templates too, but not something to build a class from.
+                .filter(|vm| vm.class_id.is_none())
+                .map(TemplateView::from)
+                .collect(),
+            state.registry.online_nodes(),
+        )
+    } else {
+        (Vec::new(), Vec::new())
+    };
+    let view = ClassesView {
+        classes: rows.iter().map(ClassSummary::from).collect(),
+        templates,
+        nodes,
+    };
+    Ok(Page::render(
+        "pages/classes/list.html",
+        &Layout::new(Some(&user), &headers, "classes", "Classes"),
+        &view,
+    )?)
+}
+
+#[derive(Debug, Deserialize)]
+struct CreateForm {
+    name: String,
+    #[serde(default)]
+    description: String,
+    template_vmid: String,
+    seats: String,
+    #[serde(default)]
+    node: String,
+}
+
+fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, AppError> {
+    text.trim()
+        .parse()
+        .map_err(|_| AppError::BadRequest(format!("{what} must be a number")))
+}
+
+async fn create(
+    State(state): State<Arc<HubState>>,
+    RequireStaff(user): RequireStaff,
+    Form(form): Form<CreateForm>,
+) -> Result<Response, PageError> {
+    let request = ClassRequest {
+        name: form.name,
+        description: form.description,
+        template_vmid: number(&form.template_vmid, "the template")?,
+        seats: number(&form.seats, "the number of student VMs")?,
+        node: Some(form.node.trim().to_owned()).filter(|node| !node.is_empty()),
+    };
+    match classes::create_class(&state, &user.viewer, &request).await {
+        Ok((class_id, _)) => Ok(Redirect::to(&format!("/classes/{class_id}")).into_response()),
+        Err(err) => Ok(redirect_with_flash(
+            "/classes",
+            "error",
+            &AppError::from(err).to_string(),
+        )),
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ClassVmLine {
+    vmid: u32,
+    kind: String,
+    node: String,
+    deploy_state: String,
+    error: String,
+    assignee: Option<String>,
+    /// The VM as the inventory shows it, once it exists.
+    vm: Option<VmView>,
+}
+
+#[derive(Debug, Serialize)]
+struct ClassPageView {
+    class: ClassSummary,
+    template_vmid: Option<u32>,
+    owners: Vec<String>,
+    vms: Vec<ClassVmLine>,
+    students: Vec<(String, Option<u32>)>,
+    progress: classes::ClassProgress,
+    invite_active: bool,
+    invite_expires_at: Option<String>,
+    invite_seat_limit: Option<u32>,
+    /// A new invite link, shown once after it is made.
+    new_invite: Option<String>,
+}
+
+async fn render_class(
+    state: &HubState,
+    user: &CurrentUser,
+    headers: &HeaderMap,
+    class_id: i64,
+    new_invite: Option<String>,
+) -> Result<Page, PageError> {
+    let class = classes::owned_class(state, &user.viewer, class_id).await?;
+    let rows = state.db.class_vms(class_id).await?;
+    let inventory = state
+        .db
+        .find_vms(&VmFilter {
+            vmids: Some(rows.iter().map(|vm| vm.vmid).collect()),
+            ..VmFilter::default()
+        })
+        .await?;
+    let progress = classes::progress(state, class_id).await?;
+    let vms = rows
+        .iter()
+        .map(|row| ClassVmLine {
+            vmid: row.vmid,
+            kind: row.kind.clone(),
+            node: row.node.clone(),
+            deploy_state: row.state.clone(),
+            error: row.error.clone(),
+            assignee: row.assignee.clone(),
+            vm: inventory
+                .iter()
+                .find(|vm| vm.vmid == row.vmid)
+                .map(VmView::new),
+        })
+        .collect();
+    let view = ClassPageView {
+        class: ClassSummary::from(&class),
+        template_vmid: class.template_vmid,
+        owners: state.db.class_owners(class_id).await?,
+        vms,
+        students: state
+            .db
+            .roster(class_id)
+            .await?
+            .into_iter()
+            .map(|(_, name, vmid)| (name, vmid))
+            .collect(),
+        progress,
+        invite_active: class.has_invite,
+        invite_expires_at: class.invite_expires_at.map(format_time),
+        invite_seat_limit: class.invite_seat_limit,
+        new_invite,
+    };
+    Ok(Page::render(
+        "pages/classes/class.html",
+        &Layout::new(Some(user), headers, "classes", &class.name),
+        &view,
+    )?)
+}
+
+async fn show(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+) -> Result<Page, PageError> {
+    render_class(&state, &user, &headers, id, None).await
+}
+
+#[derive(Debug, Deserialize)]
+struct InviteForm {
+    /// Days; 0 for never.
+    expires_in_days: String,
+    #[serde(default)]
+    seat_limit: String,
+}
+
+async fn invite(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<InviteForm>,
+) -> Result<Response, PageError> {
+    let days: u32 = number(&form.expires_in_days, "the expiry")?;
+    let ttl = (days > 0).then(|| Duration::from_secs(u64::from(days.min(366)) * 86_400));
+    let seat_limit = match form.seat_limit.trim() {
+        "" => None,
+        text => Some(number(text, "the seat limit")?),
+    };
+    let token = classes::rotate_invite(&state, &user.viewer, id, ttl, seat_limit).await?;
+    let base = state
+        .config
+        .public_url
+        .clone()
+        .or_else(|| {
+            headers
+                .get(axum::http::header::HOST)
+                .and_then(|host| host.to_str().ok())
+                .map(|host| format!("http://{host}"))
+        })
+        .unwrap_or_default();
+    let link = format!("{}/join/{token}", base.trim_end_matches('/'));
+    Ok(render_class(&state, &user, &headers, id, Some(link))
+        .await?
+        .into_response())
+}
+
+#[derive(Debug, Deserialize)]
+struct CapacityForm {
+    add: String,
+}
+
+async fn capacity(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Form(form): Form<CapacityForm>,
+) -> Result<Response, PageError> {
+    let back = format!("/classes/{id}");
+    let more: u32 = number(&form.add, "the number of VMs")?;
+    Ok(
+        match classes::add_capacity(&state, &user.viewer, id, more).await {
+            Ok(_) => redirect_with_flash(&back, "ok", &format!("{more} more VMs are deploying.")),
+            Err(err) => redirect_with_flash(&back, "error", &AppError::from(err).to_string()),
+        },
+    )
+}
+
+async fn delete(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+) -> Result<Response, PageError> {
+    classes::delete_class(&state, &user.viewer, id).await?;
+    Ok(redirect_with_flash(
+        "/classes",
+        "ok",
+        "The class is being deleted with all its VMs.",
+    ))
+}
+
+/// A bulk action: the form lists `vmid` once per selected VM (none: all student VMs).
+async fn bulk(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, action)): Path<(i64, String)>,
+    body: axum::body::Bytes,
+) -> Result<Response, PageError> {
+    let back = format!("/classes/{id}");
+    let action = VmAction::parse(&action)
+        .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
+    classes::owned_class(&state, &user.viewer, id).await?;
+    let selected: Vec<u32> = form_urlencoded::parse(&body)
+        .filter(|(key, _)| key == "vmid")
+        .filter_map(|(_, value)| value.parse().ok())
+        .collect();
+    let class_vms: Vec<u32> = state
+        .db
+        .class_vms(id)
+        .await?
+        .into_iter()
+        .filter(|vm| vm.kind != "base" && vm.state == "ready")
+        .map(|vm| vm.vmid)
+        .filter(|vmid| selected.is_empty() || selected.contains(vmid))
+        .collect();
+    let runs = class_vms
+        .iter()
+        .map(|vmid| vms::power(&state, &user.viewer, *vmid, action));
+    let results = futures_util::future::join_all(runs).await;
+    let failed: Vec<String> = class_vms
+        .iter()
+        .zip(&results)
+        .filter_map(|(vmid, result)| {
+            result
+                .as_ref()
+                .err()
+                .map(|err| format!("VM {vmid}: {}", AppError::from_vm_error(err)))
+        })
+        .collect();
+    Ok(if failed.is_empty() {
+        redirect_with_flash(
+            &back,
+            "ok",
+            &format!("{}: done for {} VMs.", action.as_str(), class_vms.len()),
+        )
+    } else {
+        redirect_with_flash(
+            &back,
+            "error",
+            &format!(
+                "{}: {} of {} failed. {}",
+                action.as_str(),
+                failed.len(),
+                class_vms.len(),
+                failed.join("; ")
+            ),
+        )
+    })
+}
+
+#[derive(Debug, Serialize)]
+struct JoinView {
+    class: ClassSummary,
+    token: String,
+}
+
+async fn join_page(
+    State(state): State<Arc<HubState>>,
+    MaybeUser(user): MaybeUser,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+) -> Result<Response, PageError> {
+    let Some(user) = user else {
+        return Err(PageError {
+            error: AppError::Unauthenticated,
+            staff: false,
+            path: format!("/join/{token}"),
+        });
+    };
+    let class = classes::class_for_invite(&state, &token).await?;
+    let view = JoinView {
+        class: ClassSummary::from(&class),
+        token,
+    };
+    Ok(Page::render(
+        "pages/classes/join.html",
+        &Layout::new(
+            Some(&user),
+            &headers,
+            "classes",
+            &format!("Join {}", class.name),
+        ),
+        &view,
+    )?
+    .into_response())
+}
+
+async fn join(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(token): Path<String>,
+) -> Result<Response, PageError> {
+    let (class, outcome) = classes::join(&state, &user.viewer, &token).await?;
+    Ok(match outcome {
+        JoinOutcome::Assigned(vmid) => redirect_with_flash(
+            &format!("/vms/{vmid}"),
+            "ok",
+            &format!("You joined {}. This is your VM.", class.name),
+        ),
+        JoinOutcome::Waitlisted => redirect_with_flash(
+            "/vms",
+            "ok",
+            &format!(
+                "You joined {}. All its VMs are taken; you get one as soon as your teacher adds more.",
+                class.name
+            ),
+        ),
+    })
+}
+
+pub(in crate::web) fn router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/classes", get(list).post(create))
+        .route("/classes/{id}", get(show))
+        .route("/classes/{id}/invite", post(invite))
+        .route("/classes/{id}/capacity", post(capacity))
+        .route("/classes/{id}/delete", post(delete))
+        .route("/classes/{id}/bulk/{action}", post(bulk))
+        .route("/join/{token}", get(join_page).post(join))
+}
