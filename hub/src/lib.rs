@@ -132,7 +132,7 @@ impl Hub {
             ca: pki.ca,
             hub_version: env!("CARGO_PKG_VERSION").to_owned(),
         });
-        let agent_server = AgentServer::start(link, config.quic_addr, &pki.server)?;
+        let agent_server = AgentServer::start(link, config.quic_addr, &pki.server, &pki.reset_key)?;
         let auth = auth::Authenticator::new(
             db.clone(),
             Arc::new(throttle::LoginThrottle::default()),

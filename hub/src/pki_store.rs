@@ -6,10 +6,27 @@ use proxlab_link::pki::{CertAndKey, CertificateAuthority};
 
 use crate::paths::DataDir;
 
-/// The hub's loaded certificates.
+/// The hub's loaded certificates and keys.
 pub struct HubPki {
     pub ca: CertificateAuthority,
     pub server: CertAndKey,
+    /// The secret behind QUIC stateless resets, the same across restarts.
+    pub reset_key: Vec<u8>,
+}
+
+/// The stateless-reset secret: 32 random bytes, created once.
+fn load_or_create_reset_key(path: &std::path::Path) -> Result<Vec<u8>> {
+    match std::fs::read(path) {
+        Ok(key) if key.len() == 32 => Ok(key),
+        Ok(_) => anyhow::bail!("{} is damaged; delete it to make a new one", path.display()),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let key: [u8; 32] = rand::random();
+            write_atomic(path, &key, true)
+                .with_context(|| format!("writing {}", path.display()))?;
+            Ok(key.to_vec())
+        }
+        Err(err) => Err(err).with_context(|| format!("reading {}", path.display())),
+    }
 }
 
 fn read_pair(cert: &std::path::Path, key: &std::path::Path) -> Result<Option<CertAndKey>> {
@@ -54,7 +71,12 @@ pub fn load_or_create(dir: &DataDir) -> Result<HubPki> {
             pair
         }
     };
-    Ok(HubPki { ca, server })
+    let reset_key = load_or_create_reset_key(&pki_dir.join("quic-reset.key"))?;
+    Ok(HubPki {
+        ca,
+        server,
+        reset_key,
+    })
 }
 
 fn sysname() -> String {

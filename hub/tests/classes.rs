@@ -377,3 +377,268 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
             .is_empty()
     );
 }
+
+/// A hub as its own process, to be killed like a crashed server.
+struct HubProcess {
+    child: tokio::process::Child,
+}
+
+impl HubProcess {
+    /// Starts `proxlab-hub serve` and waits for the line saying it listens.
+    async fn start(data: &Path, http: &str, quic: &str) -> Self {
+        use tokio::io::AsyncBufReadExt;
+        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
+            .arg("--data-dir")
+            .arg(data)
+            .args(["serve", "--http-addr", http, "--quic-addr", quic])
+            .env(
+                "PROXLAB_LOG",
+                std::env::var("PROXLAB_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .env("PROXLAB_CONFIG", "/dev/null")
+            .env_remove("PROXLAB_DATABASE_URL")
+            .stdout(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        within("the hub to listen", async {
+            while let Some(line) = lines.next_line().await.unwrap() {
+                if line.starts_with("proxlab hub listening") {
+                    return;
+                }
+            }
+            panic!("the hub exited");
+        })
+        .await;
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Self { child }
+    }
+
+    async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+fn hub_cli(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
+        .arg("--data-dir")
+        .arg(data)
+        .args(args)
+        .env("PROXLAB_CONFIG", "/dev/null")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    if let Some(text) = stdin {
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(text.as_bytes())
+            .unwrap();
+    }
+    let output = child.wait_with_output().unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+fn free_addr() -> String {
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let tcp = std::net::TcpListener::bind(socket.local_addr().unwrap());
+    assert!(tcp.is_ok(), "the port is free for TCP too");
+    socket.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn a_deployment_survives_the_hub_being_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("hub");
+    let sim = SimCluster::init_on(dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
+    // Slow clones down so the kill lands in the middle of the deployment.
+    sim.ok("pve1", "fault", &["--latency", "qemu-img create=150"]);
+    let (http, quic) = (free_addr(), free_addr());
+    let hub = HubProcess::start(&data, &http, &quic).await;
+    hub_cli(
+        &data,
+        &[
+            "user",
+            "add",
+            "tina",
+            "--role",
+            "teacher",
+            "--password-stdin",
+        ],
+        Some("a-long-password\n"),
+    );
+    let token = hub_cli(&data, &["user", "token", "tina"], None)
+        .trim()
+        .to_owned();
+    let teacher = WebClient::with_token(&format!("http://{http}"), &token);
+    hub_cli(
+        &data,
+        &["user", "add", "root", "--role", "admin", "--password-stdin"],
+        Some("a-long-password\n"),
+    );
+    let admin = WebClient::with_token(
+        &format!("http://{http}"),
+        hub_cli(&data, &["user", "token", "root"], None).trim(),
+    );
+    let mut admin_events = common::web::EventStream::open(&admin, "/api/v1/events").await;
+    let mut agents = Vec::new();
+    let agent_dir = dir.path().join("agents");
+    std::fs::create_dir_all(&agent_dir).unwrap();
+    for node in ["pve1", "pve2"] {
+        let issued: Value = serde_json::from_str(&hub_cli(
+            &data,
+            &[
+                "token",
+                "create",
+                "--node",
+                node,
+                "--hub-address",
+                &quic,
+                "--json",
+            ],
+            None,
+        ))
+        .unwrap();
+        let config = sim.agent_config(&agent_dir, node);
+        let state = agent_dir.join(node);
+        let output = std::process::Command::new(common::agent_bin())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(&config)
+            .args(["enroll", "--hub", &quic, "--node-name", node])
+            .args(["--token", issued["token"].as_str().unwrap()])
+            .args(["--ca-pin", issued["ca_pin"].as_str().unwrap()])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        agents.push(
+            tokio::process::Command::new(common::agent_bin())
+                .arg("--state-dir")
+                .arg(&state)
+                .arg("--config")
+                .arg(&config)
+                .arg("run")
+                .env("PVE_SIM_ROOT", &sim.root)
+                .env("PVE_SIM_NODE", node)
+                .env("PROXLAB_LOG", "info")
+                .stderr(std::fs::File::create(agent_dir.join(format!("{node}.log"))).unwrap())
+                .kill_on_drop(true)
+                .spawn()
+                .unwrap(),
+        );
+    }
+    admin_events
+        .until(
+            "the template in the inventory",
+            |_, _| {},
+            |name, data| name == "vm" && data["vmid"] == TEMPLATE,
+        )
+        .await;
+    assert_eq!(
+        teacher.get("/api/v1/nodes").await.status(),
+        StatusCode::FORBIDDEN
+    );
+    let mut events = common::web::EventStream::open(&teacher, "/api/v1/events").await;
+    let created: Value = teacher
+        .client
+        .post(format!("http://{http}/api/v1/classes"))
+        .bearer_auth(&token)
+        .json(&json!({"name": "Crash course", "template_vmid": TEMPLATE, "seats": 24}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{created}"));
+    let partial = events
+        .until(
+            "some VMs deployed",
+            |_, _| {},
+            |name, data| name == "class" && data["ready"].as_u64().unwrap_or(0) >= 3,
+        )
+        .await;
+    assert!(
+        partial["ready"].as_u64().unwrap() < 25,
+        "killed mid-deployment: {partial}"
+    );
+    hub.kill().await;
+
+    let _hub = HubProcess::start(&data, &http, &quic).await;
+    let logs = agent_dir.clone();
+    let dump = print_agent_logs_on_failure(logs);
+    let mut events = common::web::EventStream::open(&teacher, "/api/v1/events").await;
+    let job_path = format!("/api/v1/jobs/{}", created["job"]);
+    let mut job = teacher.json(&job_path).await;
+    while job["state"] == "pending" || job["state"] == "running" {
+        events
+            .until("class progress", |_, _| {}, |name, _| name == "class")
+            .await;
+        job = teacher.json(&job_path).await;
+    }
+    std::mem::forget(dump);
+    assert_eq!(job["message"], "25 VMs ready", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vmids: Vec<u32> = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
+        .collect();
+    assert_eq!(vmids.len(), 26);
+    // Exactly the class's VMs and the template exist, each once, each with one disk.
+    let mut configs = Vec::new();
+    for node in ["pve1", "pve2"] {
+        for entry in
+            std::fs::read_dir(sim.root.join(format!("etc/pve/nodes/{node}/qemu-server"))).unwrap()
+        {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            configs.push(name.trim_end_matches(".conf").parse::<u32>().unwrap());
+        }
+    }
+    configs.sort_unstable();
+    let mut expected = vmids.clone();
+    expected.push(TEMPLATE);
+    expected.sort_unstable();
+    assert_eq!(configs, expected, "no orphaned and no duplicated VMs");
+    for vmid in vmids.iter().filter(|vmid| **vmid != vmids[0]) {
+        assert_eq!(disk_paths(&sim.root, *vmid).len(), 1, "VM {vmid}");
+    }
+}
+
+/// Prints the agents' logs if the test fails while this is alive.
+struct LogDump(std::path::PathBuf);
+
+fn print_agent_logs_on_failure(dir: std::path::PathBuf) -> LogDump {
+    LogDump(dir)
+}
+
+impl Drop for LogDump {
+    fn drop(&mut self) {
+        for node in ["pve1", "pve2"] {
+            let log =
+                std::fs::read_to_string(self.0.join(format!("{node}.log"))).unwrap_or_default();
+            eprintln!(
+                "--- agent {node} ---\n{}",
+                log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
+            );
+        }
+    }
+}

@@ -32,6 +32,8 @@ pub fn program() -> OsString {
 pub fn wrapper(argv: &[String]) -> Outcome {
     if let Ok(sim) = Sim::from_env() {
         let faults = Faults::load(&sim)?;
+        let subcommand = argv.first().map_or("", String::as_str);
+        faults.apply_latency(&format!("qemu-img {subcommand}"));
         let cwd = std::env::current_dir().unwrap_or_default();
         for arg in argv.iter().filter(|arg| !arg.starts_with('-')) {
             let path = cwd.join(arg);

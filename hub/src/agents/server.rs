@@ -38,12 +38,20 @@ impl AgentServer {
         context: Arc<LinkContext>,
         addr: SocketAddr,
         server_cert: &proxlab_link::pki::CertAndKey,
+        reset_key: &[u8],
     ) -> Result<Self> {
         let mut config = proxlab_link::tls::hub_server_config(context.ca.cert_pem(), server_cert)
             .context("building the QUIC server configuration")?;
         config.transport_config(proxlab_link::transport::transport_config());
-        let endpoint = quinn::Endpoint::server(config, addr)
+        let socket = std::net::UdpSocket::bind(addr)
             .with_context(|| format!("binding the QUIC endpoint on {addr} (UDP)"))?;
+        let endpoint = quinn::Endpoint::new(
+            proxlab_link::transport::hub_endpoint_config(reset_key),
+            Some(config),
+            socket,
+            Arc::new(quinn::TokioRuntime),
+        )
+        .with_context(|| format!("starting the QUIC endpoint on {addr}"))?;
         let registry = context.registry.clone();
         let accepting = endpoint.clone();
         let accept_task = tokio::spawn(async move {
