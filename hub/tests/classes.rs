@@ -456,67 +456,97 @@ fn free_addr() -> String {
     socket.local_addr().unwrap().to_string()
 }
 
-#[tokio::test]
-async fn a_deployment_survives_the_hub_being_killed() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("hub");
-    let sim = SimCluster::init_on(dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
-    // Slow clones down so the kill lands in the middle of the deployment.
-    sim.ok("pve1", "fault", &["--latency", "qemu-img create=150"]);
-    let (http, quic) = (free_addr(), free_addr());
-    let hub = HubProcess::start(&data, &http, &quic).await;
-    hub_cli(
-        &data,
-        &[
-            "user",
-            "add",
-            "tina",
-            "--role",
-            "teacher",
-            "--password-stdin",
-        ],
-        Some("a-long-password\n"),
-    );
-    let token = hub_cli(&data, &["user", "token", "tina"], None)
-        .trim()
-        .to_owned();
-    let teacher = WebClient::with_token(&format!("http://{http}"), &token);
-    hub_cli(
-        &data,
-        &["user", "add", "root", "--role", "admin", "--password-stdin"],
-        Some("a-long-password\n"),
-    );
-    let admin = WebClient::with_token(
-        &format!("http://{http}"),
-        hub_cli(&data, &["user", "token", "root"], None).trim(),
-    );
-    let mut admin_events = common::web::EventStream::open(&admin, "/api/v1/events").await;
-    let mut agents = Vec::new();
-    let agent_dir = dir.path().join("agents");
-    std::fs::create_dir_all(&agent_dir).unwrap();
-    for node in ["pve1", "pve2"] {
+/// A site of separate processes (hub, two agents, pve-sim) that tests kill and restart.
+struct CrashLab {
+    dir: tempfile::TempDir,
+    sim: SimCluster,
+    http: String,
+    quic: String,
+    hub: Option<HubProcess>,
+    agents: std::collections::BTreeMap<String, tokio::process::Child>,
+    teacher: WebClient,
+}
+
+impl CrashLab {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("hub");
+        let sim = SimCluster::init_on(dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
+        // Slow clones down so a kill lands in the middle of the deployment.
+        sim.ok("pve1", "fault", &["--latency", "qemu-img create=150"]);
+        let (http, quic) = (free_addr(), free_addr());
+        let hub = HubProcess::start(&data, &http, &quic).await;
+        let url = format!("http://{http}");
+        let mut tokens = Vec::new();
+        for (user, role) in [("tina", "teacher"), ("root", "admin")] {
+            hub_cli(
+                &data,
+                &["user", "add", user, "--role", role, "--password-stdin"],
+                Some("a-long-password\n"),
+            );
+            tokens.push(
+                hub_cli(&data, &["user", "token", user], None)
+                    .trim()
+                    .to_owned(),
+            );
+        }
+        let admin = WebClient::with_token(&url, &tokens[1]);
+        let mut admin_events = common::web::EventStream::open(&admin, "/api/v1/events").await;
+        std::fs::create_dir_all(dir.path().join("agents")).unwrap();
+        let mut lab = Self {
+            sim,
+            http,
+            quic,
+            hub: Some(hub),
+            agents: Default::default(),
+            teacher: WebClient::with_token(&url, &tokens[0]),
+            dir,
+        };
+        for node in ["pve1", "pve2"] {
+            lab.enroll(node);
+            lab.spawn_agent(node);
+        }
+        admin_events
+            .until(
+                "the template in the inventory",
+                |_, _| {},
+                |name, data| name == "vm" && data["vmid"] == TEMPLATE,
+            )
+            .await;
+        lab
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("hub")
+    }
+
+    fn agent_paths(&self, node: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+        let agents = self.dir.path().join("agents");
+        (agents.join(node), self.sim.agent_config(&agents, node))
+    }
+
+    fn enroll(&self, node: &str) {
         let issued: Value = serde_json::from_str(&hub_cli(
-            &data,
+            &self.data(),
             &[
                 "token",
                 "create",
                 "--node",
                 node,
                 "--hub-address",
-                &quic,
+                &self.quic,
                 "--json",
             ],
             None,
         ))
         .unwrap();
-        let config = sim.agent_config(&agent_dir, node);
-        let state = agent_dir.join(node);
+        let (state, config) = self.agent_paths(node);
         let output = std::process::Command::new(common::agent_bin())
             .arg("--state-dir")
             .arg(&state)
             .arg("--config")
             .arg(&config)
-            .args(["enroll", "--hub", &quic, "--node-name", node])
+            .args(["enroll", "--hub", &self.quic, "--node-name", node])
             .args(["--token", issued["token"].as_str().unwrap()])
             .args(["--ca-pin", issued["ca_pin"].as_str().unwrap()])
             .output()
@@ -526,101 +556,136 @@ async fn a_deployment_survives_the_hub_being_killed() {
             "{}",
             String::from_utf8_lossy(&output.stderr)
         );
-        agents.push(
-            tokio::process::Command::new(common::agent_bin())
-                .arg("--state-dir")
-                .arg(&state)
-                .arg("--config")
-                .arg(&config)
-                .arg("run")
-                .env("PVE_SIM_ROOT", &sim.root)
-                .env("PVE_SIM_NODE", node)
-                .env("PROXLAB_LOG", "info")
-                .stderr(std::fs::File::create(agent_dir.join(format!("{node}.log"))).unwrap())
-                .kill_on_drop(true)
-                .spawn()
-                .unwrap(),
-        );
     }
-    admin_events
-        .until(
-            "the template in the inventory",
-            |_, _| {},
-            |name, data| name == "vm" && data["vmid"] == TEMPLATE,
-        )
-        .await;
-    assert_eq!(
-        teacher.get("/api/v1/nodes").await.status(),
-        StatusCode::FORBIDDEN
-    );
-    let mut events = common::web::EventStream::open(&teacher, "/api/v1/events").await;
-    let created: Value = teacher
-        .client
-        .post(format!("http://{http}/api/v1/classes"))
-        .bearer_auth(&token)
-        .json(&json!({"name": "Crash course", "template_vmid": TEMPLATE, "seats": 24}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let class_id = created["class"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{created}"));
-    let partial = events
-        .until(
-            "some VMs deployed",
-            |_, _| {},
-            |name, data| name == "class" && data["ready"].as_u64().unwrap_or(0) >= 3,
-        )
-        .await;
-    assert!(
-        partial["ready"].as_u64().unwrap() < 25,
-        "killed mid-deployment: {partial}"
-    );
-    hub.kill().await;
 
-    let _hub = HubProcess::start(&data, &http, &quic).await;
-    let logs = agent_dir.clone();
-    let dump = print_agent_logs_on_failure(logs);
-    let mut events = common::web::EventStream::open(&teacher, "/api/v1/events").await;
-    let job_path = format!("/api/v1/jobs/{}", created["job"]);
-    let mut job = teacher.json(&job_path).await;
-    while job["state"] == "pending" || job["state"] == "running" {
-        events
-            .until("class progress", |_, _| {}, |name, _| name == "class")
-            .await;
-        job = teacher.json(&job_path).await;
+    fn spawn_agent(&mut self, node: &str) {
+        let (state, config) = self.agent_paths(node);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("agents").join(format!("{node}.log")))
+            .unwrap();
+        let child = tokio::process::Command::new(common::agent_bin())
+            .arg("--state-dir")
+            .arg(&state)
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("PVE_SIM_ROOT", &self.sim.root)
+            .env("PVE_SIM_NODE", node)
+            .env("PROXLAB_LOG", "info")
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.agents.insert(node.to_owned(), child);
     }
-    std::mem::forget(dump);
-    assert_eq!(job["message"], "25 VMs ready", "{job}");
-    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
-    let vmids: Vec<u32> = detail["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
-        .collect();
-    assert_eq!(vmids.len(), 26);
-    // Exactly the class's VMs and the template exist, each once, each with one disk.
-    let mut configs = Vec::new();
-    for node in ["pve1", "pve2"] {
-        for entry in
-            std::fs::read_dir(sim.root.join(format!("etc/pve/nodes/{node}/qemu-server"))).unwrap()
-        {
-            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            configs.push(name.trim_end_matches(".conf").parse::<u32>().unwrap());
+
+    /// Creates a class and waits until part of it is deployed. Returns the class and job ids.
+    async fn class_partly_deployed(&self, seats: u32) -> (i64, u64) {
+        let mut events = common::web::EventStream::open(&self.teacher, "/api/v1/events").await;
+        let created: Value = self
+            .teacher
+            .client
+            .post(format!("http://{}/api/v1/classes", self.http))
+            .bearer_auth(self.teacher.bearer.as_ref().unwrap())
+            .json(&json!({"name": "Crash course", "template_vmid": TEMPLATE, "seats": seats}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let class_id = created["class"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{created}"));
+        let partial = events
+            .until(
+                "some VMs deployed",
+                |_, _| {},
+                |name, data| name == "class" && data["ready"].as_u64().unwrap_or(0) >= 3,
+            )
+            .await;
+        assert!(
+            partial["ready"].as_u64().unwrap() <= u64::from(seats),
+            "the kill lands mid-deployment: {partial}"
+        );
+        (class_id, created["job"].as_u64().unwrap())
+    }
+
+    /// Waits until a job ends, following the class's live progress.
+    async fn job_end(&self, job: u64) -> Value {
+        let dump = print_agent_logs_on_failure(self.dir.path().join("agents"));
+        let mut events = common::web::EventStream::open(&self.teacher, "/api/v1/events").await;
+        let path = format!("/api/v1/jobs/{job}");
+        let mut state = self.teacher.json(&path).await;
+        while state["state"] == "pending" || state["state"] == "running" {
+            events
+                .until("class progress", |_, _| {}, |name, _| name == "class")
+                .await;
+            state = self.teacher.json(&path).await;
+        }
+        std::mem::forget(dump);
+        state
+    }
+
+    /// Exactly the class's VMs and the template exist, each once, each clone with one disk.
+    async fn assert_nothing_orphaned_or_duplicated(&self, class_id: i64, expected_vms: usize) {
+        let detail = self
+            .teacher
+            .json(&format!("/api/v1/classes/{class_id}"))
+            .await;
+        let vms = detail["vms"].as_array().unwrap();
+        assert_eq!(vms.len(), expected_vms);
+        let mut configs = Vec::new();
+        for node in ["pve1", "pve2"] {
+            let dir = self
+                .sim
+                .root
+                .join(format!("etc/pve/nodes/{node}/qemu-server"));
+            for entry in std::fs::read_dir(dir).unwrap() {
+                let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+                configs.push(name.trim_end_matches(".conf").parse::<u32>().unwrap());
+            }
+        }
+        configs.sort_unstable();
+        let mut expected: Vec<u32> = vms
+            .iter()
+            .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
+            .chain([TEMPLATE])
+            .collect();
+        expected.sort_unstable();
+        assert_eq!(configs, expected, "no orphaned and no duplicated VMs");
+        for vm in vms.iter().filter(|vm| vm["kind"] != "base") {
+            let vmid = vm["vmid"].as_u64().unwrap() as u32;
+            assert_eq!(disk_paths(&self.sim.root, vmid).len(), 1, "VM {vmid}");
         }
     }
-    configs.sort_unstable();
-    let mut expected = vmids.clone();
-    expected.push(TEMPLATE);
-    expected.sort_unstable();
-    assert_eq!(configs, expected, "no orphaned and no duplicated VMs");
-    for vmid in vmids.iter().filter(|vmid| **vmid != vmids[0]) {
-        assert_eq!(disk_paths(&sim.root, *vmid).len(), 1, "VM {vmid}");
-    }
+}
+
+#[tokio::test]
+async fn a_deployment_survives_the_hub_being_killed() {
+    let mut lab = CrashLab::start().await;
+    let (class_id, job) = lab.class_partly_deployed(24).await;
+    lab.hub.take().unwrap().kill().await;
+    lab.hub = Some(HubProcess::start(&lab.data(), &lab.http, &lab.quic).await);
+    let job = lab.job_end(job).await;
+    assert_eq!(job["message"], "25 VMs ready", "{job}");
+    lab.assert_nothing_orphaned_or_duplicated(class_id, 26)
+        .await;
+}
+
+#[tokio::test]
+async fn a_deployment_survives_an_agent_being_killed() {
+    let mut lab = CrashLab::start().await;
+    let (class_id, job) = lab.class_partly_deployed(24).await;
+    let mut agent = lab.agents.remove("pve1").unwrap();
+    agent.kill().await.unwrap();
+    lab.spawn_agent("pve1");
+    let job = lab.job_end(job).await;
+    assert_eq!(job["message"], "25 VMs ready", "{job}");
+    lab.assert_nothing_orphaned_or_duplicated(class_id, 26)
+        .await;
 }
 
 /// Prints the agents' logs if the test fails while this is alive.

@@ -44,10 +44,39 @@ impl Node {
                 .unwrap_or_default()
                 .to_owned()
         });
-        Self {
+        let node = Self {
             config,
             name,
             storage_roots: Mutex::default(),
+        };
+        node.remove_stale_config_writes();
+        node
+    }
+
+    /// Removes half-written configs (`<vmid>.conf.tmp.<pid>`) that an agent killed in the
+    /// middle of [`Node::write_config`] left behind. Only other processes' files go: a live
+    /// agent's own writes are never touched.
+    fn remove_stale_config_writes(&self) {
+        let own = format!(".conf.tmp.{}", std::process::id());
+        let Ok(entries) = std::fs::read_dir(self.qemu_dir(&self.name)) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let stale = name.contains(".conf.tmp.") && !name.ends_with(&own);
+            let writer_alive = name
+                .rsplit('.')
+                .next()
+                .and_then(|pid| pid.parse::<u32>().ok())
+                .is_some_and(|pid| Path::new(&format!("/proc/{pid}")).exists());
+            if stale && !writer_alive {
+                match std::fs::remove_file(entry.path()) {
+                    Ok(()) => tracing::info!(file = %name, "removed a half-written VM config"),
+                    Err(err) => {
+                        tracing::warn!(file = %name, %err, "cannot remove a half-written VM config")
+                    }
+                }
+            }
         }
     }
 
