@@ -57,10 +57,12 @@ fn workspace_bin(name: &str, once: &'static Once) -> PathBuf {
     once.call_once(|| {
         if !bin.exists() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = std::process::Command::new(cargo)
-                .args(["build", "-p", name, "--bin", name])
-                .status()
-                .expect("running cargo build");
+            let mut command = std::process::Command::new(cargo);
+            command.args(["build", "-p", name, "--bin", name]);
+            if dir.ends_with("release") {
+                command.arg("--release");
+            }
+            let status = command.status().expect("running cargo build");
             assert!(status.success(), "building {name} failed");
         }
     });

@@ -1,0 +1,145 @@
+//! Deploying a 100-student class: `cargo bench -p proxlab-hub --bench classes`.
+//!
+//! A real hub and two real agents on a two-node pve-sim cluster, with a 2 GiB template on
+//! shared storage. Prints the time to export the class base (a full copy of the template
+//! disk), the time from the start of cloning until all 101 VMs (100 students and the
+//! teacher's) are registered in the hub's inventory, and, measured in the same run as the
+//! baseline, a bare loop of 101 `qemu-img create` overlays on the same base. Asserts nothing
+//! about speed.
+
+#[path = "../tests/common/mod.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod common;
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use common::{SimCluster, TestHub};
+use proxlab_hub::auth::Viewer;
+use proxlab_hub::classes::{self, ClassRequest};
+use proxlab_hub::db::users::Role;
+
+const TEMPLATE: u32 = 9000;
+const STUDENTS: u32 = 100;
+
+#[tokio::main]
+async fn main() {
+    let hub = TestHub::start().await;
+    let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["bench-tpl:2G"], "shared");
+    let _agents = [
+        hub.sim_agent(&sim, "pve1").await,
+        hub.sim_agent(&sim, "pve2").await,
+    ];
+    let state = hub.hub().state.clone();
+    let mut inventory = state.inventory_changes.subscribe();
+    while state.db.vm(TEMPLATE).await.unwrap().is_none() {
+        let _ = inventory.recv().await;
+    }
+    proxlab_hub::accounts::create_user(&state.db, "tina", Role::Teacher, Some("a-long-password"))
+        .await
+        .unwrap();
+    let teacher = Viewer::from(&state.db.user_by_name("tina").await.unwrap().unwrap());
+
+    let mut progress = state.jobs.subscribe();
+    let started = Instant::now();
+    let (class_id, _) = classes::create_class(
+        &state,
+        &teacher,
+        &ClassRequest {
+            name: "Bench".into(),
+            description: String::new(),
+            template_vmid: TEMPLATE,
+            seats: STUDENTS,
+            node: None,
+        },
+    )
+    .await
+    .unwrap();
+    let rows = state.db.class_vms(class_id).await.unwrap();
+    let base = rows.iter().find(|vm| vm.kind == "base").unwrap().vmid;
+    let clones: HashSet<u32> = rows
+        .iter()
+        .filter(|vm| vm.kind != "base")
+        .map(|vm| vm.vmid)
+        .collect();
+    loop {
+        let base_row = state.db.class_vms(class_id).await.unwrap();
+        if base_row
+            .iter()
+            .any(|vm| vm.vmid == base && vm.state == "ready")
+        {
+            break;
+        }
+        let _ = progress.recv().await;
+    }
+    let base_done = started.elapsed();
+    let cloning = Instant::now();
+    loop {
+        let stored: HashSet<u32> = state
+            .db
+            .list_vms()
+            .await
+            .unwrap()
+            .iter()
+            .map(|vm| vm.vmid)
+            .collect();
+        if clones.is_subset(&stored) {
+            break;
+        }
+        let _ = inventory.recv().await;
+    }
+    let clones_done = cloning.elapsed();
+
+    // The baseline: the same number of bare overlays on the same base, one after another.
+    let base_disk = walk(&sim.root, &format!("base-{base}-disk-0.qcow2")).expect("the base disk");
+    let scratch = tempfile::tempdir().unwrap();
+    let baseline = Instant::now();
+    for n in 0..clones.len() {
+        let status = std::process::Command::new("qemu-img")
+            .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+            .arg(&base_disk)
+            .arg(scratch.path().join(format!("overlay-{n}.qcow2")))
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    let baseline = baseline.elapsed();
+    let on = |node: &str| {
+        rows.iter()
+            .filter(|vm| vm.kind != "base" && vm.node == node)
+            .count()
+    };
+    println!(
+        "class of {STUDENTS} students (+ teacher VM) from a 2 GiB template, 2 nodes ({} + {} VMs)",
+        on("pve1"),
+        on("pve2")
+    );
+    println!(
+        "base export (full copy of the template disk): {:>8.0} ms",
+        base_done.as_secs_f64() * 1000.0
+    );
+    println!(
+        "cloning until all {} VMs are registered:    {:>8.0} ms",
+        clones.len(),
+        clones_done.as_secs_f64() * 1000.0
+    );
+    println!(
+        "baseline, {} bare `qemu-img create` overlays: {:>7.0} ms",
+        clones.len(),
+        baseline.as_secs_f64() * 1000.0
+    );
+}
+
+fn walk(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
+    for entry in std::fs::read_dir(dir).ok()?.flatten() {
+        let path = entry.path();
+        if path.is_dir() {
+            if let Some(found) = walk(&path, name) {
+                return Some(found);
+            }
+        } else if path.file_name().is_some_and(|n| n == name) {
+            return Some(path);
+        }
+    }
+    None
+}
