@@ -8,7 +8,6 @@
 //! about speed.
 
 #[path = "../tests/common/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod common;
 
 use std::collections::HashSet;
