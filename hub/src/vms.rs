@@ -174,3 +174,54 @@ pub async fn power(
         }
     }
 }
+
+/// Assigns a VM the viewer may see to a user (`None`: takes it away from whoever has it).
+/// Staff only; in a class, the student is enrolled too.
+pub async fn assign(
+    state: &HubState,
+    viewer: &Viewer,
+    vmid: u32,
+    username: Option<&str>,
+) -> Result<(), VmOpError> {
+    if !viewer.is_staff() {
+        return Err(VmOpError::NotFound);
+    }
+    let vm = visible_vm(state, viewer, vmid).await?;
+    let target = format!("vm:{vmid}");
+    match username {
+        Some(username) => {
+            let user = state
+                .db
+                .user_by_name(username)
+                .await?
+                .filter(|user| !user.disabled)
+                .ok_or_else(|| VmOpError::NotAllowed(format!("no active user named {username}")))?;
+            if let Some(class_id) = vm.class_id {
+                state
+                    .db
+                    .join_class_with_vm(class_id, user.id, vmid, crate::db::now_unix())
+                    .await?;
+                state.jobs.announce(class_id);
+            } else {
+                state
+                    .db
+                    .assign_vm(vmid, user.id, Some(viewer.id), crate::db::now_unix())
+                    .await?;
+            }
+            audit::record(
+                &state.db,
+                viewer,
+                "vm.assign",
+                &target,
+                Outcome::Ok,
+                username,
+            )
+            .await;
+        }
+        None => {
+            state.db.unassign_vm(vmid).await?;
+            audit::record(&state.db, viewer, "vm.unassign", &target, Outcome::Ok, "").await;
+        }
+    }
+    Ok(())
+}

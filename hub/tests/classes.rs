@@ -291,6 +291,109 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         StatusCode::BAD_REQUEST
     );
 
+    // Co-owners get full rights, and lose them when removed.
+    let owners = format!("/api/v1/classes/{class_id}/owners");
+    let added = teacher
+        .api_post_json(&owners, &json!({"username": "tom"}))
+        .await;
+    assert_eq!(added.status(), StatusCode::OK);
+    assert_eq!(tom.get(&class_path).await.status(), StatusCode::OK);
+    assert_eq!(tom.json("/api/v1/vms?limit=1000").await["total"], 31);
+    let refused = teacher
+        .api_post_json(&owners, &json!({"username": "student01"}))
+        .await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::BAD_REQUEST,
+        "students cannot own classes"
+    );
+    teacher.api_delete(&format!("{owners}/tom")).await;
+    assert_eq!(tom.get(&class_path).await.status(), StatusCode::NOT_FOUND);
+    let last = teacher.api_delete(&format!("{owners}/tina")).await;
+    assert_eq!(last.status(), StatusCode::CONFLICT, "the last owner stays");
+
+    // A removed student's VM goes to the next student; VMs can be reassigned directly.
+    let freed = joined[29]["vmid"].as_u64().unwrap();
+    let waiting = lab.user("waiting", Role::Student).await;
+    let new_token = teacher
+        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let queued: Value = waiting
+        .api_post(&format!("/api/v1/join/{new_token}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(queued["waitlisted"], true, "{queued}");
+    let removed = teacher
+        .api_delete(&format!("/api/v1/classes/{class_id}/students/student29"))
+        .await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    let theirs = waiting.json("/api/v1/vms").await;
+    assert_eq!(
+        theirs["vms"][0]["vmid"], freed,
+        "the waitlist got the freed VM"
+    );
+    assert!(
+        students[29].json("/api/v1/vms").await["vms"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    let moved = teacher
+        .api_post_json(
+            &format!("/api/v1/vms/{freed}/assign"),
+            &json!({"username": "late"}),
+        )
+        .await;
+    assert_eq!(moved.status(), StatusCode::OK);
+    assert_eq!(late.json("/api/v1/vms").await["vms"][0]["vmid"], freed);
+    assert!(
+        waiting.json("/api/v1/vms").await["vms"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        students[1]
+            .api_post_json(
+                &format!("/api/v1/vms/{freed}/assign"),
+                &json!({"username": "student01"})
+            )
+            .await
+            .status(),
+        StatusCode::NOT_FOUND,
+        "students assign nothing"
+    );
+
+    // Capacity taken away: those VMs are destroyed with their disks.
+    let shrink: Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/remove-vms"),
+            &json!({"vmids": [freed]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = lab
+        .job_done(&teacher, shrink["job"].as_u64().expect("a job"))
+        .await;
+    assert_eq!(job["message"], "1 VM removed", "{job}");
+    assert!(disk_paths(&lab.sim.root, freed as u32).is_empty());
+    assert!(
+        late.json("/api/v1/vms").await["vms"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+
     // Start, reset, stop.
     let vmid = joined[0]["vmid"].as_u64().unwrap();
     let started: Value = students[0]
@@ -344,7 +447,11 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         .job_done(&teacher, deleting["job"].as_u64().unwrap())
         .await;
     assert_eq!(job["state"], "done", "{job}");
-    let mut all = clone_ids.clone();
+    let mut all: Vec<u32> = clone_ids
+        .iter()
+        .copied()
+        .filter(|vmid| u64::from(*vmid) != freed)
+        .collect();
     all.push(base);
     for vmid in &all {
         for node in ["pve1", "pve2"] {

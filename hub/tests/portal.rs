@@ -169,6 +169,8 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/classes/1", [401, 404, 404, 404]),
     ("POST", "/api/v1/join/pli_unknown", [401, 400, 400, 400]),
     ("GET", "/api/v1/jobs/1", [401, 404, 404, 404]),
+    ("POST", "/vms/102/assign", [303, 404, 404, 303]),
+    ("POST", "/api/v1/vms/102/unassign", [401, 404, 404, 200]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -676,6 +678,10 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}",
             "/classes/{id}/capacity",
             "/classes/{id}/invite",
+            "/classes/{id}/owners",
+            "/classes/{id}/owners/{username}",
+            "/classes/{id}/remove-vms",
+            "/classes/{id}/students/{username}",
             "/events",
             "/jobs/{id}",
             "/join/{token}",
@@ -685,10 +691,12 @@ async fn the_openapi_document_describes_every_api_route() {
             "/templates",
             "/vms",
             "/vms/{vmid}",
+            "/vms/{vmid}/assign",
             "/vms/{vmid}/reset",
             "/vms/{vmid}/shutdown",
             "/vms/{vmid}/start",
             "/vms/{vmid}/stop",
+            "/vms/{vmid}/unassign",
         ]
     );
     let root = site.client("root").await;

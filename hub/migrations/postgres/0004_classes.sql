@@ -52,7 +52,7 @@ CREATE INDEX class_vms_class ON class_vms (class_id);
 
 CREATE TABLE jobs (
     id         BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-    kind       TEXT NOT NULL CHECK (kind IN ('deploy', 'delete')),
+    kind       TEXT NOT NULL CHECK (kind IN ('deploy', 'delete', 'shrink')),
     class_id   BIGINT REFERENCES classes (id) ON DELETE SET NULL,
     state      TEXT NOT NULL CHECK (state IN ('pending', 'running', 'done', 'failed')),
     created_by BIGINT REFERENCES users (id) ON DELETE SET NULL,

@@ -109,6 +109,7 @@ async fn run_job(state: &HubState, id: i64) {
     let result = match job.kind.as_str() {
         "deploy" => deploy(state, id, class_id).await,
         "delete" => delete(state, class_id).await,
+        "shrink" => shrink(state, class_id).await,
         other => Err(format!("unknown job kind {other}")),
     };
     let (job_state, message) = match result {
@@ -124,6 +125,15 @@ async fn run_job(state: &HubState, id: i64) {
         tracing::error!(%err, job = id, "cannot record the end of a job");
     }
     state.jobs.announce(class_id);
+}
+
+/// "1 VM", "31 VMs".
+fn count_vms(n: usize) -> String {
+    if n == 1 {
+        "1 VM".to_owned()
+    } else {
+        format!("{n} VMs")
+    }
 }
 
 /// A job step failed in a way worth reporting; the message is for teachers.
@@ -307,18 +317,9 @@ async fn clone_batch(
 
 /// Gives waitlisted students the VMs that are free now and sums up.
 async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> StepResult<String> {
-    let waitlist = state
-        .db
-        .waitlist(class_id)
+    super::serve_waitlist(state, class_id)
         .await
         .map_err(|err| err.to_string())?;
-    for (user, _) in waitlist {
-        state
-            .db
-            .assign_free_vm(class_id, user, now_unix())
-            .await
-            .map_err(|err| err.to_string())?;
-    }
     let wanted: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.kind != "base").collect();
     let failed: Vec<String> = wanted
         .iter()
@@ -327,7 +328,7 @@ async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> S
         .collect();
     let ready = wanted.len() - failed.len();
     if failed.is_empty() {
-        Ok(format!("{ready} VMs ready"))
+        Ok(format!("{} ready", count_vms(ready)))
     } else {
         Ok(format!(
             "{ready} of {} VMs ready; failed after {MAX_ATTEMPTS} tries: {}",
@@ -366,7 +367,21 @@ async fn delete(state: &HubState, class_id: i64) -> StepResult<String> {
         .delete_class(class_id)
         .await
         .map_err(|err| err.to_string())?;
-    Ok(format!("{} VMs removed", vms.len()))
+    Ok(format!("{} removed", count_vms(vms.len())))
+}
+
+/// Removes the class VMs marked `removing` (capacity taken away), with their disks.
+async fn shrink(state: &HubState, class_id: i64) -> StepResult<String> {
+    let vms = state
+        .db
+        .class_vms(class_id)
+        .await
+        .map_err(|err| err.to_string())?;
+    let doomed: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.state == "removing").collect();
+    for vm in &doomed {
+        destroy(state, class_id, vm).await?;
+    }
+    Ok(format!("{} removed", count_vms(doomed.len())))
 }
 
 async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {

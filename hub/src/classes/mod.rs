@@ -355,6 +355,148 @@ pub async fn delete_class(
     Ok(job)
 }
 
+/// Takes student VMs away from a class: they are destroyed with their disks by a job, and
+/// their students go back to the waitlist.
+pub async fn remove_vms(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    vmids: &[u32],
+) -> Result<i64, ClassError> {
+    let class = owned_class(state, viewer, class_id).await?;
+    let rows = state.db.class_vms(class_id).await?;
+    let mut removed = 0;
+    for vmid in vmids {
+        let row = rows
+            .iter()
+            .find(|vm| vm.vmid == *vmid && vm.kind == "student")
+            .ok_or_else(|| {
+                ClassError::Invalid(format!("VM {vmid} is not a student VM of this class"))
+            })?;
+        state
+            .db
+            .set_class_vm_state(row.vmid, "removing", "", false, now_unix())
+            .await?;
+        state.db.unassign_vm(row.vmid).await?;
+        removed += 1;
+    }
+    state
+        .db
+        .set_class_seats(class_id, class.seats.saturating_sub(removed))
+        .await?;
+    let job = state
+        .db
+        .insert_job("shrink", class_id, Some(viewer.id), now_unix())
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.capacity",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        &format!("-{removed} VMs: {vmids:?}"),
+    )
+    .await;
+    state.jobs.wake(job);
+    Ok(job)
+}
+
+/// Makes another teacher a co-owner, with full rights on the class.
+pub async fn add_owner(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    username: &str,
+) -> Result<(), ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let user = state
+        .db
+        .user_by_name(username)
+        .await?
+        .filter(|user| user.role >= crate::db::users::Role::Teacher && !user.disabled)
+        .ok_or_else(|| ClassError::Invalid(format!("{username} is not an active teacher")))?;
+    state.db.add_class_owner(class_id, user.id).await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.owner-add",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        username,
+    )
+    .await;
+    state.jobs.announce(class_id);
+    Ok(())
+}
+
+/// Removes a co-owner; a class always keeps one owner.
+pub async fn remove_owner(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    username: &str,
+) -> Result<(), ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let user = state
+        .db
+        .user_by_name(username)
+        .await?
+        .ok_or_else(|| ClassError::Invalid(format!("no user named {username}")))?;
+    if !state.db.remove_class_owner(class_id, user.id).await? {
+        return Err(ClassError::Conflict(format!(
+            "{username} is not a co-owner, or the class's last owner"
+        )));
+    }
+    audit::record(
+        &state.db,
+        viewer,
+        "class.owner-remove",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        username,
+    )
+    .await;
+    Ok(())
+}
+
+/// Removes a student from a class; their VM becomes free for the waitlist.
+pub async fn remove_student(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    username: &str,
+) -> Result<(), ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let user = state
+        .db
+        .user_by_name(username)
+        .await?
+        .ok_or_else(|| ClassError::Invalid(format!("no user named {username}")))?;
+    state.db.remove_enrollment(class_id, user.id).await?;
+    serve_waitlist(state, class_id).await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.student-remove",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        username,
+    )
+    .await;
+    state.jobs.announce(class_id);
+    Ok(())
+}
+
+/// Gives free VMs to waitlisted students, in join order.
+pub async fn serve_waitlist(state: &HubState, class_id: i64) -> Result<(), ClassError> {
+    for (user, _) in state.db.waitlist(class_id).await? {
+        if state.db.assign_free_vm(class_id, user, now_unix()).await? == JoinOutcome::Waitlisted {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// A new invite for a class (the old link stops working at once). `ttl` of `None` never
 /// expires. Returns the invite token, shown in the link.
 pub async fn rotate_invite(

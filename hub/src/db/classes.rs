@@ -461,6 +461,45 @@ impl Db {
         self.assign_free_vm(class_id, user, now).await
     }
 
+    /// Enrolls a user and gives them this VM of the class, taking back any other VM of the
+    /// class they had (a reassignment).
+    pub async fn join_class_with_vm(
+        &self,
+        class_id: i64,
+        user: i64,
+        vmid: u32,
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO enrollments (class_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+        )
+        .bind(class_id)
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid IN \
+             (SELECT vmid FROM class_vms WHERE class_id = $2)",
+        )
+        .bind(user)
+        .bind(class_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO vm_assignments (vmid, user_id, assigned_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, assigned_at = excluded.assigned_at",
+        )
+        .bind(i64::from(vmid))
+        .bind(user)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Gives an enrolled student a free VM if they have none in the class.
     pub async fn assign_free_vm(
         &self,

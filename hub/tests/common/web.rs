@@ -113,6 +113,23 @@ impl WebClient {
         builder.send().await.unwrap()
     }
 
+    /// An API call that changes state, with a JSON body.
+    pub async fn api_post_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        let mut builder = self.request(Method::POST, path).json(body);
+        if self.bearer.is_none() {
+            builder = builder.header("X-CSRF-Token", &self.csrf);
+        }
+        builder.send().await.unwrap()
+    }
+
+    pub async fn api_delete(&self, path: &str) -> Response {
+        let mut builder = self.request(Method::DELETE, path);
+        if self.bearer.is_none() {
+            builder = builder.header("X-CSRF-Token", &self.csrf);
+        }
+        builder.send().await.unwrap()
+    }
+
     /// A JSON GET that must succeed.
     pub async fn json(&self, path: &str) -> serde_json::Value {
         let response = self.get(path).await;

@@ -101,6 +101,46 @@ async fn vm_action(
     Ok(Json(VmView::new(&vm)))
 }
 
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AssignTo {
+    username: String,
+}
+
+/// Who a VM is assigned to now.
+#[derive(Debug, Serialize)]
+struct Assigned {
+    vmid: u32,
+    assignee: Option<String>,
+}
+
+async fn assign(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(vmid): Path<String>,
+    crate::web::error::ApiJson(body): crate::web::error::ApiJson<AssignTo>,
+) -> ApiResult<Assigned> {
+    let vmid = parse_vmid(&vmid)?;
+    vms::assign(&state, &user.viewer, vmid, Some(&body.username)).await?;
+    Ok(Json(Assigned {
+        vmid,
+        assignee: Some(body.username),
+    }))
+}
+
+async fn unassign(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(vmid): Path<String>,
+) -> ApiResult<Assigned> {
+    let vmid = parse_vmid(&vmid)?;
+    vms::assign(&state, &user.viewer, vmid, None).await?;
+    Ok(Json(Assigned {
+        vmid,
+        assignee: None,
+    }))
+}
+
 #[derive(Debug, Serialize)]
 struct NodeList {
     nodes: Vec<NodeView>,
@@ -153,6 +193,8 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/session", get(session))
         .route("/vms", get(list_vms))
         .route("/vms/{vmid}", get(get_vm))
+        .route("/vms/{vmid}/assign", post(assign))
+        .route("/vms/{vmid}/unassign", post(unassign))
         .route("/vms/{vmid}/{action}", post(vm_action))
         .route("/nodes", get(list_nodes))
         .route("/templates", get(list_templates))

@@ -357,6 +357,143 @@ async fn bulk(
     })
 }
 
+/// Where a class form returns, with a message saying how it went.
+fn back_with<E: Into<AppError>>(class_id: i64, done: &str, result: Result<(), E>) -> Response {
+    let back = format!("/classes/{class_id}");
+    match result {
+        Ok(()) => redirect_with_flash(&back, "ok", done),
+        Err(err) => redirect_with_flash(&back, "error", &err.into().to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct UsernameForm {
+    username: String,
+}
+
+async fn add_owner(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Form(form): Form<UsernameForm>,
+) -> Response {
+    let username = form.username.trim();
+    let result = classes::add_owner(&state, &user.viewer, id, username).await;
+    back_with(id, &format!("{username} now co-owns the class."), result)
+}
+
+async fn remove_owner(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, username)): Path<(i64, String)>,
+) -> Response {
+    let result = classes::remove_owner(&state, &user.viewer, id, &username).await;
+    back_with(id, &format!("{username} no longer owns the class."), result)
+}
+
+async fn remove_student(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, username)): Path<(i64, String)>,
+) -> Response {
+    let result = classes::remove_student(&state, &user.viewer, id, &username).await;
+    back_with(
+        id,
+        &format!("{username} left the class; their VM is free."),
+        result,
+    )
+}
+
+async fn remove_vms(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> Response {
+    let selected: Vec<u32> = form_urlencoded::parse(&body)
+        .filter(|(key, _)| key == "vmid")
+        .filter_map(|(_, value)| value.parse().ok())
+        .collect();
+    if selected.is_empty() {
+        return back_with(
+            id,
+            "",
+            Err(AppError::BadRequest("select the VMs to remove".into())),
+        );
+    }
+    let result = classes::remove_vms(&state, &user.viewer, id, &selected)
+        .await
+        .map(drop);
+    back_with(
+        id,
+        &format!("Removing {} VMs with their disks.", selected.len()),
+        result,
+    )
+}
+
+#[derive(Debug, Deserialize)]
+struct AssignForm {
+    #[serde(default)]
+    username: String,
+    back: Option<String>,
+}
+
+async fn assign_vm(
+    state: State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(vmid): Path<String>,
+    Form(form): Form<AssignForm>,
+) -> Result<Response, PageError> {
+    let username = form.username.trim().to_owned();
+    if username.is_empty() {
+        // Whether the VM is theirs to assign is checked before the form is.
+        let number = crate::web::parse_vmid(&vmid)?;
+        if !user.viewer.is_staff() {
+            return Err(AppError::NotFound("no such VM".into()).into());
+        }
+        vms::visible_vm(&state, &user.viewer, number).await?;
+        let back = crate::web::local_path(form.back.as_deref(), "/vms");
+        return Ok(redirect_with_flash(
+            back,
+            "error",
+            "Name the user to assign the VM to.",
+        ));
+    }
+    change_assignee(state, user, &vmid, Some(&username), form.back.as_deref()).await
+}
+
+async fn unassign_vm(
+    state: State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(vmid): Path<String>,
+    Form(form): Form<AssignForm>,
+) -> Result<Response, PageError> {
+    change_assignee(state, user, &vmid, None, form.back.as_deref()).await
+}
+
+async fn change_assignee(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    vmid: &str,
+    to: Option<&str>,
+    back: Option<&str>,
+) -> Result<Response, PageError> {
+    let vmid = crate::web::parse_vmid(vmid)?;
+    let back = crate::web::local_path(back, "/vms");
+    Ok(match vms::assign(&state, &user.viewer, vmid, to).await {
+        Ok(()) => redirect_with_flash(
+            back,
+            "ok",
+            &match to {
+                Some(name) => format!("VM {vmid} is now {name}'s."),
+                None => format!("VM {vmid} is unassigned."),
+            },
+        ),
+        Err(vms::VmOpError::NotFound) => return Err(AppError::NotFound("no such VM".into()).into()),
+        Err(err) => redirect_with_flash(back, "error", &AppError::from(err).to_string()),
+    })
+}
+
 #[derive(Debug, Serialize)]
 struct JoinView {
     class: ClassSummary,
@@ -425,5 +562,14 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/classes/{id}/capacity", post(capacity))
         .route("/classes/{id}/delete", post(delete))
         .route("/classes/{id}/bulk/{action}", post(bulk))
+        .route("/classes/{id}/owners", post(add_owner))
+        .route("/classes/{id}/owners/{username}/remove", post(remove_owner))
+        .route(
+            "/classes/{id}/students/{username}/remove",
+            post(remove_student),
+        )
+        .route("/classes/{id}/remove-vms", post(remove_vms))
+        .route("/vms/{vmid}/assign", post(assign_vm))
+        .route("/vms/{vmid}/unassign", post(unassign_vm))
         .route("/join/{token}", get(join_page).post(join))
 }

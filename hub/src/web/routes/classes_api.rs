@@ -308,6 +308,61 @@ async fn join(
     }))
 }
 
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Username {
+    username: String,
+}
+
+#[derive(Debug, Serialize)]
+struct Done {
+    ok: bool,
+}
+
+async fn add_owner(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<Username>,
+) -> ApiResult<Done> {
+    classes::add_owner(&state, &user.viewer, id, &body.username).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+async fn remove_owner(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, username)): Path<(i64, String)>,
+) -> ApiResult<Done> {
+    classes::remove_owner(&state, &user.viewer, id, &username).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+async fn remove_student(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, username)): Path<(i64, String)>,
+) -> ApiResult<Done> {
+    classes::remove_student(&state, &user.viewer, id, &username).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VmIds {
+    vmids: Vec<u32>,
+}
+
+async fn remove_vms(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<VmIds>,
+) -> ApiResult<JobStarted> {
+    let job = classes::remove_vms(&state, &user.viewer, id, &body.vmids).await?;
+    Ok(Json(JobStarted { job }))
+}
+
 async fn job(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
@@ -338,5 +393,15 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/classes/{id}/capacity", post(capacity))
         .route("/classes/{id}/invite", post(invite))
         .route("/join/{token}", post(join))
+        .route("/classes/{id}/owners", post(add_owner))
+        .route(
+            "/classes/{id}/owners/{username}",
+            axum::routing::delete(remove_owner),
+        )
+        .route(
+            "/classes/{id}/students/{username}",
+            axum::routing::delete(remove_student),
+        )
+        .route("/classes/{id}/remove-vms", post(remove_vms))
         .route("/jobs/{id}", get(job))
 }
