@@ -302,9 +302,11 @@ async fn change(
                     r.concurrency as usize
                 };
                 let outcomes =
-                    clones::clone_many(node, r.base_vmid, r.vms, concurrency, |o| progress.send(o))
-                        .await
-                        .map_err(failed)?;
+                    clones::clone_many(node, r.base_vmid, r.vms, concurrency, r.hardware, |o| {
+                        progress.send(o)
+                    })
+                    .await
+                    .map_err(failed)?;
                 let (created, failed): (Vec<_>, Vec<_>) =
                     outcomes.into_iter().partition(|o| o.error.is_none());
                 Ok(CloneManyReply {

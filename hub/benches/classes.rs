@@ -50,6 +50,8 @@ async fn main() {
             template_vmid: TEMPLATE,
             seats: STUDENTS,
             node: None,
+            cores: None,
+            memory_mib: None,
         },
     )
     .await

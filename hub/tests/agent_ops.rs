@@ -133,6 +133,7 @@ impl Setup {
                 })
                 .collect(),
             concurrency: 0,
+            hardware: Default::default(),
         };
         self.registry()
             .call_with(
@@ -498,6 +499,7 @@ async fn make_base_copies_the_template_with_progress() {
             name: "s1".into(),
         }],
         concurrency: 0,
+        hardware: Default::default(),
     };
     let reply = setup.registry().call("pve1", &clones).await.unwrap();
     assert_eq!(reply.created, [230]);
@@ -535,6 +537,7 @@ async fn fifty_clones_at_once_each_a_valid_chain() {
             })
             .collect(),
         concurrency: 8,
+        hardware: Default::default(),
     };
     let reply = setup
         .registry()
@@ -606,6 +609,7 @@ async fn failing_clones_leave_nothing_behind_and_retries_create_nothing_twice() 
             })
             .collect(),
         concurrency: 4,
+        hardware: Default::default(),
     };
     let registry = setup.registry();
     let first = registry
@@ -677,6 +681,7 @@ async fn failing_clones_leave_nothing_behind_and_retries_create_nothing_twice() 
             name: "x".into(),
         }],
         concurrency: 1,
+        hardware: Default::default(),
     };
     let reply = registry.call("pve1", &taken).await.unwrap();
     assert!(
@@ -888,6 +893,7 @@ async fn block_storage_bases_fall_back_to_qm_clone() {
             name: "on-lvm".into(),
         }],
         concurrency: 1,
+        hardware: Default::default(),
     };
     let reply = setup.registry().call("pve1", &request).await.unwrap();
     assert!(

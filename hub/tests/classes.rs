@@ -131,7 +131,10 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         .client
         .post(format!("{}/api/v1/classes", lab.hub.url()))
         .bearer_auth(teacher.bearer.as_ref().unwrap())
-        .json(&json!({"name": "Networks 101", "template_vmid": TEMPLATE, "seats": 30}))
+        .json(
+            &json!({"name": "Networks 101", "template_vmid": TEMPLATE, "seats": 30,
+                       "cores": 1, "memory_mib": 1024}),
+        )
         .send()
         .await
         .unwrap()
@@ -176,6 +179,10 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         let text = std::fs::read_to_string(&path).unwrap();
         let canonical = lab.sim.ok(node, "canon", &[path.to_str().unwrap()]);
         assert_eq!(text, canonical, "VM {vmid} is not canonical");
+        assert!(
+            text.contains("\ncores: 1\n") && text.contains("\nmemory: 1024\n"),
+            "the class's hardware: {text}"
+        );
         let net0 = text.lines().find(|l| l.starts_with("net0:")).unwrap();
         let mac = net0.split(['=', ',']).nth(1).unwrap().to_owned();
         assert!(macs.insert(mac.clone()), "MAC {mac} twice");
@@ -813,4 +820,52 @@ impl Drop for LogDump {
             );
         }
     }
+}
+
+#[tokio::test]
+async fn a_vm_that_keeps_failing_is_retried_then_reported_while_the_rest_deploy() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    // VMIDs are handed out from 10000 up: the base, the teacher's VM, then the students.
+    // Every write into VM 10004's image directory fails, on every try.
+    lab.sim.ok("pve1", "fault", &["--qemu-img-fail", "/10004/"]);
+    let created: Value = teacher
+        .api_post_json(
+            "/api/v1/classes",
+            &json!({"name": "Flaky", "template_vmid": TEMPLATE, "seats": 6}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{created}"));
+    let job = lab
+        .job_done(&teacher, created["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["state"], "done", "the others complete: {job}");
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("6 of 7 VMs ready; failed after 3 tries: VM 10004:"),
+        "{message}"
+    );
+    assert!(message.contains("injected fault"), "{message}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let failed: Vec<&Value> = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|vm| vm["state"] == "failed")
+        .collect();
+    assert_eq!(failed.len(), 1, "{detail}");
+    assert_eq!(
+        (failed[0]["vmid"].as_u64(), failed[0]["attempts"].as_u64()),
+        (Some(10004), Some(3))
+    );
+    // Nothing half-made is left of it, and it is never given to a student.
+    for node in ["pve1", "pve2"] {
+        assert!(!lab.config_path(node, 10004).exists());
+    }
+    assert!(disk_paths(&lab.sim.root, 10004).is_empty());
 }

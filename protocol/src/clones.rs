@@ -42,6 +42,22 @@ pub struct CloneTarget {
     pub name: String,
 }
 
+/// Hardware every clone gets instead of the base's (a class's CPU and memory override).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hardware {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+}
+
+impl Hardware {
+    /// Nothing to override.
+    pub fn is_unchanged(&self) -> bool {
+        self.cores.is_none() && self.memory_mib.is_none()
+    }
+}
+
 /// Creates linked clones of a base, in parallel.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CloneMany {
@@ -50,6 +66,9 @@ pub struct CloneMany {
     /// How many clones run at once; 0 for the agent's default.
     #[serde(default)]
     pub concurrency: u32,
+    /// Optional: an agent that predates it ignores it, and the clones keep the base's hardware.
+    #[serde(default, skip_serializing_if = "Hardware::is_unchanged")]
+    pub hardware: Hardware,
 }
 
 /// The outcome for one VM, sent as it completes.

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress};
+use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress, Hardware};
 use proxlab_pve::clone::{CloneSpec, clone_config};
 use proxlab_pve::config::{VmConfig, WriteMode};
 use proxlab_pve::drive::{Bus, Drive};
@@ -219,6 +219,8 @@ pub struct Base {
     pub config: VmConfig,
     /// Whether every image of the base is a qcow2 base on a file storage.
     overlays: bool,
+    /// CPU and memory the clones get instead of the base's.
+    hardware: Hardware,
 }
 
 impl Base {
@@ -273,7 +275,23 @@ impl Base {
             vmid,
             config,
             overlays,
+            hardware: Hardware::default(),
         })
+    }
+
+    /// Gives every clone made from here on this hardware instead of the base's.
+    pub fn with_hardware(mut self, hardware: Hardware) -> Result<Self, PveError> {
+        let main = self.config.main_mut();
+        if let Some(cores) = hardware.cores {
+            main.set("cores", &cores.to_string())
+                .map_err(PveError::Invalid)?;
+        }
+        if let Some(memory) = hardware.memory_mib {
+            main.set("memory", &memory.to_string())
+                .map_err(PveError::Invalid)?;
+        }
+        self.hardware = hardware;
+        Ok(self)
     }
 }
 
@@ -306,16 +324,26 @@ pub async fn clone_one(node: &Node, base: &Base, target: &CloneTarget) -> Result
         if already_cloned(node, base, vmid) {
             return Ok(());
         }
-        return node
-            .qm([
-                "clone",
-                &base.vmid.to_string(),
-                &vmid.to_string(),
-                "--name",
-                &target.name,
-            ])
-            .await
-            .map(drop);
+        node.qm([
+            "clone",
+            &base.vmid.to_string(),
+            &vmid.to_string(),
+            "--name",
+            &target.name,
+        ])
+        .await?;
+        // `qm clone` copies the base's hardware; apply the override afterwards.
+        let mut set = vec!["set".to_owned(), vmid.to_string()];
+        if let Some(cores) = base.hardware.cores {
+            set.extend(["--cores".to_owned(), cores.to_string()]);
+        }
+        if let Some(memory) = base.hardware.memory_mib {
+            set.extend(["--memory".to_owned(), memory.to_string()]);
+        }
+        if set.len() > 2 {
+            node.qm(set.iter().map(String::as_str)).await?;
+        }
+        return Ok(());
     }
     let _lock = node.lock_vm(vmid).await?;
     if already_cloned(node, base, vmid) {
@@ -399,9 +427,10 @@ pub async fn clone_many(
     base_vmid: u32,
     targets: Vec<CloneTarget>,
     concurrency: usize,
+    hardware: Hardware,
     mut on_outcome: impl FnMut(CloneOutcome) + Send,
 ) -> Result<Vec<CloneOutcome>, PveError> {
-    let base = Arc::new(Base::load(node, base_vmid)?);
+    let base = Arc::new(Base::load(node, base_vmid)?.with_hardware(hardware)?);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets {

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxlab_protocol::ErrorKind;
-use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, MakeBase};
+use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, Hardware, MakeBase};
 use proxlab_protocol::vm_ops::VmDestroy;
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -201,7 +201,7 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
         }
         let batches = by_node
             .into_iter()
-            .map(|(node, targets)| clone_batch(state, class_id, base.vmid, node, targets));
+            .map(|(node, targets)| clone_batch(state, &class, base.vmid, node, targets));
         futures_util::future::join_all(batches).await;
     }
 }
@@ -266,16 +266,21 @@ async fn mark(state: &HubState, class_id: i64, vmid: u32, to: &str, error: &str,
 /// Clones a batch on one node, recording each VM as the agent reports it.
 async fn clone_batch(
     state: &HubState,
-    class_id: i64,
+    class: &ClassRow,
     base_vmid: u32,
     node: &str,
     targets: Vec<CloneTarget>,
 ) {
+    let class_id = class.id;
     state.registry.wait_for(node, true).await;
     let request = CloneMany {
         base_vmid,
         vms: targets,
         concurrency: 0,
+        hardware: Hardware {
+            cores: class.cores,
+            memory_mib: class.memory_mib,
+        },
     };
     let (outcomes, mut reported) = mpsc::unbounded_channel::<CloneOutcome>();
     let op_id = crate::agents::new_op_id();
@@ -317,6 +322,18 @@ async fn clone_batch(
 
 /// Gives waitlisted students the VMs that are free now and sums up.
 async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> StepResult<String> {
+    // A student given a VM that then failed for good goes back to the waitlist, to get a
+    // working one now or when capacity is added.
+    for vm in vms
+        .iter()
+        .filter(|vm| vm.state == "failed" && vm.assignee.is_some())
+    {
+        state
+            .db
+            .unassign_vm(vm.vmid)
+            .await
+            .map_err(|err| err.to_string())?;
+    }
     super::serve_waitlist(state, class_id)
         .await
         .map_err(|err| err.to_string())?;

@@ -47,6 +47,9 @@ pub struct ClassRequest {
     pub seats: u32,
     /// Pin every VM to this node; `None` spreads them.
     pub node: Option<String>,
+    /// CPU cores and memory for every VM instead of the template's.
+    pub cores: Option<u32>,
+    pub memory_mib: Option<u64>,
 }
 
 /// A DNS-safe stem for the class's VM names, from its name.
@@ -200,6 +203,20 @@ fn validate_request(request: &ClassRequest) -> Result<(), ClassError> {
             "the description is limited to 2,000 characters".into(),
         ));
     }
+    if request
+        .cores
+        .is_some_and(|cores| !(1..=128).contains(&cores))
+    {
+        return Err(ClassError::Invalid("a VM has 1 to 128 cores".into()));
+    }
+    if request
+        .memory_mib
+        .is_some_and(|memory| !(64..=1_048_576).contains(&memory))
+    {
+        return Err(ClassError::Invalid(
+            "a VM has 64 MiB to 1 TiB of memory".into(),
+        ));
+    }
     if request.seats == 0 || request.seats > MAX_SEATS {
         return Err(ClassError::Invalid(format!(
             "a class has 1 to {MAX_SEATS} student VMs"
@@ -238,6 +255,8 @@ pub async fn create_class(
                 template_vmid: Some(request.template_vmid),
                 pinned_node: request.node.clone(),
                 seats: request.seats,
+                cores: request.cores,
+                memory_mib: request.memory_mib,
                 ..NewClass::default()
             },
             viewer.id,
@@ -299,11 +318,14 @@ pub async fn add_capacity(
         .await?
         .ok_or_else(|| ClassError::Conflict(format!("template {template_vmid} is gone")))?;
     let candidates = candidates(state, &template, class.pinned_node.as_deref()).await?;
-    let plan: Vec<(String, String)> =
-        placement::spread(&candidates, more as usize, template.memory_mib)
-            .into_iter()
-            .map(|node| ("student".to_owned(), node))
-            .collect();
+    let plan: Vec<(String, String)> = placement::spread(
+        &candidates,
+        more as usize,
+        class.memory_mib.unwrap_or(template.memory_mib),
+    )
+    .into_iter()
+    .map(|node| ("student".to_owned(), node))
+    .collect();
     let now = now_unix();
     state
         .db

@@ -102,6 +102,18 @@ struct CreateForm {
     seats: String,
     #[serde(default)]
     node: String,
+    #[serde(default)]
+    cores: String,
+    #[serde(default)]
+    memory_mib: String,
+}
+
+/// An optional number from a form field (empty: not given).
+fn optional_number<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, AppError> {
+    match text.trim() {
+        "" => Ok(None),
+        text => number(text, what).map(Some),
+    }
 }
 
 fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<T, AppError> {
@@ -121,6 +133,8 @@ async fn create(
         template_vmid: number(&form.template_vmid, "the template")?,
         seats: number(&form.seats, "the number of student VMs")?,
         node: Some(form.node.trim().to_owned()).filter(|node| !node.is_empty()),
+        cores: optional_number(&form.cores, "the cores")?,
+        memory_mib: optional_number(&form.memory_mib, "the memory")?,
     };
     match classes::create_class(&state, &user.viewer, &request).await {
         Ok((class_id, _)) => Ok(Redirect::to(&format!("/classes/{class_id}")).into_response()),

@@ -37,6 +37,8 @@ pub(in crate::web) struct ClassView {
     template_vmid: Option<u32>,
     seats: u32,
     pinned_node: Option<String>,
+    cores: Option<u32>,
+    memory_mib: Option<u64>,
     state: String,
     invite_active: bool,
     invite_expires_at: Option<String>,
@@ -53,6 +55,8 @@ impl From<&ClassRow> for ClassView {
             template_vmid: class.template_vmid,
             seats: class.seats,
             pinned_node: class.pinned_node.clone(),
+            cores: class.cores,
+            memory_mib: class.memory_mib,
             state: class.state.clone(),
             invite_active: class.has_invite,
             invite_expires_at: class.invite_expires_at.map(format_time),
@@ -141,6 +145,10 @@ struct CreateClass {
     seats: u32,
     #[serde(default)]
     node: Option<String>,
+    #[serde(default)]
+    cores: Option<u32>,
+    #[serde(default)]
+    memory_mib: Option<u64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -160,6 +168,8 @@ async fn create(
         template_vmid: body.template_vmid,
         seats: body.seats,
         node: body.node.filter(|node| !node.is_empty()),
+        cores: body.cores,
+        memory_mib: body.memory_mib,
     };
     let (class_id, job) = classes::create_class(&state, &user.viewer, &request).await?;
     let class = state
