@@ -50,6 +50,8 @@
         }
       }
       setText(tile.querySelector('[data-field="node"]'), vm.node);
+      const title = tile.querySelector("h3 a");
+      if (title && title.textContent !== vm.name) title.textContent = vm.name;
       for (const form of tile.querySelectorAll("form[data-action]")) {
         form.hidden = !vm.actions.includes(form.dataset.action);
         for (const button of form.querySelectorAll("button")) button.disabled = false;

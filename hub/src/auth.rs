@@ -238,6 +238,13 @@ impl Authenticator {
         Ok((viewer, secret))
     }
 
+    /// Opens a session for an account that was just created (self-registration).
+    pub async fn session_for_new_account(&self, viewer: &Viewer) -> Result<SessionSecret, DbError> {
+        let secret = self.open_session(viewer.id).await?;
+        self.db.record_login(viewer.id, now_unix()).await?;
+        Ok(secret)
+    }
+
     async fn open_session(&self, user_id: i64) -> Result<SessionSecret, DbError> {
         let secret = SessionSecret {
             id: new_secret(SESSION_PREFIX),

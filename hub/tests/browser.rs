@@ -238,6 +238,17 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
             "document.body.dataset.liveReady === 'yes'",
         )
         .await;
+    // The VM may still be on its way into the inventory ("Being prepared…"); its Start
+    // button appears as soon as it is there.
+    browser
+        .wait_until(
+            "her VM to be startable",
+            &format!(
+                "!document.querySelector(`{} form[data-action=\"start\"]`).hidden",
+                tile(vmid)
+            ),
+        )
+        .await;
     browser
         .click(
             &browser

@@ -396,7 +396,13 @@ async fn logins_are_throttled_per_account_and_audited() {
     let site = Site::start(None).await;
     let client = WebClient::anonymous(&site.hub.url());
     let wrong = client.try_login("alice", "not her password").await;
-    assert_eq!(wrong.status(), StatusCode::BAD_REQUEST);
+    let wrong_status = wrong.status();
+    assert_eq!(
+        wrong_status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        wrong.text().await.unwrap()
+    );
     assert!(
         wrong
             .text()
@@ -739,5 +745,129 @@ async fn pages_carry_security_headers() {
             .unwrap()
             .starts_with("text/css")
     );
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
+    use proxlab_hub::db::classes::NewClass;
+    let site = Site::start(None).await;
+    let db = &site.hub.hub().state.db;
+    let tina = db.user_by_name("tina").await.unwrap().unwrap().id;
+    let class = db
+        .insert_class(
+            &NewClass {
+                name: "Open day".into(),
+                seats: 2,
+                ..NewClass::default()
+            },
+            tina,
+            0,
+        )
+        .await
+        .unwrap();
+    let plan = vec![("student".to_owned(), "pve1".to_owned()); 2];
+    let vmids = db
+        .reserve_vmids(class, &plan, 20_000..=20_999, 0)
+        .await
+        .unwrap();
+    let token = "pli_open-day-invite";
+    db.set_invite(class, &hash_secret(token), None, None)
+        .await
+        .unwrap();
+    let path = format!("/join/{token}");
+
+    // Off by default: the link leads to the login page.
+    let visitor = WebClient::anonymous(&site.hub.url());
+    let response = visitor.get(&path).await;
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    let refused = visitor
+        .post_form_without_csrf(&format!("{path}/register"), &[("username", "x")])
+        .await;
+    assert_eq!(
+        refused.status(),
+        StatusCode::FORBIDDEN,
+        "no CSRF token, no registration"
+    );
+
+    let root = site.client("root").await;
+    root.post_form("/admin/settings/self-registration", &[("value", "on")])
+        .await;
+    let page = visitor.get(&path).await.text().await.unwrap();
+    assert!(page.contains("Create my account and join"), "{page}");
+    // Each page carries a fresh form token, so every attempt starts from the page.
+    let register = |username: &'static str, password: &'static str| {
+        let (visitor, path) = (&visitor, path.clone());
+        async move {
+            let page = visitor.get(&path).await.text().await.unwrap();
+            let csrf = common::web::csrf_field(&page);
+            visitor
+                .post_form_without_csrf(
+                    &format!("{path}/register"),
+                    &[
+                        ("csrf", &csrf),
+                        ("username", username),
+                        ("password", password),
+                        ("confirm", password),
+                    ],
+                )
+                .await
+        }
+    };
+    let taken = register("alice", "a-long-password").await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    let short = register("newbie", "short").await;
+    assert_eq!(short.status(), StatusCode::BAD_REQUEST);
+    let page = visitor.get(&path).await.text().await.unwrap();
+    let csrf = common::web::csrf_field(&page);
+    let joined = visitor
+        .post_form_without_csrf(
+            &format!("{path}/register"),
+            &[
+                ("csrf", &csrf),
+                ("username", "newbie"),
+                ("password", "a-long-password"),
+                ("confirm", "a-long-password"),
+            ],
+        )
+        .await;
+    assert_eq!(joined.status(), StatusCode::SEE_OTHER);
+    assert_eq!(joined.headers()["location"], format!("/vms/{}", vmids[0]));
+    // Signed in as the new student, who holds the VM.
+    let session = visitor.json("/api/v1/session").await;
+    assert_eq!(session["user"]["username"], "newbie");
+    assert_eq!(session["user"]["role"], "student");
+    let newbie = db.user_by_name("newbie").await.unwrap().unwrap();
+    assert_eq!(db.assigned_vmids(newbie.id).await.unwrap(), [vmids[0]]);
+    // A wrong invite creates nothing.
+    let stranger = WebClient::anonymous(&site.hub.url());
+    let page = stranger.get(&path).await.text().await.unwrap();
+    let csrf = common::web::csrf_field(&page);
+    let wrong = stranger
+        .post_form_without_csrf(
+            "/join/pli_wrong/register",
+            &[
+                ("csrf", &csrf),
+                ("username", "ghost"),
+                ("password", "a-long-password"),
+                ("confirm", "a-long-password"),
+            ],
+        )
+        .await;
+    let wrong_status = wrong.status();
+    assert_eq!(
+        wrong_status,
+        StatusCode::BAD_REQUEST,
+        "{}",
+        wrong.text().await.unwrap()
+    );
+    assert!(db.user_by_name("ghost").await.unwrap().is_none());
+    let audit = root
+        .get("/admin/audit?action=user.register")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(audit.contains("user:newbie"), "{audit}");
     site.finish().await;
 }

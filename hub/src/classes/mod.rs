@@ -564,6 +564,58 @@ pub async fn class_for_invite(state: &HubState, token: &str) -> Result<ClassRow,
     Ok(class)
 }
 
+/// Creates a student account through an invite link (when an admin allows it) and joins the
+/// class with it. The invite is checked first, so a wrong link creates nothing.
+pub async fn register_and_join(
+    state: &HubState,
+    token: &str,
+    username: &str,
+    password: &str,
+) -> Result<(Viewer, ClassRow, JoinOutcome), ClassError> {
+    if !state
+        .db
+        .flag(crate::db::settings::SELF_REGISTRATION)
+        .await?
+    {
+        return Err(ClassError::Invalid(
+            "this site does not let students create their own accounts; ask your teacher".into(),
+        ));
+    }
+    class_for_invite(state, token).await?;
+    let username = username.trim();
+    crate::accounts::create_user(
+        &state.db,
+        username,
+        crate::db::users::Role::Student,
+        Some(password),
+    )
+    .await
+    .map_err(|err| match err {
+        crate::accounts::AccountError::Invalid(message) => ClassError::Invalid(message),
+        crate::accounts::AccountError::Db(DbError::Conflict(_)) => {
+            ClassError::Conflict(format!("the username {username} is taken"))
+        }
+        crate::accounts::AccountError::Db(err) => ClassError::Db(err),
+    })?;
+    let user = state
+        .db
+        .user_by_name(username)
+        .await?
+        .ok_or(ClassError::NotFound)?;
+    let viewer = Viewer::from(&user);
+    audit::record(
+        &state.db,
+        &viewer,
+        "user.register",
+        &format!("user:{username}"),
+        Outcome::Ok,
+        "through an invite link",
+    )
+    .await;
+    let (class, outcome) = join(state, &viewer, token).await?;
+    Ok((viewer, class, outcome))
+}
+
 /// Enrolls the viewer through an invite and gives them a VM if one is free.
 pub async fn join(
     state: &HubState,

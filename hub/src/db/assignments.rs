@@ -43,4 +43,25 @@ impl Db {
                 .await?;
         Ok(rows.into_iter().map(|(vmid,)| vmid as u32).collect())
     }
+
+    /// VMs assigned to a user that do not exist yet (a class VM still being made), with
+    /// their class's name.
+    pub async fn pending_assignments(
+        &self,
+        user_id: i64,
+    ) -> Result<Vec<(u32, Option<String>)>, DbError> {
+        let rows: Vec<(i64, Option<String>)> = sqlx::query_as(
+            "SELECT a.vmid, c.name FROM vm_assignments a \
+             LEFT JOIN class_vms cv ON cv.vmid = a.vmid LEFT JOIN classes c ON c.id = cv.class_id \
+             WHERE a.user_id = $1 AND NOT EXISTS (SELECT 1 FROM vms v WHERE v.vmid = a.vmid) \
+             ORDER BY a.vmid",
+        )
+        .bind(user_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(vmid, class)| (vmid as u32, class))
+            .collect())
+    }
 }

@@ -12,6 +12,7 @@ pub mod classes;
 pub mod inventory;
 pub mod nodes;
 pub mod sessions;
+pub mod settings;
 pub mod tokens;
 pub mod users;
 

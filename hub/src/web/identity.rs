@@ -110,6 +110,11 @@ async fn resolve(state: &HubState, headers: &HeaderMap) -> Result<Identity, AppE
     }
 }
 
+/// Self-registration through an invite link: anonymous, like the login form.
+fn is_registration(path: &str) -> bool {
+    path.starts_with("/join/") && path.ends_with("/register")
+}
+
 fn changes_state(method: &Method) -> bool {
     !matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
 }
@@ -164,7 +169,7 @@ pub(crate) async fn authenticate(
         let expected = match &identity {
             Identity::Token(_) => None,
             Identity::Session(session) => Some(session.csrf_token.clone()),
-            Identity::Anonymous if path == "/login" => Some(
+            Identity::Anonymous if path == "/login" || is_registration(&path) => Some(
                 cookies::get(request.headers(), cookies::LOGIN_CSRF)
                     .unwrap_or_default()
                     .to_owned(),

@@ -97,6 +97,34 @@ impl VmView {
     }
 }
 
+impl VmView {
+    /// A VM assigned to someone that does not exist yet: a class VM being made.
+    pub(crate) fn being_prepared(vmid: u32, class: Option<&str>) -> Self {
+        Self {
+            vmid,
+            name: class.map_or_else(
+                || format!("VM {vmid}"),
+                |class| format!("{class}: VM {vmid}"),
+            ),
+            node: "—".into(),
+            status: "unknown".into(),
+            display_status: "preparing",
+            status_label: "Being prepared…",
+            ip: None,
+            ips: Vec::new(),
+            template: false,
+            cores: 0,
+            sockets: 0,
+            memory_mib: 0,
+            assignee: None,
+            lock: None,
+            uptime_secs: 0,
+            status_changed_at: String::new(),
+            actions: Vec::new(),
+        }
+    }
+}
+
 /// A disk of a template.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct DiskView {

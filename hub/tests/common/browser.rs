@@ -100,7 +100,9 @@ impl Browser {
             _driver: driver,
             _profile: profile,
         };
-        let script_timeout = super::WAIT.as_millis() as u64;
+        // Short, so that a wait whose page navigated away is re-armed in the new page soon;
+        // `wait_until` keeps waiting up to the test deadline.
+        let script_timeout = 2_000;
         browser
             .command(
                 reqwest::Method::POST,
@@ -221,13 +223,14 @@ impl Browser {
             if response["value"] == Value::Bool(true) {
                 return;
             }
-            // A navigation (after a form post, say) ends the script with the page it ran
-            // in; wait again in the new page until the deadline.
+            // The script gave up (its timeout is short) or its page navigated away (after a
+            // form post, say): wait again, in whatever page is shown now, until the deadline.
             if Instant::now() > deadline {
                 let body = self.eval("return document.body.innerText;").await;
+                let url = self.current_url().await;
                 panic!(
-                    "waiting for {what}: {}\nthe page shows:\n{body}",
-                    response["value"]
+                    "waiting for {what}: {}\nthe page at {url} shows:\n{body}",
+                    response["value"]["error"]
                 );
             }
         }

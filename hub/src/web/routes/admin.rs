@@ -230,6 +230,7 @@ struct ShownPassword {
 struct UsersView {
     users: Vec<UserView>,
     password: Option<ShownPassword>,
+    self_registration: bool,
 }
 
 async fn render_users(
@@ -254,7 +255,14 @@ async fn render_users(
     Ok(Page::render(
         "pages/admin/users.html",
         &Layout::new(Some(user), headers, "users", "Users"),
-        &UsersView { users, password },
+        &UsersView {
+            users,
+            password,
+            self_registration: state
+                .db
+                .flag(crate::db::settings::SELF_REGISTRATION)
+                .await?,
+        },
     )?)
 }
 
@@ -451,6 +459,45 @@ async fn apply_user_change(
     }
 }
 
+#[derive(Debug, Deserialize)]
+struct RegistrationForm {
+    /// `on` or `off`.
+    value: String,
+}
+
+async fn set_self_registration(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    Form(form): Form<RegistrationForm>,
+) -> Result<Response, PageError> {
+    let on = form.value == "on";
+    state
+        .db
+        .set_setting(
+            crate::db::settings::SELF_REGISTRATION,
+            if on { "on" } else { "off" },
+        )
+        .await?;
+    audit::record(
+        &state.db,
+        Some(&user.viewer),
+        "settings.self-registration",
+        "site",
+        Outcome::Ok,
+        if on { "on" } else { "off" },
+    )
+    .await;
+    Ok(redirect_with_flash(
+        "/admin/users",
+        "ok",
+        if on {
+            "Students can now create their own accounts through class invite links."
+        } else {
+            "Only admins create accounts now."
+        },
+    ))
+}
+
 #[derive(Debug, Default, Deserialize, Serialize)]
 struct AuditQuery {
     #[serde(default)]
@@ -538,4 +585,8 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/admin/users", get(users).post(create_user))
         .route("/admin/users/{id}/{change}", post(change_user))
         .route("/admin/audit", get(audit_log))
+        .route(
+            "/admin/settings/self-registration",
+            post(set_self_registration),
+        )
 }

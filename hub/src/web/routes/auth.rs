@@ -40,22 +40,54 @@ fn safe_next(next: Option<&str>) -> &str {
     crate::web::local_path(next, "/vms")
 }
 
-/// The login page, with a fresh double-submit CSRF token in a cookie and the form.
-fn login_page(
+/// A page for visitors who are not signed in, with a fresh double-submit CSRF token in a
+/// cookie and in the layout for its forms.
+pub(in crate::web) fn anonymous_page<T: Serialize>(
     state: &HubState,
     headers: &HeaderMap,
-    view: &LoginView<'_>,
+    template: &str,
+    title: &str,
+    view: &T,
 ) -> Result<Page, AppError> {
     let token = new_secret("pll_");
-    let layout = Layout::new(None, headers, "login", "Sign in").with_csrf(token.clone());
+    let layout = Layout::new(None, headers, "login", title).with_csrf(token.clone());
     Ok(
-        Page::render("pages/auth/login.html", &layout, view)?.with_cookie(cookies::set(
+        Page::render(template, &layout, view)?.with_cookie(cookies::set(
             cookies::LOGIN_CSRF,
             &token,
             None,
             state.config.secure_cookies(),
         )),
     )
+}
+
+/// Signs a browser in: the session cookie, and the pre-login token gone.
+pub(in crate::web) fn with_session_cookie(
+    state: &HubState,
+    mut response: Response,
+    secret: &crate::auth::SessionSecret,
+) -> Response {
+    let secure = state.config.secure_cookies();
+    let lifetime = state.auth.policy().lifetime.as_secs();
+    for cookie in [
+        cookies::set(cookies::SESSION, &secret.id, Some(lifetime), secure),
+        cookies::set(cookies::LOGIN_CSRF, "", Some(0), secure),
+    ] {
+        if let Ok(value) = cookie.parse() {
+            response
+                .headers_mut()
+                .append(axum::http::header::SET_COOKIE, value);
+        }
+    }
+    response
+}
+
+fn login_page(
+    state: &HubState,
+    headers: &HeaderMap,
+    view: &LoginView<'_>,
+) -> Result<Page, AppError> {
+    anonymous_page(state, headers, "pages/auth/login.html", "Sign in", view)
 }
 
 async fn show_login(
@@ -88,22 +120,11 @@ async fn login(
         .login(&form.username, &form.password, address)
         .await
     {
-        Ok((_, secret)) => {
-            let secure = state.config.secure_cookies();
-            let mut response = Redirect::to(next).into_response();
-            let lifetime = state.auth.policy().lifetime.as_secs();
-            for cookie in [
-                cookies::set(cookies::SESSION, &secret.id, Some(lifetime), secure),
-                cookies::set(cookies::LOGIN_CSRF, "", Some(0), secure),
-            ] {
-                if let Ok(value) = cookie.parse() {
-                    response
-                        .headers_mut()
-                        .append(axum::http::header::SET_COOKIE, value);
-                }
-            }
-            Ok(response)
-        }
+        Ok((_, secret)) => Ok(with_session_cookie(
+            &state,
+            Redirect::to(next).into_response(),
+            &secret,
+        )),
         Err(err) => {
             let error = AppError::from(err);
             if matches!(error, AppError::Internal(_)) {

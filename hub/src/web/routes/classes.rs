@@ -512,6 +512,10 @@ async fn change_assignee(
 struct JoinView {
     class: ClassSummary,
     token: String,
+    /// For visitors not signed in: whether they may create an account here.
+    registration: bool,
+    error: Option<String>,
+    username: String,
 }
 
 async fn join_page(
@@ -521,16 +525,42 @@ async fn join_page(
     Path(token): Path<String>,
 ) -> Result<Response, PageError> {
     let Some(user) = user else {
-        return Err(PageError {
-            error: AppError::Unauthenticated,
-            staff: false,
-            path: format!("/join/{token}"),
-        });
+        let registration = state
+            .db
+            .flag(crate::db::settings::SELF_REGISTRATION)
+            .await?;
+        if !registration {
+            return Err(PageError {
+                error: AppError::Unauthenticated,
+                staff: false,
+                path: format!("/join/{token}"),
+            });
+        }
+        let class = classes::class_for_invite(&state, &token).await?;
+        let view = JoinView {
+            class: ClassSummary::from(&class),
+            token,
+            registration,
+            error: None,
+            username: String::new(),
+        };
+        let title = format!("Join {}", class.name);
+        return Ok(super::auth::anonymous_page(
+            &state,
+            &headers,
+            "pages/classes/join.html",
+            &title,
+            &view,
+        )?
+        .into_response());
     };
     let class = classes::class_for_invite(&state, &token).await?;
     let view = JoinView {
         class: ClassSummary::from(&class),
         token,
+        registration: false,
+        error: None,
+        username: String::new(),
     };
     Ok(Page::render(
         "pages/classes/join.html",
@@ -568,6 +598,65 @@ async fn join(
     })
 }
 
+#[derive(Debug, Deserialize)]
+struct RegisterForm {
+    username: String,
+    password: String,
+    confirm: String,
+}
+
+/// A visitor without an account creates one through the invite and joins.
+async fn register(
+    State(state): State<Arc<HubState>>,
+    headers: HeaderMap,
+    Path(token): Path<String>,
+    Form(form): Form<RegisterForm>,
+) -> Result<Response, PageError> {
+    let result = if form.password == form.confirm {
+        classes::register_and_join(&state, &token, &form.username, &form.password)
+            .await
+            .map_err(AppError::from)
+    } else {
+        Err(AppError::BadRequest("the two passwords differ".into()))
+    };
+    match result {
+        Ok((viewer, class, outcome)) => {
+            let secret = state.auth.session_for_new_account(&viewer).await?;
+            let to = match outcome {
+                JoinOutcome::Assigned(vmid) => format!("/vms/{vmid}"),
+                JoinOutcome::Waitlisted => "/vms".to_owned(),
+            };
+            let welcome = redirect_with_flash(
+                &to,
+                "ok",
+                &format!("Welcome, {}. You joined {}.", viewer.username, class.name),
+            );
+            Ok(super::auth::with_session_cookie(&state, welcome, &secret))
+        }
+        Err(AppError::Internal(err)) => Err(AppError::Internal(err).into()),
+        Err(error) => {
+            let class = classes::class_for_invite(&state, &token).await?;
+            let status = error.status();
+            let view = JoinView {
+                class: ClassSummary::from(&class),
+                token,
+                registration: true,
+                error: Some(error.to_string()),
+                username: form.username.trim().to_owned(),
+            };
+            let title = format!("Join {}", class.name);
+            let page = super::auth::anonymous_page(
+                &state,
+                &headers,
+                "pages/classes/join.html",
+                &title,
+                &view,
+            )?;
+            Ok((status, page).into_response())
+        }
+    }
+}
+
 pub(in crate::web) fn router() -> Router<Arc<HubState>> {
     Router::new()
         .route("/classes", get(list).post(create))
@@ -586,4 +675,5 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/vms/{vmid}/assign", post(assign_vm))
         .route("/vms/{vmid}/unassign", post(unassign_vm))
         .route("/join/{token}", get(join_page).post(join))
+        .route("/join/{token}/register", post(register))
 }

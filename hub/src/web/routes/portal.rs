@@ -135,8 +135,14 @@ async fn list_vms(
     } else {
         Vec::new()
     };
+    let mut views: Vec<VmView> = vms.iter().map(VmView::new).collect();
+    if !viewer.is_admin() && query.offset == 0 {
+        for (vmid, class) in state.db.pending_assignments(viewer.id).await? {
+            views.push(VmView::being_prepared(vmid, class.as_deref()));
+        }
+    }
     let view = VmsView {
-        vms: vms.iter().map(VmView::new).collect(),
+        vms: views,
         paging: Paging::new(&query, vms.len(), total),
         filter: query,
         nodes,
@@ -167,14 +173,27 @@ async fn show_vm(
     Path(vmid): Path<String>,
 ) -> Result<Page, PageError> {
     let vmid = parse_vmid(&vmid)?;
-    let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
+    let view = match vms::visible_vm(&state, &user.viewer, vmid).await {
+        Ok(vm) => VmView::new(&vm),
+        Err(vms::VmOpError::NotFound) => {
+            // Assigned, but still being made: show it as such; it updates live.
+            let pending = state.db.pending_assignments(user.viewer.id).await?;
+            let (_, class) = pending
+                .into_iter()
+                .find(|(pending, _)| *pending == vmid)
+                .ok_or_else(|| AppError::NotFound("no such VM".into()))?;
+            VmView::being_prepared(vmid, class.as_deref())
+        }
+        Err(err) => return Err(AppError::from(err).into()),
+    };
+    let title = view.name.clone();
     let view = VmPageView {
-        vm: VmView::new(&vm),
+        vm: view,
         back: format!("/vms/{vmid}"),
     };
     Ok(Page::render(
         "pages/portal/vm.html",
-        &Layout::new(Some(&user), &headers, "vms", &vm.name),
+        &Layout::new(Some(&user), &headers, "vms", &title),
         &view,
     )?)
 }
