@@ -11,7 +11,9 @@ use proxlab_link::{FrameIoError, read_frame, write_frame};
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, Ping, Pong};
-use proxlab_protocol::vm_ops::{Done, PowerReply, Resync, VmDestroy, VmPower, VmReset, VmSnapshot};
+use proxlab_protocol::vm_ops::{
+    Done, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReset, VmSnapshot,
+};
 use proxlab_protocol::{ErrorKind, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
 use tokio::sync::{OnceCell, mpsc};
@@ -29,6 +31,7 @@ pub const CAPABILITIES: &[&str] = &[
     Resync::KIND,
     VmPower::KIND,
     VmDestroy::KIND,
+    VmCreate::KIND,
     VmSnapshot::KIND,
     VmReset::KIND,
     MakeBase::KIND,
@@ -212,6 +215,7 @@ pub async fn dispatch(
         }
         VmPower::KIND
         | VmDestroy::KIND
+        | VmCreate::KIND
         | VmSnapshot::KIND
         | VmReset::KIND
         | MakeBase::KIND
@@ -251,6 +255,15 @@ async fn change(
         VmDestroy::KIND => {
             handle(body, tx, |r: VmDestroy, _| async move {
                 ops::destroy(node, r.vmid, r.allow_template)
+                    .await
+                    .map(|()| Done {})
+                    .map_err(failed)
+            })
+            .await
+        }
+        VmCreate::KIND => {
+            handle(body, tx, |r: VmCreate, _| async move {
+                ops::create(node, &r)
                     .await
                     .map(|()| Done {})
                     .map_err(failed)
@@ -379,6 +392,22 @@ mod tests {
         assert!(
             matches!(answer, ResponseFrame::Err { error } if error.kind == ErrorKind::Unsupported)
         );
+    }
+
+    #[tokio::test]
+    async fn every_advertised_kind_is_served() {
+        // A body no request accepts: each advertised kind must reach its handler and be
+        // refused as a bad request, never as unsupported.
+        for kind in CAPABILITIES {
+            if matches!(*kind, "ping" | "node-info" | "resync") {
+                continue;
+            }
+            let answer = ask(kind, serde_json::json!({"nothing": true})).await;
+            assert!(
+                matches!(&answer, ResponseFrame::Err { error } if error.kind == ErrorKind::BadRequest),
+                "{kind}: {answer:?}"
+            );
+        }
     }
 
     #[tokio::test]

@@ -47,11 +47,12 @@ async fn main() {
         &ClassRequest {
             name: "Bench".into(),
             description: String::new(),
-            template_vmid: TEMPLATE,
+            template_vmid: Some(TEMPLATE),
             seats: STUDENTS,
             node: None,
             cores: None,
             memory_mib: None,
+            empty: Default::default(),
         },
     )
     .await

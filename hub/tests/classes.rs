@@ -869,3 +869,92 @@ async fn a_vm_that_keeps_failing_is_retried_then_reported_while_the_rest_deploy(
     }
     assert!(disk_paths(&lab.sim.root, 10004).is_empty());
 }
+
+#[tokio::test]
+async fn a_class_without_a_template_gets_empty_vms() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let student = lab.user("sam", Role::Student).await;
+    let created: Value = teacher
+        .api_post_json(
+            "/api/v1/classes",
+            &json!({"name": "Install fest", "seats": 3, "memory_mib": 1024, "disk_gib": 8,
+                    "storage": "local", "bridge": "vmbr1"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{created}"));
+    let job = lab
+        .job_done(&teacher, created["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["message"], "4 VMs ready", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vms = detail["vms"].as_array().unwrap();
+    assert_eq!(
+        vms.len(),
+        4,
+        "no base: the teacher's VM and three students'"
+    );
+    let nodes: BTreeSet<&str> = vms.iter().map(|vm| vm["node"].as_str().unwrap()).collect();
+    assert_eq!(nodes.len(), 2, "node-local storage on both nodes: spread");
+    for vm in vms {
+        let (vmid, node) = (
+            vm["vmid"].as_u64().unwrap() as u32,
+            vm["node"].as_str().unwrap(),
+        );
+        let text = std::fs::read_to_string(lab.config_path(node, vmid)).unwrap();
+        for expected in [
+            "cores: 2\n",
+            "memory: 1024\n",
+            "bridge=vmbr1",
+            "size=8G",
+            "scsi0: local:",
+        ] {
+            assert!(
+                text.contains(expected),
+                "VM {vmid} lacks {expected:?}: {text}"
+            );
+        }
+        assert!(!text.contains("template"), "{text}");
+    }
+    let invite: Value = teacher
+        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let joined: Value = student
+        .api_post(&format!(
+            "/api/v1/join/{}",
+            invite["token"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vmid = joined["vmid"].as_u64().expect("a VM");
+    lab.inventory(&[vmid as u32], true).await;
+    let reset = student.api_post(&format!("/api/v1/vms/{vmid}/reset")).await;
+    assert_eq!(reset.status(), StatusCode::CONFLICT, "nothing to reset to");
+    let deleting: Value = teacher
+        .api_delete(&format!("/api/v1/classes/{class_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = lab
+        .job_done(&teacher, deleting["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["message"], "4 VMs removed", "{job}");
+    for vm in vms {
+        let vmid = vm["vmid"].as_u64().unwrap() as u32;
+        assert!(
+            disk_paths(&lab.sim.root, vmid).is_empty(),
+            "VM {vmid} disks left"
+        );
+    }
+}

@@ -108,3 +108,24 @@ impl Request for Resync {
     type Response = Done;
     type Progress = NoProgress;
 }
+
+/// Creates an empty VM: a blank disk and one NIC, for classes without a template. Creating
+/// a VM that already exists with this name succeeds (a retried operation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmCreate {
+    pub vmid: u32,
+    pub name: String,
+    pub cores: u32,
+    pub memory_mib: u64,
+    /// The disk's size and the storage it goes on.
+    pub disk_gib: u32,
+    pub storage: String,
+    /// The bridge of the VM's NIC, such as `vmbr0`.
+    pub bridge: String,
+}
+
+impl Request for VmCreate {
+    const KIND: &'static str = "vm-create";
+    type Response = Done;
+    type Progress = NoProgress;
+}

@@ -20,6 +20,13 @@ fn config_line() -> impl Strategy<Value = String> {
     ]
 }
 
+/// Whether text holds `%` followed by two hex digits.
+fn has_percent_escape(text: &str) -> bool {
+    text.as_bytes()
+        .windows(3)
+        .any(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+}
+
 fn config_text() -> impl Strategy<Value = String> {
     (prop::collection::vec(config_line(), 0..30), any::<bool>()).prop_map(|(lines, newline)| {
         let mut text = lines.join("\n");
@@ -42,6 +49,12 @@ proptest! {
     #[test]
     fn canonical_write_is_stable(text in config_text()) {
         let config = VmConfig::parse(&text);
+        // Proxmox writes a literal `%` as it is but reads `%XX` as an escape, so a description
+        // holding text like "%2A" changes on every round trip, in Proxmox as here. The writer
+        // matches Proxmox's byte for byte; such descriptions are outside this property.
+        prop_assume!(!config.sections.iter().any(|section| section
+            .description()
+            .is_some_and(|text| has_percent_escape(&text))));
         for mode in [WriteMode::Proxmox, WriteMode::Lossless] {
             let once = config.write_canonical(mode);
             let twice = VmConfig::parse(&once).write_canonical(mode);

@@ -57,6 +57,63 @@ pub async fn destroy(node: &Node, vmid: u32, allow_template: bool) -> Result<(),
     .map(drop)
 }
 
+/// Creates an empty VM (see [`proxlab_protocol::vm_ops::VmCreate`]).
+pub async fn create(
+    node: &Node,
+    spec: &proxlab_protocol::vm_ops::VmCreate,
+) -> Result<(), PveError> {
+    let vmid = spec.vmid;
+    proxlab_pve::volid::validate_vmid(vmid).map_err(PveError::Invalid)?;
+    proxlab_pve::ident::validate_vm_name(&spec.name).map_err(PveError::Invalid)?;
+    let simple = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if !simple(&spec.bridge) || !simple(&spec.storage) {
+        return Err(PveError::Invalid(format!(
+            "invalid bridge {:?} or storage {:?}",
+            spec.bridge, spec.storage
+        )));
+    }
+    if !(1..=128).contains(&spec.cores)
+        || !(64..=1_048_576).contains(&spec.memory_mib)
+        || !(1..=65_536).contains(&spec.disk_gib)
+    {
+        return Err(PveError::Invalid(
+            "cores, memory or disk size out of range".into(),
+        ));
+    }
+    // A retry of a create that went through: the same VM is there already.
+    if let Some((config, _)) = node.read_config(vmid)?
+        && config.main().get("name") == Some(spec.name.as_str())
+    {
+        return Ok(());
+    }
+    node.qm([
+        "create".to_owned(),
+        vmid.to_string(),
+        "--name".into(),
+        spec.name.clone(),
+        "--cores".into(),
+        spec.cores.to_string(),
+        "--memory".into(),
+        spec.memory_mib.to_string(),
+        "--net0".into(),
+        format!("virtio,bridge={}", spec.bridge),
+        "--scsihw".into(),
+        "virtio-scsi-single".into(),
+        "--scsi0".into(),
+        format!("{}:{}", spec.storage, spec.disk_gib),
+        "--ostype".into(),
+        "l26".into(),
+    ])
+    .await
+    .map(drop)
+}
+
 pub async fn snapshot(node: &Node, vmid: u32, name: &str, op: &SnapshotOp) -> Result<(), PveError> {
     let id = vmid.to_string();
     match op {

@@ -11,6 +11,7 @@ CREATE TABLE classes (
     memory_mib        BIGINT,
     disk_gib          BIGINT,
     bridge            TEXT,
+    storage           TEXT,
     pinned_node       TEXT,
     seats             BIGINT NOT NULL,
     state             TEXT NOT NULL CHECK (state IN ('active', 'deleting')),

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use proxlab_protocol::ErrorKind;
 use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, Hardware, MakeBase};
-use proxlab_protocol::vm_ops::VmDestroy;
+use proxlab_protocol::vm_ops::{VmCreate, VmDestroy};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
@@ -174,13 +174,13 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
             .await
             .map_err(|err| err.to_string())?;
         let names = vm_names(&class, &vms);
-        let base = vms
-            .iter()
-            .find(|vm| vm.kind == "base")
-            .ok_or("the class has no base")?;
-        if base.state != "ready" {
-            make_base(state, job, &class, base, &names[&base.vmid]).await?;
-            continue;
+        let base = vms.iter().find(|vm| vm.kind == "base");
+        if class.template_vmid.is_some() {
+            let base = base.ok_or("the class has no base")?;
+            if base.state != "ready" {
+                make_base(state, job, &class, base, &names[&base.vmid]).await?;
+                continue;
+            }
         }
         let todo: Vec<&ClassVmRow> = vms
             .iter()
@@ -199,10 +199,57 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
                 name: names[&vm.vmid].clone(),
             });
         }
-        let batches = by_node
-            .into_iter()
-            .map(|(node, targets)| clone_batch(state, &class, base.vmid, node, targets));
+        let class = &class;
+        let batches = by_node.into_iter().map(|(node, targets)| async move {
+            match base {
+                Some(base) => clone_batch(state, class, base.vmid, node, targets).await,
+                None => create_batch(state, class, job, node, targets).await,
+            }
+        });
         futures_util::future::join_all(batches).await;
+    }
+}
+
+/// Creates the empty VMs of a class without a template on one node.
+async fn create_batch(
+    state: &HubState,
+    class: &ClassRow,
+    job: i64,
+    node: &str,
+    targets: Vec<CloneTarget>,
+) {
+    for target in targets {
+        state.registry.wait_for(node, true).await;
+        let request = VmCreate {
+            vmid: target.vmid,
+            name: target.name,
+            cores: class.cores.unwrap_or(super::EMPTY_VM_CORES),
+            memory_mib: class.memory_mib.unwrap_or(super::EMPTY_VM_MEMORY_MIB),
+            disk_gib: class.disk_gib.unwrap_or(20),
+            storage: class.storage.clone().unwrap_or_else(|| "local".into()),
+            bridge: class.bridge.clone().unwrap_or_else(|| "vmbr0".into()),
+        };
+        let op_id = format!("job{job}-create{}", target.vmid);
+        match state
+            .registry
+            .call_with(node, &request, &op_id, CLONE_TIMEOUT, |_| {})
+            .await
+        {
+            Ok(_) => mark(state, class.id, target.vmid, "ready", "", true).await,
+            // The VM stays planned; the next round, with the node back, tries again.
+            Err(err) if is_link_failure(&err) => return,
+            Err(err) => {
+                mark(
+                    state,
+                    class.id,
+                    target.vmid,
+                    "failed",
+                    &err.to_string(),
+                    true,
+                )
+                .await;
+            }
+        }
     }
 }
 

@@ -43,14 +43,40 @@ pub enum ClassError {
 pub struct ClassRequest {
     pub name: String,
     pub description: String,
-    pub template_vmid: u32,
+    /// The template to copy; `None` for a class of empty VMs (see [`EmptyVmSpec`]).
+    pub template_vmid: Option<u32>,
     pub seats: u32,
     /// Pin every VM to this node; `None` spreads them.
     pub node: Option<String>,
     /// CPU cores and memory for every VM instead of the template's.
     pub cores: Option<u32>,
     pub memory_mib: Option<u64>,
+    /// For a class without a template: the disk and the NIC's bridge.
+    pub empty: EmptyVmSpec,
 }
+
+/// What the VMs of a class without a template get besides CPU and memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EmptyVmSpec {
+    pub disk_gib: u32,
+    pub storage: String,
+    pub bridge: String,
+}
+
+impl Default for EmptyVmSpec {
+    fn default() -> Self {
+        Self {
+            disk_gib: 20,
+            storage: "local".into(),
+            bridge: "vmbr0".into(),
+        }
+    }
+}
+
+/// CPU cores of the VMs of a class without a template, unless the teacher says otherwise.
+pub const EMPTY_VM_CORES: u32 = 2;
+/// Memory of the VMs of a class without a template, unless the teacher says otherwise.
+pub const EMPTY_VM_MEMORY_MIB: u64 = 2048;
 
 /// A DNS-safe stem for the class's VM names, from its name.
 pub fn name_stem(name: &str, class_id: i64) -> String {
@@ -139,14 +165,25 @@ fn disk_storages(vm: &crate::db::inventory::VmRow) -> Vec<String> {
     storages
 }
 
+/// What a class's VMs are made from, for placement.
+enum Source<'a> {
+    Template(&'a crate::db::inventory::VmRow),
+    /// Empty VMs with their disks on this storage.
+    Empty(&'a str),
+}
+
 /// The nodes that may take the class's VMs: online, and reaching the template's disks (the
-/// template's own node always does; others only through shared storage).
+/// template's own node always does; others only through shared storage), or, for empty VMs,
+/// having their storage.
 async fn candidates(
     state: &HubState,
-    template: &crate::db::inventory::VmRow,
+    source: &Source<'_>,
     pinned: Option<&str>,
 ) -> Result<Vec<Candidate>, ClassError> {
-    let storages = disk_storages(template);
+    let (storages, home) = match source {
+        Source::Template(template) => (disk_storages(template), Some(template.node.as_str())),
+        Source::Empty(storage) => (vec![(*storage).to_owned()], None),
+    };
     let overviews = state.db.node_overviews().await?;
     let mut found = Vec::new();
     for overview in &overviews {
@@ -154,18 +191,19 @@ async fn candidates(
         if pinned.is_some_and(|pinned| pinned != node) {
             continue;
         }
-        let reachable = if *node == template.node {
+        let reachable = if home == Some(node.as_str()) {
             true
         } else {
-            let shared: Vec<String> = state
+            let usable: Vec<String> = state
                 .db
                 .node_storages(node)
                 .await?
                 .into_iter()
-                .filter(|(_, _, shared, _)| *shared)
+                // Another node reaches a template's disks only through shared storage.
+                .filter(|(_, _, shared, _)| *shared || home.is_none())
                 .map(|(storage, ..)| storage)
                 .collect();
-            !storages.is_empty() && storages.iter().all(|storage| shared.contains(storage))
+            !storages.is_empty() && storages.iter().all(|storage| usable.contains(storage))
         };
         if reachable && state.registry.is_online(node) {
             let free_mib = overview
@@ -185,7 +223,10 @@ async fn candidates(
                 "node {node} is offline or cannot reach the template's disks ({})",
                 storages.join(", ")
             ),
-            None => "no online node can reach the template's disks".into(),
+            None => format!(
+                "no online node can reach the storage {}",
+                storages.join(", ")
+            ),
         }));
     }
     Ok(found)
@@ -217,6 +258,22 @@ fn validate_request(request: &ClassRequest) -> Result<(), ClassError> {
             "a VM has 64 MiB to 1 TiB of memory".into(),
         ));
     }
+    let simple = |text: &str| {
+        !text.is_empty()
+            && text.len() <= 64
+            && text
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    };
+    if request.template_vmid.is_none()
+        && (!simple(&request.empty.storage)
+            || !simple(&request.empty.bridge)
+            || !(1..=65_536).contains(&request.empty.disk_gib))
+    {
+        return Err(ClassError::Invalid(
+            "empty VMs need a storage, a bridge and a disk of 1 GiB to 64 TiB".into(),
+        ));
+    }
     if request.seats == 0 || request.seats > MAX_SEATS {
         return Err(ClassError::Invalid(format!(
             "a class has 1 to {MAX_SEATS} student VMs"
@@ -235,16 +292,27 @@ pub async fn create_class(
         return Err(ClassError::NotFound);
     }
     validate_request(request)?;
-    let template = state
-        .db
-        .vm(request.template_vmid)
-        .await?
-        .filter(|vm| vm.template)
-        .ok_or_else(|| {
-            ClassError::Invalid(format!("VM {} is not a template", request.template_vmid))
-        })?;
-    let candidates = candidates(state, &template, request.node.as_deref()).await?;
-    let placement = placement::spread(&candidates, request.seats as usize + 1, template.memory_mib);
+    let template = match request.template_vmid {
+        Some(vmid) => Some(
+            state
+                .db
+                .vm(vmid)
+                .await?
+                .filter(|vm| vm.template)
+                .ok_or_else(|| ClassError::Invalid(format!("VM {vmid} is not a template")))?,
+        ),
+        None => None,
+    };
+    let source = match &template {
+        Some(template) => Source::Template(template),
+        None => Source::Empty(&request.empty.storage),
+    };
+    let memory = request.memory_mib.unwrap_or(match &template {
+        Some(template) => template.memory_mib,
+        None => EMPTY_VM_MEMORY_MIB,
+    });
+    let candidates = candidates(state, &source, request.node.as_deref()).await?;
+    let placement = placement::spread(&candidates, request.seats as usize + 1, memory);
     let now = now_unix();
     let class_id = state
         .db
@@ -252,18 +320,27 @@ pub async fn create_class(
             &NewClass {
                 name: request.name.trim().to_owned(),
                 description: request.description.trim().to_owned(),
-                template_vmid: Some(request.template_vmid),
+                template_vmid: request.template_vmid,
                 pinned_node: request.node.clone(),
                 seats: request.seats,
-                cores: request.cores,
-                memory_mib: request.memory_mib,
-                ..NewClass::default()
+                cores: request
+                    .cores
+                    .or(template.is_none().then_some(EMPTY_VM_CORES)),
+                memory_mib: request
+                    .memory_mib
+                    .or(template.is_none().then_some(EMPTY_VM_MEMORY_MIB)),
+                disk_gib: template.is_none().then_some(request.empty.disk_gib),
+                bridge: template.is_none().then(|| request.empty.bridge.clone()),
+                storage: template.is_none().then(|| request.empty.storage.clone()),
             },
             viewer.id,
             now,
         )
         .await?;
-    let mut plan = vec![("base".to_owned(), template.node.clone())];
+    let mut plan = match &template {
+        Some(template) => vec![("base".to_owned(), template.node.clone())],
+        None => Vec::new(),
+    };
     for (index, node) in placement.into_iter().enumerate() {
         let kind = if index == 0 { "teacher" } else { "student" };
         plan.push((kind.to_owned(), node));
@@ -287,9 +364,12 @@ pub async fn create_class(
         &format!("class:{class_id}"),
         Outcome::Ok,
         &format!(
-            "{} from template {} with {} seats",
+            "{} from {} with {} seats",
             request.name.trim(),
-            request.template_vmid,
+            request.template_vmid.map_or_else(
+                || "no template".to_owned(),
+                |vmid| format!("template {vmid}")
+            ),
             request.seats
         ),
     )
@@ -309,23 +389,30 @@ pub async fn add_capacity(
     if more == 0 || more > MAX_SEATS {
         return Err(ClassError::Invalid(format!("add 1 to {MAX_SEATS} VMs")));
     }
-    let template_vmid = class
-        .template_vmid
-        .ok_or_else(|| ClassError::Invalid("this class has no template".into()))?;
-    let template = state
-        .db
-        .vm(template_vmid)
-        .await?
-        .ok_or_else(|| ClassError::Conflict(format!("template {template_vmid} is gone")))?;
-    let candidates = candidates(state, &template, class.pinned_node.as_deref()).await?;
-    let plan: Vec<(String, String)> = placement::spread(
-        &candidates,
-        more as usize,
-        class.memory_mib.unwrap_or(template.memory_mib),
-    )
-    .into_iter()
-    .map(|node| ("student".to_owned(), node))
-    .collect();
+    let template = match class.template_vmid {
+        Some(vmid) => Some(
+            state
+                .db
+                .vm(vmid)
+                .await?
+                .ok_or_else(|| ClassError::Conflict(format!("template {vmid} is gone")))?,
+        ),
+        None => None,
+    };
+    let storage = class.storage.clone().unwrap_or_default();
+    let source = match &template {
+        Some(template) => Source::Template(template),
+        None => Source::Empty(&storage),
+    };
+    let memory = class
+        .memory_mib
+        .or(template.as_ref().map(|template| template.memory_mib))
+        .unwrap_or(EMPTY_VM_MEMORY_MIB);
+    let candidates = candidates(state, &source, class.pinned_node.as_deref()).await?;
+    let plan: Vec<(String, String)> = placement::spread(&candidates, more as usize, memory)
+        .into_iter()
+        .map(|node| ("student".to_owned(), node))
+        .collect();
     let now = now_unix();
     state
         .db

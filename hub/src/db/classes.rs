@@ -18,6 +18,8 @@ pub struct ClassRow {
     pub memory_mib: Option<u64>,
     pub disk_gib: Option<u32>,
     pub bridge: Option<String>,
+    /// Where the disks of a class without a template go.
+    pub storage: Option<String>,
     pub pinned_node: Option<String>,
     /// Student VMs wanted.
     pub seats: u32,
@@ -39,6 +41,7 @@ pub struct NewClass {
     pub memory_mib: Option<u64>,
     pub disk_gib: Option<u32>,
     pub bridge: Option<String>,
+    pub storage: Option<String>,
     pub pinned_node: Option<String>,
     pub seats: u32,
 }
@@ -83,7 +86,7 @@ pub enum JoinOutcome {
 }
 
 const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory_mib, disk_gib, \
-     bridge, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, created_at";
+     bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, created_at";
 
 fn opt_u32(row: &AnyRow, column: &str) -> Result<Option<u32>, sqlx::Error> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v as u32))
@@ -101,6 +104,7 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
             .map(|v| v as u64),
         disk_gib: opt_u32(row, "disk_gib")?,
         bridge: row.try_get("bridge")?,
+        storage: row.try_get("storage")?,
         pinned_node: row.try_get("pinned_node")?,
         seats: row.try_get::<i64, _>("seats")? as u32,
         state: row.try_get("state")?,
@@ -148,8 +152,8 @@ impl Db {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
-             pinned_node, seats, state, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 'active', $10, $11) RETURNING id",
+             storage, pinned_node, seats, state, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12) RETURNING id",
         )
         .bind(&class.name)
         .bind(&class.description)
@@ -158,6 +162,7 @@ impl Db {
         .bind(class.memory_mib.map(|v| v as i64))
         .bind(class.disk_gib.map(i64::from))
         .bind(class.bridge.as_deref())
+        .bind(class.storage.as_deref())
         .bind(class.pinned_node.as_deref())
         .bind(i64::from(class.seats))
         .bind(owner)

@@ -106,6 +106,12 @@ struct CreateForm {
     cores: String,
     #[serde(default)]
     memory_mib: String,
+    #[serde(default)]
+    disk_gib: String,
+    #[serde(default)]
+    storage: String,
+    #[serde(default)]
+    bridge: String,
 }
 
 /// An optional number from a form field (empty: not given).
@@ -130,11 +136,16 @@ async fn create(
     let request = ClassRequest {
         name: form.name,
         description: form.description,
-        template_vmid: number(&form.template_vmid, "the template")?,
+        template_vmid: optional_number(&form.template_vmid, "the template")?,
         seats: number(&form.seats, "the number of student VMs")?,
         node: Some(form.node.trim().to_owned()).filter(|node| !node.is_empty()),
         cores: optional_number(&form.cores, "the cores")?,
         memory_mib: optional_number(&form.memory_mib, "the memory")?,
+        empty: super::classes_api::empty_spec(
+            optional_number(&form.disk_gib, "the disk size")?,
+            Some(form.storage),
+            Some(form.bridge),
+        ),
     };
     match classes::create_class(&state, &user.viewer, &request).await {
         Ok((class_id, _)) => Ok(Redirect::to(&format!("/classes/{class_id}")).into_response()),

@@ -141,7 +141,9 @@ struct CreateClass {
     name: String,
     #[serde(default)]
     description: String,
-    template_vmid: u32,
+    /// Leave out for a class of empty VMs.
+    #[serde(default)]
+    template_vmid: Option<u32>,
     seats: u32,
     #[serde(default)]
     node: Option<String>,
@@ -149,12 +151,33 @@ struct CreateClass {
     cores: Option<u32>,
     #[serde(default)]
     memory_mib: Option<u64>,
+    #[serde(default)]
+    disk_gib: Option<u32>,
+    #[serde(default)]
+    storage: Option<String>,
+    #[serde(default)]
+    bridge: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
 struct Created {
     class: ClassView,
     job: i64,
+}
+
+/// The empty-VM spec from optional fields, with defaults for what is left out.
+pub(in crate::web) fn empty_spec(
+    disk_gib: Option<u32>,
+    storage: Option<String>,
+    bridge: Option<String>,
+) -> classes::EmptyVmSpec {
+    let defaults = classes::EmptyVmSpec::default();
+    let given = |text: Option<String>| text.map(|t| t.trim().to_owned()).filter(|t| !t.is_empty());
+    classes::EmptyVmSpec {
+        disk_gib: disk_gib.unwrap_or(defaults.disk_gib),
+        storage: given(storage).unwrap_or(defaults.storage),
+        bridge: given(bridge).unwrap_or(defaults.bridge),
+    }
 }
 
 async fn create(
@@ -170,6 +193,7 @@ async fn create(
         node: body.node.filter(|node| !node.is_empty()),
         cores: body.cores,
         memory_mib: body.memory_mib,
+        empty: empty_spec(body.disk_gib, body.storage, body.bridge),
     };
     let (class_id, job) = classes::create_class(&state, &user.viewer, &request).await?;
     let class = state
@@ -383,15 +407,18 @@ async fn job(
         .job(id)
         .await?
         .ok_or_else(|| AppError::NotFound("no such job".into()))?;
-    match job.class_id {
-        Some(class_id) => {
-            classes::owned_class(&state, &user.viewer, class_id)
+    // Its creator and admins may always look (the class may be gone, or going, after a
+    // delete); other owners of the class while it exists.
+    let allowed = user.viewer.is_admin()
+        || job.created_by == Some(user.viewer.id)
+        || match job.class_id {
+            Some(class_id) => classes::owned_class(&state, &user.viewer, class_id)
                 .await
-                .map_err(|_| AppError::NotFound("no such job".into()))?;
-        }
-        // The class is gone (a finished delete): its creator and admins may still look.
-        None if user.viewer.is_admin() || job.created_by == Some(user.viewer.id) => {}
-        None => return Err(AppError::NotFound("no such job".into()).into()),
+                .is_ok(),
+            None => false,
+        };
+    if !allowed {
+        return Err(AppError::NotFound("no such job".into()).into());
     }
     Ok(Json(JobView::from(&job)))
 }
