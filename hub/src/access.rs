@@ -57,8 +57,8 @@ pub fn can_see_vm(viewer: &Viewer, vm: &VmRow, owns_class: bool) -> bool {
     viewer.is_admin() || owns_class || vm.assignee.as_deref() == Some(viewer.username.as_str())
 }
 
-/// The actions that make sense for a VM in its state, for someone who may see it. Only
-/// class VMs can be reset: they have a base to go back to.
+/// The actions that make sense for a VM in its state, for someone who may see it. Only VMs
+/// of a class made from a template can be reset: they have a base to go back to.
 pub fn allowed_actions(vm: &VmRow) -> Vec<VmAction> {
     if vm.template || vm.lock.is_some() {
         return Vec::new();
@@ -68,7 +68,7 @@ pub fn allowed_actions(vm: &VmRow) -> Vec<VmAction> {
         "running" | "paused" => vec![VmAction::Shutdown, VmAction::Stop],
         _ => Vec::new(),
     };
-    if vm.class_id.is_some() && !actions.is_empty() {
+    if vm.class_has_template && !actions.is_empty() {
         actions.push(VmAction::Reset);
     }
     actions
@@ -86,11 +86,8 @@ pub fn may_request(vm: &VmRow, action: VmAction) -> Result<(), String> {
             vm.name
         ));
     }
-    if action == VmAction::Reset && vm.class_id.is_none() {
-        return Err(format!(
-            "{} is not a class VM: there is no template to reset it to",
-            vm.name
-        ));
+    if action == VmAction::Reset && !vm.class_has_template {
+        return Err(format!("{} has no class template to be reset to", vm.name));
     }
     Ok(())
 }
@@ -135,6 +132,7 @@ mod tests {
             updated_at: 0,
             assignee: assignee.map(str::to_owned),
             class_id: None,
+            class_has_template: false,
         }
     }
 
@@ -170,6 +168,7 @@ mod tests {
         );
         let mut class_vm = vm("stopped", None);
         class_vm.class_id = Some(7);
+        class_vm.class_has_template = true;
         assert_eq!(
             allowed_actions(&class_vm),
             [VmAction::Start, VmAction::Reset]

@@ -119,21 +119,7 @@ pub async fn power(
     };
     // The power state stored may be a moment behind the node, so the node judges that; what
     // can never work is refused here.
-    let mut refusal = access::may_request(&vm, action).err();
-    if action == VmAction::Reset
-        && let Some(class_id) = vm.class_id
-        && state
-            .db
-            .class(class_id)
-            .await?
-            .is_some_and(|class| class.template_vmid.is_none())
-    {
-        refusal = Some(format!(
-            "{} belongs to a class without a template: there is nothing to reset it to",
-            vm.name
-        ));
-    }
-    if let Some(reason) = refusal {
+    if let Err(reason) = access::may_request(&vm, action) {
         audit::record(
             &state.db,
             Some(viewer),

@@ -938,6 +938,12 @@ async fn a_class_without_a_template_gets_empty_vms() {
         .unwrap();
     let vmid = joined["vmid"].as_u64().expect("a VM");
     lab.inventory(&[vmid as u32], true).await;
+    let shown = student.json(&format!("/api/v1/vms/{vmid}")).await;
+    assert_eq!(
+        shown["actions"],
+        json!(["start"]),
+        "no reset offered: {shown}"
+    );
     let reset = student.api_post(&format!("/api/v1/vms/{vmid}/reset")).await;
     assert_eq!(reset.status(), StatusCode::CONFLICT, "nothing to reset to");
     let deleting: Value = teacher

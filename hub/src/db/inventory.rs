@@ -33,6 +33,8 @@ pub struct VmRow {
     pub assignee: Option<String>,
     /// The class the VM belongs to, if any.
     pub class_id: Option<i64>,
+    /// Whether that class was made from a template (so the VM can be reset to it).
+    pub class_has_template: bool,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -118,11 +120,11 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
 /// The tables a VM listing reads.
 const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
      LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id \
-     LEFT JOIN class_vms cv ON cv.vmid = v.vmid";
+     LEFT JOIN class_vms cv ON cv.vmid = v.vmid LEFT JOIN classes cl ON cl.id = cv.class_id";
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id";
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -159,6 +161,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         updated_at: row.try_get("updated_at")?,
         assignee: row.try_get("assignee")?,
         class_id: row.try_get("class_id")?,
+        class_has_template: row.try_get::<Option<i64>, _>("class_template")?.is_some(),
     })
 }
 
