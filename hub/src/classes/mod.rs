@@ -135,6 +135,44 @@ pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, 
     })
 }
 
+/// Stores a job for a class, audits what started it, and wakes the runner.
+async fn start_job(
+    state: &HubState,
+    viewer: &Viewer,
+    kind: &str,
+    class_id: i64,
+    action: &str,
+    detail: &str,
+) -> Result<i64, ClassError> {
+    let job = state
+        .db
+        .insert_job(kind, class_id, Some(viewer.id), now_unix())
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        action,
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        detail,
+    )
+    .await;
+    state.jobs.wake(job);
+    Ok(job)
+}
+
+/// The account with this name, or a clear error.
+async fn user_named(
+    state: &HubState,
+    username: &str,
+) -> Result<crate::db::users::UserRow, ClassError> {
+    state
+        .db
+        .user_by_name(username)
+        .await?
+        .ok_or_else(|| ClassError::Invalid(format!("no user named {username}")))
+}
+
 /// The class, if the viewer owns it (or is an admin).
 pub async fn owned_class(
     state: &HubState,
@@ -353,16 +391,12 @@ pub async fn create_class(
         state.db.delete_class(class_id).await?;
         return Err(err.into());
     }
-    let job = state
-        .db
-        .insert_job("deploy", class_id, Some(viewer.id), now)
-        .await?;
-    audit::record(
-        &state.db,
+    let job = start_job(
+        state,
         viewer,
+        "deploy",
+        class_id,
         "class.create",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
         &format!(
             "{} from {} with {} seats",
             request.name.trim(),
@@ -373,8 +407,7 @@ pub async fn create_class(
             request.seats
         ),
     )
-    .await;
-    state.jobs.wake(job);
+    .await?;
     Ok((class_id, job))
 }
 
@@ -422,20 +455,15 @@ pub async fn add_capacity(
         .db
         .set_class_seats(class_id, class.seats + more)
         .await?;
-    let job = state
-        .db
-        .insert_job("deploy", class_id, Some(viewer.id), now)
-        .await?;
-    audit::record(
-        &state.db,
+    let job = start_job(
+        state,
         viewer,
+        "deploy",
+        class_id,
         "class.capacity",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
         &format!("+{more} VMs"),
     )
-    .await;
-    state.jobs.wake(job);
+    .await?;
     Ok(job)
 }
 
@@ -447,20 +475,7 @@ pub async fn delete_class(
 ) -> Result<i64, ClassError> {
     owned_class(state, viewer, class_id).await?;
     state.db.set_class_state(class_id, "deleting").await?;
-    let job = state
-        .db
-        .insert_job("delete", class_id, Some(viewer.id), now_unix())
-        .await?;
-    audit::record(
-        &state.db,
-        viewer,
-        "class.delete",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
-        "",
-    )
-    .await;
-    state.jobs.wake(job);
+    let job = start_job(state, viewer, "delete", class_id, "class.delete", "").await?;
     Ok(job)
 }
 
@@ -493,20 +508,15 @@ pub async fn remove_vms(
         .db
         .set_class_seats(class_id, class.seats.saturating_sub(removed))
         .await?;
-    let job = state
-        .db
-        .insert_job("shrink", class_id, Some(viewer.id), now_unix())
-        .await?;
-    audit::record(
-        &state.db,
+    let job = start_job(
+        state,
         viewer,
+        "shrink",
+        class_id,
         "class.capacity",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
         &format!("-{removed} VMs: {vmids:?}"),
     )
-    .await;
-    state.jobs.wake(job);
+    .await?;
     Ok(job)
 }
 
@@ -546,11 +556,7 @@ pub async fn remove_owner(
     username: &str,
 ) -> Result<(), ClassError> {
     owned_class(state, viewer, class_id).await?;
-    let user = state
-        .db
-        .user_by_name(username)
-        .await?
-        .ok_or_else(|| ClassError::Invalid(format!("no user named {username}")))?;
+    let user = user_named(state, username).await?;
     if !state.db.remove_class_owner(class_id, user.id).await? {
         return Err(ClassError::Conflict(format!(
             "{username} is not a co-owner, or the class's last owner"
@@ -576,11 +582,7 @@ pub async fn remove_student(
     username: &str,
 ) -> Result<(), ClassError> {
     owned_class(state, viewer, class_id).await?;
-    let user = state
-        .db
-        .user_by_name(username)
-        .await?
-        .ok_or_else(|| ClassError::Invalid(format!("no user named {username}")))?;
+    let user = user_named(state, username).await?;
     state.db.remove_enrollment(class_id, user.id).await?;
     serve_waitlist(state, class_id).await?;
     audit::record(
