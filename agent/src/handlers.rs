@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxlab_link::{FrameIoError, read_frame, write_frame};
+use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, BaseWritten};
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, Ping, Pong};
@@ -22,7 +23,7 @@ use tracing::Instrument;
 use crate::collect::Collector;
 use crate::node_info;
 use crate::pve::node::Node;
-use crate::pve::{clones, ops, remote_error};
+use crate::pve::{base_copy, clones, ops, remote_error};
 
 /// The request kinds this agent serves, advertised in its hello.
 pub const CAPABILITIES: &[&str] = &[
@@ -36,6 +37,10 @@ pub const CAPABILITIES: &[&str] = &[
     VmReset::KIND,
     MakeBase::KIND,
     CloneMany::KIND,
+    BaseExport::KIND,
+    BaseRead::KIND,
+    BaseWrite::KIND,
+    BaseImport::KIND,
 ];
 
 /// Stream error code for a request stream the agent could not read.
@@ -213,13 +218,31 @@ pub async fn dispatch(
             })
             .await
         }
+        BaseExport::KIND => {
+            handle(body, tx, |r: BaseExport, _| async move {
+                base_copy::export(&context.node, r.base_vmid)
+                    .await
+                    .map_err(|e| remote_error(&e))
+            })
+            .await
+        }
+        BaseRead::KIND => {
+            handle(body, tx, |r: BaseRead, _| async move {
+                base_copy::read(&context.node, r.base_vmid, r.disk, r.offset)
+                    .await
+                    .map_err(|e| remote_error(&e))
+            })
+            .await
+        }
         VmPower::KIND
         | VmDestroy::KIND
         | VmCreate::KIND
         | VmSnapshot::KIND
         | VmReset::KIND
         | MakeBase::KIND
-        | CloneMany::KIND => {
+        | CloneMany::KIND
+        | BaseWrite::KIND
+        | BaseImport::KIND => {
             context
                 .ops
                 .once(&op_id, change(&context.node, &kind, body, tx))
@@ -326,6 +349,27 @@ async fn change(
                     created: created.into_iter().map(|o| o.vmid).collect(),
                     failed,
                 })
+            })
+            .await
+        }
+        BaseWrite::KIND => {
+            handle(body, tx, |r: BaseWrite, _| async move {
+                base_copy::write(node, r)
+                    .await
+                    .map(|bytes| BaseWritten { bytes })
+                    .map_err(failed)
+            })
+            .await
+        }
+        BaseImport::KIND => {
+            handle(body, tx, |r: BaseImport, _| async move {
+                base_copy::import(node, &r)
+                    .await
+                    .map(|volids| MakeBaseReply {
+                        base_vmid: r.base_vmid,
+                        volids,
+                    })
+                    .map_err(failed)
             })
             .await
         }

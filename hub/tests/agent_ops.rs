@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use common::{SimCluster, TestHub, within};
 use proxlab_hub::agents::{AgentEvent, CallError};
 use proxlab_protocol::Event;
+use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, Chunk};
 use proxlab_protocol::clones::{CloneMany, CloneTarget, MakeBase};
 use proxlab_protocol::inventory::{IpSource, PowerState, VmInfo};
 use proxlab_protocol::vm_ops::{
@@ -522,6 +523,226 @@ async fn make_base_copies_the_template_with_progress() {
         .await
         .unwrap_err();
     assert!(taken.to_string().contains("already exists"), "{taken}");
+}
+
+/// Sends a whole file to `vmid`'s staged disk 0 on `local`, one chunk.
+async fn send_image(setup: &Setup, vmid: u32, bytes: &[u8]) -> Result<u64, CallError> {
+    use base64::Engine;
+    let write = BaseWrite {
+        base_vmid: vmid,
+        storage: "local".into(),
+        disk: 0,
+        offset: 0,
+        chunk: Chunk {
+            len: bytes.len() as u32,
+            data: base64::engine::general_purpose::STANDARD.encode(bytes),
+        },
+    };
+    setup
+        .registry()
+        .call("pve1", &write)
+        .await
+        .map(|written| written.bytes)
+}
+
+fn import(vmid: u32, config: &str, size: u64) -> BaseImport {
+    BaseImport {
+        base_vmid: vmid,
+        name: format!("copy-{vmid}"),
+        storage: "local".into(),
+        config: config.into(),
+        disks: vec![size],
+    }
+}
+
+#[tokio::test]
+async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let registry = setup.registry();
+    let make = MakeBase {
+        source_vmid: 9000,
+        base_vmid: 9100,
+        name: "class-base".into(),
+        storage: Some("shared".into()),
+    };
+    registry.call("pve1", &make).await.unwrap();
+    let export = registry
+        .call("pve1", &BaseExport { base_vmid: 9100 })
+        .await
+        .unwrap();
+    assert_eq!(export.disks.len(), 1);
+    assert_eq!(export.disks[0].key, "scsi0");
+    // The whole image, chunk by chunk (a fresh qcow2 is mostly holes: sent as lengths).
+    let mut offset = 0;
+    let mut chunks = Vec::new();
+    while offset < export.disks[0].bytes {
+        let chunk = registry
+            .call(
+                "pve1",
+                &BaseRead {
+                    base_vmid: 9100,
+                    disk: 0,
+                    offset,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(chunk.len > 0);
+        offset += u64::from(chunk.len);
+        chunks.push(chunk);
+    }
+    assert_eq!(offset, export.disks[0].bytes);
+    // Out of order, the wrong size, or onto a taken VMID or a missing storage: refused.
+    let write = |vmid: u32, storage: &str, offset: u64, chunk: Chunk| BaseWrite {
+        base_vmid: vmid,
+        storage: storage.into(),
+        disk: 0,
+        offset,
+        chunk,
+    };
+    for (request, expected) in [
+        (
+            write(9200, "local", 4096, chunks[0].clone()),
+            "does not follow",
+        ),
+        (write(9000, "local", 0, chunks[0].clone()), "already exists"),
+        (
+            write(9200, "nowhere", 0, chunks[0].clone()),
+            "does not exist",
+        ),
+        (
+            write(
+                9200,
+                "local",
+                0,
+                Chunk {
+                    len: 10,
+                    data: "AAAA".into(),
+                },
+            ),
+            "carries 3",
+        ),
+    ] {
+        let err = registry.call("pve1", &request).await.unwrap_err();
+        assert!(err.to_string().contains(expected), "{err}");
+    }
+    let mut at = 0;
+    for chunk in chunks {
+        let len = u64::from(chunk.len);
+        let written = registry
+            .call("pve1", &write(9200, "local", at, chunk))
+            .await
+            .unwrap();
+        at += len;
+        assert_eq!(written.bytes, at);
+    }
+    let short = registry
+        .call("pve1", &import(9200, &export.config, at + 1))
+        .await
+        .unwrap_err();
+    assert!(short.to_string().contains("bytes"), "{short}");
+    // The refused import discarded what was staged: sent again, it registers.
+    let staged = String::from_utf8(
+        setup
+            .sim
+            .run(
+                "pve1",
+                "pvesm",
+                &["path", "shared:9100/base-9100-disk-0.qcow2"],
+            )
+            .stdout,
+    )
+    .unwrap();
+    let image = std::fs::read(staged.trim()).unwrap();
+    assert_eq!(send_image(&setup, 9200, &image).await.unwrap(), at);
+    let reply = registry
+        .call("pve1", &import(9200, &export.config, at))
+        .await
+        .unwrap();
+    assert_eq!(reply.volids, ["local:9200/base-9200-disk-0.qcow2"]);
+    let config = setup.sim.config("pve1", 9200).unwrap();
+    assert!(
+        config.contains("template: 1\n") && config.contains("name: copy-9200\n"),
+        "{config}"
+    );
+    assert_eq!(
+        chain_len(&setup.sim, "local:9200/base-9200-disk-0.qcow2"),
+        1
+    );
+    // Reading is for class bases only.
+    let clones = CloneMany {
+        base_vmid: 9200,
+        vms: vec![CloneTarget {
+            vmid: 231,
+            name: "s1".into(),
+        }],
+        concurrency: 0,
+        hardware: Default::default(),
+    };
+    assert_eq!(registry.call("pve1", &clones).await.unwrap().created, [231]);
+    let not_base = registry
+        .call("pve1", &BaseExport { base_vmid: 231 })
+        .await
+        .unwrap_err();
+    assert!(
+        not_base.to_string().contains("not a template"),
+        "{not_base}"
+    );
+    let no_disk = registry
+        .call(
+            "pve1",
+            &BaseRead {
+                base_vmid: 9200,
+                disk: 3,
+                offset: 0,
+            },
+        )
+        .await
+        .unwrap_err();
+    assert!(no_disk.to_string().contains("no disk 3"), "{no_disk}");
+}
+
+#[tokio::test]
+async fn a_received_image_with_a_backing_file_is_refused() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let hostile = dir.path().join("hostile.qcow2");
+    let made = std::process::Command::new("qemu-img")
+        .args([
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "raw",
+            "-b",
+            "/etc/hostname",
+        ])
+        .arg(&hostile)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    let bytes = std::fs::read(&hostile).unwrap();
+    let size = send_image(&setup, 9300, &bytes).await.unwrap();
+    let config = setup.sim.config("pve1", 9000).unwrap();
+    let err = setup
+        .registry()
+        .call("pve1", &import(9300, &config, size))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("has a backing file"), "{err}");
+    assert!(setup.sim.config("pve1", 9300).is_none());
+    // A copy that never finished: destroying its VMID removes what was staged.
+    send_image(&setup, 9301, &bytes).await.unwrap();
+    let staged = setup.sim.root.join("nodes/pve1/var/lib/vz/images/9301");
+    assert!(staged.exists());
+    let destroy = VmDestroy {
+        vmid: 9301,
+        allow_template: true,
+    };
+    let missing = setup.registry().call("pve1", &destroy).await.unwrap_err();
+    assert!(missing.to_string().contains("does not exist"), "{missing}");
+    assert!(!staged.exists(), "the staged copy is gone");
 }
 
 #[tokio::test]

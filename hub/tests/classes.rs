@@ -25,8 +25,13 @@ struct Lab {
 
 impl Lab {
     async fn start() -> Self {
+        Self::start_on("shared").await
+    }
+
+    /// A lab whose template's disk is on `storage` of pve1.
+    async fn start_on(storage: &str) -> Self {
         let hub = TestHub::start().await;
-        let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
+        let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], storage);
         let mut changes = hub.hub().state.inventory_changes.subscribe();
         let agents = vec![
             hub.sim_agent(&sim, "pve1").await,
@@ -962,5 +967,139 @@ async fn a_class_without_a_template_gets_empty_vms() {
             disk_paths(&lab.sim.root, vmid).is_empty(),
             "VM {vmid} disks left"
         );
+    }
+}
+
+/// Every file under `root` whose name starts with `prefix`.
+fn files_named(root: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(prefix))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn backing_chain(disk: &Path) -> Vec<String> {
+    let output = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--backing-chain", "--output=json"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let chain: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    chain
+        .iter()
+        .map(|image| image["filename"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_template_on_node_local_storage_gets_a_base_copy_on_every_other_node() {
+    let lab = Lab::start_on("local").await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let created: Value = teacher
+        .api_post_json(
+            "/api/v1/classes",
+            &json!({"name": "Local lab", "template_vmid": TEMPLATE, "seats": 5}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{created}"));
+    let job = lab
+        .job_done(&teacher, created["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vms = detail["vms"].as_array().unwrap();
+    let of_kind = |kind: &str| -> Vec<(u32, String)> {
+        vms.iter()
+            .filter(|vm| vm["kind"] == kind)
+            .map(|vm| {
+                (
+                    vm["vmid"].as_u64().unwrap() as u32,
+                    vm["node"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect()
+    };
+    let bases = of_kind("base");
+    let nodes: BTreeSet<&str> = bases.iter().map(|(_, node)| node.as_str()).collect();
+    assert_eq!(nodes, BTreeSet::from(["pve1", "pve2"]), "{detail}");
+    let base_on = |node: &str| bases.iter().find(|(_, n)| n == node).unwrap().0;
+    let (first, copy) = (base_on("pve1"), base_on("pve2"));
+    // The copy is a template of pve2, on pve2's own storage, with the same content.
+    let config = std::fs::read_to_string(lab.config_path("pve2", copy)).unwrap();
+    assert!(config.contains("template: 1\n"), "{config}");
+    assert!(
+        config.contains(&format!("local:{copy}/base-{copy}-disk-0.qcow2")),
+        "{config}"
+    );
+    let images = |vmid: u32| files_named(&lab.sim.root, &format!("base-{vmid}-disk-0.qcow2"));
+    let (first_image, copy_image) = (images(first), images(copy));
+    assert_eq!((first_image.len(), copy_image.len()), (1, 1));
+    for (image, node) in [(&first_image[0], "pve1"), (&copy_image[0], "pve2")] {
+        assert!(
+            image.starts_with(lab.sim.root.join("nodes").join(node)),
+            "{image:?} is not on {node}'s own storage"
+        );
+    }
+    let compared = std::process::Command::new("qemu-img")
+        .args(["compare", "-U"])
+        .args([&first_image[0], &copy_image[0]])
+        .output()
+        .unwrap();
+    assert!(compared.status.success(), "{compared:?}");
+    // Every VM backs onto the base of its own node.
+    let clones: Vec<(u32, String)> = [of_kind("teacher"), of_kind("student")].concat();
+    assert_eq!(clones.len(), 6);
+    for (vmid, node) in &clones {
+        let disks = disk_paths(&lab.sim.root, *vmid);
+        assert_eq!(disks.len(), 1, "VM {vmid}");
+        let chain = backing_chain(&disks[0]);
+        let base = base_on(node);
+        assert!(
+            chain.len() == 2 && chain[1].contains(&format!("base-{base}-disk-0")),
+            "VM {vmid} on {node} backs onto {chain:?}"
+        );
+        assert!(Path::new(&chain[1]).exists());
+    }
+    assert!(
+        clones.iter().any(|(_, node)| node == "pve2"),
+        "placement uses the second node"
+    );
+    // Deleting the class leaves no base, no disk, no staged copy.
+    let deleting: Value = teacher
+        .api_delete(&format!("/api/v1/classes/{class_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = lab
+        .job_done(&teacher, deleting["job"].as_u64().unwrap())
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    for vmid in [first, copy] {
+        assert!(files_named(&lab.sim.root, &format!("base-{vmid}-")).is_empty());
+        for node in ["pve1", "pve2"] {
+            assert!(!lab.config_path(node, vmid).exists());
+        }
+    }
+    for (vmid, _) in &clones {
+        assert!(disk_paths(&lab.sim.root, *vmid).is_empty());
     }
 }

@@ -37,6 +37,7 @@
 //! * Field names and meanings of a released minor version never change. The golden-file tests
 //!   make any change to the encoding a visible diff.
 
+pub mod base_copy;
 pub mod clones;
 pub mod close;
 pub mod enroll;

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress, Hardware};
 use proxlab_pve::clone::{CloneSpec, clone_config};
 use proxlab_pve::config::{VmConfig, WriteMode};
-use proxlab_pve::drive::{Bus, Drive};
+use proxlab_pve::drive::{Bus, Drive, DriveKey};
 use proxlab_pve::volid::{Volume, VolumeId, disk_name};
 
 use super::command::{self, PveError};
@@ -22,7 +22,7 @@ fn is_state_disk(drive: &Drive) -> bool {
 }
 
 /// The disks a clone must make: images of the VM's own, in slot order.
-fn image_drives(config: &VmConfig) -> Vec<Drive> {
+pub(crate) fn image_drives(config: &VmConfig) -> Vec<Drive> {
     config
         .drives()
         .into_iter()
@@ -31,7 +31,7 @@ fn image_drives(config: &VmConfig) -> Vec<Drive> {
 }
 
 /// Parses a file-storage image volume id.
-fn file_image(volid: &str) -> Result<(String, proxlab_pve::volid::Image), PveError> {
+pub(crate) fn file_image(volid: &str) -> Result<(String, proxlab_pve::volid::Image), PveError> {
     let parsed: VolumeId = volid
         .parse()
         .map_err(|e: proxlab_pve::volid::VolumeError| PveError::Invalid(e.to_string()))?;
@@ -175,24 +175,7 @@ pub async fn make_base(
             new_volids.push(volid.clone());
             remapped.push((drive.key, volid));
         }
-        let prefix = node.mac_prefix();
-        let spec = CloneSpec {
-            name,
-            mac_prefix: &prefix,
-        };
-        let mut config = clone_config(&source, &spec, &mut rand::rng(), |drive| {
-            remapped
-                .iter()
-                .find(|(key, _)| *key == drive.key)
-                .map(|(_, volid)| volid.clone())
-                .ok_or_else(|| format!("no copy of {}", drive.key))
-        })
-        .map_err(|err| PveError::Invalid(err.to_string()))?;
-        config
-            .main_mut()
-            .set("template", "1")
-            .map_err(PveError::Invalid)?;
-        Ok(config)
+        base_config(node, &source, name, &remapped)
     }
     .await;
     match result {
@@ -211,6 +194,34 @@ pub async fn make_base(
             Err(err)
         }
     }
+}
+
+/// The config of a new class base: `source`'s, renamed, with fresh identities, its images
+/// replaced by the `copies`, and marked a template.
+pub(crate) fn base_config(
+    node: &Node,
+    source: &VmConfig,
+    name: &str,
+    copies: &[(DriveKey, String)],
+) -> Result<VmConfig, PveError> {
+    let prefix = node.mac_prefix();
+    let spec = CloneSpec {
+        name,
+        mac_prefix: &prefix,
+    };
+    let mut config = clone_config(source, &spec, &mut rand::rng(), |drive| {
+        copies
+            .iter()
+            .find(|(key, _)| *key == drive.key)
+            .map(|(_, volid)| volid.clone())
+            .ok_or_else(|| format!("no copy of {}", drive.key))
+    })
+    .map_err(|err| PveError::Invalid(err.to_string()))?;
+    config
+        .main_mut()
+        .set("template", "1")
+        .map_err(PveError::Invalid)?;
+    Ok(config)
 }
 
 /// What all clones of one base share.
@@ -371,7 +382,7 @@ async fn make_clone_files(
     made: &mut Vec<PathBuf>,
 ) -> Result<(), PveError> {
     let vmid = target.vmid;
-    let mut volids: Vec<(proxlab_pve::drive::DriveKey, String)> = Vec::new();
+    let mut volids: Vec<(DriveKey, String)> = Vec::new();
     for (n, drive) in image_drives(&base.config).iter().enumerate() {
         let (storage, image) = file_image(drive.volume())?;
         let root = node.storage_root(&storage).await?;

@@ -1,6 +1,7 @@
 //! The Proxmox driver: the only module that runs `qm`, `pvesh`, `pvesm` and `qemu-img` or
 //! touches `/etc/pve`.
 
+pub mod base_copy;
 pub mod clones;
 pub mod command;
 pub mod config;

@@ -39,7 +39,16 @@ pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerS
 
 /// Destroys a VM and its disks; templates only when asked.
 pub async fn destroy(node: &Node, vmid: u32, allow_template: bool) -> Result<(), PveError> {
-    let config = node.require_config(vmid)?;
+    let config = match node.require_config(vmid) {
+        Ok(config) => config,
+        Err(missing) => {
+            if allow_template {
+                // A class base whose copy to this node never finished.
+                super::base_copy::discard_received(node, vmid).await?;
+            }
+            return Err(missing);
+        }
+    };
     if config.main().get("template") == Some("1") && !allow_template {
         return Err(PveError::Invalid(format!(
             "VM {vmid} is a template; destroying it needs allow_template"

@@ -13,7 +13,7 @@ use proxlab_protocol::vm_ops::{VmCreate, VmDestroy};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use super::name_stem;
+use super::{copy, name_stem};
 use crate::HubState;
 use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
@@ -22,7 +22,7 @@ use crate::db::now_unix;
 /// Tries per VM before it is reported as failed.
 pub const MAX_ATTEMPTS: u32 = 3;
 /// The longest a base copy may take.
-const BASE_TIMEOUT: Duration = Duration::from_secs(3600);
+pub(super) const BASE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest one node's batch of clones may take.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -137,15 +137,21 @@ fn count_vms(n: usize) -> String {
 }
 
 /// A job step failed in a way worth reporting; the message is for teachers.
-type StepResult<T> = Result<T, String>;
+pub(super) type StepResult<T> = Result<T, String>;
 
 fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
     let stem = name_stem(&class.name, class.id);
     let mut students = 0;
+    let primary_base = vms
+        .iter()
+        .filter(|vm| vm.kind == "base")
+        .map(|vm| vm.vmid)
+        .min();
     vms.iter()
         .map(|vm| {
             let name = match vm.kind.as_str() {
-                "base" => format!("{stem}-base"),
+                "base" if Some(vm.vmid) == primary_base => format!("{stem}-base"),
+                "base" => format!("{stem}-base-{}", vm.node),
                 "teacher" => format!("{stem}-teacher"),
                 _ => {
                     students += 1;
@@ -174,11 +180,20 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
             .await
             .map_err(|err| err.to_string())?;
         let names = vm_names(&class, &vms);
-        let base = vms.iter().find(|vm| vm.kind == "base");
-        if class.template_vmid.is_some() {
-            let base = base.ok_or("the class has no base")?;
-            if base.state != "ready" {
-                make_base(state, job, &class, base, &names[&base.vmid]).await?;
+        // The first base is made from the template on its node; nodes that cannot reach its
+        // disks get copies of their own.
+        let bases: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.kind == "base").collect();
+        let primary = bases.iter().min_by_key(|vm| vm.vmid).copied();
+        if let Some(template) = class.template_vmid {
+            let primary = primary.ok_or("the class has no base")?;
+            if primary.state != "ready" {
+                make_base(state, job, &class, primary, &names[&primary.vmid]).await?;
+                continue;
+            }
+            if let Some(copy) = bases.iter().find(|vm| vm.state != "ready") {
+                let storage = template_storage(state, template).await?;
+                let name = &names[&copy.vmid];
+                copy::copy_base(state, &class, primary, copy, name, &storage).await?;
                 continue;
             }
         }
@@ -200,7 +215,9 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
             });
         }
         let class = &class;
+        let bases = &bases;
         let batches = by_node.into_iter().map(|(node, targets)| async move {
+            let base = bases.iter().find(|vm| vm.node == node).copied().or(primary);
             match base {
                 Some(base) => clone_batch(state, class, base.vmid, node, targets).await,
                 None => create_batch(state, class, job, node, targets).await,
@@ -208,6 +225,24 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
         });
         futures_util::future::join_all(batches).await;
     }
+}
+
+/// Where a copied base's images go: the storage of the template's first disk.
+async fn template_storage(state: &HubState, template: u32) -> StepResult<String> {
+    let vm = state
+        .db
+        .vm(template)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or_else(|| format!("template {template} is gone"))?;
+    vm.disks
+        .iter()
+        .find_map(|disk| {
+            disk.volid
+                .split_once(':')
+                .map(|(storage, _)| storage.to_owned())
+        })
+        .ok_or_else(|| format!("template {template} has no disk"))
 }
 
 /// Creates the empty VMs of a class without a template on one node.
@@ -292,14 +327,21 @@ async fn make_base(
 }
 
 /// The node went away mid-call: not the VM's fault, and not an attempt.
-fn is_link_failure(err: &CallError) -> bool {
+pub(super) fn is_link_failure(err: &CallError) -> bool {
     matches!(
         err,
         CallError::Offline(_) | CallError::Link { .. } | CallError::Timeout { .. }
     )
 }
 
-async fn mark(state: &HubState, class_id: i64, vmid: u32, to: &str, error: &str, attempt: bool) {
+pub(super) async fn mark(
+    state: &HubState,
+    class_id: i64,
+    vmid: u32,
+    to: &str,
+    error: &str,
+    attempt: bool,
+) {
     if let Err(err) = state
         .db
         .set_class_vm_state(vmid, to, error, attempt, now_unix())

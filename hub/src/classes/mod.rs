@@ -2,6 +2,7 @@
 //! jobs that deploy and delete their VMs. Every function checks who asks and audits what it
 //! changes.
 
+mod copy;
 pub mod jobs;
 pub mod placement;
 
@@ -203,6 +204,48 @@ fn disk_storages(vm: &crate::db::inventory::VmRow) -> Vec<String> {
     storages
 }
 
+/// Whether VMs of `template` on `node` need a copy of the class base there: they do on
+/// every node but the template's own that reaches one of its storages only as a node-local
+/// storage of the same name.
+async fn needs_own_base(
+    state: &HubState,
+    template: &crate::db::inventory::VmRow,
+    node: &str,
+) -> Result<bool, ClassError> {
+    if node == template.node {
+        return Ok(false);
+    }
+    let shared: Vec<String> = state
+        .db
+        .node_storages(node)
+        .await?
+        .into_iter()
+        .filter(|(_, _, shared, _)| *shared)
+        .map(|(storage, ..)| storage)
+        .collect();
+    Ok(disk_storages(template)
+        .iter()
+        .any(|storage| !shared.contains(storage)))
+}
+
+/// The class bases a plan of VMs needs beyond those the class has: one on every node that
+/// gets VMs and cannot reach the first base's disks.
+async fn base_copies(
+    state: &HubState,
+    template: &crate::db::inventory::VmRow,
+    nodes: impl IntoIterator<Item = &String>,
+    existing: &[String],
+) -> Result<Vec<(String, String)>, ClassError> {
+    let mut copies: Vec<(String, String)> = Vec::new();
+    for node in nodes {
+        let planned = copies.iter().any(|(_, planned)| planned == node);
+        if !planned && !existing.contains(node) && needs_own_base(state, template, node).await? {
+            copies.push(("base".to_owned(), node.clone()));
+        }
+    }
+    Ok(copies)
+}
+
 /// What a class's VMs are made from, for placement.
 enum Source<'a> {
     Template(&'a crate::db::inventory::VmRow),
@@ -210,9 +253,10 @@ enum Source<'a> {
     Empty(&'a str),
 }
 
-/// The nodes that may take the class's VMs: online, and reaching the template's disks (the
-/// template's own node always does; others only through shared storage), or, for empty VMs,
-/// having their storage.
+/// The nodes that may take the class's VMs: online, and having the storages of the
+/// template's disks (the template's own node always has; another node reaches them through
+/// shared storage or gets a copy of the class base on its own storage of the same name), or,
+/// for empty VMs, having their storage.
 async fn candidates(
     state: &HubState,
     source: &Source<'_>,
@@ -237,8 +281,6 @@ async fn candidates(
                 .node_storages(node)
                 .await?
                 .into_iter()
-                // Another node reaches a template's disks only through shared storage.
-                .filter(|(_, _, shared, _)| *shared || home.is_none())
                 .map(|(storage, ..)| storage)
                 .collect();
             !storages.is_empty() && storages.iter().all(|storage| usable.contains(storage))
@@ -376,7 +418,11 @@ pub async fn create_class(
         )
         .await?;
     let mut plan = match &template {
-        Some(template) => vec![("base".to_owned(), template.node.clone())],
+        Some(template) => {
+            let mut bases = vec![("base".to_owned(), template.node.clone())];
+            bases.extend(base_copies(state, template, &placement, &[]).await?);
+            bases
+        }
         None => Vec::new(),
     };
     for (index, node) in placement.into_iter().enumerate() {
@@ -442,10 +488,26 @@ pub async fn add_capacity(
         .or(template.as_ref().map(|template| template.memory_mib))
         .unwrap_or(EMPTY_VM_MEMORY_MIB);
     let candidates = candidates(state, &source, class.pinned_node.as_deref()).await?;
-    let plan: Vec<(String, String)> = placement::spread(&candidates, more as usize, memory)
-        .into_iter()
-        .map(|node| ("student".to_owned(), node))
-        .collect();
+    let placement = placement::spread(&candidates, more as usize, memory);
+    let mut plan = match &template {
+        Some(template) => {
+            let bases: Vec<String> = state
+                .db
+                .class_vms(class_id)
+                .await?
+                .into_iter()
+                .filter(|vm| vm.kind == "base")
+                .map(|vm| vm.node)
+                .collect();
+            base_copies(state, template, &placement, &bases).await?
+        }
+        None => Vec::new(),
+    };
+    plan.extend(
+        placement
+            .into_iter()
+            .map(|node| ("student".to_owned(), node)),
+    );
     let now = now_unix();
     state
         .db

@@ -1,0 +1,109 @@
+//! Copying a class base to a node that cannot reach its disks (node-local storage).
+//!
+//! The hub relays the copy: it describes the base on the node that has it
+//! ([`BaseExport`]), reads its images there chunk by chunk ([`BaseRead`]), writes each chunk
+//! on the receiving node ([`BaseWrite`]), and finally registers the new base there
+//! ([`BaseImport`]). Chunks are read in order and written only in order, so a copy that is
+//! interrupted starts again from the beginning of its image.
+
+use serde::{Deserialize, Serialize};
+
+use crate::clones::MakeBaseReply;
+use crate::request::{NoProgress, Request};
+
+/// The most bytes one chunk carries.
+pub const CHUNK_BYTES: u32 = 4 * 1024 * 1024;
+
+/// Asks for a class base's config and the sizes of its disk images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseExport {
+    pub base_vmid: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseExportReply {
+    /// The base's config file, as stored.
+    pub config: String,
+    /// Its disk images in the order [`BaseRead::disk`] numbers them.
+    pub disks: Vec<ExportedDisk>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedDisk {
+    /// The config key of the drive (`scsi0`, `efidisk0`, ...).
+    pub key: String,
+    /// The size of the image file.
+    pub bytes: u64,
+}
+
+impl Request for BaseExport {
+    const KIND: &'static str = "base-export";
+    type Response = BaseExportReply;
+    type Progress = NoProgress;
+}
+
+/// Reads up to [`CHUNK_BYTES`] of one of a base's images.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseRead {
+    pub base_vmid: u32,
+    pub disk: u32,
+    pub offset: u64,
+}
+
+/// A piece of an image file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// How many bytes the chunk stands for.
+    pub len: u32,
+    /// The bytes, base64-encoded; empty when they are all zero (a hole).
+    #[serde(default)]
+    pub data: String,
+}
+
+impl Request for BaseRead {
+    const KIND: &'static str = "base-read";
+    type Response = Chunk;
+    type Progress = NoProgress;
+}
+
+/// Appends a chunk to an image of a base being received. A chunk at offset 0 starts the
+/// image afresh.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseWrite {
+    /// The VMID the received base will have.
+    pub base_vmid: u32,
+    pub storage: String,
+    pub disk: u32,
+    pub offset: u64,
+    pub chunk: Chunk,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseWritten {
+    /// The size of the image received so far.
+    pub bytes: u64,
+}
+
+impl Request for BaseWrite {
+    const KIND: &'static str = "base-write";
+    type Response = BaseWritten;
+    type Progress = NoProgress;
+}
+
+/// Registers a received base: checks its images and writes its config.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseImport {
+    pub base_vmid: u32,
+    pub name: String,
+    pub storage: String,
+    /// The config of the base the images came from.
+    pub config: String,
+    /// The expected size of each image.
+    pub disks: Vec<u64>,
+}
+
+impl Request for BaseImport {
+    const KIND: &'static str = "base-import";
+    type Response = MakeBaseReply;
+    type Progress = NoProgress;
+}
