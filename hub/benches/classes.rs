@@ -6,6 +6,11 @@
 //! teacher's) are registered in the hub's inventory, and, measured in the same run as the
 //! baseline, a bare loop of 101 `qemu-img create` overlays on the same base. Asserts nothing
 //! about speed.
+//!
+//! `PROXLAB_BENCH_STORAGE=local` puts the template on pve1's node-local storage instead, so
+//! the run also copies the class base to pve2 through the hub, and prints how long that took.
+//! `PROXLAB_BENCH_FILL_MIB=N` first writes N MiB of data into the template's disk (with
+//! `qemu-io`), so the copies move real bytes rather than holes.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -24,7 +29,8 @@ const STUDENTS: u32 = 100;
 #[tokio::main]
 async fn main() {
     let hub = TestHub::start().await;
-    let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["bench-tpl:2G"], "shared");
+    let storage = std::env::var("PROXLAB_BENCH_STORAGE").unwrap_or_else(|_| "shared".into());
+    let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["bench-tpl:2G"], &storage);
     let _agents = [
         hub.sim_agent(&sim, "pve1").await,
         hub.sim_agent(&sim, "pve2").await,
@@ -33,6 +39,21 @@ async fn main() {
     let mut inventory = state.inventory_changes.subscribe();
     while state.db.vm(TEMPLATE).await.unwrap().is_none() {
         let _ = inventory.recv().await;
+    }
+    let fill_mib: u64 = std::env::var("PROXLAB_BENCH_FILL_MIB")
+        .ok()
+        .and_then(|mib| mib.parse().ok())
+        .unwrap_or(0);
+    if fill_mib > 0 {
+        let disk =
+            walk(&sim.root, &format!("base-{TEMPLATE}-disk-0.qcow2")).expect("the template disk");
+        let status = std::process::Command::new("qemu-io")
+            .args(["-c", &format!("write -P 0x5a 0 {fill_mib}M")])
+            .arg(&disk)
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "qemu-io failed on {}", disk.display());
     }
     proxlab_hub::accounts::create_user(&state.db, "tina", Role::Teacher, Some("a-long-password"))
         .await
@@ -58,7 +79,12 @@ async fn main() {
     .await
     .unwrap();
     let rows = state.db.class_vms(class_id).await.unwrap();
-    let base = rows.iter().find(|vm| vm.kind == "base").unwrap().vmid;
+    let bases: Vec<u32> = rows
+        .iter()
+        .filter(|vm| vm.kind == "base")
+        .map(|vm| vm.vmid)
+        .collect();
+    let base = bases[0];
     let clones: HashSet<u32> = rows
         .iter()
         .filter(|vm| vm.kind != "base")
@@ -75,6 +101,19 @@ async fn main() {
         let _ = progress.recv().await;
     }
     let base_done = started.elapsed();
+    let copying = Instant::now();
+    loop {
+        let rows = state.db.class_vms(class_id).await.unwrap();
+        let ready = |vmid: &u32| {
+            rows.iter()
+                .any(|vm| vm.vmid == *vmid && vm.state == "ready")
+        };
+        if bases.iter().all(ready) {
+            break;
+        }
+        let _ = progress.recv().await;
+    }
+    let copies_done = copying.elapsed();
     let cloning = Instant::now();
     loop {
         let stored: HashSet<u32> = state
@@ -120,6 +159,14 @@ async fn main() {
         "base export (full copy of the template disk): {:>8.0} ms",
         base_done.as_secs_f64() * 1000.0
     );
+    if bases.len() > 1 {
+        let copy = walk(&sim.root, &format!("base-{}-disk-0.qcow2", bases[1])).expect("the copy");
+        println!(
+            "base copy to pve2 through the hub ({}): {:>8.0} ms",
+            human_size(std::fs::metadata(copy).unwrap().len()),
+            copies_done.as_secs_f64() * 1000.0
+        );
+    }
     println!(
         "cloning until all {} VMs are registered:    {:>8.0} ms",
         clones.len(),
@@ -144,4 +191,8 @@ fn walk(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
         }
     }
     None
+}
+
+fn human_size(bytes: u64) -> String {
+    format!("{:.1} MiB file", bytes as f64 / f64::from(1 << 20))
 }
