@@ -98,13 +98,13 @@ fn main() {
     runtime.block_on(async {
         // Warm up: storage paths are looked up once, the base file enters the page cache.
         let warm = vec![CloneTarget { vmid: 999, name: "warm-up".into() }];
-        clone_many(&node, 9000, warm, 1, Hardware::default(), |_| {}).await.unwrap();
+        clone_many(&node, 9000, warm, 1, Hardware::default(), None, |_| {}).await.unwrap();
 
         let targets: Vec<CloneTarget> = (0..count as u32)
             .map(|i| CloneTarget { vmid: 1000 + i, name: format!("student-{i}") })
             .collect();
         let started = Instant::now();
-        let outcomes = clone_many(&node, 9000, targets, concurrency, Hardware::default(), |_| {}).await.unwrap();
+        let outcomes = clone_many(&node, 9000, targets, concurrency, Hardware::default(), None, |_| {}).await.unwrap();
         let total_ms = started.elapsed().as_secs_f64() * 1000.0;
         let failed: Vec<_> = outcomes.iter().filter(|o| o.error.is_some()).collect();
         assert!(failed.is_empty(), "clones failed: {failed:?}");

@@ -19,6 +19,9 @@ pub struct AgentConfig {
     /// Where Proxmox's tools and files are.
     #[serde(default)]
     pub pve: crate::pve::config::PveConfig,
+    /// Plugin limits, grants and the drop-in directory.
+    #[serde(default)]
+    pub plugins: crate::plugins::PluginSettings,
 }
 
 impl AgentConfig {

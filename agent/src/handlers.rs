@@ -11,9 +11,10 @@ use proxlab_link::{FrameIoError, read_frame, write_frame};
 use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, BaseWritten};
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
+use proxlab_protocol::plugins::{PluginInstall, PluginRemove, VmAssigned};
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, Ping, Pong};
 use proxlab_protocol::vm_ops::{
-    Done, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReset, VmSnapshot,
+    Done, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReset, VmSnapshot,
 };
 use proxlab_protocol::{ErrorKind, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
@@ -22,6 +23,8 @@ use tracing::Instrument;
 
 use crate::collect::Collector;
 use crate::node_info;
+use crate::plugins::PluginRegistry;
+use crate::plugins::{first_start, plugin_ops};
 use crate::pve::node::Node;
 use crate::pve::{base_copy, clones, ops, remote_error};
 
@@ -41,6 +44,9 @@ pub const CAPABILITIES: &[&str] = &[
     BaseRead::KIND,
     BaseWrite::KIND,
     BaseImport::KIND,
+    PluginInstall::KIND,
+    PluginRemove::KIND,
+    VmAssigned::KIND,
 ];
 
 /// Stream error code for a request stream the agent could not read.
@@ -86,14 +92,16 @@ impl OpCache {
 pub struct Context {
     pub node: Arc<Node>,
     pub collector: Arc<Collector>,
+    pub plugins: Arc<PluginRegistry>,
     ops: OpCache,
 }
 
 impl Context {
-    pub fn new(node: Arc<Node>, collector: Arc<Collector>) -> Self {
+    pub fn new(node: Arc<Node>, collector: Arc<Collector>, plugins: Arc<PluginRegistry>) -> Self {
         Self {
             node,
             collector,
+            plugins,
             ops: OpCache::default(),
         }
     }
@@ -242,10 +250,13 @@ pub async fn dispatch(
         | MakeBase::KIND
         | CloneMany::KIND
         | BaseWrite::KIND
-        | BaseImport::KIND => {
+        | BaseImport::KIND
+        | PluginInstall::KIND
+        | PluginRemove::KIND
+        | VmAssigned::KIND => {
             context
                 .ops
-                .once(&op_id, change(&context.node, &kind, body, tx))
+                .once(&op_id, change(context, &kind, body, tx))
                 .await
         }
         other => ResponseFrame::Err {
@@ -259,24 +270,27 @@ pub async fn dispatch(
 
 /// The requests that change the node.
 async fn change(
-    node: &Arc<Node>,
+    context: &Context,
     kind: &str,
     body: serde_json::Value,
     tx: mpsc::UnboundedSender<serde_json::Value>,
 ) -> ResponseFrame {
+    let node = &context.node;
     let failed = |e: crate::pve::PveError| remote_error(&e);
     match kind {
         VmPower::KIND => {
             handle(body, tx, |r: VmPower, _| async move {
-                ops::power(node, r.vmid, r.action)
-                    .await
-                    .map(|status| PowerReply { status })
-                    .map_err(failed)
+                let status = ops::power(node, r.vmid, r.action).await.map_err(failed)?;
+                if r.action == PowerAction::Start {
+                    first_start::spawn(node.clone(), context.plugins.clone(), r.vmid);
+                }
+                Ok(PowerReply { status })
             })
             .await
         }
         VmDestroy::KIND => {
             handle(body, tx, |r: VmDestroy, _| async move {
+                context.plugins.forget(r.vmid);
                 ops::destroy(node, r.vmid, r.allow_template)
                     .await
                     .map(|()| Done {})
@@ -337,18 +351,47 @@ async fn change(
                 } else {
                     r.concurrency as usize
                 };
-                let outcomes =
-                    clones::clone_many(node, r.base_vmid, r.vms, concurrency, r.hardware, |o| {
-                        progress.send(o)
+                let steps = r.steps.map(|steps| {
+                    Arc::new(clones::CloneSteps {
+                        registry: context.plugins.clone(),
+                        steps,
                     })
-                    .await
-                    .map_err(failed)?;
+                });
+                let outcomes = clones::clone_many(
+                    node,
+                    r.base_vmid,
+                    r.vms,
+                    concurrency,
+                    r.hardware,
+                    steps,
+                    |o| progress.send(o),
+                )
+                .await
+                .map_err(failed)?;
                 let (created, failed): (Vec<_>, Vec<_>) =
                     outcomes.into_iter().partition(|o| o.error.is_none());
                 Ok(CloneManyReply {
                     created: created.into_iter().map(|o| o.vmid).collect(),
                     failed,
                 })
+            })
+            .await
+        }
+        PluginInstall::KIND => {
+            handle(body, tx, |r: PluginInstall, _| async move {
+                plugin_ops::install(&context.plugins, r).await
+            })
+            .await
+        }
+        VmAssigned::KIND => {
+            handle(body, tx, |r: VmAssigned, _| async move {
+                plugin_ops::assigned(node, &context.plugins, r).await
+            })
+            .await
+        }
+        PluginRemove::KIND => {
+            handle(body, tx, |r: PluginRemove, _| async move {
+                plugin_ops::remove(&context.plugins, &r.id)
             })
             .await
         }
@@ -406,7 +449,17 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let node = Arc::new(Node::new(PveConfig::for_sim(dir.path(), "pve1")));
         let collector = Collector::start(node.clone()).await;
-        (dir, Context::new(node, collector))
+        let facts = crate::plugins::NodeFacts {
+            node: "pve1".into(),
+            agent_version: "test".into(),
+        };
+        let settings = crate::plugins::PluginSettings {
+            dir: dir.path().join("plugins"),
+            ..Default::default()
+        };
+        let host = crate::plugins::PluginHost::new(settings, facts, None).unwrap();
+        let plugins = Arc::new(PluginRegistry::start(host, dir.path()));
+        (dir, Context::new(node, collector, plugins))
     }
 
     async fn ask(kind: &str, body: serde_json::Value) -> ResponseFrame {

@@ -8,4 +8,5 @@ pub mod identity;
 pub mod link;
 pub mod node_info;
 pub mod paths;
+pub mod plugins;
 pub mod pve;

@@ -53,11 +53,46 @@ enum Command {
     },
     /// Connect to the hub and serve it until stopped.
     Run,
+    /// Check or try out a WASM plugin (for plugin authors).
+    Plugin {
+        #[command(subcommand)]
+        action: PluginCommand,
+    },
     /// Print the commented example config file.
     DefaultConfig,
     /// Print the manual page (roff), for packaging.
     #[command(hide = true)]
     Man,
+}
+
+#[derive(Debug, Subcommand)]
+enum PluginCommand {
+    /// Load a plugin as the agent would: manifest, API version, exports and imports.
+    Check {
+        /// The plugin's directory or its .wasm file.
+        plugin: PathBuf,
+        /// Its manifest; default: plugin.toml beside the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
+    /// Run one hook of a plugin with JSON input and print the result.
+    Run {
+        /// The plugin's directory or its .wasm file.
+        plugin: PathBuf,
+        /// name, configure, after-start or validate.
+        #[arg(long)]
+        hook: proxlab_agent::plugins::Hook,
+        /// A JSON file: {"class": {...}, "vm": {...}, "config": [["key", "value"], ...]}.
+        #[arg(long)]
+        input: PathBuf,
+        /// Its manifest; default: plugin.toml beside the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+        /// Grant a capability the manifest requests (guest-exec runs `qm guest exec` on
+        /// this node).
+        #[arg(long)]
+        grant: Vec<String>,
+    },
 }
 
 fn init_logging() {
@@ -140,12 +175,14 @@ async fn run(cli: Cli) -> Result<()> {
                 .get_or_insert_with(|| identity.enrollment.node_name.clone());
             let node = Arc::new(Node::new(pve));
             tracing::info!(node = %node.name, %hub, "starting");
+            let plugins = start_plugins(&config, &node, &state_dir).await?;
             let collector = Collector::start(node.clone()).await;
-            let context = Arc::new(RequestContext::new(node, collector));
+            let context = Arc::new(RequestContext::new(node, collector, plugins));
             link::run(identity, hub, context, shutdown_signal())
                 .await
                 .context("the agent stopped")
         }
+        Command::Plugin { action } => plugin_command(&config, action).await,
         Command::DefaultConfig => {
             print!("{EXAMPLE_CONFIG}");
             Ok(())
@@ -153,6 +190,110 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Man => {
             use clap::CommandFactory;
             clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock())?;
+            Ok(())
+        }
+    }
+}
+
+/// The plugin host and the plugins of this node (compiled off the async threads).
+async fn start_plugins(
+    config: &AgentConfig,
+    node: &Arc<Node>,
+    state_dir: &StateDir,
+) -> Result<Arc<proxlab_agent::plugins::PluginRegistry>> {
+    use proxlab_agent::plugins::guest_exec::NodeGuestExec;
+    use proxlab_agent::plugins::{NodeFacts, PluginHost, PluginRegistry};
+
+    let facts = NodeFacts {
+        node: node.name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let guest = Arc::new(NodeGuestExec::new(
+        node.clone(),
+        tokio::runtime::Handle::current(),
+    ));
+    let host = PluginHost::new(config.plugins.clone(), facts, Some(guest))?;
+    let dir = state_dir.root().to_owned();
+    let registry = tokio::task::spawn_blocking(move || PluginRegistry::start(host, &dir)).await?;
+    Ok(Arc::new(registry))
+}
+
+async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<()> {
+    use proxlab_agent::plugins::guest_exec::NodeGuestExec;
+    use proxlab_agent::plugins::invoke::{HookInput, invoke};
+    use proxlab_agent::plugins::{Capability, PluginHost, files};
+
+    let node = Arc::new(Node::new(config.pve.clone()));
+    let facts = proxlab_agent::plugins::NodeFacts {
+        node: node.name.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").into(),
+    };
+    let mut settings = config.plugins.clone();
+    let guest: Arc<dyn proxlab_agent::plugins::GuestExec> =
+        Arc::new(NodeGuestExec::new(node, tokio::runtime::Handle::current()));
+    match action {
+        PluginCommand::Check { plugin, manifest } => {
+            let host = PluginHost::new(settings, facts, None)?;
+            let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
+            let started = std::time::Instant::now();
+            let loaded = files::load(&host, &wasm, &manifest)?;
+            let hooks: Vec<&str> = loaded.manifest.hooks.iter().map(|h| h.as_str()).collect();
+            println!(
+                "{} {} (API {}): ok
+  hooks: {}
+  capabilities: {}
+  sha256: {}
+  compiled in {} ms",
+                loaded.manifest.id,
+                loaded.manifest.version,
+                loaded.manifest.api,
+                hooks.join(", "),
+                if loaded.manifest.capabilities.is_empty() {
+                    "none".to_owned()
+                } else {
+                    loaded
+                        .manifest
+                        .capabilities
+                        .iter()
+                        .map(|c| c.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                },
+                loaded.sha256,
+                started.elapsed().as_millis()
+            );
+            Ok(())
+        }
+        PluginCommand::Run {
+            plugin,
+            hook,
+            input,
+            manifest,
+            grant,
+        } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("reading {}", input.display()))?;
+            let input: HookInput =
+                serde_json::from_str(&text).with_context(|| format!("in {}", input.display()))?;
+            let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
+            let probe = PluginHost::new(settings.clone(), facts.clone(), None)?;
+            let id = files::load(&probe, &wasm, &manifest)?.manifest.id;
+            drop(probe);
+            let mut granted = Vec::new();
+            for capability in &grant {
+                match capability.as_str() {
+                    "guest-exec" => granted.push(Capability::GuestExec),
+                    other => anyhow::bail!("unknown capability {other:?} (known: guest-exec)"),
+                }
+            }
+            settings.grants.insert(id, granted);
+            let result = tokio::task::spawn_blocking(move || {
+                let host = PluginHost::new(settings, facts, Some(guest))?;
+                let loaded = files::load(&host, &wasm, &manifest)?;
+                Ok::<_, anyhow::Error>(invoke(&host, &loaded, hook, &input)?)
+            })
+            .await??;
+            println!("{}", serde_json::to_string_pretty(&result)?);
             Ok(())
         }
     }

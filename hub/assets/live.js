@@ -137,8 +137,43 @@
     }
   }
 
+  // Plugin upload (admin): the two files go to the JSON API, the component base64-encoded.
+  async function uploadPlugin(form) {
+    const status = document.getElementById("plugin-upload-status");
+    const manifest = form.querySelector("#plugin-manifest").files[0];
+    const wasm = form.querySelector("#plugin-wasm").files[0];
+    if (!manifest || !wasm) return;
+    if (wasm.size > Number(form.dataset.maxBytes)) {
+      status.textContent = "The component is larger than " + form.dataset.maxBytes + " bytes.";
+      return;
+    }
+    status.textContent = "Uploading…";
+    const bytes = new Uint8Array(await wasm.arrayBuffer());
+    let binary = "";
+    for (let i = 0; i < bytes.length; i += 0x8000) {
+      binary += String.fromCharCode.apply(null, bytes.subarray(i, i + 0x8000));
+    }
+    const response = await fetch("/api/v1/plugins", {
+      method: "POST",
+      headers: { "X-CSRF-Token": csrf, "Content-Type": "application/json", "Accept": "application/json" },
+      credentials: "same-origin",
+      body: JSON.stringify({ manifest: await manifest.text(), wasm: btoa(binary) }),
+    });
+    const body = await response.json().catch(() => ({}));
+    if (response.ok) {
+      window.location.reload();
+    } else {
+      status.textContent = (body.error && body.error.message) || "The upload failed (" + response.status + ").";
+    }
+  }
+
   document.addEventListener("submit", (event) => {
     const form = event.target;
+    if (form.id === "plugin-upload") {
+      event.preventDefault();
+      uploadPlugin(form);
+      return;
+    }
     const confirmText = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
     if (confirmText && !window.confirm(confirmText)) {
       event.preventDefault();

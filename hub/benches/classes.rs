@@ -74,6 +74,7 @@ async fn main() {
             cores: None,
             memory_mib: None,
             empty: Default::default(),
+            plugins: Vec::new(),
         },
     )
     .await

@@ -13,6 +13,7 @@ pub mod demo;
 pub mod inventory;
 pub mod paths;
 pub mod pki_store;
+pub mod plugins;
 pub mod secrets;
 pub mod throttle;
 pub mod tokens;
@@ -106,6 +107,7 @@ pub struct Hub {
     recorder: JoinHandle<()>,
     session_sweeper: JoinHandle<()>,
     job_runner: JoinHandle<()>,
+    plugin_sync: JoinHandle<()>,
     agent_server: AgentServer,
     http_addr: SocketAddr,
     http_task: JoinHandle<()>,
@@ -151,6 +153,7 @@ impl Hub {
             jobs,
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
+        let plugin_sync = plugins::start_sync(state.clone());
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
@@ -182,6 +185,7 @@ impl Hub {
             recorder,
             session_sweeper,
             job_runner,
+            plugin_sync,
             agent_server,
             http_addr,
             http_task,
@@ -213,6 +217,7 @@ impl Hub {
         self.recorder.abort();
         self.session_sweeper.abort();
         self.job_runner.abort();
+        self.plugin_sync.abort();
         // Sessions record their nodes as offline as they end; give them a moment.
         self.state.db.close().await;
     }

@@ -201,6 +201,7 @@ pub async fn assign(
                     .db
                     .join_class_with_vm(class_id, user.id, vmid, crate::db::now_unix())
                     .await?;
+                crate::plugins::tell_assignment(state, class_id, vmid, &user.username);
                 state.jobs.announce(class_id);
             } else {
                 state

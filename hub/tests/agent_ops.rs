@@ -134,6 +134,7 @@ impl Setup {
                 })
                 .collect(),
             concurrency: 0,
+            steps: None,
             hardware: Default::default(),
         };
         self.registry()
@@ -500,6 +501,7 @@ async fn make_base_copies_the_template_with_progress() {
             name: "s1".into(),
         }],
         concurrency: 0,
+        steps: None,
         hardware: Default::default(),
     };
     let reply = setup.registry().call("pve1", &clones).await.unwrap();
@@ -677,6 +679,7 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
             name: "s1".into(),
         }],
         concurrency: 0,
+        steps: None,
         hardware: Default::default(),
     };
     assert_eq!(registry.call("pve1", &clones).await.unwrap().created, [231]);
@@ -758,6 +761,7 @@ async fn fifty_clones_at_once_each_a_valid_chain() {
             })
             .collect(),
         concurrency: 8,
+        steps: None,
         hardware: Default::default(),
     };
     let reply = setup
@@ -830,6 +834,7 @@ async fn failing_clones_leave_nothing_behind_and_retries_create_nothing_twice() 
             })
             .collect(),
         concurrency: 4,
+        steps: None,
         hardware: Default::default(),
     };
     let registry = setup.registry();
@@ -902,6 +907,7 @@ async fn failing_clones_leave_nothing_behind_and_retries_create_nothing_twice() 
             name: "x".into(),
         }],
         concurrency: 1,
+        steps: None,
         hardware: Default::default(),
     };
     let reply = registry.call("pve1", &taken).await.unwrap();
@@ -1114,6 +1120,7 @@ async fn block_storage_bases_fall_back_to_qm_clone() {
             name: "on-lvm".into(),
         }],
         concurrency: 1,
+        steps: None,
         hardware: Default::default(),
     };
     let reply = setup.registry().call("pve1", &request).await.unwrap();

@@ -69,6 +69,9 @@ pub struct CloneMany {
     /// Optional: an agent that predates it ignores it, and the clones keep the base's hardware.
     #[serde(default, skip_serializing_if = "Hardware::is_unchanged")]
     pub hardware: Hardware,
+    /// The plugins that name and configure these VMs, and run after their first start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub steps: Option<crate::plugins::PluginSteps>,
 }
 
 /// The outcome for one VM, sent as it completes.

@@ -48,6 +48,8 @@ pub mod hello;
 pub mod inventory;
 pub mod limits;
 pub mod names;
+pub mod plugin_manifest;
+pub mod plugins;
 pub mod request;
 pub mod requests;
 pub mod vm_ops;

@@ -33,6 +33,9 @@ pub struct VmScript {
     pub exec: BTreeMap<String, ExecAnswer>,
     /// Every command run through `guest exec`, for tests to inspect.
     pub exec_log: Vec<Vec<String>>,
+    /// What those commands were given on stdin (`--pass-stdin 1`), in the same order; empty
+    /// for commands given none.
+    pub exec_input: Vec<String>,
     /// The address the VM's first NIC shows in the node's ARP table while it runs.
     pub neighbor_ip: Option<String>,
     /// The guest ignores ACPI shutdown.

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress, Hardware};
+use proxlab_protocol::plugins::PluginSteps;
 use proxlab_pve::clone::{CloneSpec, clone_config};
 use proxlab_pve::config::{VmConfig, WriteMode};
 use proxlab_pve::drive::{Bus, Drive, DriveKey};
@@ -15,6 +16,7 @@ use proxlab_pve::volid::{Volume, VolumeId, disk_name};
 
 use super::command::{self, PveError};
 use super::node::Node;
+use crate::plugins::PluginRegistry;
 
 /// Disks that are state, not images: every clone gets its own full copy.
 fn is_state_disk(drive: &Drive) -> bool {
@@ -232,6 +234,8 @@ pub struct Base {
     overlays: bool,
     /// CPU and memory the clones get instead of the base's.
     hardware: Hardware,
+    /// Plugins that name and configure the clones.
+    steps: Option<Arc<CloneSteps>>,
 }
 
 impl Base {
@@ -287,6 +291,7 @@ impl Base {
             config,
             overlays,
             hardware: Hardware::default(),
+            steps: None,
         })
     }
 
@@ -429,7 +434,33 @@ async fn make_clone_files(
             .ok_or_else(|| format!("no new volume for {}", drive.key))
     })
     .map_err(|err| PveError::Invalid(err.to_string()))?;
-    node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox))
+    let Some(steps) = base.steps.clone() else {
+        return node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox));
+    };
+    // Plugins run on their own threads: a slow one holds no async worker.
+    let prepare = steps.clone();
+    let config = tokio::task::spawn_blocking(move || {
+        let mut config = config;
+        prepare
+            .registry
+            .prepare(&prepare.steps, vmid, &mut config)
+            .map(|()| config)
+    })
+    .await
+    .map_err(|err| PveError::Io(err.to_string()))?
+    .map_err(PveError::Invalid)?;
+    node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox))?;
+    let name = config.main().get("name").unwrap_or_default();
+    steps
+        .registry
+        .remember(&steps.steps, vmid, name)
+        .map_err(PveError::from)
+}
+
+/// The plugin steps a batch of clones runs, and where the plugins are.
+pub struct CloneSteps {
+    pub registry: Arc<PluginRegistry>,
+    pub steps: PluginSteps,
 }
 
 /// Creates many clones with bounded concurrency, reporting each as it completes.
@@ -439,9 +470,12 @@ pub async fn clone_many(
     targets: Vec<CloneTarget>,
     concurrency: usize,
     hardware: Hardware,
+    steps: Option<Arc<CloneSteps>>,
     mut on_outcome: impl FnMut(CloneOutcome) + Send,
 ) -> Result<Vec<CloneOutcome>, PveError> {
-    let base = Arc::new(Base::load(node, base_vmid)?.with_hardware(hardware)?);
+    let mut base = Base::load(node, base_vmid)?.with_hardware(hardware)?;
+    base.steps = steps;
+    let base = Arc::new(base);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
     for target in targets {

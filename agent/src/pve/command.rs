@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 /// A failed tool call.
@@ -58,6 +58,8 @@ pub struct Invocation<'a> {
     pub cwd: Option<&'a Path>,
     pub timeout: Duration,
     pub env: &'a BTreeMap<String, String>,
+    /// What the tool reads on stdin; nothing (`/dev/null`) when `None`.
+    pub input: Option<&'a [u8]>,
 }
 
 impl Invocation<'_> {
@@ -68,6 +70,7 @@ impl Invocation<'_> {
             cwd: None,
             timeout,
             env: &NO_ENV,
+            input: None,
         }
     }
 }
@@ -98,7 +101,11 @@ where
     command
         .args(args)
         .envs(how.env)
-        .stdin(Stdio::null())
+        .stdin(if how.input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -111,7 +118,15 @@ where
     })?;
     let mut stdout = BufReader::new(child.stdout.take().expect("piped"));
     let mut stderr = child.stderr.take().expect("piped");
+    let stdin = child.stdin.take();
     let work = async {
+        let write_input = async {
+            if let (Some(mut stdin), Some(input)) = (stdin, how.input) {
+                stdin.write_all(input).await?;
+                // Dropped here: the tool sees the end of its input.
+            }
+            Ok::<_, std::io::Error>(())
+        };
         let mut out = Vec::new();
         let mut err = Vec::new();
         let read_err = stderr.read_to_end(&mut err);
@@ -126,7 +141,8 @@ where
                 out.extend_from_slice(&buf[..n]);
             }
         };
-        let (out_result, err_result) = tokio::join!(read_out, read_err);
+        let (input_result, out_result, err_result) = tokio::join!(write_input, read_out, read_err);
+        input_result?;
         out_result?;
         err_result?;
         let status = child.wait().await?;

@@ -211,6 +211,7 @@ impl Node {
             cwd,
             timeout: self.config.command_timeout(),
             env: &self.config.env,
+            input: None,
         }
     }
 

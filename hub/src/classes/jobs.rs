@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use proxlab_protocol::ErrorKind;
 use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, Hardware, MakeBase};
+use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
 use proxlab_protocol::vm_ops::{VmCreate, VmDestroy};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
@@ -214,17 +215,62 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
                 name: names[&vm.vmid].clone(),
             });
         }
-        let class = &class;
-        let bases = &bases;
+        let steps = plugin_steps(state, &class, &vms).await?;
+        let (class, bases, steps) = (&class, &bases, &steps);
         let batches = by_node.into_iter().map(|(node, targets)| async move {
             let base = bases.iter().find(|vm| vm.node == node).copied().or(primary);
             match base {
-                Some(base) => clone_batch(state, class, base.vmid, node, targets).await,
+                Some(base) => clone_batch(state, class, base.vmid, node, targets, steps).await,
                 None => create_batch(state, class, job, node, targets).await,
             }
         });
         futures_util::future::join_all(batches).await;
     }
+}
+
+/// The plugin steps of a class's clones: the plugins that run for it, in order, with what
+/// they are told about the class and each VM. `None` when no plugin runs.
+async fn plugin_steps(
+    state: &HubState,
+    class: &ClassRow,
+    vms: &[ClassVmRow],
+) -> StepResult<Option<PluginSteps>> {
+    let plugins = state
+        .db
+        .class_plugins(class.id)
+        .await
+        .map_err(|err| err.to_string())?;
+    if plugins.is_empty() {
+        return Ok(None);
+    }
+    let mut students = 0;
+    let facts = vms
+        .iter()
+        .filter(|vm| vm.kind != "base")
+        .map(|vm| {
+            let index = if vm.kind == "teacher" {
+                0
+            } else {
+                students += 1;
+                students
+            };
+            let facts = PluginVm {
+                kind: vm.kind.clone(),
+                index,
+                student: vm.assignee.clone(),
+            };
+            (vm.vmid, facts)
+        })
+        .collect();
+    Ok(Some(PluginSteps {
+        plugins,
+        class: PluginClass {
+            id: class.id,
+            name: class.name.clone(),
+            slug: name_stem(&class.name, class.id),
+        },
+        vms: facts,
+    }))
 }
 
 /// Where a copied base's images go: the storage of the template's first disk.
@@ -359,6 +405,7 @@ async fn clone_batch(
     base_vmid: u32,
     node: &str,
     targets: Vec<CloneTarget>,
+    steps: &Option<PluginSteps>,
 ) {
     let class_id = class.id;
     state.registry.wait_for(node, true).await;
@@ -366,6 +413,7 @@ async fn clone_batch(
         base_vmid,
         vms: targets,
         concurrency: 0,
+        steps: steps.clone(),
         hardware: Hardware {
             cores: class.cores,
             memory_mib: class.memory_mib,

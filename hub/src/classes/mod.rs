@@ -54,6 +54,8 @@ pub struct ClassRequest {
     pub memory_mib: Option<u64>,
     /// For a class without a template: the disk and the NIC's bridge.
     pub empty: EmptyVmSpec,
+    /// Plugins the class runs, in order, beyond those enabled for every class.
+    pub plugins: Vec<String>,
 }
 
 /// What the VMs of a class without a template get besides CPU and memory.
@@ -433,9 +435,14 @@ pub async fn create_class(
         .db
         .reserve_vmids(class_id, &plan, VMID_RANGE, now)
         .await;
-    if let Err(err) = reserved {
+    let chosen = match reserved {
+        Ok(_) if request.plugins.is_empty() => Ok(()),
+        Ok(_) => crate::plugins::choose_for_class(state, viewer, class_id, &request.plugins).await,
+        Err(err) => Err(err.into()),
+    };
+    if let Err(err) = chosen {
         state.db.delete_class(class_id).await?;
-        return Err(err.into());
+        return Err(err);
     }
     let job = start_job(
         state,
@@ -662,9 +669,12 @@ pub async fn remove_student(
 
 /// Gives free VMs to waitlisted students, in join order.
 pub async fn serve_waitlist(state: &HubState, class_id: i64) -> Result<(), ClassError> {
-    for (user, _) in state.db.waitlist(class_id).await? {
-        if state.db.assign_free_vm(class_id, user, now_unix()).await? == JoinOutcome::Waitlisted {
-            break;
+    for (user, username) in state.db.waitlist(class_id).await? {
+        match state.db.assign_free_vm(class_id, user, now_unix()).await? {
+            JoinOutcome::Assigned(vmid) => {
+                crate::plugins::tell_assignment(state, class_id, vmid, &username)
+            }
+            JoinOutcome::Waitlisted => break,
         }
     }
     Ok(())
@@ -796,6 +806,9 @@ pub async fn join(
         },
     )
     .await;
+    if let JoinOutcome::Assigned(vmid) = outcome {
+        crate::plugins::tell_assignment(state, class.id, vmid, &viewer.username);
+    }
     state.jobs.announce(class.id);
     Ok((class, outcome))
 }

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod classes;
 pub mod inventory;
 pub mod nodes;
+pub mod plugins;
 pub mod sessions;
 pub mod settings;
 pub mod tokens;

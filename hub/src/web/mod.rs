@@ -82,6 +82,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::portal::router())
         .merge(routes::profile::router())
         .merge(routes::admin::router())
+        .merge(routes::plugins::page_router())
         .merge(routes::classes::router())
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())

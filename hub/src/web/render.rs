@@ -71,6 +71,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/admin/users.html"),
     ),
     (
+        "pages/admin/plugins.html",
+        include_str!("../../templates/pages/admin/plugins.html"),
+    ),
+    (
         "pages/admin/audit.html",
         include_str!("../../templates/pages/admin/audit.html"),
     ),

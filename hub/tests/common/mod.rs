@@ -398,7 +398,9 @@ impl SimCluster {
             format!(
                 "[pve]\nnode = \"{node}\"\nqm = \"{root}/bin/qm\"\npvesh = \"{root}/bin/pvesh\"\npvesm = \"{root}/bin/pvesm\"\n\
                  qemu_img = \"{root}/bin/qemu-img\"\netc_pve = \"{root}/etc/pve\"\nrun_dir = \"{root}/var/run/qemu-server\"\n\
-                 lock_dir = \"{root}/var/lock/qemu-server\"\narp_table = \"{root}/proc/net/arp\"\n"
+                 lock_dir = \"{root}/var/lock/qemu-server\"\narp_table = \"{root}/proc/net/arp\"\n\
+                 [plugins]\ndir = \"{dropin}\"\n[plugins.grants]\nset-guest-password = [\"guest-exec\"]\n",
+                dropin = dir.join(format!("plugins-{node}")).display()
             ),
         )
         .unwrap();

@@ -113,6 +113,15 @@ impl WebClient {
         builder.send().await.unwrap()
     }
 
+    /// A PUT with a JSON body.
+    pub async fn api_put_json(&self, path: &str, body: &serde_json::Value) -> Response {
+        let mut builder = self.request(Method::PUT, path).json(body);
+        if self.bearer.is_none() {
+            builder = builder.header("X-CSRF-Token", &self.csrf);
+        }
+        builder.send().await.unwrap()
+    }
+
     /// An API call that changes state, with a JSON body.
     pub async fn api_post_json(&self, path: &str, body: &serde_json::Value) -> Response {
         let mut builder = self.request(Method::POST, path).json(body);

@@ -146,7 +146,7 @@ fn exec(sim: &Sim, mut args: Args) -> Outcome {
     let vmid = args.vmid(0)?;
     let _timeout = args.number("timeout")?;
     let _sync = args.take("synchronous");
-    let _stdin = args.take("pass-stdin");
+    let pass_stdin = args.take("pass-stdin").is_some_and(|value| value == "1");
     args.finish()?;
     let command: Vec<String> = args
         .positional
@@ -165,7 +165,16 @@ fn exec(sim: &Sim, mut args: Args) -> Outcome {
         .or_else(|| script.exec.get("*"))
         .cloned()
         .unwrap_or_default();
+    let mut input = String::new();
+    if pass_stdin {
+        use std::io::Read;
+        std::io::stdin()
+            .take(1 << 20)
+            .read_to_string(&mut input)
+            .map_err(|err| param_error("pass-stdin", &err.to_string()))?;
+    }
     script.exec_log.push(command);
+    script.exec_input.push(input);
     script.save(sim, vmid)?;
     let mut result = json!({"exitcode": answer.exitcode, "exited": 1});
     let map = result.as_object_mut().expect("object");

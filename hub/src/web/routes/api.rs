@@ -201,5 +201,6 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/events", get(super::events::events))
         .route("/openapi.json", get(openapi))
         .merge(super::classes_api::router())
+        .merge(super::plugins::api_router())
         .fallback(not_found)
 }

@@ -106,6 +106,9 @@ struct CreateForm {
     cores: String,
     #[serde(default)]
     memory_mib: String,
+    /// Plugin ids, separated by commas or spaces.
+    #[serde(default)]
+    plugins: String,
     #[serde(default)]
     disk_gib: String,
     #[serde(default)]
@@ -146,6 +149,12 @@ async fn create(
             Some(form.storage),
             Some(form.bridge),
         ),
+        plugins: form
+            .plugins
+            .split([',', ' '])
+            .filter(|id| !id.is_empty())
+            .map(str::to_owned)
+            .collect(),
     };
     match classes::create_class(&state, &user.viewer, &request).await {
         Ok((class_id, _)) => Ok(Redirect::to(&format!("/classes/{class_id}")).into_response()),

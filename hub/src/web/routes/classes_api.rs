@@ -157,6 +157,9 @@ struct CreateClass {
     storage: Option<String>,
     #[serde(default)]
     bridge: Option<String>,
+    /// Plugin ids in the order their steps run.
+    #[serde(default)]
+    plugins: Vec<String>,
 }
 
 #[derive(Debug, Serialize)]
@@ -194,6 +197,7 @@ async fn create(
         cores: body.cores,
         memory_mib: body.memory_mib,
         empty: empty_spec(body.disk_gib, body.storage, body.bridge),
+        plugins: body.plugins,
     };
     let (class_id, job) = classes::create_class(&state, &user.viewer, &request).await?;
     let class = state

@@ -7,5 +7,6 @@ pub(super) mod auth;
 pub(super) mod classes;
 pub(super) mod classes_api;
 pub(super) mod events;
+pub(super) mod plugins;
 pub(super) mod portal;
 pub(super) mod profile;

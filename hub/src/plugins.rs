@@ -1,0 +1,264 @@
+//! Plugins at the hub: admins upload them (manifest and component), enable them for every
+//! class or let classes choose them, and the hub pushes them to every agent — on upload, and
+//! to each agent when it connects. Agents check the hash, the manifest and the component
+//! again before they use a plugin.
+
+use std::sync::Arc;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use proxlab_protocol::plugin_manifest::Manifest;
+use proxlab_protocol::plugins::{PluginInstall, PluginRemove, VmAssigned};
+use sha2::{Digest, Sha256};
+use tokio::task::JoinHandle;
+
+use crate::HubState;
+use crate::audit::{self, Outcome};
+use crate::auth::Viewer;
+use crate::db::DbError;
+use crate::db::now_unix;
+use crate::db::plugins::{NewPlugin, PluginRow};
+
+/// The largest component the hub accepts.
+pub const MAX_WASM_BYTES: usize = 16 << 20;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PluginFault {
+    #[error("no such plugin")]
+    NotFound,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+/// How one agent took a plugin.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeInstall {
+    pub node: String,
+    /// `None` when the agent installed it; why not otherwise.
+    pub error: Option<String>,
+}
+
+/// Checks and stores an upload, then pushes it to the online agents and reports how each
+/// took it (agents that are offline get it when they connect).
+pub async fn upload(
+    state: &Arc<HubState>,
+    viewer: &Viewer,
+    manifest_text: &str,
+    wasm: &[u8],
+) -> Result<(PluginRow, Vec<NodeInstall>), PluginFault> {
+    let manifest = Manifest::parse(manifest_text).map_err(PluginFault::Invalid)?;
+    if wasm.len() > MAX_WASM_BYTES {
+        return Err(PluginFault::Invalid(format!(
+            "the component is {} bytes; the limit is {MAX_WASM_BYTES}",
+            wasm.len()
+        )));
+    }
+    // A component (not a core module): magic, then layer 1.
+    if wasm.len() < 8 || &wasm[..4] != b"\0asm" || wasm[6..8] != [1, 0] {
+        return Err(PluginFault::Invalid(
+            "the file is not a WebAssembly component (build for wasm32-wasip2)".into(),
+        ));
+    }
+    let sha256: String = Sha256::digest(wasm)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let hooks: Vec<&str> = manifest.hooks.iter().map(|hook| hook.as_str()).collect();
+    let capabilities: Vec<&str> = manifest
+        .capabilities
+        .iter()
+        .map(|capability| capability.as_str())
+        .collect();
+    state
+        .db
+        .put_plugin(&NewPlugin {
+            id: &manifest.id,
+            version: &manifest.version,
+            api: &manifest.api,
+            hooks,
+            capabilities,
+            manifest: manifest_text,
+            sha256: &sha256,
+            wasm_base64: &BASE64.encode(wasm),
+            size_bytes: wasm.len() as u64,
+            uploaded_by: &viewer.username,
+            uploaded_at: now_unix(),
+        })
+        .await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "plugin.upload",
+        &manifest.id,
+        Outcome::Ok,
+        &format!("version {} sha256 {sha256}", manifest.version),
+    )
+    .await;
+    let installs = state.registry.online_nodes().into_iter().map(|node| {
+        let id = &manifest.id;
+        async move {
+            let error = install_on(state, &node, id).await.err();
+            NodeInstall { node, error }
+        }
+    });
+    let nodes = futures_util::future::join_all(installs).await;
+    let row = state
+        .db
+        .plugin(&manifest.id)
+        .await?
+        .ok_or(PluginFault::NotFound)?;
+    Ok((row, nodes))
+}
+
+/// Deletes a plugin and removes it from the agents that are online.
+pub async fn delete(state: &Arc<HubState>, viewer: &Viewer, id: &str) -> Result<(), PluginFault> {
+    if !state.db.delete_plugin(id).await? {
+        return Err(PluginFault::NotFound);
+    }
+    audit::record(&state.db, viewer, "plugin.delete", id, Outcome::Ok, "").await;
+    for node in state.registry.online_nodes() {
+        let (state, id) = (state.clone(), id.to_owned());
+        tokio::spawn(async move {
+            if let Err(err) = state
+                .registry
+                .call(&node, &PluginRemove { id: id.clone() })
+                .await
+            {
+                tracing::warn!(%node, plugin = %id, %err, "could not remove a plugin");
+            }
+        });
+    }
+    Ok(())
+}
+
+/// Runs a plugin for every class, or only for classes that choose it.
+pub async fn set_for_all_classes(
+    state: &HubState,
+    viewer: &Viewer,
+    id: &str,
+    all: bool,
+) -> Result<(), PluginFault> {
+    if !state.db.set_plugin_for_all(id, all).await? {
+        return Err(PluginFault::NotFound);
+    }
+    let detail = if all { "all classes" } else { "chosen classes" };
+    audit::record(&state.db, viewer, "plugin.scope", id, Outcome::Ok, detail).await;
+    Ok(())
+}
+
+/// Sends one plugin to one agent, logging the outcome.
+fn spawn_install(state: Arc<HubState>, node: String, id: String) {
+    tokio::spawn(async move {
+        if let Err(err) = install_on(&state, &node, &id).await {
+            tracing::warn!(%node, plugin = %id, %err, "the agent did not install a plugin");
+        }
+    });
+}
+
+/// Sends one plugin to one agent and waits for its answer.
+pub async fn install_on(state: &HubState, node: &str, id: &str) -> Result<(), String> {
+    let Some((manifest, wasm, sha256)) = state
+        .db
+        .plugin_files(id)
+        .await
+        .map_err(|err| err.to_string())?
+    else {
+        return Ok(());
+    };
+    let request = PluginInstall {
+        manifest,
+        wasm,
+        sha256,
+    };
+    let installed = state
+        .registry
+        .call(node, &request)
+        .await
+        .map_err(|err| err.to_string())?;
+    tracing::info!(%node, plugin = %installed.id, version = %installed.version, compile_ms = installed.compile_ms, "plugin installed");
+    Ok(())
+}
+
+/// Pushes every plugin to each agent as it comes online.
+pub fn start_sync(state: Arc<HubState>) -> JoinHandle<()> {
+    let mut changes = state.registry.subscribe();
+    tokio::spawn(async move {
+        for node in state.registry.online_nodes() {
+            install_all(&state, &node).await;
+        }
+        loop {
+            match changes.recv().await {
+                Ok(change) if change.online => install_all(&state, &change.node).await,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    })
+}
+
+async fn install_all(state: &Arc<HubState>, node: &str) {
+    match state.db.plugins().await {
+        Ok(plugins) => {
+            for plugin in plugins {
+                spawn_install(state.clone(), node.to_owned(), plugin.id);
+            }
+        }
+        Err(err) => tracing::error!(%err, "cannot list plugins"),
+    }
+}
+
+/// Sets the plugins a class runs (beyond those enabled for every class), in order.
+pub async fn choose_for_class(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    ids: &[String],
+) -> Result<(), crate::classes::ClassError> {
+    use crate::classes::ClassError;
+    crate::classes::owned_class(state, viewer, class_id).await?;
+    let mut seen: Vec<&String> = Vec::new();
+    for id in ids {
+        if seen.contains(&id) {
+            return Err(ClassError::Invalid(format!("plugin {id} is listed twice")));
+        }
+        if state.db.plugin(id).await?.is_none() {
+            return Err(ClassError::Invalid(format!("there is no plugin {id}")));
+        }
+        seen.push(id);
+    }
+    state.db.set_class_plugins(class_id, ids).await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.plugins",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        &ids.join(", "),
+    )
+    .await;
+    Ok(())
+}
+
+/// Tells a class VM's agent who got the VM, so its plugins can rename it and know the
+/// student at its first start. In the background; a node that is away misses it (the VM
+/// keeps its name).
+pub fn tell_assignment(state: &HubState, class_id: i64, vmid: u32, student: &str) {
+    let (db, registry, student) = (state.db.clone(), state.registry.clone(), student.to_owned());
+    tokio::spawn(async move {
+        let vms = db.class_vms(class_id).await.unwrap_or_default();
+        let Some(node) = vms.into_iter().find(|vm| vm.vmid == vmid).map(|vm| vm.node) else {
+            return;
+        };
+        let request = VmAssigned { vmid, student };
+        match registry.call(&node, &request).await {
+            Ok(reply) => {
+                if let Some(name) = reply.name {
+                    tracing::info!(vmid, %name, "renamed by plugins");
+                }
+            }
+            Err(err) => tracing::warn!(vmid, %node, %err, "plugins not told of an assignment"),
+        }
+    });
+}

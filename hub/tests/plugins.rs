@@ -1,0 +1,277 @@
+//! Plugins end to end: an admin uploads the example plugins, the hub pushes them to two real
+//! agents, a class runs them through real clones on pve-sim — names, VLAN tags, and the
+//! guest-agent calls after a VM's first start. Needs the plugins built (`plugins/build`;
+//! CI does), and skips with a notice without them.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use common::web::WebClient;
+use common::{SimCluster, TestHub, within};
+use proxlab_hub::accounts::create_user;
+use proxlab_hub::audit::Actor;
+use proxlab_hub::auth::{Viewer, issue_api_token};
+use proxlab_hub::db::users::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+const TEMPLATE: u32 = 9000;
+
+fn dist() -> Option<PathBuf> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
+    if dir.join("name-by-student/plugin.wasm").exists() {
+        Some(dir)
+    } else {
+        eprintln!(
+            "NOTICE: the plugins are not built ({} is missing); run plugins/build. Skipping.",
+            dir.display()
+        );
+        None
+    }
+}
+
+fn upload_body(dist: &Path, name: &str, manifest: Option<&str>) -> Value {
+    let wasm = std::fs::read(dist.join(name).join("plugin.wasm")).unwrap();
+    let manifest = match manifest {
+        Some(text) => text.to_owned(),
+        None => std::fs::read_to_string(dist.join(name).join("plugin.toml")).unwrap(),
+    };
+    json!({"manifest": manifest, "wasm": BASE64.encode(wasm)})
+}
+
+async fn client(hub: &TestHub, name: &str, role: Role) -> WebClient {
+    let db = &hub.hub().state.db;
+    create_user(db, name, role, Some("a-long-password"))
+        .await
+        .unwrap();
+    let row = db.user_by_name(name).await.unwrap().unwrap();
+    let token = issue_api_token(db, &Viewer::from(&row), "test", Actor::Operator)
+        .await
+        .unwrap();
+    WebClient::with_token(&hub.url(), &token)
+}
+
+/// Reads a VM's config on whichever node has it.
+fn config_of(sim: &SimCluster, vmid: u32) -> String {
+    ["pve1", "pve2"]
+        .iter()
+        .find_map(|node| sim.config(node, vmid))
+        .unwrap_or_else(|| panic!("VM {vmid} has no config"))
+}
+
+fn node_of(sim: &SimCluster, vmid: u32) -> &'static str {
+    ["pve1", "pve2"]
+        .into_iter()
+        .find(|node| sim.config(node, vmid).is_some())
+        .unwrap()
+}
+
+#[tokio::test]
+async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
+    let Some(dist) = dist() else { return };
+    let hub = TestHub::start().await;
+    let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
+    let mut inventory = hub.hub().state.inventory_changes.subscribe();
+    let _agents = [
+        hub.sim_agent(&sim, "pve1").await,
+        hub.sim_agent(&sim, "pve2").await,
+    ];
+    let db = hub.hub().state.db.clone();
+    within("the template", async {
+        while db.vm(TEMPLATE).await.unwrap().is_none() {
+            let _ = inventory.recv().await;
+        }
+    })
+    .await;
+    let admin = client(&hub, "ada", Role::Admin).await;
+    let teacher = client(&hub, "tina", Role::Teacher).await;
+    let student = client(&hub, "sam", Role::Student).await;
+
+    // Only admins upload; every online agent installs what it is sent.
+    let refused = teacher
+        .api_post_json(
+            "/api/v1/plugins",
+            &upload_body(&dist, "name-by-student", None),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    for name in ["name-by-student", "vlan-per-class", "set-guest-password"] {
+        let response = admin
+            .api_post_json("/api/v1/plugins", &upload_body(&dist, name, None))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(
+            body["nodes"],
+            json!([{"node": "pve1", "error": null}, {"node": "pve2", "error": null}]),
+            "{name}: {body}"
+        );
+    }
+    // The agents check what the hub only parsed: a manifest that lies is refused there.
+    let lying =
+        "id = \"liar\"\nversion = \"1\"\napi = \"0.1.0\"\nhooks = [\"name\", \"validate\"]\n";
+    let body: Value = admin
+        .api_post_json(
+            "/api/v1/plugins",
+            &upload_body(&dist, "name-by-student", Some(lying)),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let error = body["nodes"][0]["error"].as_str().unwrap_or_default();
+    assert!(
+        error.contains("does not export proxlab:plugin/validate@0.1.0"),
+        "{body}"
+    );
+    assert_eq!(
+        admin.api_delete("/api/v1/plugins/liar").await.status(),
+        StatusCode::OK
+    );
+    let garbage = admin
+        .api_post_json(
+            "/api/v1/plugins",
+            &json!({"manifest": lying, "wasm": BASE64.encode(b"not wasm")}),
+        )
+        .await;
+    assert_eq!(garbage.status(), StatusCode::BAD_REQUEST);
+    // One plugin for every class, two chosen by the class.
+    let scoped = admin
+        .api_post_json(
+            "/api/v1/plugins/vlan-per-class/scope",
+            &json!({"all_classes": true}),
+        )
+        .await;
+    assert_eq!(scoped.status(), StatusCode::OK);
+    let listed = admin.json("/api/v1/plugins").await;
+    assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
+
+    let created: Value = teacher
+        .api_post_json(
+            "/api/v1/classes",
+            &json!({"name": "Net Lab", "template_vmid": TEMPLATE, "seats": 2,
+                    "plugins": ["name-by-student", "set-guest-password"]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{created}"));
+    let mut jobs = hub.hub().state.jobs.subscribe();
+    let job = within("the deployment", async {
+        loop {
+            let job = teacher
+                .json(&format!("/api/v1/jobs/{}", created["job"]))
+                .await;
+            if job["state"] == "done" || job["state"] == "failed" {
+                return job;
+            }
+            let _ = jobs.recv().await;
+        }
+    })
+    .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vms: Vec<(u32, String)> = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|vm| vm["kind"] != "base")
+        .map(|vm| {
+            (
+                vm["vmid"].as_u64().unwrap() as u32,
+                vm["kind"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let tag = 100 + class_id;
+    for (vmid, kind) in &vms {
+        let config = config_of(&sim, *vmid);
+        let expected_name = if kind == "teacher" {
+            "net-lab-teacher"
+        } else {
+            "net-lab-seat"
+        };
+        assert!(
+            config.contains(&format!("name: {expected_name}")),
+            "{config}"
+        );
+        assert!(config.contains(&format!(",tag={tag}\n")), "{config}");
+        assert!(config.contains(&format!("tags: vlan-{tag}\n")), "{config}");
+    }
+    // A class that lists a plugin that does not exist is refused.
+    let unknown = teacher
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/plugins"),
+            &json!({"plugins": ["nope"]}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+
+    // A student joins: the VM is renamed after them, and its first start sets their password
+    // through the guest agent, once.
+    let invite: Value = teacher
+        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let joined: Value = student
+        .api_post(&format!(
+            "/api/v1/join/{}",
+            invite["token"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let vmid = joined["vmid"].as_u64().expect("a VM") as u32;
+    let node = node_of(&sim, vmid);
+    let mut changes = hub.hub().state.inventory_changes.subscribe();
+    within("the rename", async {
+        while db
+            .vm(vmid)
+            .await
+            .unwrap()
+            .is_none_or(|vm| vm.name != "net-lab-sam")
+        {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    assert!(config_of(&sim, vmid).contains("name: net-lab-sam\n"));
+    sim.ok(node, "qm", &["set", &vmid.to_string(), "--agent", "1"]);
+    sim.ok(node, "script", &[&vmid.to_string(), "--guest-agent", "on"]);
+    let started = student.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    assert_eq!(started.status(), StatusCode::OK);
+    // The simulator records guest commands in a file; nothing announces them, so poll it.
+    let script = within("the after-start steps", async {
+        loop {
+            let script: Value =
+                serde_json::from_str(&sim.ok(node, "script", &[&vmid.to_string()])).unwrap();
+            if script["exec_log"]
+                .as_array()
+                .is_some_and(|log| log.len() >= 2)
+            {
+                return script;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        script["exec_log"],
+        json!([["chpasswd"], ["passwd", "--expire", "student"]])
+    );
+    assert_eq!(
+        script["exec_input"],
+        json!([format!("student:sam-{class_id}\n"), ""])
+    );
+    sim.ok(node, "qm", &["stop", &vmid.to_string()]);
+}

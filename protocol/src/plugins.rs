@@ -1,0 +1,97 @@
+//! Plugins: installing them on agents, and which of them run on a batch of clones.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::request::{NoProgress, Request};
+use crate::vm_ops::Done;
+
+/// The class a batch of VMs belongs to, as plugins see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginClass {
+    pub id: i64,
+    pub name: String,
+    /// The class name reduced to letters, digits and dashes.
+    pub slug: String,
+}
+
+/// One VM of the batch, as plugins see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginVm {
+    /// `teacher` or `student`.
+    pub kind: String,
+    /// Its position in the class, from 0 (the teacher's VM).
+    pub index: u32,
+    /// The student it is for, when it has one already.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student: Option<String>,
+}
+
+/// The plugin steps of a batch: which plugins run, in this order, at each hook.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSteps {
+    pub plugins: Vec<String>,
+    pub class: PluginClass,
+    /// By VMID.
+    pub vms: BTreeMap<u32, PluginVm>,
+}
+
+/// Installs (or replaces) a plugin on an agent. The agent checks the hash, the manifest and
+/// the component before it keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInstall {
+    /// `plugin.toml`.
+    pub manifest: String,
+    /// The component, base64-encoded.
+    pub wasm: String,
+    /// Hex SHA-256 of the component.
+    pub sha256: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginInstalled {
+    pub id: String,
+    pub version: String,
+    /// How long compiling it took, in milliseconds (0 when it was cached).
+    pub compile_ms: u64,
+}
+
+impl Request for PluginInstall {
+    const KIND: &'static str = "plugin-install";
+    type Response = PluginInstalled;
+    type Progress = NoProgress;
+}
+
+/// A class VM was given to a student: its `name` hooks run again (the VM is renamed), and its
+/// after-start steps will know the student.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmAssigned {
+    pub vmid: u32,
+    pub student: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmAssignedReply {
+    /// The VM's new name, when a plugin named it.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl Request for VmAssigned {
+    const KIND: &'static str = "vm-assigned";
+    type Response = VmAssignedReply;
+    type Progress = NoProgress;
+}
+
+/// Removes a plugin the hub installed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginRemove {
+    pub id: String,
+}
+
+impl Request for PluginRemove {
+    const KIND: &'static str = "plugin-remove";
+    type Response = Done;
+    type Progress = NoProgress;
+}
