@@ -70,13 +70,12 @@ fn node_of(sim: &SimCluster, vmid: u32) -> &'static str {
         .unwrap()
 }
 
-#[tokio::test]
-async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
-    let Some(dist) = dist() else { return };
+/// A hub, two simulated nodes with the template on shared storage, and their agents.
+async fn lab() -> (TestHub, SimCluster, Vec<tokio::process::Child>) {
     let hub = TestHub::start().await;
     let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
     let mut inventory = hub.hub().state.inventory_changes.subscribe();
-    let _agents = [
+    let agents = vec![
         hub.sim_agent(&sim, "pve1").await,
         hub.sim_agent(&sim, "pve2").await,
     ];
@@ -87,6 +86,85 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
         }
     })
     .await;
+    (hub, sim, agents)
+}
+
+/// Creates a class and waits for its deployment to end; returns the class id and the job.
+async fn deploy(hub: &TestHub, teacher: &WebClient, request: Value) -> (i64, Value) {
+    let created: Value = teacher
+        .api_post_json("/api/v1/classes", &request)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let class_id = created["class"]["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("{created}"));
+    let mut jobs = hub.hub().state.jobs.subscribe();
+    let job = within("the deployment", async {
+        loop {
+            let job = teacher
+                .json(&format!("/api/v1/jobs/{}", created["job"]))
+                .await;
+            if job["state"] == "done" || job["state"] == "failed" {
+                return job;
+            }
+            let _ = jobs.recv().await;
+        }
+    })
+    .await;
+    (class_id, job)
+}
+
+#[tokio::test]
+async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on() {
+    let Some(dist) = dist() else { return };
+    let (hub, sim, _agents) = lab().await;
+    let admin = client(&hub, "ada", Role::Admin).await;
+    let teacher = client(&hub, "tina", Role::Teacher).await;
+    let uploaded = admin
+        .api_post_json("/api/v1/plugins", &upload_body(&dist, "hostile", None))
+        .await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    // The hostile fixture traps in classes named "trap".
+    let (class_id, job) = deploy(
+        &hub,
+        &teacher,
+        json!({"name": "trap", "template_vmid": TEMPLATE, "seats": 1, "plugins": ["hostile"]}),
+    )
+    .await;
+    assert!(
+        job["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("failed"),
+        "{job}"
+    );
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    for vm in detail["vms"].as_array().unwrap() {
+        if vm["kind"] == "base" {
+            continue;
+        }
+        let error = vm["error"].as_str().unwrap_or_default();
+        assert!(error.contains("plugin hostile: crashed"), "{vm}");
+        let vmid = vm["vmid"].as_u64().unwrap() as u32;
+        assert!(sim.config("pve1", vmid).is_none() && sim.config("pve2", vmid).is_none());
+    }
+    // The same agents deploy the next class, with the same plugin, when it behaves.
+    let (_, job) = deploy(
+        &hub,
+        &teacher,
+        json!({"name": "calm", "template_vmid": TEMPLATE, "seats": 1, "plugins": ["hostile"]}),
+    )
+    .await;
+    assert_eq!(job["message"], "2 VMs ready", "{job}");
+}
+
+#[tokio::test]
+async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
+    let Some(dist) = dist() else { return };
+    let (hub, sim, _agents) = lab().await;
+    let db = hub.hub().state.db.clone();
     let admin = client(&hub, "ada", Role::Admin).await;
     let teacher = client(&hub, "tina", Role::Teacher).await;
     let student = client(&hub, "sam", Role::Student).await;
@@ -150,31 +228,12 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
     let listed = admin.json("/api/v1/plugins").await;
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 
-    let created: Value = teacher
-        .api_post_json(
-            "/api/v1/classes",
-            &json!({"name": "Net Lab", "template_vmid": TEMPLATE, "seats": 2,
-                    "plugins": ["name-by-student", "set-guest-password"]}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let class_id = created["class"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{created}"));
-    let mut jobs = hub.hub().state.jobs.subscribe();
-    let job = within("the deployment", async {
-        loop {
-            let job = teacher
-                .json(&format!("/api/v1/jobs/{}", created["job"]))
-                .await;
-            if job["state"] == "done" || job["state"] == "failed" {
-                return job;
-            }
-            let _ = jobs.recv().await;
-        }
-    })
+    let (class_id, job) = deploy(
+        &hub,
+        &teacher,
+        json!({"name": "Net Lab", "template_vmid": TEMPLATE, "seats": 2,
+               "plugins": ["name-by-student", "set-guest-password"]}),
+    )
     .await;
     assert_eq!(job["state"], "done", "{job}");
     let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
