@@ -282,7 +282,12 @@ async fn change(
             handle(body, tx, |r: VmPower, _| async move {
                 let status = ops::power(node, r.vmid, r.action).await.map_err(failed)?;
                 if r.action == PowerAction::Start {
-                    first_start::spawn(node.clone(), context.plugins.clone(), r.vmid);
+                    first_start::spawn(
+                        node.clone(),
+                        context.plugins.clone(),
+                        context.collector.clone(),
+                        r.vmid,
+                    );
                 }
                 Ok(PowerReply { status })
             })

@@ -48,7 +48,9 @@ pub fn start_recorder(
                         Event::Metrics { metrics } => {
                             (db.record_metrics(&node, metrics, now).await, Vec::new())
                         }
-                        Event::Heartbeat { .. } | Event::Unknown => continue,
+                        Event::Heartbeat { .. } | Event::PluginSteps { .. } | Event::Unknown => {
+                            continue;
+                        }
                     };
                     match result {
                         Ok(()) => {

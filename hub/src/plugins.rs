@@ -12,7 +12,10 @@ use proxlab_protocol::plugins::{PluginInstall, PluginRemove, VmAssigned};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
+use proxlab_protocol::Event;
+
 use crate::HubState;
+use crate::agents::AgentEvent;
 use crate::audit::{self, Outcome};
 use crate::auth::Viewer;
 use crate::db::DbError;
@@ -181,21 +184,48 @@ pub async fn install_on(state: &HubState, node: &str, id: &str) -> Result<(), St
     Ok(())
 }
 
-/// Pushes every plugin to each agent as it comes online.
+/// Pushes every plugin to each agent as it comes online, and records how the plugin steps
+/// agents run on their own (after a VM's first start) went.
 pub fn start_sync(state: Arc<HubState>) -> JoinHandle<()> {
+    use tokio::sync::broadcast::error::RecvError;
     let mut changes = state.registry.subscribe();
+    let mut events = state.registry.subscribe_events();
     tokio::spawn(async move {
         for node in state.registry.online_nodes() {
             install_all(&state, &node).await;
         }
         loop {
-            match changes.recv().await {
-                Ok(change) if change.online => install_all(&state, &change.node).await,
-                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            tokio::select! {
+                change = changes.recv() => match change {
+                    Ok(change) if change.online => install_all(&state, &change.node).await,
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+                event = events.recv() => match event {
+                    Ok(AgentEvent { node, event: Event::PluginSteps { vmid, hook, error } }) => {
+                        record_steps(&state, &node, vmid, &hook, error.as_deref()).await;
+                    }
+                    Ok(_) | Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
             }
         }
     })
+}
+
+/// Shows a failed plugin step on the class VM (and clears an earlier one once they pass).
+async fn record_steps(state: &HubState, node: &str, vmid: u32, hook: &str, error: Option<&str>) {
+    if let Some(error) = error {
+        tracing::warn!(%node, vmid, hook, %error, "a plugin step failed");
+    }
+    let message = error
+        .map(|error| format!("{hook}: {error}"))
+        .unwrap_or_default();
+    match state.db.set_class_vm_error(vmid, &message).await {
+        Ok(Some(class_id)) => state.jobs.announce(class_id),
+        Ok(None) => {}
+        Err(err) => tracing::error!(%err, vmid, "cannot record a plugin step"),
+    }
 }
 
 async fn install_all(state: &Arc<HubState>, node: &str) {

@@ -926,21 +926,7 @@ async fn a_class_without_a_template_gets_empty_vms() {
         }
         assert!(!text.contains("template"), "{text}");
     }
-    let invite: Value = teacher
-        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let joined: Value = student
-        .api_post(&format!(
-            "/api/v1/join/{}",
-            invite["token"].as_str().unwrap()
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let joined = common::web::join_class(&teacher, &student, class_id).await;
     let vmid = joined["vmid"].as_u64().expect("a VM");
     lab.inventory(&[vmid as u32], true).await;
     let shown = student.json(&format!("/api/v1/vms/{vmid}")).await;

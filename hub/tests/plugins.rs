@@ -151,13 +151,67 @@ async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on
         assert!(sim.config("pve1", vmid).is_none() && sim.config("pve2", vmid).is_none());
     }
     // The same agents deploy the next class, with the same plugin, when it behaves.
-    let (_, job) = deploy(
+    let uploaded = admin
+        .api_post_json(
+            "/api/v1/plugins",
+            &upload_body(&dist, "set-guest-password", None),
+        )
+        .await;
+    assert_eq!(uploaded.status(), StatusCode::CREATED);
+    let (class_id, job) = deploy(
         &hub,
         &teacher,
-        json!({"name": "calm", "template_vmid": TEMPLATE, "seats": 1, "plugins": ["hostile"]}),
+        json!({"name": "calm", "template_vmid": TEMPLATE, "seats": 1,
+               "plugins": ["hostile", "set-guest-password"]}),
     )
     .await;
     assert_eq!(job["message"], "2 VMs ready", "{job}");
+    // An after-start step that fails shows on the class page.
+    let student = client(&hub, "sam", Role::Student).await;
+    let joined = common::web::join_class(&teacher, &student, class_id).await;
+    let vmid = joined["vmid"].as_u64().expect("a VM") as u32;
+    let node = node_of(&sim, vmid);
+    let id = vmid.to_string();
+    sim.ok(node, "qm", &["set", &id, "--agent", "1"]);
+    sim.ok(
+        node,
+        "script",
+        &[&id, "--guest-agent", "on", "--exec", "chpasswd=1:"],
+    );
+    let db = hub.hub().state.db.clone();
+    let mut inventory = hub.hub().state.inventory_changes.subscribe();
+    within("the VM in the inventory", async {
+        while db.vm(vmid).await.unwrap().is_none() {
+            let _ = inventory.recv().await;
+        }
+    })
+    .await;
+    let mut changes = hub.hub().state.jobs.subscribe();
+    let started = student.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    assert_eq!(started.status(), StatusCode::OK);
+    let shown = within("the failed step on the class page", async {
+        loop {
+            let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+            let vm = detail["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|vm| vm["vmid"] == vmid)
+                .cloned()
+                .unwrap();
+            if !vm["error"].as_str().unwrap_or_default().is_empty() {
+                return vm;
+            }
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    assert_eq!(
+        shown["error"], "after-start: plugin set-guest-password: chpasswd exited with 1",
+        "{shown}"
+    );
+    assert_eq!(shown["state"], "ready");
+    sim.ok(node, "qm", &["stop", &id]);
 }
 
 #[tokio::test]
@@ -275,21 +329,7 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
 
     // A student joins: the VM is renamed after them, and its first start sets their password
     // through the guest agent, once.
-    let invite: Value = teacher
-        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let joined: Value = student
-        .api_post(&format!(
-            "/api/v1/join/{}",
-            invite["token"].as_str().unwrap()
-        ))
-        .await
-        .json()
-        .await
-        .unwrap();
+    let joined = common::web::join_class(&teacher, &student, class_id).await;
     let vmid = joined["vmid"].as_u64().expect("a VM") as u32;
     let node = node_of(&sim, vmid);
     let mut changes = hub.hub().state.inventory_changes.subscribe();

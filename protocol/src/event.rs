@@ -24,6 +24,14 @@ pub enum Event {
     InventoryDelta { delta: InventoryDelta },
     /// Node load.
     Metrics { metrics: NodeMetrics },
+    /// How a plugin step outside any request went (the steps after a VM's first start):
+    /// `error` is `None` when every plugin succeeded.
+    PluginSteps {
+        vmid: u32,
+        hook: String,
+        #[serde(default)]
+        error: Option<String>,
+    },
     /// An event kind added by a newer protocol version; the hub ignores it.
     #[serde(other)]
     Unknown,

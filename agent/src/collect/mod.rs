@@ -64,6 +64,11 @@ impl Collector {
         self.reports.subscribe()
     }
 
+    /// Sends an event to the hub (through every session).
+    pub fn report(&self, event: Event) {
+        let _ = self.reports.send(Report::Event(event));
+    }
+
     /// Asks every session to send a full inventory.
     pub fn request_resync(&self) {
         let _ = self.reports.send(Report::Resync);

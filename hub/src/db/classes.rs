@@ -426,6 +426,18 @@ impl Db {
         Ok(())
     }
 
+    /// Sets the message shown on a ready class VM (a plugin step after its start); returns
+    /// the VM's class.
+    pub async fn set_class_vm_error(&self, vmid: u32, error: &str) -> Result<Option<i64>, DbError> {
+        let class: Option<(i64,)> =
+            sqlx::query_as("UPDATE class_vms SET error = $1 WHERE vmid = $2 RETURNING class_id")
+                .bind(error)
+                .bind(i64::from(vmid))
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(class.map(|(id,)| id))
+    }
+
     pub async fn remove_class_vm(&self, vmid: u32) -> Result<(), DbError> {
         let mut tx = self.write_tx().await?;
         for table in ["vm_assignments", "class_vms"] {

@@ -217,3 +217,26 @@ impl EventStream {
         .await
     }
 }
+
+/// A new invite for the class from `teacher`, used by `student` to join; the join's answer.
+pub async fn join_class(
+    teacher: &WebClient,
+    student: &WebClient,
+    class_id: i64,
+) -> serde_json::Value {
+    let invite: serde_json::Value = teacher
+        .api_post(&format!("/api/v1/classes/{class_id}/invite"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    student
+        .api_post(&format!(
+            "/api/v1/join/{}",
+            invite["token"].as_str().unwrap()
+        ))
+        .await
+        .json()
+        .await
+        .unwrap()
+}

@@ -13,11 +13,12 @@ fn run(vmid: u32, command: &str, args: &[&str], stdin: Option<String>) -> Result
     let args: Vec<String> = args.iter().map(|arg| (*arg).to_owned()).collect();
     let result = guest_exec(vmid, command, &args, stdin.as_deref(), TIMEOUT_MS)?;
     if result.exit_code != 0 {
-        return Err(format!(
-            "{command} exited with {}: {}",
-            result.exit_code,
-            result.stderr.trim()
-        ));
+        let said = result.stderr.trim();
+        return Err(if said.is_empty() {
+            format!("{command} exited with {}", result.exit_code)
+        } else {
+            format!("{command} exited with {}: {said}", result.exit_code)
+        });
     }
     Ok(())
 }
