@@ -276,9 +276,7 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
             let input: HookInput =
                 serde_json::from_str(&text).with_context(|| format!("in {}", input.display()))?;
             let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
-            let probe = PluginHost::new(settings.clone(), facts.clone(), None)?;
-            let id = files::load(&probe, &wasm, &manifest)?.manifest.id;
-            drop(probe);
+            let id = files::read_manifest(&manifest)?.id;
             let mut granted = Vec::new();
             for capability in &grant {
                 match capability.as_str() {

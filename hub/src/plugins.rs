@@ -64,10 +64,7 @@ pub async fn upload(
             "the file is not a WebAssembly component (build for wasm32-wasip2)".into(),
         ));
     }
-    let sha256: String = Sha256::digest(wasm)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let sha256 = hex::encode(Sha256::digest(wasm));
     let hooks: Vec<&str> = manifest.hooks.iter().map(|hook| hook.as_str()).collect();
     let capabilities: Vec<&str> = manifest
         .capabilities

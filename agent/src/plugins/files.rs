@@ -30,13 +30,18 @@ fn read_error(path: &Path, err: &std::io::Error) -> PluginError {
     }
 }
 
+/// Reads and checks a manifest.
+pub fn read_manifest(path: &Path) -> Result<Manifest, PluginError> {
+    let text = std::fs::read_to_string(path).map_err(|err| read_error(path, &err))?;
+    Manifest::parse(&text).map_err(|message| PluginError {
+        plugin: path.display().to_string(),
+        message,
+    })
+}
+
 /// Reads and loads one plugin.
 pub fn load(host: &PluginHost, wasm: &Path, manifest: &Path) -> Result<Plugin, PluginError> {
-    let text = std::fs::read_to_string(manifest).map_err(|err| read_error(manifest, &err))?;
-    let manifest = Manifest::parse(&text).map_err(|message| PluginError {
-        plugin: wasm.display().to_string(),
-        message,
-    })?;
+    let manifest = read_manifest(manifest)?;
     let size = std::fs::metadata(wasm)
         .map_err(|err| read_error(wasm, &err))?
         .len();

@@ -263,8 +263,17 @@ impl PluginHost {
     /// Loads a plugin: checks the manifest against what the component really exports and
     /// imports, and prepares it for calls.
     pub fn load(&self, manifest: Manifest, wasm: &[u8]) -> Result<Plugin, PluginError> {
+        self.load_hashed(manifest, wasm, sha256_hex(wasm))
+    }
+
+    /// [`PluginHost::load`] for a component whose hash the caller computed already.
+    pub fn load_hashed(
+        &self,
+        manifest: Manifest,
+        wasm: &[u8],
+        sha256: String,
+    ) -> Result<Plugin, PluginError> {
         let id = manifest.id.clone();
-        let sha256 = hex(&Sha256::digest(wasm));
         let component = self.compile(&id, wasm, &sha256)?;
         let ty = component.component_type();
         let exports: Vec<String> = ty
@@ -520,6 +529,7 @@ fn log_output(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// Hex SHA-256: what names a component, in the compile cache and on the wire.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
 }

@@ -8,9 +8,8 @@ use std::sync::{Arc, RwLock};
 use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
 use proxlab_pve::config::VmConfig;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::host::{Plugin, PluginError, PluginHost};
+use super::host::{Plugin, PluginError, PluginHost, sha256_hex};
 use super::manifest::{Hook, Manifest};
 use super::{ClassInfo, Severity, VmInfo, edits, files};
 
@@ -127,17 +126,14 @@ impl PluginRegistry {
             plugin: "(upload)".into(),
             message,
         })?;
-        let actual: String = Sha256::digest(wasm)
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let actual = sha256_hex(wasm);
         if !actual.eq_ignore_ascii_case(sha256) {
             return Err(PluginError {
                 plugin: parsed.id,
                 message: format!("the component's sha256 is {actual}, not {sha256}"),
             });
         }
-        let plugin = self.host.load(parsed, wasm)?;
+        let plugin = self.host.load_hashed(parsed, wasm, actual)?;
         let dir = self.installed_dir.join(&plugin.manifest.id);
         let keep = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
