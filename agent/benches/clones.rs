@@ -6,7 +6,10 @@
 //! `PROXLAB_BENCH_CLONES` (default 100) and `PROXLAB_BENCH_CONCURRENCY` (default: the
 //! agent's) change the run.
 
-use std::path::{Path, PathBuf};
+#[path = "../tests/support/sim.rs"]
+mod sim;
+
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,28 +18,7 @@ use proxlab_agent::pve::clones::clone_many;
 use proxlab_agent::pve::config::PveConfig;
 use proxlab_agent::pve::node::Node;
 use proxlab_protocol::clones::{CloneTarget, Hardware};
-
-fn sim_binary() -> PathBuf {
-    let exe = std::env::current_exe().expect("bench path");
-    let target = exe
-        .ancestors()
-        .nth(3)
-        .expect("target directory")
-        .to_path_buf();
-    for profile in ["release", "debug"] {
-        let candidate = target.join(profile).join("pve-sim");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "pve-sim"])
-        .status()
-        .expect("cargo");
-    assert!(status.success(), "building pve-sim failed");
-    target.join("debug").join("pve-sim")
-}
+use sim::sim_binary;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -2,6 +2,9 @@
 //! `plugins/` by `plugins/build` (CI does; without them these tests skip with a notice).
 //! `set-guest-password` runs its guest commands through `qm guest exec` on pve-sim.
 
+#[path = "support/sim.rs"]
+mod sim;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
@@ -15,6 +18,7 @@ use proxlab_agent::plugins::{
 };
 use proxlab_agent::pve::config::PveConfig;
 use proxlab_agent::pve::node::Node;
+use sim::sim_binary;
 
 fn dist() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
@@ -198,24 +202,6 @@ impl Drop for SimNode {
             .env("PVE_SIM_NODE", "pve1")
             .output();
     }
-}
-
-fn sim_binary() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let target = exe.ancestors().nth(3).unwrap().to_path_buf();
-    for profile in ["debug", "release"] {
-        let candidate = target.join(profile).join("pve-sim");
-        if candidate.exists() {
-            return candidate;
-        }
-    }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args(["build", "-p", "pve-sim"])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    target.join("debug").join("pve-sim")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

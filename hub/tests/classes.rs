@@ -6,126 +6,15 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
+use common::lab::{Lab, TEMPLATE};
 use common::web::WebClient;
-use common::{SimCluster, TestHub, within};
-use proxlab_hub::accounts::create_user;
-use proxlab_hub::audit::Actor;
-use proxlab_hub::auth::{Viewer, issue_api_token};
+use common::{SimCluster, within};
 use proxlab_hub::db::users::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-const TEMPLATE: u32 = 9000;
-
-struct Lab {
-    hub: TestHub,
-    sim: SimCluster,
-    _agents: Vec<tokio::process::Child>,
-}
-
-impl Lab {
-    async fn start() -> Self {
-        Self::start_on("shared").await
-    }
-
-    /// A lab whose template's disk is on `storage` of pve1.
-    async fn start_on(storage: &str) -> Self {
-        let hub = TestHub::start().await;
-        let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], storage);
-        let mut changes = hub.hub().state.inventory_changes.subscribe();
-        let agents = vec![
-            hub.sim_agent(&sim, "pve1").await,
-            hub.sim_agent(&sim, "pve2").await,
-        ];
-        let db = hub.hub().state.db.clone();
-        within("the template in the inventory", async {
-            while db.vm(TEMPLATE).await.unwrap().is_none() {
-                let _ = changes.recv().await;
-            }
-        })
-        .await;
-        Self {
-            hub,
-            sim,
-            _agents: agents,
-        }
-    }
-
-    /// A user with an API client.
-    async fn user(&self, name: &str, role: Role) -> WebClient {
-        let db = &self.hub.hub().state.db;
-        create_user(db, name, role, Some("a-long-password"))
-            .await
-            .unwrap();
-        let row = db.user_by_name(name).await.unwrap().unwrap();
-        let token = issue_api_token(db, &Viewer::from(&row), "test", Actor::Operator)
-            .await
-            .unwrap();
-        WebClient::with_token(&self.hub.url(), &token)
-    }
-
-    /// Waits until a job has ended and returns it.
-    async fn job_done(&self, client: &WebClient, job: u64) -> Value {
-        let mut changes = self.hub.hub().state.jobs.subscribe();
-        within(&format!("job {job}"), async {
-            loop {
-                let state = client.json(&format!("/api/v1/jobs/{job}")).await;
-                if state["state"] == "done" || state["state"] == "failed" {
-                    return state;
-                }
-                let _ = changes.recv().await;
-            }
-        })
-        .await
-    }
-
-    /// Waits until the hub's inventory holds (or, with `present` false, no longer holds)
-    /// all of `vmids`.
-    async fn inventory(&self, vmids: &[u32], present: bool) {
-        let db = self.hub.hub().state.db.clone();
-        let mut changes = self.hub.hub().state.inventory_changes.subscribe();
-        within("the inventory to follow", async {
-            loop {
-                let stored: HashSet<u32> = db
-                    .list_vms()
-                    .await
-                    .unwrap()
-                    .iter()
-                    .map(|vm| vm.vmid)
-                    .collect();
-                if vmids.iter().all(|vmid| stored.contains(vmid) == present) {
-                    return;
-                }
-                let _ = changes.recv().await;
-            }
-        })
-        .await;
-    }
-
-    fn config_path(&self, node: &str, vmid: u32) -> std::path::PathBuf {
-        self.sim
-            .root
-            .join(format!("etc/pve/nodes/{node}/qemu-server/{vmid}.conf"))
-    }
-}
-
 fn disk_paths(root: &Path, vmid: u32) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path
-                .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(&format!("vm-{vmid}-")))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
+    files_named(root, &format!("vm-{vmid}-"))
 }
 
 #[tokio::test]
@@ -199,18 +88,8 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         assert!(uuids.insert(uuid.clone()), "{uuid}");
         let disks = disk_paths(&lab.sim.root, *vmid);
         assert_eq!(disks.len(), 1, "VM {vmid}: {disks:?}");
-        let info = std::process::Command::new("qemu-img")
-            .args(["info", "--backing-chain", "--output=json"])
-            .arg(&disks[0])
-            .output()
-            .unwrap();
-        assert!(
-            info.status.success(),
-            "{}",
-            String::from_utf8_lossy(&info.stderr)
-        );
-        let chain: Value = serde_json::from_slice(&info.stdout).unwrap();
-        let backing = chain[1]["filename"].as_str().unwrap_or_default();
+        let chain = backing_chain(&disks[0]);
+        let backing = chain.get(1).map(String::as_str).unwrap_or_default();
         assert!(
             backing.contains(&format!("base-{base}-disk-0")),
             "VM {vmid} backs onto {backing}"
@@ -834,20 +713,11 @@ async fn a_vm_that_keeps_failing_is_retried_then_reported_while_the_rest_deploy(
     // VMIDs are handed out from 10000 up: the base, the teacher's VM, then the students.
     // Every write into VM 10004's image directory fails, on every try.
     lab.sim.ok("pve1", "fault", &["--qemu-img-fail", "/10004/"]);
-    let created: Value = teacher
-        .api_post_json(
-            "/api/v1/classes",
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
             &json!({"name": "Flaky", "template_vmid": TEMPLATE, "seats": 6}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let class_id = created["class"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{created}"));
-    let job = lab
-        .job_done(&teacher, created["job"].as_u64().unwrap())
         .await;
     assert_eq!(job["state"], "done", "the others complete: {job}");
     let message = job["message"].as_str().unwrap();
@@ -880,21 +750,12 @@ async fn a_class_without_a_template_gets_empty_vms() {
     let lab = Lab::start().await;
     let teacher = lab.user("tina", Role::Teacher).await;
     let student = lab.user("sam", Role::Student).await;
-    let created: Value = teacher
-        .api_post_json(
-            "/api/v1/classes",
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
             &json!({"name": "Install fest", "seats": 3, "memory_mib": 1024, "disk_gib": 8,
                     "storage": "local", "bridge": "vmbr1"}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let class_id = created["class"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{created}"));
-    let job = lab
-        .job_done(&teacher, created["job"].as_u64().unwrap())
         .await;
     assert_eq!(job["message"], "4 VMs ready", "{job}");
     let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
@@ -994,20 +855,11 @@ fn backing_chain(disk: &Path) -> Vec<String> {
 async fn a_template_on_node_local_storage_gets_a_base_copy_on_every_other_node() {
     let lab = Lab::start_on("local").await;
     let teacher = lab.user("tina", Role::Teacher).await;
-    let created: Value = teacher
-        .api_post_json(
-            "/api/v1/classes",
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
             &json!({"name": "Local lab", "template_vmid": TEMPLATE, "seats": 5}),
         )
-        .await
-        .json()
-        .await
-        .unwrap();
-    let class_id = created["class"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{created}"));
-    let job = lab
-        .job_done(&teacher, created["job"].as_u64().unwrap())
         .await;
     assert_eq!(job["state"], "done", "{job}");
     let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;

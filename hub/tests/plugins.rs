@@ -10,16 +10,11 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use common::web::WebClient;
-use common::{SimCluster, TestHub, within};
-use proxlab_hub::accounts::create_user;
-use proxlab_hub::audit::Actor;
-use proxlab_hub::auth::{Viewer, issue_api_token};
+use common::lab::{Lab, TEMPLATE};
+use common::{SimCluster, within};
 use proxlab_hub::db::users::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-const TEMPLATE: u32 = 9000;
 
 fn dist() -> Option<PathBuf> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
@@ -43,18 +38,6 @@ fn upload_body(dist: &Path, name: &str, manifest: Option<&str>) -> Value {
     json!({"manifest": manifest, "wasm": BASE64.encode(wasm)})
 }
 
-async fn client(hub: &TestHub, name: &str, role: Role) -> WebClient {
-    let db = &hub.hub().state.db;
-    create_user(db, name, role, Some("a-long-password"))
-        .await
-        .unwrap();
-    let row = db.user_by_name(name).await.unwrap().unwrap();
-    let token = issue_api_token(db, &Viewer::from(&row), "test", Actor::Operator)
-        .await
-        .unwrap();
-    WebClient::with_token(&hub.url(), &token)
-}
-
 /// Reads a VM's config on whichever node has it.
 fn config_of(sim: &SimCluster, vmid: u32) -> String {
     ["pve1", "pve2"]
@@ -70,69 +53,24 @@ fn node_of(sim: &SimCluster, vmid: u32) -> &'static str {
         .unwrap()
 }
 
-/// A hub, two simulated nodes with the template on shared storage, and their agents.
-async fn lab() -> (TestHub, SimCluster, Vec<tokio::process::Child>) {
-    let hub = TestHub::start().await;
-    let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
-    let mut inventory = hub.hub().state.inventory_changes.subscribe();
-    let agents = vec![
-        hub.sim_agent(&sim, "pve1").await,
-        hub.sim_agent(&sim, "pve2").await,
-    ];
-    let db = hub.hub().state.db.clone();
-    within("the template", async {
-        while db.vm(TEMPLATE).await.unwrap().is_none() {
-            let _ = inventory.recv().await;
-        }
-    })
-    .await;
-    (hub, sim, agents)
-}
-
-/// Creates a class and waits for its deployment to end; returns the class id and the job.
-async fn deploy(hub: &TestHub, teacher: &WebClient, request: Value) -> (i64, Value) {
-    let created: Value = teacher
-        .api_post_json("/api/v1/classes", &request)
-        .await
-        .json()
-        .await
-        .unwrap();
-    let class_id = created["class"]["id"]
-        .as_i64()
-        .unwrap_or_else(|| panic!("{created}"));
-    let mut jobs = hub.hub().state.jobs.subscribe();
-    let job = within("the deployment", async {
-        loop {
-            let job = teacher
-                .json(&format!("/api/v1/jobs/{}", created["job"]))
-                .await;
-            if job["state"] == "done" || job["state"] == "failed" {
-                return job;
-            }
-            let _ = jobs.recv().await;
-        }
-    })
-    .await;
-    (class_id, job)
-}
-
 #[tokio::test]
 async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on() {
     let Some(dist) = dist() else { return };
-    let (hub, sim, _agents) = lab().await;
-    let admin = client(&hub, "ada", Role::Admin).await;
-    let teacher = client(&hub, "tina", Role::Teacher).await;
+    let lab = Lab::start().await;
+    let (hub, sim) = (&lab.hub, &lab.sim);
+    let admin = lab.user("ada", Role::Admin).await;
+    let teacher = lab.user("tina", Role::Teacher).await;
     let uploaded = admin
         .api_post_json("/api/v1/plugins", &upload_body(&dist, "hostile", None))
         .await;
     assert_eq!(uploaded.status(), StatusCode::CREATED);
     // The hostile fixture traps in classes named "trap".
-    let (class_id, job) = deploy(
-        &hub,
-        &teacher,
-        json!({"name": "trap", "template_vmid": TEMPLATE, "seats": 1, "plugins": ["hostile"]}),
-    )
-    .await;
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "trap", "template_vmid": TEMPLATE, "seats": 1, "plugins": ["hostile"]}),
+        )
+        .await;
     assert!(
         job["message"]
             .as_str()
@@ -158,19 +96,19 @@ async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on
         )
         .await;
     assert_eq!(uploaded.status(), StatusCode::CREATED);
-    let (class_id, job) = deploy(
-        &hub,
-        &teacher,
-        json!({"name": "calm", "template_vmid": TEMPLATE, "seats": 1,
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "calm", "template_vmid": TEMPLATE, "seats": 1,
                "plugins": ["hostile", "set-guest-password"]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(job["message"], "2 VMs ready", "{job}");
     // An after-start step that fails shows on the class page.
-    let student = client(&hub, "sam", Role::Student).await;
+    let student = lab.user("sam", Role::Student).await;
     let joined = common::web::join_class(&teacher, &student, class_id).await;
     let vmid = joined["vmid"].as_u64().expect("a VM") as u32;
-    let node = node_of(&sim, vmid);
+    let node = node_of(sim, vmid);
     let id = vmid.to_string();
     sim.ok(node, "qm", &["set", &id, "--agent", "1"]);
     sim.ok(
@@ -178,14 +116,7 @@ async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on
         "script",
         &[&id, "--guest-agent", "on", "--exec", "chpasswd=1:"],
     );
-    let db = hub.hub().state.db.clone();
-    let mut inventory = hub.hub().state.inventory_changes.subscribe();
-    within("the VM in the inventory", async {
-        while db.vm(vmid).await.unwrap().is_none() {
-            let _ = inventory.recv().await;
-        }
-    })
-    .await;
+    lab.inventory(&[vmid], true).await;
     let mut changes = hub.hub().state.jobs.subscribe();
     let started = student.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
     assert_eq!(started.status(), StatusCode::OK);
@@ -217,11 +148,12 @@ async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on
 #[tokio::test]
 async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
     let Some(dist) = dist() else { return };
-    let (hub, sim, _agents) = lab().await;
+    let lab = Lab::start().await;
+    let (hub, sim) = (&lab.hub, &lab.sim);
     let db = hub.hub().state.db.clone();
-    let admin = client(&hub, "ada", Role::Admin).await;
-    let teacher = client(&hub, "tina", Role::Teacher).await;
-    let student = client(&hub, "sam", Role::Student).await;
+    let admin = lab.user("ada", Role::Admin).await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let student = lab.user("sam", Role::Student).await;
 
     // Only admins upload; every online agent installs what it is sent.
     let refused = teacher
@@ -282,13 +214,13 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
     let listed = admin.json("/api/v1/plugins").await;
     assert_eq!(listed.as_array().unwrap().len(), 3, "{listed}");
 
-    let (class_id, job) = deploy(
-        &hub,
-        &teacher,
-        json!({"name": "Net Lab", "template_vmid": TEMPLATE, "seats": 2,
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Net Lab", "template_vmid": TEMPLATE, "seats": 2,
                "plugins": ["name-by-student", "set-guest-password"]}),
-    )
-    .await;
+        )
+        .await;
     assert_eq!(job["state"], "done", "{job}");
     let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
     let vms: Vec<(u32, String)> = detail["vms"]
@@ -305,7 +237,7 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
         .collect();
     let tag = 100 + class_id;
     for (vmid, kind) in &vms {
-        let config = config_of(&sim, *vmid);
+        let config = config_of(sim, *vmid);
         let expected_name = if kind == "teacher" {
             "net-lab-teacher"
         } else {
@@ -331,7 +263,7 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
     // through the guest agent, once.
     let joined = common::web::join_class(&teacher, &student, class_id).await;
     let vmid = joined["vmid"].as_u64().expect("a VM") as u32;
-    let node = node_of(&sim, vmid);
+    let node = node_of(sim, vmid);
     let mut changes = hub.hub().state.inventory_changes.subscribe();
     within("the rename", async {
         while db
@@ -344,7 +276,7 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
         }
     })
     .await;
-    assert!(config_of(&sim, vmid).contains("name: net-lab-sam\n"));
+    assert!(config_of(sim, vmid).contains("name: net-lab-sam\n"));
     sim.ok(node, "qm", &["set", &vmid.to_string(), "--agent", "1"]);
     sim.ok(node, "script", &[&vmid.to_string(), "--guest-agent", "on"]);
     let started = student.api_post(&format!("/api/v1/vms/{vmid}/start")).await;

@@ -1,0 +1,126 @@
+//! A lab for class tests: a real hub, two real agents, and a two-node pve-sim cluster whose
+//! template (9000) is on shared storage or on pve1's own.
+
+use std::collections::HashSet;
+
+use proxlab_hub::accounts::create_user;
+use proxlab_hub::audit::Actor;
+use proxlab_hub::auth::{Viewer, issue_api_token};
+use proxlab_hub::db::users::Role;
+use serde_json::Value;
+
+use super::web::WebClient;
+use super::{SimCluster, TestHub, within};
+
+/// The template every lab has.
+pub const TEMPLATE: u32 = 9000;
+
+pub struct Lab {
+    pub hub: TestHub,
+    pub sim: SimCluster,
+    _agents: Vec<tokio::process::Child>,
+}
+
+impl Lab {
+    pub async fn start() -> Self {
+        Self::start_on("shared").await
+    }
+
+    /// A lab whose template's disk is on `storage` of pve1.
+    pub async fn start_on(storage: &str) -> Self {
+        let hub = TestHub::start().await;
+        let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], storage);
+        let mut changes = hub.hub().state.inventory_changes.subscribe();
+        let agents = vec![
+            hub.sim_agent(&sim, "pve1").await,
+            hub.sim_agent(&sim, "pve2").await,
+        ];
+        let db = hub.hub().state.db.clone();
+        within("the template in the inventory", async {
+            while db.vm(TEMPLATE).await.unwrap().is_none() {
+                let _ = changes.recv().await;
+            }
+        })
+        .await;
+        Self {
+            hub,
+            sim,
+            _agents: agents,
+        }
+    }
+
+    /// A user with an API client.
+    pub async fn user(&self, name: &str, role: Role) -> WebClient {
+        let db = &self.hub.hub().state.db;
+        create_user(db, name, role, Some("a-long-password"))
+            .await
+            .unwrap();
+        let row = db.user_by_name(name).await.unwrap().unwrap();
+        let token = issue_api_token(db, &Viewer::from(&row), "test", Actor::Operator)
+            .await
+            .unwrap();
+        WebClient::with_token(&self.hub.url(), &token)
+    }
+
+    /// Waits until a job has ended and returns it.
+    pub async fn job_done(&self, client: &WebClient, job: u64) -> Value {
+        let mut changes = self.hub.hub().state.jobs.subscribe();
+        within(&format!("job {job}"), async {
+            loop {
+                let state = client.json(&format!("/api/v1/jobs/{job}")).await;
+                if state["state"] == "done" || state["state"] == "failed" {
+                    return state;
+                }
+                let _ = changes.recv().await;
+            }
+        })
+        .await
+    }
+
+    /// Waits until the hub's inventory holds (or, with `present` false, no longer holds)
+    /// all of `vmids`.
+    pub async fn inventory(&self, vmids: &[u32], present: bool) {
+        let db = self.hub.hub().state.db.clone();
+        let mut changes = self.hub.hub().state.inventory_changes.subscribe();
+        within("the inventory to follow", async {
+            loop {
+                let stored: HashSet<u32> = db
+                    .list_vms()
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|vm| vm.vmid)
+                    .collect();
+                if vmids.iter().all(|vmid| stored.contains(vmid) == present) {
+                    return;
+                }
+                let _ = changes.recv().await;
+            }
+        })
+        .await;
+    }
+
+    pub fn config_path(&self, node: &str, vmid: u32) -> std::path::PathBuf {
+        self.sim
+            .root
+            .join(format!("etc/pve/nodes/{node}/qemu-server/{vmid}.conf"))
+    }
+
+    /// Creates a class as `teacher` and waits for its deployment to end: the class id and
+    /// the finished job.
+    pub async fn create_class(&self, teacher: &WebClient, request: &Value) -> (i64, Value) {
+        let created: Value = teacher
+            .api_post_json("/api/v1/classes", request)
+            .await
+            .json()
+            .await
+            .unwrap();
+        let class_id = created["class"]["id"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("{created}"));
+        let job = self
+            .job_done(teacher, created["job"].as_u64().unwrap())
+            .await;
+        (class_id, job)
+    }
+}
