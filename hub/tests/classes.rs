@@ -798,15 +798,7 @@ async fn a_class_without_a_template_gets_empty_vms() {
     );
     let reset = student.api_post(&format!("/api/v1/vms/{vmid}/reset")).await;
     assert_eq!(reset.status(), StatusCode::CONFLICT, "nothing to reset to");
-    let deleting: Value = teacher
-        .api_delete(&format!("/api/v1/classes/{class_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let job = lab
-        .job_done(&teacher, deleting["job"].as_u64().unwrap())
-        .await;
+    let job = lab.delete_class(&teacher, class_id).await;
     assert_eq!(job["message"], "4 VMs removed", "{job}");
     for vm in vms {
         let vmid = vm["vmid"].as_u64().unwrap() as u32;
@@ -921,15 +913,7 @@ async fn a_template_on_node_local_storage_gets_a_base_copy_on_every_other_node()
         "placement uses the second node"
     );
     // Deleting the class leaves no base, no disk, no staged copy.
-    let deleting: Value = teacher
-        .api_delete(&format!("/api/v1/classes/{class_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let job = lab
-        .job_done(&teacher, deleting["job"].as_u64().unwrap())
-        .await;
+    let job = lab.delete_class(&teacher, class_id).await;
     assert_eq!(job["state"], "done", "{job}");
     for vmid in [first, copy] {
         assert!(files_named(&lab.sim.root, &format!("base-{vmid}-")).is_empty());

@@ -123,4 +123,16 @@ impl Lab {
             .await;
         (class_id, job)
     }
+
+    /// Deletes a class as `teacher` and waits for the job to end.
+    pub async fn delete_class(&self, teacher: &WebClient, class_id: i64) -> Value {
+        let deleting: Value = teacher
+            .api_delete(&format!("/api/v1/classes/{class_id}"))
+            .await
+            .json()
+            .await
+            .unwrap();
+        self.job_done(teacher, deleting["job"].as_u64().unwrap())
+            .await
+    }
 }
