@@ -748,6 +748,123 @@ async fn a_received_image_with_a_backing_file_is_refused() {
     assert!(!staged.exists(), "the staged copy is gone");
 }
 
+/// Makes an image with `qemu-img create` and returns its bytes.
+fn hostile_image(dir: &std::path::Path, format: &str, options: &[&str]) -> Vec<u8> {
+    let path = dir.join(format!("hostile.{format}"));
+    let made = std::process::Command::new("qemu-img")
+        .args(["create", "-q", "-f", format])
+        .args(options)
+        .arg(&path)
+        .arg("1M")
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{made:?}");
+    std::fs::read(&path).unwrap()
+}
+
+#[tokio::test]
+async fn a_received_image_that_names_another_file_or_is_not_qcow2_is_refused() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("host-file.raw");
+    std::fs::write(&target, vec![7u8; 1 << 20]).unwrap();
+    let data_file = format!("data_file={},data_file_raw=on", target.display());
+    let config = setup.sim.config("pve1", 9000).unwrap();
+    for (vmid, image, expected) in [
+        (
+            9310,
+            hostile_image(dir.path(), "qcow2", &["-o", &data_file]),
+            "has an external data file",
+        ),
+        (9311, hostile_image(dir.path(), "raw", &[]), "qcow2"),
+        (9312, hostile_image(dir.path(), "vmdk", &[]), "qcow2"),
+    ] {
+        let size = send_image(&setup, vmid, &image).await.unwrap();
+        let err = setup
+            .registry()
+            .call("pve1", &import(vmid, &config, size))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(expected), "{vmid}: {err}");
+        assert!(setup.sim.config("pve1", vmid).is_none());
+        let staged = setup
+            .sim
+            .root
+            .join(format!("nodes/pve1/var/lib/vz/images/{vmid}"));
+        assert_eq!(
+            std::fs::read_dir(&staged).map_or(0, |files| files.count()),
+            0,
+            "nothing of {vmid} is left"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_received_base_config_that_reaches_the_host_is_refused() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let registry = setup.registry();
+    let make = MakeBase {
+        source_vmid: 9000,
+        base_vmid: 9100,
+        name: "class-base".into(),
+        storage: Some("shared".into()),
+    };
+    registry.call("pve1", &make).await.unwrap();
+    let export = registry
+        .call("pve1", &BaseExport { base_vmid: 9100 })
+        .await
+        .unwrap();
+    let staged = String::from_utf8(
+        setup
+            .sim
+            .run(
+                "pve1",
+                "pvesm",
+                &["path", "shared:9100/base-9100-disk-0.qcow2"],
+            )
+            .stdout,
+    )
+    .unwrap();
+    let image = std::fs::read(staged.trim()).unwrap();
+    for (n, line) in [
+        "args: -drive file=/dev/sda,if=virtio",
+        "hookscript: local:snippets/own.pl",
+        "hostpci0: 0000:01:00.0",
+        "serial1: /dev/ttyS0",
+        "parallel0: /dev/parport0",
+        "usb0: host=1d6b:0002",
+        "virtiofs0: dirid=etc",
+        "sata1: /dev/sdb",
+        "ide3: cdrom,media=cdrom",
+        "protection: 1",
+        "cores: 100000",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let vmid = 9320 + n as u32;
+        let key = line.split(':').next().unwrap();
+        let config = format!("{}{line}\n", export.config);
+        let size = send_image(&setup, vmid, &image).await.unwrap();
+        let err = registry
+            .call("pve1", &import(vmid, &config, size))
+            .await
+            .unwrap_err();
+        let err = err.to_string();
+        assert!(
+            err.contains("refused") && err.contains(&format!("'{key}'")),
+            "{line}: {err}"
+        );
+        assert!(setup.sim.config("pve1", vmid).is_none(), "{line}");
+    }
+    // The same base without them is taken.
+    let size = send_image(&setup, 9319, &image).await.unwrap();
+    registry
+        .call("pve1", &import(9319, &export.config, size))
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn fifty_clones_at_once_each_a_valid_chain() {
     let setup = Setup::new(&["ubuntu:64M"]).await;

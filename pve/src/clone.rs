@@ -29,6 +29,12 @@ const DROPPED_KEYS: &[&str] = &[
     "running-nets-host-mtu",
 ];
 
+/// Whether a clone leaves `key` out: snapshot and run-time state, the template flag, locks
+/// and unused volumes.
+pub fn is_dropped(key: &str) -> bool {
+    DROPPED_KEYS.contains(&key) || matches!(split_index(key), ("unused", Some(_)))
+}
+
 /// Why a clone could not be made.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CloneError {
@@ -72,9 +78,7 @@ pub fn clone_config<E: Display>(
         .filter(|line| !matches!(line, Line::Blank(_)))
         .cloned()
         .collect();
-    main.retain_keys(|key| {
-        !DROPPED_KEYS.contains(&key) && !matches!(split_index(key), ("unused", Some(_)))
-    });
+    main.retain_keys(|key| !is_dropped(key));
 
     let entries: Vec<(String, String)> = main
         .entries()

@@ -7,6 +7,7 @@
 //! * [`storage_cfg`], [`cluster`]: `storage.cfg`, `.members` and `.vmlist`.
 //! * [`ident`]: MAC addresses, UUIDs and names; [`size`]: disk sizes.
 //! * [`clone`]: the config rewrite that makes a linked clone's config.
+//! * [`policy`]: what a config from outside the node may hold.
 
 pub mod clone;
 pub mod cluster;
@@ -14,6 +15,7 @@ pub mod config;
 pub mod drive;
 pub mod ident;
 pub mod net;
+pub mod policy;
 pub mod propstring;
 pub mod size;
 pub mod storage_cfg;

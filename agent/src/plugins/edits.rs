@@ -1,13 +1,17 @@
 //! What a `configure` hook may change in a new VM's config, and applying it.
 //!
-//! Plugins may set or delete a short list of keys that shape a VM without giving it more
-//! than a VM of the class should have: descriptive keys, CPU and memory, NICs (keeping their
-//! MAC), cloud-init settings, boot order and start-up flags. Everything else — raw QEMU
-//! `args`, `hookscript`, disks and their volume ids, `lock`, `template`, identities such as
-//! `smbios1` and `vmgenid` — is refused, and one refused edit fails the whole step.
+//! Plugins may set a short list of keys that shape a VM without giving it more than a VM of
+//! the class should have: descriptive keys, CPU and memory, NICs (keeping their MAC),
+//! cloud-init settings, boot order and start-up flags. Every value must then pass the
+//! policy for configs from outside the node ([`proxlab_pve::policy`]: names are DNS names,
+//! CPU and memory within the node's, ...), and only optional settings may be deleted.
+//! Everything else — raw QEMU `args`, `hookscript`, disks and their volume ids, `lock`,
+//! `template`, `protection`, identities such as `smbios1` and `vmgenid` — is refused, and
+//! one refused edit fails the whole step.
 
 use proxlab_pve::config::VmConfig;
 use proxlab_pve::net::Nic;
+use proxlab_pve::policy::{self, NodeLimits};
 
 /// One edit a plugin asked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,7 +48,6 @@ const PLAIN_KEYS: &[&str] = &[
     "searchdomain",
     "keyboard",
     "vga",
-    "protection",
 ];
 
 /// `prefix` followed by a number: `net3`, `ipconfig0`.
@@ -59,7 +62,7 @@ fn allowed(key: &str) -> bool {
 
 /// Applies `edits` to `config`'s main section, or changes nothing and says which edit is
 /// refused and why.
-pub fn apply(config: &VmConfig, edits: &[Edit]) -> Result<VmConfig, String> {
+pub fn apply(config: &VmConfig, edits: &[Edit], limits: &NodeLimits) -> Result<VmConfig, String> {
     let mut edited = config.clone();
     for edit in edits {
         let key = match edit {
@@ -70,6 +73,7 @@ pub fn apply(config: &VmConfig, edits: &[Edit]) -> Result<VmConfig, String> {
         }
         match edit {
             Edit::Set(key, value) => {
+                policy::check_entry(key, value, limits).map_err(|refusal| refusal.to_string())?;
                 if let Some(index) = key.strip_prefix("net") {
                     keep_mac(config, key, index, value)?;
                 }
@@ -79,6 +83,7 @@ pub fn apply(config: &VmConfig, edits: &[Edit]) -> Result<VmConfig, String> {
                     .map_err(|reason| format!("{key}: {reason}"))?;
             }
             Edit::Delete(key) => {
+                policy::check_removal(key).map_err(|refusal| refusal.to_string())?;
                 edited.main_mut().remove(key);
             }
         }
@@ -109,6 +114,11 @@ fn keep_mac(config: &VmConfig, key: &str, index: &str, value: &str) -> Result<()
 mod tests {
     use super::*;
 
+    const NODE: NodeLimits = NodeLimits {
+        cpus: 8,
+        memory_mib: 32_768,
+    };
+
     fn config() -> VmConfig {
         VmConfig::parse(
             "cores: 2\nmemory: 2048\nname: lab-1\nnet0: virtio=BC:24:11:00:00:01,bridge=vmbr0\nscsi0: local:100/vm-100-disk-0.qcow2,size=8G\n",
@@ -126,18 +136,20 @@ mod tests {
                     "virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=120".into(),
                 ),
                 Edit::Set("memory".into(), "4096".into()),
-                Edit::Delete("name".into()),
+                Edit::Delete("tags".into()),
+                Edit::Set("name".into(), "lab-ada".into()),
             ],
+            &NODE,
         )
         .unwrap();
         let main = edited.main();
-        assert_eq!(main.get("tags"), Some("lab;vlan-120"));
+        assert_eq!(main.get("tags"), None);
         assert_eq!(
             main.get("net0"),
             Some("virtio=BC:24:11:00:00:01,bridge=vmbr1,tag=120")
         );
         assert_eq!(main.get("memory"), Some("4096"));
-        assert_eq!(main.get("name"), None);
+        assert_eq!(main.get("name"), Some("lab-ada"));
     }
 
     #[test]
@@ -156,7 +168,10 @@ mod tests {
             (Edit::Set("template".into(), "1".into()), "'template'"),
             (Edit::Set("smbios1".into(), "uuid=x".into()), "'smbios1'"),
             (Edit::Set("cores".into(), "many".into()), "cores"),
-            (Edit::Set("tags".into(), "a\nargs: -x".into()), "line feed"),
+            (
+                Edit::Set("tags".into(), "a\nargs: -x".into()),
+                "control character",
+            ),
             (
                 Edit::Set(
                     "net0".into(),
@@ -164,8 +179,17 @@ mod tests {
                 ),
                 "MAC",
             ),
+            (Edit::Set("protection".into(), "1".into()), "'protection'"),
+            (Edit::Set("cores".into(), "8192".into()), "outside 1..=8"),
+            (Edit::Set("memory".into(), "4194304".into()), "outside"),
+            (
+                Edit::Set("name".into(), "no spaces allowed".into()),
+                "DNS name",
+            ),
+            (Edit::Delete("net0".into()), "may not be removed"),
+            (Edit::Delete("agent".into()), "may not be removed"),
         ] {
-            let err = apply(&config(), std::slice::from_ref(&edit)).unwrap_err();
+            let err = apply(&config(), std::slice::from_ref(&edit), &NODE).unwrap_err();
             assert!(err.contains(expected), "{edit:?}: {err}");
         }
     }

@@ -36,7 +36,8 @@ pub fn invoke(
                 text.push_str(&format!("{key}: {value}\n"));
             }
             let config = proxlab_pve::config::VmConfig::parse(&text);
-            let result = edits::apply(&config, &asked).map_err(|message| PluginError {
+            let limits = crate::node_info::limits();
+            let result = edits::apply(&config, &asked, &limits).map_err(|message| PluginError {
                 plugin: plugin.manifest.id.clone(),
                 message,
             })?;

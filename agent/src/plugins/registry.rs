@@ -7,11 +7,13 @@ use std::sync::{Arc, RwLock};
 
 use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
 use proxlab_pve::config::VmConfig;
+use proxlab_pve::policy::NodeLimits;
 use serde::{Deserialize, Serialize};
 
+use super::edits::{self, Edit};
 use super::host::{Plugin, PluginError, PluginHost, sha256_hex};
 use super::manifest::{Hook, Manifest};
-use super::{ClassInfo, Severity, VmInfo, edits, files};
+use super::{ClassInfo, Severity, VmInfo, files};
 
 /// A config's own section as key and value pairs.
 fn entries(config: &VmConfig) -> Vec<(String, String)> {
@@ -180,6 +182,7 @@ impl PluginRegistry {
         steps: &PluginSteps,
         vmid: u32,
         config: &mut VmConfig,
+        limits: &NodeLimits,
     ) -> Result<(), String> {
         let plugins = self.lookup(steps)?;
         let class = class_info(&steps.class);
@@ -213,10 +216,8 @@ impl PluginRegistry {
                     .host
                     .name(plugin, &class, &vm)
                     .map_err(|err| err.to_string())?;
-                config
-                    .main_mut()
-                    .set("name", &naming.name)
-                    .map_err(|reason| format!("plugin {}: name: {reason}", plugin.manifest.id))?;
+                *config = edits::apply(config, &[Edit::Set("name".into(), naming.name)], limits)
+                    .map_err(|reason| format!("plugin {}: {reason}", plugin.manifest.id))?;
             }
             if hooks.contains(&Hook::Configure) {
                 let vm = vm_info(vmid, &facts, config.main().get("name").unwrap_or_default());
@@ -224,7 +225,7 @@ impl PluginRegistry {
                     .host
                     .configure(plugin, &class, &vm, &entries(config))
                     .map_err(|err| err.to_string())?;
-                *config = edits::apply(config, &asked)
+                *config = edits::apply(config, &asked, limits)
                     .map_err(|reason| format!("plugin {}: {reason}", plugin.manifest.id))?;
             }
         }
@@ -299,6 +300,8 @@ impl PluginRegistry {
                     .host
                     .name(&plugin, &class, &vm)
                     .map_err(|err| err.to_string())?;
+                proxlab_pve::ident::validate_vm_name(&naming.name)
+                    .map_err(|reason| format!("plugin {id}: {reason}"))?;
                 record.name = naming.name.clone();
                 renamed = Some(naming.name);
             }

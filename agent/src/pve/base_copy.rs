@@ -3,8 +3,9 @@
 //!
 //! Only class bases (templates whose images are files) are read, and only whole images of
 //! them; what is received is staged as `*.part` files beside where the base's images go,
-//! checked with `qemu-img` (a qcow2 image with no backing file, of the announced size), and
-//! renamed into place when the base is registered.
+//! checked with `qemu-img` (a plain qcow2 image naming no other file, of the announced size),
+//! and renamed into place when the base is registered with a config that passes
+//! [`proxlab_pve::policy`].
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -15,7 +16,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use proxlab_protocol::base_copy::{
     BaseExportReply, BaseImport, BaseWrite, CHUNK_BYTES, Chunk, ExportedDisk,
 };
+use proxlab_pve::clone::is_dropped;
 use proxlab_pve::config::{VmConfig, WriteMode};
+use proxlab_pve::policy::{self, NodeLimits};
 
 use super::clones::{base_config, file_image, image_drives};
 use super::command::PveError;
@@ -179,8 +182,8 @@ pub async fn write(node: &Node, request: BaseWrite) -> Result<u64, PveError> {
     .map_err(|err| PveError::Io(err.to_string()))?
 }
 
-/// Checks a staged image: qcow2, no backing file (it could name any file of the node), of
-/// the announced size, and consistent.
+/// Checks a staged image: of the announced size, a plain qcow2 image whose header names no
+/// other file, and consistent.
 async fn check_image(node: &Node, path: &std::path::Path, bytes: u64) -> Result<(), PveError> {
     let size = std::fs::metadata(path)
         .map_err(|_| invalid(format!("{} was not received", path.display())))?
@@ -198,12 +201,39 @@ async fn check_image(node: &Node, path: &std::path::Path, bytes: u64) -> Result<
             .await?,
     )
     .map_err(|err| invalid(err.to_string()))?;
-    if info.get("backing-filename").is_some() {
-        return Err(invalid(format!("{shown} has a backing file")));
-    }
+    header_problem(&info).map_or(Ok(()), |problem| Err(invalid(format!("{shown} {problem}"))))?;
     node.qemu_img(["check", "-q", "-f", "qcow2", &shown], None)
         .await
         .map(drop)
+}
+
+/// What makes a received image unsafe to give a VM, from its `qemu-img info`: anything but
+/// plain qcow2, a backing file or an external data file (either names a file of the node,
+/// which the VM would then read and write as root), or encryption.
+fn header_problem(info: &serde_json::Value) -> Option<&'static str> {
+    let data = &info["format-specific"]["data"];
+    if info["format"] != "qcow2" {
+        Some("is not a qcow2 image")
+    } else if info.get("backing-filename").is_some() || info.get("full-backing-filename").is_some()
+    {
+        Some("has a backing file")
+    } else if data.get("data-file").is_some() || data["data-file-raw"] == true {
+        Some("has an external data file")
+    } else if info["encrypted"] == true || data.get("encrypt").is_some() {
+        Some("is encrypted")
+    } else {
+        None
+    }
+}
+
+/// A received config may hold only what a config from outside the node may (see
+/// [`proxlab_pve::policy`]): nothing that reaches the host. What the clone rewrite drops
+/// anyway (the template flag, snapshot state, unused volumes) is not looked at.
+fn check_received_config(source: &VmConfig, limits: &NodeLimits) -> Result<(), PveError> {
+    let mut kept = source.clone();
+    kept.main_mut().retain_keys(|key| !is_dropped(key));
+    policy::check_config(&kept, limits)
+        .map_err(|refusal| invalid(format!("the base's config is refused: {refusal}")))
 }
 
 /// Registers a received base: its staged images become its disks, and its config is the
@@ -214,6 +244,7 @@ pub async fn import(node: &Node, request: &BaseImport) -> Result<Vec<String>, Pv
     if source.main().get("template") != Some("1") {
         return Err(invalid("the source of a base must be a template"));
     }
+    check_received_config(&source, &node.limits)?;
     let drives = image_drives(&source);
     if drives.len() != request.disks.len() {
         return Err(invalid(format!(

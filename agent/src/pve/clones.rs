@@ -12,6 +12,7 @@ use proxlab_protocol::plugins::PluginSteps;
 use proxlab_pve::clone::{CloneSpec, clone_config};
 use proxlab_pve::config::{VmConfig, WriteMode};
 use proxlab_pve::drive::{Bus, Drive, DriveKey};
+use proxlab_pve::policy::{self, NodeLimits};
 use proxlab_pve::volid::{Volume, VolumeId, disk_name};
 
 use super::command::{self, PveError};
@@ -43,6 +44,19 @@ pub(crate) fn file_image(volid: &str) -> Result<(String, proxlab_pve::volid::Ima
     {
         Volume::Image(image) => Ok((parsed.storage, image)),
         Volume::Iso(_) => Err(PveError::Invalid(format!("{volid} is not a disk image"))),
+    }
+}
+
+/// An image's format as its volume id says: the file extension on file storages, raw on
+/// block storages.
+fn volume_format(volid: &str) -> &'static str {
+    match file_image(volid) {
+        Ok((_, image)) => match image.format() {
+            Some("qcow2") => "qcow2",
+            Some("vmdk") => "vmdk",
+            _ => "raw",
+        },
+        Err(_) => "raw",
     }
 }
 
@@ -106,10 +120,13 @@ pub async fn make_base(
     let mut sources = Vec::new();
     for drive in &drives {
         let path = node.volume_path(drive.volume()).await?;
+        // The format comes from the volume id, as Proxmox has it: probing would trust what
+        // the guest may have written at the start of a raw disk.
+        let format = volume_format(drive.volume()).to_owned();
         let info: serde_json::Value = serde_json::from_str(
             &node
                 .qemu_img(
-                    ["info", "-U", "--output=json"]
+                    ["info", "-U", "-f", &format, "--output=json"]
                         .into_iter()
                         .map(String::from)
                         .chain([path.display().to_string()]),
@@ -118,7 +135,6 @@ pub async fn make_base(
                 .await?,
         )
         .map_err(|err| PveError::Invalid(err.to_string()))?;
-        let format = info["format"].as_str().unwrap_or("raw").to_owned();
         let size = info["virtual-size"].as_u64().unwrap_or(0);
         sources.push((path, format, size));
     }
@@ -296,15 +312,22 @@ impl Base {
     }
 
     /// Gives every clone made from here on this hardware instead of the base's.
-    pub fn with_hardware(mut self, hardware: Hardware) -> Result<Self, PveError> {
+    /// The values are checked against the node's resources first.
+    pub fn with_hardware(
+        mut self,
+        hardware: Hardware,
+        limits: &NodeLimits,
+    ) -> Result<Self, PveError> {
         let main = self.config.main_mut();
-        if let Some(cores) = hardware.cores {
-            main.set("cores", &cores.to_string())
-                .map_err(PveError::Invalid)?;
-        }
-        if let Some(memory) = hardware.memory_mib {
-            main.set("memory", &memory.to_string())
-                .map_err(PveError::Invalid)?;
+        let wanted = [
+            ("cores", hardware.cores.map(|cores| cores.to_string())),
+            ("memory", hardware.memory_mib.map(|mib| mib.to_string())),
+        ];
+        for (key, value) in wanted {
+            if let Some(value) = value {
+                policy::check_entry(key, &value, limits)?;
+                main.set(key, &value).map_err(PveError::Invalid)?;
+            }
         }
         self.hardware = hardware;
         Ok(self)
@@ -439,11 +462,12 @@ async fn make_clone_files(
     };
     // Plugins run on their own threads: a slow one holds no async worker.
     let prepare = steps.clone();
+    let limits = node.limits;
     let config = tokio::task::spawn_blocking(move || {
         let mut config = config;
         prepare
             .registry
-            .prepare(&prepare.steps, vmid, &mut config)
+            .prepare(&prepare.steps, vmid, &mut config, &limits)
             .map(|()| config)
     })
     .await
@@ -473,7 +497,7 @@ pub async fn clone_many(
     steps: Option<Arc<CloneSteps>>,
     mut on_outcome: impl FnMut(CloneOutcome) + Send,
 ) -> Result<Vec<CloneOutcome>, PveError> {
-    let mut base = Base::load(node, base_vmid)?.with_hardware(hardware)?;
+    let mut base = Base::load(node, base_vmid)?.with_hardware(hardware, &node.limits)?;
     base.steps = steps;
     let base = Arc::new(base);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));

@@ -35,6 +35,12 @@ impl From<std::io::Error> for PveError {
     }
 }
 
+impl From<proxlab_pve::policy::Refusal> for PveError {
+    fn from(refusal: proxlab_pve::policy::Refusal) -> Self {
+        PveError::Invalid(format!("refused {refusal}"))
+    }
+}
+
 impl PveError {
     /// The tool's own message, for people.
     pub fn message(&self) -> String {

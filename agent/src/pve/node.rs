@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use proxlab_pve::cluster::VmList;
 use proxlab_pve::config::VmConfig;
 use proxlab_pve::ident::DEFAULT_MAC_PREFIX;
+use proxlab_pve::policy::NodeLimits;
 use proxlab_pve::storage_cfg::StorageConfig;
 
 use super::command::{self, PveError};
@@ -31,6 +32,8 @@ pub struct VmLock {
 pub struct Node {
     pub config: PveConfig,
     pub name: String,
+    /// The node's CPUs and memory, which bound what a config from outside may ask for.
+    pub limits: NodeLimits,
     storage_roots: Mutex<HashMap<String, PathBuf>>,
 }
 
@@ -47,6 +50,7 @@ impl Node {
         let node = Self {
             config,
             name,
+            limits: crate::node_info::limits(),
             storage_roots: Mutex::default(),
         };
         node.remove_stale_config_writes();

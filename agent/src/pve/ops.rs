@@ -2,6 +2,7 @@
 
 use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::vm_ops::{PowerAction, SnapshotOp};
+use proxlab_pve::policy;
 
 use super::command::PveError;
 use super::node::Node;
@@ -87,13 +88,13 @@ pub async fn create(
             spec.bridge, spec.storage
         )));
     }
-    if !(1..=128).contains(&spec.cores)
-        || !(64..=1_048_576).contains(&spec.memory_mib)
-        || !(1..=65_536).contains(&spec.disk_gib)
-    {
-        return Err(PveError::Invalid(
-            "cores, memory or disk size out of range".into(),
-        ));
+    policy::check_entry("cores", &spec.cores.to_string(), &node.limits)?;
+    policy::check_entry("memory", &spec.memory_mib.to_string(), &node.limits)?;
+    if !(1..=65_536).contains(&spec.disk_gib) {
+        return Err(PveError::Invalid(format!(
+            "a disk of {} GiB is outside 1..=65536",
+            spec.disk_gib
+        )));
     }
     // A retry of a create that went through: the same VM is there already.
     if let Some((config, _)) = node.read_config(vmid)?
