@@ -99,6 +99,17 @@ impl HubConfig {
             .is_some_and(|url| url.starts_with("https://"))
     }
 
+    /// The portal's address for links that leave the page (invite links): `public_url`, or
+    /// the address the portal listens on when that is a specific one. Never the request's
+    /// `Host` header, which the client chooses. `None` when neither is known.
+    pub fn site_url(&self) -> Option<String> {
+        match &self.public_url {
+            Some(url) => Some(url.trim_end_matches('/').to_owned()),
+            None if !self.http_addr.ip().is_unspecified() => Some(format!("http://{}", self.http_addr)),
+            None => None,
+        }
+    }
+
     /// Checks what cannot be checked while parsing.
     pub fn validate(&self) -> Result<()> {
         if self.sessions.idle.is_zero() || self.sessions.lifetime < self.sessions.idle {
@@ -161,6 +172,16 @@ mod tests {
         let config = HubConfig::from_file(file);
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         config.validate().unwrap();
+    }
+
+    #[test]
+    fn site_urls_come_from_the_configuration_only() {
+        let mut config = HubConfig::new("/tmp/x");
+        assert_eq!(config.site_url().as_deref(), Some("http://127.0.0.1:8080"));
+        config.http_addr = "0.0.0.0:8080".parse().unwrap();
+        assert_eq!(config.site_url(), None);
+        config.public_url = Some("https://lab.school/".into());
+        assert_eq!(config.site_url().as_deref(), Some("https://lab.school"));
     }
 
     #[test]

@@ -753,6 +753,60 @@ async fn pages_carry_security_headers() {
 }
 
 #[tokio::test]
+async fn sign_in_never_sends_anyone_off_site_and_api_answers_are_not_cached() {
+    let site = Site::start(None).await;
+    let alice = site.client("alice").await;
+    // Signed in, /login?next= redirects at once; signing in follows `next` too.
+    for next in [
+        "/%09/evil.example/x",
+        "/%0a/evil.example/x",
+        "/%0d%0a/evil.example",
+        "%2F%2Fevil.example",
+        "/%5Cevil.example",
+        "https://evil.example/",
+        "/vms%0d%0aSet-Cookie:%20x=1",
+    ] {
+        let response = alice.get(&format!("/login?next={next}")).await;
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()["location"], "/vms", "{next}");
+        let fresh = WebClient::anonymous(&site.hub.url());
+        let page = fresh.get("/login").await.text().await.unwrap();
+        let decoded: String = form_urlencoded::parse(format!("n={next}").as_bytes())
+            .next()
+            .unwrap()
+            .1
+            .into_owned();
+        let response = fresh
+            .client
+            .post(format!("{}/login", fresh.base))
+            .form(&[
+                ("csrf", common::web::csrf_field(&page).as_str()),
+                ("username", "alice"),
+                ("password", &password("alice")),
+                ("next", decoded.as_str()),
+            ])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::SEE_OTHER, "{next}");
+        assert_eq!(response.headers()["location"], "/vms", "{next}");
+    }
+    let kept = alice.get("/login?next=/vms/101").await;
+    assert_eq!(kept.headers()["location"], "/vms/101");
+    // A VM form's way back is held to the same rule.
+    let back = alice
+        .post_form("/vms/101/start", &[("back", "/\t/evil.example")])
+        .await;
+    assert_eq!(back.headers()["location"], "/vms");
+    // JSON answers, errors included, are never stored by a cache.
+    for path in ["/api/v1/vms", "/api/v1/vms/102", "/api/v1/session"] {
+        let response = alice.get(path).await;
+        assert_eq!(response.headers()["cache-control"], "no-store", "{path}");
+    }
+    site.finish().await;
+}
+
+#[tokio::test]
 async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
     use proxlab_hub::db::classes::NewClass;
     let site = Site::start(None).await;

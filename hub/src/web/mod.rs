@@ -72,6 +72,11 @@ async fn security_headers(request: Request, next: Next) -> Response {
     ] {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    // Pages and API answers carry a user's data: no cache keeps them, unless a route says
+    // otherwise (the static assets do).
+    headers
+        .entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
     response
 }
 
@@ -104,10 +109,17 @@ fn parse_vmid(text: &str) -> Result<u32, AppError> {
         .ok_or_else(|| AppError::NotFound(format!("{text:?} is not a VM id")))
 }
 
-/// A local path to go back to after a form, or `fallback`.
+/// A local path to go back to after a form or a sign-in, or `fallback`: an absolute path on
+/// this site and nothing a browser could read as another origin. Browsers drop tabs and line
+/// breaks from URLs and read `\\` as `/`, so `/\t/evil.example` would become
+/// `//evil.example`: only visible ASCII is accepted, without backslashes, and never `//`.
 fn local_path<'a>(path: Option<&'a str>, fallback: &'a str) -> &'a str {
     match path {
-        Some(path) if path.starts_with('/') && !path.starts_with("//") && !path.contains('\\') => {
+        Some(path)
+            if path.starts_with('/')
+                && !path.starts_with("//")
+                && path.bytes().all(|b| b.is_ascii_graphic() && b != b'\\') =>
+        {
             path
         }
         _ => fallback,
@@ -132,5 +144,19 @@ mod tests {
         assert_eq!(local_path(Some("//evil"), "/vms"), "/vms");
         assert_eq!(local_path(Some("https://evil"), "/vms"), "/vms");
         assert_eq!(local_path(None, "/vms"), "/vms");
+        for hostile in [
+            "/\t/evil.example/x",
+            "/\n/evil.example/x",
+            "/\r\n/evil.example",
+            "/ /evil.example",
+            "/\\evil.example",
+            "\\\\evil.example",
+            "/vms\r\nSet-Cookie: x=1",
+            "/vms/\u{7f}",
+            "/caf\u{e9}",
+        ] {
+            assert_eq!(local_path(Some(hostile), "/vms"), "/vms", "{hostile:?}");
+        }
+        assert_eq!(local_path(Some("/classes/3?tab=vms"), "/vms"), "/classes/3?tab=vms");
     }
 }

@@ -281,18 +281,9 @@ async fn invite(
         text => Some(number(text, "the seat limit")?),
     };
     let token = classes::rotate_invite(&state, &user.viewer, id, ttl, seat_limit).await?;
-    let base = state
-        .config
-        .public_url
-        .clone()
-        .or_else(|| {
-            headers
-                .get(axum::http::header::HOST)
-                .and_then(|host| host.to_str().ok())
-                .map(|host| format!("http://{host}"))
-        })
-        .unwrap_or_default();
-    let link = format!("{}/join/{token}", base.trim_end_matches('/'));
+    // Without a configured address the link is a path; the page says to set `public_url`.
+    let base = state.config.site_url().unwrap_or_default();
+    let link = format!("{base}/join/{token}");
     Ok(render_class(&state, &user, &headers, id, Some(link))
         .await?
         .into_response())
