@@ -95,10 +95,12 @@ async fn hash_off_thread(password: String) -> Result<String, AccountError> {
         .map_err(|err| AccountError::Invalid(err.to_string()))?
 }
 
-/// Sets a user's password (checked for length) by id.
+/// Sets a user's password (checked for length) by id, and revokes their API tokens: a
+/// password changes because it may be known to someone else, who may have made tokens.
 pub async fn set_password(db: &Db, user_id: i64, password: &str) -> Result<(), AccountError> {
     let hash = hash_off_thread(password.to_owned()).await?;
     db.set_password_hash_by_id(user_id, &hash).await?;
+    db.revoke_user_api_tokens(user_id, now_unix()).await?;
     Ok(())
 }
 

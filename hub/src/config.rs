@@ -8,6 +8,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use crate::auth::SessionPolicy;
+use crate::client_addr::IpNet;
 use crate::paths::DEFAULT_DATA_DIR;
 
 /// The default config file of an installed hub.
@@ -29,6 +30,9 @@ pub struct ConfigFile {
     pub public_address: Option<String>,
     /// The portal's address as people type it; `https://` makes cookies Secure.
     pub public_url: Option<String>,
+    /// Reverse proxies whose `X-Forwarded-For` entries are believed: addresses or networks.
+    pub trusted_proxies: Option<Vec<IpNet>>,
+    /// Deprecated: `true` trusts proxies on loopback (use `trusted_proxies`).
     pub trust_forwarded_for: Option<bool>,
     #[serde(default, with = "humantime_serde_opt")]
     pub session_idle: Option<Duration>,
@@ -73,7 +77,8 @@ pub struct HubConfig {
     pub database_url: Option<String>,
     pub public_address: Option<String>,
     pub public_url: Option<String>,
-    pub trust_forwarded_for: bool,
+    /// Reverse proxies whose `X-Forwarded-For` entries are believed.
+    pub trusted_proxies: Vec<IpNet>,
     pub sessions: SessionPolicy,
 }
 
@@ -87,7 +92,7 @@ impl HubConfig {
             database_url: None,
             public_address: None,
             public_url: None,
-            trust_forwarded_for: false,
+            trusted_proxies: Vec::new(),
             sessions: SessionPolicy::default(),
         }
     }
@@ -105,7 +110,9 @@ impl HubConfig {
     pub fn site_url(&self) -> Option<String> {
         match &self.public_url {
             Some(url) => Some(url.trim_end_matches('/').to_owned()),
-            None if !self.http_addr.ip().is_unspecified() => Some(format!("http://{}", self.http_addr)),
+            None if !self.http_addr.ip().is_unspecified() => {
+                Some(format!("http://{}", self.http_addr))
+            }
             None => None,
         }
     }
@@ -135,7 +142,10 @@ impl HubConfig {
         config.database_url = file.database_url;
         config.public_address = file.public_address;
         config.public_url = file.public_url;
-        config.trust_forwarded_for = file.trust_forwarded_for.unwrap_or(false);
+        config.trusted_proxies = file.trusted_proxies.unwrap_or_default();
+        if file.trust_forwarded_for == Some(true) && config.trusted_proxies.is_empty() {
+            config.trusted_proxies = IpNet::loopback().to_vec();
+        }
         if let Some(idle) = file.session_idle {
             config.sessions.idle = idle;
         }

@@ -7,6 +7,7 @@ pub mod agents;
 pub mod audit;
 pub mod auth;
 pub mod classes;
+pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod demo;
@@ -46,6 +47,8 @@ pub struct HubState {
     pub stopping: watch::Receiver<bool>,
     /// Runs class jobs and announces class changes.
     pub jobs: classes::jobs::JobQueue,
+    /// Accounts created through invite links, per invite and per client address.
+    pub registrations: throttle::RateLimit,
 }
 
 impl HubState {
@@ -151,6 +154,7 @@ impl Hub {
             auth,
             stopping: stopping.clone(),
             jobs,
+            registrations: classes::registration_limit(),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());

@@ -4,6 +4,9 @@
 //! The counts live in memory: one hub process serves a site, and a restart forgetting them
 //! costs an attacker a restart's worth of guesses, not more. Both keys are checked before the
 //! password is, so a correct guess during a lockout is refused like any other.
+//!
+//! [`RateLimit`] caps actions that are harmless one at a time, such as creating an account
+//! through an invite link.
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
@@ -105,6 +108,54 @@ impl LoginThrottle {
     }
 }
 
+/// At most `limit` events per key within `window`: for actions that are fine now and then
+/// and harmful in bulk, such as creating accounts through an invite link.
+#[derive(Debug)]
+pub struct RateLimit {
+    limit: usize,
+    window: Duration,
+    events: Mutex<HashMap<String, VecDeque<Instant>>>,
+}
+
+impl RateLimit {
+    pub fn new(limit: usize, window: Duration) -> Self {
+        Self {
+            limit,
+            window,
+            events: Mutex::default(),
+        }
+    }
+
+    /// Counts an event for every key, or, if any key is at its limit, counts nothing and
+    /// says how long to wait.
+    pub fn take(&self, keys: &[&str], now: Instant) -> Result<(), Duration> {
+        let mut events = self.events.lock().expect("rate limit lock");
+        if events.len() > SWEEP_ABOVE {
+            let window = self.window;
+            events.retain(|_, times| {
+                times
+                    .back()
+                    .is_some_and(|last| now.duration_since(*last) < window)
+            });
+        }
+        let wait = keys
+            .iter()
+            .filter_map(|key| {
+                events
+                    .get_mut(*key)
+                    .and_then(|times| wait_for(times, self.limit, self.window, now))
+            })
+            .max();
+        if let Some(wait) = wait {
+            return Err(wait);
+        }
+        for key in keys {
+            events.entry((*key).to_owned()).or_default().push_back(now);
+        }
+        Ok(())
+    }
+}
+
 /// Drops failures older than the window; if `limit` remain, how long until the oldest
 /// leaves it.
 fn wait_for(
@@ -129,6 +180,21 @@ fn wait_for(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rate_limits_count_every_key_and_refuse_without_counting() {
+        let limit = RateLimit::new(2, Duration::from_secs(60));
+        let start = Instant::now();
+        limit.take(&["invite", "10.0.0.1"], start).unwrap();
+        limit.take(&["invite", "10.0.0.2"], start).unwrap();
+        let wait = limit.take(&["invite", "10.0.0.3"], start).unwrap_err();
+        assert_eq!(wait, Duration::from_secs(60));
+        // The refused attempt counted for nobody: 10.0.0.3 may still act elsewhere.
+        limit.take(&["other", "10.0.0.3"], start).unwrap();
+        limit
+            .take(&["invite", "10.0.0.4"], start + Duration::from_secs(61))
+            .unwrap();
+    }
 
     fn limits() -> ThrottleLimits {
         ThrottleLimits {

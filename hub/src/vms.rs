@@ -187,6 +187,18 @@ pub async fn assign(
         return Err(VmOpError::NotFound);
     }
     let vm = visible_vm(state, viewer, vmid).await?;
+    // Seeing a VM is not managing it: a teacher who joined another teacher's class sees
+    // the VM they were given, but only the class's teachers (and admins) hand it on.
+    let manages = viewer.is_admin()
+        || match vm.class_id {
+            Some(class_id) => state.db.is_class_owner(class_id, viewer.id).await?,
+            None => false,
+        };
+    if !manages {
+        return Err(VmOpError::NotAllowed(
+            "only the class's teachers or an admin can assign this VM".into(),
+        ));
+    }
     let target = format!("vm:{vmid}");
     match username {
         Some(username) => {

@@ -489,11 +489,25 @@ async fn api_tokens_are_shown_once_stored_hashed_and_revocable() {
     site.finish().await;
 }
 
+/// Makes a personal API token on the profile page and returns it.
+async fn make_token(client: &WebClient, name: &str) -> String {
+    let page = client
+        .post_form("/profile/tokens", &[("name", name)])
+        .await
+        .text()
+        .await
+        .unwrap();
+    let start = page.find("plt_").expect("the new token is shown");
+    page[start..start + 68].to_owned()
+}
+
 #[tokio::test]
-async fn password_changes_end_other_sessions() {
+async fn password_changes_end_other_sessions_and_api_tokens() {
     let site = Site::start(None).await;
     let laptop = site.client("bob").await;
     let phone = site.client("bob").await;
+    let script = WebClient::with_token(&site.hub.url(), &make_token(&laptop, "script").await);
+    assert_eq!(script.get("/api/v1/session").await.status(), StatusCode::OK);
     let wrong = laptop
         .post_form(
             "/profile/password",
@@ -517,10 +531,12 @@ async fn password_changes_end_other_sessions() {
         )
         .await;
     assert_eq!(laptop.get("/api/v1/session").await.status(), StatusCode::OK);
-    assert_eq!(
-        phone.get("/api/v1/session").await.status(),
-        StatusCode::UNAUTHORIZED
-    );
+    for gone in [&phone, &script] {
+        assert_eq!(
+            gone.get("/api/v1/session").await.status(),
+            StatusCode::UNAUTHORIZED
+        );
+    }
     let client = WebClient::anonymous(&site.hub.url());
     assert_eq!(
         client.try_login("bob", &password("bob")).await.status(),
@@ -529,6 +545,26 @@ async fn password_changes_end_other_sessions() {
     assert_eq!(
         client.try_login("bob", "a-new-password").await.status(),
         StatusCode::SEE_OTHER
+    );
+    // An admin's reset revokes the tokens made since, too.
+    let script = WebClient::with_token(&site.hub.url(), &make_token(&laptop, "again").await);
+    assert_eq!(script.get("/api/v1/session").await.status(), StatusCode::OK);
+    let bob_id = site
+        .hub
+        .hub()
+        .state
+        .db
+        .user_by_name("bob")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    proxlab_hub::accounts::reset_password(&site.hub.hub().state.db, bob_id)
+        .await
+        .unwrap();
+    assert_eq!(
+        script.get("/api/v1/session").await.status(),
+        StatusCode::UNAUTHORIZED
     );
     site.finish().await;
 }
@@ -872,8 +908,11 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
                 .await
         }
     };
+    // A taken name reads like any unusable one.
     let taken = register("alice", "a-long-password").await;
-    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    assert_eq!(taken.status(), StatusCode::BAD_REQUEST);
+    let taken = taken.text().await.unwrap();
+    assert!(taken.contains("cannot be used; choose another"), "{taken}");
     let short = register("newbie", "short").await;
     assert_eq!(short.status(), StatusCode::BAD_REQUEST);
     let page = visitor.get(&path).await.text().await.unwrap();
@@ -920,6 +959,13 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
         wrong.text().await.unwrap()
     );
     assert!(db.user_by_name("ghost").await.unwrap().is_none());
+    // A full class turns a registration away before any account exists.
+    db.set_invite(class, &hash_secret(token), None, Some(1))
+        .await
+        .unwrap();
+    let full = register("latecomer", "a-long-password").await;
+    assert_eq!(full.status(), StatusCode::CONFLICT);
+    assert!(db.user_by_name("latecomer").await.unwrap().is_none());
     let audit = root
         .get("/admin/audit?action=user.register")
         .await

@@ -468,7 +468,7 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
         let outcomes: Vec<JoinOutcome> = futures_util::future::join_all(joins)
             .await
             .into_iter()
-            .map(Result::unwrap)
+            .map(|joined| joined.unwrap().expect("no seat limit"))
             .collect();
         let assigned: std::collections::HashSet<u32> = outcomes
             .iter()
@@ -486,7 +486,7 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
         assert_eq!(db.waitlist(class).await.unwrap().len(), 50);
         // Joining again changes nothing; capacity later serves the waitlist in join order.
         let again = db.join_class(class, students[0], 2).await.unwrap();
-        assert!(outcomes[0] == again);
+        assert!(Some(outcomes[0]) == again);
         let more: Vec<(String, String)> = (0..10)
             .map(|_| ("student".to_owned(), "pve1".to_owned()))
             .collect();
@@ -502,6 +502,59 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
             db.assign_free_vm(class, user, 4).await.unwrap();
         }
         assert_eq!(db.waitlist(class).await.unwrap().len(), 40);
+        test_db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn an_invite_seat_limit_holds_under_thirty_concurrent_joins() {
+    use proxlab_hub::db::classes::NewClass;
+    use proxlab_hub::db::users::Role;
+    for test_db in databases().await {
+        let db = &test_db.db;
+        let teacher = db
+            .insert_user("teacher", Role::Teacher, "x", 0)
+            .await
+            .unwrap();
+        let class = db
+            .insert_class(
+                &NewClass {
+                    name: "c".into(),
+                    seats: 30,
+                    ..NewClass::default()
+                },
+                teacher,
+                0,
+            )
+            .await
+            .unwrap();
+        db.set_invite(class, "hash", None, Some(5)).await.unwrap();
+        let plan = vec![("student".to_owned(), "pve1".to_owned()); 30];
+        db.reserve_vmids(class, &plan, 10_000..=10_999, 0)
+            .await
+            .unwrap();
+        let mut students = Vec::new();
+        for n in 0..30 {
+            students.push(
+                db.insert_user(&format!("s{n}"), Role::Student, "x", 0)
+                    .await
+                    .unwrap(),
+            );
+        }
+        let joins = students
+            .iter()
+            .map(|student| db.join_class(class, *student, 1));
+        let joined = futures_util::future::join_all(joins)
+            .await
+            .into_iter()
+            .map(Result::unwrap)
+            .filter(Option::is_some)
+            .count();
+        assert_eq!(joined, 5, "{:?}", db.backend());
+        assert_eq!(db.roster(class).await.unwrap().len(), 5);
+        // Someone already in is not turned away by the limit they count towards.
+        let inside = db.roster(class).await.unwrap()[0].0;
+        assert!(db.join_class(class, inside, 2).await.unwrap().is_some());
         test_db.finish().await;
     }
 }

@@ -725,13 +725,25 @@ pub async fn class_for_invite(state: &HubState, token: &str) -> Result<ClassRow,
     Ok(class)
 }
 
+/// Accounts made through invite links: at most this many per invite and per client address
+/// in [`REGISTRATION_WINDOW`] (a classroom behind one address still fits).
+pub const REGISTRATIONS_PER_WINDOW: usize = 60;
+pub const REGISTRATION_WINDOW: Duration = Duration::from_secs(10 * 60);
+
+pub fn registration_limit() -> crate::throttle::RateLimit {
+    crate::throttle::RateLimit::new(REGISTRATIONS_PER_WINDOW, REGISTRATION_WINDOW)
+}
+
 /// Creates a student account through an invite link (when an admin allows it) and joins the
-/// class with it. The invite is checked first, so a wrong link creates nothing.
+/// class with it. The invite and the class's room are checked first, and the account is
+/// removed again if the class filled up meanwhile, so a refused registration leaves nothing.
+/// A taken username gets the same answer as any unusable one.
 pub async fn register_and_join(
     state: &HubState,
     token: &str,
     username: &str,
     password: &str,
+    from: std::net::IpAddr,
 ) -> Result<(Viewer, ClassRow, JoinOutcome), ClassError> {
     if !state
         .db
@@ -742,7 +754,22 @@ pub async fn register_and_join(
             "this site does not let students create their own accounts; ask your teacher".into(),
         ));
     }
-    class_for_invite(state, token).await?;
+    let class = class_for_invite(state, token).await?;
+    if let Some(limit) = class.invite_seat_limit
+        && state.db.enrollment_count(class.id).await? >= i64::from(limit)
+    {
+        return Err(ClassError::Conflict("this class is full".into()));
+    }
+    let address = from.to_string();
+    if let Err(wait) = state.registrations.take(
+        &[&format!("invite:{}", class.id), &address],
+        std::time::Instant::now(),
+    ) {
+        return Err(ClassError::Conflict(format!(
+            "too many accounts were created here just now; try again in {} minutes",
+            wait.as_secs().div_ceil(60)
+        )));
+    }
     let username = username.trim();
     crate::accounts::create_user(
         &state.db,
@@ -753,9 +780,9 @@ pub async fn register_and_join(
     .await
     .map_err(|err| match err {
         crate::accounts::AccountError::Invalid(message) => ClassError::Invalid(message),
-        crate::accounts::AccountError::Db(DbError::Conflict(_)) => {
-            ClassError::Conflict(format!("the username {username} is taken"))
-        }
+        crate::accounts::AccountError::Db(DbError::Conflict(_)) => ClassError::Invalid(format!(
+            "the username {username} cannot be used; choose another"
+        )),
         crate::accounts::AccountError::Db(err) => ClassError::Db(err),
     })?;
     let user = state
@@ -764,16 +791,22 @@ pub async fn register_and_join(
         .await?
         .ok_or(ClassError::NotFound)?;
     let viewer = Viewer::from(&user);
+    let (class, outcome) = match join(state, &viewer, token).await {
+        Ok(joined) => joined,
+        Err(err) => {
+            state.db.delete_new_user(user.id).await?;
+            return Err(err);
+        }
+    };
     audit::record(
         &state.db,
         &viewer,
         "user.register",
         &format!("user:{username}"),
         Outcome::Ok,
-        "through an invite link",
+        &format!("through an invite link, from {from}"),
     )
     .await;
-    let (class, outcome) = join(state, &viewer, token).await?;
     Ok((viewer, class, outcome))
 }
 
@@ -784,16 +817,11 @@ pub async fn join(
     token: &str,
 ) -> Result<(ClassRow, JoinOutcome), ClassError> {
     let class = class_for_invite(state, token).await?;
-    let roster = state.db.roster(class.id).await?;
-    let enrolled = roster.iter().any(|(user, ..)| *user == viewer.id);
-    if !enrolled
-        && class
-            .invite_seat_limit
-            .is_some_and(|limit| roster.len() >= limit as usize)
-    {
-        return Err(ClassError::Conflict("this class is full".into()));
-    }
-    let outcome = state.db.join_class(class.id, viewer.id, now_unix()).await?;
+    let outcome = state
+        .db
+        .join_class(class.id, viewer.id, now_unix())
+        .await?
+        .ok_or_else(|| ClassError::Conflict("this class is full".into()))?;
     audit::record(
         &state.db,
         viewer,

@@ -96,4 +96,16 @@ impl Db {
         .await?;
         Ok(done.rows_affected() == 1)
     }
+
+    /// Revokes every live token of a user (their password changed). Returns how many.
+    pub async fn revoke_user_api_tokens(&self, user_id: i64, now: i64) -> Result<u64, DbError> {
+        let done = sqlx::query(
+            "UPDATE api_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL",
+        )
+        .bind(now)
+        .bind(user_id)
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected())
+    }
 }

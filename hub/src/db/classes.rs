@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::{Db, DbError};
+use super::{Backend, Db, DbError};
 
 /// A class as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -459,23 +459,58 @@ impl Db {
         Ok(row.map(|row| row.try_get("class_id")).transpose()?)
     }
 
-    /// Enrolls a student and gives them one free student VM of the class, atomically: a VM
-    /// is assigned by a conditional insert that two joins cannot both win.
+    /// Enrolls a student through the class's invite and gives them one free student VM,
+    /// atomically. The invite's seat limit is read and counted under the class's row lock
+    /// (SQLite's write lock), so concurrent joins never enrol more students than it allows;
+    /// a VM is assigned by a conditional insert that two joins cannot both win. `None`: the
+    /// class is full, and nothing changed.
     pub async fn join_class(
         &self,
         class_id: i64,
         user: i64,
         now: i64,
-    ) -> Result<JoinOutcome, DbError> {
-        sqlx::query(
-            "INSERT INTO enrollments (class_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-        )
-        .bind(class_id)
-        .bind(user)
-        .bind(now)
-        .execute(self.pool())
-        .await?;
-        self.assign_free_vm(class_id, user, now).await
+    ) -> Result<Option<JoinOutcome>, DbError> {
+        let mut tx = self.write_tx().await?;
+        let lock = match self.backend() {
+            Backend::Sqlite => "SELECT invite_seat_limit FROM classes WHERE id = $1",
+            Backend::Postgres => "SELECT invite_seat_limit FROM classes WHERE id = $1 FOR UPDATE",
+        };
+        let class = sqlx::query(lock)
+            .bind(class_id)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or(DbError::NotFound)?;
+        let limit: Option<i64> = class.try_get("invite_seat_limit")?;
+        let enrolled =
+            sqlx::query("SELECT 1 AS one FROM enrollments WHERE class_id = $1 AND user_id = $2")
+                .bind(class_id)
+                .bind(user)
+                .fetch_optional(&mut *tx)
+                .await?
+                .is_some();
+        if !enrolled {
+            if let Some(limit) = limit {
+                let count: i64 =
+                    sqlx::query("SELECT COUNT(*) AS n FROM enrollments WHERE class_id = $1")
+                        .bind(class_id)
+                        .fetch_one(&mut *tx)
+                        .await?
+                        .try_get("n")?;
+                if count >= limit {
+                    return Ok(None);
+                }
+            }
+            sqlx::query(
+                "INSERT INTO enrollments (class_id, user_id, joined_at) VALUES ($1, $2, $3)",
+            )
+            .bind(class_id)
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        self.assign_free_vm(class_id, user, now).await.map(Some)
     }
 
     /// Enrolls a user and gives them this VM of the class, taking back any other VM of the
@@ -577,6 +612,17 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         Ok(rows)
+    }
+
+    /// How many students are enrolled in a class.
+    pub async fn enrollment_count(&self, class_id: i64) -> Result<i64, DbError> {
+        Ok(
+            sqlx::query("SELECT COUNT(*) AS n FROM enrollments WHERE class_id = $1")
+                .bind(class_id)
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?,
+        )
     }
 
     /// The students of a class: `(user id, username, vmid if any)`.

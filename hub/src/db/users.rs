@@ -121,6 +121,15 @@ impl Db {
         Ok(row.try_get("id")?)
     }
 
+    /// Deletes an account that has done nothing yet (a registration undone).
+    pub async fn delete_new_user(&self, id: i64) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM users WHERE id = $1 AND last_login_at IS NULL")
+            .bind(id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRow>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {USER_COLUMNS} FROM users WHERE username = $1"

@@ -72,16 +72,13 @@ fn client_addr(state: &HubState, request: &Request) -> IpAddr {
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |info| info.0.ip());
-    if !state.config.trust_forwarded_for {
-        return peer;
-    }
-    request
+    let forwarded: Vec<&str> = request
         .headers()
-        .get("x-forwarded-for")
-        .and_then(|value| value.to_str().ok())
-        .and_then(|value| value.split(',').next())
-        .and_then(|first| first.trim().parse().ok())
-        .unwrap_or(peer)
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .collect();
+    crate::client_addr::client_address(peer, forwarded.into_iter(), &state.config.trusted_proxies)
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {

@@ -157,6 +157,9 @@ mod tests {
         ] {
             assert_eq!(local_path(Some(hostile), "/vms"), "/vms", "{hostile:?}");
         }
-        assert_eq!(local_path(Some("/classes/3?tab=vms"), "/vms"), "/classes/3?tab=vms");
+        assert_eq!(
+            local_path(Some("/classes/3?tab=vms"), "/vms"),
+            "/classes/3?tab=vms"
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::classes::{self, ClassRequest};
 use crate::db::classes::{ClassRow, JoinOutcome};
 use crate::db::inventory::VmFilter;
 use crate::web::error::{AppError, PageError};
-use crate::web::identity::{CurrentUser, MaybeUser, RequireStaff};
+use crate::web::identity::{ClientAddr, CurrentUser, MaybeUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
 use crate::web::views::{TemplateView, VmView};
 use crate::{tokens::format_time, vms};
@@ -620,11 +620,12 @@ struct RegisterForm {
 async fn register(
     State(state): State<Arc<HubState>>,
     headers: HeaderMap,
+    ClientAddr(address): ClientAddr,
     Path(token): Path<String>,
     Form(form): Form<RegisterForm>,
 ) -> Result<Response, PageError> {
     let result = if form.password == form.confirm {
-        classes::register_and_join(&state, &token, &form.username, &form.password)
+        classes::register_and_join(&state, &token, &form.username, &form.password, address)
             .await
             .map_err(AppError::from)
     } else {
