@@ -508,39 +508,20 @@ async fn user(config: &HubConfig, action: UserAction) -> Result<()> {
 
 async fn vm(config: &HubConfig, action: VmAction) -> Result<()> {
     let db = open_existing(config).await?;
-    match action {
-        VmAction::Assign { vmid, username } => {
-            let user = db
-                .user_by_name(&username)
-                .await?
-                .with_context(|| format!("no user named {username}"))?;
-            db.assign_vm(vmid, user.id, None, now_unix()).await?;
-            record(
-                &db,
-                Actor::Operator,
-                "vm.assign",
-                &format!("vm:{vmid}"),
-                Outcome::Ok,
-                &username,
-            )
-            .await;
-            println!("VM {vmid} is assigned to {username}.");
-        }
-        VmAction::Unassign { vmid } => {
-            if !db.unassign_vm(vmid).await? {
-                bail!("VM {vmid} is not assigned to anyone");
-            }
-            record(
-                &db,
-                Actor::Operator,
-                "vm.unassign",
-                &format!("vm:{vmid}"),
-                Outcome::Ok,
-                "",
-            )
-            .await;
-            println!("VM {vmid} is unassigned.");
-        }
+    let (vmid, username) = match &action {
+        VmAction::Assign { vmid, username } => (*vmid, Some(username.as_str())),
+        VmAction::Unassign { vmid } => (*vmid, None),
+    };
+    let class = proxlab_hub::vms::assign_as_operator(&db, vmid, username).await?;
+    match username {
+        Some(username) => println!("VM {vmid} is assigned to {username}."),
+        None => println!("VM {vmid} is unassigned."),
+    }
+    if let Some(class) = class {
+        println!(
+            "It belongs to class {class}; its roster is updated. Plugins that name VMs by \
+             student rename it at its next assignment in the portal."
+        );
     }
     Ok(())
 }

@@ -9,10 +9,10 @@ use proxlab_protocol::vm_ops::{PowerAction, VmPower, VmReset};
 use crate::HubState;
 use crate::access::{self, VmAction};
 use crate::agents::CallError;
-use crate::audit::{self, Outcome};
+use crate::audit::{self, Actor, Outcome};
 use crate::auth::Viewer;
-use crate::db::DbError;
 use crate::db::inventory::VmRow;
+use crate::db::{Db, DbError};
 
 /// How long a guest gets to shut down before the request fails (the VM keeps running).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -199,42 +199,70 @@ pub async fn assign(
             "only the class's teachers or an admin can assign this VM".into(),
         ));
     }
-    let target = format!("vm:{vmid}");
-    match username {
-        Some(username) => {
-            let user = state
-                .db
-                .user_by_name(username)
-                .await?
-                .filter(|user| !user.disabled)
-                .ok_or_else(|| VmOpError::NotAllowed(format!("no active user named {username}")))?;
-            if let Some(class_id) = vm.class_id {
-                state
-                    .db
-                    .join_class_with_vm(class_id, user.id, vmid, crate::db::now_unix())
-                    .await?;
-                crate::plugins::tell_assignment(state, class_id, vmid, &user.username);
-                state.jobs.announce(class_id);
-            } else {
-                state
-                    .db
-                    .assign_vm(vmid, user.id, Some(viewer.id), crate::db::now_unix())
-                    .await?;
-            }
-            audit::record(
-                &state.db,
-                viewer,
-                "vm.assign",
-                &target,
-                Outcome::Ok,
-                username,
-            )
-            .await;
-        }
-        None => {
-            state.db.unassign_vm(vmid).await?;
-            audit::record(&state.db, viewer, "vm.unassign", &target, Outcome::Ok, "").await;
-        }
+    if let Some((class_id, username)) =
+        write_assignment(&state.db, viewer.into(), &vm, username).await?
+    {
+        crate::plugins::tell_assignment(state, class_id, vmid, &username);
+        state.jobs.announce(class_id);
     }
     Ok(())
+}
+
+/// `proxlab-hub vm assign|unassign` at the command line: the operator may assign any VM,
+/// with the same bookkeeping and audit as the portal. Returns the VM's class, whose agents a
+/// running hub has not been told about (plugins that name VMs by student rename it at the
+/// next assignment made through the portal).
+pub async fn assign_as_operator(
+    db: &Db,
+    vmid: u32,
+    username: Option<&str>,
+) -> Result<Option<i64>, VmOpError> {
+    let vm = db.vm(vmid).await?.ok_or(VmOpError::NotFound)?;
+    if username.is_none() && vm.assignee.is_none() {
+        return Err(VmOpError::NotAllowed(format!(
+            "VM {vmid} is not assigned to anyone"
+        )));
+    }
+    Ok(write_assignment(db, Actor::Operator, &vm, username)
+        .await?
+        .map(|(class_id, _)| class_id))
+}
+
+/// Gives `vm` to `username` (or takes it away), keeping a class's roster in step, and
+/// records it. Returns the class and the new holder when a class VM changed hands.
+async fn write_assignment(
+    db: &Db,
+    actor: Actor<'_>,
+    vm: &VmRow,
+    username: Option<&str>,
+) -> Result<Option<(i64, String)>, VmOpError> {
+    let vmid = vm.vmid;
+    let target = format!("vm:{vmid}");
+    let Some(username) = username else {
+        db.unassign_vm(vmid).await?;
+        audit::record(db, actor, "vm.unassign", &target, Outcome::Ok, "").await;
+        return Ok(None);
+    };
+    let user = db
+        .user_by_name(username)
+        .await?
+        .filter(|user| !user.disabled)
+        .ok_or_else(|| VmOpError::NotAllowed(format!("no active user named {username}")))?;
+    let now = crate::db::now_unix();
+    let assigned_by = match actor {
+        Actor::User(viewer) => Some(viewer.id),
+        Actor::Anonymous | Actor::Operator => None,
+    };
+    let changed = match vm.class_id {
+        Some(class_id) => {
+            db.join_class_with_vm(class_id, user.id, vmid, now).await?;
+            Some((class_id, user.username.clone()))
+        }
+        None => {
+            db.assign_vm(vmid, user.id, assigned_by, now).await?;
+            None
+        }
+    };
+    audit::record(db, actor, "vm.assign", &target, Outcome::Ok, username).await;
+    Ok(changed)
 }
