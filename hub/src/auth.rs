@@ -74,6 +74,14 @@ pub struct ActiveSession {
     pub id_hash: String,
 }
 
+/// What a request signed in with, as stored: kept by long-lived responses (live updates,
+/// consoles) to check that it still holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    Session { id_hash: String },
+    Token { hash: String },
+}
+
 /// Why a login failed. The message never says whether the account exists.
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
@@ -283,6 +291,30 @@ impl Authenticator {
             csrf_token: row.csrf_token,
             id_hash,
         }))
+    }
+
+    /// Whether what a long-lived response signed in with still holds, and as whom: the
+    /// session not logged out, expired or idle, the token not revoked, the account enabled,
+    /// with its role as it is now. Looking does not count as activity.
+    pub async fn recheck(&self, credential: &Credential) -> Result<Option<Viewer>, DbError> {
+        let now = now_unix();
+        match credential {
+            Credential::Session { id_hash } => {
+                let idle_limit = self.policy.idle.as_secs() as i64;
+                Ok(self.db.session(id_hash).await?.and_then(|row| {
+                    let live = row.expires_at > now
+                        && now - row.last_seen_at <= idle_limit
+                        && !row.user.disabled;
+                    live.then(|| Viewer::from(&row.user))
+                }))
+            }
+            Credential::Token { hash } => Ok(self
+                .db
+                .live_api_token_user(hash)
+                .await?
+                .filter(|user| !user.disabled)
+                .map(|user| Viewer::from(&user))),
+        }
     }
 
     /// The owner of a personal API token, if the token is live and the account enabled.

@@ -789,6 +789,49 @@ async fn pages_carry_security_headers() {
 }
 
 #[tokio::test]
+async fn live_update_streams_end_with_the_session_token_or_account_and_follow_the_role() {
+    use common::web::EventStream;
+    use proxlab_hub::db::users::Role;
+    let site = Site::start(None).await;
+    let db = &site.hub.hub().state.db;
+    // A logout ends the session's stream.
+    let alice = site.client("alice").await;
+    let mut stream = EventStream::open(&alice, "/api/v1/events").await;
+    alice.post_form("/logout", &[]).await;
+    stream.ended().await;
+    // A revoked token ends its stream; disabling the account ends the session's.
+    let bob = site.client("bob").await;
+    let script = WebClient::with_token(&site.hub.url(), &make_token(&bob, "feed").await);
+    let mut by_token = EventStream::open(&script, "/api/v1/events").await;
+    let mut by_session = EventStream::open(&bob, "/api/v1/events").await;
+    let bob_id = db.user_by_name("bob").await.unwrap().unwrap().id;
+    let token_id = db.list_api_tokens(bob_id).await.unwrap()[0].id;
+    db.revoke_api_token(bob_id, token_id, now_unix())
+        .await
+        .unwrap();
+    by_token.ended().await;
+    proxlab_hub::accounts::set_disabled(db, bob_id, true)
+        .await
+        .unwrap();
+    by_session.ended().await;
+    // A demoted admin's stream is told to reload and filters by the new role.
+    let ada_password = "ada-long-password";
+    create_user(db, "ada", Role::Admin, Some(ada_password))
+        .await
+        .unwrap();
+    let ada = WebClient::login(&site.hub.url(), "ada", ada_password).await;
+    let mut stream = EventStream::open(&ada, "/api/v1/events").await;
+    let ada_id = db.user_by_name("ada").await.unwrap().unwrap().id;
+    proxlab_hub::accounts::change_role(db, ada_id, Role::Student)
+        .await
+        .unwrap();
+    stream
+        .until("a resync", |_, _| {}, |name, _| name == "resync")
+        .await;
+    site.finish().await;
+}
+
+#[tokio::test]
 async fn sign_in_never_sends_anyone_off_site_and_api_answers_are_not_cached() {
     let site = Site::start(None).await;
     let alice = site.client("alice").await;

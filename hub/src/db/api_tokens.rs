@@ -41,21 +41,27 @@ impl Db {
         token_hash: &str,
         now: i64,
     ) -> Result<Option<UserRow>, DbError> {
+        let Some(user) = self.live_api_token_user(token_hash).await? else {
+            return Ok(None);
+        };
+        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE token_hash = $2")
+            .bind(now)
+            .bind(token_hash)
+            .execute(self.pool())
+            .await?;
+        Ok(Some(user))
+    }
+
+    /// The owner of an unrevoked token, without recording a use.
+    pub async fn live_api_token_user(&self, token_hash: &str) -> Result<Option<UserRow>, DbError> {
         let row = sqlx::query(&format!(
-            "SELECT t.id AS token_id, {USER_COLUMNS_U} FROM api_tokens t JOIN users u ON u.id = t.user_id \
+            "SELECT {USER_COLUMNS_U} FROM api_tokens t JOIN users u ON u.id = t.user_id \
              WHERE t.token_hash = $1 AND t.revoked_at IS NULL"
         ))
         .bind(token_hash)
         .fetch_optional(self.pool())
         .await?;
-        let Some(row) = row else { return Ok(None) };
-        let token_id: i64 = row.try_get("token_id")?;
-        sqlx::query("UPDATE api_tokens SET last_used_at = $1 WHERE id = $2")
-            .bind(now)
-            .bind(token_id)
-            .execute(self.pool())
-            .await?;
-        Ok(Some(user_from_row(&row)?))
+        Ok(row.as_ref().map(user_from_row).transpose()?)
     }
 
     pub async fn list_api_tokens(&self, user_id: i64) -> Result<Vec<ApiTokenRow>, DbError> {

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use super::cookies;
 use super::error::{ApiError, AppError, PageError};
 use crate::HubState;
-use crate::auth::{ActiveSession, Viewer};
+use crate::auth::{ActiveSession, Credential, Viewer};
 use crate::secrets::secrets_equal;
 
 /// The largest form the portal accepts.
@@ -34,7 +34,7 @@ pub(crate) const CSRF_HEADER: &str = "x-csrf-token";
 pub(crate) enum Identity {
     Anonymous,
     Session(ActiveSession),
-    Token(Viewer),
+    Token { viewer: Viewer, hash: String },
 }
 
 /// The path (and query) as the client sent it, before nested routers strip prefixes.
@@ -92,7 +92,10 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
 async fn resolve(state: &HubState, headers: &HeaderMap) -> Result<Identity, AppError> {
     if let Some(token) = bearer(headers) {
         return match state.auth.api_token(token).await? {
-            Some(viewer) => Ok(Identity::Token(viewer)),
+            Some(viewer) => Ok(Identity::Token {
+                viewer,
+                hash: crate::secrets::hash_secret(token),
+            }),
             // A wrong token is an error, never a fallback to the cookie.
             None => Err(AppError::Unauthenticated),
         };
@@ -164,7 +167,7 @@ pub(crate) async fn authenticate(
     };
     if changes_state(request.method()) {
         let expected = match &identity {
-            Identity::Token(_) => None,
+            Identity::Token { .. } => None,
             Identity::Session(session) => Some(session.csrf_token.clone()),
             Identity::Anonymous if path == "/login" || is_registration(&path) => Some(
                 cookies::get(request.headers(), cookies::LOGIN_CSRF)
@@ -201,6 +204,8 @@ pub(crate) struct CurrentUser {
     pub viewer: Viewer,
     /// The browser session, if the request came with one (not with an API token).
     pub session: Option<ActiveSession>,
+    /// What the request signed in with, to check again later.
+    pub credential: Credential,
 }
 
 impl CurrentUser {
@@ -246,11 +251,15 @@ impl<S: Send + Sync> FromRequestParts<S> for CurrentUser {
         match identity(parts) {
             Identity::Session(session) => Ok(CurrentUser {
                 viewer: session.viewer.clone(),
+                credential: Credential::Session {
+                    id_hash: session.id_hash.clone(),
+                },
                 session: Some(session),
             }),
-            Identity::Token(viewer) => Ok(CurrentUser {
+            Identity::Token { viewer, hash } => Ok(CurrentUser {
                 viewer,
                 session: None,
+                credential: Credential::Token { hash },
             }),
             Identity::Anonymous => Err(AuthRejection {
                 error: AppError::Unauthenticated,

@@ -198,6 +198,25 @@ impl EventStream {
         }
     }
 
+    /// Waits for the server to end the stream, and returns the names of the events it sent
+    /// until then.
+    pub async fn ended(&mut self) -> Vec<String> {
+        super::within("the event stream to end", async {
+            let mut names = Vec::new();
+            while let Some(chunk) = self.response.chunk().await.unwrap() {
+                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+                for line in self.buffer.lines() {
+                    if let Some(name) = line.strip_prefix("event:") {
+                        names.push(name.trim().to_owned());
+                    }
+                }
+                self.buffer.clear();
+            }
+            names
+        })
+        .await
+    }
+
     /// Reads events until `matches` accepts one; every event read is given to `seen` first.
     pub async fn until(
         &mut self,

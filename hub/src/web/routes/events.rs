@@ -5,7 +5,11 @@
 //! - `vm-removed`: `{"vmid": N}` for a VM that no longer exists or is no longer visible;
 //! - `node` (admins): a node's current view, on state changes and new metrics;
 //! - `class` (the class's owners and admins): a class's deployment progress;
-//! - `resync`: updates were lost; reload the data.
+//! - `resync`: updates were lost, or the viewer's role changed; reload the data.
+//!
+//! A feed checks every few seconds that what it was opened with still holds: a logout, an
+//! expired or idle session, a revoked token or a disabled account ends it, and a changed role
+//! changes what it sends from then on.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
@@ -19,7 +23,7 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::HubState;
 use crate::access;
-use crate::auth::Viewer;
+use crate::auth::{Credential, Viewer};
 use crate::db::DbError;
 use crate::db::inventory::VmFilter;
 use crate::inventory::InventoryChange;
@@ -30,12 +34,15 @@ use crate::web::views::{NodeView, VmView};
 /// asks for a resync.
 const BACKLOG: usize = 256;
 
+/// How often a feed checks that its session or token still holds.
+const RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub(in crate::web) async fn events(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (sender, receiver) = mpsc::channel(BACKLOG);
-    tokio::spawn(feed(state, user.viewer, sender));
+    tokio::spawn(feed(state, user.viewer, user.credential, sender));
     let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
         receiver.recv().await.map(|event| (Ok(event), receiver))
     });
@@ -61,16 +68,35 @@ async fn send(sender: &mpsc::Sender<Event>, event: Option<Event>) -> Result<(), 
     }
 }
 
-async fn feed(state: Arc<HubState>, viewer: Viewer, sender: mpsc::Sender<Event>) {
+async fn feed(
+    state: Arc<HubState>,
+    mut viewer: Viewer,
+    credential: Credential,
+    sender: mpsc::Sender<Event>,
+) {
     let mut changes = state.inventory_changes.subscribe();
     let mut node_states = state.registry.subscribe();
     let mut stopping = state.stopping.clone();
     let mut class_changes = state.jobs.subscribe();
+    let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let result = tokio::select! {
             () = sender.closed() => return,
             // Ending the feed ends the response, so the server can shut down.
             () = hub_stopping(&mut stopping) => return,
+            _ = recheck.tick() => match state.auth.recheck(&credential).await {
+                Ok(Some(now)) if now == viewer => Ok(()),
+                Ok(Some(now)) => {
+                    viewer = now;
+                    send(&sender, event("resync", &())).await
+                }
+                Ok(None) => return,
+                Err(err) => {
+                    tracing::warn!(%err, "live update cannot check its session");
+                    Ok(())
+                }
+            },
             change = changes.recv() => match change {
                 Ok(change) => on_inventory_change(&state, &viewer, &change, &sender).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
