@@ -363,7 +363,7 @@ async fn power_operations_and_their_errors() {
 }
 
 #[tokio::test]
-async fn destroy_refuses_templates_unless_asked_and_removes_disks() {
+async fn destroy_refuses_templates_unless_asked_stops_running_vms_and_removes_disks() {
     let setup = Setup::new(&["ubuntu:64M"]).await;
     setup.clone_many(210..211).await;
     let registry = setup.registry();
@@ -383,6 +383,8 @@ async fn destroy_refuses_templates_unless_asked_and_removes_disks() {
         .root
         .join("nodes/pve1/var/lib/vz/images/210/vm-210-disk-0.qcow2");
     assert!(overlay.exists());
+    // A running VM is powered off first: Proxmox itself refuses to destroy it.
+    setup.sim.ok("pve1", "qm", &["start", "210"]);
     registry
         .call(
             "pve1",

@@ -558,3 +558,40 @@ async fn an_invite_seat_limit_holds_under_thirty_concurrent_joins() {
         test_db.finish().await;
     }
 }
+
+#[tokio::test]
+async fn concurrent_seat_changes_add_up_and_stop_at_the_cap() {
+    use proxlab_hub::db::classes::NewClass;
+    use proxlab_hub::db::users::Role;
+    for test_db in databases().await {
+        let db = &test_db.db;
+        let teacher = db
+            .insert_user("teacher", Role::Teacher, "x", 0)
+            .await
+            .unwrap();
+        let class = db
+            .insert_class(
+                &NewClass {
+                    name: "c".into(),
+                    seats: 1,
+                    ..NewClass::default()
+                },
+                teacher,
+                0,
+            )
+            .await
+            .unwrap();
+        // 1 + 40 × 20 asked, with room for 500: 24 changes fit, and none is lost.
+        let changes = (0..40).map(|_| db.change_class_seats(class, 20, 500));
+        let taken = futures_util::future::join_all(changes)
+            .await
+            .into_iter()
+            .filter(|done| *done.as_ref().unwrap())
+            .count();
+        assert_eq!(taken, 24, "{:?}", db.backend());
+        assert_eq!(db.class(class).await.unwrap().unwrap().seats, 481);
+        assert!(!db.change_class_seats(class, -482, 500).await.unwrap());
+        assert!(db.change_class_seats(class, -481, 500).await.unwrap());
+        test_db.finish().await;
+    }
+}

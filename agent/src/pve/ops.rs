@@ -38,7 +38,7 @@ pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerS
     status(node, vmid).await
 }
 
-/// Destroys a VM and its disks; templates only when asked.
+/// Destroys a VM and its disks, powering it off first if it runs; templates only when asked.
 pub async fn destroy(node: &Node, vmid: u32, allow_template: bool) -> Result<(), PveError> {
     let config = match node.require_config(vmid) {
         Ok(config) => config,
@@ -54,6 +54,11 @@ pub async fn destroy(node: &Node, vmid: u32, allow_template: bool) -> Result<(),
         return Err(PveError::Invalid(format!(
             "VM {vmid} is a template; destroying it needs allow_template"
         )));
+    }
+    // Proxmox refuses to destroy a running VM; whoever destroys it wants it gone, so it is
+    // powered off first (as the GUI's "destroy" of a running VM asks to).
+    if status(node, vmid).await? != PowerState::Stopped {
+        node.qm(["stop", &vmid.to_string()]).await?;
     }
     node.qm([
         "destroy",

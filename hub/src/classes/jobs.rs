@@ -3,7 +3,7 @@
 //! start, and every step is safe to repeat (VMIDs are reserved before anything is created,
 //! and agents recognise a clone they already made). A node that is offline is waited for.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -22,6 +22,8 @@ use crate::db::now_unix;
 
 /// Tries per VM before it is reported as failed.
 pub const MAX_ATTEMPTS: u32 = 3;
+/// The pause before trying to remove a VM again, times the attempts so far.
+const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// The longest a base copy may take.
 pub(super) const BASE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest one node's batch of clones may take.
@@ -61,13 +63,32 @@ impl JobQueue {
     }
 }
 
+/// Jobs started and not yet ended, and one turn per class: a class runs one job at a time,
+/// and the others wait for their turn in the order they were started.
+#[derive(Default)]
+struct Running {
+    jobs: Mutex<HashSet<i64>>,
+    turns: Mutex<HashMap<i64, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl Running {
+    fn turn_of(&self, class_id: i64) -> Arc<tokio::sync::Mutex<()>> {
+        self.turns
+            .lock()
+            .expect("not poisoned")
+            .entry(class_id)
+            .or_default()
+            .clone()
+    }
+}
+
 /// Starts the runner: resumes unfinished jobs, then runs each new one.
 pub fn start_runner(
     state: Arc<HubState>,
     mut woken: mpsc::UnboundedReceiver<i64>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let running: Arc<Mutex<HashSet<i64>>> = Arc::default();
+        let running: Arc<Running> = Arc::default();
         match state.db.unfinished_jobs().await {
             Ok(jobs) => {
                 for job in jobs {
@@ -83,14 +104,28 @@ pub fn start_runner(
     })
 }
 
-fn spawn_job(state: &Arc<HubState>, running: &Arc<Mutex<HashSet<i64>>>, job: i64) {
-    if !running.lock().expect("not poisoned").insert(job) {
+fn spawn_job(state: &Arc<HubState>, running: &Arc<Running>, job: i64) {
+    if !running.jobs.lock().expect("not poisoned").insert(job) {
         return;
     }
     let (state, running) = (state.clone(), running.clone());
     tokio::spawn(async move {
-        run_job(&state, job).await;
-        running.lock().expect("not poisoned").remove(&job);
+        let class_id = state
+            .db
+            .job(job)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|job| job.class_id);
+        match class_id {
+            Some(class_id) => {
+                let turn = running.turn_of(class_id);
+                let _turn = turn.lock().await;
+                run_job(&state, job).await;
+            }
+            None => run_job(&state, job).await,
+        }
+        running.jobs.lock().expect("not poisoned").remove(&job);
     });
 }
 
@@ -556,6 +591,8 @@ async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult
                 if attempts >= MAX_ATTEMPTS {
                     return Err(format!("VM {} could not be removed: {err}", vm.vmid));
                 }
+                // A VM busy with something else (a lock, a shutdown) gets a moment.
+                tokio::time::sleep(RETRY_PAUSE * attempts).await;
             }
         }
     }

@@ -515,15 +515,26 @@ pub async fn add_capacity(
             .into_iter()
             .map(|node| ("student".to_owned(), node)),
     );
-    let now = now_unix();
-    state
+    if !state
         .db
-        .reserve_vmids(class_id, &plan, VMID_RANGE, now)
-        .await?;
-    state
+        .change_class_seats(class_id, i64::from(more), MAX_SEATS)
+        .await?
+    {
+        return Err(ClassError::Invalid(format!(
+            "a class has at most {MAX_SEATS} student VMs"
+        )));
+    }
+    if let Err(err) = state
         .db
-        .set_class_seats(class_id, class.seats + more)
-        .await?;
+        .reserve_vmids(class_id, &plan, VMID_RANGE, now_unix())
+        .await
+    {
+        state
+            .db
+            .change_class_seats(class_id, -i64::from(more), MAX_SEATS)
+            .await?;
+        return Err(err.into());
+    }
     let job = start_job(
         state,
         viewer,
@@ -556,7 +567,7 @@ pub async fn remove_vms(
     class_id: i64,
     vmids: &[u32],
 ) -> Result<i64, ClassError> {
-    let class = owned_class(state, viewer, class_id).await?;
+    owned_class(state, viewer, class_id).await?;
     let rows = state.db.class_vms(class_id).await?;
     let mut removed = 0;
     for vmid in vmids {
@@ -575,7 +586,7 @@ pub async fn remove_vms(
     }
     state
         .db
-        .set_class_seats(class_id, class.seats.saturating_sub(removed))
+        .change_class_seats(class_id, -i64::from(removed), MAX_SEATS)
         .await?;
     let job = start_job(
         state,

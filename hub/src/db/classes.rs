@@ -278,13 +278,23 @@ impl Db {
         Ok(())
     }
 
-    pub async fn set_class_seats(&self, class_id: i64, seats: u32) -> Result<(), DbError> {
-        sqlx::query("UPDATE classes SET seats = $1 WHERE id = $2")
-            .bind(i64::from(seats))
-            .bind(class_id)
-            .execute(self.pool())
-            .await?;
-        Ok(())
+    /// Adds `delta` seats (negative: removes them) in the database itself, so concurrent
+    /// changes add up; refused (`false`, nothing changed) if the result would leave 0..=max.
+    pub async fn change_class_seats(
+        &self,
+        class_id: i64,
+        delta: i64,
+        max: u32,
+    ) -> Result<bool, DbError> {
+        let done = sqlx::query(
+            "UPDATE classes SET seats = seats + $1 WHERE id = $2 AND seats + $1 >= 0 AND seats + $1 <= $3",
+        )
+        .bind(delta)
+        .bind(class_id)
+        .bind(i64::from(max))
+        .execute(self.pool())
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     /// Removes the class and everything that hangs on it.
