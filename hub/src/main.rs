@@ -512,16 +512,10 @@ async fn vm(config: &HubConfig, action: VmAction) -> Result<()> {
         VmAction::Assign { vmid, username } => (*vmid, Some(username.as_str())),
         VmAction::Unassign { vmid } => (*vmid, None),
     };
-    let class = proxlab_hub::vms::assign_as_operator(&db, vmid, username).await?;
+    proxlab_hub::vms::assign_as_operator(&db, vmid, username).await?;
     match username {
         Some(username) => println!("VM {vmid} is assigned to {username}."),
         None => println!("VM {vmid} is unassigned."),
-    }
-    if let Some(class) = class {
-        println!(
-            "It belongs to class {class}; its roster is updated. Plugins that name VMs by \
-             student rename it at its next assignment in the portal."
-        );
     }
     Ok(())
 }

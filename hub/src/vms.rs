@@ -175,13 +175,25 @@ pub async fn power(
     }
 }
 
+/// How a VM changes hands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handover {
+    /// The default: a class VM someone else held is reset to the class base first, so the
+    /// new holder never gets another person's disk.
+    Fresh,
+    /// The teacher chose to hand the disk on as it is.
+    KeepDisk,
+}
+
 /// Assigns a VM the viewer may see to a user (`None`: takes it away from whoever has it).
-/// Staff only; in a class, the student is enrolled too.
+/// Only a class's teachers (for its VMs) and admins; in a class, the student is enrolled
+/// too, and a VM that changes hands is made fresh first unless `handover` keeps its disk.
 pub async fn assign(
     state: &HubState,
     viewer: &Viewer,
     vmid: u32,
     username: Option<&str>,
+    handover: Handover,
 ) -> Result<(), VmOpError> {
     if !viewer.is_staff() {
         return Err(VmOpError::NotFound);
@@ -199,70 +211,114 @@ pub async fn assign(
             "only the class's teachers or an admin can assign this VM".into(),
         ));
     }
-    if let Some((class_id, username)) =
-        write_assignment(&state.db, viewer.into(), &vm, username).await?
-    {
-        crate::plugins::tell_assignment(state, class_id, vmid, &username);
-        state.jobs.announce(class_id);
+    let Some(class_id) = vm.class_id else {
+        return write_assignment(&state.db, viewer.into(), &vm, username).await;
+    };
+    let changes_hands = vm
+        .assignee
+        .as_deref()
+        .is_some_and(|holder| Some(holder) != username);
+    let target = format!("vm:{vmid}");
+    let recycle = match username {
+        None => state.db.release_class_vm(vmid).await?,
+        Some(username) => {
+            let user = active_user(&state.db, username).await?;
+            if changes_hands && handover == Handover::Fresh {
+                let reset = VmReset {
+                    vmid,
+                    stopped: true,
+                };
+                let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
+                let op_id = crate::agents::new_op_id();
+                state
+                    .registry
+                    .call_with(&vm.node, &reset, &op_id, timeout, |_| {})
+                    .await
+                    .map_err(|source| VmOpError::Node {
+                        action: "reset",
+                        source,
+                    })?;
+            }
+            let freed = state
+                .db
+                .join_class_with_vm(class_id, user.id, vmid, crate::db::now_unix())
+                .await?;
+            crate::plugins::tell_assignment(state, class_id, vmid, &user.username);
+            freed
+        }
+    };
+    let detail = match (username, handover) {
+        (None, _) => String::new(),
+        (Some(name), Handover::KeepDisk) if changes_hands => format!("{name}, disk kept"),
+        (Some(name), _) => name.to_owned(),
+    };
+    let action = if username.is_some() {
+        "vm.assign"
+    } else {
+        "vm.unassign"
+    };
+    audit::record(&state.db, viewer, action, &target, Outcome::Ok, &detail).await;
+    if recycle {
+        crate::classes::start_recycling(state, viewer, class_id)
+            .await
+            .map_err(|err| VmOpError::NotAllowed(err.to_string()))?;
     }
+    state.jobs.announce(class_id);
     Ok(())
 }
 
-/// `proxlab-hub vm assign|unassign` at the command line: the operator may assign any VM,
-/// with the same bookkeeping and audit as the portal. Returns the VM's class, whose agents a
-/// running hub has not been told about (plugins that name VMs by student rename it at the
-/// next assignment made through the portal).
+/// `proxlab-hub vm assign|unassign` at the command line: the operator may assign any VM
+/// that is not a class's, with the same checks and audit as the portal. Class VMs change
+/// hands on their class page (or through the API), where the hub resets their disks and
+/// keeps the roster.
 pub async fn assign_as_operator(
     db: &Db,
     vmid: u32,
     username: Option<&str>,
-) -> Result<Option<i64>, VmOpError> {
+) -> Result<(), VmOpError> {
     let vm = db.vm(vmid).await?.ok_or(VmOpError::NotFound)?;
+    if let Some(class_id) = vm.class_id {
+        return Err(VmOpError::NotAllowed(format!(
+            "VM {vmid} belongs to class {class_id}: assign it on the class's page or through \
+             the API, which resets its disk for its new holder"
+        )));
+    }
     if username.is_none() && vm.assignee.is_none() {
         return Err(VmOpError::NotAllowed(format!(
             "VM {vmid} is not assigned to anyone"
         )));
     }
-    Ok(write_assignment(db, Actor::Operator, &vm, username)
-        .await?
-        .map(|(class_id, _)| class_id))
+    write_assignment(db, Actor::Operator, &vm, username).await
 }
 
-/// Gives `vm` to `username` (or takes it away), keeping a class's roster in step, and
-/// records it. Returns the class and the new holder when a class VM changed hands.
+async fn active_user(db: &Db, username: &str) -> Result<crate::db::users::UserRow, VmOpError> {
+    db.user_by_name(username)
+        .await?
+        .filter(|user| !user.disabled)
+        .ok_or_else(|| VmOpError::NotAllowed(format!("no active user named {username}")))
+}
+
+/// Gives a VM outside any class to `username` (or takes it away), and records it.
 async fn write_assignment(
     db: &Db,
     actor: Actor<'_>,
     vm: &VmRow,
     username: Option<&str>,
-) -> Result<Option<(i64, String)>, VmOpError> {
+) -> Result<(), VmOpError> {
     let vmid = vm.vmid;
     let target = format!("vm:{vmid}");
     let Some(username) = username else {
         db.unassign_vm(vmid).await?;
         audit::record(db, actor, "vm.unassign", &target, Outcome::Ok, "").await;
-        return Ok(None);
+        return Ok(());
     };
-    let user = db
-        .user_by_name(username)
-        .await?
-        .filter(|user| !user.disabled)
-        .ok_or_else(|| VmOpError::NotAllowed(format!("no active user named {username}")))?;
-    let now = crate::db::now_unix();
+    let user = active_user(db, username).await?;
     let assigned_by = match actor {
         Actor::User(viewer) => Some(viewer.id),
         Actor::Anonymous | Actor::Operator => None,
     };
-    let changed = match vm.class_id {
-        Some(class_id) => {
-            db.join_class_with_vm(class_id, user.id, vmid, now).await?;
-            Some((class_id, user.username.clone()))
-        }
-        None => {
-            db.assign_vm(vmid, user.id, assigned_by, now).await?;
-            None
-        }
-    };
+    db.assign_vm(vmid, user.id, assigned_by, crate::db::now_unix())
+        .await?;
     audit::record(db, actor, "vm.assign", &target, Outcome::Ok, username).await;
-    Ok(changed)
+    Ok(())
 }

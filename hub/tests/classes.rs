@@ -17,6 +17,36 @@ fn disk_paths(root: &Path, vmid: u32) -> Vec<std::path::PathBuf> {
     files_named(root, &format!("vm-{vmid}-"))
 }
 
+/// A class VM's overlay disk.
+fn overlay_of(root: &Path, vmid: u32) -> std::path::PathBuf {
+    let disks = disk_paths(root, vmid);
+    assert_eq!(disks.len(), 1, "{disks:?}");
+    disks[0].clone()
+}
+
+const MARKER: &str = "0x5a 0 64k";
+
+/// Writes a pattern into a disk, as a student's work would.
+fn write_marker(disk: &Path) {
+    let written = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", &format!("write -P {MARKER}")])
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+}
+
+fn has_marker(disk: &Path) -> bool {
+    let read = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", &format!("read -P {MARKER}")])
+        .arg(disk)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&read.stdout);
+    assert!(said.contains("read 65536/65536 bytes"), "{read:?}");
+    !said.contains("Pattern verification failed")
+}
+
 #[tokio::test]
 async fn a_class_of_thirty_from_creation_to_deletion() {
     let lab = Lab::start().await;
@@ -222,21 +252,34 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         .await
         .unwrap();
     assert_eq!(queued["waitlisted"], true, "{queued}");
-    let removed = teacher
+    // What student29 wrote never reaches the next student: the VM is reset first.
+    let disk = overlay_of(&lab.sim.root, freed as u32);
+    write_marker(&disk);
+    let removed: Value = teacher
         .api_delete(&format!("/api/v1/classes/{class_id}/students/student29"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(removed["ok"], true, "{removed}");
+    let job = lab
+        .job_done(&teacher, removed["job"].as_u64().expect("a recycle job"))
         .await;
-    assert_eq!(removed.status(), StatusCode::OK);
+    assert_eq!(job["state"], "done", "{job}");
     let theirs = waiting.json("/api/v1/vms").await;
     assert_eq!(
         theirs["vms"][0]["vmid"], freed,
         "the waitlist got the freed VM"
     );
+    assert!(!has_marker(&disk), "the next student gets a fresh disk");
     assert!(
         students[29].json("/api/v1/vms").await["vms"]
             .as_array()
             .unwrap()
             .is_empty()
     );
+    // A reassignment resets the disk too, unless the teacher keeps it.
+    write_marker(&disk);
     let moved = teacher
         .api_post_json(
             &format!("/api/v1/vms/{freed}/assign"),
@@ -245,6 +288,23 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         .await;
     assert_eq!(moved.status(), StatusCode::OK);
     assert_eq!(late.json("/api/v1/vms").await["vms"][0]["vmid"], freed);
+    assert!(!has_marker(&disk), "reassigned with a fresh disk");
+    write_marker(&disk);
+    let kept = teacher
+        .api_post_json(
+            &format!("/api/v1/vms/{freed}/assign"),
+            &json!({"username": "waiting", "keep_disk": true}),
+        )
+        .await;
+    assert_eq!(kept.status(), StatusCode::OK);
+    assert!(has_marker(&disk), "the teacher chose to keep the disk");
+    let back = teacher
+        .api_post_json(
+            &format!("/api/v1/vms/{freed}/assign"),
+            &json!({"username": "late", "keep_disk": true}),
+        )
+        .await;
+    assert_eq!(back.status(), StatusCode::OK);
     assert!(
         waiting.json("/api/v1/vms").await["vms"]
             .as_array()
@@ -447,11 +507,16 @@ fn hub_cli(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
     String::from_utf8(output.stdout).unwrap()
 }
 
+/// A port free for both UDP (QUIC) and TCP (HTTP); another test may hold one of the two.
 fn free_addr() -> String {
-    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    let tcp = std::net::TcpListener::bind(socket.local_addr().unwrap());
-    assert!(tcp.is_ok(), "the port is free for TCP too");
-    socket.local_addr().unwrap().to_string()
+    for _ in 0..50 {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let address = socket.local_addr().unwrap();
+        if std::net::TcpListener::bind(address).is_ok() {
+            return address.to_string();
+        }
+    }
+    panic!("no port free for both UDP and TCP");
 }
 
 /// A site of separate processes (hub, two agents, pve-sim) that tests kill and restart.

@@ -10,7 +10,7 @@ use std::time::Duration;
 use proxlab_protocol::ErrorKind;
 use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, Hardware, MakeBase};
 use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
-use proxlab_protocol::vm_ops::{VmCreate, VmDestroy};
+use proxlab_protocol::vm_ops::{VmCreate, VmDestroy, VmReset};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
@@ -146,6 +146,7 @@ async fn run_job(state: &HubState, id: i64) {
         "deploy" => deploy(state, id, class_id).await,
         "delete" => delete(state, class_id).await,
         "shrink" => shrink(state, class_id).await,
+        "recycle" => recycle(state, id, class_id).await,
         other => Err(format!("unknown job kind {other}")),
     };
     let (job_state, message) = match result {
@@ -573,6 +574,78 @@ async fn shrink(state: &HubState, class_id: i64) -> StepResult<String> {
     Ok(format!("{} removed", count_vms(doomed.len())))
 }
 
+/// Makes the VMs students left fresh (see [`super::start_recycling`]), then serves the
+/// waitlist. A VM that cannot be made fresh stays `recycling` with the reason, out of
+/// everyone's reach, and the next recycle job tries again.
+async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String> {
+    let class = state
+        .db
+        .class(class_id)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or("the class is gone")?;
+    let vms = state
+        .db
+        .class_vms(class_id)
+        .await
+        .map_err(|err| err.to_string())?;
+    let used: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.state == "recycling").collect();
+    let mut remade = 0;
+    for vm in &used {
+        let fresh = if class.template_vmid.is_some() {
+            let reset = VmReset {
+                vmid: vm.vmid,
+                stopped: true,
+            };
+            call_when_online(state, &vm.node, &reset).await.map(drop)
+        } else {
+            let destroy = VmDestroy {
+                vmid: vm.vmid,
+                allow_template: false,
+            };
+            match call_when_online(state, &vm.node, &destroy).await {
+                Err(CallError::Remote(remote)) if remote.kind == ErrorKind::NotFound => Ok(()),
+                other => other.map(drop),
+            }
+        };
+        match (fresh, class.template_vmid) {
+            (Ok(()), Some(_)) => mark(state, class_id, vm.vmid, "ready", "", false).await,
+            (Ok(()), None) => {
+                mark(state, class_id, vm.vmid, "planned", "", false).await;
+                remade += 1;
+            }
+            (Err(err), _) => {
+                let error = format!("not reset for its next student: {err}");
+                mark(state, class_id, vm.vmid, "recycling", &error, false).await;
+                return Err(format!("VM {} {error}", vm.vmid));
+            }
+        }
+    }
+    if remade > 0 {
+        // New empty VMs are made the way the class's VMs were first made.
+        return deploy(state, job, class_id).await;
+    }
+    super::serve_waitlist(state, class_id)
+        .await
+        .map_err(|err| err.to_string())?;
+    Ok(format!("{} made fresh", count_vms(used.len())))
+}
+
+/// Calls an agent, waiting for its node to come back when the link drops.
+async fn call_when_online<R: proxlab_protocol::Request>(
+    state: &HubState,
+    node: &str,
+    request: &R,
+) -> Result<R::Response, CallError> {
+    loop {
+        state.registry.wait_for(node, true).await;
+        match state.registry.call(node, request).await {
+            Err(err) if is_link_failure(&err) => continue,
+            other => return other,
+        }
+    }
+}
+
 async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
     mark(state, class_id, vm.vmid, "removing", "", false).await;
     let request = VmDestroy {
@@ -581,11 +654,9 @@ async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult
     };
     let mut attempts = 0;
     loop {
-        state.registry.wait_for(&vm.node, true).await;
-        match state.registry.call(&vm.node, &request).await {
+        match call_when_online(state, &vm.node, &request).await {
             Ok(_) => break,
             Err(CallError::Remote(remote)) if remote.kind == ErrorKind::NotFound => break,
-            Err(err) if is_link_failure(&err) => continue,
             Err(err) => {
                 attempts += 1;
                 if attempts >= MAX_ATTEMPTS {

@@ -654,17 +654,21 @@ pub async fn remove_owner(
     Ok(())
 }
 
-/// Removes a student from a class; their VM becomes free for the waitlist.
+/// Removes a student from a class; their VM is made fresh (see [`start_recycling`]) and then
+/// goes to the waitlist. Returns the job doing that, if they held a VM.
 pub async fn remove_student(
     state: &HubState,
     viewer: &Viewer,
     class_id: i64,
     username: &str,
-) -> Result<(), ClassError> {
+) -> Result<Option<i64>, ClassError> {
     owned_class(state, viewer, class_id).await?;
     let user = user_named(state, username).await?;
-    state.db.remove_enrollment(class_id, user.id).await?;
-    serve_waitlist(state, class_id).await?;
+    let recycling = if state.db.remove_enrollment(class_id, user.id).await? {
+        Some(start_recycling(state, viewer, class_id).await?)
+    } else {
+        None
+    };
     audit::record(
         &state.db,
         viewer,
@@ -675,7 +679,18 @@ pub async fn remove_student(
     )
     .await;
     state.jobs.announce(class_id);
-    Ok(())
+    Ok(recycling)
+}
+
+/// Starts making the class's `recycling` VMs fresh for their next student: nobody gets a VM
+/// with someone else's disk. A reset to the class base, or, in a class without a template,
+/// a new empty VM; then the waitlist is served.
+pub async fn start_recycling(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+) -> Result<i64, ClassError> {
+    start_job(state, viewer, "recycle", class_id, "class.recycle", "").await
 }
 
 /// Gives free VMs to waitlisted students, in join order.

@@ -524,14 +524,15 @@ impl Db {
     }
 
     /// Enrolls a user and gives them this VM of the class, taking back any other VM of the
-    /// class they had (a reassignment).
+    /// class they had (a reassignment; that VM is marked `recycling`). Returns whether a VM
+    /// was taken back.
     pub async fn join_class_with_vm(
         &self,
         class_id: i64,
         user: i64,
         vmid: u32,
         now: i64,
-    ) -> Result<(), DbError> {
+    ) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
             "INSERT INTO enrollments (class_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
@@ -541,14 +542,7 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        sqlx::query(
-            "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid IN \
-             (SELECT vmid FROM class_vms WHERE class_id = $2)",
-        )
-        .bind(user)
-        .bind(class_id)
-        .execute(&mut *tx)
-        .await?;
+        let freed = release_class_vms(&mut tx, class_id, user, Some(vmid)).await?;
         sqlx::query(
             "INSERT INTO vm_assignments (vmid, user_id, assigned_at) VALUES ($1, $2, $3) \
              ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, assigned_at = excluded.assigned_at",
@@ -559,7 +553,7 @@ impl Db {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(freed > 0)
     }
 
     /// Gives an enrolled student a free VM if they have none in the class.
@@ -657,23 +651,36 @@ impl Db {
             .map_err(DbError::from)
     }
 
-    pub async fn remove_enrollment(&self, class_id: i64, user: i64) -> Result<(), DbError> {
+    /// Takes a class VM away from whoever holds it, marking it `recycling` (see
+    /// [`Db::remove_enrollment`]). Returns whether anyone held it.
+    pub async fn release_class_vm(&self, vmid: u32) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid IN \
-             (SELECT vmid FROM class_vms WHERE class_id = $2)",
+            "UPDATE class_vms SET state = 'recycling' WHERE vmid = $1 AND kind = 'student'",
         )
-        .bind(user)
-        .bind(class_id)
+        .bind(i64::from(vmid))
         .execute(&mut *tx)
         .await?;
+        let released = sqlx::query("DELETE FROM vm_assignments WHERE vmid = $1")
+            .bind(i64::from(vmid))
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(released.rows_affected() == 1)
+    }
+
+    /// Takes a student out of a class. The VM they held is marked `recycling`, so that
+    /// nobody gets it before it is made fresh; returns whether there was one.
+    pub async fn remove_enrollment(&self, class_id: i64, user: i64) -> Result<bool, DbError> {
+        let mut tx = self.write_tx().await?;
+        let freed = release_class_vms(&mut tx, class_id, user, None).await?;
         sqlx::query("DELETE FROM enrollments WHERE class_id = $1 AND user_id = $2")
             .bind(class_id)
             .bind(user)
             .execute(&mut *tx)
             .await?;
         tx.commit().await?;
-        Ok(())
+        Ok(freed > 0)
     }
 
     pub async fn insert_job(
@@ -744,4 +751,34 @@ impl Db {
         .await?;
         Ok(row.as_ref().map(job_from_row).transpose()?)
     }
+}
+
+/// Takes a user's VMs of a class away from them (but `keep`), marking them `recycling`.
+/// Returns how many.
+async fn release_class_vms(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    class_id: i64,
+    user: i64,
+    keep: Option<u32>,
+) -> Result<u64, DbError> {
+    let keep = keep.map_or(-1, i64::from);
+    sqlx::query(
+        "UPDATE class_vms SET state = 'recycling' WHERE class_id = $1 AND kind = 'student' \
+         AND vmid <> $3 AND vmid IN (SELECT vmid FROM vm_assignments WHERE user_id = $2)",
+    )
+    .bind(class_id)
+    .bind(user)
+    .bind(keep)
+    .execute(&mut **tx)
+    .await?;
+    let released = sqlx::query(
+        "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid <> $3 AND vmid IN \
+         (SELECT vmid FROM class_vms WHERE class_id = $2)",
+    )
+    .bind(user)
+    .bind(class_id)
+    .bind(keep)
+    .execute(&mut **tx)
+    .await?;
+    Ok(released.rows_affected())
 }

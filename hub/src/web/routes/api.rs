@@ -105,6 +105,9 @@ async fn vm_action(
 #[serde(deny_unknown_fields)]
 struct AssignTo {
     username: String,
+    /// Hand the VM's disk on as it is, instead of resetting a class VM someone else held.
+    #[serde(default)]
+    keep_disk: bool,
 }
 
 /// Who a VM is assigned to now.
@@ -121,7 +124,12 @@ async fn assign(
     crate::web::error::ApiJson(body): crate::web::error::ApiJson<AssignTo>,
 ) -> ApiResult<Assigned> {
     let vmid = parse_vmid(&vmid)?;
-    vms::assign(&state, &user.viewer, vmid, Some(&body.username)).await?;
+    let handover = if body.keep_disk {
+        vms::Handover::KeepDisk
+    } else {
+        vms::Handover::Fresh
+    };
+    vms::assign(&state, &user.viewer, vmid, Some(&body.username), handover).await?;
     Ok(Json(Assigned {
         vmid,
         assignee: Some(body.username),
@@ -134,7 +142,7 @@ async fn unassign(
     Path(vmid): Path<String>,
 ) -> ApiResult<Assigned> {
     let vmid = parse_vmid(&vmid)?;
-    vms::assign(&state, &user.viewer, vmid, None).await?;
+    vms::assign(&state, &user.viewer, vmid, None, vms::Handover::Fresh).await?;
     Ok(Json(Assigned {
         vmid,
         assignee: None,

@@ -421,10 +421,15 @@ async fn remove_student(
     user: CurrentUser,
     Path((id, username)): Path<(i64, String)>,
 ) -> Response {
-    let result = classes::remove_student(&state, &user.viewer, id, &username).await;
+    let result = classes::remove_student(&state, &user.viewer, id, &username)
+        .await
+        .map(drop);
     back_with(
         id,
-        &format!("{username} left the class; their VM is free."),
+        &format!(
+            "{username} left the class; their VM is reset to the template, then goes to the \
+             next student waiting."
+        ),
         result,
     )
 }
@@ -461,6 +466,18 @@ struct AssignForm {
     #[serde(default)]
     username: String,
     back: Option<String>,
+    /// A checkbox: hand the disk on as it is.
+    keep_disk: Option<String>,
+}
+
+impl AssignForm {
+    fn handover(&self) -> vms::Handover {
+        if self.keep_disk.is_some() {
+            vms::Handover::KeepDisk
+        } else {
+            vms::Handover::Fresh
+        }
+    }
 }
 
 async fn assign_vm(
@@ -484,7 +501,16 @@ async fn assign_vm(
             "Name the user to assign the VM to.",
         ));
     }
-    change_assignee(state, user, &vmid, Some(&username), form.back.as_deref()).await
+    let handover = form.handover();
+    change_assignee(
+        state,
+        user,
+        &vmid,
+        Some(&username),
+        handover,
+        form.back.as_deref(),
+    )
+    .await
 }
 
 async fn unassign_vm(
@@ -493,7 +519,15 @@ async fn unassign_vm(
     Path(vmid): Path<String>,
     Form(form): Form<AssignForm>,
 ) -> Result<Response, PageError> {
-    change_assignee(state, user, &vmid, None, form.back.as_deref()).await
+    change_assignee(
+        state,
+        user,
+        &vmid,
+        None,
+        vms::Handover::Fresh,
+        form.back.as_deref(),
+    )
+    .await
 }
 
 async fn change_assignee(
@@ -501,22 +535,27 @@ async fn change_assignee(
     user: CurrentUser,
     vmid: &str,
     to: Option<&str>,
+    handover: vms::Handover,
     back: Option<&str>,
 ) -> Result<Response, PageError> {
     let vmid = crate::web::parse_vmid(vmid)?;
     let back = crate::web::local_path(back, "/vms");
-    Ok(match vms::assign(&state, &user.viewer, vmid, to).await {
-        Ok(()) => redirect_with_flash(
-            back,
-            "ok",
-            &match to {
-                Some(name) => format!("VM {vmid} is now {name}'s."),
-                None => format!("VM {vmid} is unassigned."),
-            },
-        ),
-        Err(vms::VmOpError::NotFound) => return Err(AppError::NotFound("no such VM".into()).into()),
-        Err(err) => redirect_with_flash(back, "error", &AppError::from(err).to_string()),
-    })
+    Ok(
+        match vms::assign(&state, &user.viewer, vmid, to, handover).await {
+            Ok(()) => redirect_with_flash(
+                back,
+                "ok",
+                &match to {
+                    Some(name) => format!("VM {vmid} is now {name}'s."),
+                    None => format!("VM {vmid} is unassigned."),
+                },
+            ),
+            Err(vms::VmOpError::NotFound) => {
+                return Err(AppError::NotFound("no such VM".into()).into());
+            }
+            Err(err) => redirect_with_flash(back, "error", &AppError::from(err).to_string()),
+        },
+    )
 }
 
 #[derive(Debug, Serialize)]

@@ -376,13 +376,20 @@ async fn remove_owner(
     Ok(Json(Done { ok: true }))
 }
 
+#[derive(Debug, Serialize)]
+struct StudentRemoved {
+    ok: bool,
+    /// The job that makes their VM fresh for the next student.
+    job: Option<i64>,
+}
+
 async fn remove_student(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     Path((id, username)): Path<(i64, String)>,
-) -> ApiResult<Done> {
-    classes::remove_student(&state, &user.viewer, id, &username).await?;
-    Ok(Json(Done { ok: true }))
+) -> ApiResult<StudentRemoved> {
+    let job = classes::remove_student(&state, &user.viewer, id, &username).await?;
+    Ok(Json(StudentRemoved { ok: true, job }))
 }
 
 #[derive(Debug, Deserialize)]
