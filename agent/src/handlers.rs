@@ -296,7 +296,7 @@ async fn change(
         VmDestroy::KIND => {
             handle(body, tx, |r: VmDestroy, _| async move {
                 context.plugins.forget(r.vmid);
-                ops::destroy(node, r.vmid, r.allow_template)
+                ops::destroy(node, r.vmid, r.allow_template, r.identity.as_deref())
                     .await
                     .map(|()| Done {})
                     .map_err(failed)
@@ -323,7 +323,7 @@ async fn change(
         }
         VmReset::KIND => {
             handle(body, tx, |r: VmReset, _| async move {
-                clones::reset(node, r.vmid, r.stopped)
+                clones::reset(node, r.vmid, r.stopped, r.identity.as_deref())
                     .await
                     .map(|status| PowerReply { status })
                     .map_err(failed)

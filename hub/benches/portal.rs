@@ -60,6 +60,7 @@ fn vm(vmid: u32, node: &str) -> VmInfo {
             mac: String::new(),
             source: IpSource::GuestAgent,
         }],
+        identity: None,
     }
 }
 

@@ -133,6 +133,7 @@ mod tests {
             assignee: assignee.map(str::to_owned),
             class_id: None,
             class_has_template: false,
+            identity: None,
         }
     }
 

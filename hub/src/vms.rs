@@ -54,10 +54,10 @@ pub async fn visible_vm(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<
 /// Asks the node's agent to do `action`; returns the power state afterwards.
 pub async fn send_action(
     state: &HubState,
-    node: &str,
-    vmid: u32,
+    vm: &VmRow,
     action: VmAction,
 ) -> Result<PowerState, CallError> {
+    let (node, vmid) = (vm.node.as_str(), vm.vmid);
     let power = |action| VmPower { vmid, action };
     let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
     let op_id = crate::agents::new_op_id();
@@ -83,6 +83,7 @@ pub async fn send_action(
             let request = VmReset {
                 vmid,
                 stopped: false,
+                identity: vm.identity.clone(),
             };
             state
                 .registry
@@ -131,7 +132,7 @@ pub async fn power(
         .await;
         return Err(VmOpError::NotAllowed(reason));
     }
-    let result = send_action(state, &vm.node, vmid, action).await;
+    let result = send_action(state, &vm, action).await;
     match result {
         Ok(status) => {
             // The agent's answer is newer than the inventory: show it at once.
@@ -227,6 +228,7 @@ pub async fn assign(
                 let reset = VmReset {
                     vmid,
                     stopped: true,
+                    identity: vm.identity.clone(),
                 };
                 let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
                 let op_id = crate::agents::new_op_id();

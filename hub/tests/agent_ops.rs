@@ -373,6 +373,7 @@ async fn destroy_refuses_templates_unless_asked_stops_running_vms_and_removes_di
             &VmDestroy {
                 vmid: 9000,
                 allow_template: false,
+                identity: None,
             },
         )
         .await
@@ -391,6 +392,7 @@ async fn destroy_refuses_templates_unless_asked_stops_running_vms_and_removes_di
             &VmDestroy {
                 vmid: 210,
                 allow_template: false,
+                identity: None,
             },
         )
         .await
@@ -402,11 +404,78 @@ async fn destroy_refuses_templates_unless_asked_stops_running_vms_and_removes_di
             &VmDestroy {
                 vmid: 9000,
                 allow_template: true,
+                identity: None,
             },
         )
         .await
         .unwrap();
     assert!(setup.sim.config("pve1", 9000).is_none());
+}
+
+#[tokio::test]
+async fn a_reused_vmid_is_another_vm_to_assignments_and_destroys() {
+    let mut setup = Setup::new(&["ubuntu:64M"]).await;
+    setup.clone_many(202..203).await;
+    let first = setup
+        .vm(202, "the clone with its identity", |vm| {
+            vm.identity.is_some()
+        })
+        .await;
+    let db = setup.hub.hub().state.db.clone();
+    // Wait until the hub has stored the VM with its identity, then give it to bob.
+    while db.vm(202).await.unwrap().and_then(|vm| vm.identity) != first.identity {
+        setup.stored(202).await;
+    }
+    let bob = db
+        .insert_user("bob", proxlab_hub::db::users::Role::Student, "x", 0)
+        .await
+        .unwrap();
+    db.assign_vm(202, bob, None, 0).await.unwrap();
+    assert_eq!(db.assigned_vmids(bob).await.unwrap(), [202]);
+    // Outside proxlab, 202 is destroyed and another VM takes its number.
+    setup.sim.ok("pve1", "qm", &["destroy", "202"]);
+    setup
+        .sim
+        .ok("pve1", "qm", &["create", "202", "--name", "payroll-db"]);
+    let newcomer = setup
+        .vm(202, "the newcomer", |vm| vm.name == "payroll-db")
+        .await;
+    assert_ne!(newcomer.identity, first.identity);
+    while db.vm(202).await.unwrap().map(|vm| vm.name).as_deref() != Some("payroll-db") {
+        setup.stored(202).await;
+    }
+    assert!(
+        db.assigned_vmids(bob).await.unwrap().is_empty(),
+        "bob's assignment ended with his VM"
+    );
+    // A destroy or reset meant for the first VM does not touch the newcomer.
+    let destroy = VmDestroy {
+        vmid: 202,
+        allow_template: false,
+        identity: first.identity.clone(),
+    };
+    let refused = setup.registry().call("pve1", &destroy).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("replaced outside proxlab"),
+        "{refused}"
+    );
+    let reset = VmReset {
+        vmid: 202,
+        stopped: true,
+        identity: first.identity.clone(),
+    };
+    let refused = setup.registry().call("pve1", &reset).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("replaced outside proxlab"),
+        "{refused}"
+    );
+    assert!(
+        setup
+            .sim
+            .config("pve1", 202)
+            .unwrap()
+            .contains("payroll-db")
+    );
 }
 
 #[tokio::test]
@@ -744,6 +813,7 @@ async fn a_received_image_with_a_backing_file_is_refused() {
     let destroy = VmDestroy {
         vmid: 9301,
         allow_template: true,
+        identity: None,
     };
     let missing = setup.registry().call("pve1", &destroy).await.unwrap_err();
     assert!(missing.to_string().contains("does not exist"), "{missing}");
@@ -1094,6 +1164,7 @@ async fn reset_returns_a_clone_to_its_base_keeping_identity_and_power() {
             &VmReset {
                 vmid: 500,
                 stopped: false,
+                identity: None,
             },
         )
         .await
@@ -1122,6 +1193,7 @@ async fn reset_returns_a_clone_to_its_base_keeping_identity_and_power() {
             &VmReset {
                 vmid: 500,
                 stopped: true,
+                identity: None,
             },
         )
         .await
@@ -1133,6 +1205,7 @@ async fn reset_returns_a_clone_to_its_base_keeping_identity_and_power() {
             &VmReset {
                 vmid: 9000,
                 stopped: true,
+                identity: None,
             },
         )
         .await

@@ -65,6 +65,7 @@ fn vm(vmid: u32, template: bool) -> VmInfo {
             mac: String::new(),
             source: IpSource::Neighbor,
         }],
+        identity: None,
     }
 }
 

@@ -256,6 +256,7 @@ fn vm(
             mac: "BC:24:11:00:00:01".into(),
             source: IpSource::Neighbor,
         }],
+        identity: None,
     }
 }
 

@@ -88,6 +88,10 @@ pub struct VmInfo {
     pub mem_bytes: u64,
     #[serde(default)]
     pub ips: Vec<IpAddress>,
+    /// The VM's SMBIOS UUID (`smbios1: uuid=...`), made fresh for every clone: a VMID that is
+    /// reused for another VM comes with another identity. `None` when the config has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 /// A storage as this node sees it.

@@ -50,6 +50,10 @@ pub struct VmDestroy {
     pub vmid: u32,
     #[serde(default)]
     pub allow_template: bool,
+    /// Destroy only if the VM still has this identity (see `VmInfo::identity`); otherwise
+    /// the VM is answered as not found. An older agent ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl Request for VmDestroy {
@@ -91,6 +95,10 @@ pub struct VmReset {
     /// Leave the VM stopped instead of restoring its power state.
     #[serde(default)]
     pub stopped: bool,
+    /// Act only if the VM still has this identity (see `VmInfo::identity`); otherwise the
+    /// VM is answered as not found. An older agent ignores it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
 }
 
 impl Request for VmReset {

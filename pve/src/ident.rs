@@ -66,6 +66,13 @@ pub fn random_uuid(rng: &mut impl RngCore) -> String {
     )
 }
 
+/// A VM's SMBIOS UUID (`smbios1: uuid=...`): what tells one VM from another that reused its
+/// VMID, since every clone gets a fresh one.
+pub fn smbios_uuid(config: &crate::config::VmConfig) -> Option<String> {
+    let smbios = crate::propstring::PropertyString::parse(config.main().get("smbios1")?).ok()?;
+    smbios.get("uuid").map(str::to_ascii_lowercase)
+}
+
 /// Checks a VM name: a DNS name (`label(.label)*`, labels of letters, digits and inner
 /// hyphens), as Proxmox's `name` key requires.
 pub fn validate_vm_name(name: &str) -> Result<(), String> {

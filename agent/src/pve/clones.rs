@@ -532,9 +532,11 @@ pub async fn reset(
     node: &Node,
     vmid: u32,
     leave_stopped: bool,
+    identity: Option<&str>,
 ) -> Result<proxlab_protocol::inventory::PowerState, PveError> {
     use proxlab_protocol::inventory::PowerState;
     let config = node.require_config(vmid)?;
+    super::ops::check_identity(&config, vmid, identity)?;
     let overlays: Vec<(String, proxlab_pve::volid::Image)> = image_drives(&config)
         .iter()
         .filter(|d| !is_state_disk(d))

@@ -25,6 +25,9 @@ pub enum PveError {
     Spawn { program: String, message: String },
     #[error("{0}")]
     Invalid(String),
+    /// The VM is gone, or is another VM than the one asked about.
+    #[error("{0}")]
+    NotFound(String),
     #[error("{0}")]
     Io(String),
 }

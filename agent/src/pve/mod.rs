@@ -18,6 +18,7 @@ pub fn remote_error(err: &PveError) -> RemoteError {
     let kind = match err {
         PveError::Timeout { .. } => ErrorKind::Timeout,
         PveError::Spawn { .. } | PveError::Io(_) => ErrorKind::Internal,
+        PveError::NotFound(_) => ErrorKind::NotFound,
         _ if message.contains("does not exist") => ErrorKind::NotFound,
         _ if message.contains("is locked")
             || message.contains("already exists")

@@ -38,8 +38,34 @@ pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerS
     status(node, vmid).await
 }
 
-/// Destroys a VM and its disks, powering it off first if it runs; templates only when asked.
-pub async fn destroy(node: &Node, vmid: u32, allow_template: bool) -> Result<(), PveError> {
+/// Refuses to act on a VM that is not the one the hub means: its identity changed since the
+/// hub learnt it (destroyed and re-created outside proxlab under the same VMID).
+pub fn check_identity(
+    config: &proxlab_pve::config::VmConfig,
+    vmid: u32,
+    expected: Option<&str>,
+) -> Result<(), PveError> {
+    match expected {
+        Some(expected)
+            if proxlab_pve::ident::smbios_uuid(config).as_deref()
+                != Some(expected.to_ascii_lowercase().as_str()) =>
+        {
+            Err(PveError::NotFound(format!(
+                "VM {vmid} is not the VM it was: it was replaced outside proxlab"
+            )))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Destroys a VM and its disks, powering it off first if it runs; templates only when asked,
+/// and only the VM with `identity` when given.
+pub async fn destroy(
+    node: &Node,
+    vmid: u32,
+    allow_template: bool,
+    identity: Option<&str>,
+) -> Result<(), PveError> {
     let config = match node.require_config(vmid) {
         Ok(config) => config,
         Err(missing) => {
@@ -50,6 +76,7 @@ pub async fn destroy(node: &Node, vmid: u32, allow_template: bool) -> Result<(),
             return Err(missing);
         }
     };
+    check_identity(&config, vmid, identity)?;
     if config.main().get("template") == Some("1") && !allow_template {
         return Err(PveError::Invalid(format!(
             "VM {vmid} is a template; destroying it needs allow_template"

@@ -596,17 +596,27 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
             let reset = VmReset {
                 vmid: vm.vmid,
                 stopped: true,
+                identity: vm.identity.clone(),
             };
             call_when_online(state, &vm.node, &reset).await.map(drop)
         } else {
             let destroy = VmDestroy {
                 vmid: vm.vmid,
                 allow_template: false,
+                identity: vm.identity.clone(),
             };
-            match call_when_online(state, &vm.node, &destroy).await {
+            let destroyed = match call_when_online(state, &vm.node, &destroy).await {
                 Err(CallError::Remote(remote)) if remote.kind == ErrorKind::NotFound => Ok(()),
                 other => other.map(drop),
+            };
+            if destroyed.is_ok() {
+                state
+                    .db
+                    .forget_class_vm_identity(vm.vmid)
+                    .await
+                    .map_err(|err| err.to_string())?;
             }
+            destroyed
         };
         match (fresh, class.template_vmid) {
             (Ok(()), Some(_)) => mark(state, class_id, vm.vmid, "ready", "", false).await,
@@ -651,6 +661,7 @@ async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult
     let request = VmDestroy {
         vmid: vm.vmid,
         allow_template: vm.kind == "base",
+        identity: vm.identity.clone(),
     };
     let mut attempts = 0;
     loop {

@@ -12,9 +12,11 @@ impl Db {
         now: i64,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO vm_assignments (vmid, user_id, assigned_by, assigned_at) VALUES ($1, $2, $3, $4) \
+            "INSERT INTO vm_assignments (vmid, user_id, assigned_by, assigned_at, identity) \
+             VALUES ($1, $2, $3, $4, (SELECT identity FROM vms WHERE vmid = $1)) \
              ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, \
-             assigned_by = excluded.assigned_by, assigned_at = excluded.assigned_at",
+             assigned_by = excluded.assigned_by, assigned_at = excluded.assigned_at, \
+             identity = excluded.identity",
         )
         .bind(i64::from(vmid))
         .bind(user_id)

@@ -54,11 +54,13 @@ pub struct ClassVmRow {
     /// `base`, `teacher` or `student`.
     pub kind: String,
     pub node: String,
-    /// `planned`, `ready`, `failed` or `removing`.
+    /// `planned`, `ready`, `failed`, `removing` or `recycling`.
     pub state: String,
     pub attempts: u32,
     pub error: String,
     pub assignee: Option<String>,
+    /// The identity of the VM made for this seat, once the hub has seen it.
+    pub identity: Option<String>,
 }
 
 /// A job as stored.
@@ -125,6 +127,7 @@ fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         error: row.try_get("error")?,
         assignee: row.try_get("assignee")?,
+        identity: row.try_get("identity")?,
     })
 }
 
@@ -400,7 +403,8 @@ impl Db {
 
     pub async fn class_vms(&self, class_id: i64) -> Result<Vec<ClassVmRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, u.username AS assignee \
+            "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, c.identity, \
+             u.username AS assignee \
              FROM class_vms c LEFT JOIN vm_assignments a ON a.vmid = c.vmid \
              LEFT JOIN users u ON u.id = a.user_id WHERE c.class_id = $1 ORDER BY c.vmid",
         )
@@ -438,6 +442,15 @@ impl Db {
 
     /// Sets the message shown on a ready class VM (a plugin step after its start); returns
     /// the VM's class.
+    /// Forgets the identity of a class VM that proxlab itself destroyed to make anew.
+    pub async fn forget_class_vm_identity(&self, vmid: u32) -> Result<(), DbError> {
+        sqlx::query("UPDATE class_vms SET identity = NULL WHERE vmid = $1")
+            .bind(i64::from(vmid))
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     pub async fn set_class_vm_error(&self, vmid: u32, error: &str) -> Result<Option<i64>, DbError> {
         let class: Option<(i64,)> =
             sqlx::query_as("UPDATE class_vms SET error = $1 WHERE vmid = $2 RETURNING class_id")
@@ -544,8 +557,10 @@ impl Db {
         .await?;
         let freed = release_class_vms(&mut tx, class_id, user, Some(vmid)).await?;
         sqlx::query(
-            "INSERT INTO vm_assignments (vmid, user_id, assigned_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, assigned_at = excluded.assigned_at",
+            "INSERT INTO vm_assignments (vmid, user_id, assigned_at, identity) \
+             VALUES ($1, $2, $3, (SELECT identity FROM vms WHERE vmid = $1)) \
+             ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, \
+             assigned_at = excluded.assigned_at, identity = excluded.identity",
         )
         .bind(i64::from(vmid))
         .bind(user)
@@ -589,7 +604,8 @@ impl Db {
             };
             let vmid: i64 = free.try_get("vmid")?;
             let won = sqlx::query(
-                "INSERT INTO vm_assignments (vmid, user_id, assigned_at) VALUES ($1, $2, $3) \
+                "INSERT INTO vm_assignments (vmid, user_id, assigned_at, identity) \
+                 VALUES ($1, $2, $3, (SELECT identity FROM vms WHERE vmid = $1)) \
                  ON CONFLICT (vmid) DO NOTHING",
             )
             .bind(vmid)

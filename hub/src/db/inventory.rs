@@ -35,6 +35,8 @@ pub struct VmRow {
     pub class_id: Option<i64>,
     /// Whether that class was made from a template (so the VM can be reset to it).
     pub class_has_template: bool,
+    /// Its SMBIOS UUID as the node reported it (see `VmInfo::identity`).
+    pub identity: Option<String>,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -124,7 +126,7 @@ const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template";
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, v.identity";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -162,6 +164,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         assignee: row.try_get("assignee")?,
         class_id: row.try_get("class_id")?,
         class_has_template: row.try_get::<Option<i64>, _>("class_template")?.is_some(),
+        identity: row.try_get("identity")?,
     })
 }
 
@@ -197,15 +200,15 @@ async fn upsert_vm(
 ) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO vms (vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
-         lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17) \
+         lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at, identity) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18) \
          ON CONFLICT (vmid) DO UPDATE SET node_id = excluded.node_id, name = excluded.name, \
          status_changed_at = CASE WHEN vms.status = excluded.status THEN vms.status_changed_at ELSE excluded.status_changed_at END, \
          status = excluded.status, template = excluded.template, cores = excluded.cores, \
          sockets = excluded.sockets, memory_mib = excluded.memory_mib, tags = excluded.tags, \
          lock_reason = excluded.lock_reason, uptime_secs = excluded.uptime_secs, cpu = excluded.cpu, \
          mem_bytes = excluded.mem_bytes, disks_json = excluded.disks_json, nics_json = excluded.nics_json, \
-         ips_json = excluded.ips_json, updated_at = excluded.updated_at",
+         ips_json = excluded.ips_json, updated_at = excluded.updated_at, identity = excluded.identity",
     )
     .bind(i64::from(vm.vmid))
     .bind(node_id)
@@ -224,8 +227,72 @@ async fn upsert_vm(
     .bind(json(&vm.nics))
     .bind(json(&vm.ips))
     .bind(now)
+    .bind(vm.identity.as_deref())
     .execute(&mut *conn)
     .await?;
+    if let Some(identity) = &vm.identity {
+        follow_identity(conn, vm.vmid, identity, now).await?;
+    }
+    Ok(())
+}
+
+/// A VM left its node. An assignment to a VM with a known identity stays (the same VM may
+/// come back, moved to another node; another VM under its number ends it, see
+/// [`follow_identity`]); one to a VM that never had an identity ends now, since nothing
+/// could tell a newcomer under the same VMID from it.
+async fn remove_vm(conn: &mut sqlx::AnyConnection, node_id: i64, vmid: i64) -> Result<(), DbError> {
+    let removed = sqlx::query("DELETE FROM vms WHERE vmid = $1 AND node_id = $2")
+        .bind(vmid)
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
+    if removed.rows_affected() > 0 {
+        sqlx::query("DELETE FROM vm_assignments WHERE vmid = $1 AND identity IS NULL")
+            .bind(vmid)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
+}
+
+/// What a VM's identity decides (see `VmInfo::identity`): an assignment or class seat made
+/// for another VM under this VMID ends (the student goes back to the waitlist; the class
+/// VM is marked failed for good, and destroying it later will not touch the newcomer), and
+/// ones made before the VM was first seen take its identity.
+async fn follow_identity(
+    conn: &mut sqlx::AnyConnection,
+    vmid: u32,
+    identity: &str,
+    now: i64,
+) -> Result<(), DbError> {
+    let vmid = i64::from(vmid);
+    sqlx::query(
+        "DELETE FROM vm_assignments WHERE vmid = $1 AND identity IS NOT NULL AND identity <> $2",
+    )
+    .bind(vmid)
+    .bind(identity)
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query(
+        "UPDATE class_vms SET state = 'failed', attempts = $3, updated_at = $4, \
+         error = 'replaced outside proxlab by another VM with the same id' \
+         WHERE vmid = $1 AND identity IS NOT NULL AND identity <> $2 AND state <> 'failed'",
+    )
+    .bind(vmid)
+    .bind(identity)
+    .bind(i64::from(crate::classes::jobs::MAX_ATTEMPTS))
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    for table in ["vm_assignments", "class_vms"] {
+        sqlx::query(&format!(
+            "UPDATE {table} SET identity = $2 WHERE vmid = $1 AND identity IS NULL"
+        ))
+        .bind(vmid)
+        .bind(identity)
+        .execute(&mut *conn)
+        .await?;
+    }
     Ok(())
 }
 
@@ -307,11 +374,7 @@ impl Db {
             .map(|row| row.try_get("vmid"))
             .collect::<Result<_, _>>()?;
         for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
-            sqlx::query("DELETE FROM vms WHERE vmid = $1 AND node_id = $2")
-                .bind(vmid)
-                .bind(node_id)
-                .execute(&mut *tx)
-                .await?;
+            remove_vm(&mut tx, node_id, vmid).await?;
         }
         for vm in &inventory.vms {
             upsert_vm(&mut tx, node_id, vm, now).await?;
@@ -335,11 +398,7 @@ impl Db {
             upsert_vm(&mut tx, node_id, vm, now).await?;
         }
         for vmid in &delta.removed {
-            sqlx::query("DELETE FROM vms WHERE vmid = $1 AND node_id = $2")
-                .bind(i64::from(*vmid))
-                .bind(node_id)
-                .execute(&mut *tx)
-                .await?;
+            remove_vm(&mut tx, node_id, i64::from(*vmid)).await?;
         }
         if let Some(storages) = &delta.storages {
             replace_storages(&mut tx, node_id, storages, now).await?;

@@ -33,3 +33,10 @@ INSERT INTO jobs_new (id, kind, class_id, state, created_by, created_at, updated
 DROP TABLE jobs;
 ALTER TABLE jobs_new RENAME TO jobs;
 CREATE INDEX jobs_state ON jobs (state);
+
+-- What a VM is, beyond its number: its SMBIOS UUID, fresh for every clone. An assignment or
+-- a class seat belongs to the VM with the identity it had when it was made; a VMID reused
+-- for another VM does not inherit them.
+ALTER TABLE vms ADD COLUMN identity TEXT;
+ALTER TABLE vm_assignments ADD COLUMN identity TEXT;
+ALTER TABLE class_vms ADD COLUMN identity TEXT;
