@@ -92,6 +92,10 @@ enum PluginCommand {
         /// this node).
         #[arg(long)]
         grant: Vec<String>,
+        /// A guest command guest-exec may run: the program, then argument patterns (`*`
+        /// any one argument, `**` any rest), such as `--guest-command 'passwd --expire *'`.
+        #[arg(long)]
+        guest_command: Vec<String>,
     },
 }
 
@@ -270,6 +274,7 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
             input,
             manifest,
             grant,
+            guest_command,
         } => {
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("reading {}", input.display()))?;
@@ -284,7 +289,12 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
                     other => anyhow::bail!("unknown capability {other:?} (known: guest-exec)"),
                 }
             }
-            settings.grants.insert(id, granted);
+            let grant = proxlab_agent::plugins::grants::Grant {
+                capabilities: granted,
+                sha256: None,
+                guest_commands: guest_command,
+            };
+            settings.grants.insert(id, grant);
             let result = tokio::task::spawn_blocking(move || {
                 let host = PluginHost::new(settings, facts, Some(guest))?;
                 let loaded = files::load(&host, &wasm, &manifest)?;

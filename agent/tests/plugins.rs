@@ -10,6 +10,7 @@ use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use proxlab_agent::plugins::grants::Grant;
 use proxlab_agent::plugins::guest_exec::NodeGuestExec;
 use proxlab_agent::plugins::invoke::{HookInput, invoke};
 use proxlab_agent::plugins::{
@@ -93,13 +94,17 @@ struct Recorder(std::sync::Mutex<Vec<String>>);
 impl GuestExec for Recorder {
     fn exec(
         &self,
-        _vmid: u32,
+        vmid: u32,
         command: &str,
-        _args: &[String],
+        args: &[String],
         _stdin: Option<&str>,
         _timeout: Duration,
     ) -> Result<ExecResult, String> {
-        self.0.lock().unwrap().push(command.to_owned());
+        let line = std::iter::once(format!("{vmid} {command}"))
+            .chain(args.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.0.lock().unwrap().push(line);
         Ok(ExecResult {
             exit_code: 0,
             stdout: String::new(),
@@ -212,9 +217,10 @@ async fn set_guest_password_runs_its_commands_through_the_guest_agent() {
     let guest: Arc<dyn GuestExec> =
         Arc::new(NodeGuestExec::new(node, tokio::runtime::Handle::current()));
     let mut settings = PluginSettings::default();
-    settings
-        .grants
-        .insert("set-guest-password".into(), vec![Capability::GuestExec]);
+    settings.grants.insert(
+        "set-guest-password".into(),
+        grant(&["chpasswd", "passwd --expire *"]),
+    );
     tokio::task::spawn_blocking(move || {
         let host = host_with(settings, Some(guest));
         let plugin = load(&host, &dist, "set-guest-password");
@@ -248,11 +254,11 @@ fn guest_exec_needs_the_manifest_and_the_operator() {
         .to_string();
     assert!(err.contains("not granted"), "{err}");
     assert!(recorder.0.lock().unwrap().is_empty());
-    // Granted: it runs.
+    // Granted: it runs, in the hook's own VM, the commands granted, and nothing else.
     let mut settings = PluginSettings::default();
     settings
         .grants
-        .insert("hostile".into(), vec![Capability::GuestExec]);
+        .insert("hostile".into(), grant(&["hostname"]));
     let host = host_with(settings, Some(recorder.clone()));
     let plugin = load(&host, &dist, "hostile");
     let err = host
@@ -260,7 +266,23 @@ fn guest_exec_needs_the_manifest_and_the_operator() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("guest-exec answered 0"), "{err}");
-    assert_eq!(*recorder.0.lock().unwrap(), ["hostname"]);
+    for (name, expected) in [
+        (
+            "exec-other",
+            "reaches only the VM its hook runs for (VM 100), not VM 101",
+        ),
+        (
+            "exec-shadow",
+            "has not granted the guest command `cat /etc/shadow`",
+        ),
+    ] {
+        let err = host
+            .name(&plugin, &class(name), &vm(None))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(expected), "{name}: {err}");
+    }
+    assert_eq!(*recorder.0.lock().unwrap(), ["100 hostname"]);
     // A component that imports guest-exec without asking for it does not load.
     let err = load_with(
         &host,
@@ -273,6 +295,154 @@ fn guest_exec_needs_the_manifest_and_the_operator() {
         err.contains("does not request the guest-exec capability"),
         "{err}"
     );
+}
+
+/// A grant of guest-exec for these commands, pinned to no build.
+fn grant(commands: &[&str]) -> Grant {
+    Grant {
+        capabilities: vec![Capability::GuestExec],
+        sha256: None,
+        guest_commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn grants_follow_the_build_not_the_id() {
+    let Some(dist) = dist() else { return };
+    let recorder = Arc::new(Recorder(Default::default()));
+    let sha256 = proxlab_agent::plugins::host::sha256_hex(
+        &std::fs::read(dist.join("hostile/plugin.wasm")).unwrap(),
+    );
+    let host_granting = |grant: Grant| {
+        let mut settings = PluginSettings::default();
+        settings.grants.insert("hostile".into(), grant);
+        host_with(settings, Some(recorder.clone()))
+    };
+    // The operator's own drop-in plugin: an unpinned grant covers it.
+    let host = host_granting(grant(&["hostname"]));
+    let local = load(&host, &dist, "hostile");
+    let err = host.name(&local, &class("exec"), &vm(None)).unwrap_err();
+    assert!(err.to_string().contains("answered 0"), "{err}");
+    // The same id installed by the hub: not without a pin, and not with another build's.
+    let mut from_hub = load(&host, &dist, "hostile");
+    from_hub.from_hub = true;
+    let err = host.name(&from_hub, &class("exec"), &vm(None)).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(&format!("pin sha256 = \"{sha256}\"")),
+        "{err}"
+    );
+    let host = host_granting(Grant {
+        sha256: Some("0".repeat(64)),
+        ..grant(&["hostname"])
+    });
+    let mut from_hub = load(&host, &dist, "hostile");
+    from_hub.from_hub = true;
+    let err = host.name(&from_hub, &class("exec"), &vm(None)).unwrap_err();
+    assert!(err.to_string().contains("pins the build 0000"), "{err}");
+    // Pinned to this build: granted.
+    let host = host_granting(Grant {
+        sha256: Some(sha256),
+        ..grant(&["hostname"])
+    });
+    let mut from_hub = load(&host, &dist, "hostile");
+    from_hub.from_hub = true;
+    let err = host.name(&from_hub, &class("exec"), &vm(None)).unwrap_err();
+    assert!(err.to_string().contains("answered 0"), "{err}");
+    assert_eq!(recorder.0.lock().unwrap().len(), 2);
+}
+
+#[test]
+fn a_sleeping_plugin_is_stopped_at_its_deadline() {
+    let Some(dist) = dist() else { return };
+    let host = host_with(
+        PluginSettings {
+            deadline_ms: 300,
+            ..PluginSettings::default()
+        },
+        None,
+    );
+    let plugin = load(&host, &dist, "hostile");
+    let started = std::time::Instant::now();
+    let err = host
+        .name(&plugin, &class("sleep"), &vm(None))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("within its deadline of 300 ms"), "{err}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "an hour's sleep ended at the deadline, not {:?} later",
+        started.elapsed()
+    );
+    let fine = host.name(&plugin, &class("fine"), &vm(None)).unwrap();
+    assert_eq!(fine.name, "fine-3");
+}
+
+/// A log writer that keeps what it is given.
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn what_a_plugin_produces_is_bounded() {
+    let Some(dist) = dist() else { return };
+    let host = host_with(PluginSettings::default(), None);
+    let plugin = load(&host, &dist, "hostile");
+    // 100 MiB of log lines with forged ones inside: at most 64 KiB reach the log, escaped.
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_writer(move || writer.clone())
+        .with_ansi(false)
+        .finish();
+    tracing::subscriber::with_default(subscriber, || {
+        host.name(&plugin, &class("flood"), &vm(None)).unwrap();
+    });
+    let log = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(log.len() < 100 * 1024, "{} bytes of log", log.len());
+    assert!(log.contains("further messages of this call are dropped"));
+    assert!(!log.lines().any(|line| line.starts_with("ERROR forged")));
+    // An 8 MiB error arrives cut, and says so.
+    let err = host
+        .name(&plugin, &class("big-error"), &vm(None))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.len() < 2048 && err.contains("cut at 1024 bytes"),
+        "{} bytes",
+        err.len()
+    );
+    // Too many edits, or a 20 MiB description: refused with the cap named.
+    for (name, expected) in [
+        (
+            "many",
+            "asked for 100000 edits; a call may ask for at most 64",
+        ),
+        ("huge", "longer than 8192 bytes"),
+    ] {
+        let input = HookInput {
+            class: class(name),
+            vm: vm(None),
+            config: config(),
+        };
+        let err = invoke(&host, &plugin, Hook::Configure, &input)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains(expected) && err.len() < 2048,
+            "{name}: {err:.200}"
+        );
+    }
 }
 
 #[test]

@@ -2,21 +2,32 @@
 //! content hash), and for every hook call a fresh store with a memory cap, a fuel budget
 //! and a wall-clock deadline. Plugins get WASI with nothing in it (no files, network or
 //! environment); what they print goes to the agent's log.
+//!
+//! The deadline holds in host calls too: a WASI sleep ends at the call's deadline (and the
+//! next instruction is interrupted), and `guest-exec` waits no longer than the time left.
+//! `guest-exec` reaches only the VM the hook was called for, runs only the guest commands
+//! the operator granted, and only for the build the grant covers (see [`super::grants`]).
+//! Everything a plugin hands back is bounded (see [`super::bounds`]).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
-use wasmtime::component::{Component, HasSelf, Instance, InstancePre, Linker, ResourceTable};
-use wasmtime::{Config, Engine, ResourceLimiter, Store, Trap};
+use wasmtime::component::{
+    Component, HasSelf, Instance, InstancePre, Linker, Resource, ResourceTable,
+};
+use wasmtime::{Config, Engine, ResourceLimiter, Store, StoreContextMut, Trap};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
+use wasmtime_wasi::p2::{DynPollable, Pollable};
+use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use super::bindings::{self, ClassInfo, ExecResult, NodeFacts, VmInfo};
 use super::bindings::{after_start, configure, name, validate};
+use super::bounds::{self, printable};
+use super::grants::{self, Grant};
 use super::manifest::{Capability, Hook, Manifest};
 
 /// How often the deadline clock ticks.
@@ -36,8 +47,10 @@ pub struct PluginSettings {
     pub fuel: u64,
     /// Wall-clock limit per call, in milliseconds.
     pub deadline_ms: u64,
-    /// Capabilities granted, by plugin id: `grants = { set-guest-password = ["guest-exec"] }`.
-    pub grants: BTreeMap<String, Vec<Capability>>,
+    /// Wall-clock limit for all the plugin steps of one new VM together, in milliseconds.
+    pub steps_deadline_ms: u64,
+    /// Grants by plugin id (see [`super::grants`]).
+    pub grants: BTreeMap<String, Grant>,
 }
 
 impl Default for PluginSettings {
@@ -47,6 +60,7 @@ impl Default for PluginSettings {
             memory_mib: 64,
             fuel: 2_000_000_000,
             deadline_ms: 5_000,
+            steps_deadline_ms: 30_000,
             grants: BTreeMap::new(),
         }
     }
@@ -60,10 +74,11 @@ pub struct PluginError {
     pub message: String,
 }
 
+/// A plugin's failure, its message bounded and printable whoever wrote it.
 fn failure(plugin: &str, message: impl Into<String>) -> PluginError {
     PluginError {
         plugin: plugin.to_owned(),
-        message: message.into(),
+        message: printable(&message.into(), bounds::MAX_MESSAGE_BYTES),
     }
 }
 
@@ -84,6 +99,8 @@ pub struct Plugin {
     pub manifest: Manifest,
     /// Hex SHA-256 of the component.
     pub sha256: String,
+    /// Installed by the hub, rather than dropped in by the node's operator.
+    pub from_hub: bool,
     pre: InstancePre<PluginState>,
 }
 
@@ -103,9 +120,32 @@ struct PluginState {
     table: ResourceTable,
     limits: MemoryCap,
     facts: NodeFacts,
-    guest: Option<Arc<dyn GuestExec>>,
-    /// Set when the plugin used a capability it was not granted.
+    /// When the call started, and its wall-clock deadline, which host calls keep too.
+    started: Instant,
+    deadline: Instant,
+    /// The VM the hook was called for: the only one `guest-exec` reaches.
+    vmid: u32,
+    /// `guest-exec`, if granted, and the guest commands it may run.
+    guest: Option<(Arc<dyn GuestExec>, Vec<String>)>,
+    /// Why `guest-exec` is not granted, for the failure message.
+    not_granted: String,
+    /// Log bytes written in this call.
+    logged: usize,
+    /// Set when the plugin used a capability it was not granted, or beyond its grant.
     denied: Option<String>,
+}
+
+impl PluginState {
+    /// WASI's monotonic clock, as the plugin sees it (see [`CallClock`]).
+    fn wasi_clock_now(&self) -> u64 {
+        CallClock(self.started).now()
+    }
+
+    fn deny(&mut self, message: String) -> String {
+        let message = printable(&message, bounds::MAX_MESSAGE_BYTES);
+        self.denied = Some(message.clone());
+        message
+    }
 }
 
 impl WasiView for PluginState {
@@ -150,7 +190,18 @@ impl bindings::types::Host for PluginState {}
 impl bindings::host::Host for PluginState {
     fn log(&mut self, level: bindings::host::Level, message: String) {
         let plugin = &self.plugin;
-        let message: String = message.chars().take(4096).collect();
+        if self.logged >= bounds::MAX_LOG_BYTES_PER_CALL {
+            return;
+        }
+        let message = printable(&message, bounds::MAX_LOG_LINE_BYTES);
+        self.logged += message.len();
+        if self.logged >= bounds::MAX_LOG_BYTES_PER_CALL {
+            tracing::warn!(
+                %plugin,
+                "logged {} KiB in one call; further messages of this call are dropped",
+                bounds::MAX_LOG_BYTES_PER_CALL / 1024
+            );
+        }
         match level {
             bindings::host::Level::Debug => tracing::debug!(%plugin, "{message}"),
             bindings::host::Level::Info => tracing::info!(%plugin, "{message}"),
@@ -173,15 +224,41 @@ impl bindings::guest::Host for PluginState {
         stdin: Option<String>,
         timeout_ms: u32,
     ) -> Result<ExecResult, String> {
-        let Some(guest) = self.guest.clone() else {
-            let message = "called guest-exec, which the operator has not granted it \
-                 (grants in the agent config's [plugins] section)"
-                .to_owned();
-            self.denied = Some(message.clone());
-            return Err(message);
+        let Some((guest, commands)) = self.guest.clone() else {
+            let message = format!(
+                "called guest-exec, which the operator has not granted it: {} (grants in \
+                 the agent config's [plugins] section)",
+                self.not_granted
+            );
+            return Err(self.deny(message));
         };
-        let timeout = Duration::from_millis(u64::from(timeout_ms.clamp(100, 60_000)));
-        guest.exec(vmid, &command, &args, stdin.as_deref(), timeout)
+        if vmid != self.vmid {
+            let message = format!(
+                "guest-exec reaches only the VM its hook runs for (VM {}), not VM {vmid}",
+                self.vmid
+            );
+            return Err(self.deny(message));
+        }
+        if !grants::command_allowed(&commands, &command, &args) {
+            let asked = std::iter::once(command.as_str())
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = format!(
+                "the operator has not granted the guest command `{asked}` (guest_commands \
+                 in its grant)"
+            );
+            return Err(self.deny(message));
+        }
+        // The call's deadline holds here too.
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("the call's deadline has passed".into());
+        }
+        let timeout = Duration::from_millis(u64::from(timeout_ms.clamp(100, 60_000))).min(left);
+        guest
+            .exec(vmid, &command, &args, stdin.as_deref(), timeout)
+            .map_err(|err| printable(&err, bounds::MAX_MESSAGE_BYTES))
     }
 }
 
@@ -218,6 +295,7 @@ impl PluginHost {
         let engine = Engine::new(&config).map_err(setup)?;
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
+        sleep_within_deadline(&mut linker).map_err(setup)?;
         bindings::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(setup)?;
         let stop = Arc::new(AtomicBool::new(false));
@@ -330,18 +408,27 @@ impl PluginHost {
         Ok(Plugin {
             manifest,
             sha256,
+            from_hub: false,
             pre,
         })
     }
 
-    /// Whether the operator granted `capability` to `plugin`, and the plugin asked for it.
-    fn granted(&self, plugin: &Plugin, capability: Capability) -> bool {
-        plugin.manifest.capabilities.contains(&capability)
-            && self
-                .settings
-                .grants
-                .get(&plugin.manifest.id)
-                .is_some_and(|granted| granted.contains(&capability))
+    /// The operator's grant of `capability` to this build of `plugin`, if the plugin asked
+    /// for it; otherwise why not.
+    fn grant(&self, plugin: &Plugin, capability: Capability) -> Result<&Grant, String> {
+        if !plugin.manifest.capabilities.contains(&capability) {
+            return Err("its manifest does not ask for it".into());
+        }
+        let grant = self
+            .settings
+            .grants
+            .get(&plugin.manifest.id)
+            .filter(|grant| grant.capabilities.contains(&capability))
+            .ok_or_else(|| format!("there is no grant of {} to it", capability.as_str()))?;
+        grants::coverage(grant, &plugin.sha256, plugin.from_hub).inspect_err(|reason| {
+            tracing::warn!(plugin = %plugin.manifest.id, "{} is withheld: {reason}", capability.as_str());
+        })?;
+        Ok(grant)
     }
 
     /// Runs `call` on a fresh instance of `plugin` within its limits.
@@ -349,6 +436,7 @@ impl PluginHost {
         &self,
         plugin: &Plugin,
         hook: Hook,
+        vmid: u32,
         call: impl FnOnce(
             &mut Store<PluginState>,
             &InstancePre<PluginState>,
@@ -362,16 +450,23 @@ impl PluginHost {
                 format!("does not implement hook {}", hook.as_str()),
             ));
         }
+        let started = Instant::now();
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPACITY);
         let wasi = WasiCtxBuilder::new()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .monotonic_clock(CallClock(started))
             .build();
-        let guest = self
-            .granted(plugin, Capability::GuestExec)
-            .then(|| self.guest.clone())
-            .flatten();
+        let (guest, not_granted) = match self.grant(plugin, Capability::GuestExec) {
+            Ok(grant) => (
+                self.guest
+                    .clone()
+                    .map(|guest| (guest, grant.guest_commands.clone())),
+                String::new(),
+            ),
+            Err(reason) => (None, reason),
+        };
         let max_bytes = usize::try_from(self.settings.memory_mib << 20).unwrap_or(usize::MAX);
         let state = PluginState {
             plugin: id.clone(),
@@ -382,7 +477,12 @@ impl PluginHost {
                 hit: false,
             },
             facts: self.facts.clone(),
+            started,
+            deadline: started + Duration::from_millis(self.settings.deadline_ms),
+            vmid,
             guest,
+            not_granted,
+            logged: 0,
             denied: None,
         };
         let mut store = Store::new(&self.engine, state);
@@ -410,7 +510,19 @@ impl PluginHost {
         if let Some(denied) = &state.denied {
             return Err(failure(id, denied.clone()));
         }
+        // A call that outlived its deadline in a host call (a sleep cut short) fails even if
+        // it finished before the clock interrupted it.
+        if outcome.is_ok() && Instant::now() > state.deadline {
+            return Err(failure(id, self.deadline_passed()));
+        }
         outcome.map_err(|err| failure(id, self.explain(&err, state.limits.hit)))
+    }
+
+    fn deadline_passed(&self) -> String {
+        format!(
+            "did not finish within its deadline of {} ms",
+            self.settings.deadline_ms
+        )
     }
 
     /// Says why a call trapped, in words a teacher can pass on.
@@ -423,10 +535,7 @@ impl PluginHost {
                 "used up its fuel ({} units) before finishing",
                 self.settings.fuel
             ),
-            Some(Trap::Interrupt) => format!(
-                "did not finish within its deadline of {} ms",
-                self.settings.deadline_ms
-            ),
+            Some(Trap::Interrupt) => self.deadline_passed(),
             Some(trap) => format!("crashed: {trap}"),
             None => format!("failed: {err:#}"),
         }
@@ -440,7 +549,7 @@ impl PluginHost {
         vm: &VmInfo,
     ) -> Result<bindings::Naming, PluginError> {
         let naming = self
-            .run(plugin, Hook::Name, |store, pre, instance| {
+            .run(plugin, Hook::Name, vm.vmid, |store, pre, instance| {
                 name::GuestIndices::new(pre)?
                     .load(&mut *store, instance)?
                     .call_name(store, class, vm)
@@ -472,12 +581,37 @@ impl PluginHost {
     ) -> Result<Vec<super::edits::Edit>, PluginError> {
         let config = config.to_vec();
         let edits = self
-            .run(plugin, Hook::Configure, |store, pre, instance| {
+            .run(plugin, Hook::Configure, vm.vmid, |store, pre, instance| {
                 configure::GuestIndices::new(pre)?
                     .load(&mut *store, instance)?
                     .call_configure(store, class, vm, &config)
             })?
             .map_err(|message| failure(&plugin.manifest.id, message))?;
+        if edits.len() > bounds::MAX_EDITS {
+            return Err(failure(
+                &plugin.manifest.id,
+                format!(
+                    "asked for {} edits; a call may ask for at most {}",
+                    edits.len(),
+                    bounds::MAX_EDITS
+                ),
+            ));
+        }
+        let key_of = |edit: &bindings::ConfigEdit| match edit {
+            bindings::ConfigEdit::Set((key, _)) | bindings::ConfigEdit::Delete(key) => key.len(),
+        };
+        if edits
+            .iter()
+            .any(|edit| key_of(edit) > bounds::MAX_KEY_BYTES)
+        {
+            return Err(failure(
+                &plugin.manifest.id,
+                format!(
+                    "named a config key longer than {} bytes",
+                    bounds::MAX_KEY_BYTES
+                ),
+            ));
+        }
         Ok(edits
             .into_iter()
             .map(|edit| match edit {
@@ -494,7 +628,7 @@ impl PluginHost {
         class: &ClassInfo,
         vm: &VmInfo,
     ) -> Result<(), PluginError> {
-        self.run(plugin, Hook::AfterStart, |store, pre, instance| {
+        self.run(plugin, Hook::AfterStart, vm.vmid, |store, pre, instance| {
             after_start::GuestIndices::new(pre)?
                 .load(&mut *store, instance)?
                 .call_after_start(store, class, vm)
@@ -511,11 +645,95 @@ impl PluginHost {
         config: &[(String, String)],
     ) -> Result<Vec<bindings::Finding>, PluginError> {
         let config = config.to_vec();
-        self.run(plugin, Hook::Validate, |store, pre, instance| {
+        let findings = self.run(plugin, Hook::Validate, vm.vmid, |store, pre, instance| {
             validate::GuestIndices::new(pre)?
                 .load(&mut *store, instance)?
                 .call_validate(store, class, vm, &config)
-        })
+        })?;
+        if findings.len() > bounds::MAX_FINDINGS {
+            return Err(failure(
+                &plugin.manifest.id,
+                format!(
+                    "reported {} findings; a call may report at most {}",
+                    findings.len(),
+                    bounds::MAX_FINDINGS
+                ),
+            ));
+        }
+        Ok(findings
+            .into_iter()
+            .map(|finding| bindings::Finding {
+                message: printable(&finding.message, bounds::MAX_MESSAGE_BYTES),
+                ..finding
+            })
+            .collect())
+    }
+}
+
+/// A WASI sleep that ends at the call's deadline at the latest. Sleeping is a host call,
+/// where the epoch deadline cannot interrupt a plugin; capped here, the sleep returns in
+/// time and the plugin's next instruction is interrupted. Replaces the two functions of
+/// `wasi:clocks/monotonic-clock` that make sleeps.
+fn sleep_within_deadline(linker: &mut Linker<PluginState>) -> wasmtime::Result<()> {
+    fn capped(
+        mut store: StoreContextMut<'_, PluginState>,
+        wanted: Duration,
+    ) -> wasmtime::Result<Resource<DynPollable>> {
+        let state = store.data_mut();
+        let left = state.deadline.saturating_duration_since(Instant::now());
+        let until = tokio::time::Instant::now() + wanted.min(left);
+        let sleep = state.table.push(CappedSleep(until))?;
+        wasmtime_wasi::p2::subscribe(&mut state.table, sleep)
+    }
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |store: StoreContextMut<'_, PluginState>, (nanos,): (u64,)| {
+            Ok((capped(store, Duration::from_nanos(nanos))?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |store: StoreContextMut<'_, PluginState>, (when,): (u64,)| {
+            let now = store.data().wasi_clock_now();
+            Ok((capped(
+                store,
+                Duration::from_nanos(when.saturating_sub(now)),
+            )?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The interface the linker registers WASI's monotonic clock under (this wasmtime-wasi's
+/// version; components built for older 0.2 releases resolve to it).
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+/// WASI's monotonic clock for one call: nanoseconds since the call started.
+struct CallClock(Instant);
+
+impl HostMonotonicClock for CallClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+}
+
+/// A sleep until a fixed instant.
+struct CappedSleep(tokio::time::Instant);
+
+impl Pollable for CappedSleep {
+    fn ready<'a, 'b>(&'a mut self) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send + 'b>>
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        Box::pin(tokio::time::sleep_until(self.0))
     }
 }
 
@@ -525,6 +743,7 @@ fn log_output(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
         .lines()
         .filter(|l| !l.is_empty())
     {
+        let line = printable(line, bounds::MAX_LOG_LINE_BYTES);
         tracing::info!(%plugin, stream, "{line}");
     }
 }

@@ -1,9 +1,11 @@
 //! WASM plugins: custom steps at named hooks, run in a sandbox (see `plugins/README.md`).
 
 mod bindings;
+pub mod bounds;
 pub mod edits;
 pub mod files;
 pub mod first_start;
+pub mod grants;
 pub mod guest_exec;
 pub mod host;
 pub mod invoke;

@@ -10,6 +10,7 @@ use proxlab_pve::config::VmConfig;
 use proxlab_pve::policy::NodeLimits;
 use serde::{Deserialize, Serialize};
 
+use super::bounds;
 use super::edits::{self, Edit};
 use super::host::{Plugin, PluginError, PluginHost, sha256_hex};
 use super::manifest::{Hook, Manifest};
@@ -66,8 +67,9 @@ fn vm_info(vmid: u32, vm: &PluginVm, name: &str) -> VmInfo {
 }
 
 impl PluginRegistry {
-    /// Loads the operator's drop-in plugins, then those the hub installed (which win on a
-    /// shared id). Plugins that fail to load are logged and left out.
+    /// Loads the operator's drop-in plugins, then those the hub installed. On a shared id the
+    /// operator's plugin stays: a hub-installed one never takes its place (or its grants).
+    /// Plugins that fail to load are logged and left out.
     pub fn start(host: PluginHost, state_dir: &Path) -> Self {
         let registry = Self {
             installed_dir: state_dir.join("plugins"),
@@ -75,16 +77,22 @@ impl PluginRegistry {
             plugins: RwLock::new(BTreeMap::new()),
             host,
         };
-        for dir in [
-            registry.host.settings().dir.clone(),
-            registry.installed_dir.clone(),
+        for (dir, from_hub) in [
+            (registry.host.settings().dir.clone(), false),
+            (registry.installed_dir.clone(), true),
         ] {
             let (plugins, errors) = files::load_dir(&registry.host, &dir);
             for err in errors {
                 tracing::error!(%err, dir = %dir.display(), "plugin not loaded");
             }
-            for plugin in plugins {
-                tracing::info!(plugin = %plugin.manifest.id, version = %plugin.manifest.version, "plugin loaded");
+            for mut plugin in plugins {
+                let id = plugin.manifest.id.clone();
+                if from_hub && registry.get(&id).is_some() {
+                    tracing::error!(plugin = %id, "the hub's plugin of this id is ignored: the operator has a local one");
+                    continue;
+                }
+                plugin.from_hub = from_hub;
+                tracing::info!(plugin = %id, version = %plugin.manifest.version, sha256 = %plugin.sha256, "plugin loaded");
                 registry.insert(plugin);
             }
         }
@@ -135,7 +143,19 @@ impl PluginRegistry {
                 message: format!("the component's sha256 is {actual}, not {sha256}"),
             });
         }
-        let plugin = self.host.load_hashed(parsed, wasm, actual)?;
+        if self
+            .get(&parsed.id)
+            .is_some_and(|existing| !existing.from_hub)
+        {
+            return Err(PluginError {
+                plugin: parsed.id,
+                message: "this node's operator has a local plugin with this id; it is not \
+                          replaced"
+                    .into(),
+            });
+        }
+        let mut plugin = self.host.load_hashed(parsed, wasm, actual)?;
+        plugin.from_hub = true;
         let dir = self.installed_dir.join(&plugin.manifest.id);
         let keep = || -> std::io::Result<()> {
             std::fs::create_dir_all(&dir)?;
@@ -158,7 +178,10 @@ impl PluginRegistry {
             return Ok(false);
         }
         std::fs::remove_dir_all(&dir)?;
-        self.plugins.write().expect("not poisoned").remove(id);
+        let mut plugins = self.plugins.write().expect("not poisoned");
+        if plugins.get(id).is_some_and(|plugin| plugin.from_hub) {
+            plugins.remove(id);
+        }
         Ok(true)
     }
 
@@ -225,8 +248,10 @@ impl PluginRegistry {
                     .host
                     .configure(plugin, &class, &vm, &entries(config))
                     .map_err(|err| err.to_string())?;
-                *config = edits::apply(config, &asked, limits)
-                    .map_err(|reason| format!("plugin {}: {reason}", plugin.manifest.id))?;
+                *config = edits::apply(config, &asked, limits).map_err(|reason| {
+                    let reason = bounds::printable(&reason, bounds::MAX_MESSAGE_BYTES);
+                    format!("plugin {}: {reason}", plugin.manifest.id)
+                })?;
             }
         }
         Ok(())

@@ -6,6 +6,7 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 
 use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress, Hardware};
 use proxlab_protocol::plugins::PluginSteps;
@@ -463,16 +464,24 @@ async fn make_clone_files(
     // Plugins run on their own threads: a slow one holds no async worker.
     let prepare = steps.clone();
     let limits = node.limits;
-    let config = tokio::task::spawn_blocking(move || {
+    let all_steps = Duration::from_millis(steps.registry.host().settings().steps_deadline_ms);
+    let run = tokio::task::spawn_blocking(move || {
         let mut config = config;
         prepare
             .registry
             .prepare(&prepare.steps, vmid, &mut config, &limits)
             .map(|()| config)
-    })
-    .await
-    .map_err(|err| PveError::Io(err.to_string()))?
-    .map_err(PveError::Invalid)?;
+    });
+    let config = tokio::time::timeout(all_steps, run)
+        .await
+        .map_err(|_| {
+            PveError::Invalid(format!(
+                "the plugin steps did not finish within {} ms",
+                all_steps.as_millis()
+            ))
+        })?
+        .map_err(|err| PveError::Io(err.to_string()))?
+        .map_err(PveError::Invalid)?;
     node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox))?;
     let name = config.main().get("name").unwrap_or_default();
     steps

@@ -400,13 +400,30 @@ impl SimCluster {
                 "[pve]\nnode = \"{node}\"\nqm = \"{root}/bin/qm\"\npvesh = \"{root}/bin/pvesh\"\npvesm = \"{root}/bin/pvesm\"\n\
                  qemu_img = \"{root}/bin/qemu-img\"\netc_pve = \"{root}/etc/pve\"\nrun_dir = \"{root}/var/run/qemu-server\"\n\
                  lock_dir = \"{root}/var/lock/qemu-server\"\narp_table = \"{root}/proc/net/arp\"\n\
-                 [plugins]\ndir = \"{dropin}\"\n[plugins.grants]\nset-guest-password = [\"guest-exec\"]\n",
-                dropin = dir.join(format!("plugins-{node}")).display()
+                 [plugins]\ndir = \"{dropin}\"\n{grant}",
+                dropin = dir.join(format!("plugins-{node}")).display(),
+                grant = set_guest_password_grant(),
             ),
         )
         .unwrap();
         path
     }
+}
+
+/// The operator's grant for the example `set-guest-password` as the hub installs it: pinned
+/// to the built component, with its two guest commands. Empty when the plugins are not built.
+fn set_guest_password_grant() -> String {
+    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist/set-guest-password/plugin.wasm");
+    let Ok(bytes) = std::fs::read(wasm) else {
+        return String::new();
+    };
+    use sha2::Digest;
+    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+    format!(
+        "[plugins.grants.set-guest-password]\ncapabilities = [\"guest-exec\"]\n\
+         sha256 = \"{sha256}\"\nguest_commands = [\"chpasswd\", \"passwd --expire *\"]\n"
+    )
 }
 
 impl Drop for SimCluster {
