@@ -95,3 +95,49 @@ proptest! {
         }
     }
 }
+
+/// Lines a hostile peer might send in a VM config: keys that reach the host, drives on host
+/// paths, and ordinary settings with odd values.
+fn hostile_line() -> impl Strategy<Value = String> {
+    prop_oneof![
+        "(args|hookscript|hostpci[0-9]|parallel[0-2]|virtiofs[0-9]|ivshmem|affinity|numa[0-7]|cicustom|protection|lock): [ -~]{0,24}",
+        "(scsi|sata|ide|virtio)[0-9]: (/dev/[a-z]{2,4}|/etc/[a-z]{2,8}|cdrom|none|[a-z]{2,6}:[a-z0-9./_-]{1,24})(,media=cdrom)?",
+        "(serial[0-3]|usb[0-9]): (socket|/dev/ttyS0|host=[0-9a-f:]{4,9}|spice|spice,usb3=1|spice,mapping=x)",
+        "(cores|sockets|vcpus|memory|balloon|cpulimit|name|tags|rng0|net[0-3]|description): [ -~]{0,24}",
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// Whatever a config holds, the policy for configs from outside the node answers without
+    /// panicking, and nothing it accepts reaches the host.
+    #[test]
+    fn the_outside_config_policy_never_lets_host_keys_through(
+        lines in prop::collection::vec(hostile_line(), 0..12),
+    ) {
+        use proxlab_pve::config::schema::split_index;
+        use proxlab_pve::policy::{NodeLimits, check_config};
+        let config = VmConfig::parse(&lines.join("\n"));
+        let limits = NodeLimits { cpus: 8, memory_mib: 16_384 };
+        if check_config(&config, &limits).is_ok() {
+            for (key, value) in config.main().entries() {
+                let (base, index) = split_index(key);
+                prop_assert!(
+                    !matches!(base, "args" | "hookscript" | "hostpci" | "parallel" | "virtiofs"
+                        | "ivshmem" | "affinity" | "cicustom" | "protection" | "lock")
+                        && !(base == "numa" && index.is_some()),
+                    "{key}: {value}"
+                );
+                // Only the entropy source may name a device (one of Proxmox's three).
+                prop_assert!(
+                    key == "rng0" || (!value.contains("/dev/") && !value.contains("/etc/")),
+                    "{key}: {value}"
+                );
+                if base == "serial" {
+                    prop_assert_eq!(value, "socket");
+                }
+            }
+        }
+    }
+}
