@@ -990,3 +990,68 @@ async fn a_template_on_node_local_storage_gets_a_base_copy_on_every_other_node()
         assert!(disk_paths(&lab.sim.root, *vmid).is_empty());
     }
 }
+
+#[tokio::test]
+async fn parallel_capacity_changes_take_turns_and_a_class_with_running_vms_deletes() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Queue", "template_vmid": TEMPLATE, "seats": 1}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    // Two "add 3" at once: each adds its own three, neither redoes the other's.
+    let path = format!("/api/v1/classes/{class_id}/capacity");
+    let three = json!({"add": 3});
+    let (first, second) = tokio::join!(
+        teacher.api_post_json(&path, &three),
+        teacher.api_post_json(&path, &three),
+    );
+    for started in [first, second] {
+        let started: Value = started.json().await.unwrap();
+        let job = lab
+            .job_done(&teacher, started["job"].as_u64().expect("a job"))
+            .await;
+        assert_eq!(job["state"], "done", "{job}");
+        assert!(!job["message"].as_str().unwrap().contains("fail"), "{job}");
+    }
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    assert_eq!(detail["class"]["seats"], 7, "{detail}");
+    let vms = detail["vms"].as_array().unwrap();
+    let students: Vec<u64> = vms
+        .iter()
+        .filter(|vm| vm["kind"] == "student")
+        .map(|vm| vm["vmid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(students.len(), 7, "{detail}");
+    assert!(vms.iter().all(|vm| vm["state"] == "ready"), "{detail}");
+    // A running VM does not stop its class from being deleted.
+    let running = students[0];
+    lab.inventory(&[running as u32], true).await;
+    let started: Value = teacher
+        .api_post(&format!("/api/v1/vms/{running}/start"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(started["status"], "running", "{started}");
+    let deleting: Value = teacher
+        .api_delete(&format!("/api/v1/classes/{class_id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = lab
+        .job_done(&teacher, deleting["job"].as_u64().expect("a job"))
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    for vm in vms {
+        let vmid = vm["vmid"].as_u64().unwrap() as u32;
+        assert!(
+            disk_paths(&lab.sim.root, vmid).is_empty(),
+            "VM {vmid} left disks"
+        );
+    }
+}
