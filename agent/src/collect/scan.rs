@@ -115,7 +115,7 @@ fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
         cpu: 0.0,
         mem_bytes: 0,
         ips: Vec::new(),
-        identity: proxlab_pve::ident::smbios_uuid(&config),
+        identity: proxlab_pve::ident::smbios_uuid(config),
     };
     (info, agent)
 }

@@ -141,8 +141,8 @@ impl PluginState {
         CallClock(self.started).now()
     }
 
-    fn deny(&mut self, message: String) -> String {
-        let message = printable(&message, bounds::MAX_MESSAGE_BYTES);
+    fn deny(&mut self, message: &str) -> String {
+        let message = printable(message, bounds::MAX_MESSAGE_BYTES);
         self.denied = Some(message.clone());
         message
     }
@@ -230,14 +230,14 @@ impl bindings::guest::Host for PluginState {
                  the agent config's [plugins] section)",
                 self.not_granted
             );
-            return Err(self.deny(message));
+            return Err(self.deny(&message));
         };
         if vmid != self.vmid {
             let message = format!(
                 "guest-exec reaches only the VM its hook runs for (VM {}), not VM {vmid}",
                 self.vmid
             );
-            return Err(self.deny(message));
+            return Err(self.deny(&message));
         }
         if !grants::command_allowed(&commands, &command, &args) {
             let asked = std::iter::once(command.as_str())
@@ -248,7 +248,7 @@ impl bindings::guest::Host for PluginState {
                 "the operator has not granted the guest command `{asked}` (guest_commands \
                  in its grant)"
             );
-            return Err(self.deny(message));
+            return Err(self.deny(&message));
         }
         // The call's deadline holds here too.
         let left = self.deadline.saturating_duration_since(Instant::now());
