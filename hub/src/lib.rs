@@ -143,6 +143,15 @@ impl Hub {
             Arc::new(throttle::LoginThrottle::default()),
             config.sessions,
         );
+        let listener = tokio::net::TcpListener::bind(config.http_addr)
+            .await
+            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
+        let http_addr = listener.local_addr()?;
+        // Links the hub builds for others use the address it really listens on.
+        let bound = HubConfig {
+            http_addr,
+            ..config.clone()
+        };
         let (stop_http, stopping) = watch::channel(false);
         let (jobs, woken) = classes::jobs::JobQueue::new();
         let state = Arc::new(HubState {
@@ -150,7 +159,7 @@ impl Hub {
             registry,
             inventory_changes,
             ca_pin,
-            config: config.clone(),
+            config: bound,
             auth,
             stopping: stopping.clone(),
             jobs,
@@ -159,10 +168,6 @@ impl Hub {
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
-        let listener = tokio::net::TcpListener::bind(config.http_addr)
-            .await
-            .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
-        let http_addr = listener.local_addr()?;
         let mut stopped = stopping;
         let app = web::router(state.clone());
         let http_task = tokio::spawn(async move {
