@@ -1037,15 +1037,7 @@ async fn parallel_capacity_changes_take_turns_and_a_class_with_running_vms_delet
         .await
         .unwrap();
     assert_eq!(started["status"], "running", "{started}");
-    let deleting: Value = teacher
-        .api_delete(&format!("/api/v1/classes/{class_id}"))
-        .await
-        .json()
-        .await
-        .unwrap();
-    let job = lab
-        .job_done(&teacher, deleting["job"].as_u64().expect("a job"))
-        .await;
+    let job = lab.delete_class(&teacher, class_id).await;
     assert_eq!(job["state"], "done", "{job}");
     for vm in vms {
         let vmid = vm["vmid"].as_u64().unwrap() as u32;

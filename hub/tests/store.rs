@@ -425,28 +425,51 @@ async fn accounts_and_the_first_admin() {
     }
 }
 
-#[tokio::test]
-async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
-    use proxlab_hub::db::classes::{JoinOutcome, NewClass};
-    use proxlab_hub::db::users::Role;
-    for test_db in databases().await {
-        let db = &test_db.db;
-        let teacher = db
-            .insert_user("teacher", Role::Teacher, "x", 0)
-            .await
-            .unwrap();
-        let class = db
-            .insert_class(
-                &NewClass {
-                    name: "c".into(),
-                    seats: 50,
-                    ..NewClass::default()
-                },
-                teacher,
+/// `n` new students, `s0`, `s1`, ...
+async fn students(db: &Db, n: usize) -> Vec<i64> {
+    let mut ids = Vec::new();
+    for n in 0..n {
+        ids.push(
+            db.insert_user(
+                &format!("s{n}"),
+                proxlab_hub::db::users::Role::Student,
+                "x",
                 0,
             )
             .await
-            .unwrap();
+            .unwrap(),
+        );
+    }
+    ids
+}
+
+/// A class "c" of `seats` seats, owned by a new teacher.
+async fn class_with_seats(db: &Db, seats: u32) -> i64 {
+    use proxlab_hub::db::classes::NewClass;
+    use proxlab_hub::db::users::Role;
+    let teacher = db
+        .insert_user("teacher", Role::Teacher, "x", 0)
+        .await
+        .unwrap();
+    db.insert_class(
+        &NewClass {
+            name: "c".into(),
+            seats,
+            ..NewClass::default()
+        },
+        teacher,
+        0,
+    )
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
+    use proxlab_hub::db::classes::JoinOutcome;
+    for test_db in databases().await {
+        let db = &test_db.db;
+        let class = class_with_seats(db, 50).await;
         let plan: Vec<(String, String)> = (0..50)
             .map(|_| ("student".to_owned(), "pve1".to_owned()))
             .collect();
@@ -455,14 +478,7 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
             .await
             .unwrap();
         assert_eq!(vmids.len(), 50);
-        let mut students = Vec::new();
-        for n in 0..100 {
-            students.push(
-                db.insert_user(&format!("s{n}"), Role::Student, "x", 0)
-                    .await
-                    .unwrap(),
-            );
-        }
+        let students = students(db, 100).await;
         let joins = students
             .iter()
             .map(|student| db.join_class(class, *student, 1));
@@ -509,39 +525,15 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
 
 #[tokio::test]
 async fn an_invite_seat_limit_holds_under_thirty_concurrent_joins() {
-    use proxlab_hub::db::classes::NewClass;
-    use proxlab_hub::db::users::Role;
     for test_db in databases().await {
         let db = &test_db.db;
-        let teacher = db
-            .insert_user("teacher", Role::Teacher, "x", 0)
-            .await
-            .unwrap();
-        let class = db
-            .insert_class(
-                &NewClass {
-                    name: "c".into(),
-                    seats: 30,
-                    ..NewClass::default()
-                },
-                teacher,
-                0,
-            )
-            .await
-            .unwrap();
+        let class = class_with_seats(db, 30).await;
         db.set_invite(class, "hash", None, Some(5)).await.unwrap();
         let plan = vec![("student".to_owned(), "pve1".to_owned()); 30];
         db.reserve_vmids(class, &plan, 10_000..=10_999, 0)
             .await
             .unwrap();
-        let mut students = Vec::new();
-        for n in 0..30 {
-            students.push(
-                db.insert_user(&format!("s{n}"), Role::Student, "x", 0)
-                    .await
-                    .unwrap(),
-            );
-        }
+        let students = students(db, 30).await;
         let joins = students
             .iter()
             .map(|student| db.join_class(class, *student, 1));
@@ -562,26 +554,9 @@ async fn an_invite_seat_limit_holds_under_thirty_concurrent_joins() {
 
 #[tokio::test]
 async fn concurrent_seat_changes_add_up_and_stop_at_the_cap() {
-    use proxlab_hub::db::classes::NewClass;
-    use proxlab_hub::db::users::Role;
     for test_db in databases().await {
         let db = &test_db.db;
-        let teacher = db
-            .insert_user("teacher", Role::Teacher, "x", 0)
-            .await
-            .unwrap();
-        let class = db
-            .insert_class(
-                &NewClass {
-                    name: "c".into(),
-                    seats: 1,
-                    ..NewClass::default()
-                },
-                teacher,
-                0,
-            )
-            .await
-            .unwrap();
+        let class = class_with_seats(db, 1).await;
         // 1 + 40 × 20 asked, with room for 500: 24 changes fit, and none is lost.
         let changes = (0..40).map(|_| db.change_class_seats(class, 20, 500));
         let taken = futures_util::future::join_all(changes)

@@ -200,14 +200,18 @@ fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
         .collect()
 }
 
+async fn class_row(state: &HubState, class_id: i64) -> StepResult<ClassRow> {
+    Ok(state
+        .db
+        .class(class_id)
+        .await
+        .map_err(|err| err.to_string())?
+        .ok_or("the class is gone")?)
+}
+
 async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String> {
     loop {
-        let class = state
-            .db
-            .class(class_id)
-            .await
-            .map_err(|err| err.to_string())?
-            .ok_or("the class is gone")?;
+        let class = class_row(state, class_id).await?;
         if class.state != "active" {
             return Ok("stopped: the class is being deleted".into());
         }
@@ -578,12 +582,7 @@ async fn shrink(state: &HubState, class_id: i64) -> StepResult<String> {
 /// waitlist. A VM that cannot be made fresh stays `recycling` with the reason, out of
 /// everyone's reach, and the next recycle job tries again.
 async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String> {
-    let class = state
-        .db
-        .class(class_id)
-        .await
-        .map_err(|err| err.to_string())?
-        .ok_or("the class is gone")?;
+    let class = class_row(state, class_id).await?;
     let vms = state
         .db
         .class_vms(class_id)
