@@ -393,6 +393,79 @@ async fn sessions_use_safe_cookies_and_end_at_logout() {
 }
 
 #[tokio::test]
+async fn behind_a_trusted_proxy_the_client_is_the_hop_the_proxy_added() {
+    let hub = TestHub::start_configured(None, |config| {
+        config.trusted_proxies = vec!["127.0.0.1".parse().unwrap()];
+    })
+    .await;
+    let db = &hub.hub().state.db;
+    create_user(db, "alice", Role::Student, Some(&password("alice")))
+        .await
+        .unwrap();
+    // A login as the proxy forwards it: the client's own X-Forwarded-For, then the address
+    // the proxy saw.
+    let login = |forwarded: &'static str, username: &str, secret: String| {
+        let username = username.to_owned();
+        let client = WebClient::anonymous(&hub.url());
+        async move {
+            let page = client.get("/login").await.text().await.unwrap();
+            client
+                .client
+                .post(format!("{}/login", client.base))
+                .header("x-forwarded-for", forwarded)
+                .form(&[
+                    ("csrf", common::web::csrf_field(&page).as_str()),
+                    ("username", username.as_str()),
+                    ("password", secret.as_str()),
+                ])
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    // 20 failures from one client (on different accounts) lock out that address only.
+    for n in 0..20 {
+        login("203.0.113.7", &format!("guess{n}"), "wrong-password".into()).await;
+    }
+    assert_eq!(
+        login("203.0.113.7", "alice", password("alice")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Writing another address in front does not escape it: the proxy's entry counts.
+    assert_eq!(
+        login("198.51.100.9, 203.0.113.7", "alice", password("alice")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    // Everyone else behind the same proxy signs in.
+    assert_eq!(
+        login("198.51.100.9", "alice", password("alice")).await,
+        StatusCode::SEE_OTHER
+    );
+    let entries = db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            limit: 1000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        entries
+            .iter()
+            .any(|entry| entry.detail.contains("203.0.113.7")),
+        "the audit log has the client's address"
+    );
+    assert!(
+        !entries
+            .iter()
+            .any(|entry| entry.detail.contains("127.0.0.1")),
+        "not the proxy's"
+    );
+    let mut hub = hub;
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn logins_are_throttled_per_account_and_audited() {
     let site = Site::start(None).await;
     let client = WebClient::anonymous(&site.hub.url());

@@ -96,6 +96,14 @@ impl TestHub {
 
     /// A hub on the given database (default: SQLite in its data directory).
     pub async fn start_on(database_url: Option<String>) -> Self {
+        Self::start_configured(database_url, |_| {}).await
+    }
+
+    /// A hub on the given database with settings of the test's own.
+    pub async fn start_configured(
+        database_url: Option<String>,
+        configure: impl FnOnce(&mut HubConfig),
+    ) -> Self {
         init_tracing();
         let dir = tempfile::tempdir().unwrap();
         // Agents get an empty config file, so a host's /etc/proxlab/agent.toml cannot leak in.
@@ -104,6 +112,7 @@ impl TestHub {
         config.database_url = database_url;
         config.http_addr = "127.0.0.1:0".parse().unwrap();
         config.quic_addr = "127.0.0.1:0".parse().unwrap();
+        configure(&mut config);
         let hub = Hub::start(config.clone()).await.expect("hub starts");
         // Pin the ports, so a restart comes back where agents look for it.
         config.http_addr = hub.http_addr();
