@@ -41,6 +41,9 @@ pub struct NodeInstall {
     pub node: String,
     /// `None` when the agent installed it; why not otherwise.
     pub error: Option<String>,
+    /// Capabilities the node's operator does not grant this build, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<String>,
 }
 
 /// Checks and stores an upload, then pushes it to the online agents and reports how each
@@ -99,8 +102,18 @@ pub async fn upload(
     let installs = state.registry.online_nodes().into_iter().map(|node| {
         let id = &manifest.id;
         async move {
-            let error = install_on(state, &node, id).await.err();
-            NodeInstall { node, error }
+            match install_on(state, &node, id).await {
+                Ok(withheld) => NodeInstall {
+                    node,
+                    error: None,
+                    withheld,
+                },
+                Err(error) => NodeInstall {
+                    node,
+                    error: Some(error),
+                    withheld: Vec::new(),
+                },
+            }
         }
     });
     let nodes = futures_util::future::join_all(installs).await;
@@ -157,15 +170,16 @@ fn spawn_install(state: Arc<HubState>, node: String, id: String) {
     });
 }
 
-/// Sends one plugin to one agent and waits for its answer.
-pub async fn install_on(state: &HubState, node: &str, id: &str) -> Result<(), String> {
+/// Sends one plugin to one agent and waits for its answer: the capabilities the node withholds
+/// from it, if any.
+pub async fn install_on(state: &HubState, node: &str, id: &str) -> Result<Vec<String>, String> {
     let Some((manifest, wasm, sha256)) = state
         .db
         .plugin_files(id)
         .await
         .map_err(|err| err.to_string())?
     else {
-        return Ok(());
+        return Ok(Vec::new());
     };
     let request = PluginInstall {
         manifest,
@@ -178,7 +192,10 @@ pub async fn install_on(state: &HubState, node: &str, id: &str) -> Result<(), St
         .await
         .map_err(|err| err.to_string())?;
     tracing::info!(%node, plugin = %installed.id, version = %installed.version, compile_ms = installed.compile_ms, "plugin installed");
-    Ok(())
+    for reason in &installed.withheld {
+        tracing::warn!(%node, plugin = %installed.id, "withheld by the node's operator: {reason}");
+    }
+    Ok(installed.withheld)
 }
 
 /// Pushes every plugin to each agent as it comes online, and records how the plugin steps

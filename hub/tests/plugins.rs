@@ -196,6 +196,22 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
         admin.api_delete("/api/v1/plugins/liar").await.status(),
         StatusCode::OK
     );
+    // A capability the node's operator does not grant is reported back, with why.
+    let body: Value = admin
+        .api_post_json("/api/v1/plugins", &upload_body(&dist, "hostile", None))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        body["nodes"][0]["withheld"],
+        json!(["guest-exec: there is no grant of guest-exec to it"]),
+        "{body}"
+    );
+    assert_eq!(
+        admin.api_delete("/api/v1/plugins/hostile").await.status(),
+        StatusCode::OK
+    );
     let garbage = admin
         .api_post_json(
             "/api/v1/plugins",

@@ -55,6 +55,10 @@ pub struct PluginInstalled {
     pub version: String,
     /// How long compiling it took, in milliseconds (0 when it was cached).
     pub compile_ms: u64,
+    /// Capabilities the plugin asks for that this node does not grant this build, each with
+    /// why (for instance, a grant pinned to an older build): the operator's to review.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub withheld: Vec<String>,
 }
 
 impl Request for PluginInstall {

@@ -431,6 +431,19 @@ impl PluginHost {
         Ok(grant)
     }
 
+    /// The capabilities `plugin` asks for that this node does not grant this build, with why.
+    pub fn withheld(&self, plugin: &Plugin) -> Vec<String> {
+        plugin
+            .manifest
+            .capabilities
+            .iter()
+            .filter_map(|capability| {
+                let reason = self.grant(plugin, *capability).err()?;
+                Some(format!("{}: {reason}", capability.as_str()))
+            })
+            .collect()
+    }
+
     /// Runs `call` on a fresh instance of `plugin` within its limits.
     fn run<R>(
         &self,

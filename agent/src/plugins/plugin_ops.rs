@@ -40,6 +40,7 @@ pub async fn install(
             id: plugin.manifest.id.clone(),
             version: plugin.manifest.version.clone(),
             compile_ms: started.elapsed().as_millis() as u64,
+            withheld: registry.host().withheld(&plugin),
         })
     })
     .await
