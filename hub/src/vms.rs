@@ -25,6 +25,9 @@ pub enum VmOpError {
     NotFound,
     #[error("{0}")]
     NotAllowed(String),
+    /// The user sees the VM but may not do this to it.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("the node could not {action} the VM: {source}")]
     Node {
         action: &'static str,
@@ -208,7 +211,7 @@ pub async fn assign(
             None => false,
         };
     if !manages {
-        return Err(VmOpError::NotAllowed(
+        return Err(VmOpError::Forbidden(
             "only the class's teachers or an admin can assign this VM".into(),
         ));
     }

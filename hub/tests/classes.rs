@@ -1047,3 +1047,37 @@ async fn parallel_capacity_changes_take_turns_and_a_class_with_running_vms_delet
         );
     }
 }
+
+#[tokio::test]
+async fn a_teacher_enrolled_as_a_student_cannot_hand_the_vm_on() {
+    let lab = Lab::start().await;
+    let tina = lab.user("tina", Role::Teacher).await;
+    let tom = lab.user("tom", Role::Teacher).await;
+    let (class_id, job) = lab
+        .create_class(
+            &tina,
+            &json!({"name": "Peers", "template_vmid": TEMPLATE, "seats": 1}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let joined = common::web::join_class(&tina, &tom, class_id).await;
+    let vmid = joined["vmid"].as_u64().expect("tom got the VM");
+    lab.inventory(&[vmid as u32], true).await;
+    lab.user("mallory", Role::Student).await;
+    let refused = tom
+        .api_post_json(
+            &format!("/api/v1/vms/{vmid}/assign"),
+            &json!({"username": "mallory"}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    let detail = tina.json(&format!("/api/v1/classes/{class_id}")).await;
+    let seat = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vm| vm["vmid"].as_u64() == Some(vmid))
+        .unwrap()
+        .clone();
+    assert_eq!(seat["assignee"], "tom", "{seat}");
+}

@@ -146,6 +146,7 @@ impl From<VmOpError> for AppError {
         match err {
             VmOpError::NotFound => AppError::NotFound("no such VM".into()),
             VmOpError::NotAllowed(message) => AppError::Conflict(message),
+            VmOpError::Forbidden(_) => AppError::Forbidden,
             VmOpError::Node { action, source } => AppError::Node {
                 message: format!("the node could not {action} the VM"),
                 detail: source.to_string(),
