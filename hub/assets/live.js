@@ -35,20 +35,47 @@
     tile.dataset.status = status;
   }
 
+  const IP_UNKNOWN = "IP unknown: install the QEMU guest agent in the VM (or give it a DHCP lease the node sees)";
+
+  function showIp(tile, address, note) {
+    const ip = tile.querySelector('[data-field="ip"]');
+    if (!ip) return;
+    ip.textContent = "";
+    if (address) {
+      const code = document.createElement("code");
+      code.textContent = address;
+      ip.appendChild(code);
+    } else if (note) {
+      const hint = document.createElement("span");
+      hint.className = "hint";
+      hint.textContent = note;
+      ip.appendChild(hint);
+    } else {
+      ip.textContent = "—";
+    }
+  }
+
+  // A running VM with no known address is "Starting…" for a while; when the wait ends
+  // without news from the hub, it is running and the tile says why no address is shown.
+  function waitForIp(tile, until) {
+    clearTimeout(tile.ipWait);
+    if (!until) return;
+    tile.ipWait = setTimeout(() => {
+      if (tile.dataset.status !== "starting") return;
+      setBadge(tile, "running", "Running");
+      showIp(tile, null, IP_UNKNOWN);
+    }, Math.max(0, until * 1000 - Date.now()));
+  }
+
+  for (const tile of document.querySelectorAll("[data-ip-wait-until]")) {
+    waitForIp(tile, Number(tile.dataset.ipWaitUntil));
+  }
+
   function applyVm(vm) {
     for (const tile of document.querySelectorAll('[data-vmid="' + vm.vmid + '"]')) {
       setBadge(tile, vm.display_status, vm.status_label);
-      const ip = tile.querySelector('[data-field="ip"]');
-      if (ip) {
-        ip.textContent = "";
-        if (vm.ip) {
-          const code = document.createElement("code");
-          code.textContent = vm.ip;
-          ip.appendChild(code);
-        } else {
-          ip.textContent = "—";
-        }
-      }
+      showIp(tile, vm.ip, vm.ip_note);
+      waitForIp(tile, vm.ip_wait_until);
       setText(tile.querySelector('[data-field="node"]'), vm.node);
       const title = tile.querySelector("h3 a");
       if (title && title.textContent !== vm.name) title.textContent = vm.name;

@@ -278,6 +278,15 @@ async fn power_operations_and_their_errors() {
     setup
         .vm(200, "running", |vm| vm.status == PowerState::Running)
         .await;
+    // Asking for the state it is in already is no failure (Proxmox itself refuses).
+    assert_eq!(
+        registry
+            .call("pve1", &power(PowerAction::Start))
+            .await
+            .unwrap()
+            .status,
+        PowerState::Running
+    );
     assert_eq!(
         registry
             .call("pve1", &power(PowerAction::Reboot))

@@ -268,11 +268,212 @@ async fn lists_hold_only_what_each_user_may_see() {
         assert_eq!(templates["templates"][0]["vmid"], 9000);
         assert_eq!(templates["templates"][0]["disks"][0]["size"], "8 GiB");
         let vm = alice.json("/api/v1/vms/101").await;
-        assert_eq!(vm["ip"], "10.0.0.101");
+        // Stopped: the address it had is not shown (another VM may have it by now).
+        assert_eq!(vm["ip"], serde_json::Value::Null);
         assert_eq!(vm["actions"], serde_json::json!(["start"]));
         assert_eq!(vm["assignee"], "alice");
         site.finish().await;
     }
+}
+
+#[tokio::test]
+async fn every_api_error_has_the_json_shape_and_bad_input_is_refused() {
+    use reqwest::Method;
+    let site = Site::start(None).await;
+    let tina = site.client("tina").await;
+    let class = proxlab_hub::db::classes::NewClass {
+        name: "Shapes".into(),
+        seats: 1,
+        ..Default::default()
+    };
+    let db = &site.hub.hub().state.db;
+    let tina_id = db.user_by_name("tina").await.unwrap().unwrap().id;
+    let class_id = db.insert_class(&class, tina_id, 0).await.unwrap();
+    let send = |method: Method, path: String, body: Option<(&'static str, String)>| {
+        let tina = &tina;
+        async move {
+            let mut request = tina
+                .client
+                .request(method, format!("{}{path}", tina.base))
+                .header("x-csrf-token", &tina.csrf);
+            if let Some((content_type, body)) = body {
+                request = request.header("content-type", content_type).body(body);
+            }
+            let response = request.send().await.unwrap();
+            let status = response.status().as_u16();
+            let text = response.text().await.unwrap();
+            (status, text)
+        }
+    };
+    let json = |body: &str| Some(("application/json", body.to_owned()));
+    let cases: Vec<(Method, String, Option<(&'static str, String)>, u16, &str)> = vec![
+        (
+            Method::GET,
+            "/api/v1/classes/abc".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/jobs/abc".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/classes/99999999999999999999".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/vms?offset=-1".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/vms?status=AAA".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/vms?status=running&status=stopped".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/vms?limit=0".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::GET,
+            "/api/v1/vms?limit=5000".into(),
+            None,
+            400,
+            "bad-request",
+        ),
+        (
+            Method::DELETE,
+            "/api/v1/vms".into(),
+            None,
+            405,
+            "method-not-allowed",
+        ),
+        (
+            Method::GET,
+            "/api/v1/nothing-here".into(),
+            None,
+            404,
+            "not-found",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/classes/{class_id}/invite"),
+            json("[7, 5]"),
+            400,
+            "bad-request",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/classes/{class_id}/invite"),
+            Some(("text/plain", "days=3".into())),
+            400,
+            "bad-request",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/classes/{class_id}/invite"),
+            json("{\"expires_in_days\": \"soon\"}"),
+            400,
+            "bad-request",
+        ),
+        (
+            Method::POST,
+            format!("/api/v1/classes/{class_id}/capacity"),
+            json("[3]"),
+            400,
+            "bad-request",
+        ),
+        (
+            Method::PUT,
+            format!("/api/v1/classes/{class_id}/plugins"),
+            json("{\"plugins\": [], \"extra\": 1}"),
+            400,
+            "bad-request",
+        ),
+    ];
+    for (method, path, body, status, code) in cases {
+        let (got, text) = send(method.clone(), path.clone(), body).await;
+        let parsed: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|_| panic!("{method} {path}: not JSON: {text:?}"));
+        assert_eq!(got, status, "{method} {path}: {text}");
+        assert_eq!(parsed["error"]["code"], code, "{method} {path}: {text}");
+        assert!(
+            !parsed["error"]["message"].as_str().unwrap().is_empty(),
+            "{method} {path}: {text}"
+        );
+    }
+    // An empty body is still fine where the body is optional.
+    let (status, text) = send(
+        Method::POST,
+        format!("/api/v1/classes/{class_id}/invite"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{text}");
+    site.finish().await;
+}
+
+#[tokio::test]
+async fn a_running_vm_without_an_address_is_starting_for_a_while_then_says_why() {
+    use proxlab_protocol::inventory::InventoryDelta;
+    let site = Site::start(None).await;
+    let db = &site.hub.hub().state.db;
+    let running = |vmid| VmInfo {
+        status: PowerState::Running,
+        ips: vec![],
+        ..vm(vmid, false)
+    };
+    let now = now_unix();
+    // 101 started ten minutes ago, 102 just now; neither has an address.
+    for (vmid, at) in [(101, now - 600), (102, now)] {
+        let delta = InventoryDelta {
+            upserted: vec![running(vmid)],
+            ..InventoryDelta::default()
+        };
+        db.apply_delta("pve1", &delta, at).await.unwrap();
+    }
+    let root = site.client("root").await;
+    let long = root.json("/api/v1/vms/101").await;
+    assert_eq!(long["display_status"], "running", "{long}");
+    assert!(
+        long["ip_note"]
+            .as_str()
+            .unwrap()
+            .contains("QEMU guest agent"),
+        "{long}"
+    );
+    let fresh = root.json("/api/v1/vms/102").await;
+    assert_eq!(fresh["display_status"], "starting", "{fresh}");
+    assert_eq!(fresh["ip_wait_until"], now + 180, "{fresh}");
+    let page = root.get("/vms").await.text().await.unwrap();
+    assert!(
+        page.contains("IP unknown: install the QEMU guest agent"),
+        "{page}"
+    );
+    assert!(page.contains(&format!("data-ip-wait-until=\"{}\"", now + 180)));
+    site.finish().await;
 }
 
 #[tokio::test]

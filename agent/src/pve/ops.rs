@@ -18,8 +18,19 @@ pub async fn status(node: &Node, vmid: u32) -> Result<PowerState, PveError> {
     })
 }
 
+/// Runs a power action. Asking for the state a VM is in already (start a running VM, stop
+/// or shut down a stopped one) succeeds without doing anything.
 pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerState, PveError> {
     let id = vmid.to_string();
+    let now = status(node, vmid).await?;
+    let already = match action {
+        PowerAction::Start => now == PowerState::Running,
+        PowerAction::Stop | PowerAction::Shutdown { .. } => now == PowerState::Stopped,
+        PowerAction::Reboot | PowerAction::Reset => false,
+    };
+    if already {
+        return Ok(now);
+    }
     match action {
         PowerAction::Start => node.qm(["start", &id]).await?,
         PowerAction::Stop => node.qm(["stop", &id]).await?,

@@ -7,9 +7,11 @@ use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::json;
 
 use crate::accounts::AccountError;
+use crate::agents::CallError;
 use crate::auth::LoginError;
 use crate::db::DbError;
 use crate::vms::VmOpError;
+use proxlab_protocol::ErrorKind;
 
 /// What went wrong, as far as the client is concerned.
 #[derive(Debug, thiserror::Error)]
@@ -147,6 +149,21 @@ impl From<VmOpError> for AppError {
             VmOpError::NotFound => AppError::NotFound("no such VM".into()),
             VmOpError::NotAllowed(message) => AppError::Conflict(message),
             VmOpError::Forbidden(_) => AppError::Forbidden,
+            // The node says the VM is gone, or busy: that is the VM's state, not a failure of
+            // the node. Its own words stay with staff.
+            VmOpError::Node {
+                source: CallError::Remote(remote),
+                ..
+            } if remote.kind == ErrorKind::NotFound => {
+                AppError::NotFound("the VM no longer exists on its node".into())
+            }
+            VmOpError::Node {
+                action,
+                source: CallError::Remote(remote),
+            } if remote.kind == ErrorKind::Conflict => AppError::Conflict(format!(
+                "the VM cannot {action} right now: it is busy (locked, or changing state); \
+                 try again in a moment"
+            )),
             VmOpError::Node { action, source } => AppError::Node {
                 message: format!("the node could not {action} the VM"),
                 detail: source.to_string(),
@@ -225,7 +242,9 @@ impl IntoResponse for PageError {
     }
 }
 
-/// A JSON request body whose problems are answered in the API's error format.
+/// A JSON request body whose problems are answered in the API's error format. Every body the
+/// API takes is a JSON object: an array or a bare value is refused, even where the fields
+/// would line up.
 #[derive(Debug)]
 pub(crate) struct ApiJson<T>(pub(crate) T);
 
@@ -237,9 +256,102 @@ where
     type Rejection = ApiError;
 
     async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, ApiError> {
-        match Json::<T>::from_request(request, state).await {
-            Ok(Json(value)) => Ok(ApiJson(value)),
-            Err(rejection) => Err(AppError::BadRequest(rejection.body_text()).into()),
-        }
+        let value = match Json::<serde_json::Value>::from_request(request, state).await {
+            Ok(Json(value)) => value,
+            Err(rejection) => return Err(AppError::BadRequest(rejection.body_text()).into()),
+        };
+        object_body(value).map(ApiJson)
     }
+}
+
+impl<S, T> axum::extract::OptionalFromRequest<S> for ApiJson<T>
+where
+    T: serde::de::DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    /// No body at all is `None`; anything else must be a valid object.
+    async fn from_request(
+        request: axum::extract::Request,
+        state: &S,
+    ) -> Result<Option<Self>, ApiError> {
+        let (parts, body) = request.into_parts();
+        let bytes = axum::body::to_bytes(body, super::identity::MAX_FORM_BYTES)
+            .await
+            .map_err(|err| ApiError::from(AppError::BadRequest(err.to_string())))?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(None);
+        }
+        let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+        <Self as axum::extract::FromRequest<S>>::from_request(request, state)
+            .await
+            .map(Some)
+    }
+}
+
+fn object_body<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, ApiError> {
+    if !value.is_object() {
+        return Err(AppError::BadRequest("the body must be a JSON object".into()).into());
+    }
+    serde_json::from_value(value)
+        .map_err(|err| AppError::BadRequest(format!("the body does not fit: {err}")).into())
+}
+
+/// Makes every error the API answers `{"error": {"code", "message"}}`, whoever produced it:
+/// axum's own rejections (a path id that is not a number, a query string that does not
+/// parse, a method the route does not take) come as plain text or empty bodies otherwise.
+/// Their words become the message; 422 becomes 400, like every other refused input.
+pub(crate) async fn api_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|value| value.to_str().ok())
+        .is_some_and(|value| value.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let text = axum::body::to_bytes(body, 16 * 1024)
+        .await
+        .map(|bytes| String::from_utf8_lossy(&bytes).trim().to_owned())
+        .unwrap_or_default();
+    let (status, code) = match status {
+        StatusCode::UNPROCESSABLE_ENTITY | StatusCode::BAD_REQUEST => {
+            (StatusCode::BAD_REQUEST, "bad-request")
+        }
+        StatusCode::UNAUTHORIZED => (status, "unauthenticated"),
+        StatusCode::FORBIDDEN => (status, "forbidden"),
+        StatusCode::NOT_FOUND => (status, "not-found"),
+        StatusCode::METHOD_NOT_ALLOWED => (status, "method-not-allowed"),
+        StatusCode::CONFLICT => (status, "conflict"),
+        StatusCode::PAYLOAD_TOO_LARGE => (status, "too-large"),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => (status, "unsupported-media-type"),
+        _ if status.is_server_error() => (status, "internal"),
+        _ => (status, "bad-request"),
+    };
+    let message = if !text.is_empty() {
+        text
+    } else if status == StatusCode::METHOD_NOT_ALLOWED {
+        format!("this route does not take {method}")
+    } else {
+        status
+            .canonical_reason()
+            .unwrap_or("the request failed")
+            .to_lowercase()
+    };
+    let body = json!({"error": {"code": code, "message": message}}).to_string();
+    parts.status = status;
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    Response::from_parts(parts, axum::body::Body::from(body))
 }

@@ -27,9 +27,14 @@ pub(crate) struct VmView {
     /// yet.
     pub display_status: &'static str,
     pub status_label: &'static str,
-    /// The address to connect to: the first IPv4, else the first address.
+    /// The address to connect to: the first IPv4, else the first address. Only a running VM
+    /// has one: what a stopped VM had may belong to another VM by now.
     pub ip: Option<String>,
     pub ips: Vec<IpView>,
+    /// Why a running VM shows no address, once it has had time to get one.
+    pub ip_note: Option<&'static str>,
+    /// For a VM shown as `starting`: when (Unix seconds) to stop waiting for an address.
+    pub ip_wait_until: Option<i64>,
     pub template: bool,
     pub cores: u32,
     pub sockets: u32,
@@ -42,9 +47,25 @@ pub(crate) struct VmView {
     pub actions: Vec<VmAction>,
 }
 
+/// How long a running VM is shown as starting while no address is known; after that it is
+/// running, with a note on why no address is known.
+pub(crate) const IP_WAIT_SECS: i64 = 180;
+
+/// What the portal says when a running VM has no known address.
+pub(crate) const IP_UNKNOWN: &str =
+    "IP unknown: install the QEMU guest agent in the VM (or give it a DHCP lease the node sees)";
+
+/// Whether a running VM waits for an address, and until when.
+fn waiting_for_ip(vm: &VmRow) -> Option<i64> {
+    (vm.status == "running" && vm.ips.is_empty() && !vm.nics.is_empty())
+        .then_some(vm.status_changed_at + IP_WAIT_SECS)
+}
+
 fn display_status(vm: &VmRow) -> (&'static str, &'static str) {
     match vm.status.as_str() {
-        "running" if vm.ips.is_empty() && !vm.nics.is_empty() => ("starting", "Starting…"),
+        "running" if waiting_for_ip(vm).is_some_and(|until| crate::db::now_unix() < until) => {
+            ("starting", "Starting…")
+        }
         "running" => ("running", "Running"),
         "stopped" => ("stopped", "Stopped"),
         "paused" => ("paused", "Paused"),
@@ -62,12 +83,16 @@ fn source_text(source: proxlab_protocol::inventory::IpSource) -> String {
 impl VmView {
     pub(crate) fn new(vm: &VmRow) -> Self {
         let (display_status, status_label) = display_status(vm);
-        let ip = vm
-            .ips
+        let running = vm.status == "running";
+        let ips: &[_] = if running { &vm.ips } else { &[] };
+        let ip = ips
             .iter()
             .find(|ip| !ip.address.contains(':'))
-            .or(vm.ips.first())
+            .or(ips.first())
             .map(|ip| ip.address.clone());
+        let ip_wait_until = waiting_for_ip(vm).filter(|_| display_status == "starting");
+        let ip_note =
+            (waiting_for_ip(vm).is_some() && ip_wait_until.is_none()).then_some(IP_UNKNOWN);
         Self {
             vmid: vm.vmid,
             name: vm.name.clone(),
@@ -76,8 +101,9 @@ impl VmView {
             display_status,
             status_label,
             ip,
-            ips: vm
-                .ips
+            ip_note,
+            ip_wait_until,
+            ips: ips
                 .iter()
                 .map(|ip| IpView {
                     address: ip.address.clone(),
@@ -111,6 +137,8 @@ impl VmView {
             display_status: "preparing",
             status_label: "Being prepared…",
             ip: None,
+            ip_note: None,
+            ip_wait_until: None,
             ips: Vec::new(),
             template: false,
             cores: 0,

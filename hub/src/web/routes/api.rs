@@ -62,6 +62,7 @@ async fn list_vms(
     user: CurrentUser,
     Query(query): Query<VmQuery>,
 ) -> ApiResult<VmList> {
+    query.check()?;
     let filter = access::restrict_to_viewer(&user.viewer, query.to_filter());
     let vms = state.db.find_vms(&filter).await?;
     let page = query.page();
@@ -211,4 +212,5 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .merge(super::classes_api::router())
         .merge(super::plugins::api_router())
         .fallback(not_found)
+        .layer(axum::middleware::from_fn(crate::web::error::api_errors))
 }

@@ -301,9 +301,9 @@ async fn invite(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     Path(id): Path<i64>,
-    body: Option<Json<InviteRequest>>,
+    body: Option<ApiJson<InviteRequest>>,
 ) -> ApiResult<Invite> {
-    let body = body.map(|Json(body)| body).unwrap_or_default();
+    let body = body.map(|ApiJson(body)| body).unwrap_or_default();
     let ttl = match body.expires_in_days {
         None => Some(classes::DEFAULT_INVITE_TTL),
         Some(0) => None,

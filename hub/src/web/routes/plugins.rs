@@ -31,6 +31,7 @@ impl From<PluginFault> for AppError {
 
 /// An upload: the manifest's text and the component, base64-encoded.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Upload {
     manifest: String,
     wasm: String,
@@ -99,6 +100,7 @@ async fn delete(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Scope {
     all_classes: bool,
 }
@@ -116,6 +118,7 @@ async fn scope(
 }
 
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Choice {
     plugins: Vec<String>,
 }

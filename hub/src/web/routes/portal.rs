@@ -38,7 +38,30 @@ pub(in crate::web) const DEFAULT_PAGE: u32 = 100;
 /// The most VMs one request returns.
 pub(in crate::web) const MAX_PAGE: u32 = 1000;
 
+/// The power states a listing can be filtered by.
+const STATUSES: &[&str] = &["running", "stopped", "paused", "unknown"];
+
 impl VmQuery {
+    /// Refuses what the API would otherwise quietly reinterpret: an unknown status, or a page
+    /// size outside 1..=[`MAX_PAGE`]. (The portal's own pages clamp instead.)
+    pub(in crate::web) fn check(&self) -> Result<(), AppError> {
+        let status = self.status.trim();
+        if !status.is_empty() && !STATUSES.contains(&status) {
+            return Err(AppError::BadRequest(format!(
+                "status must be one of {}, not {status:?}",
+                STATUSES.join(", ")
+            )));
+        }
+        if let Some(limit) = self.limit
+            && !(1..=MAX_PAGE).contains(&limit)
+        {
+            return Err(AppError::BadRequest(format!(
+                "limit must be 1 to {MAX_PAGE}, not {limit}"
+            )));
+        }
+        Ok(())
+    }
+
     pub(in crate::web) fn page(&self) -> PageRange {
         PageRange {
             limit: self.limit.unwrap_or(DEFAULT_PAGE).clamp(1, MAX_PAGE),
