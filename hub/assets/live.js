@@ -123,8 +123,21 @@
     }
   }
 
+  // One stream while the page is shown. A page in the back/forward cache keeps nothing open:
+  // browsers allow six connections per host over HTTP/1.1, and parked pages holding streams
+  // would make the seventh page wait.
+  let source = null;
+
+  function disconnect() {
+    if (source) {
+      source.close();
+      source = null;
+    }
+  }
+
   function connect() {
-    const source = new EventSource("/api/v1/events");
+    if (source) return;
+    source = new EventSource("/api/v1/events");
     source.addEventListener("open", () => { liveState.hidden = true; document.body.dataset.liveReady = "yes"; });
     source.addEventListener("error", () => {
       liveState.textContent = "Live updates paused; reconnecting…";
@@ -212,5 +225,14 @@
     }
   });
 
-  if (document.body.dataset.live === "on" && window.EventSource) connect();
+  if (document.body.dataset.live === "on" && window.EventSource) {
+    connect();
+    window.addEventListener("pagehide", disconnect);
+    document.addEventListener("freeze", disconnect);
+    // Back from the cache: what changed meanwhile was not streamed, so the page is redrawn.
+    window.addEventListener("pageshow", (event) => {
+      if (event.persisted) window.location.reload();
+    });
+    document.addEventListener("resume", () => window.location.reload());
+  }
 })();

@@ -270,3 +270,38 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
     browser.screenshot("class-student.png").await;
     assert!(demo.stop().await);
 }
+
+#[tokio::test]
+async fn fifteen_pages_in_one_tab_all_load() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    let url = demo.file.url.clone();
+    log_in(&browser, &url, "teacher", demo.password("teacher")).await;
+    // Pages with live updates, one after another in the same tab: pages left behind (in the
+    // back/forward cache) must not keep their streams, or the seventh waits for a connection.
+    let pages = ["/vms", "/classes", "/templates", "/profile", "/vms?status=running"];
+    for n in 0..15 {
+        let page = pages[n % pages.len()];
+        let started = std::time::Instant::now();
+        browser.goto(&format!("{url}{page}")).await;
+        browser
+            .wait_until("the page to be shown", "document.readyState === 'complete'")
+            .await;
+        let took = started.elapsed();
+        // A page stuck behind six parked streams waits about a minute.
+        assert!(
+            took < std::time::Duration::from_secs(10),
+            "page {n} ({page}) took {took:?}"
+        );
+    }
+    browser.goto(&format!("{url}/vms")).await;
+    browser
+        .wait_until(
+            "live updates to connect",
+            "document.body.dataset.liveReady === 'yes'",
+        )
+        .await;
+}
