@@ -282,7 +282,13 @@ async fn fifteen_pages_in_one_tab_all_load() {
     log_in(&browser, &url, "teacher", demo.password("teacher")).await;
     // Pages with live updates, one after another in the same tab: pages left behind (in the
     // back/forward cache) must not keep their streams, or the seventh waits for a connection.
-    let pages = ["/vms", "/classes", "/templates", "/profile", "/vms?status=running"];
+    let pages = [
+        "/vms",
+        "/classes",
+        "/templates",
+        "/profile",
+        "/vms?status=running",
+    ];
     for n in 0..15 {
         let page = pages[n % pages.len()];
         let started = std::time::Instant::now();

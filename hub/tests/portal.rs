@@ -164,7 +164,7 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/vms/101/reboot", [401, 404, 404, 404]),
     ("GET", "/classes", [303, 200, 200, 200]),
     ("POST", "/classes/1/delete", [303, 404, 404, 404]),
-    ("GET", "/join/pli_unknown", [303, 400, 400, 400]),
+    ("GET", "/join/pli_unknown", [400, 400, 400, 400]),
     ("GET", "/api/v1/classes", [401, 200, 200, 200]),
     ("POST", "/api/v1/classes", [401, 403, 400, 400]),
     ("GET", "/api/v1/classes/1", [401, 404, 404, 404]),
@@ -1037,6 +1037,37 @@ async fn the_openapi_document_describes_every_api_route() {
 }
 
 #[tokio::test]
+async fn error_pages_speak_plainly_and_a_second_sign_in_tab_keeps_the_first_working() {
+    let site = Site::start(None).await;
+    let visitor = WebClient::anonymous(&site.hub.url());
+    let missing = visitor.get("/no/such/page").await;
+    assert_eq!(missing.status(), StatusCode::NOT_FOUND);
+    let page = missing.text().await.unwrap();
+    assert!(page.contains("<title>Not found"), "{page}");
+    assert!(page.contains("there is no page at this address"), "{page}");
+    assert!(page.contains("href=\"/\""), "a way on: {page}");
+    let expired = visitor.get("/join/pli_gone").await.text().await.unwrap();
+    assert!(!expired.contains("Bad Request"), "{expired}");
+    // Two sign-in tabs in one browser: the first tab's form still works.
+    let first = visitor.get("/login").await.text().await.unwrap();
+    visitor.get("/login").await;
+    let response = visitor
+        .client
+        .post(format!("{}/login", visitor.base))
+        .form(&[
+            ("csrf", common::web::csrf_field(&first).as_str()),
+            ("username", "alice"),
+            ("password", &password("alice")),
+            ("next", "/vms"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    site.finish().await;
+}
+
+#[tokio::test]
 async fn pages_carry_security_headers() {
     let site = Site::start(None).await;
     let response = WebClient::anonymous(&site.hub.url()).get("/login").await;
@@ -1189,10 +1220,17 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
         .unwrap();
     let path = format!("/join/{token}");
 
-    // Off by default: the link leads to the login page.
+    // Off by default: the link shows the sign-in form, naming the class.
     let visitor = WebClient::anonymous(&site.hub.url());
     let response = visitor.get(&path).await;
-    assert_eq!(response.status(), StatusCode::SEE_OTHER);
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.unwrap();
+    assert!(page.contains("Sign in to join Open day"), "{page}");
+    // Tera escapes the slashes of the path it comes back to.
+    assert!(
+        page.contains(&format!("name=\"next\" value=\"&#x2F;join&#x2F;{token}\"")),
+        "back to the invite after: {page}"
+    );
     let refused = visitor
         .post_form_without_csrf(&format!("{path}/register"), &[("username", "x")])
         .await;

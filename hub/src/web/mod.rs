@@ -92,6 +92,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())
         .route("/health", get(health))
+        .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(
             state.clone(),
             identity::authenticate,
@@ -99,6 +100,11 @@ pub fn router(state: Arc<HubState>) -> Router {
         .layer(middleware::from_fn(security_headers))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(state)
+}
+
+/// Any address the portal does not serve: a page that says so, not the browser's own.
+async fn page_not_found() -> error::PageError {
+    AppError::NotFound("there is no page at this address".into()).into()
 }
 
 /// A VMID from a path: a number Proxmox accepts.

@@ -226,6 +226,19 @@ struct ErrorPage<'a> {
     message: &'a str,
 }
 
+/// An error page's title, in words for people rather than HTTP's.
+fn error_title(status: StatusCode) -> &'static str {
+    match status {
+        StatusCode::NOT_FOUND => "Not found",
+        StatusCode::FORBIDDEN => "Not allowed",
+        StatusCode::CONFLICT => "Not possible right now",
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+        StatusCode::BAD_GATEWAY => "A node did not answer",
+        status if status.is_server_error() => "Something went wrong",
+        _ => "That did not work",
+    }
+}
+
 /// A small standalone error page.
 pub(crate) fn error_page(status: StatusCode, message: &str) -> String {
     let mut context = tera::Context::new();
@@ -233,7 +246,7 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> String {
         "page",
         &ErrorPage {
             status: status.as_u16(),
-            reason: status.canonical_reason().unwrap_or("Error"),
+            reason: error_title(status),
             message,
         },
     );
@@ -259,6 +272,9 @@ mod tests {
         let page = error_page(StatusCode::NOT_FOUND, "<script>x</script>");
         assert!(page.contains("&lt;script&gt;"), "{page}");
         assert!(!page.contains("<script>x"));
+        let page = error_page(StatusCode::BAD_REQUEST, "this invite link has expired");
+        assert!(page.contains("<title>That did not work"), "{page}");
+        assert!(!page.contains("Bad Request"), "{page}");
     }
 
     #[test]

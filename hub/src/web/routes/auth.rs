@@ -28,11 +28,16 @@ struct LoginForm {
     next: Option<String>,
 }
 
+/// What a sign-in form's token starts with.
+const LOGIN_TOKEN_PREFIX: &str = "pll_";
+
 #[derive(Debug, Serialize)]
-struct LoginView<'a> {
-    next: &'a str,
-    username: &'a str,
-    error: Option<String>,
+pub(in crate::web) struct LoginView<'a> {
+    pub(in crate::web) next: &'a str,
+    pub(in crate::web) username: &'a str,
+    pub(in crate::web) error: Option<String>,
+    /// What signing in is for, when it is for something ("Sign in to join Networks 101").
+    pub(in crate::web) heading: Option<String>,
 }
 
 /// Only local paths are followed after signing in, never another site.
@@ -40,8 +45,9 @@ fn safe_next(next: Option<&str>) -> &str {
     crate::web::local_path(next, "/vms")
 }
 
-/// A page for visitors who are not signed in, with a fresh double-submit CSRF token in a
-/// cookie and in the layout for its forms.
+/// A page for visitors who are not signed in, with a double-submit CSRF token in a cookie and
+/// in the layout for its forms. The browser's token is kept when it has one, so a sign-in
+/// form opened in a second tab does not make the first one's stale.
 pub(in crate::web) fn anonymous_page<T: Serialize>(
     state: &HubState,
     headers: &HeaderMap,
@@ -49,7 +55,9 @@ pub(in crate::web) fn anonymous_page<T: Serialize>(
     title: &str,
     view: &T,
 ) -> Result<Page, AppError> {
-    let token = new_secret("pll_");
+    let token = cookies::get(headers, cookies::LOGIN_CSRF)
+        .filter(|token| token.starts_with(LOGIN_TOKEN_PREFIX) && token.len() >= 40)
+        .map_or_else(|| new_secret(LOGIN_TOKEN_PREFIX), str::to_owned);
     let layout = Layout::new(None, headers, "login", title).with_csrf(token.clone());
     Ok(
         Page::render(template, &layout, view)?.with_cookie(cookies::set(
@@ -82,12 +90,13 @@ pub(in crate::web) fn with_session_cookie(
     response
 }
 
-fn login_page(
+pub(in crate::web) fn login_page(
     state: &HubState,
     headers: &HeaderMap,
     view: &LoginView<'_>,
 ) -> Result<Page, AppError> {
-    anonymous_page(state, headers, "pages/auth/login.html", "Sign in", view)
+    let title = view.heading.as_deref().unwrap_or("Sign in");
+    anonymous_page(state, headers, "pages/auth/login.html", title, view)
 }
 
 async fn show_login(
@@ -104,6 +113,7 @@ async fn show_login(
         next,
         username: "",
         error: None,
+        heading: None,
     };
     Ok(login_page(&state, &headers, &view)?.into_response())
 }
@@ -135,6 +145,7 @@ async fn login(
                 next,
                 username: form.username.trim(),
                 error: Some(error.to_string()),
+                heading: None,
             };
             let mut response = (status, login_page(&state, &headers, &view)?).into_response();
             if let AppError::TooManyRequests {

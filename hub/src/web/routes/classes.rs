@@ -579,14 +579,18 @@ async fn join_page(
             .db
             .flag(crate::db::settings::SELF_REGISTRATION)
             .await?;
-        if !registration {
-            return Err(PageError {
-                error: AppError::Unauthenticated,
-                staff: false,
-                path: format!("/join/{token}"),
-            });
-        }
         let class = classes::class_for_invite(&state, &token).await?;
+        if !registration {
+            // Signing in comes first; the page says what for.
+            let next = format!("/join/{token}");
+            let view = super::auth::LoginView {
+                next: &next,
+                username: "",
+                error: None,
+                heading: Some(format!("Sign in to join {}", class.name)),
+            };
+            return Ok(super::auth::login_page(&state, &headers, &view)?.into_response());
+        }
         let view = JoinView {
             class: ClassSummary::from(&class),
             token,
