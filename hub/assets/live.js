@@ -207,6 +207,28 @@
     }
   }
 
+  // Times as the reader's clock shows them; the absolute time stays in the title.
+  for (const time of document.querySelectorAll("[data-local-time]")) {
+    const when = new Date(Number(time.dataset.localTime) * 1000);
+    time.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
+  }
+
+  // Copy buttons: the named field's text to the clipboard (selecting it where the clipboard
+  // is not offered, on plain-HTTP sites).
+  document.addEventListener("click", async (event) => {
+    const button = event.target.closest("[data-copy-from]");
+    if (!button) return;
+    const field = document.getElementById(button.dataset.copyFrom);
+    if (!field) return;
+    field.select();
+    let copied = false;
+    if (navigator.clipboard && window.isSecureContext) {
+      copied = await navigator.clipboard.writeText(field.value).then(() => true, () => false);
+    }
+    if (!copied) copied = document.execCommand && document.execCommand("copy");
+    button.textContent = copied ? "Copied" : "Press Ctrl+C to copy";
+  });
+
   document.addEventListener("submit", (event) => {
     const form = event.target;
     if (form.id === "plugin-upload") {

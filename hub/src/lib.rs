@@ -49,6 +49,8 @@ pub struct HubState {
     pub jobs: classes::jobs::JobQueue,
     /// Accounts created through invite links, per invite and per client address.
     pub registrations: throttle::RateLimit,
+    /// What invite links are derived from.
+    pub invite_key: classes::invites::InviteKey,
 }
 
 impl HubState {
@@ -164,6 +166,7 @@ impl Hub {
             stopping: stopping.clone(),
             jobs,
             registrations: classes::registration_limit(),
+            invite_key: classes::invites::InviteKey::new(&pki.invite_key),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());

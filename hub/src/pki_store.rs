@@ -12,10 +12,12 @@ pub struct HubPki {
     pub server: CertAndKey,
     /// The secret behind QUIC stateless resets, the same across restarts.
     pub reset_key: Vec<u8>,
+    /// The secret invite links are derived from (see `classes::invites`).
+    pub invite_key: Vec<u8>,
 }
 
-/// The stateless-reset secret: 32 random bytes, created once.
-fn load_or_create_reset_key(path: &std::path::Path) -> Result<Vec<u8>> {
+/// A secret of 32 random bytes, created once.
+fn load_or_create_key(path: &std::path::Path) -> Result<Vec<u8>> {
     match std::fs::read(path) {
         Ok(key) if key.len() == 32 => Ok(key),
         Ok(_) => anyhow::bail!("{} is damaged; delete it to make a new one", path.display()),
@@ -71,11 +73,13 @@ pub fn load_or_create(dir: &DataDir) -> Result<HubPki> {
             pair
         }
     };
-    let reset_key = load_or_create_reset_key(&pki_dir.join("quic-reset.key"))?;
+    let reset_key = load_or_create_key(&pki_dir.join("quic-reset.key"))?;
+    let invite_key = load_or_create_key(&pki_dir.join("invite.key"))?;
     Ok(HubPki {
         ca,
         server,
         reset_key,
+        invite_key,
     })
 }
 

@@ -196,11 +196,30 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
             "document.querySelector('[data-field=\"invite\"]')",
         )
         .await;
-    let link = browser
-        .text_of("[data-field='invite']")
-        .await
-        .expect("an invite link");
+    let shown = "return document.querySelector('[data-field=\"invite\"]').value;";
+    let link = browser.eval(shown).await.as_str().unwrap().to_owned();
     assert!(link.contains("/join/pli_"), "{link}");
+    // The class page keeps showing the same link: a reload neither loses nor replaces it.
+    let class_page = browser.current_url().await;
+    browser.goto(&class_page).await;
+    assert_eq!(browser.eval(shown).await.as_str(), Some(link.as_str()));
+    assert!(
+        browser
+            .eval("return document.querySelector('img.qr').naturalWidth > 0;")
+            .await
+            == true,
+        "a QR code of the link"
+    );
+    browser
+        .click(&browser.find("[data-copy-from='invite-link']").await)
+        .await;
+    browser
+        .wait_until(
+            "the copy button to answer",
+            "document.querySelector('[data-copy-from]').textContent !== 'Copy link'",
+        )
+        .await;
+    browser.screenshot("class-invite.png").await;
 
     // Alice opens the link signed out, signs in, and joins.
     browser.clear_cookies().await;
@@ -208,6 +227,10 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
     browser
         .wait_until("the login form", "document.querySelector('#username')")
         .await;
+    assert_eq!(
+        browser.text_of("h1").await.as_deref(),
+        Some("Sign in to join Browser Lab")
+    );
     fill_login(&browser, "alice", demo.password("alice")).await;
     browser
         .wait_until(

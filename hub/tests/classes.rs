@@ -136,6 +136,9 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
         .await
         .unwrap();
     let token = invite["token"].as_str().unwrap().to_owned();
+    // Its owners can see the link again at any time.
+    let again = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    assert_eq!(again["invite_path"], format!("/join/{token}"));
     let mut students = Vec::new();
     for n in 0..30 {
         students.push(lab.user(&format!("student{n:02}"), Role::Student).await);

@@ -1215,9 +1215,13 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
         .await
         .unwrap();
     let token = "pli_open-day-invite";
-    db.set_invite(class, &hash_secret(token), None, None)
-        .await
-        .unwrap();
+    let hash = hash_secret(token);
+    let invite = |seat_limit| proxlab_hub::db::classes::NewInvite {
+        hash: &hash,
+        seat_limit,
+        ..Default::default()
+    };
+    db.set_invite(class, &invite(None)).await.unwrap();
     let path = format!("/join/{token}");
 
     // Off by default: the link shows the sign-in form, naming the class.
@@ -1316,9 +1320,7 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
     );
     assert!(db.user_by_name("ghost").await.unwrap().is_none());
     // A full class turns a registration away before any account exists.
-    db.set_invite(class, &hash_secret(token), None, Some(1))
-        .await
-        .unwrap();
+    db.set_invite(class, &invite(Some(1))).await.unwrap();
     let full = register("latecomer", "a-long-password").await;
     assert_eq!(full.status(), StatusCode::CONFLICT);
     assert!(db.user_by_name("latecomer").await.unwrap().is_none());

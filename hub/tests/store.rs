@@ -528,7 +528,12 @@ async fn an_invite_seat_limit_holds_under_thirty_concurrent_joins() {
     for test_db in databases().await {
         let db = &test_db.db;
         let class = class_with_seats(db, 30).await;
-        db.set_invite(class, "hash", None, Some(5)).await.unwrap();
+        let invite = proxlab_hub::db::classes::NewInvite {
+            hash: "hash",
+            seat_limit: Some(5),
+            ..Default::default()
+        };
+        db.set_invite(class, &invite).await.unwrap();
         let plan = vec![("student".to_owned(), "pve1".to_owned()); 30];
         db.reserve_vmids(class, &plan, 10_000..=10_999, 0)
             .await

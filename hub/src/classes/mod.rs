@@ -3,6 +3,7 @@
 //! changes.
 
 mod copy;
+pub mod invites;
 pub mod jobs;
 pub mod placement;
 
@@ -14,7 +15,7 @@ use crate::audit::{self, Outcome};
 use crate::auth::Viewer;
 use crate::db::classes::{ClassRow, JoinOutcome, NewClass};
 use crate::db::{DbError, now_unix};
-use crate::secrets::{hash_secret, new_secret};
+use crate::secrets::hash_secret;
 use placement::Candidate;
 
 /// Where class VMs get their VMIDs, cluster-wide.
@@ -716,12 +717,16 @@ pub async fn rotate_invite(
     seat_limit: Option<u32>,
 ) -> Result<String, ClassError> {
     owned_class(state, viewer, class_id).await?;
-    let token = new_secret(INVITE_PREFIX);
+    let nonce = invites::new_nonce();
+    let token = state.invite_key.token(class_id, &nonce);
     let expires_at = ttl.map(|ttl| now_unix() + ttl.as_secs() as i64);
-    state
-        .db
-        .set_invite(class_id, &hash_secret(&token), expires_at, seat_limit)
-        .await?;
+    let invite = crate::db::classes::NewInvite {
+        hash: &hash_secret(&token),
+        nonce: Some(&nonce),
+        expires_at,
+        seat_limit,
+    };
+    state.db.set_invite(class_id, &invite).await?;
     audit::record(
         &state.db,
         viewer,
@@ -735,6 +740,13 @@ pub async fn rotate_invite(
     )
     .await;
     Ok(token)
+}
+
+/// The token of a class's current invite, for its owners to see again: `None` without an
+/// invite, or for one made before links could be shown again.
+pub fn current_invite(state: &HubState, class: &ClassRow) -> Option<String> {
+    let nonce = class.invite_nonce.as_deref().filter(|_| class.has_invite)?;
+    Some(state.invite_key.token(class.id, nonce))
 }
 
 /// The class an invite opens, if it is valid now.

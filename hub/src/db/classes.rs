@@ -28,7 +28,21 @@ pub struct ClassRow {
     pub invite_expires_at: Option<i64>,
     pub invite_seat_limit: Option<u32>,
     pub has_invite: bool,
+    /// What the current invite token is derived from (see `classes::invites`); `None` for an
+    /// invite made before links could be shown again.
+    pub invite_nonce: Option<String>,
     pub created_at: i64,
+}
+
+/// A class's new invite.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NewInvite<'a> {
+    /// The token's hash, for looking it up.
+    pub hash: &'a str,
+    /// What the token is derived from.
+    pub nonce: Option<&'a str>,
+    pub expires_at: Option<i64>,
+    pub seat_limit: Option<u32>,
 }
 
 /// What a new class is made of.
@@ -88,7 +102,7 @@ pub enum JoinOutcome {
 }
 
 const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory_mib, disk_gib, \
-     bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, created_at";
+     bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at";
 
 fn opt_u32(row: &AnyRow, column: &str) -> Result<Option<u32>, sqlx::Error> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v as u32))
@@ -113,6 +127,7 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
         invite_expires_at: row.try_get("invite_expires_at")?,
         invite_seat_limit: opt_u32(row, "invite_seat_limit")?,
         has_invite: row.try_get::<Option<String>, _>("invite_hash")?.is_some(),
+        invite_nonce: row.try_get("invite_nonce")?,
         created_at: row.try_get("created_at")?,
     })
 }
@@ -317,20 +332,17 @@ impl Db {
         Ok(())
     }
 
-    /// Sets a new invite (only its hash is kept); the old one stops working at once.
-    pub async fn set_invite(
-        &self,
-        class_id: i64,
-        invite_hash: &str,
-        expires_at: Option<i64>,
-        seat_limit: Option<u32>,
-    ) -> Result<(), DbError> {
+    /// Sets a new invite (its token's hash, and the nonce it is derived from); the old one
+    /// stops working at once.
+    pub async fn set_invite(&self, class_id: i64, invite: &NewInvite<'_>) -> Result<(), DbError> {
         sqlx::query(
-            "UPDATE classes SET invite_hash = $1, invite_expires_at = $2, invite_seat_limit = $3 WHERE id = $4",
+            "UPDATE classes SET invite_hash = $1, invite_nonce = $2, invite_expires_at = $3, \
+             invite_seat_limit = $4 WHERE id = $5",
         )
-        .bind(invite_hash)
-        .bind(expires_at)
-        .bind(seat_limit.map(i64::from))
+        .bind(invite.hash)
+        .bind(invite.nonce)
+        .bind(invite.expires_at)
+        .bind(invite.seat_limit.map(i64::from))
         .bind(class_id)
         .execute(self.pool())
         .await?;

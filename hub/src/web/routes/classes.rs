@@ -188,9 +188,20 @@ struct ClassPageView {
     progress: classes::ClassProgress,
     invite_active: bool,
     invite_expires_at: Option<String>,
+    /// The same moment as Unix seconds, for the browser to show in local time.
+    invite_expires_unix: Option<i64>,
     invite_seat_limit: Option<u32>,
-    /// A new invite link, shown once after it is made.
-    new_invite: Option<String>,
+    /// The current invite link, when the hub can show it again.
+    invite_link: Option<String>,
+    /// The link as a QR code (an SVG `data:` URL).
+    invite_qr: Option<String>,
+}
+
+/// A class's invite link: from the portal's configured address, or a path when there is none
+/// (the page then says to set `public_url`).
+fn invite_link(state: &HubState, token: &str) -> String {
+    let base = state.config.site_url().unwrap_or_default();
+    format!("{base}/join/{token}")
 }
 
 async fn render_class(
@@ -198,9 +209,9 @@ async fn render_class(
     user: &CurrentUser,
     headers: &HeaderMap,
     class_id: i64,
-    new_invite: Option<String>,
 ) -> Result<Page, PageError> {
     let class = classes::owned_class(state, &user.viewer, class_id).await?;
+    let invite = classes::current_invite(state, &class).map(|token| invite_link(state, &token));
     let rows = state.db.class_vms(class_id).await?;
     let inventory = state
         .db
@@ -240,8 +251,10 @@ async fn render_class(
         progress,
         invite_active: class.has_invite,
         invite_expires_at: class.invite_expires_at.map(format_time),
+        invite_expires_unix: class.invite_expires_at,
         invite_seat_limit: class.invite_seat_limit,
-        new_invite,
+        invite_qr: invite.as_deref().and_then(classes::invites::qr_data_url),
+        invite_link: invite,
     };
     Ok(Page::render(
         "pages/classes/class.html",
@@ -256,7 +269,7 @@ async fn show(
     headers: HeaderMap,
     Path(id): Path<i64>,
 ) -> Result<Page, PageError> {
-    render_class(&state, &user, &headers, id, None).await
+    render_class(&state, &user, &headers, id).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -270,7 +283,6 @@ struct InviteForm {
 async fn invite(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
-    headers: HeaderMap,
     Path(id): Path<i64>,
     Form(form): Form<InviteForm>,
 ) -> Result<Response, PageError> {
@@ -280,13 +292,13 @@ async fn invite(
         "" => None,
         text => Some(number(text, "the seat limit")?),
     };
-    let token = classes::rotate_invite(&state, &user.viewer, id, ttl, seat_limit).await?;
-    // Without a configured address the link is a path; the page says to set `public_url`.
-    let base = state.config.site_url().unwrap_or_default();
-    let link = format!("{base}/join/{token}");
-    Ok(render_class(&state, &user, &headers, id, Some(link))
-        .await?
-        .into_response())
+    classes::rotate_invite(&state, &user.viewer, id, ttl, seat_limit).await?;
+    // Back to the class page (a reload there shows the link; it never makes another one).
+    Ok(redirect_with_flash(
+        &format!("/classes/{id}#invite"),
+        "ok",
+        "A new invite link is ready; the old one no longer works.",
+    ))
 }
 
 #[derive(Debug, Deserialize)]

@@ -110,6 +110,9 @@ struct StudentView {
 #[derive(Debug, Serialize)]
 struct ClassDetail {
     class: ClassView,
+    /// The current invite link's path (`/join/<token>`), for the class's owners, when the hub
+    /// can show it again.
+    invite_path: Option<String>,
     owners: Vec<String>,
     vms: Vec<ClassVmView>,
     students: Vec<StudentView>,
@@ -220,6 +223,7 @@ async fn detail(
     let vms = state.db.class_vms(id).await?;
     Ok(Json(ClassDetail {
         class: ClassView::from(&class),
+        invite_path: classes::current_invite(&state, &class).map(|token| format!("/join/{token}")),
         owners: state.db.class_owners(id).await?,
         vms: vms
             .into_iter()
