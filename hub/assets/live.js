@@ -236,7 +236,20 @@
       uploadPlugin(form);
       return;
     }
-    const confirmText = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
+    let confirmText = (event.submitter && event.submitter.dataset.confirm) || form.dataset.confirm;
+    if (form.id === "bulk") {
+      // A bulk action names how many VMs it touches; with none chosen it asks for a choice.
+      const all = form.querySelector("[data-select-all]").checked;
+      const chosen = all
+        ? document.querySelectorAll('input[name="vmid"][form="bulk"]').length
+        : document.querySelectorAll('input[name="vmid"][form="bulk"]:checked').length;
+      if (chosen === 0) {
+        event.preventDefault();
+        window.alert("Select VMs in the table first, or tick All VMs.");
+        return;
+      }
+      if (confirmText) confirmText = confirmText.replace("{count}", chosen === 1 ? "1 VM" : chosen + " VMs");
+    }
     if (confirmText && !window.confirm(confirmText)) {
       event.preventDefault();
       return;

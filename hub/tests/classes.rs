@@ -1084,3 +1084,62 @@ async fn a_teacher_enrolled_as_a_student_cannot_hand_the_vm_on() {
         .clone();
     assert_eq!(seat["assignee"], "tom", "{seat}");
 }
+
+#[tokio::test]
+async fn bulk_actions_need_a_choice_and_touch_only_what_was_chosen() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Bulk", "template_vmid": TEMPLATE, "seats": 2}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vmids: Vec<u32> = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|vm| vm["kind"] != "base")
+        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
+        .collect();
+    lab.inventory(&vmids, true).await;
+    let status = |vmid: u32| {
+        let teacher = &teacher;
+        async move {
+            teacher.json(&format!("/api/v1/vms/{vmid}")).await["status"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        }
+    };
+    let start = format!("/classes/{class_id}/bulk/start");
+    // Nothing chosen: a question back, and nothing starts.
+    let refused = teacher.post_form(&start, &[]).await;
+    let flash = refused.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        flash.contains("No%20VM%20was%20selected") || flash.contains("No VM was selected"),
+        "{flash}"
+    );
+    for vmid in &vmids {
+        assert_eq!(status(*vmid).await, "stopped");
+    }
+    // One chosen: that one only.
+    let one = vmids[0].to_string();
+    teacher.post_form(&start, &[("vmid", &one)]).await;
+    assert_eq!(status(vmids[0]).await, "running");
+    assert_eq!(status(vmids[1]).await, "stopped");
+    // All: the rest start, and the one running already is no failure.
+    let all = teacher.post_form(&start, &[("all", "1")]).await;
+    let flash = all.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(flash.contains("ok"), "{flash}");
+    for vmid in &vmids {
+        assert_eq!(status(*vmid).await, "running");
+    }
+    let stop = format!("/classes/{class_id}/bulk/stop");
+    teacher.post_form(&stop, &[("all", "1")]).await;
+    for vmid in &vmids {
+        assert_eq!(status(*vmid).await, "stopped");
+    }
+}

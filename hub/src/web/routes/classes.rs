@@ -335,14 +335,15 @@ async fn delete(
     ))
 }
 
-/// A bulk action: the form lists `vmid` once per selected VM (none: all student VMs).
+/// A bulk action: the form lists `vmid` once per selected VM, or says `all`. Nothing selected
+/// is a question back, never "all" by default.
 async fn bulk(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     Path((id, action)): Path<(i64, String)>,
     body: axum::body::Bytes,
 ) -> Result<Response, PageError> {
-    let back = format!("/classes/{id}");
+    let back = format!("/classes/{id}#vms");
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
     classes::owned_class(&state, &user.viewer, id).await?;
@@ -350,6 +351,14 @@ async fn bulk(
         .filter(|(key, _)| key == "vmid")
         .filter_map(|(_, value)| value.parse().ok())
         .collect();
+    let all = form_urlencoded::parse(&body).any(|(key, value)| key == "all" && value == "1");
+    if selected.is_empty() && !all {
+        return Ok(redirect_with_flash(
+            &back,
+            "error",
+            "No VM was selected: select VMs in the table, or tick All VMs.",
+        ));
+    }
     let class_vms: Vec<u32> = state
         .db
         .class_vms(id)
