@@ -1138,6 +1138,38 @@ async fn live_update_streams_end_with_the_session_token_or_account_and_follow_th
 }
 
 #[tokio::test]
+async fn admins_see_a_node_go_offline_live() {
+    use common::web::EventStream;
+    let hub = TestHub::start().await;
+    let db = &hub.hub().state.db;
+    create_user(db, "root", Role::Admin, Some(&password("root")))
+        .await
+        .unwrap();
+    let root = WebClient::login(&hub.url(), "root", &password("root")).await;
+    let mut stream = EventStream::open(&root, "/api/v1/events").await;
+    let mut agent = hub.online_agent("pve1").await;
+    let node_is = |online: bool| {
+        move |name: &str, data: &serde_json::Value| {
+            name == "node" && data["name"] == "pve1" && data["online"] == online
+        }
+    };
+    stream.until("pve1 online", |_, _| {}, node_is(true)).await;
+    // The agent stops (as on a node's shutdown): it closes its connection on the way out.
+    let pid = agent.id().unwrap().to_string();
+    let stopped = std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    stream
+        .until("pve1 offline", |_, _| {}, node_is(false))
+        .await;
+    let _ = agent.wait().await;
+    let mut hub = hub;
+    hub.stop().await;
+}
+
+#[tokio::test]
 async fn sign_in_never_sends_anyone_off_site_and_api_answers_are_not_cached() {
     let site = Site::start(None).await;
     let alice = site.client("alice").await;

@@ -108,7 +108,11 @@ async fn feed(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             change = node_states.recv() => match change {
-                Ok(change) if viewer.is_admin() => send_node(&state, &change.node, &sender).await,
+                // The registry's word is newer than the database's (an agent that just left
+                // is recorded offline a moment later).
+                Ok(change) if viewer.is_admin() => {
+                    send_node(&state, &change.node, Some(change.online), &sender).await
+                }
                 Ok(_) => Ok(()),
                 Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
                 Err(broadcast::error::RecvError::Closed) => return,
@@ -133,7 +137,7 @@ async fn on_inventory_change(
 ) -> Result<(), Gone> {
     if change.vmids.is_empty() {
         return if viewer.is_admin() {
-            send_node(state, &change.node, sender).await
+            send_node(state, &change.node, None, sender).await
         } else {
             Ok(())
         };
@@ -204,7 +208,12 @@ async fn send_class(
     }
 }
 
-async fn send_node(state: &HubState, node: &str, sender: &mpsc::Sender<Event>) -> Result<(), Gone> {
+async fn send_node(
+    state: &HubState,
+    node: &str,
+    online: Option<bool>,
+    sender: &mpsc::Sender<Event>,
+) -> Result<(), Gone> {
     let overviews = match state.db.node_overviews().await {
         Ok(overviews) => overviews,
         Err(err) => {
@@ -213,7 +222,11 @@ async fn send_node(state: &HubState, node: &str, sender: &mpsc::Sender<Event>) -
         }
     };
     match overviews.iter().find(|overview| overview.node.name == node) {
-        Some(overview) => send(sender, event("node", &NodeView::from(overview))).await,
+        Some(overview) => {
+            let mut view = NodeView::from(overview);
+            view.online = online.unwrap_or(view.online);
+            send(sender, event("node", &view)).await
+        }
         None => Ok(()),
     }
 }
