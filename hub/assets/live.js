@@ -77,7 +77,7 @@
       showIp(tile, vm.ip, vm.ip_note);
       waitForIp(tile, vm.ip_wait_until);
       setText(tile.querySelector('[data-field="node"]'), vm.node);
-      const title = tile.querySelector("h3 a");
+      const title = tile.querySelector('h3 a, [data-field="name"]');
       if (title && title.textContent !== vm.name) title.textContent = vm.name;
       for (const form of tile.querySelectorAll("form[data-action]")) {
         form.hidden = !vm.actions.includes(form.dataset.action);
@@ -148,6 +148,13 @@
     source.addEventListener("node", (event) => applyNode(JSON.parse(event.data)));
     source.addEventListener("class", (event) => applyClass(JSON.parse(event.data)));
     source.addEventListener("resync", () => window.location.reload());
+    // A VM given to this user (off a waitlist, say): a list of VMs without it is redrawn.
+    source.addEventListener("assigned", (event) => {
+      const vmid = JSON.parse(event.data).vmid;
+      if (document.querySelector(".tiles") && !document.querySelector('[data-vmid="' + vmid + '"]')) {
+        window.location.reload();
+      }
+    });
   }
 
   async function submitAction(form) {

@@ -1143,3 +1143,44 @@ async fn bulk_actions_need_a_choice_and_touch_only_what_was_chosen() {
         assert_eq!(status(*vmid).await, "stopped");
     }
 }
+
+#[tokio::test]
+async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
+    use common::web::EventStream;
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let first = lab.user("first", Role::Student).await;
+    let waiting = lab.user("waiting", Role::Student).await;
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Full", "template_vmid": TEMPLATE, "seats": 1}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    common::web::join_class(&teacher, &first, class_id).await;
+    let queued = common::web::join_class(&teacher, &waiting, class_id).await;
+    assert_eq!(queued["waitlisted"], true, "{queued}");
+    let mut stream = EventStream::open(&waiting, "/api/v1/events").await;
+    let more: Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/capacity"),
+            &json!({"add": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let given = stream
+        .until(
+            "the VM to be given",
+            |_, _| {},
+            |name, _| name == "assigned",
+        )
+        .await;
+    let vmid = given["vmid"].as_u64().unwrap();
+    // Their page, redrawn on that event, shows it (being made, or made).
+    let page = waiting.get("/vms").await.text().await.unwrap();
+    assert!(page.contains(&format!("data-vmid=\"{vmid}\"")), "{page}");
+    lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
+}

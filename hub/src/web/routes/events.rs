@@ -5,6 +5,7 @@
 //! - `vm-removed`: `{"vmid": N}` for a VM that no longer exists or is no longer visible;
 //! - `node` (admins): a node's current view, on state changes and new metrics;
 //! - `class` (the class's owners and admins): a class's deployment progress;
+//! - `assigned`: `{"vmid": N}`, a VM given to the viewer (a waitlisted student's, say);
 //! - `resync`: updates were lost, or the viewer's role changed; reload the data.
 //!
 //! A feed checks every few seconds that what it was opened with still holds: a logout, an
@@ -54,7 +55,7 @@ fn event<T: Serialize>(name: &str, data: &T) -> Option<Event> {
 }
 
 #[derive(Serialize)]
-struct Removed {
+struct VmRef {
     vmid: u32,
 }
 
@@ -79,6 +80,14 @@ async fn feed(
     let mut stopping = state.stopping.clone();
     let mut class_changes = state.jobs.subscribe();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
+    // What the viewer holds, to notice a VM given to them when their classes change.
+    let mut held: HashSet<u32> = state
+        .db
+        .assigned_vmids(viewer.id)
+        .await
+        .unwrap_or_default()
+        .into_iter()
+        .collect();
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let result = tokio::select! {
@@ -103,7 +112,10 @@ async fn feed(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             change = class_changes.recv() => match change {
-                Ok(class_id) => send_class(&state, &viewer, class_id, &sender).await,
+                Ok(class_id) => match send_class(&state, &viewer, class_id, &sender).await {
+                    Ok(()) => send_new_assignments(&state, &viewer, &mut held, &sender).await,
+                    gone => gone,
+                },
                 Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
@@ -156,7 +168,7 @@ async fn on_inventory_change(
     for vmid in &change.vmids {
         let knew_it = viewer.is_admin() || assigned.contains(vmid);
         if !shown.contains(vmid) && knew_it {
-            send(sender, event("vm-removed", &Removed { vmid: *vmid })).await?;
+            send(sender, event("vm-removed", &VmRef { vmid: *vmid })).await?;
         }
     }
     Ok(())
@@ -187,6 +199,25 @@ async fn changed_vms(
             .collect()
     };
     Ok((vms.iter().map(VmView::new).collect(), assigned))
+}
+
+/// Tells the viewer about VMs they hold now and did not before.
+async fn send_new_assignments(
+    state: &HubState,
+    viewer: &Viewer,
+    held: &mut HashSet<u32>,
+    sender: &mpsc::Sender<Event>,
+) -> Result<(), Gone> {
+    let Ok(now) = state.db.assigned_vmids(viewer.id).await else {
+        return Ok(());
+    };
+    for vmid in &now {
+        if !held.contains(vmid) {
+            send(sender, event("assigned", &VmRef { vmid: *vmid })).await?;
+        }
+    }
+    *held = now.into_iter().collect();
+    Ok(())
 }
 
 async fn send_class(
