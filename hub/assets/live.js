@@ -214,9 +214,13 @@
     }
   }
 
-  // Times as the reader's clock shows them; the absolute time stays in the title.
-  for (const time of document.querySelectorAll("[data-local-time]")) {
-    const when = new Date(Number(time.dataset.localTime) * 1000);
+  // Times as the reader's clock shows them; the absolute time (UTC) stays in the title.
+  for (const time of document.querySelectorAll("time[datetime]")) {
+    const when = time.dataset.localTime
+      ? new Date(Number(time.dataset.localTime) * 1000)
+      : new Date(time.getAttribute("datetime"));
+    if (Number.isNaN(when.getTime())) continue;
+    time.title = time.getAttribute("datetime");
     time.textContent = when.toLocaleString(undefined, { dateStyle: "medium", timeStyle: "short" });
   }
 

@@ -210,6 +210,15 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
             == true,
         "a QR code of the link"
     );
+    // Its expiry in the reader's local time, the absolute time on hover.
+    let expiry = browser
+        .eval("const t = document.querySelector('#invite time'); return [t.textContent, t.title];")
+        .await;
+    let (shown, title) = (expiry[0].as_str().unwrap(), expiry[1].as_str().unwrap());
+    assert!(
+        title.ends_with('Z') && !shown.ends_with('Z') && !shown.is_empty(),
+        "{expiry}"
+    );
     browser
         .click(&browser.find("[data-copy-from='invite-link']").await)
         .await;

@@ -436,6 +436,38 @@ async fn every_api_error_has_the_json_shape_and_bad_input_is_refused() {
 }
 
 #[tokio::test]
+async fn deleting_a_class_in_the_portal_takes_its_name_typed_again() {
+    let site = Site::start(None).await;
+    let db = &site.hub.hub().state.db;
+    let tina = site.client("tina").await;
+    let tina_id = db.user_by_name("tina").await.unwrap().unwrap().id;
+    let class = proxlab_hub::db::classes::NewClass {
+        name: "Networks 101".into(),
+        seats: 1,
+        ..Default::default()
+    };
+    let class_id = db.insert_class(&class, tina_id, 0).await.unwrap();
+    let path = format!("/classes/{class_id}/delete");
+    for wrong in ["", "networks 101", "Networks"] {
+        tina.post_form(&path, &[("confirm_name", wrong)]).await;
+        assert_eq!(
+            db.class(class_id).await.unwrap().unwrap().state,
+            "active",
+            "{wrong:?}"
+        );
+    }
+    let deleted = tina
+        .post_form(&path, &[("confirm_name", "Networks 101")])
+        .await;
+    assert_eq!(deleted.headers()["location"], "/classes");
+    assert_ne!(
+        db.class(class_id).await.unwrap().map(|class| class.state),
+        Some("active".to_owned())
+    );
+    site.finish().await;
+}
+
+#[tokio::test]
 async fn a_running_vm_without_an_address_is_starting_for_a_while_then_says_why() {
     use proxlab_protocol::inventory::InventoryDelta;
     let site = Site::start(None).await;

@@ -322,11 +322,27 @@ async fn capacity(
     )
 }
 
+#[derive(Debug, Deserialize)]
+struct DeleteForm {
+    /// The class's name, typed again: deleting destroys every VM and disk of it.
+    #[serde(default)]
+    confirm_name: String,
+}
+
 async fn delete(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     Path(id): Path<i64>,
+    Form(form): Form<DeleteForm>,
 ) -> Result<Response, PageError> {
+    let class = classes::owned_class(&state, &user.viewer, id).await?;
+    if form.confirm_name.trim() != class.name.trim() {
+        return Ok(redirect_with_flash(
+            &format!("/classes/{id}#delete"),
+            "error",
+            "The class was not deleted: type its name exactly to confirm.",
+        ));
+    }
     classes::delete_class(&state, &user.viewer, id).await?;
     Ok(redirect_with_flash(
         "/classes",
