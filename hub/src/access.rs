@@ -134,6 +134,7 @@ mod tests {
             class_id: None,
             class_has_template: false,
             identity: None,
+            class_name: None,
         }
     }
 

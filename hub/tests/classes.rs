@@ -1161,6 +1161,11 @@ async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
     common::web::join_class(&teacher, &first, class_id).await;
     let queued = common::web::join_class(&teacher, &waiting, class_id).await;
     assert_eq!(queued["waitlisted"], true, "{queued}");
+    let page = waiting.get("/vms").await.text().await.unwrap();
+    assert!(
+        page.contains("You are waiting for a VM in <strong>Full</strong>"),
+        "{page}"
+    );
     let mut stream = EventStream::open(&waiting, "/api/v1/events").await;
     let more: Value = teacher
         .api_post_json(
@@ -1182,5 +1187,10 @@ async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
     // Their page, redrawn on that event, shows it (being made, or made).
     let page = waiting.get("/vms").await.text().await.unwrap();
     assert!(page.contains(&format!("data-vmid=\"{vmid}\"")), "{page}");
+    assert!(
+        page.contains("<dt>Class</dt><dd>Full</dd>"),
+        "the tile names its class"
+    );
+    assert!(!page.contains("You are waiting"), "{page}");
     lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
 }

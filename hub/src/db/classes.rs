@@ -646,6 +646,20 @@ impl Db {
         Ok(rows)
     }
 
+    /// The classes a user is enrolled in without a VM yet (waiting for one), by name.
+    pub async fn waiting_in(&self, user: i64) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT c.name FROM enrollments e JOIN classes c ON c.id = e.class_id \
+             WHERE e.user_id = $1 AND c.state = 'active' AND NOT EXISTS (SELECT 1 FROM class_vms cv \
+             JOIN vm_assignments a ON a.vmid = cv.vmid WHERE cv.class_id = e.class_id AND a.user_id = $1) \
+             ORDER BY c.name",
+        )
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
     /// How many students are enrolled in a class.
     pub async fn enrollment_count(&self, class_id: i64) -> Result<i64, DbError> {
         Ok(

@@ -37,6 +37,8 @@ pub struct VmRow {
     pub class_has_template: bool,
     /// Its SMBIOS UUID as the node reported it (see `VmInfo::identity`).
     pub identity: Option<String>,
+    /// The name of the class it belongs to.
+    pub class_name: Option<String>,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -126,7 +128,7 @@ const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, v.identity";
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, cl.name AS class_name, v.identity";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -165,6 +167,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         class_id: row.try_get("class_id")?,
         class_has_template: row.try_get::<Option<i64>, _>("class_template")?.is_some(),
         identity: row.try_get("identity")?,
+        class_name: row.try_get("class_name")?,
     })
 }
 

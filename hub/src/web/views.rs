@@ -31,6 +31,8 @@ pub(crate) struct VmView {
     /// has one: what a stopped VM had may belong to another VM by now.
     pub ip: Option<String>,
     pub ips: Vec<IpView>,
+    /// The class it belongs to, if any.
+    pub class_name: Option<String>,
     /// Why a running VM shows no address, once it has had time to get one.
     pub ip_note: Option<&'static str>,
     /// For a VM shown as `starting`: when (Unix seconds) to stop waiting for an address.
@@ -101,6 +103,7 @@ impl VmView {
             display_status,
             status_label,
             ip,
+            class_name: vm.class_name.clone(),
             ip_note,
             ip_wait_until,
             ips: ips
@@ -137,6 +140,7 @@ impl VmView {
             display_status: "preparing",
             status_label: "Being prepared…",
             ip: None,
+            class_name: class.map(str::to_owned),
             ip_note: None,
             ip_wait_until: None,
             ips: Vec::new(),

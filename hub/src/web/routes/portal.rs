@@ -125,6 +125,8 @@ impl Paging {
 
 #[derive(Debug, Serialize)]
 struct VmsView {
+    /// Classes the viewer waits in for a VM.
+    waiting_in: Vec<String>,
     vms: Vec<VmView>,
     paging: Paging,
     filter: VmQuery,
@@ -166,6 +168,7 @@ async fn list_vms(
     }
     let view = VmsView {
         vms: views,
+        waiting_in: state.db.waiting_in(viewer.id).await?,
         paging: Paging::new(&query, vms.len(), total),
         filter: query,
         nodes,
