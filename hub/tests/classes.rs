@@ -1194,3 +1194,45 @@ async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
     assert!(!page.contains("You are waiting"), "{page}");
     lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
 }
+
+#[tokio::test]
+async fn rounds_of_bulk_actions_on_a_class_all_succeed() {
+    // Several `qm start`/`qm stop` at once once made pve-sim rename a shared temporary file
+    // away under another's feet ("No such file or directory" in one bulk run of three).
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Rounds", "template_vmid": TEMPLATE, "seats": 8}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vmids: Vec<u32> = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|vm| vm["kind"] != "base")
+        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
+        .collect();
+    lab.inventory(&vmids, true).await;
+    for action in [
+        "start", "stop", "start", "shutdown", "start", "reset", "stop",
+    ] {
+        let done = teacher
+            .post_form(
+                &format!("/classes/{class_id}/bulk/{action}"),
+                &[("all", "1")],
+            )
+            .await;
+        let flash = done.headers()["set-cookie"].to_str().unwrap().to_owned();
+        let flash: String = form_urlencoded::parse(flash.as_bytes())
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        assert!(
+            flash.contains(&format!("ok:{action}: done for 9 VMs")),
+            "{action}: {flash}"
+        );
+    }
+}

@@ -31,11 +31,10 @@ impl RunState {
     }
 
     pub fn save(&self, sim: &Sim, vmid: u32) -> Outcome {
-        let path = sim.run_state(vmid);
-        let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_string(self)?)?;
-        std::fs::rename(tmp, path)?;
-        Ok(())
+        crate::store::replace_file(
+            &sim.run_state(vmid),
+            serde_json::to_string(self)?.as_bytes(),
+        )
     }
 }
 
@@ -146,10 +145,7 @@ pub fn refresh_arp_table(sim: &Sim) -> Outcome {
     }
     let dir = sim.root.join("proc/net");
     std::fs::create_dir_all(&dir)?;
-    let tmp = dir.join("arp.tmp");
-    std::fs::write(&tmp, table)?;
-    std::fs::rename(tmp, dir.join("arp"))?;
-    Ok(())
+    crate::store::replace_file(&dir.join("arp"), table.as_bytes())
 }
 
 /// Removes a stopped VM's run-time files.

@@ -78,10 +78,7 @@ fn save<T: Serialize>(path: &PathBuf, value: &T) -> Outcome {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(value)?)?;
-    std::fs::rename(tmp, path)?;
-    Ok(())
+    crate::store::replace_file(path, serde_json::to_string_pretty(value)?.as_bytes())
 }
 
 impl VmScript {

@@ -112,6 +112,20 @@ pub fn read(sim: &Sim, vmid: u32) -> Outcome<Loaded> {
     }
 }
 
+/// Replaces a file atomically: written beside it under a name of this process's own (several
+/// `qm` commands run at once, and a shared temporary name would be renamed away under
+/// another's feet), then renamed over it.
+pub fn replace_file(path: &std::path::Path, bytes: &[u8]) -> Outcome {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(format!(".tmp.{}", std::process::id()));
+    let tmp = path.with_file_name(name);
+    let mut file = File::create(&tmp)?;
+    file.write_all(bytes)?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
 /// Writes a config atomically, as Proxmox's writer formats it.
 pub fn write(sim: &Sim, vmid: u32, config: &VmConfig) -> Outcome {
     write_raw(sim, vmid, &config.write_canonical(WriteMode::Proxmox))
@@ -121,11 +135,7 @@ pub fn write(sim: &Sim, vmid: u32, config: &VmConfig) -> Outcome {
 pub fn write_raw(sim: &Sim, vmid: u32, text: &str) -> Outcome {
     let path = sim.config_path(&sim.node, vmid);
     let existed = path.exists();
-    let tmp = path.with_extension("conf.tmp");
-    let mut file = File::create(&tmp)?;
-    file.write_all(text.as_bytes())?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, &path)?;
+    replace_file(&path, text.as_bytes())?;
     if !existed {
         refresh_vmlist(sim)?;
     }
@@ -181,9 +191,7 @@ pub fn refresh_vmlist(sim: &Sim) -> Outcome {
             },
         );
     }
-    let tmp = sim.vmlist().with_extension("tmp");
-    std::fs::write(&tmp, list.write())?;
-    std::fs::rename(tmp, sim.vmlist())?;
+    replace_file(&sim.vmlist(), list.write().as_bytes())?;
     Ok(())
 }
 
