@@ -276,6 +276,9 @@ async fn lists_hold_only_what_each_user_may_see() {
     }
 }
 
+/// A request body with its content type.
+type Body = Option<(&'static str, String)>;
+
 #[tokio::test]
 async fn every_api_error_has_the_json_shape_and_bad_input_is_refused() {
     use reqwest::Method;
@@ -289,7 +292,7 @@ async fn every_api_error_has_the_json_shape_and_bad_input_is_refused() {
     let db = &site.hub.hub().state.db;
     let tina_id = db.user_by_name("tina").await.unwrap().unwrap().id;
     let class_id = db.insert_class(&class, tina_id, 0).await.unwrap();
-    let send = |method: Method, path: String, body: Option<(&'static str, String)>| {
+    let send = |method: Method, path: String, body: Body| {
         let tina = &tina;
         async move {
             let mut request = tina
@@ -306,7 +309,7 @@ async fn every_api_error_has_the_json_shape_and_bad_input_is_refused() {
         }
     };
     let json = |body: &str| Some(("application/json", body.to_owned()));
-    let cases: Vec<(Method, String, Option<(&'static str, String)>, u16, &str)> = vec![
+    let cases: Vec<(Method, String, Body, u16, &str)> = vec![
         (
             Method::GET,
             "/api/v1/classes/abc".into(),

@@ -5,7 +5,7 @@
 //! failures, full storages, command latency. `pve-sim script` and `pve-sim fault` edit them.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -74,7 +74,7 @@ fn load<T: Default + for<'de> Deserialize<'de>>(path: &PathBuf) -> Outcome<T> {
     }
 }
 
-fn save<T: Serialize>(path: &PathBuf, value: &T) -> Outcome {
+fn save<T: Serialize>(path: &Path, value: &T) -> Outcome {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
