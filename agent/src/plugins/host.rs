@@ -47,6 +47,9 @@ pub struct PluginSettings {
     pub fuel: u64,
     /// Wall-clock limit per call, in milliseconds.
     pub deadline_ms: u64,
+    /// Wall-clock limit of an `after-start` call, which runs after a VM's first start and
+    /// may wait on guest commands, in milliseconds.
+    pub after_start_deadline_ms: u64,
     /// Wall-clock limit for all the plugin steps of one new VM together, in milliseconds.
     pub steps_deadline_ms: u64,
     /// Grants by plugin id (see [`super::grants`]).
@@ -60,6 +63,7 @@ impl Default for PluginSettings {
             memory_mib: 64,
             fuel: 2_000_000_000,
             deadline_ms: 5_000,
+            after_start_deadline_ms: 60_000,
             steps_deadline_ms: 30_000,
             grants: BTreeMap::new(),
         }
@@ -491,7 +495,7 @@ impl PluginHost {
             },
             facts: self.facts.clone(),
             started,
-            deadline: started + Duration::from_millis(self.settings.deadline_ms),
+            deadline: started + Duration::from_millis(self.deadline_ms(hook)),
             vmid,
             guest,
             not_granted,
@@ -508,8 +512,7 @@ impl PluginHost {
             .set_fuel(fuel)
             .map_err(|err| failure(id, err.to_string()))?;
         let ticks = self
-            .settings
-            .deadline_ms
+            .deadline_ms(hook)
             .div_ceil(EPOCH_TICK.as_millis() as u64)
             + 1;
         store.set_epoch_deadline(ticks);
@@ -526,20 +529,28 @@ impl PluginHost {
         // A call that outlived its deadline in a host call (a sleep cut short) fails even if
         // it finished before the clock interrupted it.
         if outcome.is_ok() && Instant::now() > state.deadline {
-            return Err(failure(id, self.deadline_passed()));
+            return Err(failure(id, self.deadline_passed(hook)));
         }
-        outcome.map_err(|err| failure(id, self.explain(&err, state.limits.hit)))
+        outcome.map_err(|err| failure(id, self.explain(&err, state.limits.hit, hook)))
     }
 
-    fn deadline_passed(&self) -> String {
+    /// A hook's wall-clock limit.
+    fn deadline_ms(&self, hook: Hook) -> u64 {
+        match hook {
+            Hook::AfterStart => self.settings.after_start_deadline_ms,
+            _ => self.settings.deadline_ms,
+        }
+    }
+
+    fn deadline_passed(&self, hook: Hook) -> String {
         format!(
             "did not finish within its deadline of {} ms",
-            self.settings.deadline_ms
+            self.deadline_ms(hook)
         )
     }
 
     /// Says why a call trapped, in words a teacher can pass on.
-    fn explain(&self, err: &wasmtime::Error, memory_cap_hit: bool) -> String {
+    fn explain(&self, err: &wasmtime::Error, memory_cap_hit: bool, hook: Hook) -> String {
         if memory_cap_hit {
             return format!("ran out of memory (limit {} MiB)", self.settings.memory_mib);
         }
@@ -548,7 +559,7 @@ impl PluginHost {
                 "used up its fuel ({} units) before finishing",
                 self.settings.fuel
             ),
-            Some(Trap::Interrupt) => self.deadline_passed(),
+            Some(Trap::Interrupt) => self.deadline_passed(hook),
             Some(trap) => format!("crashed: {trap}"),
             None => format!("failed: {err:#}"),
         }
