@@ -717,6 +717,11 @@ pub async fn rotate_invite(
     seat_limit: Option<u32>,
 ) -> Result<String, ClassError> {
     owned_class(state, viewer, class_id).await?;
+    if seat_limit == Some(0) {
+        return Err(ClassError::Invalid(
+            "a seat limit is at least 1 (leave it out for none)".into(),
+        ));
+    }
     let nonce = invites::new_nonce();
     let token = state.invite_key.token(class_id, &nonce);
     let expires_at = ttl.map(|ttl| now_unix() + ttl.as_secs() as i64);
