@@ -79,6 +79,18 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
     let base = vms.iter().find(|vm| vm["kind"] == "base").unwrap()["vmid"]
         .as_u64()
         .unwrap() as u32;
+    lab.inventory(&[base], true).await;
+    let templates = teacher.json("/api/v1/templates").await;
+    let listed: Vec<u64> = templates["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|template| template["vmid"].as_u64().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&u64::from(TEMPLATE)) && !listed.contains(&u64::from(base)),
+        "the class base is proxlab's, not a template to choose: {listed:?}"
+    );
     let clones: Vec<(u32, String)> = vms
         .iter()
         .filter(|vm| vm["kind"] != "base")

@@ -146,6 +146,7 @@ const MATRIX: &[Row] = &[
     ("GET", "/admin/join-tokens", [303, 403, 403, 200]),
     ("GET", "/admin/users", [303, 403, 403, 200]),
     ("GET", "/admin/audit", [303, 403, 403, 200]),
+    ("GET", "/admin/plugins/guide", [303, 403, 403, 200]),
     ("POST", "/vms/101/start", [303, 303, 404, 303]),
     ("POST", "/vms/102/start", [303, 404, 404, 303]),
     ("POST", "/admin/join-tokens", [303, 403, 403, 200]),

@@ -51,10 +51,24 @@ pub struct VmFilter {
     /// A case-insensitive part of the name.
     pub name_contains: Option<String>,
     pub template: Option<bool>,
+    /// Only VMs of a class (`true`) or outside every class (`false`).
+    pub in_class: Option<bool>,
     /// Only these VMIDs.
     pub vmids: Option<Vec<u32>>,
     /// One page of the result (by VMID order), or all of it.
     pub page: Option<PageRange>,
+}
+
+impl VmFilter {
+    /// The templates teachers build classes from: class bases are templates too, but proxlab's
+    /// own, and not listed.
+    pub fn templates() -> Self {
+        Self {
+            template: Some(true),
+            in_class: Some(false),
+            ..Self::default()
+        }
+    }
 }
 
 /// A slice of a listing.
@@ -108,6 +122,11 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
     }
     if let Some(template) = filter.template {
         add("v.template = ?", Bind::Int(i64::from(template)));
+    }
+    match filter.in_class {
+        Some(true) => conditions.push("cv.class_id IS NOT NULL".to_owned()),
+        Some(false) => conditions.push("cv.class_id IS NULL".to_owned()),
+        None => {}
     }
     if let Some(vmids) = &filter.vmids {
         // Numbers, so they can be written into the statement safely.

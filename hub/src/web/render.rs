@@ -75,6 +75,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/admin/plugins.html"),
     ),
     (
+        "pages/admin/plugin_guide.html",
+        include_str!("../../templates/pages/admin/plugin_guide.html"),
+    ),
+    (
         "pages/admin/audit.html",
         include_str!("../../templates/pages/admin/audit.html"),
     ),

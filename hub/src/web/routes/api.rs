@@ -174,10 +174,7 @@ async fn list_templates(
     State(state): State<Arc<HubState>>,
     _staff: RequireStaff,
 ) -> ApiResult<TemplateList> {
-    let filter = VmFilter {
-        template: Some(true),
-        ..VmFilter::default()
-    };
+    let filter = VmFilter::templates();
     let templates = state.db.find_vms(&filter).await?;
     Ok(Json(TemplateList {
         templates: templates.iter().map(TemplateView::from).collect(),

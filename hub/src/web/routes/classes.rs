@@ -64,10 +64,7 @@ async fn list(
         state.db.enrolled_classes(viewer.id).await?
     };
     let (templates, nodes) = if viewer.is_staff() {
-        let filter = VmFilter {
-            template: Some(true),
-            ..VmFilter::default()
-        };
+        let filter = VmFilter::templates();
         let templates = state.db.find_vms(&filter).await?;
         (
             templates

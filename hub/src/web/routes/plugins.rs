@@ -203,10 +203,27 @@ async fn delete_form(
     Ok(redirect_with_flash("/admin/plugins", "ok", &format!("{id} deleted.")).into_response())
 }
 
+/// The plugin guide, as it ships with this hub.
+const GUIDE: &str = include_str!("../../../../plugins/README.md");
+
+#[derive(Debug, Serialize)]
+struct GuidePage {
+    guide: &'static str,
+}
+
+async fn guide(RequireAdmin(user): RequireAdmin, headers: HeaderMap) -> Result<Page, PageError> {
+    Ok(Page::render(
+        "pages/admin/plugin_guide.html",
+        &Layout::new(Some(&user), &headers, "plugins", "Plugin guide"),
+        &GuidePage { guide: GUIDE },
+    )?)
+}
+
 /// The admin pages.
 pub(in crate::web) fn page_router() -> Router<Arc<HubState>> {
     Router::new()
         .route("/admin/plugins", get(page))
+        .route("/admin/plugins/guide", get(guide))
         .route("/admin/plugins/{id}/scope", post(scope_form))
         .route("/admin/plugins/{id}/delete", post(delete_form))
 }

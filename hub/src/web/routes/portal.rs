@@ -274,10 +274,7 @@ async fn templates(
     RequireStaff(user): RequireStaff,
     headers: HeaderMap,
 ) -> Result<Page, PageError> {
-    let filter = VmFilter {
-        template: Some(true),
-        ..VmFilter::default()
-    };
+    let filter = VmFilter::templates();
     let templates = state.db.find_vms(&filter).await?;
     let view = TemplatesView {
         templates: templates.iter().map(TemplateView::from).collect(),
