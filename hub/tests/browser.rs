@@ -39,6 +39,24 @@ async fn fill_login(browser: &Browser, username: &str, password: &str) {
         .await;
 }
 
+/// Fails when the page is wider than the window, naming what sticks out.
+async fn assert_fits(browser: &Browser, what: &str) {
+    let sizes = browser
+        .eval("return [document.documentElement.scrollWidth, window.innerWidth];")
+        .await;
+    let (content, window) = (sizes[0].as_u64().unwrap(), sizes[1].as_u64().unwrap());
+    if content > window {
+        let wide = browser
+            .eval(
+                "return [...document.querySelectorAll('body *')]\
+                 .filter(e => e.getBoundingClientRect().right > window.innerWidth + 1)\
+                 .slice(0, 8).map(e => e.tagName + '.' + e.className);",
+            )
+            .await;
+        panic!("{what} is {content} px wide in a {window} px window: {wide}");
+    }
+}
+
 #[tokio::test]
 async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
     let Some(browser) = Browser::start().await else {
@@ -229,6 +247,11 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         )
         .await;
     browser.screenshot("class-invite.png").await;
+    // On a phone the class page (its VM table, the invite link) fits the screen.
+    browser.resize(390, 844).await;
+    assert_fits(&browser, "the class page").await;
+    browser.screenshot("phone-class.png").await;
+    browser.resize(1280, 900).await;
 
     // Alice opens the link signed out, signs in, and joins.
     browser.clear_cookies().await;
@@ -342,4 +365,38 @@ async fn fifteen_pages_in_one_tab_all_load() {
             "document.body.dataset.liveReady === 'yes'",
         )
         .await;
+}
+
+#[tokio::test]
+async fn the_main_pages_fit_a_phone() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    let url = demo.file.url.clone();
+    browser.resize(390, 844).await;
+    let check = |page: &'static str, shot: &'static str| {
+        let (browser, url) = (&browser, &url);
+        async move {
+            browser.goto(&format!("{url}{page}")).await;
+            browser.screenshot(shot).await;
+            assert_fits(browser, page).await;
+        }
+    };
+    check("/login", "phone-login.png").await;
+    log_in(&browser, &url, "admin", demo.password("admin")).await;
+    for (page, shot) in [
+        ("/vms", "phone-vms.png"),
+        ("/classes", "phone-classes.png"),
+        ("/templates", "phone-templates.png"),
+        ("/admin/nodes", "phone-nodes.png"),
+        ("/admin/users", "phone-users.png"),
+        ("/admin/audit", "phone-audit.png"),
+        ("/admin/join-tokens", "phone-join-tokens.png"),
+        ("/admin/plugins", "phone-plugins.png"),
+        ("/profile", "phone-profile.png"),
+    ] {
+        check(page, shot).await;
+    }
 }

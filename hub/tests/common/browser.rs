@@ -238,6 +238,16 @@ impl Browser {
 
     /// Saves a screenshot (PNG) as `name` in `$PROXLAB_SCREENSHOTS`, when that is set, for
     /// looking at what a test saw.
+    /// Sets the window's size, as a phone's or a desktop's.
+    pub async fn resize(&self, width: u32, height: u32) {
+        self.command(
+            reqwest::Method::POST,
+            "/window/rect",
+            Some(serde_json::json!({"width": width, "height": height})),
+        )
+        .await;
+    }
+
     pub async fn screenshot(&self, name: &str) {
         use base64::Engine as _;
         let Some(dir) = std::env::var_os("PROXLAB_SCREENSHOTS") else {
