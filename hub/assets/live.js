@@ -274,11 +274,9 @@
   if (document.body.dataset.live === "on" && window.EventSource) {
     connect();
     window.addEventListener("pagehide", disconnect);
-    document.addEventListener("freeze", disconnect);
     // Back from the cache: what changed meanwhile was not streamed, so the page is redrawn.
     window.addEventListener("pageshow", (event) => {
       if (event.persisted) window.location.reload();
     });
-    document.addEventListener("resume", () => window.location.reload());
   }
 })();
