@@ -39,6 +39,16 @@ async fn fill_login(browser: &Browser, username: &str, password: &str) {
         .await;
 }
 
+/// A browser and a running demo site with its URL (the directory must outlive the demo), or
+/// `None` when Chromium is missing (with a notice).
+async fn browser_and_demo() -> Option<(Browser, tempfile::TempDir, DemoProcess, String)> {
+    let browser = Browser::start().await?;
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start(dir.path()).await;
+    let url = demo.file.url.clone();
+    Some((browser, dir, demo, url))
+}
+
 /// Fails when the page is wider than the window, naming what sticks out.
 async fn assert_fits(browser: &Browser, what: &str) {
     let sizes = browser
@@ -59,12 +69,9 @@ async fn assert_fits(browser: &Browser, what: &str) {
 
 #[tokio::test]
 async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
-    let Some(browser) = Browser::start().await else {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let demo = DemoProcess::start(dir.path()).await;
-    let url = demo.file.url.clone();
     log_in(&browser, &url, "alice", demo.password("alice")).await;
     assert!(browser.current_url().await.ends_with("/vms"));
     assert_eq!(
@@ -150,12 +157,10 @@ async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
 
 #[tokio::test]
 async fn an_admin_sees_nodes_and_everyones_vms() {
-    let Some(browser) = Browser::start().await else {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let demo = DemoProcess::start(dir.path()).await;
-    log_in(&browser, &demo.file.url, "admin", demo.password("admin")).await;
+    log_in(&browser, &url, "admin", demo.password("admin")).await;
     for vmid in [101, 102, 201, 202] {
         assert!(
             browser.text_of(&tile(vmid)).await.is_some(),
@@ -178,12 +183,9 @@ async fn an_admin_sees_nodes_and_everyones_vms() {
 
 #[tokio::test]
 async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
-    let Some(browser) = Browser::start().await else {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let demo = DemoProcess::start(dir.path()).await;
-    let url = demo.file.url.clone();
     log_in(&browser, &url, "teacher", demo.password("teacher")).await;
     browser.goto(&format!("{url}/classes")).await;
     browser
@@ -328,12 +330,9 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
 
 #[tokio::test]
 async fn fifteen_pages_in_one_tab_all_load() {
-    let Some(browser) = Browser::start().await else {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let demo = DemoProcess::start(dir.path()).await;
-    let url = demo.file.url.clone();
     log_in(&browser, &url, "teacher", demo.password("teacher")).await;
     // Pages with live updates, one after another in the same tab: pages left behind (in the
     // back/forward cache) must not keep their streams, or the seventh waits for a connection.
@@ -369,12 +368,9 @@ async fn fifteen_pages_in_one_tab_all_load() {
 
 #[tokio::test]
 async fn the_main_pages_fit_a_phone() {
-    let Some(browser) = Browser::start().await else {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let demo = DemoProcess::start(dir.path()).await;
-    let url = demo.file.url.clone();
     browser.resize(390, 844).await;
     let check = |page: &'static str, shot: &'static str| {
         let (browser, url) = (&browser, &url);

@@ -1101,22 +1101,7 @@ async fn a_teacher_enrolled_as_a_student_cannot_hand_the_vm_on() {
 async fn bulk_actions_need_a_choice_and_touch_only_what_was_chosen() {
     let lab = Lab::start().await;
     let teacher = lab.user("tina", Role::Teacher).await;
-    let (class_id, job) = lab
-        .create_class(
-            &teacher,
-            &json!({"name": "Bulk", "template_vmid": TEMPLATE, "seats": 2}),
-        )
-        .await;
-    assert_eq!(job["state"], "done", "{job}");
-    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
-    let vmids: Vec<u32> = detail["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|vm| vm["kind"] != "base")
-        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
-        .collect();
-    lab.inventory(&vmids, true).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Bulk", 2).await;
     let status = |vmid: u32| {
         let teacher = &teacher;
         async move {
@@ -1213,22 +1198,7 @@ async fn rounds_of_bulk_actions_on_a_class_all_succeed() {
     // away under another's feet ("No such file or directory" in one bulk run of three).
     let lab = Lab::start().await;
     let teacher = lab.user("tina", Role::Teacher).await;
-    let (class_id, job) = lab
-        .create_class(
-            &teacher,
-            &json!({"name": "Rounds", "template_vmid": TEMPLATE, "seats": 8}),
-        )
-        .await;
-    assert_eq!(job["state"], "done", "{job}");
-    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
-    let vmids: Vec<u32> = detail["vms"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|vm| vm["kind"] != "base")
-        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
-        .collect();
-    lab.inventory(&vmids, true).await;
+    let (class_id, _) = lab.deployed_class(&teacher, "Rounds", 8).await;
     for action in [
         "start", "stop", "start", "shutdown", "start", "reset", "stop",
     ] {

@@ -124,6 +124,29 @@ impl Lab {
         (class_id, job)
     }
 
+    /// A class of `seats` from the template, deployed, with every VM but the base in the
+    /// hub's inventory: its id and those VMIDs.
+    pub async fn deployed_class(
+        &self,
+        teacher: &WebClient,
+        name: &str,
+        seats: u32,
+    ) -> (i64, Vec<u32>) {
+        let request = serde_json::json!({"name": name, "template_vmid": TEMPLATE, "seats": seats});
+        let (class_id, job) = self.create_class(teacher, &request).await;
+        assert_eq!(job["state"], "done", "{job}");
+        let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+        let vmids: Vec<u32> = detail["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|vm| vm["kind"] != "base")
+            .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
+            .collect();
+        self.inventory(&vmids, true).await;
+        (class_id, vmids)
+    }
+
     /// Deletes a class as `teacher` and waits for the job to end.
     pub async fn delete_class(&self, teacher: &WebClient, class_id: i64) -> Value {
         let deleting: Value = teacher
