@@ -82,18 +82,29 @@ pub async fn send_action(
                 .call_with(node, &request, &op_id, timeout, |_| {})
                 .await?
         }
-        VmAction::Reset => {
-            let request = VmReset {
-                vmid,
-                stopped: false,
-                identity: vm.identity.clone(),
-            };
-            state
-                .registry
-                .call_with(node, &request, &op_id, timeout, |_| {})
-                .await?
-        }
+        VmAction::Reset => return reset_to_base(state, vm, false).await,
     };
+    Ok(reply.status)
+}
+
+/// Returns a class VM to its base (only the VM with its known identity), leaving it stopped
+/// or in the power state it had; returns the power state afterwards.
+async fn reset_to_base(
+    state: &HubState,
+    vm: &VmRow,
+    stopped: bool,
+) -> Result<PowerState, CallError> {
+    let request = VmReset {
+        vmid: vm.vmid,
+        stopped,
+        identity: vm.identity.clone(),
+    };
+    let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
+    let op_id = crate::agents::new_op_id();
+    let reply = state
+        .registry
+        .call_with(&vm.node, &request, &op_id, timeout, |_| {})
+        .await?;
     Ok(reply.status)
 }
 
@@ -228,16 +239,7 @@ pub async fn assign(
         Some(username) => {
             let user = active_user(&state.db, username).await?;
             if changes_hands && handover == Handover::Fresh {
-                let reset = VmReset {
-                    vmid,
-                    stopped: true,
-                    identity: vm.identity.clone(),
-                };
-                let timeout = SHUTDOWN_TIMEOUT + Duration::from_secs(30);
-                let op_id = crate::agents::new_op_id();
-                state
-                    .registry
-                    .call_with(&vm.node, &reset, &op_id, timeout, |_| {})
+                reset_to_base(state, &vm, true)
                     .await
                     .map_err(|source| VmOpError::Node {
                         action: "reset",
