@@ -11,15 +11,24 @@
     if (element) element.textContent = text;
   }
 
-  function showTileMessage(tile, text) {
-    let note = tile.querySelector(".flash");
-    if (!note) {
-      note = document.createElement("p");
-      note.className = "flash flash-error";
-      note.setAttribute("role", "alert");
-      tile.appendChild(note);
-    }
+  // An error on a tile: the sentence, and for staff what the node said, folded away.
+  function showTileMessage(tile, text, detail) {
+    clearTileMessage(tile);
+    const note = document.createElement("div");
+    note.className = "flash flash-error";
+    note.setAttribute("role", "alert");
     note.textContent = text;
+    if (detail) {
+      const more = document.createElement("details");
+      more.className = "staff-detail";
+      const summary = document.createElement("summary");
+      summary.textContent = "Details for staff";
+      const pre = document.createElement("pre");
+      pre.textContent = detail;
+      more.append(summary, pre);
+      note.appendChild(more);
+    }
+    tile.appendChild(note);
   }
 
   function clearTileMessage(tile) {
@@ -77,7 +86,7 @@
       showIp(tile, vm.ip, vm.ip_note);
       waitForIp(tile, vm.ip_wait_until);
       setText(tile.querySelector('[data-field="node"]'), vm.node);
-      const title = tile.querySelector('h3 a, [data-field="name"]');
+      const title = tile.querySelector('.tile-name a, [data-field="name"]');
       if (title && title.textContent !== vm.name) title.textContent = vm.name;
       for (const form of tile.querySelectorAll("form[data-action]")) {
         form.hidden = !vm.actions.includes(form.dataset.action);
@@ -115,6 +124,22 @@
       setText(section.querySelector('[data-field="job"]'),
         "— " + progress.job_state + (progress.job_message ? ": " + progress.job_message : ""));
     }
+    const stage = section.querySelector('[data-field="stage"]');
+    if (stage) {
+      stage.textContent = progress.stage || "";
+      stage.hidden = !progress.stage;
+    }
+    const nodes = section.querySelector('[data-field="nodes"]');
+    if (nodes) {
+      nodes.replaceChildren(...progress.nodes.map((node) => {
+        const line = document.createElement("li");
+        const name = document.createElement("strong");
+        name.textContent = node.node;
+        line.append(name, ": " + node.ready + " of " + node.total + " VMs ready"
+          + (node.base_ready ? "" : ", base on its way"));
+        return line;
+      }));
+    }
     const meter = section.querySelector('[data-field="meter"]');
     if (meter) { meter.max = progress.total; meter.value = progress.ready; }
     for (const [vmid, state] of progress.vms) {
@@ -123,12 +148,67 @@
     }
   }
 
-  // One stream while the page is shown. A page in the back/forward cache keeps nothing open:
-  // browsers allow six connections per host over HTTP/1.1, and parked pages holding streams
-  // would make the seventh page wait.
-  let source = null;
+  // Live updates: one stream per browser, shared by its tabs. The tab holding the lock
+  // "proxlab-live:<user>" opens the stream and passes every event to the others over a
+  // BroadcastChannel; when it goes away the next tab takes over. A page in the back/forward
+  // cache holds no stream and no lock, so parked pages never take the browser's six HTTP/1.1
+  // connections per host. Where locks or channels are missing, each page has its own stream.
+  const EVENT_TYPES = {
+    "vm": (data) => applyVm(data),
+    "vm-removed": (data) => removeVm(data.vmid),
+    "node": (data) => applyNode(data),
+    "class": (data) => applyClass(data),
+    "resync": () => window.location.reload(),
+    // A VM given to this user (off a waitlist, say): a list of VMs without it is redrawn.
+    "assigned": (data) => {
+      if (document.querySelector("[data-vm-list]") && !document.querySelector('[data-vmid="' + data.vmid + '"]')) {
+        window.location.reload();
+      }
+    },
+  };
 
-  function disconnect() {
+  // `holder` names the tab whose stream feeds this one (a new one on every takeover).
+  function showLiveState(connected, holder) {
+    if (holder) document.body.dataset.liveHolder = holder;
+    document.body.dataset.liveReady = connected ? "yes" : "no";
+    liveState.hidden = connected;
+    if (!connected) liveState.textContent = "Live updates paused; reconnecting…";
+  }
+
+  function deliver(type, text) {
+    const apply = EVENT_TYPES[type];
+    if (apply) apply(text ? JSON.parse(text) : {});
+  }
+
+  const shared = window.BroadcastChannel && navigator.locks;
+  const channel = shared ? new BroadcastChannel("proxlab-live:" + (document.body.dataset.liveUser || "")) : null;
+  let source = null;
+  let connected = false;
+  let leaving = null; // ends this tab's turn as the stream's holder
+  let waiting = null; // withdraws this tab from the queue for the lock
+
+  const tabId = Math.random().toString(36).slice(2);
+
+  function announce(state) {
+    connected = state;
+    showLiveState(state, tabId);
+    if (channel) channel.postMessage({ state, holder: tabId });
+  }
+
+  function openStream() {
+    document.body.dataset.liveRole = "stream";
+    source = new EventSource("/api/v1/events");
+    source.addEventListener("open", () => announce(true));
+    source.addEventListener("error", () => announce(false));
+    for (const type of Object.keys(EVENT_TYPES)) {
+      source.addEventListener(type, (event) => {
+        if (channel) channel.postMessage({ type, data: event.data });
+        deliver(type, event.data);
+      });
+    }
+  }
+
+  function closeStream() {
     if (source) {
       source.close();
       source = null;
@@ -136,25 +216,35 @@
   }
 
   function connect() {
-    if (source) return;
-    source = new EventSource("/api/v1/events");
-    source.addEventListener("open", () => { liveState.hidden = true; document.body.dataset.liveReady = "yes"; });
-    source.addEventListener("error", () => {
-      liveState.textContent = "Live updates paused; reconnecting…";
-      liveState.hidden = false;
-    });
-    source.addEventListener("vm", (event) => applyVm(JSON.parse(event.data)));
-    source.addEventListener("vm-removed", (event) => removeVm(JSON.parse(event.data).vmid));
-    source.addEventListener("node", (event) => applyNode(JSON.parse(event.data)));
-    source.addEventListener("class", (event) => applyClass(JSON.parse(event.data)));
-    source.addEventListener("resync", () => window.location.reload());
-    // A VM given to this user (off a waitlist, say): a list of VMs without it is redrawn.
-    source.addEventListener("assigned", (event) => {
-      const vmid = JSON.parse(event.data).vmid;
-      if (document.querySelector(".tiles") && !document.querySelector('[data-vmid="' + vmid + '"]')) {
-        window.location.reload();
+    if (!shared) {
+      if (!source) openStream();
+      return;
+    }
+    document.body.dataset.liveRole = "shared";
+    channel.onmessage = (message) => {
+      const note = message.data;
+      if (note.hello) {
+        if (source) channel.postMessage({ state: connected, holder: tabId });
+      } else if ("state" in note) {
+        if (!source) showLiveState(note.state, note.holder);
+      } else if (!source) {
+        deliver(note.type, note.data);
       }
-    });
+    };
+    channel.postMessage({ hello: true });
+    waiting = new AbortController();
+    navigator.locks.request(channel.name, { signal: waiting.signal }, () => {
+      openStream();
+      return new Promise((resolve) => { leaving = resolve; });
+    }).catch(() => {});
+  }
+
+  function disconnect() {
+    if (source) announce(false);
+    closeStream();
+    if (leaving) leaving();
+    if (waiting) waiting.abort();
+    leaving = waiting = null;
   }
 
   async function submitAction(form) {
@@ -174,7 +264,8 @@
       if (response.ok) {
         applyVm(body);
       } else {
-        showTileMessage(tile, (body.error && body.error.message) || "The request failed (" + response.status + ").");
+        const error = body.error || {};
+        showTileMessage(tile, error.message || "The request failed (" + response.status + ").", error.detail);
         const current = await fetch("/api/v1/vms/" + vmid, { credentials: "same-origin" });
         if (current.ok) applyVm(await current.json());
       }
@@ -271,7 +362,7 @@
     }
   });
 
-  if (document.body.dataset.live === "on" && window.EventSource) {
+  if (document.body.dataset.liveUser && window.EventSource) {
     connect();
     window.addEventListener("pagehide", disconnect);
     // Back from the cache: what changed meanwhile was not streamed, so the page is redrawn.

@@ -44,6 +44,33 @@ impl<'a> From<Option<&'a Viewer>> for Actor<'a> {
     }
 }
 
+/// An entry to record: what was done to which target, how it ended, and the class task it
+/// was part of (a bulk action records one entry per VM, grouped by the task).
+#[derive(Debug, Clone, Copy)]
+pub struct Entry<'a> {
+    pub action: &'a str,
+    pub target: &'a str,
+    pub outcome: Outcome,
+    pub detail: &'a str,
+    pub task_id: Option<i64>,
+}
+
+impl<'a> Entry<'a> {
+    pub fn new(action: &'a str, target: &'a str, outcome: Outcome, detail: &'a str) -> Self {
+        Self {
+            action,
+            target,
+            outcome,
+            detail,
+            task_id: None,
+        }
+    }
+
+    pub fn in_task(self, task_id: Option<i64>) -> Self {
+        Self { task_id, ..self }
+    }
+}
+
 /// Records an action. A failure to write is logged, not returned: the action itself has
 /// already happened (or failed) and its caller must learn that, not an audit error.
 pub async fn record(
@@ -54,8 +81,13 @@ pub async fn record(
     outcome: Outcome,
     detail: &str,
 ) {
+    record_entry(db, actor, Entry::new(action, target, outcome, detail)).await;
+}
+
+/// Records an [`Entry`], like [`record`].
+pub async fn record_entry(db: &Db, actor: impl Into<Actor<'_>>, entry: Entry<'_>) {
     let actor = actor.into();
-    let entry = NewAudit {
+    let row = NewAudit {
         actor_id: match actor {
             Actor::User(viewer) => Some(viewer.id),
             Actor::Anonymous | Actor::Operator => None,
@@ -65,12 +97,13 @@ pub async fn record(
             Actor::Anonymous => "anonymous",
             Actor::Operator => "operator (command line)",
         },
-        action,
-        target,
-        result: outcome.as_str(),
-        detail,
+        action: entry.action,
+        target: entry.target,
+        result: entry.outcome.as_str(),
+        detail: entry.detail,
+        task_id: entry.task_id,
     };
-    if let Err(err) = db.insert_audit(&entry, now_unix()).await {
-        tracing::error!(%err, action, target, "cannot write the audit log");
+    if let Err(err) = db.insert_audit(&row, now_unix()).await {
+        tracing::error!(%err, action = entry.action, target = entry.target, "cannot write the audit log");
     }
 }

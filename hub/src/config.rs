@@ -34,10 +34,59 @@ pub struct ConfigFile {
     pub trusted_proxies: Option<Vec<IpNet>>,
     /// Deprecated: `true` trusts proxies on loopback (use `trusted_proxies`).
     pub trust_forwarded_for: Option<bool>,
+    /// `"self-signed"`: the portal serves HTTPS (and HTTP/2) with a certificate it makes.
+    pub tls: Option<TlsMode>,
+    /// The portal's certificate chain and key (PEM): it serves HTTPS (and HTTP/2) with them.
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
     #[serde(default, with = "humantime_serde_opt")]
     pub session_idle: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub session_lifetime: Option<Duration>,
+}
+
+/// The `tls` setting of the config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum TlsMode {
+    Off,
+    SelfSigned,
+}
+
+/// How the portal speaks to browsers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PortalTls {
+    /// Plain HTTP/1.1: a TLS-terminating reverse proxy is in front, or the network is closed.
+    Off,
+    /// HTTPS with a certificate the hub makes at first start and keeps in its data directory.
+    SelfSigned,
+    /// HTTPS with the operator's certificate chain and private key (PEM files).
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+impl PortalTls {
+    /// The setting the three config keys describe, or why they contradict each other.
+    pub fn from_settings(
+        mode: Option<TlsMode>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+    ) -> Result<Self> {
+        match (mode, cert, key) {
+            (None | Some(TlsMode::Off), None, None) => Ok(Self::Off),
+            (Some(TlsMode::SelfSigned), None, None) => Ok(Self::SelfSigned),
+            (None, Some(cert), Some(key)) => Ok(Self::Files { cert, key }),
+            (Some(mode), Some(_), _) | (Some(mode), _, Some(_)) => anyhow::bail!(
+                "tls = {mode:?} contradicts tls_cert/tls_key: set either tls or both files"
+            ),
+            (None, Some(_), None) | (None, None, Some(_)) => {
+                anyhow::bail!("tls_cert and tls_key must be set together")
+            }
+        }
+    }
+
+    pub fn is_on(&self) -> bool {
+        *self != Self::Off
+    }
 }
 
 /// Durations such as `"4h"` or `"90m"` in the config file.
@@ -80,6 +129,8 @@ pub struct HubConfig {
     /// Reverse proxies whose `X-Forwarded-For` entries are believed.
     pub trusted_proxies: Vec<IpNet>,
     pub sessions: SessionPolicy,
+    /// Whether the portal serves HTTPS itself, and with which certificate.
+    pub tls: PortalTls,
 }
 
 impl HubConfig {
@@ -94,14 +145,18 @@ impl HubConfig {
             public_url: None,
             trusted_proxies: Vec::new(),
             sessions: SessionPolicy::default(),
+            tls: PortalTls::Off,
         }
     }
 
-    /// Whether cookies must only travel over TLS.
+    /// Whether cookies must only travel over TLS: the portal serves HTTPS, or people reach it
+    /// through an `https://` address.
     pub fn secure_cookies(&self) -> bool {
-        self.public_url
-            .as_deref()
-            .is_some_and(|url| url.starts_with("https://"))
+        self.tls.is_on()
+            || self
+                .public_url
+                .as_deref()
+                .is_some_and(|url| url.starts_with("https://"))
     }
 
     /// The portal's address for links that leave the page (invite links): `public_url`, or
@@ -111,7 +166,8 @@ impl HubConfig {
         match &self.public_url {
             Some(url) => Some(url.trim_end_matches('/').to_owned()),
             None if !self.http_addr.ip().is_unspecified() => {
-                Some(format!("http://{}", self.http_addr))
+                let scheme = if self.tls.is_on() { "https" } else { "http" };
+                Some(format!("{scheme}://{}", self.http_addr))
             }
             None => None,
         }
@@ -131,7 +187,7 @@ impl HubConfig {
     }
 
     /// Applies a config file over the defaults.
-    pub fn from_file(file: ConfigFile) -> Self {
+    pub fn from_file(file: ConfigFile) -> Result<Self> {
         let mut config = Self::new(file.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
         if let Some(addr) = file.http_addr {
             config.http_addr = addr;
@@ -152,7 +208,8 @@ impl HubConfig {
         if let Some(lifetime) = file.session_lifetime {
             config.sessions.lifetime = lifetime;
         }
-        config
+        config.tls = PortalTls::from_settings(file.tls, file.tls_cert, file.tls_key)?;
+        Ok(config)
     }
 
     /// The address agents should dial, for enroll commands.
@@ -179,7 +236,7 @@ mod tests {
     #[test]
     fn example_config_parses() {
         let file: ConfigFile = toml::from_str(EXAMPLE_CONFIG).unwrap();
-        let config = HubConfig::from_file(file);
+        let config = HubConfig::from_file(file).unwrap();
         assert_eq!(config.data_dir, PathBuf::from(DEFAULT_DATA_DIR));
         config.validate().unwrap();
     }
@@ -200,14 +257,14 @@ mod tests {
             "session_idle = \"30m\"\nsession_lifetime = \"8h\"\npublic_url = \"https://lab.school\"",
         )
         .unwrap();
-        let config = HubConfig::from_file(file);
+        let config = HubConfig::from_file(file).unwrap();
         assert_eq!(config.sessions.idle, Duration::from_secs(1800));
         assert_eq!(config.sessions.lifetime, Duration::from_secs(8 * 3600));
         assert!(config.secure_cookies());
         config.validate().unwrap();
         let file: ConfigFile =
             toml::from_str("session_idle = \"9h\"\nsession_lifetime = \"8h\"").unwrap();
-        assert!(HubConfig::from_file(file).validate().is_err());
+        assert!(HubConfig::from_file(file).unwrap().validate().is_err());
         assert!(toml::from_str::<ConfigFile>("session_idle = \"soon\"").is_err());
     }
 
@@ -222,8 +279,36 @@ mod tests {
         let file: ConfigFile =
             toml::from_str("http_addr = \"0.0.0.0:9000\"\npublic_address = \"hub.school:7443\"")
                 .unwrap();
-        let config = HubConfig::from_file(file);
+        let config = HubConfig::from_file(file).unwrap();
         assert_eq!(config.http_addr.port(), 9000);
         assert_eq!(config.agent_facing_address(), "hub.school:7443");
+    }
+
+    #[test]
+    fn tls_is_off_self_signed_or_files_and_never_two_at_once() {
+        let parse = |text: &str| HubConfig::from_file(toml::from_str(text).unwrap());
+        assert_eq!(parse("").unwrap().tls, PortalTls::Off);
+        assert_eq!(parse("tls = \"off\"").unwrap().tls, PortalTls::Off);
+        let signed = parse("tls = \"self-signed\"\nhttp_addr = \"127.0.0.1:8443\"").unwrap();
+        assert_eq!(signed.tls, PortalTls::SelfSigned);
+        assert!(signed.secure_cookies());
+        assert_eq!(signed.site_url().as_deref(), Some("https://127.0.0.1:8443"));
+        let files = parse("tls_cert = \"/etc/c.pem\"\ntls_key = \"/etc/k.pem\"").unwrap();
+        assert_eq!(
+            files.tls,
+            PortalTls::Files {
+                cert: "/etc/c.pem".into(),
+                key: "/etc/k.pem".into()
+            }
+        );
+        for contradiction in [
+            "tls_cert = \"/etc/c.pem\"",
+            "tls_key = \"/etc/k.pem\"",
+            "tls = \"self-signed\"\ntls_cert = \"/c\"\ntls_key = \"/k\"",
+            "tls = \"off\"\ntls_key = \"/k\"",
+        ] {
+            assert!(parse(contradiction).is_err(), "{contradiction}");
+        }
+        assert!(toml::from_str::<ConfigFile>("tls = \"on\"").is_err());
     }
 }

@@ -16,6 +16,7 @@ pub mod paths;
 pub mod pki_store;
 pub mod plugins;
 pub mod secrets;
+pub mod text;
 pub mod throttle;
 pub mod tokens;
 pub mod vms;
@@ -145,6 +146,14 @@ impl Hub {
             Arc::new(throttle::LoginThrottle::default()),
             config.sessions,
         );
+        let portal_certificate = web::tls::load(&config, &data_dir)?;
+        if let Some(certificate) = &portal_certificate {
+            tracing::info!(
+                certificate = %certificate.source,
+                fingerprint = %certificate.fingerprint,
+                "the portal serves HTTPS"
+            );
+        }
         let listener = tokio::net::TcpListener::bind(config.http_addr)
             .await
             .with_context(|| format!("binding HTTP on {}", config.http_addr))?;
@@ -171,20 +180,14 @@ impl Hub {
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
-        let mut stopped = stopping;
         let app = web::router(state.clone());
-        let http_task = tokio::spawn(async move {
-            let shutdown = async move {
-                let _ = stopped.wait_for(|stop| *stop).await;
-            };
-            let app = app.into_make_service_with_connect_info::<SocketAddr>();
-            if let Err(err) = axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-            {
-                tracing::error!(%err, "HTTP server failed");
+        let transport = match portal_certificate {
+            Some(certificate) => {
+                web::serve::Transport::tls(certificate.server, state.config.site_url())
             }
-        });
+            None => web::serve::Transport::Plain,
+        };
+        let http_task = tokio::spawn(web::serve::serve(listener, app, transport, stopping));
         tracing::info!(
             http = %http_addr,
             quic = %agent_server.local_addr()?,
@@ -207,6 +210,16 @@ impl Hub {
 
     pub fn http_addr(&self) -> SocketAddr {
         self.http_addr
+    }
+
+    /// The portal's address on this machine: `http://` or `https://` and the bound address.
+    pub fn local_url(&self) -> String {
+        let scheme = if self.state.config.tls.is_on() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     pub fn quic_addr(&self) -> Result<SocketAddr> {

@@ -78,6 +78,9 @@ enum Command {
         /// The QUIC address the demo's agents dial.
         #[arg(long, default_value = "127.0.0.1:7443")]
         quic_addr: SocketAddr,
+        /// Serve the portal over HTTPS (and HTTP/2) with a self-signed certificate.
+        #[arg(long)]
+        tls: bool,
     },
     /// Assign VMs to users.
     Vm {
@@ -181,7 +184,7 @@ impl Cli {
             Some(path) => (path.clone(), true),
             None => (PathBuf::from(DEFAULT_CONFIG_PATH), false),
         };
-        let mut config = HubConfig::from_file(ConfigFile::load(&path, required)?);
+        let mut config = HubConfig::from_file(ConfigFile::load(&path, required)?)?;
         if let Some(dir) = &self.data_dir {
             config.data_dir = dir.clone();
         }
@@ -232,6 +235,7 @@ async fn run(cli: Cli) -> Result<()> {
         Command::Demo {
             http_addr,
             quic_addr,
+            tls,
         } => {
             let dir = cli
                 .data_dir
@@ -241,6 +245,7 @@ async fn run(cli: Cli) -> Result<()> {
                 dir,
                 http_addr,
                 quic_addr,
+                tls,
             })
             .await
         }
@@ -261,8 +266,8 @@ fn print_man_page() -> Result<()> {
 async fn serve(config: HubConfig) -> Result<()> {
     let hub = Hub::start(config).await?;
     println!(
-        "proxlab hub listening: http://{} (portal), {} (agents, UDP)",
-        hub.http_addr(),
+        "proxlab hub listening: {} (portal), {} (agents, UDP)",
+        hub.local_url(),
         hub.quic_addr()?
     );
     println!("CA pin: {}", hub.state.ca_pin);

@@ -40,4 +40,13 @@ impl DataDir {
     pub fn server_key(&self) -> PathBuf {
         self.pki_dir().join("server.key")
     }
+
+    /// The portal's self-signed HTTPS certificate (`tls = "self-signed"`).
+    pub fn portal_cert(&self) -> PathBuf {
+        self.pki_dir().join("portal.crt")
+    }
+
+    pub fn portal_key(&self) -> PathBuf {
+        self.pki_dir().join("portal.key")
+    }
 }

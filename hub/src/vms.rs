@@ -21,7 +21,7 @@ pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
 #[derive(Debug, thiserror::Error)]
 pub enum VmOpError {
     /// Missing, or not visible to the user: the same answer for both.
-    #[error("no such VM")]
+    #[error("there is no such VM")]
     NotFound,
     #[error("{0}")]
     NotAllowed(String),
@@ -115,39 +115,40 @@ pub async fn power(
     vmid: u32,
     action: VmAction,
 ) -> Result<PowerState, VmOpError> {
+    power_in_task(state, viewer, vmid, action, None).await
+}
+
+/// [`power`] as one step of a class task: its audit entry names the task.
+pub async fn power_in_task(
+    state: &HubState,
+    viewer: &Viewer,
+    vmid: u32,
+    action: VmAction,
+    task: Option<i64>,
+) -> Result<PowerState, VmOpError> {
     let target = format!("vm:{vmid}");
     let audit_action = format!("vm.{}", action.as_str());
+    let record = |outcome: Outcome, detail: String| {
+        let (action, target) = (&audit_action, &target);
+        async move {
+            let entry = audit::Entry::new(action, target, outcome, &detail).in_task(task);
+            audit::record_entry(&state.db, Some(viewer), entry).await;
+        }
+    };
     let vm = match visible_vm(state, viewer, vmid).await {
         Ok(vm) => vm,
         Err(err) => {
-            audit::record(
-                &state.db,
-                Some(viewer),
-                &audit_action,
-                &target,
-                Outcome::Denied,
-                "not visible",
-            )
-            .await;
+            record(Outcome::Denied, "not visible".into()).await;
             return Err(err);
         }
     };
     // The power state stored may be a moment behind the node, so the node judges that; what
     // can never work is refused here.
     if let Err(reason) = access::may_request(&vm, action) {
-        audit::record(
-            &state.db,
-            Some(viewer),
-            &audit_action,
-            &target,
-            Outcome::Denied,
-            &reason,
-        )
-        .await;
+        record(Outcome::Denied, reason.clone()).await;
         return Err(VmOpError::NotAllowed(reason));
     }
-    let result = send_action(state, &vm, action).await;
-    match result {
+    match send_action(state, &vm, action).await {
         Ok(status) => {
             // The agent's answer is newer than the inventory: show it at once.
             if let Err(err) = state
@@ -161,31 +162,71 @@ pub async fn power(
             {
                 tracing::warn!(%err, vmid, "cannot record the new power state");
             }
-            audit::record(
-                &state.db,
-                Some(viewer),
-                &audit_action,
-                &target,
-                Outcome::Ok,
-                "",
-            )
-            .await;
+            record(Outcome::Ok, String::new()).await;
             Ok(status)
         }
         Err(source) => {
-            audit::record(
-                &state.db,
-                Some(viewer),
-                &audit_action,
-                &target,
-                Outcome::Failed,
-                &source.to_string(),
-            )
-            .await;
+            record(Outcome::Failed, source.to_string()).await;
             Err(VmOpError::Node {
                 action: action.as_str(),
                 source,
             })
+        }
+    }
+}
+
+impl VmOpError {
+    /// How the failure reads to the person who asked: a sentence, and what the node said,
+    /// for staff (empty when there is nothing more to say).
+    pub fn explain(&self) -> (String, String) {
+        use proxlab_protocol::ErrorKind;
+        match self {
+            VmOpError::NotFound => ("There is no such VM.".into(), String::new()),
+            VmOpError::NotAllowed(reason) | VmOpError::Forbidden(reason) => {
+                (crate::text::sentence(reason), String::new())
+            }
+            VmOpError::Node {
+                source: CallError::Remote(remote),
+                ..
+            } if remote.kind == ErrorKind::NotFound => (
+                "The VM no longer exists on its node.".into(),
+                remote.to_string(),
+            ),
+            VmOpError::Node {
+                action,
+                source: CallError::Remote(remote),
+            } if remote.kind == ErrorKind::Conflict => (
+                format!(
+                    "The VM cannot {action} right now: it is busy (locked, or changing \
+                     state). Try again in a moment."
+                ),
+                remote.to_string(),
+            ),
+            VmOpError::Node {
+                source: CallError::Offline(node),
+                ..
+            } => (
+                format!("Its node {node} is offline, so nothing was done."),
+                String::new(),
+            ),
+            VmOpError::Node {
+                action,
+                source: source @ CallError::Timeout { .. },
+            } => (
+                format!("The node did not answer in time; the VM may still {action} on its own."),
+                source.to_string(),
+            ),
+            VmOpError::Node { action, source } => (
+                format!("The node could not {action} the VM."),
+                source.to_string(),
+            ),
+            VmOpError::Db(err) => {
+                tracing::error!(%err, "a VM operation could not use the database");
+                (
+                    "The hub could not complete this; the error has been logged.".into(),
+                    String::new(),
+                )
+            }
         }
     }
 }

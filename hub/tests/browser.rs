@@ -22,7 +22,7 @@ async fn log_in(browser: &Browser, url: &str, username: &str, password: &str) {
     browser.goto(&format!("{url}/login")).await;
     fill_login(browser, username, password).await;
     browser
-        .wait_until("the VM list", "document.querySelector('.tiles')")
+        .wait_until("the VM list", "document.querySelector('[data-vm-list]')")
         .await;
 }
 
@@ -67,6 +67,17 @@ async fn assert_fits(browser: &Browser, what: &str) {
     }
 }
 
+/// Fails when axe-core finds anything on the page, naming the rules and elements.
+async fn assert_accessible(browser: &Browser, what: &str) {
+    if let Some(violations) = browser.accessibility_violations().await {
+        assert!(
+            violations.is_empty(),
+            "axe-core on {what}:\n{}",
+            violations.join("\n")
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
     let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
@@ -76,7 +87,7 @@ async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
     assert!(browser.current_url().await.ends_with("/vms"));
     assert_eq!(
         browser
-            .text_of(&format!("{} h3", tile(102)))
+            .text_of(&format!("{} .tile-name", tile(102)))
             .await
             .as_deref(),
         Some("lab-alice")
@@ -150,7 +161,7 @@ async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
     browser.goto(&format!("{url}/vms/201")).await;
     let body = browser.eval("return document.body.innerText;").await;
     let body = body.as_str().unwrap();
-    assert!(body.contains("no such VM"), "{body}");
+    assert!(body.contains("There is no such VM."), "{body}");
     assert!(!body.contains("lab-bob"), "{body}");
     assert!(demo.stop().await);
 }
@@ -249,6 +260,7 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         )
         .await;
     browser.screenshot("class-invite.png").await;
+    assert_accessible(&browser, "the class page").await;
     // On a phone the class page (its VM table, the invite link) fits the screen.
     browser.resize(390, 844).await;
     assert_fits(&browser, "the class page").await;
@@ -265,6 +277,7 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         browser.text_of("h1").await.as_deref(),
         Some("Sign in to join Browser Lab")
     );
+    assert_accessible(&browser, "the signed-out invite page").await;
     fill_login(&browser, "alice", demo.password("alice")).await;
     browser
         .wait_until(
@@ -272,6 +285,7 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
             "document.querySelector('form[action^=\"/join/\"] button')",
         )
         .await;
+    assert_accessible(&browser, "the join page").await;
     browser
         .click(&browser.find("form[action^='/join/'] button").await)
         .await;
@@ -325,12 +339,29 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         )
         .await;
     browser.screenshot("class-student.png").await;
+    assert_accessible(&browser, "the student's new VM").await;
     assert!(demo.stop().await);
 }
 
 #[tokio::test]
-async fn fifteen_pages_in_one_tab_all_load() {
-    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
+async fn fifteen_pages_in_one_tab_all_load_over_https_and_http2() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start_tls(dir.path()).await;
+    let url = demo.file.url.clone();
+    assert!(url.starts_with("https://"), "{url}");
+    // Someone typing http:// reaches the HTTPS portal instead of a broken connection.
+    let plain = url.replacen("https://", "http://", 1);
+    let answer = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+        .get(format!("{plain}/classes?x=1"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), reqwest::StatusCode::PERMANENT_REDIRECT);
+    assert_eq!(answer.headers()["location"], format!("{url}/classes?x=1"));
+    let Some(browser) = Browser::start().await else {
         return;
     };
     log_in(&browser, &url, "teacher", demo.password("teacher")).await;
@@ -343,6 +374,7 @@ async fn fifteen_pages_in_one_tab_all_load() {
         "/profile",
         "/vms?status=running",
     ];
+    let mut took = Vec::new();
     for n in 0..15 {
         let page = pages[n % pages.len()];
         let started = std::time::Instant::now();
@@ -350,13 +382,19 @@ async fn fifteen_pages_in_one_tab_all_load() {
         browser
             .wait_until("the page to be shown", "document.readyState === 'complete'")
             .await;
-        let took = started.elapsed();
+        took.push(started.elapsed());
         // A page stuck behind six parked streams waits about a minute.
         assert!(
-            took < std::time::Duration::from_secs(10),
-            "page {n} ({page}) took {took:?}"
+            took[n] < std::time::Duration::from_secs(10),
+            "page {n} ({page}) took {:?}",
+            took[n]
         );
     }
+    eprintln!("fifteen pages over HTTPS took {took:?}");
+    let protocol = browser
+        .eval("return performance.getEntriesByType('navigation')[0].nextHopProtocol;")
+        .await;
+    assert_eq!(protocol, "h2", "the portal speaks HTTP/2 over TLS");
     browser.goto(&format!("{url}/vms")).await;
     browser
         .wait_until(
@@ -366,33 +404,140 @@ async fn fifteen_pages_in_one_tab_all_load() {
         .await;
 }
 
+/// Which tabs hold a stream of their own, counted across the given tabs.
+async fn tabs_with_their_own_stream(browser: &Browser, tabs: &[String]) -> usize {
+    let mut holders = 0;
+    for tab in tabs {
+        browser.switch_to(tab).await;
+        browser
+            .wait_until(
+                "live updates in this tab",
+                "document.body.dataset.liveReady === 'yes'",
+            )
+            .await;
+        if browser
+            .eval("return document.body.dataset.liveRole === 'stream';")
+            .await
+            == true
+        {
+            holders += 1;
+        }
+    }
+    holders
+}
+
 #[tokio::test]
-async fn the_main_pages_fit_a_phone() {
+async fn the_tabs_of_a_browser_share_one_live_stream() {
     let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
         return;
     };
-    browser.resize(390, 844).await;
-    let check = |page: &'static str, shot: &'static str| {
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    let mut tabs = vec![browser.current_tab().await];
+    for _ in 0..3 {
+        tabs.push(browser.new_tab().await);
+        browser.goto(&format!("{url}/vms")).await;
+    }
+    assert_eq!(tabs_with_their_own_stream(&browser, &tabs).await, 1);
+
+    // A change reaches every tab, whichever holds the stream.
+    let output = demo.sim("pve1", &["qm", "start", "102"]);
+    assert!(output.status.success(), "{output:?}");
+    for tab in &tabs {
+        browser.switch_to(tab).await;
+        browser
+            .wait_until(
+                "alice's VM to show as running",
+                &format!(
+                    "{} || {}",
+                    badge_is(102, "Running"),
+                    badge_is(102, "Starting…")
+                ),
+            )
+            .await;
+    }
+
+    // The tab holding the stream closes: another takes over, and changes still arrive.
+    let mut holder = None;
+    for tab in &tabs {
+        browser.switch_to(tab).await;
+        if browser
+            .eval("return document.body.dataset.liveRole === 'stream';")
+            .await
+            == true
+        {
+            holder = Some(tab.clone());
+        }
+    }
+    let holder = holder.expect("one tab holds the stream");
+    browser.switch_to(&holder).await;
+    let holder_id = browser
+        .eval("return document.body.dataset.liveHolder;")
+        .await;
+    browser.close_tab().await;
+    tabs.retain(|tab| *tab != holder);
+    browser.switch_to(&tabs[0]).await;
+    browser
+        .wait_until(
+            "another tab to take the stream over",
+            &format!(
+                "document.body.dataset.liveHolder !== {holder_id} && document.body.dataset.liveReady === 'yes'"
+            ),
+        )
+        .await;
+    assert_eq!(tabs_with_their_own_stream(&browser, &tabs).await, 1);
+    let output = demo.sim("pve1", &["qm", "stop", "102"]);
+    assert!(output.status.success(), "{output:?}");
+    for tab in &tabs {
+        browser.switch_to(tab).await;
+        browser
+            .wait_until("alice's VM to show as stopped", &badge_is(102, "Stopped"))
+            .await;
+    }
+}
+
+#[tokio::test]
+async fn the_main_pages_fit_a_phone_and_pass_axe() {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
+        return;
+    };
+    // Each page at a phone's size and a desktop's: it fits, axe-core finds nothing, and a
+    // screenshot of each is kept.
+    let check = |page: &'static str, name: &'static str| {
         let (browser, url) = (&browser, &url);
         async move {
             browser.goto(&format!("{url}{page}")).await;
-            browser.screenshot(shot).await;
-            assert_fits(browser, page).await;
+            for (width, height, size) in [(390, 844, "phone"), (1280, 900, "desktop")] {
+                browser.resize(width, height).await;
+                browser.screenshot(&format!("{size}-{name}.png")).await;
+                if size == "phone" {
+                    assert_fits(browser, page).await;
+                }
+                assert_accessible(browser, &format!("{page} ({size})")).await;
+            }
         }
     };
-    check("/login", "phone-login.png").await;
+    check("/login", "login").await;
+    check("/no-such-page", "not-found").await;
     log_in(&browser, &url, "admin", demo.password("admin")).await;
-    for (page, shot) in [
-        ("/vms", "phone-vms.png"),
-        ("/classes", "phone-classes.png"),
-        ("/templates", "phone-templates.png"),
-        ("/admin/nodes", "phone-nodes.png"),
-        ("/admin/users", "phone-users.png"),
-        ("/admin/audit", "phone-audit.png"),
-        ("/admin/join-tokens", "phone-join-tokens.png"),
-        ("/admin/plugins", "phone-plugins.png"),
-        ("/profile", "phone-profile.png"),
+    for (page, name) in [
+        ("/vms", "vms"),
+        ("/vms/102", "vm"),
+        ("/classes", "classes"),
+        ("/templates", "templates"),
+        ("/admin/nodes", "nodes"),
+        ("/admin/users", "users"),
+        ("/admin/audit", "audit"),
+        ("/admin/join-tokens", "join-tokens"),
+        ("/admin/plugins", "plugins"),
+        ("/admin/plugins/guide", "plugin-guide"),
+        ("/profile", "profile"),
+        ("/no-such-page", "not-found-signed-in"),
     ] {
-        check(page, shot).await;
+        check(page, name).await;
+    }
+    browser.clear_cookies().await;
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    for (page, name) in [("/vms", "student-vms"), ("/classes", "student-classes")] {
+        check(page, name).await;
     }
 }

@@ -1127,12 +1127,39 @@ async fn bulk_actions_need_a_choice_and_touch_only_what_was_chosen() {
     teacher.post_form(&start, &[("vmid", &one)]).await;
     assert_eq!(status(vmids[0]).await, "running");
     assert_eq!(status(vmids[1]).await, "stopped");
-    // All: the rest start, and the one running already is no failure.
+    // All: the rest start, and the one running already is no failure. The page shown next
+    // is the class page with the task's result for every VM, where the VM table is.
     let all = teacher.post_form(&start, &[("all", "1")]).await;
-    let flash = all.headers()["set-cookie"].to_str().unwrap().to_owned();
-    assert!(flash.contains("ok"), "{flash}");
+    let location = all.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        location.starts_with(&format!("/classes/{class_id}?task=")) && location.ends_with("#task"),
+        "{location}"
+    );
+    let task_id: i64 = location
+        .split("task=")
+        .nth(1)
+        .unwrap()
+        .trim_end_matches("#task")
+        .parse()
+        .unwrap();
+    let task = teacher
+        .json(&format!("/api/v1/classes/{class_id}/tasks/{task_id}"))
+        .await;
+    assert_eq!(
+        (task["total"].as_i64(), task["failed"].as_i64()),
+        (Some(3), Some(0)),
+        "{task}"
+    );
     for vmid in &vmids {
         assert_eq!(status(*vmid).await, "running");
+    }
+    let page = teacher.get(&location).await.text().await.unwrap();
+    assert!(page.contains("Start on 3 VMs: all done"), "{page}");
+    for vmid in &vmids {
+        assert!(
+            page.contains(&format!("<a href=\"/vms/{vmid}\">{vmid}</a>")),
+            "{vmid}"
+        );
     }
     let stop = format!("/classes/{class_id}/bulk/stop");
     teacher.post_form(&stop, &[("all", "1")]).await;
@@ -1193,28 +1220,69 @@ async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
 }
 
 #[tokio::test]
-async fn rounds_of_bulk_actions_on_a_class_all_succeed() {
+async fn rounds_of_bulk_actions_on_a_class_all_succeed_and_are_logged_as_tasks() {
     // Several `qm start`/`qm stop` at once once made pve-sim rename a shared temporary file
     // away under another's feet ("No such file or directory" in one bulk run of three).
     let lab = Lab::start().await;
     let teacher = lab.user("tina", Role::Teacher).await;
+    let admin = lab.user("root", Role::Admin).await;
     let (class_id, _) = lab.deployed_class(&teacher, "Rounds", 8).await;
-    for action in [
+    let rounds = [
         "start", "stop", "start", "shutdown", "start", "reset", "stop",
-    ] {
-        let done = teacher
-            .post_form(
-                &format!("/classes/{class_id}/bulk/{action}"),
-                &[("all", "1")],
+    ];
+    for action in rounds {
+        let task: Value = teacher
+            .api_post_json(
+                &format!("/api/v1/classes/{class_id}/bulk/{action}"),
+                &json!({"all": true}),
             )
-            .await;
-        let flash = done.headers()["set-cookie"].to_str().unwrap().to_owned();
-        let flash: String = form_urlencoded::parse(flash.as_bytes())
-            .map(|(key, value)| format!("{key}={value}"))
-            .collect();
-        assert!(
-            flash.contains(&format!("ok:{action}: done for 9 VMs")),
-            "{action}: {flash}"
-        );
+            .await
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(task["total"], 9, "{action}: {task}");
+        assert_eq!(task["failed"], 0, "{action}: {task}");
+        let results = task["results"].as_array().unwrap();
+        assert!(results.iter().all(|r| r["ok"] == true), "{action}: {task}");
     }
+    // The class page lists every round in its task log, newest first.
+    let page = teacher
+        .get(&format!("/classes/{class_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(page.matches("9 of 9 done").count(), rounds.len(), "{page}");
+    // The audit log shows each round as one line, with its VMs folded in.
+    let audit = admin
+        .get("/admin/audit?action=vm.")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(
+        audit.matches("9 VMs (task ").count(),
+        rounds.len(),
+        "{audit}"
+    );
+    // Neither choice nor both is refused with a reason.
+    for body in [json!({}), json!({"all": true, "vmids": [1]}), json!([1])] {
+        let refused = teacher
+            .api_post_json(&format!("/api/v1/classes/{class_id}/bulk/start"), &body)
+            .await;
+        assert_eq!(refused.status(), 400, "{body}");
+    }
+    // Another teacher sees neither the class's tasks nor can run one.
+    let other = lab.user("otto", Role::Teacher).await;
+    let denied = other
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/bulk/stop"),
+            &json!({"all": true}),
+        )
+        .await;
+    assert_eq!(denied.status(), 404);
+    let hidden = other
+        .get(&format!("/api/v1/classes/{class_id}/tasks/1"))
+        .await;
+    assert_eq!(hidden.status(), 404);
 }

@@ -209,6 +209,25 @@ impl CertificateAuthority {
     }
 }
 
+/// A self-signed certificate for a web server known by `names` (DNS names or IP addresses;
+/// the first is also the subject), for a portal that has no certificate of its own.
+pub fn self_signed_web_cert(names: &[String]) -> Result<CertAndKey, PkiError> {
+    let key = KeyPair::generate()?;
+    let mut params = CertificateParams::new(names.to_vec())?;
+    if let Some(first) = names.first() {
+        params.distinguished_name.push(DnType::CommonName, first);
+    }
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.serial_number = Some(random_serial());
+    validity(&mut params, LEAF_VALIDITY_DAYS);
+    let cert = params.self_signed(&key)?;
+    Ok(CertAndKey {
+        cert_pem: cert.pem(),
+        key_pem: key.serialize_pem(),
+    })
+}
+
 /// A node's freshly generated private key and the CSR for it.
 pub fn generate_node_key_and_csr(node_name: &str) -> Result<CertAndKey, PkiError> {
     let key = KeyPair::generate()?;

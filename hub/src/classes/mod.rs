@@ -6,6 +6,7 @@ mod copy;
 pub mod invites;
 pub mod jobs;
 pub mod placement;
+pub mod tasks;
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use std::time::Duration;
 use crate::HubState;
 use crate::audit::{self, Outcome};
 use crate::auth::Viewer;
-use crate::db::classes::{ClassRow, JoinOutcome, NewClass};
+use crate::db::classes::{ClassRow, ClassVmRow, JoinOutcome, NewClass};
 use crate::db::{DbError, now_unix};
 use crate::secrets::hash_secret;
 use placement::Candidate;
@@ -116,6 +117,60 @@ pub struct ClassProgress {
     pub job_message: Option<String>,
     /// Each VM's deployment state, by VMID.
     pub vms: Vec<(u32, String)>,
+    /// What the deployment is doing now, in words; `None` when nothing is under way.
+    pub stage: Option<String>,
+    /// How far each node is, by node name.
+    pub nodes: Vec<NodeProgress>,
+}
+
+/// A node's part of a class deployment.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct NodeProgress {
+    pub node: String,
+    /// Whether the node holds the class base (the disk its clones are made from).
+    pub base_ready: bool,
+    pub ready: usize,
+    pub total: usize,
+}
+
+/// The stage a deployment is in, from the states of its rows: the base is made first (on
+/// the template's node), then copied to the other nodes, then every node makes its clones.
+fn deployment_stage(rows: &[ClassVmRow]) -> Option<String> {
+    let (bases, clones): (Vec<&ClassVmRow>, Vec<&ClassVmRow>) =
+        rows.iter().partition(|vm| vm.kind == "base");
+    let waiting = |vms: &[&ClassVmRow]| vms.iter().filter(|vm| vm.state == "planned").count();
+    let (bases_waiting, clones_waiting) = (waiting(&bases), waiting(&clones));
+    if bases_waiting > 0 && bases_waiting == bases.len() {
+        Some("Making the class base from the template".into())
+    } else if bases_waiting > 0 {
+        Some(format!(
+            "Copying the base to {bases_waiting} more node{}",
+            if bases_waiting == 1 { "" } else { "s" }
+        ))
+    } else if clones_waiting > 0 {
+        Some(format!("Making VMs: {clones_waiting} to go"))
+    } else {
+        None
+    }
+}
+
+fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
+    let mut nodes: std::collections::BTreeMap<&str, NodeProgress> = Default::default();
+    for vm in rows {
+        let entry = nodes.entry(&vm.node).or_insert_with(|| NodeProgress {
+            node: vm.node.clone(),
+            base_ready: false,
+            ready: 0,
+            total: 0,
+        });
+        if vm.kind == "base" {
+            entry.base_ready = vm.state == "ready";
+        } else {
+            entry.total += 1;
+            entry.ready += usize::from(vm.state == "ready");
+        }
+    }
+    nodes.into_values().collect()
 }
 
 /// The deployment state of a class (the caller has checked who may see it).
@@ -136,6 +191,8 @@ pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, 
             .iter()
             .map(|vm| (vm.vmid, vm.state.clone()))
             .collect(),
+        stage: deployment_stage(&rows),
+        nodes: node_progress(&rows),
     })
 }
 
@@ -887,6 +944,65 @@ pub async fn join(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn row(vmid: u32, kind: &str, node: &str, state: &str) -> ClassVmRow {
+        ClassVmRow {
+            vmid,
+            class_id: 1,
+            kind: kind.into(),
+            node: node.into(),
+            state: state.into(),
+            attempts: 0,
+            error: String::new(),
+            assignee: None,
+            identity: None,
+        }
+    }
+
+    #[test]
+    fn a_deployment_reports_its_stage_and_each_node() {
+        let mut rows = vec![
+            row(1, "base", "pve1", "planned"),
+            row(2, "base", "pve2", "planned"),
+            row(3, "student", "pve1", "planned"),
+            row(4, "student", "pve2", "planned"),
+            row(5, "teacher", "pve2", "planned"),
+        ];
+        let stage = |rows: &[ClassVmRow]| deployment_stage(rows);
+        assert_eq!(
+            stage(&rows).as_deref(),
+            Some("Making the class base from the template")
+        );
+        rows[0].state = "ready".into();
+        assert_eq!(
+            stage(&rows).as_deref(),
+            Some("Copying the base to 1 more node")
+        );
+        rows[1].state = "ready".into();
+        rows[2].state = "ready".into();
+        assert_eq!(stage(&rows).as_deref(), Some("Making VMs: 2 to go"));
+        let nodes = node_progress(&rows);
+        assert_eq!(
+            nodes,
+            vec![
+                NodeProgress {
+                    node: "pve1".into(),
+                    base_ready: true,
+                    ready: 1,
+                    total: 1
+                },
+                NodeProgress {
+                    node: "pve2".into(),
+                    base_ready: true,
+                    ready: 0,
+                    total: 2
+                },
+            ]
+        );
+        rows[3].state = "ready".into();
+        rows[4].state = "failed".into();
+        assert_eq!(stage(&rows), None, "a failed VM is not waited for");
+    }
 
     #[test]
     fn vm_name_stems_are_dns_names() {

@@ -14,6 +14,8 @@ pub struct AuditRow {
     pub target: String,
     pub result: String,
     pub detail: String,
+    /// The class task the entry was part of.
+    pub task_id: Option<i64>,
 }
 
 /// An entry to write.
@@ -25,6 +27,7 @@ pub struct NewAudit<'a> {
     pub target: &'a str,
     pub result: &'a str,
     pub detail: &'a str,
+    pub task_id: Option<i64>,
 }
 
 /// Which entries to read; every field narrows.
@@ -41,8 +44,8 @@ pub struct AuditFilter {
 impl Db {
     pub async fn insert_audit(&self, entry: &NewAudit<'_>, now: i64) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO audit_log (at, actor_id, actor, action, target, result, detail) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO audit_log (at, actor_id, actor, action, target, result, detail, \
+             task_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(now)
         .bind(entry.actor_id)
@@ -51,6 +54,7 @@ impl Db {
         .bind(entry.target)
         .bind(entry.result)
         .bind(entry.detail)
+        .bind(entry.task_id)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -81,7 +85,7 @@ impl Db {
             conditions.push(format!("id < ${}", binds.len() + 1));
         }
         let sql = format!(
-            "SELECT id, at, actor, action, target, result, detail FROM audit_log WHERE {} \
+            "SELECT id, at, actor, action, target, result, detail, task_id FROM audit_log WHERE {} \
              ORDER BY id DESC LIMIT {}",
             conditions.join(" AND "),
             filter.limit.clamp(1, 1000)
@@ -104,6 +108,7 @@ impl Db {
                     target: row.try_get("target")?,
                     result: row.try_get("result")?,
                     detail: row.try_get("detail")?,
+                    task_id: row.try_get("task_id")?,
                 })
             })
             .collect()

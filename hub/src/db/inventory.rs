@@ -53,6 +53,8 @@ pub struct VmFilter {
     pub template: Option<bool>,
     /// Only VMs of a class (`true`) or outside every class (`false`).
     pub in_class: Option<bool>,
+    /// Only the VMs of this class.
+    pub class_id: Option<i64>,
     /// Only these VMIDs.
     pub vmids: Option<Vec<u32>>,
     /// One page of the result (by VMID order), or all of it.
@@ -122,6 +124,9 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
     }
     if let Some(template) = filter.template {
         add("v.template = ?", Bind::Int(i64::from(template)));
+    }
+    if let Some(class_id) = filter.class_id {
+        add("cv.class_id = ?", Bind::Int(class_id));
     }
     match filter.in_class {
         Some(true) => conditions.push("cv.class_id IS NOT NULL".to_owned()),

@@ -34,6 +34,8 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
+    /// Serve the portal over HTTPS with a self-signed certificate.
+    pub tls: bool,
 }
 
 /// One demo login, as written to `demo.json`.
@@ -129,6 +131,9 @@ impl Demo {
         let mut config = HubConfig::new(dir.join("hub"));
         config.http_addr = options.http_addr;
         config.quic_addr = options.quic_addr;
+        if options.tls {
+            config.tls = crate::config::PortalTls::SelfSigned;
+        }
         crate::prepare_data_dir(&config)?;
         let db = open_db(&config).await?;
         let accounts = accounts(&db, &dir).await;
@@ -140,7 +145,7 @@ impl Demo {
         let hub = Hub::start(config.clone())
             .await
             .context("starting the hub (is another demo or hub using the ports?)")?;
-        file.url = format!("http://{}", hub.http_addr());
+        file.url = hub.local_url();
         write_demo_file(&dir, &file)?;
 
         let quic = hub.quic_addr()?;

@@ -85,14 +85,22 @@ impl AppError {
         }
     }
 
-    /// The message for a viewer: staff also see what the node said.
+    /// The message for a viewer, as a sentence. What the node said is in [`Self::detail_for`].
     pub(crate) fn message_for(&self, staff: bool) -> String {
+        let message = crate::text::sentence(&self.to_string());
         match self {
-            AppError::Node { message, detail } if staff => format!("{message}: {detail}"),
-            AppError::Node { message, .. } => {
-                format!("{message}. Your teacher or administrator can see the details.")
+            AppError::Node { .. } if !staff => {
+                format!("{message} Your teacher or administrator can see the details.")
             }
-            other => other.to_string(),
+            _ => message,
+        }
+    }
+
+    /// The technical details behind the message, for staff only.
+    pub(crate) fn detail_for(&self, staff: bool) -> Option<&str> {
+        match self {
+            AppError::Node { detail, .. } if staff && !detail.is_empty() => Some(detail),
+            _ => None,
         }
     }
 }
@@ -131,43 +139,24 @@ impl From<LoginError> for AppError {
     }
 }
 
-impl AppError {
-    /// A VM operation's failure as a staff member reads it.
-    pub(crate) fn from_vm_error(err: &VmOpError) -> String {
-        match err {
-            VmOpError::Node { action, source } => {
-                format!("the node could not {action} it: {source}")
-            }
-            other => other.to_string(),
-        }
-    }
-}
-
 impl From<VmOpError> for AppError {
     fn from(err: VmOpError) -> Self {
+        let (message, detail) = err.explain();
         match err {
-            VmOpError::NotFound => AppError::NotFound("no such VM".into()),
-            VmOpError::NotAllowed(message) => AppError::Conflict(message),
+            VmOpError::NotFound => AppError::NotFound(message),
+            VmOpError::NotAllowed(_) => AppError::Conflict(message),
             VmOpError::Forbidden(_) => AppError::Forbidden,
             // The node says the VM is gone, or busy: that is the VM's state, not a failure of
-            // the node. Its own words stay with staff.
+            // the node.
             VmOpError::Node {
                 source: CallError::Remote(remote),
                 ..
-            } if remote.kind == ErrorKind::NotFound => {
-                AppError::NotFound("the VM no longer exists on its node".into())
-            }
+            } if remote.kind == ErrorKind::NotFound => AppError::NotFound(message),
             VmOpError::Node {
-                action,
                 source: CallError::Remote(remote),
-            } if remote.kind == ErrorKind::Conflict => AppError::Conflict(format!(
-                "the VM cannot {action} right now: it is busy (locked, or changing state); \
-                 try again in a moment"
-            )),
-            VmOpError::Node { action, source } => AppError::Node {
-                message: format!("the node could not {action} the VM"),
-                detail: source.to_string(),
-            },
+                ..
+            } if remote.kind == ErrorKind::Conflict => AppError::Conflict(message),
+            VmOpError::Node { .. } => AppError::Node { message, detail },
             VmOpError::Db(err) => err.into(),
         }
     }
@@ -199,9 +188,12 @@ impl<E: Into<AppError>> From<E> for ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         self.error.log();
-        let body = json!({
-            "error": {"code": self.error.code(), "message": self.error.message_for(self.staff)}
-        });
+        let mut error =
+            json!({"code": self.error.code(), "message": self.error.message_for(self.staff)});
+        if let Some(detail) = self.error.detail_for(self.staff) {
+            error["detail"] = json!(detail);
+        }
+        let body = json!({ "error": error });
         let mut response = (self.error.status(), Json(body)).into_response();
         self.error.retry_after(&mut response);
         response
@@ -234,8 +226,11 @@ impl IntoResponse for PageError {
             let next = super::cookies::percent_encode(&self.path);
             return Redirect::to(&format!("/login?next={next}")).into_response();
         }
-        let page =
-            super::render::error_page(self.error.status(), &self.error.message_for(self.staff));
+        let page = super::render::error_page(
+            self.error.status(),
+            &self.error.message_for(self.staff),
+            self.error.detail_for(self.staff),
+        );
         let mut response = (self.error.status(), Html(page)).into_response();
         self.error.retry_after(&mut response);
         response

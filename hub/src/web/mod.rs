@@ -8,6 +8,8 @@ mod error;
 mod identity;
 mod render;
 mod routes;
+pub mod serve;
+pub mod tls;
 mod views;
 
 use std::sync::Arc;

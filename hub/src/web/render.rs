@@ -214,6 +214,8 @@ impl IntoResponse for Page {
 /// Redirects (303, so the browser follows with GET) and leaves a message for the next page.
 pub(crate) fn redirect_with_flash(to: &str, kind: &str, text: &str) -> Response {
     let mut response = Redirect::to(to).into_response();
+    // Whoever wrote the message, it reads as a sentence.
+    let text = crate::text::sentence(text);
     let value = cookies::percent_encode(&format!("{kind}:{text}"));
     if let Ok(cookie) =
         HeaderValue::from_str(&cookies::set(cookies::FLASH, &value, Some(60), false))
@@ -228,6 +230,7 @@ struct ErrorPage<'a> {
     status: u16,
     reason: &'a str,
     message: &'a str,
+    detail: Option<&'a str>,
 }
 
 /// An error page's title, in words for people rather than HTTP's.
@@ -244,7 +247,8 @@ fn error_title(status: StatusCode) -> &'static str {
 }
 
 /// A small standalone error page.
-pub(crate) fn error_page(status: StatusCode, message: &str) -> String {
+/// The error page: a sentence, and for staff the technical details in a disclosure.
+pub(crate) fn error_page(status: StatusCode, message: &str, detail: Option<&str>) -> String {
     let mut context = tera::Context::new();
     context.insert(
         "page",
@@ -252,6 +256,7 @@ pub(crate) fn error_page(status: StatusCode, message: &str) -> String {
             status: status.as_u16(),
             reason: error_title(status),
             message,
+            detail,
         },
     );
     TERA.render("pages/error.html", &context)
@@ -273,17 +278,22 @@ mod tests {
 
     #[test]
     fn error_page_escapes_the_message() {
-        let page = error_page(StatusCode::NOT_FOUND, "<script>x</script>");
+        let page = error_page(StatusCode::NOT_FOUND, "<script>x</script>", None);
         assert!(page.contains("&lt;script&gt;"), "{page}");
         assert!(!page.contains("<script>x"));
-        let page = error_page(StatusCode::BAD_REQUEST, "this invite link has expired");
+        let page = error_page(
+            StatusCode::BAD_REQUEST,
+            "this invite link has expired",
+            None,
+        );
         assert!(page.contains("<title>That did not work"), "{page}");
         assert!(!page.contains("Bad Request"), "{page}");
     }
 
     #[test]
     fn flash_round_trips_through_the_cookie() {
-        let response = redirect_with_flash("/vms", "ok", "Started lab-01; IP soon");
+        // Whoever wrote it, it arrives as a sentence.
+        let response = redirect_with_flash("/vms", "ok", "started lab-01; IP soon");
         let cookie = response
             .headers()
             .get(header::SET_COOKIE)
@@ -297,7 +307,7 @@ mod tests {
             read_flash(&headers),
             Some(Flash {
                 kind: "ok".into(),
-                text: "Started lab-01; IP soon".into()
+                text: "Started lab-01; IP soon.".into()
             })
         );
     }

@@ -74,6 +74,8 @@ impl Browser {
         let profile = tempfile::tempdir().unwrap();
         let capabilities = json!({"capabilities": {"alwaysMatch": {
             "browserName": "chrome",
+            // The demo's HTTPS certificate is self-signed.
+            "acceptInsecureCerts": true,
             "goog:chromeOptions": {
                 "binary": CHROMIUM,
                 "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
@@ -236,8 +238,6 @@ impl Browser {
         }
     }
 
-    /// Saves a screenshot (PNG) as `name` in `$PROXLAB_SCREENSHOTS`, when that is set, for
-    /// looking at what a test saw.
     /// Sets the window's size, as a phone's or a desktop's.
     pub async fn resize(&self, width: u32, height: u32) {
         self.command(
@@ -248,6 +248,86 @@ impl Browser {
         .await;
     }
 
+    /// What axe-core finds wrong with the page shown, one line per rule (`rule: help —
+    /// elements`), or `None` (with a notice) when the build could not fetch axe-core.
+    pub async fn accessibility_violations(&self) -> Option<Vec<String>> {
+        let path = Path::new(env!("PROXLAB_VENDOR_DIR")).join("axe-core/axe.min.js");
+        let Ok(axe) = std::fs::read_to_string(&path) else {
+            eprintln!(
+                "NOTICE: {} is missing (the build could not reach the npm registry); \
+                 accessibility checks skipped",
+                path.display()
+            );
+            return None;
+        };
+        self.eval(&format!("{axe}\nreturn null;")).await;
+        // axe may need longer than the short script timeout of `wait_until`.
+        let timeouts = |ms: u64| json!({"script": ms});
+        self.command(reqwest::Method::POST, "/timeouts", Some(timeouts(60_000)))
+            .await;
+        let found = self
+            .command(
+                reqwest::Method::POST,
+                "/execute/async",
+                Some(
+                    json!({"script": "const done = arguments[arguments.length - 1];
+                    axe.run(document, {resultTypes: ['violations']}).then(
+                      (result) => done(result.violations.map((v) => v.id + ': ' + v.help + ' — '
+                        + v.nodes.map((n) => n.target.join(' ')).join(', '))),
+                      (error) => done(['axe failed: ' + error]));",
+                    "args": []}),
+                ),
+            )
+            .await;
+        self.command(reqwest::Method::POST, "/timeouts", Some(timeouts(2_000)))
+            .await;
+        Some(
+            found
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|line| line.as_str().unwrap().to_owned())
+                .collect(),
+        )
+    }
+
+    /// Opens a new tab and shows it; returns its handle.
+    pub async fn new_tab(&self) -> String {
+        let value = self
+            .command(
+                reqwest::Method::POST,
+                "/window/new",
+                Some(json!({"type": "tab"})),
+            )
+            .await;
+        let handle = value["handle"].as_str().unwrap().to_owned();
+        self.switch_to(&handle).await;
+        handle
+    }
+
+    /// The handle of the tab shown now.
+    pub async fn current_tab(&self) -> String {
+        let value = self.command(reqwest::Method::GET, "/window", None).await;
+        value.as_str().unwrap().to_owned()
+    }
+
+    /// Shows the tab `handle`.
+    pub async fn switch_to(&self, handle: &str) {
+        self.command(
+            reqwest::Method::POST,
+            "/window",
+            Some(json!({"handle": handle})),
+        )
+        .await;
+    }
+
+    /// Closes the tab shown now; another must be switched to before the next command.
+    pub async fn close_tab(&self) {
+        self.command(reqwest::Method::DELETE, "/window", None).await;
+    }
+
+    /// Saves a screenshot (PNG) as `name` in `$PROXLAB_SCREENSHOTS`, when that is set, for
+    /// looking at what a test saw.
     pub async fn screenshot(&self, name: &str) {
         use base64::Engine as _;
         let Some(dir) = std::env::var_os("PROXLAB_SCREENSHOTS") else {

@@ -23,11 +23,22 @@ impl DemoProcess {
     /// Starts the demo on given addresses (a second run must reuse the QUIC address its
     /// agents enrolled with).
     pub async fn start_on(dir: &Path, http_addr: &str, quic_addr: &str) -> Self {
+        Self::launch(dir, &["--http-addr", http_addr, "--quic-addr", quic_addr]).await
+    }
+
+    /// Starts the demo with its portal on HTTPS (a self-signed certificate).
+    pub async fn start_tls(dir: &Path) -> Self {
+        let ports = ["--http-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"];
+        Self::launch(dir, &[&ports[..], &["--tls"]].concat()).await
+    }
+
+    async fn launch(dir: &Path, args: &[&str]) -> Self {
         // The demo runs the agent and simulator found next to the hub binary.
         super::agent_bin();
         super::sim_bin();
         let mut child = Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
-            .args(["demo", "--http-addr", http_addr, "--quic-addr", quic_addr])
+            .arg("demo")
+            .args(args)
             .arg("--data-dir")
             .arg(dir)
             .env("PROXLAB_LOG", "warn")

@@ -14,7 +14,7 @@ use crate::HubState;
 use crate::accounts::{self, AccountError};
 use crate::audit::{self, Outcome};
 use crate::auth::Viewer;
-use crate::db::audit::AuditFilter;
+use crate::db::audit::{AuditFilter, AuditRow};
 use crate::db::users::Role;
 use crate::tokens::{IssuedToken, create_join_token, format_time};
 use crate::web::cookies::percent_encode;
@@ -517,6 +517,61 @@ struct AuditEntryView {
     target: String,
     result: String,
     detail: String,
+    /// The other entries of the same class task (a bulk action), shown folded under this one.
+    grouped: Vec<AuditEntryView>,
+}
+
+impl From<AuditRow> for AuditEntryView {
+    fn from(row: AuditRow) -> Self {
+        Self {
+            at: format_time(row.at),
+            actor: row.actor,
+            action: row.action,
+            target: row.target,
+            result: row.result,
+            detail: row.detail,
+            grouped: Vec::new(),
+        }
+    }
+}
+
+/// The entries as the log shows them: the per-VM entries of one class task, next to each
+/// other, become one line saying how many VMs and how many failed, with the VMs folded in.
+fn group_by_task(rows: Vec<AuditRow>) -> Vec<AuditEntryView> {
+    let mut entries: Vec<(Option<i64>, Vec<AuditRow>)> = Vec::new();
+    for row in rows {
+        match entries.last_mut() {
+            Some((Some(task), group)) if row.task_id == Some(*task) => group.push(row),
+            _ => entries.push((row.task_id, vec![row])),
+        }
+    }
+    entries
+        .into_iter()
+        .map(|(task, group)| match task {
+            Some(task) if group.len() > 1 => {
+                let failed = group.iter().filter(|row| row.result != "ok").count();
+                let first = &group[0];
+                AuditEntryView {
+                    at: format_time(first.at),
+                    actor: first.actor.clone(),
+                    action: first.action.clone(),
+                    target: format!("{} VMs (task {task})", group.len()),
+                    result: if failed == 0 { "ok" } else { "failed" }.into(),
+                    detail: if failed == 0 {
+                        "all done".into()
+                    } else {
+                        format!("{failed} of {} failed", group.len())
+                    },
+                    grouped: group.into_iter().map(AuditEntryView::from).collect(),
+                }
+            }
+            _ => group
+                .into_iter()
+                .next()
+                .map(AuditEntryView::from)
+                .expect("a group has an entry"),
+        })
+        .collect()
 }
 
 #[derive(Debug, Serialize)]
@@ -554,17 +609,7 @@ async fn audit_log(
             )
         });
     let view = AuditView {
-        entries: rows
-            .into_iter()
-            .map(|row| AuditEntryView {
-                at: format_time(row.at),
-                actor: row.actor,
-                action: row.action,
-                target: row.target,
-                result: row.result,
-                detail: row.detail,
-            })
-            .collect(),
+        entries: group_by_task(rows),
         filtered: filter.actor.is_some() || filter.action.is_some() || filter.target.is_some(),
         filter: query,
         older,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -13,9 +13,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::HubState;
 use crate::access::VmAction;
-use crate::classes::{self, ClassRequest};
+use crate::classes::tasks::{self, Selection};
+use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JoinOutcome};
 use crate::db::inventory::VmFilter;
+use crate::db::tasks::{TaskResultRow, TaskRow};
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{ClientAddr, CurrentUser, MaybeUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
@@ -192,6 +194,53 @@ struct ClassPageView {
     invite_link: Option<String>,
     /// The link as a QR code (an SVG `data:` URL).
     invite_qr: Option<String>,
+    /// The task log: the newest bulk actions first.
+    tasks: Vec<TaskLine>,
+    /// The task the page was asked to show (`?task=`), with its result per VM.
+    task: Option<TaskView>,
+}
+
+/// A line of the task log.
+#[derive(Debug, Serialize)]
+struct TaskLine {
+    id: i64,
+    action: String,
+    started_by: String,
+    started_at: String,
+    started_unix: i64,
+    total: i64,
+    failed: i64,
+    running: bool,
+}
+
+impl From<&TaskRow> for TaskLine {
+    fn from(task: &TaskRow) -> Self {
+        Self {
+            id: task.id,
+            action: task.action.clone(),
+            started_by: task.started_by.clone(),
+            started_at: format_time(task.started_at),
+            started_unix: task.started_at,
+            total: task.total,
+            failed: task.failed,
+            running: task.finished_at.is_none(),
+        }
+    }
+}
+
+/// One task with what it did to each VM.
+#[derive(Debug, Serialize)]
+struct TaskView {
+    task: TaskLine,
+    results: Vec<TaskResultRow>,
+}
+
+/// How many tasks the class page lists.
+const TASK_LOG_LINES: u32 = 15;
+
+#[derive(Debug, Deserialize)]
+struct ClassPageQuery {
+    task: Option<i64>,
 }
 
 /// A class's invite link: from the portal's configured address, or a path when there is none
@@ -206,8 +255,24 @@ async fn render_class(
     user: &CurrentUser,
     headers: &HeaderMap,
     class_id: i64,
+    task_id: Option<i64>,
 ) -> Result<Page, PageError> {
     let class = classes::owned_class(state, &user.viewer, class_id).await?;
+    let task = match task_id {
+        Some(task_id) => {
+            let report = tasks::report(state, &user.viewer, class_id, task_id).await?;
+            Some(TaskView {
+                task: TaskLine::from(&report.task),
+                results: report.results,
+            })
+        }
+        None => None,
+    };
+    let tasks = tasks::recent(state, &user.viewer, class_id, TASK_LOG_LINES)
+        .await?
+        .iter()
+        .map(TaskLine::from)
+        .collect();
     let invite = classes::current_invite(state, &class).map(|token| invite_link(state, &token));
     let rows = state.db.class_vms(class_id).await?;
     let inventory = state
@@ -252,6 +317,8 @@ async fn render_class(
         invite_seat_limit: class.invite_seat_limit,
         invite_qr: invite.as_deref().and_then(classes::invites::qr_data_url),
         invite_link: invite,
+        tasks,
+        task,
     };
     Ok(Page::render(
         "pages/classes/class.html",
@@ -265,8 +332,9 @@ async fn show(
     user: CurrentUser,
     headers: HeaderMap,
     Path(id): Path<i64>,
+    Query(query): Query<ClassPageQuery>,
 ) -> Result<Page, PageError> {
-    render_class(&state, &user, &headers, id).await
+    render_class(&state, &user, &headers, id, query.task).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -349,7 +417,8 @@ async fn delete(
 }
 
 /// A bulk action: the form lists `vmid` once per selected VM, or says `all`. Nothing selected
-/// is a question back, never "all" by default.
+/// is a question back, never "all" by default. The class page then shows the task's result
+/// for every VM, where the VM table is.
 async fn bulk(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
@@ -359,61 +428,33 @@ async fn bulk(
     let back = format!("/classes/{id}#vms");
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
-    classes::owned_class(&state, &user.viewer, id).await?;
-    let selected: Vec<u32> = form_urlencoded::parse(&body)
+    let chosen: Vec<u32> = form_urlencoded::parse(&body)
         .filter(|(key, _)| key == "vmid")
         .filter_map(|(_, value)| value.parse().ok())
         .collect();
     let all = form_urlencoded::parse(&body).any(|(key, value)| key == "all" && value == "1");
-    if selected.is_empty() && !all {
-        return Ok(redirect_with_flash(
-            &back,
-            "error",
-            "No VM was selected: select VMs in the table, or tick All VMs.",
-        ));
-    }
-    let class_vms: Vec<u32> = state
-        .db
-        .class_vms(id)
-        .await?
-        .into_iter()
-        .filter(|vm| vm.kind != "base" && vm.state == "ready")
-        .map(|vm| vm.vmid)
-        .filter(|vmid| selected.is_empty() || selected.contains(vmid))
-        .collect();
-    let runs = class_vms
-        .iter()
-        .map(|vmid| vms::power(&state, &user.viewer, *vmid, action));
-    let results = futures_util::future::join_all(runs).await;
-    let failed: Vec<String> = class_vms
-        .iter()
-        .zip(&results)
-        .filter_map(|(vmid, result)| {
-            result
-                .as_ref()
-                .err()
-                .map(|err| format!("VM {vmid}: {}", AppError::from_vm_error(err)))
-        })
-        .collect();
-    Ok(if failed.is_empty() {
-        redirect_with_flash(
-            &back,
-            "ok",
-            &format!("{}: done for {} VMs.", action.as_str(), class_vms.len()),
-        )
-    } else {
-        redirect_with_flash(
-            &back,
-            "error",
-            &format!(
-                "{}: {} of {} failed. {}",
-                action.as_str(),
-                failed.len(),
-                class_vms.len(),
-                failed.join("; ")
-            ),
-        )
-    })
+    let selection = match (all, chosen.is_empty()) {
+        (true, _) => Selection::All,
+        (false, false) => Selection::Vms(chosen),
+        (false, true) => {
+            return Ok(redirect_with_flash(
+                &back,
+                "error",
+                "No VM was selected: select VMs in the table, or tick All VMs.",
+            ));
+        }
+    };
+    Ok(
+        match tasks::run_bulk(&state, &user.viewer, id, action, &selection).await {
+            Ok(task_id) => {
+                Redirect::to(&format!("/classes/{id}?task={task_id}#task")).into_response()
+            }
+            Err(ClassError::Invalid(message)) => {
+                redirect_with_flash(&back, "error", &crate::text::sentence(&message))
+            }
+            Err(err) => return Err(AppError::from(err).into()),
+        },
+    )
 }
 
 /// Where a class form returns, with a message saying how it went.
@@ -525,7 +566,7 @@ async fn assign_vm(
         // Whether the VM is theirs to assign is checked before the form is.
         let number = crate::web::parse_vmid(&vmid)?;
         if !user.viewer.is_staff() {
-            return Err(AppError::NotFound("no such VM".into()).into());
+            return Err(AppError::NotFound("there is no such VM".into()).into());
         }
         vms::visible_vm(&state, &user.viewer, number).await?;
         let back = crate::web::local_path(form.back.as_deref(), "/vms");
@@ -585,7 +626,7 @@ async fn change_assignee(
                 },
             ),
             Err(vms::VmOpError::NotFound) => {
-                return Err(AppError::NotFound("no such VM".into()).into());
+                return Err(AppError::NotFound("there is no such VM".into()).into());
             }
             Err(err) => redirect_with_flash(back, "error", &AppError::from(err).to_string()),
         },

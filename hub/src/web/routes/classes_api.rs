@@ -9,8 +9,11 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
+use crate::access::VmAction;
+use crate::classes::tasks::{self, Selection, TaskReport};
 use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JobRow, JoinOutcome};
+use crate::db::tasks::TaskResultRow;
 use crate::tokens::format_time;
 use crate::web::error::{ApiError, ApiJson, AppError};
 use crate::web::identity::{CurrentUser, RequireStaff};
@@ -438,6 +441,85 @@ async fn job(
     Ok(Json(JobView::from(&job)))
 }
 
+/// The VMs a bulk action is for: `{"all": true}` or `{"vmids": [...]}`, never neither.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BulkRequest {
+    #[serde(default)]
+    all: bool,
+    #[serde(default)]
+    vmids: Vec<u32>,
+}
+
+/// A task with the result for every VM.
+#[derive(Debug, Serialize)]
+struct TaskView {
+    id: i64,
+    action: String,
+    started_by: String,
+    started_at: String,
+    finished_at: Option<String>,
+    total: i64,
+    failed: i64,
+    results: Vec<TaskResultRow>,
+}
+
+impl From<TaskReport> for TaskView {
+    fn from(report: TaskReport) -> Self {
+        let task = report.task;
+        Self {
+            id: task.id,
+            action: task.action,
+            started_by: task.started_by,
+            started_at: format_time(task.started_at),
+            finished_at: task.finished_at.map(format_time),
+            total: task.total,
+            failed: task.failed,
+            results: report.results,
+        }
+    }
+}
+
+async fn bulk(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, action)): Path<(i64, String)>,
+    ApiJson(body): ApiJson<BulkRequest>,
+) -> ApiResult<TaskView> {
+    let action = VmAction::parse(&action)
+        .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
+    let selection = match (body.all, body.vmids.is_empty()) {
+        (true, true) => Selection::All,
+        (false, false) => Selection::Vms(body.vmids),
+        (true, false) => {
+            return Err(AppError::BadRequest("give either all or vmids, not both".into()).into());
+        }
+        (false, true) => {
+            return Err(AppError::BadRequest(
+                "choose the VMs: {\"all\": true} or {\"vmids\": [...]}".into(),
+            )
+            .into());
+        }
+    };
+    let task_id = tasks::run_bulk(&state, &user.viewer, id, action, &selection).await?;
+    let report = tasks::report(&state, &user.viewer, id, task_id).await?;
+    Ok(Json(TaskView::from(report)))
+}
+
+async fn task(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, task_id)): Path<(i64, i64)>,
+) -> ApiResult<TaskView> {
+    let report = tasks::report(&state, &user.viewer, id, task_id)
+        .await
+        .map_err(|err| match err {
+            ClassError::NotFound => AppError::NotFound("no such task".into()),
+            other => other.into(),
+        })?;
+    Ok(Json(TaskView::from(report)))
+}
+
 pub(in crate::web) fn router() -> Router<Arc<HubState>> {
     Router::new()
         .route("/classes", get(list).post(create))
@@ -456,4 +538,6 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         )
         .route("/classes/{id}/remove-vms", post(remove_vms))
         .route("/jobs/{id}", get(job))
+        .route("/classes/{id}/bulk/{action}", post(bulk))
+        .route("/classes/{id}/tasks/{task}", get(task))
 }

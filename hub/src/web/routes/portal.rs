@@ -10,6 +10,7 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, VmAction};
+use crate::auth::Viewer;
 use crate::db::inventory::{PageRange, VmFilter};
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireStaff};
@@ -27,6 +28,9 @@ pub(in crate::web) struct VmQuery {
     pub(in crate::web) node: String,
     #[serde(default)]
     pub(in crate::web) status: String,
+    /// `none` for VMs outside every class, or a class's id.
+    #[serde(default)]
+    pub(in crate::web) class: String,
     /// How many VMs per page (default [`DEFAULT_PAGE`], at most [`MAX_PAGE`]).
     pub(in crate::web) limit: Option<u32>,
     #[serde(default)]
@@ -52,6 +56,12 @@ impl VmQuery {
                 STATUSES.join(", ")
             )));
         }
+        if self.class_choice().is_err() {
+            return Err(AppError::BadRequest(format!(
+                "class must be \"none\" or a class id, not {:?}",
+                self.class
+            )));
+        }
         if let Some(limit) = self.limit
             && !(1..=MAX_PAGE).contains(&limit)
         {
@@ -69,13 +79,31 @@ impl VmQuery {
         }
     }
 
+    /// The class narrowing: `(in_class, class_id)` for the filter (an unreadable choice
+    /// narrows to nothing on pages, and is refused by [`Self::check`] in the API).
+    fn class_choice(&self) -> Result<(Option<bool>, Option<i64>), ()> {
+        match self.class.trim() {
+            "" => Ok((None, None)),
+            "none" => Ok((Some(false), None)),
+            id => id
+                .parse::<i64>()
+                .ok()
+                .filter(|id| *id > 0)
+                .map(|id| (Some(true), Some(id)))
+                .ok_or(()),
+        }
+    }
+
     pub(in crate::web) fn to_filter(&self) -> VmFilter {
         let non_empty = |text: &str| Some(text.trim().to_owned()).filter(|text| !text.is_empty());
+        let (in_class, class_id) = self.class_choice().unwrap_or((Some(true), Some(0)));
         VmFilter {
             node: non_empty(&self.node),
             status: non_empty(&self.status),
             name_contains: non_empty(&self.name),
             template: Some(false),
+            in_class,
+            class_id,
             page: Some(self.page()),
             ..VmFilter::default()
         }
@@ -85,10 +113,11 @@ impl VmQuery {
     fn at_offset(&self, offset: u32) -> String {
         use crate::web::cookies::percent_encode;
         format!(
-            "/vms?name={}&node={}&status={}&limit={}&offset={offset}",
+            "/vms?name={}&node={}&status={}&class={}&limit={}&offset={offset}",
             percent_encode(&self.name),
             percent_encode(&self.node),
             percent_encode(&self.status),
+            percent_encode(&self.class),
             self.page().limit
         )
     }
@@ -127,11 +156,59 @@ impl Paging {
 struct VmsView {
     /// Classes the viewer waits in for a VM.
     waiting_in: Vec<String>,
-    vms: Vec<VmView>,
+    /// The VMs shown, by class: VMs outside every class first, then each class by name.
+    groups: Vec<VmGroup>,
+    shown: usize,
+    /// The classes the viewer's VMs are in, for the filter: `(id, name)`.
+    classes: Vec<(i64, String)>,
     paging: Paging,
     filter: VmQuery,
     nodes: Vec<String>,
     back: String,
+}
+
+/// VMs of one class (or outside every class) on the VM list.
+#[derive(Debug, Serialize)]
+struct VmGroup {
+    /// The class's name; `None` for VMs outside every class.
+    class_name: Option<String>,
+    vms: Vec<VmView>,
+}
+
+impl VmGroup {
+    fn by_class(vms: Vec<VmView>) -> Vec<Self> {
+        let mut groups: std::collections::BTreeMap<Option<String>, Vec<VmView>> =
+            std::collections::BTreeMap::new();
+        for vm in vms {
+            groups.entry(vm.class_name.clone()).or_default().push(vm);
+        }
+        // `None` sorts first: personal VMs lead.
+        groups
+            .into_iter()
+            .map(|(class_name, vms)| Self { class_name, vms })
+            .collect()
+    }
+}
+
+/// The classes whose VMs the viewer sees, by name: all for admins, owned and joined ones
+/// for others.
+async fn visible_classes(
+    state: &HubState,
+    viewer: &Viewer,
+) -> Result<Vec<(i64, String)>, PageError> {
+    let mut classes = if viewer.is_admin() {
+        state.db.list_classes(None).await?
+    } else {
+        let mut classes = state.db.list_classes(Some(viewer.id)).await?;
+        classes.extend(state.db.enrolled_classes(viewer.id).await?);
+        classes
+    };
+    classes.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+    classes.dedup_by_key(|class| class.id);
+    Ok(classes
+        .into_iter()
+        .map(|class| (class.id, class.name))
+        .collect())
 }
 
 async fn home() -> Redirect {
@@ -166,8 +243,11 @@ async fn list_vms(
             views.push(VmView::being_prepared(vmid, class.as_deref()));
         }
     }
+    let classes = visible_classes(&state, viewer).await?;
     let view = VmsView {
-        vms: views,
+        shown: views.len(),
+        groups: VmGroup::by_class(views),
+        classes,
         waiting_in: state.db.waiting_in(viewer.id).await?,
         paging: Paging::new(&query, vms.len(), total),
         filter: query,
@@ -207,7 +287,7 @@ async fn show_vm(
             let (_, class) = pending
                 .into_iter()
                 .find(|(pending, _)| *pending == vmid)
-                .ok_or_else(|| AppError::NotFound("no such VM".into()))?;
+                .ok_or_else(|| AppError::NotFound("there is no such VM".into()))?;
             VmView::being_prepared(vmid, class.as_deref())
         }
         Err(err) => return Err(AppError::from(err).into()),
@@ -249,7 +329,9 @@ async fn vm_action(
                 crate::web::power_state_text(status)
             ),
         )),
-        Err(vms::VmOpError::NotFound) => Err(AppError::NotFound("no such VM".into()).into()),
+        Err(vms::VmOpError::NotFound) => {
+            Err(AppError::NotFound("there is no such VM".into()).into())
+        }
         Err(err) => {
             let error = AppError::from(err);
             if matches!(error, AppError::Internal(_)) {
