@@ -21,7 +21,7 @@ mod tests {
 
     #[test]
     fn sentences() {
-        assert_eq!(sentence("there is no such VM"), "No such VM.");
+        assert_eq!(sentence("there is no such VM"), "There is no such VM.");
         assert_eq!(sentence(" Done. "), "Done.");
         assert_eq!(sentence("try again?"), "Try again?");
         assert_eq!(sentence(""), "");

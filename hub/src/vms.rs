@@ -203,11 +203,11 @@ impl VmOpError {
                 remote.to_string(),
             ),
             VmOpError::Node {
-                source: CallError::Offline(node),
+                source: source @ CallError::Offline(_),
                 ..
             } => (
-                format!("Its node {node} is offline, so nothing was done."),
-                String::new(),
+                "Its node is offline, so nothing was done.".into(),
+                source.to_string(),
             ),
             VmOpError::Node {
                 action,

@@ -261,6 +261,32 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         .await;
     browser.screenshot("class-invite.png").await;
     assert_accessible(&browser, "the class page").await;
+    // A bulk action on every VM: the class page comes back with the result per VM, in a
+    // table where the VMs are, and the task in the class's task log.
+    browser
+        .eval("document.querySelector('[data-select-all]').click(); window.confirm = () => true; return null;")
+        .await;
+    browser
+        .click(&browser.find("#bulk button[formaction$='/bulk/stop']").await)
+        .await;
+    browser
+        .wait_until(
+            "the task's result",
+            "document.querySelector('#task h3') && document.querySelectorAll('#task tbody tr').length === 4",
+        )
+        .await;
+    assert_eq!(
+        browser.text_of("#task h3").await.as_deref(),
+        Some("Stop on 4 VMs: all done")
+    );
+    assert_eq!(
+        browser
+            .eval("return document.querySelectorAll('#tasks tbody tr').length;")
+            .await,
+        1
+    );
+    browser.screenshot("class-task.png").await;
+    assert_accessible(&browser, "the class page with a task's result").await;
     // On a phone the class page (its VM table, the invite link) fits the screen.
     browser.resize(390, 844).await;
     assert_fits(&browser, "the class page").await;
