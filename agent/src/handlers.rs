@@ -8,15 +8,19 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use proxlab_link::{FrameIoError, read_frame, write_frame};
-use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, BaseWritten};
+use proxlab_protocol::base_copy::{
+    BaseExport, BaseExportReply, BaseImport, BaseRead, BaseWrite, BaseWritten, Chunk,
+};
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
-use proxlab_protocol::plugins::{PluginInstall, PluginRemove, VmAssigned};
-use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, Ping, Pong};
+use proxlab_protocol::plugins::{
+    PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
+};
+use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::vm_ops::{
     Done, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReset, VmSnapshot,
 };
-use proxlab_protocol::{ErrorKind, RemoteError, Request, RequestFrame, ResponseFrame};
+use proxlab_protocol::{ErrorKind, NoProgress, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
 use tokio::sync::{OnceCell, mpsc};
 use tracing::Instrument;
@@ -24,30 +28,10 @@ use tracing::Instrument;
 use crate::collect::Collector;
 use crate::node_info;
 use crate::plugins::PluginRegistry;
+use crate::plugins::clone_steps::CloneSteps;
 use crate::plugins::{first_start, plugin_ops};
 use crate::pve::node::Node;
-use crate::pve::{base_copy, clones, ops, remote_error};
-
-/// The request kinds this agent serves, advertised in its hello.
-pub const CAPABILITIES: &[&str] = &[
-    Ping::KIND,
-    NodeInfo::KIND,
-    Resync::KIND,
-    VmPower::KIND,
-    VmDestroy::KIND,
-    VmCreate::KIND,
-    VmSnapshot::KIND,
-    VmReset::KIND,
-    MakeBase::KIND,
-    CloneMany::KIND,
-    BaseExport::KIND,
-    BaseRead::KIND,
-    BaseWrite::KIND,
-    BaseImport::KIND,
-    PluginInstall::KIND,
-    PluginRemove::KIND,
-    VmAssigned::KIND,
-];
+use crate::pve::{base_copy, clones, ops, remote_error, reset};
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
@@ -203,234 +187,308 @@ where
     }
 }
 
+/// The messages a handler sends while it works.
+type Progress = mpsc::UnboundedSender<serde_json::Value>;
+
+/// A handler's work in progress.
+type BoxFuture<'a, T> = std::pin::Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Runs one request kind: decodes the body, calls the handler, wraps its outcome.
+type Serve = for<'a> fn(&'a Context, serde_json::Value, Progress) -> BoxFuture<'a, ResponseFrame>;
+
+/// One request kind the agent serves.
+struct Route {
+    kind: &'static str,
+    /// Whether it changes the node: such requests run once per operation id, so a request the
+    /// hub retries after a lost answer is never done twice.
+    changes_node: bool,
+    serve: Serve,
+}
+
+/// A [`Route`] for request type `$request`, answered by `$handler(context, request, progress)`.
+macro_rules! route {
+    ($request:ty, changes_node: $changes:expr, $handler:path) => {
+        Route {
+            kind: <$request as Request>::KIND,
+            changes_node: $changes,
+            serve: |context, body, progress| {
+                Box::pin(handle(body, progress, move |request: $request, sink| {
+                    $handler(context, request, sink)
+                }))
+            },
+        }
+    };
+}
+
+/// Every request kind this agent serves: the one list from which dispatch and the capabilities
+/// advertised in the hello are both made.
+const ROUTES: &[Route] = &[
+    route!(Ping, changes_node: false, ping),
+    route!(NodeInfo, changes_node: false, node_info),
+    route!(Resync, changes_node: false, resync),
+    route!(BaseExport, changes_node: false, base_export),
+    route!(BaseRead, changes_node: false, base_read),
+    route!(VmPower, changes_node: true, vm_power),
+    route!(VmDestroy, changes_node: true, vm_destroy),
+    route!(VmCreate, changes_node: true, vm_create),
+    route!(VmSnapshot, changes_node: true, vm_snapshot),
+    route!(VmReset, changes_node: true, vm_reset),
+    route!(MakeBase, changes_node: true, make_base),
+    route!(CloneMany, changes_node: true, clone_many),
+    route!(BaseWrite, changes_node: true, base_write),
+    route!(BaseImport, changes_node: true, base_import),
+    route!(PluginInstall, changes_node: true, plugin_install),
+    route!(PluginRemove, changes_node: true, plugin_remove),
+    route!(VmAssigned, changes_node: true, vm_assigned),
+];
+
+/// The request kinds this agent serves, advertised in its hello.
+pub fn capabilities() -> impl Iterator<Item = &'static str> {
+    ROUTES.iter().map(|route| route.kind)
+}
+
 /// Routes a request to its handler by kind. Operations that change the node run once per
 /// operation id.
-pub async fn dispatch(
-    context: &Context,
-    frame: RequestFrame,
-    tx: mpsc::UnboundedSender<serde_json::Value>,
-) -> ResponseFrame {
+pub async fn dispatch(context: &Context, frame: RequestFrame, progress: Progress) -> ResponseFrame {
     let RequestFrame { op_id, kind, body } = frame;
-    match kind.as_str() {
-        Ping::KIND => handle(body, tx, |r: Ping, _| ping(r)).await,
-        NodeInfo::KIND => {
-            handle(body, tx, |_: NodeInfo, _| async {
-                Ok(node_info::collect())
-            })
-            .await
-        }
-        Resync::KIND => {
-            handle(body, tx, |_: Resync, _| async {
-                context.collector.request_resync();
-                Ok(Done {})
-            })
-            .await
-        }
-        BaseExport::KIND => {
-            handle(body, tx, |r: BaseExport, _| async move {
-                base_copy::export(&context.node, r.base_vmid)
-                    .await
-                    .map_err(|e| remote_error(&e))
-            })
-            .await
-        }
-        BaseRead::KIND => {
-            handle(body, tx, |r: BaseRead, _| async move {
-                base_copy::read(&context.node, r.base_vmid, r.disk, r.offset)
-                    .await
-                    .map_err(|e| remote_error(&e))
-            })
-            .await
-        }
-        VmPower::KIND
-        | VmDestroy::KIND
-        | VmCreate::KIND
-        | VmSnapshot::KIND
-        | VmReset::KIND
-        | MakeBase::KIND
-        | CloneMany::KIND
-        | BaseWrite::KIND
-        | BaseImport::KIND
-        | PluginInstall::KIND
-        | PluginRemove::KIND
-        | VmAssigned::KIND => {
-            context
-                .ops
-                .once(&op_id, change(context, &kind, body, tx))
-                .await
-        }
-        other => ResponseFrame::Err {
+    let Some(route) = ROUTES.iter().find(|route| route.kind == kind) else {
+        return ResponseFrame::Err {
             error: RemoteError::new(
                 ErrorKind::Unsupported,
-                format!("this agent does not serve {other:?} requests"),
+                format!("this agent does not serve {kind:?} requests"),
             ),
-        },
+        };
+    };
+    let work = (route.serve)(context, body, progress);
+    if route.changes_node {
+        context.ops.once(&op_id, work).await
+    } else {
+        work.await
     }
 }
 
-/// The requests that change the node.
-async fn change(
+/// What the hub is told of a driver error.
+#[allow(clippy::needless_pass_by_value)] // the shape `map_err` takes
+fn failed(err: crate::pve::PveError) -> RemoteError {
+    remote_error(&err)
+}
+
+async fn node_info(
+    _: &Context,
+    _: NodeInfo,
+    _: ProgressSink<NoProgress>,
+) -> Result<NodeInfoReply, RemoteError> {
+    Ok(node_info::collect())
+}
+
+async fn resync(
     context: &Context,
-    kind: &str,
-    body: serde_json::Value,
-    tx: mpsc::UnboundedSender<serde_json::Value>,
-) -> ResponseFrame {
-    let node = &context.node;
-    let failed = |e: crate::pve::PveError| remote_error(&e);
-    match kind {
-        VmPower::KIND => {
-            handle(body, tx, |r: VmPower, _| async move {
-                let status = ops::power(node, r.vmid, r.action).await.map_err(failed)?;
-                if r.action == PowerAction::Start {
-                    first_start::spawn(
-                        node.clone(),
-                        context.plugins.clone(),
-                        context.collector.clone(),
-                        r.vmid,
-                    );
-                }
-                Ok(PowerReply { status })
-            })
-            .await
-        }
-        VmDestroy::KIND => {
-            handle(body, tx, |r: VmDestroy, _| async move {
-                context.plugins.forget(r.vmid);
-                ops::destroy(node, r.vmid, r.allow_template, r.identity.as_deref())
-                    .await
-                    .map(|()| Done {})
-                    .map_err(failed)
-            })
-            .await
-        }
-        VmCreate::KIND => {
-            handle(body, tx, |r: VmCreate, _| async move {
-                ops::create(node, &r)
-                    .await
-                    .map(|()| Done {})
-                    .map_err(failed)
-            })
-            .await
-        }
-        VmSnapshot::KIND => {
-            handle(body, tx, |r: VmSnapshot, _| async move {
-                ops::snapshot(node, r.vmid, &r.name, &r.op)
-                    .await
-                    .map(|()| Done {})
-                    .map_err(failed)
-            })
-            .await
-        }
-        VmReset::KIND => {
-            handle(body, tx, |r: VmReset, _| async move {
-                clones::reset(node, r.vmid, r.stopped, r.identity.as_deref())
-                    .await
-                    .map(|status| PowerReply { status })
-                    .map_err(failed)
-            })
-            .await
-        }
-        MakeBase::KIND => {
-            handle(body, tx, |r: MakeBase, progress| async move {
-                clones::make_base(
-                    node,
-                    r.source_vmid,
-                    r.base_vmid,
-                    &r.name,
-                    r.storage.as_deref(),
-                    |p| progress.send(p),
-                )
-                .await
-                .map(|volids| MakeBaseReply {
-                    base_vmid: r.base_vmid,
-                    volids,
-                })
-                .map_err(failed)
-            })
-            .await
-        }
-        CloneMany::KIND => {
-            handle(body, tx, |r: CloneMany, progress| async move {
-                let concurrency = if r.concurrency == 0 {
-                    node.config.clone_concurrency
-                } else {
-                    r.concurrency as usize
-                };
-                let steps = r.steps.map(|steps| {
-                    Arc::new(clones::CloneSteps {
-                        registry: context.plugins.clone(),
-                        steps,
-                    })
-                });
-                let outcomes = clones::clone_many(
-                    node,
-                    r.base_vmid,
-                    r.vms,
-                    concurrency,
-                    r.hardware,
-                    steps,
-                    |o| progress.send(o),
-                )
-                .await
-                .map_err(failed)?;
-                let (created, failed): (Vec<_>, Vec<_>) =
-                    outcomes.into_iter().partition(|o| o.error.is_none());
-                Ok(CloneManyReply {
-                    created: created.into_iter().map(|o| o.vmid).collect(),
-                    failed,
-                })
-            })
-            .await
-        }
-        PluginInstall::KIND => {
-            handle(body, tx, |r: PluginInstall, _| async move {
-                plugin_ops::install(&context.plugins, r).await
-            })
-            .await
-        }
-        VmAssigned::KIND => {
-            handle(body, tx, |r: VmAssigned, _| async move {
-                plugin_ops::assigned(node, &context.plugins, r).await
-            })
-            .await
-        }
-        PluginRemove::KIND => {
-            handle(body, tx, |r: PluginRemove, _| async move {
-                plugin_ops::remove(&context.plugins, &r.id)
-            })
-            .await
-        }
-        BaseWrite::KIND => {
-            handle(body, tx, |r: BaseWrite, _| async move {
-                base_copy::write(node, r)
-                    .await
-                    .map(|bytes| BaseWritten { bytes })
-                    .map_err(failed)
-            })
-            .await
-        }
-        BaseImport::KIND => {
-            handle(body, tx, |r: BaseImport, _| async move {
-                base_copy::import(node, &r)
-                    .await
-                    .map(|volids| MakeBaseReply {
-                        base_vmid: r.base_vmid,
-                        volids,
-                    })
-                    .map_err(failed)
-            })
-            .await
-        }
-        other => ResponseFrame::Err {
-            error: RemoteError::new(
-                ErrorKind::Unsupported,
-                format!("{other:?} is not an operation"),
-            ),
-        },
-    }
+    _: Resync,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    context.collector.request_resync();
+    Ok(Done {})
 }
 
-async fn ping(request: Ping) -> Result<Pong, RemoteError> {
+async fn base_export(
+    context: &Context,
+    r: BaseExport,
+    _: ProgressSink<NoProgress>,
+) -> Result<BaseExportReply, RemoteError> {
+    base_copy::export(&context.node, r.base_vmid)
+        .await
+        .map_err(failed)
+}
+
+async fn base_read(
+    context: &Context,
+    r: BaseRead,
+    _: ProgressSink<NoProgress>,
+) -> Result<Chunk, RemoteError> {
+    base_copy::read(&context.node, r.base_vmid, r.disk, r.offset)
+        .await
+        .map_err(failed)
+}
+
+async fn vm_power(
+    context: &Context,
+    r: VmPower,
+    _: ProgressSink<NoProgress>,
+) -> Result<PowerReply, RemoteError> {
+    let node = &context.node;
+    let status = ops::power(node, r.vmid, r.action).await.map_err(failed)?;
+    if r.action == PowerAction::Start {
+        first_start::spawn(
+            node.clone(),
+            context.plugins.clone(),
+            context.collector.clone(),
+            r.vmid,
+        );
+    }
+    Ok(PowerReply { status })
+}
+
+async fn vm_destroy(
+    context: &Context,
+    r: VmDestroy,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    context.plugins.forget(r.vmid);
+    ops::destroy(
+        &context.node,
+        r.vmid,
+        r.allow_template,
+        r.identity.as_deref(),
+    )
+    .await
+    .map(|()| Done {})
+    .map_err(failed)
+}
+
+async fn vm_create(
+    context: &Context,
+    r: VmCreate,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    ops::create(&context.node, &r)
+        .await
+        .map(|()| Done {})
+        .map_err(failed)
+}
+
+async fn vm_snapshot(
+    context: &Context,
+    r: VmSnapshot,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    ops::snapshot(&context.node, r.vmid, &r.name, &r.op)
+        .await
+        .map(|()| Done {})
+        .map_err(failed)
+}
+
+async fn vm_reset(
+    context: &Context,
+    r: VmReset,
+    _: ProgressSink<NoProgress>,
+) -> Result<PowerReply, RemoteError> {
+    reset::reset(&context.node, r.vmid, r.stopped, r.identity.as_deref())
+        .await
+        .map(|status| PowerReply { status })
+        .map_err(failed)
+}
+
+async fn make_base(
+    context: &Context,
+    r: MakeBase,
+    progress: ProgressSink<<MakeBase as Request>::Progress>,
+) -> Result<MakeBaseReply, RemoteError> {
+    clones::make_base(
+        &context.node,
+        r.source_vmid,
+        r.base_vmid,
+        &r.name,
+        r.storage.as_deref(),
+        |p| progress.send(p),
+    )
+    .await
+    .map(|volids| MakeBaseReply {
+        base_vmid: r.base_vmid,
+        volids,
+    })
+    .map_err(failed)
+}
+
+async fn clone_many(
+    context: &Context,
+    r: CloneMany,
+    progress: ProgressSink<<CloneMany as Request>::Progress>,
+) -> Result<CloneManyReply, RemoteError> {
+    let node = &context.node;
+    let concurrency = if r.concurrency == 0 {
+        node.config.clone_concurrency
+    } else {
+        r.concurrency as usize
+    };
+    let steps = r.steps.map(|steps| {
+        Arc::new(CloneSteps {
+            registry: context.plugins.clone(),
+            steps,
+            limits: node.limits,
+        }) as Arc<dyn clones::CloneEdit>
+    });
+    let outcomes = clones::clone_many(
+        node,
+        r.base_vmid,
+        r.vms,
+        concurrency,
+        r.hardware,
+        steps,
+        |o| progress.send(o),
+    )
+    .await
+    .map_err(failed)?;
+    let (created, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|o| o.error.is_none());
+    Ok(CloneManyReply {
+        created: created.into_iter().map(|o| o.vmid).collect(),
+        failed,
+    })
+}
+
+async fn plugin_install(
+    context: &Context,
+    r: PluginInstall,
+    _: ProgressSink<NoProgress>,
+) -> Result<PluginInstalled, RemoteError> {
+    plugin_ops::install(&context.plugins, r).await
+}
+
+async fn vm_assigned(
+    context: &Context,
+    r: VmAssigned,
+    _: ProgressSink<NoProgress>,
+) -> Result<VmAssignedReply, RemoteError> {
+    plugin_ops::assigned(&context.node, &context.plugins, r).await
+}
+
+async fn plugin_remove(
+    context: &Context,
+    r: PluginRemove,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    plugin_ops::remove(&context.plugins, &r.id)
+}
+
+async fn base_write(
+    context: &Context,
+    r: BaseWrite,
+    _: ProgressSink<NoProgress>,
+) -> Result<BaseWritten, RemoteError> {
+    base_copy::write(&context.node, r)
+        .await
+        .map(|bytes| BaseWritten { bytes })
+        .map_err(failed)
+}
+
+async fn base_import(
+    context: &Context,
+    r: BaseImport,
+    _: ProgressSink<NoProgress>,
+) -> Result<MakeBaseReply, RemoteError> {
+    base_copy::import(&context.node, &r)
+        .await
+        .map(|volids| MakeBaseReply {
+            base_vmid: r.base_vmid,
+            volids,
+        })
+        .map_err(failed)
+}
+
+async fn ping(
+    _: &Context,
+    request: Ping,
+    _: ProgressSink<NoProgress>,
+) -> Result<Pong, RemoteError> {
     if request.delay_ms > MAX_PING_DELAY_MS {
         return Err(RemoteError::new(
             ErrorKind::BadRequest,
@@ -445,8 +503,6 @@ async fn ping(request: Ping) -> Result<Pong, RemoteError> {
 
 #[cfg(test)]
 mod tests {
-    use proxlab_protocol::requests::NodeInfoReply;
-
     use super::*;
     use crate::pve::config::PveConfig;
 
@@ -500,8 +556,8 @@ mod tests {
     async fn every_advertised_kind_is_served() {
         // A body no request accepts: each advertised kind must reach its handler and be
         // refused as a bad request, never as unsupported.
-        for kind in CAPABILITIES {
-            if matches!(*kind, "ping" | "node-info" | "resync") {
+        for kind in capabilities() {
+            if matches!(kind, "ping" | "node-info" | "resync") {
                 continue;
             }
             let answer = ask(kind, serde_json::json!({"nothing": true})).await;
@@ -509,6 +565,19 @@ mod tests {
                 matches!(&answer, ResponseFrame::Err { error } if error.kind == ErrorKind::BadRequest),
                 "{kind}: {answer:?}"
             );
+        }
+    }
+
+    #[test]
+    fn every_served_kind_has_golden_wire_files() {
+        // The protocol crate pins each message's encoding in a golden file.
+        let golden =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/golden");
+        for kind in capabilities() {
+            for side in ["request", "response"] {
+                let file = golden.join(format!("{side}_{}.json", kind.replace('-', "_")));
+                assert!(file.exists(), "{} is missing", file.display());
+            }
         }
     }
 

@@ -19,9 +19,10 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use common::{SimCluster, TestHub};
-use proxlab_hub::auth::Viewer;
 use proxlab_hub::classes::{self, ClassRequest};
+use proxlab_hub::db::states::{ClassVmKind, ClassVmState};
 use proxlab_hub::db::users::Role;
+use proxlab_hub::viewer::Viewer;
 
 const TEMPLATE: u32 = 9000;
 const STUDENTS: u32 = 100;
@@ -82,20 +83,20 @@ async fn main() {
     let rows = state.db.class_vms(class_id).await.unwrap();
     let bases: Vec<u32> = rows
         .iter()
-        .filter(|vm| vm.kind == "base")
+        .filter(|vm| vm.kind == ClassVmKind::Base)
         .map(|vm| vm.vmid)
         .collect();
     let base = bases[0];
     let clones: HashSet<u32> = rows
         .iter()
-        .filter(|vm| vm.kind != "base")
+        .filter(|vm| vm.kind != ClassVmKind::Base)
         .map(|vm| vm.vmid)
         .collect();
     loop {
         let base_row = state.db.class_vms(class_id).await.unwrap();
         if base_row
             .iter()
-            .any(|vm| vm.vmid == base && vm.state == "ready")
+            .any(|vm| vm.vmid == base && vm.state == ClassVmState::Ready)
         {
             break;
         }
@@ -107,7 +108,7 @@ async fn main() {
         let rows = state.db.class_vms(class_id).await.unwrap();
         let ready = |vmid: &u32| {
             rows.iter()
-                .any(|vm| vm.vmid == *vmid && vm.state == "ready")
+                .any(|vm| vm.vmid == *vmid && vm.state == ClassVmState::Ready)
         };
         if bases.iter().all(ready) {
             break;
@@ -148,7 +149,7 @@ async fn main() {
     let baseline = baseline.elapsed();
     let on = |node: &str| {
         rows.iter()
-            .filter(|vm| vm.kind != "base" && vm.node == node)
+            .filter(|vm| vm.kind != ClassVmKind::Base && vm.node == node)
             .count()
     };
     println!(

@@ -1,8 +1,8 @@
 //! Writing the audit log: every state-changing action, with who, what, target and result.
 
-use crate::auth::Viewer;
 use crate::db::audit::NewAudit;
 use crate::db::{Db, now_unix};
+use crate::viewer::Viewer;
 
 /// How an audited action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,14 +8,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
-
 use crate::accounts::{self, AccountError};
 use crate::audit::{self, Actor, Outcome};
-use crate::db::users::{Role, UserRow};
 use crate::db::{Db, DbError, now_unix};
 use crate::secrets::{hash_secret, new_secret};
 use crate::throttle::LoginThrottle;
+use crate::viewer::Viewer;
 
 const SESSION_PREFIX: &str = "pls_";
 const API_TOKEN_PREFIX: &str = "plt_";
@@ -23,35 +21,6 @@ const CSRF_PREFIX: &str = "plc_";
 
 /// Touching a session's last-seen time more often than this would write on every request.
 const TOUCH_EVERY_SECS: i64 = 60;
-
-/// A signed-in user, as handlers see them.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct Viewer {
-    pub id: i64,
-    pub username: String,
-    pub role: Role,
-}
-
-impl Viewer {
-    pub fn is_admin(&self) -> bool {
-        self.role == Role::Admin
-    }
-
-    /// Teachers and admins.
-    pub fn is_staff(&self) -> bool {
-        self.role >= Role::Teacher
-    }
-}
-
-impl From<&UserRow> for Viewer {
-    fn from(user: &UserRow) -> Self {
-        Self {
-            id: user.id,
-            username: user.username.clone(),
-            role: user.role,
-        }
-    }
-}
 
 /// A browser session: the secret for the cookie and the CSRF token for its forms.
 #[derive(Clone)]

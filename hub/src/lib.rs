@@ -16,9 +16,11 @@ pub mod paths;
 pub mod pki_store;
 pub mod plugins;
 pub mod secrets;
+pub mod state;
 pub mod text;
 pub mod throttle;
 pub mod tokens;
+pub mod viewer;
 pub mod vms;
 pub mod web;
 
@@ -26,7 +28,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use proxlab_link::pki::Fingerprint;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -34,38 +35,7 @@ use crate::agents::{AgentRegistry, AgentServer, LinkContext};
 use crate::config::HubConfig;
 use crate::db::Db;
 use crate::paths::DataDir;
-
-/// What request handlers share.
-pub struct HubState {
-    pub db: Db,
-    pub registry: AgentRegistry,
-    /// Announces stored inventory changes (for live pages).
-    pub inventory_changes: tokio::sync::broadcast::Sender<inventory::InventoryChange>,
-    pub ca_pin: Fingerprint,
-    pub config: HubConfig,
-    pub auth: auth::Authenticator,
-    /// Turns true when the hub stops, so long-lived responses (live updates) end.
-    pub stopping: watch::Receiver<bool>,
-    /// Runs class jobs and announces class changes.
-    pub jobs: classes::jobs::JobQueue,
-    /// Accounts created through invite links, per invite and per client address.
-    pub registrations: throttle::RateLimit,
-    /// What invite links are derived from.
-    pub invite_key: classes::invites::InviteKey,
-}
-
-impl HubState {
-    /// Revokes a node and disconnects its agent at once. Returns whether an active node was
-    /// revoked.
-    pub async fn revoke_node(&self, name: &str) -> Result<bool> {
-        let revoked = self.db.revoke_node(name, db::now_unix()).await?;
-        if revoked {
-            self.registry
-                .disconnect(name, proxlab_protocol::CloseCode::Revoked);
-        }
-        Ok(revoked)
-    }
-}
+pub use crate::state::HubState;
 
 /// Opens the database a config names.
 pub async fn open_db(config: &HubConfig) -> Result<Db> {

@@ -9,12 +9,13 @@ use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use proxlab_hub::accounts::create_user;
 use proxlab_hub::audit::{Actor, Outcome, record};
-use proxlab_hub::auth::{Viewer, issue_api_token};
+use proxlab_hub::auth::issue_api_token;
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
 use proxlab_hub::demo::{Demo, DemoOptions};
 use proxlab_hub::tokens::{create_join_token, format_time};
+use proxlab_hub::viewer::Viewer;
 use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
 use serde::Serialize;
 

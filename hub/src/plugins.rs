@@ -17,10 +17,10 @@ use proxlab_protocol::Event;
 use crate::HubState;
 use crate::agents::AgentEvent;
 use crate::audit::{self, Outcome};
-use crate::auth::Viewer;
 use crate::db::DbError;
 use crate::db::now_unix;
 use crate::db::plugins::{NewPlugin, PluginRow};
+use crate::viewer::Viewer;
 
 /// The largest component the hub accepts.
 pub const MAX_WASM_BYTES: usize = 16 << 20;
@@ -251,38 +251,6 @@ async fn install_all(state: &Arc<HubState>, node: &str) {
         }
         Err(err) => tracing::error!(%err, "cannot list plugins"),
     }
-}
-
-/// Sets the plugins a class runs (beyond those enabled for every class), in order.
-pub async fn choose_for_class(
-    state: &HubState,
-    viewer: &Viewer,
-    class_id: i64,
-    ids: &[String],
-) -> Result<(), crate::classes::ClassError> {
-    use crate::classes::ClassError;
-    crate::classes::owned_class(state, viewer, class_id).await?;
-    let mut seen: Vec<&String> = Vec::new();
-    for id in ids {
-        if seen.contains(&id) {
-            return Err(ClassError::Invalid(format!("plugin {id} is listed twice")));
-        }
-        if state.db.plugin(id).await?.is_none() {
-            return Err(ClassError::Invalid(format!("there is no plugin {id}")));
-        }
-        seen.push(id);
-    }
-    state.db.set_class_plugins(class_id, ids).await?;
-    audit::record(
-        &state.db,
-        viewer,
-        "class.plugins",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
-        &ids.join(", "),
-    )
-    .await;
-    Ok(())
 }
 
 /// Tells a class VM's agent who got the VM, so its plugins can rename it and know the

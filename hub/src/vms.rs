@@ -10,9 +10,9 @@ use crate::HubState;
 use crate::access::{self, VmAction};
 use crate::agents::CallError;
 use crate::audit::{self, Actor, Outcome};
-use crate::auth::Viewer;
 use crate::db::inventory::VmRow;
 use crate::db::{Db, DbError};
+use crate::viewer::Viewer;
 
 /// How long a guest gets to shut down before the request fails (the VM keeps running).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);

@@ -9,6 +9,7 @@ use common::pg::{self, PgDatabase};
 use common::web::WebClient;
 use proxlab_hub::accounts::create_user;
 use proxlab_hub::db::now_unix;
+use proxlab_hub::db::states::{ClassState, ClassVmKind};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::secrets::hash_secret;
 use proxlab_protocol::inventory::{
@@ -456,7 +457,7 @@ async fn deleting_a_class_in_the_portal_takes_its_name_typed_again() {
         tina.post_form(&path, &[("confirm_name", wrong)]).await;
         assert_eq!(
             db.class(class_id).await.unwrap().unwrap().state,
-            "active",
+            ClassState::Active,
             "{wrong:?}"
         );
     }
@@ -466,7 +467,7 @@ async fn deleting_a_class_in_the_portal_takes_its_name_typed_again() {
     assert_eq!(deleted.headers()["location"], "/classes");
     assert_ne!(
         db.class(class_id).await.unwrap().map(|class| class.state),
-        Some("active".to_owned())
+        Some(ClassState::Active)
     );
     site.finish().await;
 }
@@ -547,7 +548,7 @@ async fn changes_need_the_csrf_token_unless_a_bearer_token_is_used() {
         .state
         .auth
         .create_api_token(
-            &proxlab_hub::auth::Viewer::from(
+            &proxlab_hub::viewer::Viewer::from(
                 &site
                     .hub
                     .hub()
@@ -1286,7 +1287,7 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
         )
         .await
         .unwrap();
-    let plan = vec![("student".to_owned(), "pve1".to_owned()); 2];
+    let plan = vec![(ClassVmKind::Student, "pve1".to_owned()); 2];
     let vmids = db
         .reserve_vmids(class, &plan, 20_000..=20_999, 0)
         .await

@@ -5,6 +5,7 @@ mod common;
 
 use common::pg::{self, PgDatabase};
 use proxlab_hub::db::nodes::EnrollOutcome;
+use proxlab_hub::db::states::ClassVmKind;
 use proxlab_hub::db::tokens::SpendRefusal;
 use proxlab_hub::db::{Backend, Db};
 use proxlab_hub::secrets::hash_secret;
@@ -470,8 +471,8 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
     for test_db in databases().await {
         let db = &test_db.db;
         let class = class_with_seats(db, 50).await;
-        let plan: Vec<(String, String)> = (0..50)
-            .map(|_| ("student".to_owned(), "pve1".to_owned()))
+        let plan: Vec<(ClassVmKind, String)> = (0..50)
+            .map(|_| (ClassVmKind::Student, "pve1".to_owned()))
             .collect();
         let vmids = db
             .reserve_vmids(class, &plan, 10_000..=10_999, 0)
@@ -504,8 +505,8 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
         // Joining again changes nothing; capacity later serves the waitlist in join order.
         let again = db.join_class(class, students[0], 2).await.unwrap();
         assert!(Some(outcomes[0]) == again);
-        let more: Vec<(String, String)> = (0..10)
-            .map(|_| ("student".to_owned(), "pve1".to_owned()))
+        let more: Vec<(ClassVmKind, String)> = (0..10)
+            .map(|_| (ClassVmKind::Student, "pve1".to_owned()))
             .collect();
         let extra = db
             .reserve_vmids(class, &more, 10_000..=10_999, 3)
@@ -534,7 +535,7 @@ async fn an_invite_seat_limit_holds_under_thirty_concurrent_joins() {
             ..Default::default()
         };
         db.set_invite(class, &invite).await.unwrap();
-        let plan = vec![("student".to_owned(), "pve1".to_owned()); 30];
+        let plan = vec![(ClassVmKind::Student, "pve1".to_owned()); 30];
         db.reserve_vmids(class, &plan, 10_000..=10_999, 0)
             .await
             .unwrap();

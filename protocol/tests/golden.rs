@@ -125,7 +125,7 @@ fn pong_response() {
         payload: "hello".into(),
     };
     check(
-        "response_pong",
+        "response_ping",
         &ResponseFrame::from_result(Ok::<_, RemoteError>(pong)),
     );
 }
@@ -200,4 +200,376 @@ fn messages_from_an_older_minor_version_still_decode() {
     assert!(hello.capabilities.is_empty());
     let ping: Ping = serde_json::from_str("{}").unwrap();
     assert_eq!(ping.delay_ms, 0);
+}
+
+/// A request frame and the `Ok` answer of kind `R`, as golden files named after the kind.
+fn check_exchange<R>(request: &R, response: &R::Response)
+where
+    R: proxlab_protocol::Request + PartialEq + std::fmt::Debug,
+    R::Response: PartialEq + std::fmt::Debug,
+{
+    let name = R::KIND.replace('-', "_");
+    let frame = RequestFrame::new("op-7", request).unwrap();
+    check(&format!("request_{name}"), &frame);
+    let decoded: R = serde_json::from_value(frame.body).unwrap();
+    assert_eq!(&decoded, request, "{} body round trip", R::KIND);
+    let answer = ResponseFrame::from_result(Ok::<_, RemoteError>(response));
+    check(&format!("response_{name}"), &answer);
+}
+
+#[test]
+fn vm_requests() {
+    use proxlab_protocol::inventory::PowerState;
+    use proxlab_protocol::vm_ops::{
+        Done, PowerAction, PowerReply, Resync, SnapshotOp, VmCreate, VmDestroy, VmPower, VmReset,
+        VmSnapshot,
+    };
+    let running = PowerReply {
+        status: PowerState::Running,
+    };
+    check_exchange(
+        &VmPower {
+            vmid: 10_001,
+            action: PowerAction::Shutdown {
+                timeout_secs: 60,
+                force_stop: false,
+            },
+        },
+        &running,
+    );
+    check_exchange(
+        &VmDestroy {
+            vmid: 10_001,
+            allow_template: false,
+            identity: Some("4f5a0c1e-8d1b-4a43-9d6e-2f1c0b7e9a10".into()),
+        },
+        &Done {},
+    );
+    check_exchange(
+        &VmSnapshot {
+            vmid: 10_001,
+            name: "before-lab-2".into(),
+            op: SnapshotOp::Create {
+                description: Some("taken by proxlab".into()),
+            },
+        },
+        &Done {},
+    );
+    check_exchange(
+        &VmReset {
+            vmid: 10_001,
+            stopped: true,
+            identity: None,
+        },
+        &PowerReply {
+            status: PowerState::Stopped,
+        },
+    );
+    check_exchange(&Resync {}, &Done {});
+    check_exchange(
+        &VmCreate {
+            vmid: 10_002,
+            name: "networks-101-s01".into(),
+            cores: 2,
+            memory_mib: 2048,
+            disk_gib: 16,
+            storage: "local-lvm".into(),
+            bridge: "vmbr0".into(),
+        },
+        &Done {},
+    );
+}
+
+#[test]
+fn clone_requests() {
+    use std::collections::BTreeMap;
+
+    use proxlab_protocol::clones::{
+        CloneMany, CloneManyReply, CloneOutcome, CloneTarget, CopyProgress, Hardware, MakeBase,
+        MakeBaseReply,
+    };
+    use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
+    check_exchange(
+        &MakeBase {
+            source_vmid: 9000,
+            base_vmid: 10_000,
+            name: "networks-101-base".into(),
+            storage: Some("local".into()),
+        },
+        &MakeBaseReply {
+            base_vmid: 10_000,
+            volids: vec!["local:10000/base-10000-disk-0.qcow2".into()],
+        },
+    );
+    check(
+        "progress_make_base",
+        &ResponseFrame::Progress {
+            body: serde_json::to_value(CopyProgress {
+                done_bytes: 1 << 30,
+                total_bytes: 2 << 30,
+            })
+            .unwrap(),
+        },
+    );
+    let mut vms = BTreeMap::new();
+    vms.insert(
+        10_001,
+        PluginVm {
+            kind: "student".into(),
+            index: 1,
+            student: Some("alice".into()),
+        },
+    );
+    check_exchange(
+        &CloneMany {
+            base_vmid: 10_000,
+            vms: vec![
+                CloneTarget {
+                    vmid: 10_001,
+                    name: "networks-101-s01".into(),
+                },
+                CloneTarget {
+                    vmid: 10_002,
+                    name: "networks-101-s02".into(),
+                },
+            ],
+            concurrency: 8,
+            hardware: Hardware {
+                cores: Some(2),
+                memory_mib: Some(4096),
+            },
+            steps: Some(PluginSteps {
+                plugins: vec!["name-by-student".into()],
+                class: PluginClass {
+                    id: 3,
+                    name: "Networks 101".into(),
+                    slug: "networks-101".into(),
+                },
+                vms,
+            }),
+        },
+        &CloneManyReply {
+            created: vec![10_001],
+            failed: vec![CloneOutcome {
+                vmid: 10_002,
+                error: Some("VM is locked (clone)".into()),
+            }],
+        },
+    );
+    check(
+        "progress_clone_many",
+        &ResponseFrame::Progress {
+            body: serde_json::to_value(CloneOutcome {
+                vmid: 10_001,
+                error: None,
+            })
+            .unwrap(),
+        },
+    );
+}
+
+#[test]
+fn base_copy_requests() {
+    use proxlab_protocol::base_copy::{
+        BaseExport, BaseExportReply, BaseImport, BaseRead, BaseWrite, BaseWritten, Chunk,
+        ExportedDisk,
+    };
+    use proxlab_protocol::clones::MakeBaseReply;
+    check_exchange(
+        &BaseExport { base_vmid: 10_000 },
+        &BaseExportReply {
+            config: "name: networks-101-base\ntemplate: 1\n".into(),
+            disks: vec![ExportedDisk {
+                key: "scsi0".into(),
+                bytes: 2 << 30,
+            }],
+        },
+    );
+    let chunk = Chunk {
+        len: 4,
+        data: "3q2+7w==".into(),
+    };
+    check_exchange(
+        &BaseRead {
+            base_vmid: 10_000,
+            disk: 0,
+            offset: 4 << 20,
+        },
+        &chunk,
+    );
+    check_exchange(
+        &BaseWrite {
+            base_vmid: 10_000,
+            storage: "local".into(),
+            disk: 0,
+            offset: 4 << 20,
+            chunk,
+        },
+        &BaseWritten { bytes: 4 },
+    );
+    check_exchange(
+        &BaseImport {
+            base_vmid: 10_000,
+            name: "networks-101-base-pve2".into(),
+            storage: "local".into(),
+            config: "name: networks-101-base\ntemplate: 1\n".into(),
+            disks: vec![2 << 30],
+        },
+        &MakeBaseReply {
+            base_vmid: 10_000,
+            volids: vec!["local:10000/base-10000-disk-0.qcow2".into()],
+        },
+    );
+}
+
+#[test]
+fn plugin_requests() {
+    use proxlab_protocol::plugins::{
+        PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
+    };
+    use proxlab_protocol::vm_ops::Done;
+    check_exchange(
+        &PluginInstall {
+            manifest: "id = \"name-by-student\"\nversion = \"0.1.0\"\n".into(),
+            wasm: "AGFzbQ0AAQA=".into(),
+            sha256: "9f2c".repeat(16),
+        },
+        &PluginInstalled {
+            id: "name-by-student".into(),
+            version: "0.1.0".into(),
+            compile_ms: 41,
+            withheld: vec!["guest-exec".into()],
+        },
+    );
+    check_exchange(
+        &VmAssigned {
+            vmid: 10_001,
+            student: "alice".into(),
+        },
+        &VmAssignedReply {
+            name: Some("networks-101-alice".into()),
+        },
+    );
+    check_exchange(
+        &PluginRemove {
+            id: "name-by-student".into(),
+        },
+        &Done {},
+    );
+}
+
+#[test]
+fn inventory_and_metrics_events() {
+    use proxlab_protocol::inventory::{
+        DiskInfo, Inventory, InventoryDelta, IpAddress, IpSource, IsoInfo, NicInfo, NodeMetrics,
+        PowerState, StorageInfo, VmInfo, VmLoad,
+    };
+    let storage = StorageInfo {
+        id: "local".into(),
+        kind: "dir".into(),
+        shared: false,
+        active: true,
+        content: vec!["images".into(), "iso".into()],
+        total_bytes: 100 << 30,
+        used_bytes: 40 << 30,
+        avail_bytes: 60 << 30,
+    };
+    let vm = VmInfo {
+        vmid: 10_001,
+        name: "networks-101-s01".into(),
+        node: "pve1".into(),
+        status: PowerState::Running,
+        template: false,
+        cores: 2,
+        sockets: 1,
+        memory_mib: 2048,
+        disks: vec![DiskInfo {
+            key: "scsi0".into(),
+            volid: "local:10000/base-10000-disk-0.qcow2/10001/vm-10001-disk-0.qcow2".into(),
+            size_bytes: 2 << 30,
+        }],
+        nics: vec![NicInfo {
+            key: "net0".into(),
+            model: "virtio".into(),
+            mac: "BC:24:11:2A:3B:4C".into(),
+            bridge: Some("vmbr0".into()),
+            vlan: Some(20),
+        }],
+        tags: vec!["proxlab".into()],
+        lock: None,
+        uptime_secs: 120,
+        cpu: 0.25,
+        mem_bytes: 1 << 30,
+        ips: vec![IpAddress {
+            address: "10.0.20.31".into(),
+            mac: "BC:24:11:2A:3B:4C".into(),
+            source: IpSource::GuestAgent,
+        }],
+        identity: Some("4f5a0c1e-8d1b-4a43-9d6e-2f1c0b7e9a10".into()),
+    };
+    check(
+        "event_inventory",
+        &EventFrame {
+            seq: 1,
+            event: Event::Inventory {
+                inventory: Inventory {
+                    vms: vec![vm.clone()],
+                    storages: vec![storage.clone()],
+                    isos: vec![IsoInfo {
+                        storage: "local".into(),
+                        volid: "local:iso/debian-12.iso".into(),
+                        size_bytes: 650 << 20,
+                    }],
+                },
+            },
+        },
+    );
+    check(
+        "event_inventory_delta",
+        &EventFrame {
+            seq: 2,
+            event: Event::InventoryDelta {
+                delta: InventoryDelta {
+                    upserted: vec![vm],
+                    removed: vec![10_002],
+                    storages: None,
+                    isos: None,
+                },
+            },
+        },
+    );
+    check(
+        "event_metrics",
+        &EventFrame {
+            seq: 3,
+            event: Event::Metrics {
+                metrics: NodeMetrics {
+                    cpu: 0.5,
+                    cpu_count: 16,
+                    memory_total_bytes: 64 << 30,
+                    memory_used_bytes: 8 << 30,
+                    load_average: [0.5, 0.25, 0.125],
+                    uptime_secs: 86_400,
+                    storages: vec![storage],
+                    vms: vec![VmLoad {
+                        vmid: 10_001,
+                        cpu: 0.25,
+                        mem_bytes: 1 << 30,
+                        uptime_secs: 120,
+                    }],
+                },
+            },
+        },
+    );
+    check(
+        "event_plugin_steps",
+        &EventFrame {
+            seq: 4,
+            event: Event::PluginSteps {
+                vmid: 10_001,
+                hook: "after-start".into(),
+                error: Some("set-guest-password: the guest agent did not answer".into()),
+            },
+        },
+    );
 }

@@ -90,10 +90,7 @@ pub(super) async fn run_once(
         protocol: PROTOCOL_VERSION,
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         node_name: node.to_owned(),
-        capabilities: handlers::CAPABILITIES
-            .iter()
-            .map(|kind| (*kind).to_owned())
-            .collect(),
+        capabilities: handlers::capabilities().map(str::to_owned).collect(),
     };
     let welcome = async {
         let (mut send, mut recv) = connection.open_bi().await.map_err(|err| err.to_string())?;

@@ -2,6 +2,7 @@
 
 mod bindings;
 pub mod bounds;
+pub mod clone_steps;
 pub mod edits;
 pub mod files;
 pub mod first_start;

@@ -34,7 +34,7 @@ fn invalid(message: impl Into<String>) -> PveError {
 /// A base of this node: its config must mark it a template.
 fn local_base(node: &Node, vmid: u32) -> Result<(VmConfig, String), PveError> {
     let (config, raw) = node.read_config(vmid)?.ok_or_else(|| {
-        invalid(format!(
+        PveError::NotFound(format!(
             "Configuration file 'nodes/{}/qemu-server/{vmid}.conf' does not exist",
             node.name
         ))
@@ -98,7 +98,7 @@ pub async fn read(node: &Node, vmid: u32, disk: u32, offset: u64) -> Result<Chun
 /// the VMID free in the cluster.
 async fn receiving_dir(node: &Node, vmid: u32, storage: &str) -> Result<PathBuf, PveError> {
     if let Some(owner) = node.vmid_owner(vmid) {
-        return Err(invalid(format!(
+        return Err(PveError::Conflict(format!(
             "unable to create VM {vmid} - VM {vmid} already exists on node '{owner}'"
         )));
     }

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use proxlab_protocol::clones::{CloneOutcome, CloneTarget, CopyProgress, Hardware};
-use proxlab_protocol::plugins::PluginSteps;
 use proxlab_pve::clone::{CloneSpec, clone_config};
 use proxlab_pve::config::{VmConfig, WriteMode};
 use proxlab_pve::drive::{Bus, Drive, DriveKey};
@@ -18,10 +17,9 @@ use proxlab_pve::volid::{Volume, VolumeId, disk_name};
 
 use super::command::{self, PveError};
 use super::node::Node;
-use crate::plugins::PluginRegistry;
 
 /// Disks that are state, not images: every clone gets its own full copy.
-fn is_state_disk(drive: &Drive) -> bool {
+pub(crate) fn is_state_disk(drive: &Drive) -> bool {
     matches!(drive.key.bus, Bus::EfiDisk | Bus::TpmState)
 }
 
@@ -75,7 +73,7 @@ fn parse_percent(chunk: &str) -> Option<f64> {
 
 /// Creates the qcow2 overlay `file` in `dir` on `backing` (relative to `dir`), with the
 /// options Proxmox's directory plugin uses for linked clones.
-async fn create_overlay(
+pub(crate) async fn create_overlay(
     node: &Node,
     dir: &Path,
     file: &str,
@@ -113,7 +111,7 @@ pub async fn make_base(
     let storages = node.storage_cfg()?;
     let _lock = node.lock_vm(base_vmid).await?;
     if let Some(owner) = node.vmid_owner(base_vmid) {
-        return Err(PveError::Invalid(format!(
+        return Err(PveError::Conflict(format!(
             "unable to create VM {base_vmid} - VM {base_vmid} already exists on node '{owner}'"
         )));
     }
@@ -251,8 +249,45 @@ pub struct Base {
     overlays: bool,
     /// CPU and memory the clones get instead of the base's.
     hardware: Hardware,
-    /// Plugins that name and configure the clones.
-    steps: Option<Arc<CloneSteps>>,
+    /// What edits each new clone's config before it is written (the plugin steps).
+    edit: Option<Arc<dyn CloneEdit>>,
+}
+
+/// A step that edits a new clone's config before the VM exists, such as the plugin steps of
+/// a class. The driver knows nothing of plugins: both ways of cloning (qcow2 overlays and
+/// `qm clone`) call it the same way.
+pub trait CloneEdit: Send + Sync {
+    /// Edits the config of the new VM `vmid` (it runs on a blocking thread); an error refuses
+    /// the clone.
+    fn edit(&self, vmid: u32, config: &mut VmConfig) -> Result<(), String>;
+    /// Called once the edited config is the VM's.
+    fn committed(&self, vmid: u32, config: &VmConfig) -> Result<(), String>;
+    /// How long [`CloneEdit::edit`] may take.
+    fn deadline(&self) -> Duration;
+}
+
+/// Runs `edit` on a new clone's config, on a blocking thread and within its deadline.
+async fn edit_config(
+    edit: &Arc<dyn CloneEdit>,
+    vmid: u32,
+    config: VmConfig,
+) -> Result<VmConfig, PveError> {
+    let deadline = edit.deadline();
+    let editor = edit.clone();
+    let run = tokio::task::spawn_blocking(move || {
+        let mut config = config;
+        editor.edit(vmid, &mut config).map(|()| config)
+    });
+    tokio::time::timeout(deadline, run)
+        .await
+        .map_err(|_| {
+            PveError::Invalid(format!(
+                "the plugin steps did not finish within {} ms",
+                deadline.as_millis()
+            ))
+        })?
+        .map_err(|err| PveError::Io(err.to_string()))?
+        .map_err(PveError::Invalid)
 }
 
 impl Base {
@@ -269,7 +304,7 @@ impl Base {
                 }
                 None => {
                     return Err(node.require_config(vmid).err().unwrap_or_else(|| {
-                        PveError::Invalid(format!("VM {vmid} does not exist"))
+                        PveError::NotFound(format!("VM {vmid} does not exist"))
                     }));
                 }
             },
@@ -308,7 +343,7 @@ impl Base {
             config,
             overlays,
             hardware: Hardware::default(),
-            steps: None,
+            edit: None,
         })
     }
 
@@ -383,6 +418,15 @@ pub async fn clone_one(node: &Node, base: &Base, target: &CloneTarget) -> Result
         if set.len() > 2 {
             node.qm(set.iter().map(String::as_str)).await?;
         }
+        if let Some(edit) = &base.edit
+            && let Err(err) = edit_cloned_config(node, edit, vmid).await
+        {
+            // Refused by a step: the VM `qm clone` made goes again, as an overlay would.
+            if let Err(cleanup) = node.qm(["destroy", &vmid.to_string(), "--purge"]).await {
+                tracing::warn!(vmid, %cleanup, "cannot remove a clone its steps refused");
+            }
+            return Err(err);
+        }
         return Ok(());
     }
     let _lock = node.lock_vm(vmid).await?;
@@ -390,7 +434,7 @@ pub async fn clone_one(node: &Node, base: &Base, target: &CloneTarget) -> Result
         return Ok(());
     }
     if let Some(owner) = node.vmid_owner(vmid) {
-        return Err(PveError::Invalid(format!(
+        return Err(PveError::Conflict(format!(
             "unable to create VM {vmid} - VM {vmid} already exists on node '{owner}'"
         )));
     }
@@ -458,42 +502,24 @@ async fn make_clone_files(
             .ok_or_else(|| format!("no new volume for {}", drive.key))
     })
     .map_err(|err| PveError::Invalid(err.to_string()))?;
-    let Some(steps) = base.steps.clone() else {
+    let Some(edit) = &base.edit else {
         return node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox));
     };
-    // Plugins run on their own threads: a slow one holds no async worker.
-    let prepare = steps.clone();
-    let limits = node.limits;
-    let all_steps = Duration::from_millis(steps.registry.host().settings().steps_deadline_ms);
-    let run = tokio::task::spawn_blocking(move || {
-        let mut config = config;
-        prepare
-            .registry
-            .prepare(&prepare.steps, vmid, &mut config, &limits)
-            .map(|()| config)
-    });
-    let config = tokio::time::timeout(all_steps, run)
-        .await
-        .map_err(|_| {
-            PveError::Invalid(format!(
-                "the plugin steps did not finish within {} ms",
-                all_steps.as_millis()
-            ))
-        })?
-        .map_err(|err| PveError::Io(err.to_string()))?
-        .map_err(PveError::Invalid)?;
+    let config = edit_config(edit, vmid, config).await?;
     node.write_new_config(vmid, &config.write_canonical(WriteMode::Proxmox))?;
-    let name = config.main().get("name").unwrap_or_default();
-    steps
-        .registry
-        .remember(&steps.steps, vmid, name)
-        .map_err(PveError::from)
+    edit.committed(vmid, &config).map_err(PveError::Invalid)
 }
 
-/// The plugin steps a batch of clones runs, and where the plugins are.
-pub struct CloneSteps {
-    pub registry: Arc<PluginRegistry>,
-    pub steps: PluginSteps,
+/// Edits the config of a VM `qm clone` just made, under its lock.
+async fn edit_cloned_config(
+    node: &Node,
+    edit: &Arc<dyn CloneEdit>,
+    vmid: u32,
+) -> Result<(), PveError> {
+    let _lock = node.lock_vm(vmid).await?;
+    let config = edit_config(edit, vmid, node.require_config(vmid)?).await?;
+    node.write_config(vmid, &config.write_canonical(WriteMode::Proxmox))?;
+    edit.committed(vmid, &config).map_err(PveError::Invalid)
 }
 
 /// Creates many clones with bounded concurrency, reporting each as it completes.
@@ -503,11 +529,11 @@ pub async fn clone_many(
     targets: Vec<CloneTarget>,
     concurrency: usize,
     hardware: Hardware,
-    steps: Option<Arc<CloneSteps>>,
+    edit: Option<Arc<dyn CloneEdit>>,
     mut on_outcome: impl FnMut(CloneOutcome) + Send,
 ) -> Result<Vec<CloneOutcome>, PveError> {
     let mut base = Base::load(node, base_vmid)?.with_hardware(hardware, &node.limits)?;
-    base.steps = steps;
+    base.edit = edit;
     let base = Arc::new(base);
     let semaphore = Arc::new(tokio::sync::Semaphore::new(concurrency.max(1)));
     let mut tasks = tokio::task::JoinSet::new();
@@ -533,49 +559,6 @@ pub async fn clone_many(
     }
     outcomes.sort_by_key(|o| o.vmid);
     Ok(outcomes)
-}
-
-/// Returns a linked clone to its base: stops it, recreates each overlay from the same base
-/// (same file, same volume id, so config and MACs stay), and restores its power state.
-pub async fn reset(
-    node: &Node,
-    vmid: u32,
-    leave_stopped: bool,
-    identity: Option<&str>,
-) -> Result<proxlab_protocol::inventory::PowerState, PveError> {
-    use proxlab_protocol::inventory::PowerState;
-    let config = node.require_config(vmid)?;
-    super::ops::check_identity(&config, vmid, identity)?;
-    let overlays: Vec<(String, proxlab_pve::volid::Image)> = image_drives(&config)
-        .iter()
-        .filter(|d| !is_state_disk(d))
-        .filter_map(|d| file_image(d.volume()).ok())
-        .filter(|(_, image)| image.base.is_some())
-        .collect();
-    if overlays.is_empty() {
-        return Err(PveError::Invalid(format!(
-            "VM {vmid} is not a linked clone, so it cannot be reset to its base"
-        )));
-    }
-    let was_running = super::ops::status(node, vmid).await? == PowerState::Running;
-    if was_running {
-        node.qm(["stop", &vmid.to_string()]).await?;
-    }
-    {
-        let _lock = node.lock_vm(vmid).await?;
-        for (storage, image) in &overlays {
-            let root = node.storage_root(storage).await?;
-            let dir: &Path = &root.join("images").join(vmid.to_string());
-            let backing = image.relative_backing().expect("filtered to overlays");
-            let fresh = format!(".{}.reset", image.name);
-            create_overlay(node, dir, &fresh, &backing).await?;
-            std::fs::rename(dir.join(&fresh), dir.join(&image.name))?;
-        }
-    }
-    if was_running && !leave_stopped {
-        node.qm(["start", &vmid.to_string()]).await?;
-    }
-    super::ops::status(node, vmid).await
 }
 
 #[cfg(test)]

@@ -13,11 +13,13 @@ use tokio::process::Command;
 /// A failed tool call.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum PveError {
+    /// A tool exited with an error; `failure` says what its words mean (see [`classify`]).
     #[error("{program} failed (exit {code}): {stderr}")]
     CommandFailed {
         program: String,
         code: i32,
         stderr: String,
+        failure: Failure,
     },
     #[error("{program} did not finish within {after:?}")]
     Timeout { program: String, after: Duration },
@@ -28,6 +30,9 @@ pub enum PveError {
     /// The VM is gone, or is another VM than the one asked about.
     #[error("{0}")]
     NotFound(String),
+    /// The VM or VMID is busy or taken: locked, running already, existing already.
+    #[error("{0}")]
+    Conflict(String),
     #[error("{0}")]
     Io(String),
 }
@@ -52,6 +57,35 @@ impl PveError {
             other => other.to_string(),
         }
     }
+}
+
+/// What a tool's failure means for whoever asked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// What was asked about does not exist.
+    NotFound,
+    /// It is busy or taken (a lock, a VM already running, a VMID already used).
+    Conflict,
+    /// Anything else.
+    Other,
+}
+
+/// How Proxmox's tools word the failures the hub acts on, first match wins (their wording is
+/// in `shared/reference/proxmox-node.md`). The only place that reads meaning into stderr.
+const STDERR_MEANINGS: &[(&str, Failure)] = &[
+    ("does not exist", Failure::NotFound),
+    ("is locked", Failure::Conflict),
+    ("already exists", Failure::Conflict),
+    ("already running", Failure::Conflict),
+    ("got timeout", Failure::Conflict),
+];
+
+/// What a tool's stderr means.
+pub fn classify(stderr: &str) -> Failure {
+    STDERR_MEANINGS
+        .iter()
+        .find(|(words, _)| stderr.contains(words))
+        .map_or(Failure::Other, |(_, failure)| *failure)
 }
 
 fn name_of(program: &Path) -> String {
@@ -167,10 +201,12 @@ where
         }
     };
     if !status.success() {
+        let stderr = String::from_utf8_lossy(&err).trim_end().to_owned();
         return Err(PveError::CommandFailed {
             program: name,
             code: status.code().unwrap_or(-1),
-            stderr: String::from_utf8_lossy(&err).trim_end().to_owned(),
+            failure: classify(&stderr),
+            stderr,
         });
     }
     Ok(String::from_utf8_lossy(&out).into_owned())
@@ -179,6 +215,34 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn proxmox_failures_are_classified_by_their_words() {
+        // Lines as `qm`, `pvesh` and `pvesm` print them (proxmox-node.md).
+        for (stderr, expected) in [
+            (
+                "Configuration file 'nodes/pve1/qemu-server/104.conf' does not exist",
+                Failure::NotFound,
+            ),
+            ("VM is locked (backup)", Failure::Conflict),
+            ("VM is locked (snapshot)", Failure::Conflict),
+            ("VM 100 already running", Failure::Conflict),
+            (
+                "unable to create VM 104 - VM 104 already exists on node 'pve2'",
+                Failure::Conflict,
+            ),
+            (
+                "can't lock file '/var/lock/qemu-server/lock-104.conf' - got timeout",
+                Failure::Conflict,
+            ),
+            ("VM quit/powerdown failed - got timeout", Failure::Conflict),
+            ("you can't start a vm if it's a template", Failure::Other),
+            ("unable to parse volume ID 'x'", Failure::Other),
+            ("", Failure::Other),
+        ] {
+            assert_eq!(classify(stderr), expected, "{stderr}");
+        }
+    }
 
     #[tokio::test]
     async fn captures_output_and_errors() {
@@ -201,7 +265,7 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            matches!(&err, PveError::CommandFailed { program, code, stderr } if program == "ls" && *code != 0 && stderr.contains("nonexistent")),
+            matches!(&err, PveError::CommandFailed { program, code, stderr, .. } if program == "ls" && *code != 0 && stderr.contains("nonexistent")),
             "{err}"
         );
         let err = run(

@@ -7,28 +7,33 @@ pub mod command;
 pub mod config;
 pub mod node;
 pub mod ops;
+pub mod reset;
 
 use proxlab_protocol::{ErrorKind, RemoteError};
 
-pub use command::PveError;
+pub use command::{Failure, PveError};
 
 /// Turns a driver error into what the hub is told: a kind it can act on, and Proxmox's words.
+/// The kind comes from the error's type alone (a tool's stderr was classified where it ran).
 pub fn remote_error(err: &PveError) -> RemoteError {
-    let message = err.message();
     let kind = match err {
         PveError::Timeout { .. } => ErrorKind::Timeout,
         PveError::Spawn { .. } | PveError::Io(_) => ErrorKind::Internal,
-        PveError::NotFound(_) => ErrorKind::NotFound,
-        _ if message.contains("does not exist") => ErrorKind::NotFound,
-        _ if message.contains("is locked")
-            || message.contains("already exists")
-            || message.contains("already running")
-            || message.contains("got timeout") =>
-        {
-            ErrorKind::Conflict
-        }
+        PveError::NotFound(_)
+        | PveError::CommandFailed {
+            failure: Failure::NotFound,
+            ..
+        } => ErrorKind::NotFound,
+        PveError::Conflict(_)
+        | PveError::CommandFailed {
+            failure: Failure::Conflict,
+            ..
+        } => ErrorKind::Conflict,
         PveError::Invalid(_) => ErrorKind::BadRequest,
-        PveError::CommandFailed { .. } => ErrorKind::Failed,
+        PveError::CommandFailed {
+            failure: Failure::Other,
+            ..
+        } => ErrorKind::Failed,
     };
-    RemoteError::new(kind, message)
+    RemoteError::new(kind, err.message())
 }

@@ -114,7 +114,7 @@ impl Node {
         self.read_config(vmid)?
             .map(|(config, _)| config)
             .ok_or_else(|| {
-                PveError::Invalid(format!(
+                PveError::NotFound(format!(
                     "Configuration file 'nodes/{}/qemu-server/{vmid}.conf' does not exist",
                     self.name
                 ))
@@ -174,7 +174,7 @@ impl Node {
     pub fn write_new_config(&self, vmid: u32, text: &str) -> Result<(), PveError> {
         let path = self.config_path(vmid);
         if path.exists() {
-            return Err(PveError::Invalid(format!(
+            return Err(PveError::Conflict(format!(
                 "unable to create VM {vmid}: config file already exists"
             )));
         }

@@ -9,6 +9,7 @@ use super::jobs::{BASE_TIMEOUT, MAX_ATTEMPTS, StepResult, is_link_failure, mark}
 use crate::HubState;
 use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
+use crate::db::states::ClassVmState;
 
 /// Makes `target` (a base on another node) a copy of the ready base `source`, with its
 /// images on `storage` there.
@@ -30,18 +31,26 @@ pub(super) async fn copy_base(
     if let Ok(Some(vm)) = state.db.vm(target.vmid).await
         && vm.template
     {
-        mark(state, class.id, target.vmid, "ready", "", false).await;
+        mark(state, class.id, target.vmid, ClassVmState::Ready, "", false).await;
         return Ok(());
     }
     state.registry.wait_for(&source.node, true).await;
     state.registry.wait_for(&target.node, true).await;
     match transfer(state, source, target, name, storage).await {
-        Ok(()) => mark(state, class.id, target.vmid, "ready", "", true).await,
+        Ok(()) => mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await,
         // Started again from the beginning when both nodes are back.
         Err(err) if is_link_failure(&err) => {}
         Err(err) => {
             let error = format!("copying the base to node {}: {err}", target.node);
-            mark(state, class.id, target.vmid, "failed", &error, true).await;
+            mark(
+                state,
+                class.id,
+                target.vmid,
+                ClassVmState::Failed,
+                &error,
+                true,
+            )
+            .await;
         }
     }
     Ok(())

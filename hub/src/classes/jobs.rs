@@ -19,9 +19,9 @@ use crate::HubState;
 use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::now_unix;
+use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState};
 
-/// Tries per VM before it is reported as failed.
-pub const MAX_ATTEMPTS: u32 = 3;
+pub use crate::db::classes::MAX_ATTEMPTS;
 /// The pause before trying to remove a VM again, times the attempts so far.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
 /// The longest a base copy may take.
@@ -136,24 +136,26 @@ async fn run_job(state: &HubState, id: i64) {
     let Some(class_id) = job.class_id else {
         let _ = state
             .db
-            .set_job_state(id, "failed", "the class is gone", now_unix())
+            .set_job_state(id, JobState::Failed, "the class is gone", now_unix())
             .await;
         return;
     };
-    let _ = state.db.set_job_state(id, "running", "", now_unix()).await;
+    let _ = state
+        .db
+        .set_job_state(id, JobState::Running, "", now_unix())
+        .await;
     state.jobs.announce(class_id);
-    let result = match job.kind.as_str() {
-        "deploy" => deploy(state, id, class_id).await,
-        "delete" => delete(state, class_id).await,
-        "shrink" => shrink(state, class_id).await,
-        "recycle" => recycle(state, id, class_id).await,
-        other => Err(format!("unknown job kind {other}")),
+    let result = match job.kind {
+        JobKind::Deploy => deploy(state, id, class_id).await,
+        JobKind::Delete => delete(state, class_id).await,
+        JobKind::Shrink => shrink(state, class_id).await,
+        JobKind::Recycle => recycle(state, id, class_id).await,
     };
     let (job_state, message) = match result {
-        Ok(message) => ("done", message),
-        Err(message) => ("failed", message),
+        Ok(message) => (JobState::Done, message),
+        Err(message) => (JobState::Failed, message),
     };
-    tracing::info!(job = id, class = class_id, state = job_state, %message, "job ended");
+    tracing::info!(job = id, class = class_id, state = %job_state, %message, "job ended");
     if let Err(err) = state
         .db
         .set_job_state(id, job_state, &message, now_unix())
@@ -181,15 +183,15 @@ fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
     let mut students = 0;
     let primary_base = vms
         .iter()
-        .filter(|vm| vm.kind == "base")
+        .filter(|vm| vm.kind == ClassVmKind::Base)
         .map(|vm| vm.vmid)
         .min();
     vms.iter()
         .map(|vm| {
-            let name = match vm.kind.as_str() {
-                "base" if Some(vm.vmid) == primary_base => format!("{stem}-base"),
-                "base" => format!("{stem}-base-{}", vm.node),
-                "teacher" => format!("{stem}-teacher"),
+            let name = match vm.kind {
+                ClassVmKind::Base if Some(vm.vmid) == primary_base => format!("{stem}-base"),
+                ClassVmKind::Base => format!("{stem}-base-{}", vm.node),
+                ClassVmKind::Teacher => format!("{stem}-teacher"),
                 _ => {
                     students += 1;
                     format!("{stem}-s{students:02}")
@@ -212,7 +214,7 @@ async fn class_row(state: &HubState, class_id: i64) -> StepResult<ClassRow> {
 async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String> {
     loop {
         let class = class_row(state, class_id).await?;
-        if class.state != "active" {
+        if class.state != ClassState::Active {
             return Ok("stopped: the class is being deleted".into());
         }
         let vms = state
@@ -223,15 +225,18 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
         let names = vm_names(&class, &vms);
         // The first base is made from the template on its node; nodes that cannot reach its
         // disks get copies of their own.
-        let bases: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.kind == "base").collect();
+        let bases: Vec<&ClassVmRow> = vms
+            .iter()
+            .filter(|vm| vm.kind == ClassVmKind::Base)
+            .collect();
         let primary = bases.iter().min_by_key(|vm| vm.vmid).copied();
         if let Some(template) = class.template_vmid {
             let primary = primary.ok_or("the class has no base")?;
-            if primary.state != "ready" {
+            if primary.state != ClassVmState::Ready {
                 make_base(state, job, &class, primary, &names[&primary.vmid]).await?;
                 continue;
             }
-            if let Some(copy) = bases.iter().find(|vm| vm.state != "ready") {
+            if let Some(copy) = bases.iter().find(|vm| vm.state != ClassVmState::Ready) {
                 let storage = template_storage(state, template).await?;
                 let name = &names[&copy.vmid];
                 copy::copy_base(state, &class, primary, copy, name, &storage).await?;
@@ -240,9 +245,10 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
         }
         let todo: Vec<&ClassVmRow> = vms
             .iter()
-            .filter(|vm| vm.kind != "base")
+            .filter(|vm| vm.kind != ClassVmKind::Base)
             .filter(|vm| {
-                vm.state == "planned" || (vm.state == "failed" && vm.attempts < MAX_ATTEMPTS)
+                vm.state == ClassVmState::Planned
+                    || (vm.state == ClassVmState::Failed && vm.attempts < MAX_ATTEMPTS)
             })
             .collect();
         if todo.is_empty() {
@@ -286,16 +292,16 @@ async fn plugin_steps(
     let mut students = 0;
     let facts = vms
         .iter()
-        .filter(|vm| vm.kind != "base")
+        .filter(|vm| vm.kind != ClassVmKind::Base)
         .map(|vm| {
-            let index = if vm.kind == "teacher" {
+            let index = if vm.kind == ClassVmKind::Teacher {
                 0
             } else {
                 students += 1;
                 students
             };
             let facts = PluginVm {
-                kind: vm.kind.clone(),
+                kind: vm.kind.to_string(),
                 index,
                 student: vm.assignee.clone(),
             };
@@ -356,7 +362,7 @@ async fn create_batch(
             .call_with(node, &request, &op_id, CLONE_TIMEOUT, |_| {})
             .await
         {
-            Ok(_) => mark(state, class.id, target.vmid, "ready", "", true).await,
+            Ok(_) => mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await,
             // The VM stays planned; the next round, with the node back, tries again.
             Err(err) if is_link_failure(&err) => return,
             Err(err) => {
@@ -364,7 +370,7 @@ async fn create_batch(
                     state,
                     class.id,
                     target.vmid,
-                    "failed",
+                    ClassVmState::Failed,
                     &err.to_string(),
                     true,
                 )
@@ -389,7 +395,7 @@ async fn make_base(
     if let Ok(Some(vm)) = state.db.vm(base.vmid).await
         && vm.template
     {
-        mark(state, class.id, base.vmid, "ready", "", false).await;
+        mark(state, class.id, base.vmid, ClassVmState::Ready, "", false).await;
         return Ok(());
     }
     state.registry.wait_for(&base.node, true).await;
@@ -405,9 +411,19 @@ async fn make_base(
         .call_with(&base.node, &request, &op_id, BASE_TIMEOUT, |_| {})
         .await
     {
-        Ok(_) => mark(state, class.id, base.vmid, "ready", "", true).await,
+        Ok(_) => mark(state, class.id, base.vmid, ClassVmState::Ready, "", true).await,
         Err(err) if is_link_failure(&err) => {}
-        Err(err) => mark(state, class.id, base.vmid, "failed", &err.to_string(), true).await,
+        Err(err) => {
+            mark(
+                state,
+                class.id,
+                base.vmid,
+                ClassVmState::Failed,
+                &err.to_string(),
+                true,
+            )
+            .await
+        }
     }
     Ok(())
 }
@@ -424,7 +440,7 @@ pub(super) async fn mark(
     state: &HubState,
     class_id: i64,
     vmid: u32,
-    to: &str,
+    to: ClassVmState,
     error: &str,
     attempt: bool,
 ) {
@@ -469,8 +485,18 @@ async fn clone_batch(
     let record = async {
         while let Some(outcome) = reported.recv().await {
             match outcome.error {
-                None => mark(state, class_id, outcome.vmid, "ready", "", true).await,
-                Some(error) => mark(state, class_id, outcome.vmid, "failed", &error, true).await,
+                None => mark(state, class_id, outcome.vmid, ClassVmState::Ready, "", true).await,
+                Some(error) => {
+                    mark(
+                        state,
+                        class_id,
+                        outcome.vmid,
+                        ClassVmState::Failed,
+                        &error,
+                        true,
+                    )
+                    .await
+                }
             }
         }
     };
@@ -479,11 +505,19 @@ async fn clone_batch(
         Ok(reply) => {
             // Outcomes the progress stream may not have carried.
             for vmid in reply.created {
-                mark(state, class_id, vmid, "ready", "", false).await;
+                mark(state, class_id, vmid, ClassVmState::Ready, "", false).await;
             }
             for failed in reply.failed {
                 let error = failed.error.unwrap_or_default();
-                mark(state, class_id, failed.vmid, "failed", &error, false).await;
+                mark(
+                    state,
+                    class_id,
+                    failed.vmid,
+                    ClassVmState::Failed,
+                    &error,
+                    false,
+                )
+                .await;
             }
         }
         Err(err) if is_link_failure(&err) => {
@@ -491,7 +525,15 @@ async fn clone_batch(
         }
         Err(err) => {
             for vmid in request.vms.iter().map(|target| target.vmid) {
-                mark(state, class_id, vmid, "failed", &err.to_string(), true).await;
+                mark(
+                    state,
+                    class_id,
+                    vmid,
+                    ClassVmState::Failed,
+                    &err.to_string(),
+                    true,
+                )
+                .await;
             }
         }
     }
@@ -503,7 +545,7 @@ async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> S
     // working one now or when capacity is added.
     for vm in vms
         .iter()
-        .filter(|vm| vm.state == "failed" && vm.assignee.is_some())
+        .filter(|vm| vm.state == ClassVmState::Failed && vm.assignee.is_some())
     {
         state
             .db
@@ -514,10 +556,13 @@ async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> S
     super::serve_waitlist(state, class_id)
         .await
         .map_err(|err| err.to_string())?;
-    let wanted: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.kind != "base").collect();
+    let wanted: Vec<&ClassVmRow> = vms
+        .iter()
+        .filter(|vm| vm.kind != ClassVmKind::Base)
+        .collect();
     let failed: Vec<String> = wanted
         .iter()
-        .filter(|vm| vm.state == "failed")
+        .filter(|vm| vm.state == ClassVmState::Failed)
         .map(|vm| format!("VM {}: {}", vm.vmid, vm.error))
         .collect();
     let ready = wanted.len() - failed.len();
@@ -539,7 +584,7 @@ async fn delete(state: &HubState, class_id: i64) -> StepResult<String> {
         .await
         .map_err(|err| err.to_string())?;
     let (bases, clones): (Vec<&ClassVmRow>, Vec<&ClassVmRow>) =
-        vms.iter().partition(|vm| vm.kind == "base");
+        vms.iter().partition(|vm| vm.kind == ClassVmKind::Base);
     let mut by_node: BTreeMap<&str, Vec<&ClassVmRow>> = BTreeMap::new();
     for vm in &clones {
         by_node.entry(&vm.node).or_default().push(vm);
@@ -571,7 +616,10 @@ async fn shrink(state: &HubState, class_id: i64) -> StepResult<String> {
         .class_vms(class_id)
         .await
         .map_err(|err| err.to_string())?;
-    let doomed: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.state == "removing").collect();
+    let doomed: Vec<&ClassVmRow> = vms
+        .iter()
+        .filter(|vm| vm.state == ClassVmState::Removing)
+        .collect();
     for vm in &doomed {
         destroy(state, class_id, vm).await?;
     }
@@ -588,7 +636,10 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
         .class_vms(class_id)
         .await
         .map_err(|err| err.to_string())?;
-    let used: Vec<&ClassVmRow> = vms.iter().filter(|vm| vm.state == "recycling").collect();
+    let used: Vec<&ClassVmRow> = vms
+        .iter()
+        .filter(|vm| vm.state == ClassVmState::Recycling)
+        .collect();
     let mut remade = 0;
     for vm in &used {
         let fresh = if class.template_vmid.is_some() {
@@ -618,14 +669,24 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
             destroyed
         };
         match (fresh, class.template_vmid) {
-            (Ok(()), Some(_)) => mark(state, class_id, vm.vmid, "ready", "", false).await,
+            (Ok(()), Some(_)) => {
+                mark(state, class_id, vm.vmid, ClassVmState::Ready, "", false).await
+            }
             (Ok(()), None) => {
-                mark(state, class_id, vm.vmid, "planned", "", false).await;
+                mark(state, class_id, vm.vmid, ClassVmState::Planned, "", false).await;
                 remade += 1;
             }
             (Err(err), _) => {
                 let error = format!("not reset for its next student: {err}");
-                mark(state, class_id, vm.vmid, "recycling", &error, false).await;
+                mark(
+                    state,
+                    class_id,
+                    vm.vmid,
+                    ClassVmState::Recycling,
+                    &error,
+                    false,
+                )
+                .await;
                 return Err(format!("VM {} {error}", vm.vmid));
             }
         }
@@ -656,10 +717,10 @@ async fn call_when_online<R: proxlab_protocol::Request>(
 }
 
 async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
-    mark(state, class_id, vm.vmid, "removing", "", false).await;
+    mark(state, class_id, vm.vmid, ClassVmState::Removing, "", false).await;
     let request = VmDestroy {
         vmid: vm.vmid,
-        allow_template: vm.kind == "base",
+        allow_template: vm.kind == ClassVmKind::Base,
         identity: vm.identity.clone(),
     };
     let mut attempts = 0;

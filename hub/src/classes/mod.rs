@@ -13,10 +13,11 @@ use std::time::Duration;
 
 use crate::HubState;
 use crate::audit::{self, Outcome};
-use crate::auth::Viewer;
 use crate::db::classes::{ClassRow, ClassVmRow, JoinOutcome, NewClass};
+use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind};
 use crate::db::{DbError, now_unix};
 use crate::secrets::hash_secret;
+use crate::viewer::Viewer;
 use placement::Candidate;
 
 /// Where class VMs get their VMIDs, cluster-wide.
@@ -116,7 +117,7 @@ pub struct ClassProgress {
     pub job_state: Option<String>,
     pub job_message: Option<String>,
     /// Each VM's deployment state, by VMID.
-    pub vms: Vec<(u32, String)>,
+    pub vms: Vec<(u32, ClassVmState)>,
     /// What the deployment is doing now, in words; `None` when nothing is under way.
     pub stage: Option<String>,
     /// How far each node is, by node name.
@@ -137,8 +138,12 @@ pub struct NodeProgress {
 /// the template's node), then copied to the other nodes, then every node makes its clones.
 fn deployment_stage(rows: &[ClassVmRow]) -> Option<String> {
     let (bases, clones): (Vec<&ClassVmRow>, Vec<&ClassVmRow>) =
-        rows.iter().partition(|vm| vm.kind == "base");
-    let waiting = |vms: &[&ClassVmRow]| vms.iter().filter(|vm| vm.state == "planned").count();
+        rows.iter().partition(|vm| vm.kind == ClassVmKind::Base);
+    let waiting = |vms: &[&ClassVmRow]| {
+        vms.iter()
+            .filter(|vm| vm.state == ClassVmState::Planned)
+            .count()
+    };
     let (bases_waiting, clones_waiting) = (waiting(&bases), waiting(&clones));
     if bases_waiting > 0 && bases_waiting == bases.len() {
         Some("Making the class base from the template".into())
@@ -163,11 +168,11 @@ fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
             ready: 0,
             total: 0,
         });
-        if vm.kind == "base" {
-            entry.base_ready = vm.state == "ready";
+        if vm.kind == ClassVmKind::Base {
+            entry.base_ready = vm.state == ClassVmState::Ready;
         } else {
             entry.total += 1;
-            entry.ready += usize::from(vm.state == "ready");
+            entry.ready += usize::from(vm.state == ClassVmState::Ready);
         }
     }
     nodes.into_values().collect()
@@ -176,31 +181,68 @@ fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
 /// The deployment state of a class (the caller has checked who may see it).
 pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, ClassError> {
     let rows = state.db.class_vms(class_id).await?;
-    let clones: Vec<_> = rows.iter().filter(|vm| vm.kind != "base").collect();
+    let clones: Vec<_> = rows
+        .iter()
+        .filter(|vm| vm.kind != ClassVmKind::Base)
+        .collect();
     let jobs = state.db.class_jobs(class_id).await?;
     Ok(ClassProgress {
         class_id,
-        ready: clones.iter().filter(|vm| vm.state == "ready").count(),
-        failed: clones.iter().filter(|vm| vm.state == "failed").count(),
+        ready: clones
+            .iter()
+            .filter(|vm| vm.state == ClassVmState::Ready)
+            .count(),
+        failed: clones
+            .iter()
+            .filter(|vm| vm.state == ClassVmState::Failed)
+            .count(),
         total: clones.len(),
         job_state: jobs
             .first()
             .map(|job| format!("{} {}", job.kind, job.state)),
         job_message: jobs.first().map(|job| job.message.clone()),
-        vms: clones
-            .iter()
-            .map(|vm| (vm.vmid, vm.state.clone()))
-            .collect(),
+        vms: clones.iter().map(|vm| (vm.vmid, vm.state)).collect(),
         stage: deployment_stage(&rows),
         nodes: node_progress(&rows),
     })
+}
+
+/// Sets the plugins a class runs (beyond those enabled for every class), in order.
+pub async fn choose_plugins(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    ids: &[String],
+) -> Result<(), ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let mut seen: Vec<&String> = Vec::new();
+    for id in ids {
+        if seen.contains(&id) {
+            return Err(ClassError::Invalid(format!("plugin {id} is listed twice")));
+        }
+        if state.db.plugin(id).await?.is_none() {
+            return Err(ClassError::Invalid(format!("there is no plugin {id}")));
+        }
+        seen.push(id);
+    }
+    state.db.set_class_plugins(class_id, ids).await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.plugins",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        &ids.join(", "),
+    )
+    .await;
+    Ok(())
 }
 
 /// Stores a job for a class, audits what started it, and wakes the runner.
 async fn start_job(
     state: &HubState,
     viewer: &Viewer,
-    kind: &str,
+    kind: JobKind,
     class_id: i64,
     action: &str,
     detail: &str,
@@ -295,12 +337,12 @@ async fn base_copies(
     template: &crate::db::inventory::VmRow,
     nodes: impl IntoIterator<Item = &String>,
     existing: &[String],
-) -> Result<Vec<(String, String)>, ClassError> {
-    let mut copies: Vec<(String, String)> = Vec::new();
+) -> Result<Vec<(ClassVmKind, String)>, ClassError> {
+    let mut copies: Vec<(ClassVmKind, String)> = Vec::new();
     for node in nodes {
         let planned = copies.iter().any(|(_, planned)| planned == node);
         if !planned && !existing.contains(node) && needs_own_base(state, template, node).await? {
-            copies.push(("base".to_owned(), node.clone()));
+            copies.push((ClassVmKind::Base, node.clone()));
         }
     }
     Ok(copies)
@@ -479,14 +521,18 @@ pub async fn create_class(
         .await?;
     let mut plan = match &template {
         Some(template) => {
-            let mut bases = vec![("base".to_owned(), template.node.clone())];
+            let mut bases = vec![(ClassVmKind::Base, template.node.clone())];
             bases.extend(base_copies(state, template, &placement, &[]).await?);
             bases
         }
         None => Vec::new(),
     };
     for (index, node) in placement.into_iter().enumerate() {
-        let kind = if index == 0 { "teacher" } else { "student" };
+        let kind = if index == 0 {
+            ClassVmKind::Teacher
+        } else {
+            ClassVmKind::Student
+        };
         plan.push((kind.to_owned(), node));
     }
     let reserved = state
@@ -495,7 +541,7 @@ pub async fn create_class(
         .await;
     let chosen = match reserved {
         Ok(_) if request.plugins.is_empty() => Ok(()),
-        Ok(_) => crate::plugins::choose_for_class(state, viewer, class_id, &request.plugins).await,
+        Ok(_) => choose_plugins(state, viewer, class_id, &request.plugins).await,
         Err(err) => Err(err.into()),
     };
     if let Err(err) = chosen {
@@ -505,7 +551,7 @@ pub async fn create_class(
     let job = start_job(
         state,
         viewer,
-        "deploy",
+        JobKind::Deploy,
         class_id,
         "class.create",
         &format!(
@@ -561,7 +607,7 @@ pub async fn add_capacity(
                 .class_vms(class_id)
                 .await?
                 .into_iter()
-                .filter(|vm| vm.kind == "base")
+                .filter(|vm| vm.kind == ClassVmKind::Base)
                 .map(|vm| vm.node)
                 .collect();
             base_copies(state, template, &placement, &bases).await?
@@ -571,7 +617,7 @@ pub async fn add_capacity(
     plan.extend(
         placement
             .into_iter()
-            .map(|node| ("student".to_owned(), node)),
+            .map(|node| (ClassVmKind::Student, node)),
     );
     if !state
         .db
@@ -596,7 +642,7 @@ pub async fn add_capacity(
     let job = start_job(
         state,
         viewer,
-        "deploy",
+        JobKind::Deploy,
         class_id,
         "class.capacity",
         &format!("+{more} VMs"),
@@ -612,8 +658,11 @@ pub async fn delete_class(
     class_id: i64,
 ) -> Result<i64, ClassError> {
     owned_class(state, viewer, class_id).await?;
-    state.db.set_class_state(class_id, "deleting").await?;
-    let job = start_job(state, viewer, "delete", class_id, "class.delete", "").await?;
+    state
+        .db
+        .set_class_state(class_id, ClassState::Deleting)
+        .await?;
+    let job = start_job(state, viewer, JobKind::Delete, class_id, "class.delete", "").await?;
     Ok(job)
 }
 
@@ -631,13 +680,13 @@ pub async fn remove_vms(
     for vmid in vmids {
         let row = rows
             .iter()
-            .find(|vm| vm.vmid == *vmid && vm.kind == "student")
+            .find(|vm| vm.vmid == *vmid && vm.kind == ClassVmKind::Student)
             .ok_or_else(|| {
                 ClassError::Invalid(format!("VM {vmid} is not a student VM of this class"))
             })?;
         state
             .db
-            .set_class_vm_state(row.vmid, "removing", "", false, now_unix())
+            .set_class_vm_state(row.vmid, ClassVmState::Removing, "", false, now_unix())
             .await?;
         state.db.unassign_vm(row.vmid).await?;
         removed += 1;
@@ -649,7 +698,7 @@ pub async fn remove_vms(
     let job = start_job(
         state,
         viewer,
-        "shrink",
+        JobKind::Shrink,
         class_id,
         "class.capacity",
         &format!("-{removed} VMs: {vmids:?}"),
@@ -748,7 +797,15 @@ pub async fn start_recycling(
     viewer: &Viewer,
     class_id: i64,
 ) -> Result<i64, ClassError> {
-    start_job(state, viewer, "recycle", class_id, "class.recycle", "").await
+    start_job(
+        state,
+        viewer,
+        JobKind::Recycle,
+        class_id,
+        "class.recycle",
+        "",
+    )
+    .await
 }
 
 /// Gives free VMs to waitlisted students, in join order.
@@ -817,7 +874,7 @@ pub async fn class_for_invite(state: &HubState, token: &str) -> Result<ClassRow,
         .db
         .class_by_invite(&hash_secret(token))
         .await?
-        .filter(|class| class.state == "active")
+        .filter(|class| class.state == ClassState::Active)
         .ok_or_else(|| ClassError::Invalid("this invite link is not valid (any more)".into()))?;
     if class.invite_expires_at.is_some_and(|at| at <= now_unix()) {
         return Err(ClassError::Invalid("this invite link has expired".into()));
@@ -949,9 +1006,9 @@ mod tests {
         ClassVmRow {
             vmid,
             class_id: 1,
-            kind: kind.into(),
+            kind: ClassVmKind::parse(kind).unwrap(),
             node: node.into(),
-            state: state.into(),
+            state: ClassVmState::parse(state).unwrap(),
             attempts: 0,
             error: String::new(),
             assignee: None,
@@ -973,13 +1030,13 @@ mod tests {
             stage(&rows).as_deref(),
             Some("Making the class base from the template")
         );
-        rows[0].state = "ready".into();
+        rows[0].state = ClassVmState::Ready;
         assert_eq!(
             stage(&rows).as_deref(),
             Some("Copying the base to 1 more node")
         );
-        rows[1].state = "ready".into();
-        rows[2].state = "ready".into();
+        rows[1].state = ClassVmState::Ready;
+        rows[2].state = ClassVmState::Ready;
         assert_eq!(stage(&rows).as_deref(), Some("Making VMs: 2 to go"));
         let nodes = node_progress(&rows);
         assert_eq!(
@@ -999,8 +1056,8 @@ mod tests {
                 },
             ]
         );
-        rows[3].state = "ready".into();
-        rows[4].state = "failed".into();
+        rows[3].state = ClassVmState::Ready;
+        rows[4].state = ClassVmState::Failed;
         assert_eq!(stage(&rows), None, "a failed VM is not waited for");
     }
 

@@ -4,9 +4,10 @@
 
 use crate::HubState;
 use crate::access::VmAction;
-use crate::auth::Viewer;
 use crate::db::now_unix;
+use crate::db::states::{ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
+use crate::viewer::Viewer;
 use crate::vms;
 
 use super::{ClassError, owned_class};
@@ -41,7 +42,7 @@ pub async fn run_bulk(
         .class_vms(class_id)
         .await?
         .into_iter()
-        .filter(|vm| vm.kind != "base" && vm.state == "ready")
+        .filter(|vm| vm.kind != ClassVmKind::Base && vm.state == ClassVmState::Ready)
         .map(|vm| vm.vmid)
         .filter(|vmid| match selection {
             Selection::All => true,

@@ -4,6 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
+use super::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState, column};
 use super::{Backend, Db, DbError};
 
 /// A class as stored.
@@ -23,8 +24,7 @@ pub struct ClassRow {
     pub pinned_node: Option<String>,
     /// Student VMs wanted.
     pub seats: u32,
-    /// `active` or `deleting`.
-    pub state: String,
+    pub state: ClassState,
     pub invite_expires_at: Option<i64>,
     pub invite_seat_limit: Option<u32>,
     pub has_invite: bool,
@@ -65,11 +65,9 @@ pub struct NewClass {
 pub struct ClassVmRow {
     pub vmid: u32,
     pub class_id: i64,
-    /// `base`, `teacher` or `student`.
-    pub kind: String,
+    pub kind: ClassVmKind,
     pub node: String,
-    /// `planned`, `ready`, `failed`, `removing` or `recycling`.
-    pub state: String,
+    pub state: ClassVmState,
     pub attempts: u32,
     pub error: String,
     pub assignee: Option<String>,
@@ -81,12 +79,10 @@ pub struct ClassVmRow {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRow {
     pub id: i64,
-    /// `deploy` or `delete`.
-    pub kind: String,
+    pub kind: JobKind,
     pub class_id: Option<i64>,
     pub created_by: Option<i64>,
-    /// `pending`, `running`, `done` or `failed`.
-    pub state: String,
+    pub state: JobState,
     pub created_at: i64,
     pub updated_at: i64,
     pub message: String,
@@ -100,6 +96,9 @@ pub enum JoinOutcome {
     /// Enrolled; no free VM yet.
     Waitlisted,
 }
+
+/// Tries per VM before it is reported as failed.
+pub const MAX_ATTEMPTS: u32 = 3;
 
 const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory_mib, disk_gib, \
      bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at";
@@ -123,7 +122,7 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
         storage: row.try_get("storage")?,
         pinned_node: row.try_get("pinned_node")?,
         seats: row.try_get::<i64, _>("seats")? as u32,
-        state: row.try_get("state")?,
+        state: column(row, "state", ClassState::parse)?,
         invite_expires_at: row.try_get("invite_expires_at")?,
         invite_seat_limit: opt_u32(row, "invite_seat_limit")?,
         has_invite: row.try_get::<Option<String>, _>("invite_hash")?.is_some(),
@@ -136,9 +135,9 @@ fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
     Ok(ClassVmRow {
         vmid: row.try_get::<i64, _>("vmid")? as u32,
         class_id: row.try_get("class_id")?,
-        kind: row.try_get("kind")?,
+        kind: column(row, "kind", ClassVmKind::parse)?,
         node: row.try_get("node")?,
-        state: row.try_get("state")?,
+        state: column(row, "state", ClassVmState::parse)?,
         attempts: row.try_get::<i64, _>("attempts")? as u32,
         error: row.try_get("error")?,
         assignee: row.try_get("assignee")?,
@@ -149,10 +148,10 @@ fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
 fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
         id: row.try_get("id")?,
-        kind: row.try_get("kind")?,
+        kind: column(row, "kind", JobKind::parse)?,
         class_id: row.try_get("class_id")?,
         created_by: row.try_get("created_by")?,
-        state: row.try_get("state")?,
+        state: column(row, "state", JobState::parse)?,
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         message: row.try_get("message")?,
@@ -287,9 +286,9 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
-    pub async fn set_class_state(&self, class_id: i64, state: &str) -> Result<(), DbError> {
+    pub async fn set_class_state(&self, class_id: i64, state: ClassState) -> Result<(), DbError> {
         sqlx::query("UPDATE classes SET state = $1 WHERE id = $2")
-            .bind(state)
+            .bind(state.as_str())
             .bind(class_id)
             .execute(self.pool())
             .await?;
@@ -365,7 +364,7 @@ impl Db {
     pub async fn reserve_vmids(
         &self,
         class_id: i64,
-        plan: &[(String, String)],
+        plan: &[(ClassVmKind, String)],
         range: std::ops::RangeInclusive<u32>,
         now: i64,
     ) -> Result<Vec<u32>, DbError> {
@@ -397,7 +396,7 @@ impl Db {
             )
             .bind(i64::from(*vmid))
             .bind(class_id)
-            .bind(kind)
+            .bind(kind.as_str())
             .bind(node)
             .bind(now)
             .execute(&mut *tx)
@@ -433,7 +432,7 @@ impl Db {
     pub async fn set_class_vm_state(
         &self,
         vmid: u32,
-        state: &str,
+        state: ClassVmState,
         error: &str,
         count_attempt: bool,
         now: i64,
@@ -442,7 +441,7 @@ impl Db {
             "UPDATE class_vms SET state = $1, error = $2, attempts = attempts + $3, updated_at = $4 \
              WHERE vmid = $5",
         )
-        .bind(state)
+        .bind(state.as_str())
         .bind(error)
         .bind(i64::from(count_attempt))
         .bind(now)
@@ -727,7 +726,7 @@ impl Db {
 
     pub async fn insert_job(
         &self,
-        kind: &str,
+        kind: JobKind,
         class_id: i64,
         created_by: Option<i64>,
         now: i64,
@@ -736,7 +735,7 @@ impl Db {
             "INSERT INTO jobs (kind, class_id, state, created_by, created_at, updated_at) \
              VALUES ($1, $2, 'pending', $3, $4, $4) RETURNING id",
         )
-        .bind(kind)
+        .bind(kind.as_str())
         .bind(class_id)
         .bind(created_by)
         .bind(now)
@@ -748,12 +747,12 @@ impl Db {
     pub async fn set_job_state(
         &self,
         id: i64,
-        state: &str,
+        state: JobState,
         message: &str,
         now: i64,
     ) -> Result<(), DbError> {
         sqlx::query("UPDATE jobs SET state = $1, message = $2, updated_at = $3 WHERE id = $4")
-            .bind(state)
+            .bind(state.as_str())
             .bind(message)
             .bind(now)
             .bind(id)

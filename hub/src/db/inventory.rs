@@ -307,7 +307,7 @@ async fn follow_identity(
     )
     .bind(vmid)
     .bind(identity)
-    .bind(i64::from(crate::classes::jobs::MAX_ATTEMPTS))
+    .bind(i64::from(super::classes::MAX_ATTEMPTS))
     .bind(now)
     .execute(&mut *conn)
     .await?;

@@ -14,6 +14,7 @@ pub mod nodes;
 pub mod plugins;
 pub mod sessions;
 pub mod settings;
+pub mod states;
 pub mod tasks;
 pub mod tokens;
 pub mod users;

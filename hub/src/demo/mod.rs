@@ -18,12 +18,13 @@ use serde::{Deserialize, Serialize};
 use crate::Hub;
 use crate::accounts::create_user;
 use crate::audit::Actor;
-use crate::auth::{Viewer, issue_api_token};
+use crate::auth::issue_api_token;
 use crate::config::HubConfig;
 use crate::db::users::Role;
 use crate::db::{Db, now_unix};
 use crate::open_db;
 use crate::tokens::create_join_token;
+use crate::viewer::Viewer;
 
 pub use cluster::DEMO_NODES;
 use cluster::{DemoCluster, RunningAgent};

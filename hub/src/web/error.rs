@@ -162,6 +162,12 @@ impl From<VmOpError> for AppError {
     }
 }
 
+impl From<super::render::RenderError> for AppError {
+    fn from(err: super::render::RenderError) -> Self {
+        AppError::Internal(err.into())
+    }
+}
+
 impl From<anyhow::Error> for AppError {
     fn from(err: anyhow::Error) -> Self {
         AppError::Internal(err)
@@ -272,7 +278,7 @@ where
         state: &S,
     ) -> Result<Option<Self>, ApiError> {
         let (parts, body) = request.into_parts();
-        let bytes = axum::body::to_bytes(body, super::identity::MAX_FORM_BYTES)
+        let bytes = axum::body::to_bytes(body, super::limits::MAX_FORM_BYTES)
             .await
             .map_err(|err| ApiError::from(AppError::BadRequest(err.to_string())))?;
         if bytes.iter().all(u8::is_ascii_whitespace) {

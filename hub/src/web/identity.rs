@@ -19,12 +19,11 @@ use axum::response::{IntoResponse, Response};
 
 use super::cookies;
 use super::error::{ApiError, AppError, PageError};
+use super::limits::MAX_FORM_BYTES;
 use crate::HubState;
-use crate::auth::{ActiveSession, Credential, Viewer};
+use crate::auth::{ActiveSession, Credential};
 use crate::secrets::secrets_equal;
-
-/// The largest form the portal accepts.
-pub(crate) const MAX_FORM_BYTES: usize = 64 * 1024;
+use crate::viewer::Viewer;
 
 /// The header that carries the CSRF token for scripts.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";

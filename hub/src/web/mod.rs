@@ -6,6 +6,7 @@
 mod cookies;
 mod error;
 mod identity;
+mod limits;
 mod render;
 mod routes;
 pub mod serve;
@@ -22,7 +23,7 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
 
-use identity::MAX_FORM_BYTES;
+use limits::MAX_FORM_BYTES;
 
 use crate::HubState;
 use crate::db::inventory::power_state_text;

@@ -8,7 +8,6 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::cookies;
-use super::error::AppError;
 use super::identity::CurrentUser;
 
 /// Every template, by name. Names end in `.html`, so Tera escapes everything by default.
@@ -167,19 +166,24 @@ pub(crate) struct Page {
     set_cookies: Vec<String>,
 }
 
+/// A template that could not be rendered (a bug: every template is compiled in tests).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct RenderError(String);
+
 impl Page {
     /// Renders `template` with the layout and the page's own data (as `page`).
     pub(crate) fn render<T: Serialize>(
         template: &str,
         layout: &Layout,
         page: &T,
-    ) -> Result<Self, AppError> {
+    ) -> Result<Self, RenderError> {
         let mut context = tera::Context::new();
         context.insert("layout", layout);
         context.insert("page", page);
         let html = TERA
             .render(template, &context)
-            .map_err(|err| AppError::Internal(anyhow::anyhow!("rendering {template}: {err:?}")))?;
+            .map_err(|err| RenderError(format!("rendering {template}: {err:?}")))?;
         Ok(Self {
             html,
             clear_flash: layout.flash.is_some(),

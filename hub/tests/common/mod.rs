@@ -12,7 +12,6 @@ pub mod web;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Once;
 use std::time::Duration;
 
 use proxlab_agent::identity::Identity;
@@ -47,39 +46,14 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
 
-/// A workspace binary, built if this test run did not build it already.
-fn workspace_bin(name: &str, once: &'static Once) -> PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target directory");
-    let bin = dir.join(name);
-    once.call_once(|| {
-        if !bin.exists() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let mut command = std::process::Command::new(cargo);
-            command.args(["build", "-p", name, "--bin", name]);
-            if dir.ends_with("release") {
-                command.arg("--release");
-            }
-            let status = command.status().expect("running cargo build");
-            assert!(status.success(), "building {name} failed");
-        }
-    });
-    bin
-}
-
-/// The `proxlab-agent` binary.
+/// The `proxlab-agent` binary, up to date.
 pub fn agent_bin() -> PathBuf {
-    static BUILD: Once = Once::new();
-    workspace_bin("proxlab-agent", &BUILD)
+    proxlab_testkit::workspace_bin("proxlab-agent")
 }
 
-/// The `pve-sim` binary.
+/// The `pve-sim` binary, up to date.
 pub fn sim_bin() -> PathBuf {
-    static BUILD: Once = Once::new();
-    workspace_bin("pve-sim", &BUILD)
+    proxlab_testkit::workspace_bin("pve-sim")
 }
 
 /// A hub under test.

@@ -36,7 +36,7 @@ fn for_user(user: &CurrentUser) -> impl Fn(AppError) -> ApiError + '_ {
 
 #[derive(Debug, Serialize)]
 struct SessionView {
-    user: crate::auth::Viewer,
+    user: crate::viewer::Viewer,
     /// Send as `X-CSRF-Token` with cookie-authenticated changes; empty for token clients.
     csrf_token: String,
 }

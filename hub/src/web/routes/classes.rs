@@ -17,6 +17,7 @@ use crate::classes::tasks::{self, Selection};
 use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JoinOutcome};
 use crate::db::inventory::VmFilter;
+use crate::db::states::{ClassState, ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{ClientAddr, CurrentUser, MaybeUser, RequireStaff};
@@ -30,7 +31,7 @@ struct ClassSummary {
     name: String,
     description: String,
     seats: u32,
-    state: String,
+    state: ClassState,
 }
 
 impl From<&ClassRow> for ClassSummary {
@@ -40,7 +41,7 @@ impl From<&ClassRow> for ClassSummary {
             name: class.name.clone(),
             description: class.description.clone(),
             seats: class.seats,
-            state: class.state.clone(),
+            state: class.state,
         }
     }
 }
@@ -168,9 +169,9 @@ async fn create(
 #[derive(Debug, Serialize)]
 struct ClassVmLine {
     vmid: u32,
-    kind: String,
+    kind: ClassVmKind,
     node: String,
-    deploy_state: String,
+    deploy_state: ClassVmState,
     error: String,
     assignee: Option<String>,
     /// The VM as the inventory shows it, once it exists.
@@ -287,9 +288,9 @@ async fn render_class(
         .iter()
         .map(|row| ClassVmLine {
             vmid: row.vmid,
-            kind: row.kind.clone(),
+            kind: row.kind,
             node: row.node.clone(),
-            deploy_state: row.state.clone(),
+            deploy_state: row.state,
             error: row.error.clone(),
             assignee: row.assignee.clone(),
             vm: inventory

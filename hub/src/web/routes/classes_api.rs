@@ -13,6 +13,7 @@ use crate::access::VmAction;
 use crate::classes::tasks::{self, Selection, TaskReport};
 use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JobRow, JoinOutcome};
+use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState};
 use crate::db::tasks::TaskResultRow;
 use crate::tokens::format_time;
 use crate::web::error::{ApiError, ApiJson, AppError};
@@ -42,7 +43,7 @@ pub(in crate::web) struct ClassView {
     pinned_node: Option<String>,
     cores: Option<u32>,
     memory_mib: Option<u64>,
-    state: String,
+    state: ClassState,
     invite_active: bool,
     invite_expires_at: Option<String>,
     invite_seat_limit: Option<u32>,
@@ -60,7 +61,7 @@ impl From<&ClassRow> for ClassView {
             pinned_node: class.pinned_node.clone(),
             cores: class.cores,
             memory_mib: class.memory_mib,
-            state: class.state.clone(),
+            state: class.state,
             invite_active: class.has_invite,
             invite_expires_at: class.invite_expires_at.map(format_time),
             invite_seat_limit: class.invite_seat_limit,
@@ -72,8 +73,8 @@ impl From<&ClassRow> for ClassView {
 #[derive(Debug, Serialize)]
 struct JobView {
     id: i64,
-    kind: String,
-    state: String,
+    kind: JobKind,
+    state: JobState,
     message: String,
     created_at: String,
     updated_at: String,
@@ -83,8 +84,8 @@ impl From<&JobRow> for JobView {
     fn from(job: &JobRow) -> Self {
         Self {
             id: job.id,
-            kind: job.kind.clone(),
-            state: job.state.clone(),
+            kind: job.kind,
+            state: job.state,
             message: job.message.clone(),
             created_at: format_time(job.created_at),
             updated_at: format_time(job.updated_at),
@@ -95,10 +96,10 @@ impl From<&JobRow> for JobView {
 #[derive(Debug, Serialize)]
 struct ClassVmView {
     vmid: u32,
-    kind: String,
+    kind: ClassVmKind,
     node: String,
-    /// Deployment: `planned`, `ready`, `failed`, `removing`.
-    state: String,
+    /// Deployment: `planned`, `ready`, `failed`, `removing` or `recycling`.
+    state: ClassVmState,
     attempts: u32,
     error: String,
     assignee: Option<String>,

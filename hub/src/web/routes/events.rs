@@ -24,10 +24,11 @@ use tokio::sync::{broadcast, mpsc};
 
 use crate::HubState;
 use crate::access;
-use crate::auth::{Credential, Viewer};
+use crate::auth::Credential;
 use crate::db::DbError;
 use crate::db::inventory::VmFilter;
 use crate::inventory::InventoryChange;
+use crate::viewer::Viewer;
 use crate::web::identity::CurrentUser;
 use crate::web::views::{NodeView, VmView};
 

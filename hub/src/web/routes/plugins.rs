@@ -129,7 +129,7 @@ async fn choose_for_class(
     Path(id): Path<i64>,
     ApiJson(choice): ApiJson<Choice>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    plugins::choose_for_class(&state, &user.viewer, id, &choice.plugins).await?;
+    crate::classes::choose_plugins(&state, &user.viewer, id, &choice.plugins).await?;
     Ok(Json(serde_json::json!({"plugins": choice.plugins})))
 }
 

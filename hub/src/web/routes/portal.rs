@@ -10,8 +10,8 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::access::{self, VmAction};
-use crate::auth::Viewer;
 use crate::db::inventory::{PageRange, VmFilter};
+use crate::viewer::Viewer;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};

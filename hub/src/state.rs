@@ -1,0 +1,43 @@
+//! What every part of the hub works with: the database, the agents, the configuration, the
+//! job queue and the authenticator, in one value the server start-up assembles.
+
+use anyhow::Result;
+use proxlab_link::pki::Fingerprint;
+use tokio::sync::watch;
+
+use crate::agents::AgentRegistry;
+use crate::config::HubConfig;
+use crate::db::{self, Db};
+use crate::{auth, classes, inventory, throttle};
+
+/// What request handlers share.
+pub struct HubState {
+    pub db: Db,
+    pub registry: AgentRegistry,
+    /// Announces stored inventory changes (for live pages).
+    pub inventory_changes: tokio::sync::broadcast::Sender<inventory::InventoryChange>,
+    pub ca_pin: Fingerprint,
+    pub config: HubConfig,
+    pub auth: auth::Authenticator,
+    /// Turns true when the hub stops, so long-lived responses (live updates) end.
+    pub stopping: watch::Receiver<bool>,
+    /// Runs class jobs and announces class changes.
+    pub jobs: classes::jobs::JobQueue,
+    /// Accounts created through invite links, per invite and per client address.
+    pub registrations: throttle::RateLimit,
+    /// What invite links are derived from.
+    pub invite_key: classes::invites::InviteKey,
+}
+
+impl HubState {
+    /// Revokes a node and disconnects its agent at once. Returns whether an active node was
+    /// revoked.
+    pub async fn revoke_node(&self, name: &str) -> Result<bool> {
+        let revoked = self.db.revoke_node(name, db::now_unix()).await?;
+        if revoked {
+            self.registry
+                .disconnect(name, proxlab_protocol::CloseCode::Revoked);
+        }
+        Ok(revoked)
+    }
+}
