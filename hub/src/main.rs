@@ -7,14 +7,14 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use proxlab_hub::accounts::create_user;
-use proxlab_hub::audit::{Actor, Outcome, record};
+use proxlab_hub::admin::{self, JoinTokenRequest};
+use proxlab_hub::audit::Actor;
 use proxlab_hub::auth::issue_api_token;
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
 use proxlab_hub::demo::{Demo, DemoOptions};
-use proxlab_hub::tokens::{create_join_token, format_time};
+use proxlab_hub::tokens::format_time;
 use proxlab_hub::viewer::Viewer;
 use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
 use serde::Serialize;
@@ -314,23 +314,19 @@ async fn open_existing(config: &HubConfig) -> Result<Db> {
 async fn token(config: HubConfig, action: TokenAction) -> Result<()> {
     match action {
         TokenAction::Create(args) => {
-            if let Some(name) = &args.node {
-                proxlab_protocol::names::validate_node_name(name).map_err(anyhow::Error::msg)?;
-            }
             let data_dir = prepare_data_dir(&config)?;
             let pki = pki_store::load_or_create(&data_dir)?;
             let db = open_db(&config).await?;
             let address = args
                 .hub_address
                 .unwrap_or_else(|| config.agent_facing_address());
-            let issued = create_join_token(
-                &db,
-                &pki.ca.fingerprint()?.to_string(),
-                &address,
-                args.ttl,
-                args.node.as_deref(),
-            )
-            .await?;
+            let request = JoinTokenRequest {
+                node: args.node.as_deref(),
+                ttl: args.ttl,
+                ca_pin: &pki.ca.fingerprint()?.to_string(),
+                hub_address: &address,
+            };
+            let issued = admin::issue_join_token(&db, Actor::Operator, request).await?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&issued)?);
             } else {
@@ -380,7 +376,7 @@ async fn token(config: HubConfig, action: TokenAction) -> Result<()> {
         }
         TokenAction::Revoke { id } => {
             let db = open_existing(&config).await?;
-            if !db.revoke_join_token(id, now_unix()).await? {
+            if !admin::revoke_join_token(&db, Actor::Operator, id).await? {
                 bail!("no unspent, unrevoked join token with id {id}");
             }
             println!("Join token {id} revoked.");
@@ -463,16 +459,8 @@ async fn user(config: &HubConfig, action: UserAction) -> Result<()> {
             } else {
                 None
             };
-            let generated = create_user(&db, &name, role, password.as_deref()).await?;
-            record(
-                &db,
-                Actor::Operator,
-                "user.create",
-                &format!("user:{name}"),
-                Outcome::Ok,
-                role.as_str(),
-            )
-            .await;
+            let generated =
+                admin::add_user(&db, Actor::Operator, &name, role, password.as_deref()).await?;
             println!("Added {} {name}.", role.as_str());
             if let Some(password) = generated {
                 println!("Password (shown once): {password}");
@@ -528,22 +516,10 @@ async fn vm(config: &HubConfig, action: VmAction) -> Result<()> {
 
 async fn revoke_node(config: &HubConfig, name: &str) -> Result<()> {
     let db = open_existing(config).await?;
-    if !db
-        .revoke_node(name, now_unix())
-        .await
-        .context("revoking the node")?
-    {
+    // A hub running elsewhere refuses the node's certificate from its next connection on.
+    if !admin::revoke_node(&db, None, Actor::Operator, name).await? {
         bail!("no active node named {name}");
     }
-    record(
-        &db,
-        Actor::Operator,
-        "node.revoke",
-        &format!("node:{name}"),
-        Outcome::Ok,
-        "",
-    )
-    .await;
     println!("Node {name} revoked. A running hub disconnects it at its next heartbeat.");
     Ok(())
 }

@@ -1,13 +1,12 @@
 //! What every part of the hub works with: the database, the agents, the configuration, the
 //! job queue and the authenticator, in one value the server start-up assembles.
 
-use anyhow::Result;
 use proxlab_link::pki::Fingerprint;
 use tokio::sync::watch;
 
 use crate::agents::AgentRegistry;
 use crate::config::HubConfig;
-use crate::db::{self, Db};
+use crate::db::Db;
 use crate::{auth, classes, inventory, throttle};
 
 /// What request handlers share.
@@ -27,17 +26,4 @@ pub struct HubState {
     pub registrations: throttle::RateLimit,
     /// What invite links are derived from.
     pub invite_key: classes::invites::InviteKey,
-}
-
-impl HubState {
-    /// Revokes a node and disconnects its agent at once. Returns whether an active node was
-    /// revoked.
-    pub async fn revoke_node(&self, name: &str) -> Result<bool> {
-        let revoked = self.db.revoke_node(name, db::now_unix()).await?;
-        if revoked {
-            self.registry
-                .disconnect(name, proxlab_protocol::CloseCode::Revoked);
-        }
-        Ok(revoked)
-    }
 }

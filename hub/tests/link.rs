@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{RawAgent, TestHub, within};
 use proxlab_agent::link::EXIT_REFUSED_BY_HUB;
+use proxlab_hub::admin;
 use proxlab_hub::agents::CallError;
+use proxlab_hub::audit::Actor;
 use proxlab_link::pki::{CertificateAuthority, generate_node_key_and_csr};
 use proxlab_protocol::requests::{NodeInfo, Ping};
 use proxlab_protocol::{CloseCode, ProtocolVersion};
@@ -205,7 +207,9 @@ async fn agent_is_back_within_five_seconds_of_a_hub_restart() {
 async fn revoked_agent_exits_instead_of_retrying() {
     let hub = TestHub::start().await;
     let mut agent = hub.online_agent("pve1").await;
-    assert!(hub.hub().state.revoke_node("pve1").await.unwrap());
+    let state = &hub.hub().state;
+    let revoked = admin::revoke_node(&state.db, Some(&state.registry), Actor::Operator, "pve1");
+    assert!(revoked.await.unwrap());
     let status = within("the revoked agent to exit", agent.wait())
         .await
         .unwrap();
@@ -495,7 +499,9 @@ async fn enrolling_an_active_name_twice_is_a_conflict_that_keeps_the_token() {
         "the token was spent: {tokens:?}"
     );
     // After revoking, the same token re-enrolls the name.
-    assert!(hub.hub().state.revoke_node("pve1").await.unwrap());
+    let state = &hub.hub().state;
+    let revoked = admin::revoke_node(&state.db, Some(&state.registry), Actor::Operator, "pve1");
+    assert!(revoked.await.unwrap());
     let output = hub.enroll_with("pve1b", &token.token, &token.ca_pin).await;
     assert!(output.status.success());
 }

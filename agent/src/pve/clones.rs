@@ -422,7 +422,8 @@ pub async fn clone_one(node: &Node, base: &Base, target: &CloneTarget) -> Result
             && let Err(err) = edit_cloned_config(node, edit, vmid).await
         {
             // Refused by a step: the VM `qm clone` made goes again, as an overlay would.
-            if let Err(cleanup) = node.qm(["destroy", &vmid.to_string(), "--purge"]).await {
+            let destroy = ["destroy", &vmid.to_string(), "--purge", "1"];
+            if let Err(cleanup) = node.qm(destroy).await {
                 tracing::warn!(vmid, %cleanup, "cannot remove a clone its steps refused");
             }
             return Err(err);

@@ -115,6 +115,18 @@ impl From<DbError> for AppError {
     }
 }
 
+impl From<crate::admin::AdminError> for AppError {
+    fn from(err: crate::admin::AdminError) -> Self {
+        use crate::admin::AdminError;
+        match err {
+            AdminError::Forbidden => AppError::Forbidden,
+            AdminError::Invalid(message) => AppError::BadRequest(message),
+            AdminError::NotFound(message) => AppError::NotFound(message),
+            AdminError::Db(err) => err.into(),
+        }
+    }
+}
+
 impl From<AccountError> for AppError {
     fn from(err: AccountError) -> Self {
         match err {

@@ -11,12 +11,11 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
-use crate::accounts::{self, AccountError};
-use crate::audit::{self, Outcome};
+use crate::admin::{self, AdminError, JoinTokenRequest, UserChange};
+use crate::audit::Actor;
 use crate::db::audit::{AuditFilter, AuditRow};
 use crate::db::users::Role;
-use crate::tokens::{IssuedToken, create_join_token, format_time};
-use crate::viewer::Viewer;
+use crate::tokens::{IssuedToken, format_time};
 use crate::web::cookies::percent_encode;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::RequireAdmin;
@@ -51,21 +50,8 @@ async fn revoke_node(
     RequireAdmin(user): RequireAdmin,
     Path(name): Path<String>,
 ) -> Result<Response, PageError> {
-    let revoked = state.revoke_node(&name).await?;
-    let outcome = if revoked {
-        Outcome::Ok
-    } else {
-        Outcome::Failed
-    };
-    audit::record(
-        &state.db,
-        Some(&user.viewer),
-        "node.revoke",
-        &format!("node:{name}"),
-        outcome,
-        "",
-    )
-    .await;
+    let actor = Actor::User(&user.viewer);
+    let revoked = admin::revoke_node(&state.db, Some(&state.registry), actor, &name).await?;
     Ok(if revoked {
         redirect_with_flash("/admin/nodes", "ok", &format!("Node {name} is revoked."))
     } else {
@@ -148,26 +134,13 @@ async fn create_token(
             AppError::BadRequest("choose a validity between 1 minute and 30 days".into())
         })?;
     let node = Some(form.node.trim()).filter(|node| !node.is_empty());
-    if let Some(node) = node {
-        proxlab_protocol::names::validate_node_name(node).map_err(AppError::BadRequest)?;
-    }
-    let issued = create_join_token(
-        &state.db,
-        &state.ca_pin.to_string(),
-        &state.config.agent_facing_address(),
-        ttl,
+    let request = JoinTokenRequest {
         node,
-    )
-    .await?;
-    audit::record(
-        &state.db,
-        Some(&user.viewer),
-        "join-token.create",
-        &format!("node:{}", node.unwrap_or("any")),
-        Outcome::Ok,
-        &format!("valid for {}", form.ttl.trim()),
-    )
-    .await;
+        ttl,
+        ca_pin: &state.ca_pin.to_string(),
+        hub_address: &state.config.agent_facing_address(),
+    };
+    let issued = admin::issue_join_token(&state.db, Actor::User(&user.viewer), request).await?;
     Ok(render_join_tokens(&state, &user, &headers, Some(issued))
         .await?
         .into_response())
@@ -178,24 +151,7 @@ async fn revoke_token(
     RequireAdmin(user): RequireAdmin,
     Path(id): Path<i64>,
 ) -> Result<Response, PageError> {
-    let revoked = state
-        .db
-        .revoke_join_token(id, crate::db::now_unix())
-        .await?;
-    let outcome = if revoked {
-        Outcome::Ok
-    } else {
-        Outcome::Failed
-    };
-    audit::record(
-        &state.db,
-        Some(&user.viewer),
-        "join-token.revoke",
-        &format!("join-token:{id}"),
-        outcome,
-        "",
-    )
-    .await;
+    let revoked = admin::revoke_join_token(&state.db, Actor::User(&user.viewer), id).await?;
     Ok(if revoked {
         redirect_with_flash(
             "/admin/join-tokens",
@@ -292,18 +248,8 @@ async fn create_user(
 ) -> Result<Response, PageError> {
     let role = parse_role(&form.role)?;
     let username = form.username.trim();
-    let target = format!("user:{username}");
-    match accounts::create_user(&state.db, username, role, None).await {
+    match admin::add_user(&state.db, Actor::User(&user.viewer), username, role, None).await {
         Ok(password) => {
-            audit::record(
-                &state.db,
-                Some(&user.viewer),
-                "user.create",
-                &target,
-                Outcome::Ok,
-                role.as_str(),
-            )
-            .await;
             let shown = password.map(|password| ShownPassword {
                 username: username.to_owned(),
                 password,
@@ -312,52 +258,10 @@ async fn create_user(
                 .await?
                 .into_response())
         }
-        Err(err) => {
-            audit::record(
-                &state.db,
-                Some(&user.viewer),
-                "user.create",
-                &target,
-                Outcome::Failed,
-                &err.to_string(),
-            )
-            .await;
-            Ok(redirect_with_flash(
-                "/admin/users",
-                "error",
-                &AppError::from(err).to_string(),
-            ))
+        Err(AdminError::Invalid(message)) => {
+            Ok(redirect_with_flash("/admin/users", "error", &message))
         }
-    }
-}
-
-/// What an admin can do to an existing user from the Users page.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum UserChange {
-    Role,
-    Disable,
-    Enable,
-    ResetPassword,
-}
-
-impl UserChange {
-    fn parse(text: &str) -> Option<Self> {
-        match text {
-            "role" => Some(UserChange::Role),
-            "disable" => Some(UserChange::Disable),
-            "enable" => Some(UserChange::Enable),
-            "reset-password" => Some(UserChange::ResetPassword),
-            _ => None,
-        }
-    }
-
-    fn audit_action(self) -> &'static str {
-        match self {
-            UserChange::Role => "user.role",
-            UserChange::Disable => "user.disable",
-            UserChange::Enable => "user.enable",
-            UserChange::ResetPassword => "user.reset-password",
-        }
+        Err(err) => Err(AppError::from(err).into()),
     }
 }
 
@@ -380,28 +284,8 @@ async fn change_user(
         .user_by_id(id)
         .await?
         .ok_or_else(|| AppError::NotFound("no such user".into()))?;
-    let target = format!("user:{}", target_user.username);
-    let result = apply_user_change(
-        &state,
-        &user.viewer,
-        &target_user,
-        change,
-        form.role.as_deref(),
-    )
-    .await;
-    let (outcome, detail) = match &result {
-        Ok(_) => (Outcome::Ok, String::new()),
-        Err(err) => (Outcome::Failed, err.to_string()),
-    };
-    audit::record(
-        &state.db,
-        Some(&user.viewer),
-        change.audit_action(),
-        &target,
-        outcome,
-        &detail,
-    )
-    .await;
+    let actor = Actor::User(&user.viewer);
+    let result = admin::change_user(&state.db, actor, id, change, form.role.as_deref()).await;
     match result {
         Ok(Some(password)) => Ok(render_users(
             &state,
@@ -427,38 +311,6 @@ async fn change_user(
     }
 }
 
-/// Applies a change; returns a new password to show once, if one was made.
-async fn apply_user_change(
-    state: &HubState,
-    admin: &Viewer,
-    target: &crate::db::users::UserRow,
-    change: UserChange,
-    role: Option<&str>,
-) -> Result<Option<String>, AccountError> {
-    if target.id == admin.id && change == UserChange::Disable {
-        return Err(AccountError::Invalid("you cannot disable yourself".into()));
-    }
-    match change {
-        UserChange::Role => {
-            let role: Role = role
-                .unwrap_or_default()
-                .parse()
-                .map_err(AccountError::Invalid)?;
-            accounts::change_role(&state.db, target.id, role).await?;
-            Ok(None)
-        }
-        UserChange::Disable => accounts::set_disabled(&state.db, target.id, true)
-            .await
-            .map(|()| None),
-        UserChange::Enable => accounts::set_disabled(&state.db, target.id, false)
-            .await
-            .map(|()| None),
-        UserChange::ResetPassword => accounts::reset_password(&state.db, target.id)
-            .await
-            .map(Some),
-    }
-}
-
 #[derive(Debug, Deserialize)]
 struct RegistrationForm {
     /// `on` or `off`.
@@ -471,22 +323,7 @@ async fn set_self_registration(
     Form(form): Form<RegistrationForm>,
 ) -> Result<Response, PageError> {
     let on = form.value == "on";
-    state
-        .db
-        .set_setting(
-            crate::db::settings::SELF_REGISTRATION,
-            if on { "on" } else { "off" },
-        )
-        .await?;
-    audit::record(
-        &state.db,
-        Some(&user.viewer),
-        "settings.self-registration",
-        "site",
-        Outcome::Ok,
-        if on { "on" } else { "off" },
-    )
-    .await;
+    admin::set_self_registration(&state.db, Actor::User(&user.viewer), on).await?;
     Ok(redirect_with_flash(
         "/admin/users",
         "ok",
