@@ -19,10 +19,10 @@ use std::collections::HashSet;
 use std::time::Instant;
 
 use common::{SimCluster, TestHub};
-use proxlab_hub::classes::{self, ClassRequest};
 use proxlab_hub::db::states::{ClassVmKind, ClassVmState};
 use proxlab_hub::db::users::Role;
-use proxlab_hub::viewer::Viewer;
+use proxlab_hub::domain::classes::{self, ClassRequest};
+use proxlab_hub::domain::viewer::Viewer;
 
 const TEMPLATE: u32 = 9000;
 const STUDENTS: u32 = 100;
@@ -56,9 +56,14 @@ async fn main() {
             .unwrap();
         assert!(status.success(), "qemu-io failed on {}", disk.display());
     }
-    proxlab_hub::accounts::create_user(&state.db, "tina", Role::Teacher, Some("a-long-password"))
-        .await
-        .unwrap();
+    proxlab_hub::domain::accounts::create_user(
+        &state.db,
+        "tina",
+        Role::Teacher,
+        Some("a-long-password"),
+    )
+    .await
+    .unwrap();
     let teacher = Viewer::from(&state.db.user_by_name("tina").await.unwrap().unwrap());
 
     let mut progress = state.jobs.subscribe();

@@ -8,14 +8,14 @@
 use std::time::{Duration, Instant};
 
 use proxlab_hub::Hub;
-use proxlab_hub::accounts::create_user;
-use proxlab_hub::audit::Actor;
-use proxlab_hub::auth::issue_api_token;
 use proxlab_hub::config::HubConfig;
 use proxlab_hub::db::now_unix;
 use proxlab_hub::db::users::Role;
+use proxlab_hub::domain::accounts::create_user;
+use proxlab_hub::domain::audit::Actor;
+use proxlab_hub::domain::auth::issue_api_token;
+use proxlab_hub::domain::viewer::Viewer;
 use proxlab_hub::secrets::hash_secret;
-use proxlab_hub::viewer::Viewer;
 use proxlab_protocol::inventory::{
     DiskInfo, Inventory, IpAddress, IpSource, NicInfo, PowerState, VmInfo,
 };

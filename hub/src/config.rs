@@ -7,8 +7,8 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::Deserialize;
 
-use crate::auth::SessionPolicy;
 use crate::client_addr::IpNet;
+use crate::domain::auth::SessionPolicy;
 use crate::paths::DEFAULT_DATA_DIR;
 
 /// The default config file of an installed hub.

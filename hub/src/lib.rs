@@ -1,28 +1,19 @@
 //! proxlab-hub: the centre of a proxlab site. Agents dial it over QUIC; it holds the
 //! database and serves HTTP.
 
-pub mod access;
-pub mod accounts;
-pub mod admin;
 pub mod agents;
-pub mod audit;
-pub mod auth;
-pub mod classes;
 pub mod client_addr;
 pub mod config;
 pub mod db;
 pub mod demo;
+pub mod domain;
 pub mod inventory;
 pub mod paths;
 pub mod pki_store;
-pub mod plugins;
 pub mod secrets;
 pub mod state;
 pub mod text;
 pub mod throttle;
-pub mod tokens;
-pub mod viewer;
-pub mod vms;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -35,6 +26,7 @@ use tokio::task::JoinHandle;
 use crate::agents::{AgentRegistry, AgentServer, LinkContext};
 use crate::config::HubConfig;
 use crate::db::Db;
+use crate::domain::{accounts, auth, classes, plugins};
 use crate::paths::DataDir;
 pub use crate::state::HubState;
 

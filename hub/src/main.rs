@@ -7,15 +7,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use proxlab_hub::admin::{self, JoinTokenRequest};
-use proxlab_hub::audit::Actor;
-use proxlab_hub::auth::issue_api_token;
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
 use proxlab_hub::demo::{Demo, DemoOptions};
-use proxlab_hub::tokens::format_time;
-use proxlab_hub::viewer::Viewer;
+use proxlab_hub::domain::admin::{self, JoinTokenRequest};
+use proxlab_hub::domain::audit::Actor;
+use proxlab_hub::domain::auth::issue_api_token;
+use proxlab_hub::domain::tokens::format_time;
+use proxlab_hub::domain::viewer::Viewer;
 use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
 use serde::Serialize;
 
@@ -506,7 +506,7 @@ async fn vm(config: &HubConfig, action: VmAction) -> Result<()> {
         VmAction::Assign { vmid, username } => (*vmid, Some(username.as_str())),
         VmAction::Unassign { vmid } => (*vmid, None),
     };
-    proxlab_hub::vms::assign_as_operator(&db, vmid, username).await?;
+    proxlab_hub::domain::vms::assign_as_operator(&db, vmid, username).await?;
     match username {
         Some(username) => println!("VM {vmid} is assigned to {username}."),
         None => println!("VM {vmid} is unassigned."),

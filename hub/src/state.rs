@@ -7,7 +7,8 @@ use tokio::sync::watch;
 use crate::agents::AgentRegistry;
 use crate::config::HubConfig;
 use crate::db::Db;
-use crate::{auth, classes, inventory, throttle};
+use crate::domain::{auth, classes};
+use crate::{inventory, throttle};
 
 /// What request handlers share.
 pub struct HubState {

@@ -7,9 +7,9 @@ use std::time::{Duration, Instant};
 
 use common::{RawAgent, TestHub, within};
 use proxlab_agent::link::EXIT_REFUSED_BY_HUB;
-use proxlab_hub::admin;
 use proxlab_hub::agents::CallError;
-use proxlab_hub::audit::Actor;
+use proxlab_hub::domain::admin;
+use proxlab_hub::domain::audit::Actor;
 use proxlab_link::pki::{CertificateAuthority, generate_node_key_and_csr};
 use proxlab_protocol::requests::{NodeInfo, Ping};
 use proxlab_protocol::{CloseCode, ProtocolVersion};

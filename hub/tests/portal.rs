@@ -7,10 +7,10 @@ mod common;
 use common::TestHub;
 use common::pg::{self, PgDatabase};
 use common::web::WebClient;
-use proxlab_hub::accounts::create_user;
 use proxlab_hub::db::now_unix;
 use proxlab_hub::db::states::{ClassState, ClassVmKind};
 use proxlab_hub::db::users::Role;
+use proxlab_hub::domain::accounts::create_user;
 use proxlab_hub::secrets::hash_secret;
 use proxlab_protocol::inventory::{
     DiskInfo, Inventory, IpAddress, IpSource, NicInfo, PowerState, VmInfo,
@@ -548,7 +548,7 @@ async fn changes_need_the_csrf_token_unless_a_bearer_token_is_used() {
         .state
         .auth
         .create_api_token(
-            &proxlab_hub::viewer::Viewer::from(
+            &proxlab_hub::domain::viewer::Viewer::from(
                 &site
                     .hub
                     .hub()
@@ -871,7 +871,7 @@ async fn password_changes_end_other_sessions_and_api_tokens() {
         .unwrap()
         .unwrap()
         .id;
-    proxlab_hub::accounts::reset_password(&site.hub.hub().state.db, bob_id)
+    proxlab_hub::domain::accounts::reset_password(&site.hub.hub().state.db, bob_id)
         .await
         .unwrap();
     assert_eq!(
@@ -1162,7 +1162,7 @@ async fn live_update_streams_end_with_the_session_token_or_account_and_follow_th
         .await
         .unwrap();
     by_token.ended().await;
-    proxlab_hub::accounts::set_disabled(db, bob_id, true)
+    proxlab_hub::domain::accounts::set_disabled(db, bob_id, true)
         .await
         .unwrap();
     by_session.ended().await;
@@ -1174,7 +1174,7 @@ async fn live_update_streams_end_with_the_session_token_or_account_and_follow_th
     let ada = WebClient::login(&site.hub.url(), "ada", ada_password).await;
     let mut stream = EventStream::open(&ada, "/api/v1/events").await;
     let ada_id = db.user_by_name("ada").await.unwrap().unwrap().id;
-    proxlab_hub::accounts::change_role(db, ada_id, Role::Student)
+    proxlab_hub::domain::accounts::change_role(db, ada_id, Role::Student)
         .await
         .unwrap();
     stream

@@ -369,8 +369,8 @@ async fn inventory_snapshots_deltas_and_metrics_are_stored() {
 
 #[tokio::test]
 async fn accounts_and_the_first_admin() {
-    use proxlab_hub::accounts::{create_user, ensure_admin, verify_password};
     use proxlab_hub::db::users::Role;
+    use proxlab_hub::domain::accounts::{create_user, ensure_admin, verify_password};
     for test_db in databases().await {
         let db = test_db.db.clone();
         let first = ensure_admin(&db)
@@ -400,7 +400,7 @@ async fn accounts_and_the_first_admin() {
         ));
         assert!(matches!(
             create_user(&db, "alice", Role::Student, Some("another-password")).await,
-            Err(proxlab_hub::accounts::AccountError::Db(
+            Err(proxlab_hub::domain::accounts::AccountError::Db(
                 proxlab_hub::db::DbError::Conflict(_)
             ))
         ));

@@ -16,15 +16,15 @@ use anyhow::{Context, Result, bail};
 use serde::{Deserialize, Serialize};
 
 use crate::Hub;
-use crate::accounts::create_user;
-use crate::audit::Actor;
-use crate::auth::issue_api_token;
 use crate::config::HubConfig;
 use crate::db::users::Role;
 use crate::db::{Db, now_unix};
+use crate::domain::accounts::create_user;
+use crate::domain::audit::Actor;
+use crate::domain::auth::issue_api_token;
+use crate::domain::tokens::create_join_token;
+use crate::domain::viewer::Viewer;
 use crate::open_db;
-use crate::tokens::create_join_token;
-use crate::viewer::Viewer;
 
 pub use cluster::DEMO_NODES;
 use cluster::{DemoCluster, RunningAgent};
@@ -81,7 +81,7 @@ async fn accounts(db: &Db, dir: &Path) -> Result<DemoFile> {
     }
     let mut users = Vec::new();
     for (username, role, vm) in ACCOUNTS {
-        let password = crate::accounts::generate_password();
+        let password = crate::domain::accounts::generate_password();
         create_user(db, username, *role, Some(&password))
             .await
             .with_context(|| format!("creating the demo account {username}"))?;

@@ -6,11 +6,11 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Redirect, Response};
 use serde_json::json;
 
-use crate::accounts::AccountError;
 use crate::agents::CallError;
-use crate::auth::LoginError;
 use crate::db::DbError;
-use crate::vms::VmOpError;
+use crate::domain::accounts::AccountError;
+use crate::domain::auth::LoginError;
+use crate::domain::vms::VmOpError;
 use proxlab_protocol::ErrorKind;
 
 /// What went wrong, as far as the client is concerned.
@@ -115,9 +115,9 @@ impl From<DbError> for AppError {
     }
 }
 
-impl From<crate::admin::AdminError> for AppError {
-    fn from(err: crate::admin::AdminError) -> Self {
-        use crate::admin::AdminError;
+impl From<crate::domain::admin::AdminError> for AppError {
+    fn from(err: crate::domain::admin::AdminError) -> Self {
+        use crate::domain::admin::AdminError;
         match err {
             AdminError::Forbidden => AppError::Forbidden,
             AdminError::Invalid(message) => AppError::BadRequest(message),

@@ -21,9 +21,9 @@ use super::cookies;
 use super::error::{ApiError, AppError, PageError};
 use super::limits::MAX_FORM_BYTES;
 use crate::HubState;
-use crate::auth::{ActiveSession, Credential};
+use crate::domain::auth::{ActiveSession, Credential};
+use crate::domain::viewer::Viewer;
 use crate::secrets::secrets_equal;
-use crate::viewer::Viewer;
 
 /// The header that carries the CSRF token for scripts.
 pub(crate) const CSRF_HEADER: &str = "x-csrf-token";

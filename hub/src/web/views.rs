@@ -3,10 +3,10 @@
 
 use serde::Serialize;
 
-use crate::access::{self, VmAction};
 use crate::db::inventory::VmRow;
 use crate::db::nodes::NodeOverview;
-use crate::tokens::format_time;
+use crate::domain::access::{self, VmAction};
+use crate::domain::tokens::format_time;
 
 /// An address of a VM and where it was learned.
 #[derive(Debug, Clone, Serialize)]

@@ -3,11 +3,11 @@
 
 use std::collections::HashSet;
 
-use proxlab_hub::accounts::create_user;
-use proxlab_hub::audit::Actor;
-use proxlab_hub::auth::issue_api_token;
 use proxlab_hub::db::users::Role;
-use proxlab_hub::viewer::Viewer;
+use proxlab_hub::domain::accounts::create_user;
+use proxlab_hub::domain::audit::Actor;
+use proxlab_hub::domain::auth::issue_api_token;
+use proxlab_hub::domain::viewer::Viewer;
 use serde_json::Value;
 
 use super::web::WebClient;

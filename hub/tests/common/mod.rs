@@ -19,7 +19,7 @@ use proxlab_agent::link::connect::{client_endpoint, dial};
 use proxlab_agent::paths::StateDir;
 use proxlab_hub::Hub;
 use proxlab_hub::config::HubConfig;
-use proxlab_hub::tokens::{IssuedToken, create_join_token};
+use proxlab_hub::domain::tokens::{IssuedToken, create_join_token};
 use proxlab_link::{read_frame, write_frame};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::{Hello, PROTOCOL_VERSION, ProtocolVersion, Welcome};

@@ -11,11 +11,11 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
-use crate::admin::{self, AdminError, JoinTokenRequest, UserChange};
-use crate::audit::Actor;
 use crate::db::audit::{AuditFilter, AuditRow};
 use crate::db::users::Role;
-use crate::tokens::{IssuedToken, format_time};
+use crate::domain::admin::{self, AdminError, JoinTokenRequest, UserChange};
+use crate::domain::audit::Actor;
+use crate::domain::tokens::{IssuedToken, format_time};
 use crate::web::cookies::percent_encode;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::RequireAdmin;

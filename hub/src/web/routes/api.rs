@@ -13,13 +13,14 @@ use axum::{Json, Router};
 use serde::Serialize;
 
 use super::portal::VmQuery;
-use crate::access::{self, VmAction};
+use crate::HubState;
 use crate::db::inventory::VmFilter;
+use crate::domain::access::{self, VmAction};
+use crate::domain::vms;
 use crate::web::error::{ApiError, AppError};
 use crate::web::identity::{CurrentUser, RequireAdmin, RequireStaff};
 use crate::web::parse_vmid;
 use crate::web::views::{NodeView, TemplateView, VmView};
-use crate::{HubState, vms};
 
 /// The OpenAPI description of this API.
 const OPENAPI: &str = include_str!("../../../openapi.json");
@@ -36,7 +37,7 @@ fn for_user(user: &CurrentUser) -> impl Fn(AppError) -> ApiError + '_ {
 
 #[derive(Debug, Serialize)]
 struct SessionView {
-    user: crate::viewer::Viewer,
+    user: crate::domain::viewer::Viewer,
     /// Send as `X-CSRF-Token` with cookie-authenticated changes; empty for token clients.
     csrf_token: String,
 }

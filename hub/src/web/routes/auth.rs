@@ -73,7 +73,7 @@ pub(in crate::web) fn anonymous_page<T: Serialize>(
 pub(in crate::web) fn with_session_cookie(
     state: &HubState,
     mut response: Response,
-    secret: &crate::auth::SessionSecret,
+    secret: &crate::domain::auth::SessionSecret,
 ) -> Response {
     let secure = state.config.secure_cookies();
     let lifetime = state.auth.policy().lifetime.as_secs();

@@ -12,18 +12,19 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
-use crate::access::VmAction;
-use crate::classes::tasks::{self, Selection};
-use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JoinOutcome};
 use crate::db::inventory::VmFilter;
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
+use crate::domain::access::VmAction;
+use crate::domain::classes::tasks::{self, Selection};
+use crate::domain::classes::{self, ClassError, ClassRequest};
+use crate::domain::tokens::format_time;
+use crate::domain::vms;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{ClientAddr, CurrentUser, MaybeUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
 use crate::web::views::{TemplateView, VmView};
-use crate::{tokens::format_time, vms};
 
 #[derive(Debug, Serialize)]
 struct ClassSummary {

@@ -9,13 +9,13 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
-use crate::access::VmAction;
-use crate::classes::tasks::{self, Selection, TaskReport};
-use crate::classes::{self, ClassError, ClassRequest};
 use crate::db::classes::{ClassRow, JobRow, JoinOutcome};
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState};
 use crate::db::tasks::TaskResultRow;
-use crate::tokens::format_time;
+use crate::domain::access::VmAction;
+use crate::domain::classes::tasks::{self, Selection, TaskReport};
+use crate::domain::classes::{self, ClassError, ClassRequest};
+use crate::domain::tokens::format_time;
 use crate::web::error::{ApiError, ApiJson, AppError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 

@@ -23,12 +23,12 @@ use serde::Serialize;
 use tokio::sync::{broadcast, mpsc};
 
 use crate::HubState;
-use crate::access;
-use crate::auth::Credential;
 use crate::db::DbError;
 use crate::db::inventory::VmFilter;
+use crate::domain::access;
+use crate::domain::auth::Credential;
+use crate::domain::viewer::Viewer;
 use crate::inventory::InventoryChange;
-use crate::viewer::Viewer;
 use crate::web::identity::CurrentUser;
 use crate::web::views::{NodeView, VmView};
 
@@ -228,13 +228,13 @@ async fn send_class(
     sender: &mpsc::Sender<Event>,
 ) -> Result<(), Gone> {
     if !viewer.is_staff()
-        || crate::classes::owned_class(state, viewer, class_id)
+        || crate::domain::classes::owned_class(state, viewer, class_id)
             .await
             .is_err()
     {
         return Ok(());
     }
-    match crate::classes::progress(state, class_id).await {
+    match crate::domain::classes::progress(state, class_id).await {
         Ok(progress) => send(sender, event("class", &progress)).await,
         Err(_) => Ok(()),
     }

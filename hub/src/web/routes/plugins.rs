@@ -13,8 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::HubState;
 use crate::db::plugins::PluginRow;
-use crate::plugins::{self, MAX_WASM_BYTES, PluginFault};
-use crate::tokens::format_time;
+use crate::domain::plugins::{self, MAX_WASM_BYTES, PluginFault};
+use crate::domain::tokens::format_time;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireAdmin};
 use crate::web::render::{Layout, Page, redirect_with_flash};
@@ -129,7 +129,7 @@ async fn choose_for_class(
     Path(id): Path<i64>,
     ApiJson(choice): ApiJson<Choice>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    crate::classes::choose_plugins(&state, &user.viewer, id, &choice.plugins).await?;
+    crate::domain::classes::choose_plugins(&state, &user.viewer, id, &choice.plugins).await?;
     Ok(Json(serde_json::json!({"plugins": choice.plugins})))
 }
 

@@ -9,15 +9,16 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
-use crate::access::{self, VmAction};
+use crate::HubState;
 use crate::db::inventory::{PageRange, VmFilter};
-use crate::viewer::Viewer;
+use crate::domain::access::{self, VmAction};
+use crate::domain::viewer::Viewer;
+use crate::domain::vms;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
 use crate::web::views::{TemplateView, VmView};
 use crate::web::{local_path, parse_vmid};
-use crate::{HubState, vms};
 
 /// The filters of the VM list, as typed in the query string.
 #[derive(Debug, Default, Deserialize, Serialize)]

@@ -10,8 +10,8 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
-use crate::accounts::MIN_PASSWORD_LEN;
-use crate::tokens::format_time;
+use crate::domain::accounts::MIN_PASSWORD_LEN;
+use crate::domain::tokens::format_time;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::CurrentUser;
 use crate::web::render::{Layout, Page, redirect_with_flash};

@@ -12,12 +12,12 @@ use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::HubState;
-use crate::audit::{self, Outcome};
 use crate::db::classes::{ClassRow, ClassVmRow, JoinOutcome, NewClass};
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind};
 use crate::db::{DbError, now_unix};
+use crate::domain::audit::{self, Outcome};
+use crate::domain::viewer::Viewer;
 use crate::secrets::hash_secret;
-use crate::viewer::Viewer;
 use placement::Candidate;
 
 /// Where class VMs get their VMIDs, cluster-wide.
@@ -813,7 +813,7 @@ pub async fn serve_waitlist(state: &HubState, class_id: i64) -> Result<(), Class
     for (user, username) in state.db.waitlist(class_id).await? {
         match state.db.assign_free_vm(class_id, user, now_unix()).await? {
             JoinOutcome::Assigned(vmid) => {
-                crate::plugins::tell_assignment(state, class_id, vmid, &username)
+                crate::domain::plugins::tell_assignment(state, class_id, vmid, &username)
             }
             JoinOutcome::Waitlisted => break,
         }
@@ -853,7 +853,7 @@ pub async fn rotate_invite(
         &format!("class:{class_id}"),
         Outcome::Ok,
         &match expires_at {
-            Some(at) => format!("expires {}", crate::tokens::format_time(at)),
+            Some(at) => format!("expires {}", crate::domain::tokens::format_time(at)),
             None => "never expires".into(),
         },
     )
@@ -928,7 +928,7 @@ pub async fn register_and_join(
         )));
     }
     let username = username.trim();
-    crate::accounts::create_user(
+    crate::domain::accounts::create_user(
         &state.db,
         username,
         crate::db::users::Role::Student,
@@ -936,11 +936,11 @@ pub async fn register_and_join(
     )
     .await
     .map_err(|err| match err {
-        crate::accounts::AccountError::Invalid(message) => ClassError::Invalid(message),
-        crate::accounts::AccountError::Db(DbError::Conflict(_)) => ClassError::Invalid(format!(
-            "the username {username} cannot be used; choose another"
-        )),
-        crate::accounts::AccountError::Db(err) => ClassError::Db(err),
+        crate::domain::accounts::AccountError::Invalid(message) => ClassError::Invalid(message),
+        crate::domain::accounts::AccountError::Db(DbError::Conflict(_)) => ClassError::Invalid(
+            format!("the username {username} cannot be used; choose another"),
+        ),
+        crate::domain::accounts::AccountError::Db(err) => ClassError::Db(err),
     })?;
     let user = state
         .db
@@ -992,7 +992,7 @@ pub async fn join(
     )
     .await;
     if let JoinOutcome::Assigned(vmid) = outcome {
-        crate::plugins::tell_assignment(state, class.id, vmid, &viewer.username);
+        crate::domain::plugins::tell_assignment(state, class.id, vmid, &viewer.username);
     }
     state.jobs.announce(class.id);
     Ok((class, outcome))

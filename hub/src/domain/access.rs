@@ -8,7 +8,7 @@
 //! A VM someone may not see is reported as not found, so its existence does not leak.
 
 use crate::db::inventory::{VmFilter, VmRow};
-use crate::viewer::Viewer;
+use crate::domain::viewer::Viewer;
 
 /// An action a user may ask for on a VM.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]

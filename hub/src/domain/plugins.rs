@@ -16,11 +16,11 @@ use proxlab_protocol::Event;
 
 use crate::HubState;
 use crate::agents::AgentEvent;
-use crate::audit::{self, Outcome};
 use crate::db::DbError;
 use crate::db::now_unix;
 use crate::db::plugins::{NewPlugin, PluginRow};
-use crate::viewer::Viewer;
+use crate::domain::audit::{self, Outcome};
+use crate::domain::viewer::Viewer;
 
 /// The largest component the hub accepts.
 pub const MAX_WASM_BYTES: usize = 16 << 20;

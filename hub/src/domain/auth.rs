@@ -8,12 +8,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use crate::accounts::{self, AccountError};
-use crate::audit::{self, Actor, Outcome};
 use crate::db::{Db, DbError, now_unix};
+use crate::domain::accounts::{self, AccountError};
+use crate::domain::audit::{self, Actor, Outcome};
+use crate::domain::viewer::Viewer;
 use crate::secrets::{hash_secret, new_secret};
 use crate::throttle::LoginThrottle;
-use crate::viewer::Viewer;
 
 const SESSION_PREFIX: &str = "pls_";
 const API_TOKEN_PREFIX: &str = "plt_";

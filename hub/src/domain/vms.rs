@@ -7,12 +7,12 @@ use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::vm_ops::{PowerAction, VmPower, VmReset};
 
 use crate::HubState;
-use crate::access::{self, VmAction};
 use crate::agents::CallError;
-use crate::audit::{self, Actor, Outcome};
 use crate::db::inventory::VmRow;
 use crate::db::{Db, DbError};
-use crate::viewer::Viewer;
+use crate::domain::access::{self, VmAction};
+use crate::domain::audit::{self, Actor, Outcome};
+use crate::domain::viewer::Viewer;
 
 /// How long a guest gets to shut down before the request fails (the VM keeps running).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -291,7 +291,7 @@ pub async fn assign(
                 .db
                 .join_class_with_vm(class_id, user.id, vmid, crate::db::now_unix())
                 .await?;
-            crate::plugins::tell_assignment(state, class_id, vmid, &user.username);
+            crate::domain::plugins::tell_assignment(state, class_id, vmid, &user.username);
             freed
         }
     };
@@ -307,7 +307,7 @@ pub async fn assign(
     };
     audit::record(&state.db, viewer, action, &target, Outcome::Ok, &detail).await;
     if recycle {
-        crate::classes::start_recycling(state, viewer, class_id)
+        crate::domain::classes::start_recycling(state, viewer, class_id)
             .await
             .map_err(|err| VmOpError::NotAllowed(err.to_string()))?;
     }

@@ -4,12 +4,12 @@
 
 use std::time::Duration;
 
-use crate::accounts::{self, AccountError};
 use crate::agents::AgentRegistry;
-use crate::audit::{self, Actor, Outcome};
 use crate::db::users::Role;
 use crate::db::{Db, DbError, now_unix};
-use crate::tokens::{IssuedToken, create_join_token};
+use crate::domain::accounts::{self, AccountError};
+use crate::domain::audit::{self, Actor, Outcome};
+use crate::domain::tokens::{IssuedToken, create_join_token};
 
 /// Why an admin operation did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -285,7 +285,7 @@ pub async fn revoke_node(
 mod tests {
     use super::*;
     use crate::db::audit::AuditFilter;
-    use crate::viewer::Viewer;
+    use crate::domain::viewer::Viewer;
 
     #[tokio::test]
     async fn only_admins_and_the_operator_act_and_every_try_is_audited() {

@@ -3,12 +3,12 @@
 //! task so the audit log shows them as one group.
 
 use crate::HubState;
-use crate::access::VmAction;
 use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
-use crate::viewer::Viewer;
-use crate::vms;
+use crate::domain::access::VmAction;
+use crate::domain::viewer::Viewer;
+use crate::domain::vms;
 
 use super::{ClassError, owned_class};
 

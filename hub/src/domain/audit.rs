@@ -2,7 +2,7 @@
 
 use crate::db::audit::NewAudit;
 use crate::db::{Db, now_unix};
-use crate::viewer::Viewer;
+use crate::domain::viewer::Viewer;
 
 /// How an audited action ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
