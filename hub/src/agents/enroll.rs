@@ -8,7 +8,7 @@ use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_ENROLL_FRAME_LEN, MAX_FRA
 use proxlab_protocol::names::validate_node_name;
 use proxlab_protocol::{EnrollRequest, EnrollResponse, ErrorKind, RemoteError, ResponseFrame};
 
-use super::server::LinkContext;
+use super::context::LinkContext;
 use crate::db::nodes::EnrollOutcome;
 use crate::db::now_unix;
 use crate::db::tokens::SpendRefusal;

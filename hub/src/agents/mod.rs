@@ -2,11 +2,13 @@
 //! connected agents, and the typed call helper. This is the only module that touches quinn.
 
 mod call;
+mod context;
 mod enroll;
 mod registry;
 mod server;
 mod session;
 
 pub use call::{CallError, new_op_id};
+pub use context::LinkContext;
 pub use registry::{AgentEvent, AgentRegistry, NodeStateChange, SessionInfo};
-pub use server::{AgentServer, LinkContext};
+pub use server::AgentServer;

@@ -4,26 +4,17 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::context::LinkContext;
 use anyhow::{Context, Result};
-use proxlab_link::pki::CertificateAuthority;
 use proxlab_protocol::{ALPN_ENROLL, ALPN_LINK, CloseCode};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::registry::AgentRegistry;
 use super::{enroll, session};
-use crate::db::Db;
 
 /// How long a new connection may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// What the connection handlers share.
-pub struct LinkContext {
-    pub db: Db,
-    pub registry: AgentRegistry,
-    pub ca: CertificateAuthority,
-    pub hub_version: String,
-}
 
 /// The running QUIC server.
 pub struct AgentServer {

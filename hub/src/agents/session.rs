@@ -11,8 +11,8 @@ use proxlab_protocol::limits::{
 use proxlab_protocol::{CloseCode, Event, EventFrame, Hello, PROTOCOL_VERSION, Welcome};
 use tracing::Instrument;
 
+use super::context::LinkContext;
 use super::registry::SessionInfo;
-use super::server::LinkContext;
 use crate::db::now_unix;
 
 fn close(connection: &quinn::Connection, code: CloseCode, reason: &str) {

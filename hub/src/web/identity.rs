@@ -18,6 +18,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::cookies;
+pub(crate) use super::current_user::CurrentUser;
 use super::error::{ApiError, AppError, PageError};
 use super::limits::MAX_FORM_BYTES;
 use crate::HubState;
@@ -195,24 +196,6 @@ pub(crate) async fn authenticate(
         .insert(OriginalPath(path_and_query));
     request.extensions_mut().insert(identity);
     next.run(request).await
-}
-
-/// A signed-in user.
-#[derive(Debug, Clone)]
-pub(crate) struct CurrentUser {
-    pub viewer: Viewer,
-    /// The browser session, if the request came with one (not with an API token).
-    pub session: Option<ActiveSession>,
-    /// What the request signed in with, to check again later.
-    pub credential: Credential,
-}
-
-impl CurrentUser {
-    pub(crate) fn csrf_token(&self) -> &str {
-        self.session
-            .as_ref()
-            .map_or("", |session| session.csrf_token.as_str())
-    }
 }
 
 /// An extractor's refusal, answered in the format the path calls for.

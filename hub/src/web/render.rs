@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use serde::Serialize;
 
 use super::cookies;
-use super::identity::CurrentUser;
+use super::current_user::CurrentUser;
 
 /// Every template, by name. Names end in `.html`, so Tera escapes everything by default.
 const TEMPLATES: &[(&str, &str)] = &[

@@ -5,9 +5,10 @@
 
 use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, Chunk};
 
-use super::jobs::{BASE_TIMEOUT, MAX_ATTEMPTS, StepResult, is_link_failure, mark};
+use super::steps::{BASE_TIMEOUT, StepResult, is_link_failure, mark};
 use crate::HubState;
 use crate::agents::CallError;
+use crate::db::classes::MAX_ATTEMPTS;
 use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::states::ClassVmState;
 

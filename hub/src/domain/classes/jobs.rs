@@ -21,11 +21,10 @@ use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::now_unix;
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState};
 
+use super::steps::{BASE_TIMEOUT, StepResult, is_link_failure, mark};
 pub use crate::db::classes::MAX_ATTEMPTS;
 /// The pause before trying to remove a VM again, times the attempts so far.
 const RETRY_PAUSE: Duration = Duration::from_secs(1);
-/// The longest a base copy may take.
-pub(super) const BASE_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest one node's batch of clones may take.
 const CLONE_TIMEOUT: Duration = Duration::from_secs(1800);
 
@@ -174,9 +173,6 @@ fn count_vms(n: usize) -> String {
         format!("{n} VMs")
     }
 }
-
-/// A job step failed in a way worth reporting; the message is for teachers.
-pub(super) type StepResult<T> = Result<T, String>;
 
 fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
     let stem = name_stem(&class.name, class.id);
@@ -426,32 +422,6 @@ async fn make_base(
         }
     }
     Ok(())
-}
-
-/// The node went away mid-call: not the VM's fault, and not an attempt.
-pub(super) fn is_link_failure(err: &CallError) -> bool {
-    matches!(
-        err,
-        CallError::Offline(_) | CallError::Link { .. } | CallError::Timeout { .. }
-    )
-}
-
-pub(super) async fn mark(
-    state: &HubState,
-    class_id: i64,
-    vmid: u32,
-    to: ClassVmState,
-    error: &str,
-    attempt: bool,
-) {
-    if let Err(err) = state
-        .db
-        .set_class_vm_state(vmid, to, error, attempt, now_unix())
-        .await
-    {
-        tracing::error!(%err, vmid, "cannot record a class VM's state");
-    }
-    state.jobs.announce(class_id);
 }
 
 /// Clones a batch on one node, recording each VM as the agent reports it.

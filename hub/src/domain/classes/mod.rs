@@ -6,6 +6,7 @@ mod copy;
 pub mod invites;
 pub mod jobs;
 pub mod placement;
+mod steps;
 pub mod tasks;
 
 use std::ops::RangeInclusive;
