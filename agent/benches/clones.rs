@@ -18,7 +18,6 @@ use proxlab_agent::pve::clones::clone_many;
 use proxlab_agent::pve::config::PveConfig;
 use proxlab_agent::pve::node::Node;
 use proxlab_protocol::clones::{CloneTarget, Hardware};
-use sim::sim_binary;
 
 fn env_number(name: &str, default: usize) -> usize {
     std::env::var(name)
@@ -57,17 +56,7 @@ fn main() {
     let count = env_number("PROXLAB_BENCH_CLONES", 100);
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("pve");
-    let init = Command::new(sim_binary())
-        .args(["init", "--root"])
-        .arg(&root)
-        .args(["--nodes", "pve1", "--template", "bench:1G"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    sim::init_node(&root, "bench:1G");
     let mut config = PveConfig::for_sim(&root, "pve1");
     // The real qemu-img, as on a Proxmox node (the simulator's wrapper only adds faults).
     config.qemu_img = "qemu-img".into();

@@ -62,17 +62,7 @@ fn sim(root: &Path, args: &[&str]) {
 
 /// A node with a qcow2 template 9000 on `local` and a template 9001 on thin LVM.
 fn node_with_two_bases(root: &Path) -> Arc<Node> {
-    let init = Command::new(sim_binary())
-        .args(["init", "--root"])
-        .arg(root)
-        .args(["--nodes", "pve1", "--template", "tmpl:64M"])
-        .output()
-        .unwrap();
-    assert!(
-        init.status.success(),
-        "{}",
-        String::from_utf8_lossy(&init.stderr)
-    );
+    sim::init_node(root, "tmpl:64M");
     let cfg = root.join("etc/pve/storage.cfg");
     let mut text = std::fs::read_to_string(&cfg).unwrap();
     text.push_str(

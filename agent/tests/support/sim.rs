@@ -1,8 +1,26 @@
-//! Finding the `pve-sim` binary for the agent's tests and benchmarks.
+//! The `pve-sim` binary for the agent's tests and benchmarks.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Command;
 
-/// `pve-sim`, built for this test's profile and up to date.
+/// `pve-sim`, built for this test's profile if it is missing.
 pub(crate) fn sim_binary() -> PathBuf {
     proxlab_testkit::workspace_bin("pve-sim")
+}
+
+/// Lays out a simulated one-node cluster (`pve1`) in `root` holding the template `spec`
+/// (`name:size`, as `pve-sim init --template` takes it).
+#[allow(dead_code)] // not every test that includes this module makes a cluster
+pub(crate) fn init_node(root: &Path, spec: &str) {
+    let init = Command::new(sim_binary())
+        .args(["init", "--root"])
+        .arg(root)
+        .args(["--nodes", "pve1", "--template", spec])
+        .output()
+        .unwrap();
+    assert!(
+        init.status.success(),
+        "{}",
+        String::from_utf8_lossy(&init.stderr)
+    );
 }

@@ -222,27 +222,21 @@ pub async fn issue_join_token(
 
 /// Revokes an unspent join token; `false` when there was none to revoke.
 pub async fn revoke_join_token(db: &Db, actor: Actor<'_>, id: i64) -> Result<bool, AdminError> {
-    let result = match require_admin(actor) {
-        Ok(()) => match db.revoke_join_token(id, now_unix()).await {
-            Ok(true) => Ok(true),
-            Ok(false) => Err(AdminError::NotFound(format!("no unspent join token {id}"))),
-            Err(err) => Err(err.into()),
-        },
-        Err(err) => Err(err),
+    let revoke = async {
+        require_admin(actor)?;
+        Ok(db.revoke_join_token(id, now_unix()).await?)
     };
-    audited(
+    let missing = format!("no unspent join token {id}");
+    let target = format!("join-token:{id}");
+    audited_revocation(
         db,
         actor,
         "join-token.revoke",
-        &format!("join-token:{id}"),
-        "",
-        result,
+        &target,
+        missing,
+        revoke.await,
     )
     .await
-    .or_else(|err| match err {
-        AdminError::NotFound(_) => Ok(false),
-        other => Err(other),
-    })
 }
 
 /// Revokes a node: its certificate never connects again, and its agent, if connected to
@@ -254,31 +248,38 @@ pub async fn revoke_node(
     actor: Actor<'_>,
     name: &str,
 ) -> Result<bool, AdminError> {
-    let result = match require_admin(actor) {
-        Ok(()) => match db.revoke_node(name, now_unix()).await {
-            Ok(true) => Ok(true),
-            Ok(false) => Err(AdminError::NotFound(format!("no active node named {name}"))),
-            Err(err) => Err(err.into()),
-        },
-        Err(err) => Err(err),
+    let revoke = async {
+        require_admin(actor)?;
+        Ok(db.revoke_node(name, now_unix()).await?)
     };
-    let revoked = audited(
-        db,
-        actor,
-        "node.revoke",
-        &format!("node:{name}"),
-        "",
-        result,
-    )
-    .await
-    .or_else(|err| match err {
-        AdminError::NotFound(_) => Ok(false),
-        other => Err(other),
-    })?;
+    let missing = format!("no active node named {name}");
+    let target = format!("node:{name}");
+    let revoked =
+        audited_revocation(db, actor, "node.revoke", &target, missing, revoke.await).await?;
     if revoked && let Some(registry) = registry {
         registry.disconnect(name, proxlab_protocol::CloseCode::Revoked);
     }
     Ok(revoked)
+}
+
+/// Audits a revocation: one that found nothing to revoke is recorded as failed (with
+/// `missing` as the reason) and answered `false`.
+async fn audited_revocation(
+    db: &Db,
+    actor: Actor<'_>,
+    action: &str,
+    target: &str,
+    missing: String,
+    revoked: Result<bool, AdminError>,
+) -> Result<bool, AdminError> {
+    let result = match revoked {
+        Ok(false) => Err(AdminError::NotFound(missing)),
+        other => other,
+    };
+    match audited(db, actor, action, target, "", result).await {
+        Err(AdminError::NotFound(_)) => Ok(false),
+        other => other,
+    }
 }
 
 #[cfg(test)]

@@ -356,6 +356,36 @@ enum Source<'a> {
     Empty(&'a str),
 }
 
+/// What new VMs of a class are placed by.
+struct Placing<'a> {
+    template: Option<&'a crate::db::inventory::VmRow>,
+    source: Source<'a>,
+    pinned_node: Option<&'a str>,
+    memory_mib: u64,
+}
+
+/// Where a class's new VMs go, for a new class and for added capacity alike: spread over the
+/// candidate nodes, with the class base first (for a new class, on the template's node) and
+/// a copy of it for each node that needs its own and has none among `existing_bases`.
+async fn plan_vms(
+    state: &HubState,
+    placing: &Placing<'_>,
+    kinds: Vec<ClassVmKind>,
+    existing_bases: &[String],
+) -> Result<Vec<(ClassVmKind, String)>, ClassError> {
+    let candidates = candidates(state, &placing.source, placing.pinned_node).await?;
+    let placement = placement::spread(&candidates, kinds.len(), placing.memory_mib);
+    let mut plan = Vec::new();
+    if let Some(template) = placing.template {
+        if existing_bases.is_empty() {
+            plan.push((ClassVmKind::Base, template.node.clone()));
+        }
+        plan.extend(base_copies(state, template, &placement, existing_bases).await?);
+    }
+    plan.extend(kinds.into_iter().zip(placement));
+    Ok(plan)
+}
+
 /// The nodes that may take the class's VMs: online, and having the storages of the
 /// template's disks (the template's own node always has; another node reaches them through
 /// shared storage or gets a copy of the class base on its own storage of the same name), or,
@@ -494,8 +524,19 @@ pub async fn create_class(
         Some(template) => template.memory_mib,
         None => EMPTY_VM_MEMORY_MIB,
     });
-    let candidates = candidates(state, &source, request.node.as_deref()).await?;
-    let placement = placement::spread(&candidates, request.seats as usize + 1, memory);
+    let kinds = std::iter::once(ClassVmKind::Teacher)
+        .chain(std::iter::repeat_n(
+            ClassVmKind::Student,
+            request.seats as usize,
+        ))
+        .collect();
+    let placing = Placing {
+        template: template.as_ref(),
+        source,
+        pinned_node: request.node.as_deref(),
+        memory_mib: memory,
+    };
+    let plan = plan_vms(state, &placing, kinds, &[]).await?;
     let now = now_unix();
     let class_id = state
         .db
@@ -520,22 +561,6 @@ pub async fn create_class(
             now,
         )
         .await?;
-    let mut plan = match &template {
-        Some(template) => {
-            let mut bases = vec![(ClassVmKind::Base, template.node.clone())];
-            bases.extend(base_copies(state, template, &placement, &[]).await?);
-            bases
-        }
-        None => Vec::new(),
-    };
-    for (index, node) in placement.into_iter().enumerate() {
-        let kind = if index == 0 {
-            ClassVmKind::Teacher
-        } else {
-            ClassVmKind::Student
-        };
-        plan.push((kind.to_owned(), node));
-    }
     let reserved = state
         .db
         .reserve_vmids(class_id, &plan, VMID_RANGE, now)
@@ -599,27 +624,22 @@ pub async fn add_capacity(
         .memory_mib
         .or(template.as_ref().map(|template| template.memory_mib))
         .unwrap_or(EMPTY_VM_MEMORY_MIB);
-    let candidates = candidates(state, &source, class.pinned_node.as_deref()).await?;
-    let placement = placement::spread(&candidates, more as usize, memory);
-    let mut plan = match &template {
-        Some(template) => {
-            let bases: Vec<String> = state
-                .db
-                .class_vms(class_id)
-                .await?
-                .into_iter()
-                .filter(|vm| vm.kind == ClassVmKind::Base)
-                .map(|vm| vm.node)
-                .collect();
-            base_copies(state, template, &placement, &bases).await?
-        }
-        None => Vec::new(),
+    let bases: Vec<String> = state
+        .db
+        .class_vms(class_id)
+        .await?
+        .into_iter()
+        .filter(|vm| vm.kind == ClassVmKind::Base)
+        .map(|vm| vm.node)
+        .collect();
+    let placing = Placing {
+        template: template.as_ref(),
+        source,
+        pinned_node: class.pinned_node.as_deref(),
+        memory_mib: memory,
     };
-    plan.extend(
-        placement
-            .into_iter()
-            .map(|node| (ClassVmKind::Student, node)),
-    );
+    let kinds = vec![ClassVmKind::Student; more as usize];
+    let plan = plan_vms(state, &placing, kinds, &bases).await?;
     if !state
         .db
         .change_class_seats(class_id, i64::from(more), MAX_SEATS)
