@@ -226,7 +226,7 @@ async fn inventory_arrives_then_changes_made_outside_arrive_as_deltas() {
     loop {
         setup.stored(150).await;
         let stored = setup.hub.hub().db().vm(150).await.unwrap();
-        if stored.is_some_and(|vm| vm.status == "running") {
+        if stored.is_some_and(|vm| vm.status == PowerState::Running) {
             break;
         }
     }

@@ -310,8 +310,8 @@ async fn inventory_snapshots_deltas_and_metrics_are_stored() {
         db.apply_delta("pve1", &delta, 20).await.unwrap();
         let running = db.vm(100).await.unwrap().unwrap();
         assert_eq!(
-            (running.status.as_str(), running.status_changed_at),
-            ("running", 20)
+            (running.status, running.status_changed_at),
+            (PowerState::Running, 20)
         );
         assert!(db.vm(101).await.unwrap().is_none());
         db.apply_delta("pve1", &delta, 30).await.unwrap();

@@ -1,5 +1,6 @@
 //! What agents report, as the hub keeps it: VMs, storages, ISO images, node load.
 
+use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::inventory::{
     DiskInfo, Inventory, InventoryDelta, IpAddress, IsoInfo, NicInfo, NodeMetrics, StorageInfo,
 };
@@ -14,7 +15,7 @@ pub struct VmRow {
     pub vmid: u32,
     pub node: String,
     pub name: String,
-    pub status: String,
+    pub status: PowerState,
     pub template: bool,
     pub cores: u32,
     pub sockets: u32,
@@ -168,7 +169,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         vmid: row.try_get::<i64, _>("vmid")? as u32,
         node: row.try_get("node")?,
         name: row.try_get("name")?,
-        status: row.try_get("status")?,
+        status: super::states::column(row, "status", parse_power_state)?,
         template: row.try_get::<i64, _>("template")? != 0,
         cores: row.try_get::<i64, _>("cores")? as u32,
         sockets: row.try_get::<i64, _>("sockets")? as u32,
@@ -196,14 +197,25 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
 }
 
 /// A power state as the inventory and the API spell it.
-pub fn power_state_text(state: proxlab_protocol::inventory::PowerState) -> &'static str {
-    use proxlab_protocol::inventory::PowerState;
+pub fn power_state_text(state: PowerState) -> &'static str {
     match state {
         PowerState::Running => "running",
         PowerState::Stopped => "stopped",
         PowerState::Paused => "paused",
         PowerState::Unknown => "unknown",
     }
+}
+
+/// A stored power state; an unknown word is a decoding error.
+fn parse_power_state(text: &str) -> Option<PowerState> {
+    [
+        PowerState::Running,
+        PowerState::Stopped,
+        PowerState::Paused,
+        PowerState::Unknown,
+    ]
+    .into_iter()
+    .find(|state| power_state_text(*state) == text)
 }
 
 fn status_text(vm: &proxlab_protocol::inventory::VmInfo) -> String {

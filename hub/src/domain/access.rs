@@ -7,6 +7,8 @@
 //!
 //! A VM someone may not see is reported as not found, so its existence does not leak.
 
+use proxlab_protocol::inventory::PowerState;
+
 use crate::db::inventory::{VmFilter, VmRow};
 use crate::domain::viewer::Viewer;
 
@@ -63,10 +65,10 @@ pub fn allowed_actions(vm: &VmRow) -> Vec<VmAction> {
     if vm.template || vm.lock.is_some() {
         return Vec::new();
     }
-    let mut actions = match vm.status.as_str() {
-        "stopped" => vec![VmAction::Start],
-        "running" | "paused" => vec![VmAction::Shutdown, VmAction::Stop],
-        _ => Vec::new(),
+    let mut actions = match vm.status {
+        PowerState::Stopped => vec![VmAction::Start],
+        PowerState::Running | PowerState::Paused => vec![VmAction::Shutdown, VmAction::Stop],
+        PowerState::Unknown => Vec::new(),
     };
     if vm.class_has_template && !actions.is_empty() {
         actions.push(VmAction::Reset);
@@ -115,7 +117,7 @@ mod tests {
             vmid: 100,
             node: "pve1".into(),
             name: "vm".into(),
-            status: status.into(),
+            status: serde_json::from_value(serde_json::json!(status)).unwrap(),
             template: false,
             cores: 1,
             sockets: 1,

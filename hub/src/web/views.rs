@@ -1,6 +1,7 @@
 //! What pages and the API show of VMs, nodes and templates: one view model per object, used
 //! for JSON and for templates alike, so both always agree.
 
+use proxlab_protocol::inventory::PowerState;
 use serde::Serialize;
 
 use crate::db::inventory::VmRow;
@@ -22,7 +23,7 @@ pub(crate) struct VmView {
     pub name: String,
     pub node: String,
     /// Proxmox's power state: `running`, `stopped`, `paused`, `unknown`.
-    pub status: String,
+    pub status: PowerState,
     /// What to show: the power state, or `starting` for a running VM whose IP is not known
     /// yet.
     pub display_status: &'static str,
@@ -59,19 +60,21 @@ pub(crate) const IP_UNKNOWN: &str =
 
 /// Whether a running VM waits for an address, and until when.
 fn waiting_for_ip(vm: &VmRow) -> Option<i64> {
-    (vm.status == "running" && vm.ips.is_empty() && !vm.nics.is_empty())
+    (vm.status == PowerState::Running && vm.ips.is_empty() && !vm.nics.is_empty())
         .then_some(vm.status_changed_at + IP_WAIT_SECS)
 }
 
 fn display_status(vm: &VmRow) -> (&'static str, &'static str) {
-    match vm.status.as_str() {
-        "running" if waiting_for_ip(vm).is_some_and(|until| crate::db::now_unix() < until) => {
+    match vm.status {
+        PowerState::Running
+            if waiting_for_ip(vm).is_some_and(|until| crate::db::now_unix() < until) =>
+        {
             ("starting", "Starting…")
         }
-        "running" => ("running", "Running"),
-        "stopped" => ("stopped", "Stopped"),
-        "paused" => ("paused", "Paused"),
-        _ => ("unknown", "Unknown"),
+        PowerState::Running => ("running", "Running"),
+        PowerState::Stopped => ("stopped", "Stopped"),
+        PowerState::Paused => ("paused", "Paused"),
+        PowerState::Unknown => ("unknown", "Unknown"),
     }
 }
 
@@ -85,7 +88,7 @@ fn source_text(source: proxlab_protocol::inventory::IpSource) -> String {
 impl VmView {
     pub(crate) fn new(vm: &VmRow) -> Self {
         let (display_status, status_label) = display_status(vm);
-        let running = vm.status == "running";
+        let running = vm.status == PowerState::Running;
         let ips: &[_] = if running { &vm.ips } else { &[] };
         let ip = ips
             .iter()
@@ -99,7 +102,7 @@ impl VmView {
             vmid: vm.vmid,
             name: vm.name.clone(),
             node: vm.node.clone(),
-            status: vm.status.clone(),
+            status: vm.status,
             display_status,
             status_label,
             ip,
@@ -136,7 +139,7 @@ impl VmView {
                 |class| format!("{class}: VM {vmid}"),
             ),
             node: "—".into(),
-            status: "unknown".into(),
+            status: PowerState::Unknown,
             display_status: "preparing",
             status_label: "Being prepared…",
             ip: None,

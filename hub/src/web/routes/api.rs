@@ -99,7 +99,7 @@ async fn vm_action(
         .map_err(|err| errors(err.into()))?;
     // The agent's answer is newer than what the inventory stored so far.
     let mut vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
-    vm.status = super::super::power_state_text(status).to_owned();
+    vm.status = status;
     Ok(Json(VmView::new(&vm)))
 }
 
