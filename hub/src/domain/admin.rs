@@ -69,12 +69,11 @@ pub async fn add_user(
     role: Role,
     password: Option<&str>,
 ) -> Result<Option<String>, AdminError> {
-    let result = match require_admin(actor) {
-        Ok(()) => accounts::create_user(db, username, role, password)
-            .await
-            .map_err(AdminError::from),
-        Err(err) => Err(err),
+    let create = async {
+        require_admin(actor)?;
+        Ok(accounts::create_user(db, username, role, password).await?)
     };
+    let result = create.await;
     let target = format!("user:{username}");
     audited(db, actor, "user.create", &target, role.as_str(), result).await
 }
@@ -165,13 +164,13 @@ async fn apply_user_change(
 /// Whether people without an account may create one through a class invite link.
 pub async fn set_self_registration(db: &Db, actor: Actor<'_>, on: bool) -> Result<(), AdminError> {
     let value = if on { "on" } else { "off" };
-    let result = match require_admin(actor) {
-        Ok(()) => db
+    let set = async {
+        require_admin(actor)?;
+        Ok(db
             .set_setting(crate::db::settings::SELF_REGISTRATION, value)
-            .await
-            .map_err(AdminError::from),
-        Err(err) => Err(err),
+            .await?)
     };
+    let result = set.await;
     audited(
         db,
         actor,
