@@ -1,6 +1,8 @@
 //! Fetches the pinned browser libraries of `vendor/npm.toml` from the npm registry, checks
 //! each tarball against its integrity hash, and unpacks the listed files into
-//! `$OUT_DIR/vendor/<name>/`. The crate finds them through `PROXLAB_VENDOR_DIR`.
+//! `$OUT_DIR/vendor/<name>/`. The crate finds them through `PROXLAB_VENDOR_DIR`, and the files
+//! of the packages the hub serves through `$OUT_DIR/vendored_assets.rs`, a table that embeds
+//! them (`include_bytes!`), served under `/assets/vendor/<name>/<path>`.
 //!
 //! `curl` and `tar` run as programs with argument lists (no shell). `PROXLAB_NPM_REGISTRY`
 //! points at a mirror of the registry.
@@ -48,6 +50,7 @@ fn main() {
     let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR")).join("vendor");
     let registry =
         std::env::var("PROXLAB_NPM_REGISTRY").unwrap_or_else(|_| DEFAULT_REGISTRY.to_owned());
+    let mut served = Vec::new();
     for package in &manifest.package {
         if let Err(err) = vendor(package, &registry, &out) {
             let what = format!("{}@{}: {err}", package.name, package.version);
@@ -56,8 +59,54 @@ fn main() {
                 Use::Test => println!("cargo:warning=skipping the test-only library {what}"),
             }
         }
+        if package.used_by == Use::Serve {
+            let dir = out.join(&package.name);
+            collect_files(&dir, &dir, &mut |relative, path| {
+                served.push((format!("{}/{relative}", package.name), path.to_path_buf()));
+            });
+        }
     }
+    served.sort();
+    write_asset_table(&served);
     println!("cargo:rustc-env=PROXLAB_VENDOR_DIR={}", out.display());
+}
+
+/// Calls `found(relative path, path)` for every file under `dir` but the integrity stamp.
+fn collect_files(root: &Path, dir: &Path, found: &mut dyn FnMut(&str, &Path)) {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .expect("reading a vendored package")
+        .flatten()
+        .collect();
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        if path.is_dir() {
+            collect_files(root, &path, found);
+        } else if entry.file_name() != ".integrity" {
+            let relative = path.strip_prefix(root).expect("under its root");
+            found(&relative.to_string_lossy(), &path);
+        }
+    }
+}
+
+/// `$OUT_DIR/vendored_assets.rs`: `(path, content type, bytes)` for every served file.
+fn write_asset_table(files: &[(String, PathBuf)]) {
+    let mut table = String::from("&[\n");
+    for (name, path) in files {
+        let content_type = match path.extension().and_then(|ext| ext.to_str()) {
+            Some("js" | "mjs") => "text/javascript; charset=utf-8",
+            Some("css") => "text/css; charset=utf-8",
+            Some("json") => "application/json",
+            _ => "text/plain; charset=utf-8",
+        };
+        table.push_str(&format!(
+            "    ({name:?}, {content_type:?}, include_bytes!({:?})),\n",
+            path.display().to_string()
+        ));
+    }
+    table.push(']');
+    let out = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
+    std::fs::write(out.join("vendored_assets.rs"), table).expect("writing the asset table");
 }
 
 /// Unpacks one package's files into `out/<name>/`, unless an earlier build already did.

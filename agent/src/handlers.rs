@@ -12,6 +12,7 @@ use proxlab_protocol::base_copy::{
     BaseExport, BaseExportReply, BaseImport, BaseRead, BaseWrite, BaseWritten, Chunk,
 };
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
+use proxlab_protocol::console::ConsoleOpen;
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::plugins::{
     PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
@@ -116,6 +117,11 @@ pub async fn serve_stream(
         Err(err) => return refuse(send, recv, &err).await,
     };
     let span = tracing::info_span!("request", kind = %frame.kind, op_id = %frame.op_id);
+    if frame.kind == ConsoleOpen::KIND {
+        return crate::console::serve(&context, frame.body, send, recv)
+            .instrument(span)
+            .await;
+    }
     async {
         let (tx, mut progress) = mpsc::unbounded_channel();
         let work = dispatch(&context, frame, tx);
@@ -242,9 +248,15 @@ const ROUTES: &[Route] = &[
     route!(VmAssigned, changes_node: true, vm_assigned),
 ];
 
+/// Request kinds whose stream goes on as raw bytes after the answer (see [`crate::console`]).
+const STREAM_KINDS: &[&str] = &[ConsoleOpen::KIND];
+
 /// The request kinds this agent serves, advertised in its hello.
 pub fn capabilities() -> impl Iterator<Item = &'static str> {
-    ROUTES.iter().map(|route| route.kind)
+    ROUTES
+        .iter()
+        .map(|route| route.kind)
+        .chain(STREAM_KINDS.iter().copied())
 }
 
 /// Routes a request to its handler by kind. Operations that change the node run once per
@@ -555,8 +567,9 @@ mod tests {
     #[tokio::test]
     async fn every_advertised_kind_is_served() {
         // A body no request accepts: each advertised kind must reach its handler and be
-        // refused as a bad request, never as unsupported.
-        for kind in capabilities() {
+        // refused as a bad request, never as unsupported. (Stream kinds are served on their
+        // own stream, not by dispatch; the hub's console tests cover them.)
+        for kind in capabilities().filter(|kind| !STREAM_KINDS.contains(kind)) {
             if matches!(kind, "ping" | "node-info" | "resync") {
                 continue;
             }

@@ -2,6 +2,7 @@
 
 pub mod collect;
 pub mod config;
+pub mod console;
 pub mod enroll;
 pub mod handlers;
 pub mod identity;

@@ -9,6 +9,7 @@ use serde::Deserialize;
 
 use crate::client_addr::IpNet;
 use crate::domain::auth::SessionPolicy;
+use crate::domain::consoles::sessions::ConsoleLimits;
 use crate::paths::DEFAULT_DATA_DIR;
 
 /// The default config file of an installed hub.
@@ -43,6 +44,18 @@ pub struct ConfigFile {
     pub session_idle: Option<Duration>,
     #[serde(default, with = "humantime_serde_opt")]
     pub session_lifetime: Option<Duration>,
+    /// Limits on the consoles open through the hub.
+    pub consoles: Option<ConsoleSettings>,
+}
+
+/// The `[consoles]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSettings {
+    pub max_per_user: Option<usize>,
+    pub max_open: Option<usize>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub idle_timeout: Option<Duration>,
 }
 
 /// The `tls` setting of the config file.
@@ -131,6 +144,7 @@ pub struct HubConfig {
     pub sessions: SessionPolicy,
     /// Whether the portal serves HTTPS itself, and with which certificate.
     pub tls: PortalTls,
+    pub consoles: ConsoleLimits,
 }
 
 impl HubConfig {
@@ -146,6 +160,7 @@ impl HubConfig {
             trusted_proxies: Vec::new(),
             sessions: SessionPolicy::default(),
             tls: PortalTls::Off,
+            consoles: ConsoleLimits::default(),
         }
     }
 
@@ -178,6 +193,10 @@ impl HubConfig {
         if self.sessions.idle.is_zero() || self.sessions.lifetime < self.sessions.idle {
             anyhow::bail!("session_idle must be positive and no longer than session_lifetime");
         }
+        let consoles = &self.consoles;
+        if consoles.per_user == 0 || consoles.total == 0 || consoles.idle.is_zero() {
+            anyhow::bail!("[consoles] limits must be positive");
+        }
         if let Some(url) = &self.public_url
             && !(url.starts_with("http://") || url.starts_with("https://"))
         {
@@ -209,6 +228,12 @@ impl HubConfig {
             config.sessions.lifetime = lifetime;
         }
         config.tls = PortalTls::from_settings(file.tls, file.tls_cert, file.tls_key)?;
+        if let Some(consoles) = file.consoles {
+            let limits = &mut config.consoles;
+            limits.per_user = consoles.max_per_user.unwrap_or(limits.per_user);
+            limits.total = consoles.max_open.unwrap_or(limits.total);
+            limits.idle = consoles.idle_timeout.unwrap_or(limits.idle);
+        }
         Ok(config)
     }
 

@@ -26,6 +26,10 @@ use tokio::task::JoinHandle;
 use crate::agents::{AgentRegistry, AgentServer, LinkContext};
 use crate::config::HubConfig;
 use crate::db::Db;
+use crate::domain::consoles::sessions::{ConsoleSessions, EndReason};
+
+/// How long open consoles get to close when the hub stops.
+const CONSOLE_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 use crate::domain::{accounts, auth, classes, plugins};
 use crate::paths::DataDir;
 pub use crate::state::HubState;
@@ -139,6 +143,7 @@ impl Hub {
             jobs,
             registrations: classes::registration_limit(),
             invite_key: classes::invites::InviteKey::new(&pki.invite_key),
+            consoles: ConsoleSessions::new(config.consoles),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());
@@ -199,6 +204,15 @@ impl Hub {
 
     /// Stops accepting, tells agents the hub is going away, and closes the database.
     pub async fn shutdown(self) {
+        // Open consoles end first, so their last audit entries are written.
+        let consoles = &self.state.consoles;
+        consoles.end_all(&EndReason::HubStopping);
+        if tokio::time::timeout(CONSOLE_DRAIN, consoles.all_closed())
+            .await
+            .is_err()
+        {
+            tracing::warn!("consoles still open at shutdown were cut off");
+        }
         let _ = self.stop_http.send(true);
         self.agent_server.shutdown().await;
         let _ = self.http_task.await;

@@ -7,7 +7,7 @@ use tokio::sync::watch;
 use crate::agents::AgentRegistry;
 use crate::config::HubConfig;
 use crate::db::Db;
-use crate::domain::{auth, classes};
+use crate::domain::{auth, classes, consoles};
 use crate::{inventory, throttle};
 
 /// What request handlers share.
@@ -27,4 +27,6 @@ pub struct HubState {
     pub registrations: throttle::RateLimit,
     /// What invite links are derived from.
     pub invite_key: classes::invites::InviteKey,
+    /// The consoles open now.
+    pub consoles: consoles::sessions::ConsoleSessions,
 }

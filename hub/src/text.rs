@@ -15,9 +15,25 @@ pub fn sentence(text: &str) -> String {
     out
 }
 
+/// `text` cut to at most `max` bytes, at a character boundary.
+pub fn truncate_bytes(text: &str, max: usize) -> String {
+    let mut end = text.len().min(max);
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_owned()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::sentence;
+    use super::{sentence, truncate_bytes};
+
+    #[test]
+    fn truncation_keeps_whole_characters() {
+        assert_eq!(truncate_bytes("héllo", 2), "h");
+        assert_eq!(truncate_bytes("héllo", 3), "hé");
+        assert_eq!(truncate_bytes("hi", 10), "hi");
+    }
 
     #[test]
     fn sentences() {

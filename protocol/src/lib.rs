@@ -19,6 +19,8 @@
 //! * Each hub-to-agent request is its own bidirectional stream: one [`RequestFrame`], then any
 //!   number of [`ResponseFrame::Progress`] frames and exactly one final
 //!   [`ResponseFrame::Ok`] or [`ResponseFrame::Err`].
+//! * A console is a request stream too ([`console::ConsoleOpen`]): after its one `Ok` frame
+//!   the stream carries the console's raw bytes both ways instead of frames.
 //! * Enrollment uses its own ALPN ([`ALPN_ENROLL`]) on a connection without a client
 //!   certificate: one [`EnrollRequest`], one [`EnrollResponse`] or [`RemoteError`].
 //!
@@ -40,6 +42,7 @@
 pub mod base_copy;
 pub mod clones;
 pub mod close;
+pub mod console;
 pub mod enroll;
 pub mod error;
 pub mod event;

@@ -459,6 +459,19 @@ fn plugin_requests() {
 }
 
 #[test]
+fn console_requests() {
+    use proxlab_protocol::console::{ConsoleKind, ConsoleOpen, ConsoleReady};
+    check_exchange(
+        &ConsoleOpen {
+            vmid: 10_001,
+            kind: ConsoleKind::Vnc,
+            password: Some("k7#Qp2!x".into()),
+        },
+        &ConsoleReady {},
+    );
+}
+
+#[test]
 fn inventory_and_metrics_events() {
     use proxlab_protocol::inventory::{
         DiskInfo, Inventory, InventoryDelta, IpAddress, IpSource, IsoInfo, NicInfo, NodeMetrics,

@@ -13,6 +13,7 @@ pub mod qm;
 pub mod rfb;
 pub mod runtime;
 pub mod script;
+pub mod serial;
 pub mod sim;
 pub mod storage;
 pub mod store;

@@ -153,6 +153,7 @@ pub fn cleanup(sim: &Sim, vmid: u32) {
     for path in [
         sim.pid_file(vmid),
         sim.vnc_socket(vmid),
+        sim.serial_socket(vmid),
         sim.run_state(vmid),
     ] {
         let _ = std::fs::remove_file(path);

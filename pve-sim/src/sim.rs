@@ -123,6 +123,11 @@ impl Sim {
         self.run_dir().join(format!("{vmid}.vnc"))
     }
 
+    /// The socket of a VM's `serial0: socket` port.
+    pub fn serial_socket(&self, vmid: u32) -> PathBuf {
+        self.run_dir().join(format!("{vmid}.serial0"))
+    }
+
     /// The simulator's own run-time state of a VM (not a Proxmox file).
     pub fn run_state(&self, vmid: u32) -> PathBuf {
         self.run_dir().join(format!("{vmid}.sim.json"))

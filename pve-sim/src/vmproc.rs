@@ -1,5 +1,6 @@
-//! The process that stands in for a running VM's QEMU: it serves the VNC socket and burns
-//! the CPU share its script asks for, until it is signalled.
+//! The process that stands in for a running VM's QEMU: it serves the VNC socket (and the
+//! serial port's socket when the config has `serial0: socket`) and burns the CPU share its
+//! script asks for, until it is signalled.
 
 use std::io::Write;
 use std::os::unix::net::UnixListener;
@@ -8,6 +9,7 @@ use std::time::{Duration, Instant};
 use crate::rfb::{self, Screen};
 use crate::runtime::RunState;
 use crate::script::VmScript;
+use crate::serial;
 use crate::sim::{Outcome, Sim};
 use crate::store;
 
@@ -16,6 +18,20 @@ pub fn run(sim: &Sim, vmid: u32) -> Outcome {
     let socket = sim.vnc_socket(vmid);
     let _ = std::fs::remove_file(&socket);
     let listener = UnixListener::bind(&socket)?;
+    let config = store::read(sim, vmid).ok().map(|loaded| loaded.config);
+    if config
+        .as_ref()
+        .is_some_and(|config| config.main().get("serial0") == Some("socket"))
+    {
+        let hostname = config
+            .as_ref()
+            .and_then(|config| config.main().get("name").map(str::to_owned))
+            .unwrap_or_else(|| format!("vm{vmid}"));
+        let path = sim.serial_socket(vmid);
+        let _ = std::fs::remove_file(&path);
+        let serial = UnixListener::bind(&path)?;
+        std::thread::spawn(move || serve_serial(&serial, &hostname));
+    }
     {
         let mut stdout = std::io::stdout().lock();
         writeln!(stdout, "ready")?;
@@ -43,6 +59,17 @@ pub fn run(sim: &Sim, vmid: u32) -> Outcome {
         });
     }
     Ok(())
+}
+
+/// Answers every connection to the serial port, one thread each.
+fn serve_serial(listener: &UnixListener, hostname: &str) {
+    for stream in listener.incoming() {
+        let Ok(mut stream) = stream else { continue };
+        let hostname = hostname.to_owned();
+        std::thread::spawn(move || {
+            let _ = serial::serve(&mut stream, &hostname);
+        });
+    }
 }
 
 /// Keeps the CPU busy for the scripted fraction of each 100 ms slice.

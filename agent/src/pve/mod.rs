@@ -5,6 +5,7 @@ pub mod base_copy;
 pub mod clones;
 pub mod command;
 pub mod config;
+pub mod console;
 pub mod node;
 pub mod ops;
 pub mod reset;

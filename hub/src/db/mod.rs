@@ -9,6 +9,7 @@ pub mod api_tokens;
 pub mod assignments;
 pub mod audit;
 pub mod classes;
+pub mod consoles;
 pub mod inventory;
 pub mod nodes;
 pub mod plugins;

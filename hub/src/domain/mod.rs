@@ -12,6 +12,7 @@ pub mod admin;
 pub mod audit;
 pub mod auth;
 pub mod classes;
+pub mod consoles;
 pub mod plugins;
 pub mod tokens;
 pub mod viewer;

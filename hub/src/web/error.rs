@@ -10,6 +10,7 @@ use crate::agents::CallError;
 use crate::db::DbError;
 use crate::domain::accounts::AccountError;
 use crate::domain::auth::LoginError;
+use crate::domain::consoles::ConsoleError;
 use crate::domain::vms::VmOpError;
 use proxlab_protocol::ErrorKind;
 
@@ -170,6 +171,28 @@ impl From<VmOpError> for AppError {
             } if remote.kind == ErrorKind::Conflict => AppError::Conflict(message),
             VmOpError::Node { .. } => AppError::Node { message, detail },
             VmOpError::Db(err) => err.into(),
+        }
+    }
+}
+
+impl From<ConsoleError> for AppError {
+    fn from(err: ConsoleError) -> Self {
+        match err {
+            ConsoleError::Vm(err) => err.into(),
+            ConsoleError::Db(err) => err.into(),
+            ConsoleError::Limit(limit) => AppError::TooManyRequests {
+                message: limit.to_string(),
+                retry_after_secs: 10,
+            },
+            ConsoleError::Node(source) => AppError::Node {
+                message: "the VM's node could not open its console".into(),
+                detail: source.to_string(),
+            },
+            other @ (ConsoleError::NotRunning(_)
+            | ConsoleError::NoSerialPort
+            | ConsoleError::TicketExpired
+            | ConsoleError::TicketSpent
+            | ConsoleError::TicketUnknown) => AppError::Conflict(other.to_string()),
         }
     }
 }

@@ -3,6 +3,7 @@
 //! Every request passes the [`identity::authenticate`] middleware (who is asking, CSRF) and
 //! gets the security headers; each area has its own router.
 
+mod console_bridge;
 mod cookies;
 mod current_user;
 mod error;
@@ -65,11 +66,22 @@ const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; img-src 'self' data:;
      style-src 'self'; script-src 'self'; connect-src 'self'; frame-ancestors 'none'; \
      form-action 'self'; base-uri 'none'; object-src 'none'";
 
+/// The console page's policy: the same, except that styles may be set inline, because the
+/// terminal (xterm.js) writes its layout into `<style>` elements it makes. Scripts stay as
+/// strict as everywhere else.
+pub(crate) const CONSOLE_CONTENT_SECURITY_POLICY: &str = "default-src 'self'; \
+     img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; script-src 'self'; \
+     connect-src 'self'; frame-ancestors 'none'; form-action 'self'; base-uri 'none'; \
+     object-src 'none'";
+
 async fn security_headers(request: Request, next: Next) -> Response {
     let mut response = next.run(request).await;
     let headers = response.headers_mut();
+    // A page may bring a stricter or page-specific policy of its own (the console page does).
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CONTENT_SECURITY_POLICY),
         (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
         (header::X_FRAME_OPTIONS, "DENY"),
         (header::REFERRER_POLICY, "same-origin"),
@@ -93,6 +105,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::admin::router())
         .merge(routes::plugins::page_router())
         .merge(routes::classes::router())
+        .merge(routes::consoles::page_router())
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())
         .route("/health", get(health))

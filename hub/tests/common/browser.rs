@@ -56,7 +56,7 @@ impl Browser {
             .expect("starting chromedriver");
         let driver_url = format!("http://127.0.0.1:{port}");
         let http = reqwest::Client::new();
-        let deadline = Instant::now() + super::WAIT;
+        let deadline = Instant::now() + *super::WAIT;
         loop {
             let ready = http.get(format!("{driver_url}/status")).send().await;
             if let Ok(response) = ready
@@ -210,7 +210,7 @@ impl Browser {
              check();"
         );
         let url = format!("{}/session/{}/execute/async", self.driver_url, self.session);
-        let deadline = Instant::now() + super::WAIT;
+        let deadline = Instant::now() + *super::WAIT;
         loop {
             let response: Value = self
                 .http

@@ -50,6 +50,13 @@ impl Lab {
         }
     }
 
+    /// Kills the agents, as a node crash would.
+    pub fn kill_agents(&mut self) {
+        for agent in &mut self._agents {
+            let _ = agent.start_kill();
+        }
+    }
+
     /// A user with an API client.
     pub async fn user(&self, name: &str, role: Role) -> WebClient {
         let db = &self.hub.hub().state.db;

@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod browser;
+pub mod console;
 pub mod demo;
 pub mod lab;
 pub mod pg;
@@ -26,8 +27,17 @@ use proxlab_protocol::{Hello, PROTOCOL_VERSION, ProtocolVersion, Welcome};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
 
-/// The longest any single wait in these tests may take before the test fails.
-pub const WAIT: Duration = Duration::from_secs(20);
+/// The longest any single wait in these tests may take before the test fails: 60 s, or
+/// `PROXLAB_TEST_WAIT_SECS`. Waits end as soon as what they wait for happens; the deadline
+/// only turns a hang into a failure, so it is generous for a loaded two-core machine (a
+/// class deploy there has taken more than 20 s).
+pub static WAIT: std::sync::LazyLock<Duration> = std::sync::LazyLock::new(|| {
+    let secs = std::env::var("PROXLAB_TEST_WAIT_SECS")
+        .ok()
+        .and_then(|text| text.parse().ok())
+        .unwrap_or(60);
+    Duration::from_secs(secs)
+});
 
 pub fn init_tracing() {
     let _ = tracing_subscriber::fmt()
@@ -41,7 +51,7 @@ pub fn init_tracing() {
 
 /// Awaits `future`, failing the test after [`WAIT`].
 pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
-    tokio::time::timeout(WAIT, future)
+    tokio::time::timeout(*WAIT, future)
         .await
         .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
 }
@@ -237,6 +247,29 @@ impl TestHub {
 
     pub fn identity(&self, node: &str) -> Identity {
         Identity::load(&StateDir::new(self.state_dir(node))).unwrap()
+    }
+}
+
+/// A failing test shows what its agents logged: a timeout alone rarely says why.
+impl Drop for TestHub {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if name.starts_with("agent-") && name.ends_with(".log") {
+                let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(40).collect();
+                eprintln!("--- last lines of {name} ---");
+                for line in tail.into_iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
     }
 }
 

@@ -1,13 +1,13 @@
 //! The simulated `qm`.
 
 mod clone;
+mod console;
 mod disk;
 pub mod edit;
 mod guest;
 pub mod info;
 mod power;
 mod snapshot;
-mod vnc;
 
 use crate::args::Args;
 use crate::script::Faults;
@@ -36,6 +36,7 @@ const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
        qm status <vmid> [OPTIONS]
        qm stop <vmid> [OPTIONS]
        qm template <vmid> [OPTIONS]
+       qm terminal <vmid> [OPTIONS]
        qm unlock <vmid>
        qm vncproxy <vmid>";
 
@@ -70,7 +71,8 @@ pub fn run(argv: &[String]) -> Outcome {
         "rollback" => snapshot::rollback(&sim, args),
         "delsnapshot" => snapshot::delsnapshot(&sim, args),
         "guest" => guest::run(&sim, args),
-        "vncproxy" => vnc::vncproxy(&sim, &args),
+        "vncproxy" => console::vncproxy(&sim, &args),
+        "terminal" => console::terminal(&sim, args),
         "importdisk" => disk::import(&sim, args),
         "rescan" => disk::rescan(&sim, args),
         "disk" => {

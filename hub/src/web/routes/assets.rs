@@ -23,14 +23,31 @@ const ASSETS: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../assets/live.js"),
     ),
     (
+        "console.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../../assets/console.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("../../../assets/favicon.svg"),
     ),
 ];
 
+/// The browser libraries of `vendor/npm.toml`, `(name/path, content type, bytes)`, embedded
+/// by the build.
+const VENDORED: &[(&str, &str, &[u8])] = include!(concat!(env!("OUT_DIR"), "/vendored_assets.rs"));
+
 async fn asset(Path(name): Path<String>) -> Response {
-    match ASSETS.iter().find(|(asset, ..)| *asset == name) {
+    serve_from(ASSETS, &name)
+}
+
+async fn vendored(Path(path): Path<String>) -> Response {
+    serve_from(VENDORED, &path)
+}
+
+fn serve_from(files: &[(&str, &'static str, &'static [u8])], name: &str) -> Response {
+    match files.iter().find(|(asset, ..)| *asset == name) {
         Some((_, content_type, bytes)) => {
             let mut response = bytes.into_response();
             let headers = response.headers_mut();
@@ -46,5 +63,7 @@ async fn asset(Path(name): Path<String>) -> Response {
 }
 
 pub(in crate::web) fn router() -> Router<Arc<HubState>> {
-    Router::new().route("/assets/{name}", get(asset))
+    Router::new()
+        .route("/assets/{name}", get(asset))
+        .route("/assets/vendor/{*path}", get(vendored))
 }

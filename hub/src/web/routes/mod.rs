@@ -6,6 +6,7 @@ pub(super) mod assets;
 pub(super) mod auth;
 pub(super) mod classes;
 pub(super) mod classes_api;
+pub(super) mod consoles;
 pub(super) mod events;
 pub(super) mod plugins;
 pub(super) mod portal;

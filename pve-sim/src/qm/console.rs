@@ -1,5 +1,6 @@
-//! `qm vncproxy`: sets the VM's VNC password to `LC_PVE_TICKET` and pipes stdin/stdout to
-//! its VNC socket, as Proxmox's does.
+//! `qm vncproxy`, which sets the VM's VNC password to `LC_PVE_TICKET` and pipes stdin/stdout
+//! to its VNC socket, and `qm terminal`, which pipes them to a serial port's socket, as
+//! Proxmox's do.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
@@ -8,6 +9,7 @@ use std::os::unix::net::UnixStream;
 use crate::args::Args;
 use crate::runtime::{self, RunState};
 use crate::sim::{Outcome, Sim, fail};
+use crate::store;
 
 /// How long the password stays valid for a login.
 const PASSWORD_LIFETIME_SECS: i64 = 30;
@@ -31,8 +33,29 @@ pub(super) fn vncproxy(sim: &Sim, args: &Args) -> Outcome {
     state.vnc_password = Some(ticket);
     state.vnc_password_expires = Sim::now() + PASSWORD_LIFETIME_SECS;
     state.save(sim, vmid)?;
+    pipe_stdio(UnixStream::connect(sim.vnc_socket(vmid))?)
+}
 
-    let socket = UnixStream::connect(sim.vnc_socket(vmid))?;
+/// `qm terminal <vmid> [--iface serial0] [--escape CHAR]`.
+pub(super) fn terminal(sim: &Sim, mut args: Args) -> Outcome {
+    let vmid = args.vmid(0)?;
+    let iface = args.take("iface").unwrap_or_else(|| "serial0".into());
+    let _escape = args.take("escape");
+    args.finish()?;
+    let config = store::read(sim, vmid)?.config;
+    // The simulated VM process serves `serial0` only.
+    if iface != "serial0" || config.main().get(&iface) != Some("socket") {
+        return fail("unable to find a serial interface");
+    }
+    if runtime::running_pid(sim, vmid).is_none() {
+        return fail(format!("VM {vmid} not running"));
+    }
+    println!("starting serial terminal on interface {iface} (press Ctrl+O to exit)");
+    pipe_stdio(UnixStream::connect(sim.serial_socket(vmid))?)
+}
+
+/// Copies stdin to the socket and the socket to stdout, until the socket closes.
+fn pipe_stdio(socket: UnixStream) -> Outcome {
     let mut to_vm = socket.try_clone()?;
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin().lock();

@@ -1,0 +1,275 @@
+//! Consoles: the console page, the API that issues tickets, the WebSocket a ticket opens,
+//! and the admins' list of open consoles.
+
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{any, delete, get, post};
+use axum::{Json, Router};
+use proxlab_protocol::console::ConsoleKind;
+use serde::{Deserialize, Serialize};
+
+use crate::HubState;
+use crate::domain::consoles::sessions::ConsoleSession;
+use crate::domain::consoles::{self, ConsoleError};
+use crate::domain::tokens::format_time;
+use crate::domain::vms;
+use crate::web::console_bridge::{self, MAX_MESSAGE_BYTES};
+use crate::web::error::{ApiError, ApiJson, AppError, PageError};
+use crate::web::identity::{CurrentUser, RequireAdmin};
+use crate::web::parse_vmid;
+use crate::web::render::{Layout, Page, redirect_with_flash};
+use crate::web::views::VmView;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConsoleRequest {
+    kind: ConsoleKind,
+}
+
+/// A console ticket, as the browser gets it.
+#[derive(Debug, Serialize)]
+struct ConsoleTicketView {
+    kind: ConsoleKind,
+    /// The WebSocket to open (same origin), once, before `expires_at`.
+    url: String,
+    /// For VNC: the password for the VM's VNC server.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    password: Option<String>,
+    expires_at: String,
+}
+
+async fn issue(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(vmid): Path<String>,
+    ApiJson(request): ApiJson<ConsoleRequest>,
+) -> Result<Response, ApiError> {
+    let vmid = parse_vmid(&vmid)?;
+    let issued = consoles::issue(&state, &user.viewer, vmid, request.kind)
+        .await
+        .map_err(|err| ApiError {
+            error: err.into(),
+            staff: user.viewer.is_staff(),
+        })?;
+    let view = ConsoleTicketView {
+        kind: request.kind,
+        url: format!("/api/v1/console/{}", issued.ticket),
+        password: issued.password,
+        expires_at: format_time(issued.expires_at),
+    };
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+/// Whether the request comes from a page of this portal: a browser always sends `Origin` with
+/// a WebSocket, and it must name the host the request went to. Clients that are not browsers
+/// (scripts with an API token) send none.
+fn same_origin(headers: &HeaderMap, uri: &Uri, site_url: Option<&str>) -> bool {
+    let Some(origin) = headers.get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let Some((_, origin_host)) = origin.split_once("://") else {
+        return false;
+    };
+    if site_url.is_some_and(|site| site.trim_end_matches('/') == origin) {
+        return true;
+    }
+    // HTTP/1.1 names the host in `Host`, HTTP/2 in the URI's authority.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok())
+        .or_else(|| uri.authority().map(|authority| authority.as_str()));
+    host.is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
+}
+
+async fn socket(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    uri: Uri,
+    Path(ticket): Path<String>,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    if !same_origin(&headers, &uri, state.config.site_url().as_deref()) {
+        tracing::warn!(user = %user.viewer.username, "console WebSocket from another origin refused");
+        return (
+            StatusCode::FORBIDDEN,
+            "this console belongs to another site",
+        )
+            .into_response();
+    }
+    // The checks answer after the upgrade, so the page can say why in the close frame.
+    upgrade
+        .protocols(["binary"])
+        .max_message_size(MAX_MESSAGE_BYTES)
+        .max_frame_size(MAX_MESSAGE_BYTES)
+        .on_upgrade(move |mut socket| async move {
+            let viewer = user.viewer;
+            let mut console = match consoles::connect(&state, &viewer, &ticket).await {
+                Ok(console) => console,
+                Err(err) => return refuse(&mut socket, &err).await,
+            };
+            let reason = console_bridge::run(&state, socket, &mut console).await;
+            console.record_end(&state, &viewer, &reason).await;
+        })
+}
+
+/// Closes a WebSocket whose console could not be opened, with why.
+async fn refuse(socket: &mut axum::extract::ws::WebSocket, err: &ConsoleError) {
+    use axum::extract::ws::{CloseFrame, Message};
+    let reason = crate::text::truncate_bytes(&crate::text::sentence(&err.to_string()), 123);
+    let close = Message::Close(Some(CloseFrame {
+        code: err.close_code(),
+        reason: reason.into(),
+    }));
+    let _ = socket.send(close).await;
+}
+
+/// An open console, as admins see it.
+#[derive(Debug, Serialize)]
+struct SessionView {
+    id: u64,
+    username: String,
+    vmid: u32,
+    kind: ConsoleKind,
+    since: String,
+    bytes_to_vm: u64,
+    bytes_from_vm: u64,
+    idle_secs: u64,
+}
+
+impl From<&ConsoleSession> for SessionView {
+    fn from(session: &ConsoleSession) -> Self {
+        use std::sync::atomic::Ordering::Relaxed;
+        Self {
+            id: session.id,
+            username: session.username.clone(),
+            vmid: session.vmid,
+            kind: session.kind,
+            since: format_time(session.started_at),
+            bytes_to_vm: session.bytes_to_vm.load(Relaxed),
+            bytes_from_vm: session.bytes_from_vm.load(Relaxed),
+            idle_secs: session.idle_secs(),
+        }
+    }
+}
+
+fn open_sessions(state: &HubState) -> Vec<SessionView> {
+    state
+        .consoles
+        .list()
+        .iter()
+        .map(|session| SessionView::from(session.as_ref()))
+        .collect()
+}
+
+async fn list_api(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(_): RequireAdmin,
+) -> Json<Vec<SessionView>> {
+    Json(open_sessions(&state))
+}
+
+async fn end_api(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    Path(id): Path<u64>,
+) -> Result<Response, ApiError> {
+    if consoles::end_session(&state, &user.viewer, id).await? {
+        Ok(Json(serde_json::json!({"ended": id})).into_response())
+    } else {
+        Err(AppError::NotFound(format!("no console {id} is open")).into())
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct ConsolePageView {
+    vm: VmView,
+}
+
+async fn page(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(vmid): Path<String>,
+) -> Result<Response, PageError> {
+    let vmid = parse_vmid(&vmid)?;
+    let vm = vms::visible_vm(&state, &user.viewer, vmid)
+        .await
+        .map_err(AppError::from)?;
+    let title = format!("Console of {}", vm.name);
+    let view = ConsolePageView {
+        vm: VmView::new(&vm),
+    };
+    let mut response = Page::render(
+        "pages/portal/console.html",
+        &Layout::new(Some(&user), &headers, "vms", &title),
+        &view,
+    )?
+    .into_response();
+    response.headers_mut().insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(crate::web::CONSOLE_CONTENT_SECURITY_POLICY),
+    );
+    Ok(response)
+}
+
+#[derive(Debug, Serialize)]
+struct SessionsPageView {
+    sessions: Vec<SessionView>,
+}
+
+async fn admin_page(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    headers: HeaderMap,
+) -> Result<Page, PageError> {
+    let view = SessionsPageView {
+        sessions: open_sessions(&state),
+    };
+    Ok(Page::render(
+        "pages/admin/consoles.html",
+        &Layout::new(Some(&user), &headers, "consoles", "Open consoles"),
+        &view,
+    )?)
+}
+
+async fn end_form(
+    State(state): State<Arc<HubState>>,
+    RequireAdmin(user): RequireAdmin,
+    Path(id): Path<u64>,
+) -> Result<Response, PageError> {
+    let ended = consoles::end_session(&state, &user.viewer, id)
+        .await
+        .map_err(AppError::from)?;
+    Ok(if ended {
+        redirect_with_flash("/admin/consoles", "ok", "The console was ended.")
+    } else {
+        redirect_with_flash(
+            "/admin/consoles",
+            "error",
+            "That console is closed already.",
+        )
+    })
+}
+
+pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/vms/{vmid}/console", post(issue))
+        .route("/console/{ticket}", any(socket))
+        .route("/consoles", get(list_api))
+        .route("/consoles/{id}", delete(end_api))
+}
+
+pub(in crate::web) fn page_router() -> Router<Arc<HubState>> {
+    Router::new()
+        .route("/vms/{vmid}/console", get(page))
+        .route("/admin/consoles", get(admin_page))
+        .route("/admin/consoles/{id}/end", post(end_form))
+}
