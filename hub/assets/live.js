@@ -92,6 +92,9 @@
         form.hidden = !vm.actions.includes(form.dataset.action);
         for (const button of form.querySelectorAll("button")) button.disabled = false;
       }
+      // A VM that was still being made gets its console once it exists.
+      const consoleLink = tile.querySelector('a[data-action="console"]');
+      if (consoleLink) consoleLink.hidden = vm.template || vm.display_status === "preparing";
     }
     const ips = document.querySelector('[data-field="ips"]');
     if (ips && document.querySelector('.tiles.single [data-vmid="' + vm.vmid + '"]')) {

@@ -567,3 +567,140 @@ async fn the_main_pages_fit_a_phone_and_pass_axe() {
         check(page, name).await;
     }
 }
+
+/// Non-black pixels on the console's canvas (noVNC draws the VM's screen there).
+const CANVAS_LIT: &str = "const canvas = document.querySelector('[data-panel=\"vnc\"] canvas'); \
+     if (!canvas || canvas.width === 0) return 0; \
+     const data = canvas.getContext('2d').getImageData(0, 0, canvas.width, canvas.height).data; \
+     let lit = 0; for (let i = 0; i < data.length; i += 4) { if (data[i] + data[i + 1] + data[i + 2] > 0) lit++; } \
+     return lit;";
+
+/// Waits until the console's canvas shows the VM's screen: the simulator draws its VMID in
+/// large digits, thousands of lit pixels on black.
+async fn screen_shows_the_vm(browser: &Browser) {
+    browser
+        .wait_until(
+            "the VM's screen on the canvas",
+            &format!("(() => {{ {CANVAS_LIT} }})() > 2000"),
+        )
+        .await;
+    let width = browser
+        .eval("return document.querySelector('[data-panel=\"vnc\"] canvas').width;")
+        .await;
+    assert_eq!(width, 640, "the canvas has the VM's screen size");
+}
+
+#[tokio::test]
+async fn a_student_uses_her_vms_screen_and_terminal_and_her_teacher_watches() {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
+        return;
+    };
+    // A class of one, made through the API, with alice in it.
+    let teacher = common::web::WebClient::with_token(&url, &demo.user("teacher").api_token);
+    let alice = common::web::WebClient::with_token(&url, &demo.user("alice").api_token);
+    let created: serde_json::Value = teacher
+        .api_post_json(
+            "/api/v1/classes",
+            &serde_json::json!({"name": "Console Lab", "template_vmid": 9000, "seats": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = created["job"].as_u64().expect("a deploy job");
+    // The demo is another process: its job is followed through the API.
+    common::within("the class to be deployed", async {
+        while teacher.json(&format!("/api/v1/jobs/{job}")).await["state"] != "done" {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    let class_id = created["class"]["id"].as_i64().unwrap();
+    let vmid = common::web::join_class(&teacher, &alice, class_id).await["vmid"]
+        .as_u64()
+        .expect("alice gets a VM") as u32;
+
+    // alice starts it from My VMs and opens its console.
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    let start = format!("[data-vmid='{vmid}'] form[data-action='start']");
+    browser
+        .wait_until(
+            "her class VM, ready to start",
+            &format!("(document.querySelector(\"{start}\") || {{hidden: true}}).hidden === false"),
+        )
+        .await;
+    browser
+        .click(
+            &browser
+                .find(&format!("{} form[data-action='start'] button", tile(vmid)))
+                .await,
+        )
+        .await;
+    // Running (it shows as starting until it has an address, which no guest agent reports
+    // here): the stop button is there.
+    browser
+        .wait_until(
+            "the VM to run",
+            &format!(
+                "document.querySelector(\"[data-vmid='{vmid}'] form[data-action='stop']\").hidden === false"
+            ),
+        )
+        .await;
+    browser
+        .click(
+            &browser
+                .find(&format!("{} a[data-action='console']", tile(vmid)))
+                .await,
+        )
+        .await;
+    browser
+        .wait_until(
+            "the console to connect",
+            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
+        )
+        .await;
+    screen_shows_the_vm(&browser).await;
+    browser.screenshot("console-screen.png").await;
+    assert_accessible(&browser, "the console page").await;
+
+    // The terminal tab: the VM's serial line echoes what she types.
+    browser
+        .click(&browser.find("[data-tab='serial']").await)
+        .await;
+    browser
+        .wait_until(
+            "the prompt in the terminal",
+            "(document.querySelector('.xterm-rows') || {textContent: ''}).textContent.includes(':~#')",
+        )
+        .await;
+    browser
+        .type_into(
+            &browser.find(".xterm-helper-textarea").await,
+            "echo typed-in-chromium\n",
+        )
+        .await;
+    browser
+        .wait_until(
+            "the command's output",
+            "document.querySelector('.xterm-rows').textContent.split('typed-in-chromium').length > 2",
+        )
+        .await;
+    browser.screenshot("console-terminal.png").await;
+
+    // Her teacher looks over her shoulder.
+    browser.clear_cookies().await;
+    log_in(&browser, &url, "teacher", demo.password("teacher")).await;
+    browser.goto(&format!("{url}/vms/{vmid}/console")).await;
+    screen_shows_the_vm(&browser).await;
+
+    // bob has no console of hers.
+    browser.clear_cookies().await;
+    log_in(&browser, &url, "bob", demo.password("bob")).await;
+    browser.goto(&format!("{url}/vms/{vmid}/console")).await;
+    let body = browser.eval("return document.body.innerText;").await;
+    assert!(
+        body.as_str().unwrap().contains("There is no such VM."),
+        "{body}"
+    );
+    assert!(demo.stop().await);
+}

@@ -110,8 +110,21 @@ impl DemoCluster {
             ],
         )?;
         let template = TEMPLATE_VM.to_string();
-        // The guest agent reports the VMs' addresses; clones inherit the setting.
-        self.sim(tools, "pve1", &["qm", "set", &template, "--agent", "1"])?;
+        // The guest agent reports the VMs' addresses, and a serial port gives the terminal
+        // console a line to talk to; clones inherit both.
+        self.sim(
+            tools,
+            "pve1",
+            &[
+                "qm",
+                "set",
+                &template,
+                "--agent",
+                "1",
+                "--serial0",
+                "socket",
+            ],
+        )?;
         for (vmid, name) in [(TEACHER_VM, "lab-teacher"), (ALICE_VM, "lab-alice")] {
             self.sim(
                 tools,
@@ -139,6 +152,8 @@ impl DemoCluster {
                     "local:4",
                     "--agent",
                     "1",
+                    "--serial0",
+                    "socket",
                 ],
             )?;
         }

@@ -38,6 +38,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/portal/vm.html"),
     ),
     (
+        "pages/portal/console.html",
+        include_str!("../../templates/pages/portal/console.html"),
+    ),
+    (
         "pages/portal/templates.html",
         include_str!("../../templates/pages/portal/templates.html"),
     ),
@@ -76,6 +80,10 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "pages/admin/plugin_guide.html",
         include_str!("../../templates/pages/admin/plugin_guide.html"),
+    ),
+    (
+        "pages/admin/consoles.html",
+        include_str!("../../templates/pages/admin/consoles.html"),
     ),
     (
         "pages/admin/audit.html",

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
@@ -22,7 +23,7 @@ use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireAdmin};
 use crate::web::parse_vmid;
 use crate::web::render::{Layout, Page, redirect_with_flash};
-use crate::web::views::VmView;
+use crate::web::views::{VmView, human_bytes};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -94,18 +95,17 @@ async fn socket(
     headers: HeaderMap,
     uri: Uri,
     Path(ticket): Path<String>,
-    upgrade: WebSocketUpgrade,
-) -> Response {
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+) -> Result<Response, ApiError> {
+    let upgrade = upgrade.map_err(|_| {
+        AppError::BadRequest("this address is a console: open it as a WebSocket".into())
+    })?;
     if !same_origin(&headers, &uri, state.config.site_url().as_deref()) {
         tracing::warn!(user = %user.viewer.username, "console WebSocket from another origin refused");
-        return (
-            StatusCode::FORBIDDEN,
-            "this console belongs to another site",
-        )
-            .into_response();
+        return Err(AppError::Forbidden.into());
     }
     // The checks answer after the upgrade, so the page can say why in the close frame.
-    upgrade
+    Ok(upgrade
         .protocols(["binary"])
         .max_message_size(MAX_MESSAGE_BYTES)
         .max_frame_size(MAX_MESSAGE_BYTES)
@@ -117,7 +117,7 @@ async fn socket(
             };
             let reason = console_bridge::run(&state, socket, &mut console).await;
             console.record_end(&state, &viewer, &reason).await;
-        })
+        }))
 }
 
 /// Closes a WebSocket whose console could not be opened, with why.
@@ -142,22 +142,39 @@ struct SessionView {
     bytes_to_vm: u64,
     bytes_from_vm: u64,
     idle_secs: u64,
+    /// For people: the bytes each way and how long nothing has passed.
+    traffic: String,
 }
 
 impl From<&ConsoleSession> for SessionView {
     fn from(session: &ConsoleSession) -> Self {
         use std::sync::atomic::Ordering::Relaxed;
+        let (to_vm, from_vm) = (
+            session.bytes_to_vm.load(Relaxed),
+            session.bytes_from_vm.load(Relaxed),
+        );
         Self {
+            traffic: format!(
+                "{} from the VM, {} to it; idle {} s",
+                human_bytes(from_vm),
+                human_bytes(to_vm),
+                session.idle_secs()
+            ),
             id: session.id,
             username: session.username.clone(),
             vmid: session.vmid,
             kind: session.kind,
             since: format_time(session.started_at),
-            bytes_to_vm: session.bytes_to_vm.load(Relaxed),
-            bytes_from_vm: session.bytes_from_vm.load(Relaxed),
+            bytes_to_vm: to_vm,
+            bytes_from_vm: from_vm,
             idle_secs: session.idle_secs(),
         }
     }
+}
+
+fn parse_session_id(text: &str) -> Result<u64, AppError> {
+    text.parse()
+        .map_err(|_| AppError::NotFound(format!("{text:?} is not a console id")))
 }
 
 fn open_sessions(state: &HubState) -> Vec<SessionView> {
@@ -179,8 +196,9 @@ async fn list_api(
 async fn end_api(
     State(state): State<Arc<HubState>>,
     RequireAdmin(user): RequireAdmin,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
+    let id = parse_session_id(&id)?;
     if consoles::end_session(&state, &user.viewer, id).await? {
         Ok(Json(serde_json::json!({"ended": id})).into_response())
     } else {
@@ -243,8 +261,9 @@ async fn admin_page(
 async fn end_form(
     State(state): State<Arc<HubState>>,
     RequireAdmin(user): RequireAdmin,
-    Path(id): Path<u64>,
+    Path(id): Path<String>,
 ) -> Result<Response, PageError> {
+    let id = parse_session_id(&id)?;
     let ended = consoles::end_session(&state, &user.viewer, id)
         .await
         .map_err(AppError::from)?;
