@@ -12,6 +12,7 @@ use common::web::{WebClient, join_class};
 use common::within;
 use proxlab_hub::db::audit::AuditFilter;
 use proxlab_hub::db::now_unix;
+use proxlab_hub::config::HubConfig;
 use proxlab_hub::db::users::Role;
 use proxlab_hub::domain::admin::{self, UserChange};
 use proxlab_hub::domain::audit::Actor;
@@ -60,7 +61,11 @@ struct Classroom {
 
 /// A class of two with alice's and bob's VMs; alice's has a serial port and runs.
 async fn classroom() -> Classroom {
-    let lab = Lab::start().await;
+    classroom_with(|_| {}).await
+}
+
+async fn classroom_with(configure: impl FnOnce(&mut HubConfig)) -> Classroom {
+    let lab = Lab::start_configured("shared", configure).await;
     let admin = lab.user("ada", Role::Admin).await;
     let teacher = lab.user("tina", Role::Teacher).await;
     let alice = lab.user("alice", Role::Student).await;
@@ -349,4 +354,86 @@ async fn a_lost_agent_closes_the_console_and_a_restarted_hub_opens_new_ones() {
     room.lab.kill_agents();
     let (code, reason) = serial.close_frame().await;
     assert_eq!(code, 4502, "{reason}");
+}
+
+#[tokio::test]
+async fn a_browser_that_never_reads_does_not_grow_the_hubs_memory() {
+    let room = classroom().await;
+    let hub = room.lab.hub.hub();
+    let (mut screen, ticket) = open_console(&room.alice, room.alice_vm, "vnc").await;
+    screen.rfb_login(ticket["password"].as_str().unwrap()).await;
+    // Ask for 60 full screens (55 MB) and read none of them.
+    let request = [3, 0, 0, 0, 0, 0, 2, 128, 1, 104];
+    const SCREENS: usize = 60;
+    const SCREEN_BYTES: u64 = 16 + 640 * 360 * 4;
+    for _ in 0..SCREENS {
+        screen.send(&request).await;
+    }
+    let session = hub.state.consoles.list().pop().expect("the console is open");
+    // What the hub passed on stops growing once the buffers on the way are full; nothing
+    // announces "stopped growing", so watch the counter until it holds still.
+    let passed_on = || session.bytes_from_vm.load(std::sync::atomic::Ordering::Relaxed);
+    let held = within("the flow to stop", async {
+        let mut last = passed_on();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = passed_on();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await;
+    eprintln!("a browser that reads nothing held up after {held} bytes");
+    assert!(
+        held < 24 * 1024 * 1024,
+        "the hub took {held} bytes for a browser that reads nothing"
+    );
+    // Reading again lets everything through: nothing was dropped on the way.
+    for _ in 0..SCREENS {
+        let header = screen.read_exact(16).await;
+        assert_eq!(header[0], 0);
+        screen.read_exact((SCREEN_BYTES - 16) as usize).await;
+    }
+    screen.close().await;
+}
+
+#[tokio::test]
+async fn a_hundred_consoles_at_once_all_echo() {
+    let room = classroom_with(|config| {
+        config.consoles.per_user = 100;
+        config.consoles.total = 100;
+    })
+    .await;
+    let vmid = room.alice_vm;
+    let sessions = (0..100).map(|n| {
+        let alice = &room.alice;
+        async move {
+            let (mut serial, _) = open_console(alice, vmid, "serial").await;
+            serial.read_until(":~# ").await;
+            serial.send(format!("echo console-{n}\r").as_bytes()).await;
+            serial
+                .read_until(&format!("console-{n}\r\nroot@"))
+                .await;
+            serial
+        }
+    });
+    let open = futures_util::future::join_all(sessions).await;
+    assert_eq!(room.lab.hub.hub().state.consoles.list().len(), 100);
+    // The hundred-and-first is refused, with why.
+    let (status, answer) = console::ticket(&room.alice, vmid, "serial").await;
+    assert_eq!(status, 201, "{answer}");
+    let mut refused = console::open(&room.alice, answer["url"].as_str().unwrap(), None)
+        .await
+        .socket();
+    assert_eq!(refused.close_frame().await.0, 4029);
+    for serial in open {
+        serial.close().await;
+    }
+    within(
+        "every console closed",
+        room.lab.hub.hub().state.consoles.all_closed(),
+    )
+    .await;
 }

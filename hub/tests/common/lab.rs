@@ -29,7 +29,15 @@ impl Lab {
 
     /// A lab whose template's disk is on `storage` of pve1.
     pub async fn start_on(storage: &str) -> Self {
-        let hub = TestHub::start().await;
+        Self::start_configured(storage, |_| {}).await
+    }
+
+    /// A lab whose hub has settings of the test's own.
+    pub async fn start_configured(
+        storage: &str,
+        configure: impl FnOnce(&mut proxlab_hub::config::HubConfig),
+    ) -> Self {
+        let hub = TestHub::start_configured(None, configure).await;
         let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["lab-tpl:1G"], storage);
         let mut changes = hub.hub().state.inventory_changes.subscribe();
         let agents = vec![
