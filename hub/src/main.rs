@@ -82,6 +82,10 @@ enum Command {
         /// Serve the portal over HTTPS (and HTTP/2) with a self-signed certificate.
         #[arg(long)]
         tls: bool,
+        /// Run the simulated VMs as real QEMU processes (qemu-system-x86_64, TCG, no disk),
+        /// so consoles show a real VM's screen. Applies when the demo is first created.
+        #[arg(long)]
+        qemu: bool,
     },
     /// Assign VMs to users.
     Vm {
@@ -237,6 +241,7 @@ async fn run(cli: Cli) -> Result<()> {
             http_addr,
             quic_addr,
             tls,
+            qemu,
         } => {
             let dir = cli
                 .data_dir
@@ -247,6 +252,7 @@ async fn run(cli: Cli) -> Result<()> {
                 http_addr,
                 quic_addr,
                 tls,
+                qemu,
             })
             .await
         }

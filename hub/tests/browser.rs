@@ -704,3 +704,73 @@ async fn a_student_uses_her_vms_screen_and_terminal_and_her_teacher_watches() {
     );
     assert!(demo.stop().await);
 }
+
+/// Whether Debian's QEMU is installed, for the tests that want a real VM's screen.
+fn qemu_installed() -> bool {
+    std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| dir.join("qemu-system-x86_64").is_file())
+    })
+}
+
+#[tokio::test]
+async fn the_console_shows_a_real_qemu_vms_screen() {
+    if !qemu_installed() {
+        eprintln!(
+            "NOTICE: qemu-system-x86_64 is missing (Debian: qemu-system-x86); the console's \
+             real-QEMU test is skipped (the built-in VNC server is tested instead)"
+        );
+        return;
+    }
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start_qemu(dir.path()).await;
+    let url = demo.file.url.clone();
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    browser
+        .click(
+            &browser
+                .find(&format!("{} form[data-action='start'] button", tile(102)))
+                .await,
+        )
+        .await;
+    browser
+        .wait_until(
+            "the VM to run",
+            "document.querySelector(\"[data-vmid='102'] form[data-action='stop']\").hidden === false",
+        )
+        .await;
+    browser
+        .click(
+            &browser
+                .find(&format!("{} a[data-action='console']", tile(102)))
+                .await,
+        )
+        .await;
+    browser
+        .wait_until(
+            "the console to connect",
+            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
+        )
+        .await;
+    // SeaBIOS writes its banner and "No bootable device" in light grey on black.
+    browser
+        .wait_until(
+            "the BIOS text on the canvas",
+            &format!("(() => {{ {CANVAS_LIT} }})() > 500"),
+        )
+        .await;
+    browser.screenshot("console-qemu.png").await;
+    // Ctrl-Alt-Del reaches the VM (it restarts into the BIOS), and the console stays up.
+    browser
+        .click(&browser.find("[data-command='ctrl-alt-del']").await)
+        .await;
+    assert_eq!(
+        browser
+            .eval("return document.querySelector('[data-console]').dataset.consoleState;")
+            .await,
+        "connected"
+    );
+    assert!(demo.stop().await);
+}

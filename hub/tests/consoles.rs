@@ -10,9 +10,9 @@ use common::console::{self, Opened};
 use common::lab::Lab;
 use common::web::{WebClient, join_class};
 use common::within;
+use proxlab_hub::config::HubConfig;
 use proxlab_hub::db::audit::AuditFilter;
 use proxlab_hub::db::now_unix;
-use proxlab_hub::config::HubConfig;
 use proxlab_hub::db::users::Role;
 use proxlab_hub::domain::admin::{self, UserChange};
 use proxlab_hub::domain::audit::Actor;
@@ -369,10 +369,19 @@ async fn a_browser_that_never_reads_does_not_grow_the_hubs_memory() {
     for _ in 0..SCREENS {
         screen.send(&request).await;
     }
-    let session = hub.state.consoles.list().pop().expect("the console is open");
+    let session = hub
+        .state
+        .consoles
+        .list()
+        .pop()
+        .expect("the console is open");
     // What the hub passed on stops growing once the buffers on the way are full; nothing
     // announces "stopped growing", so watch the counter until it holds still.
-    let passed_on = || session.bytes_from_vm.load(std::sync::atomic::Ordering::Relaxed);
+    let passed_on = || {
+        session
+            .bytes_from_vm
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
     let held = within("the flow to stop", async {
         let mut last = passed_on();
         loop {
@@ -413,9 +422,7 @@ async fn a_hundred_consoles_at_once_all_echo() {
             let (mut serial, _) = open_console(alice, vmid, "serial").await;
             serial.read_until(":~# ").await;
             serial.send(format!("echo console-{n}\r").as_bytes()).await;
-            serial
-                .read_until(&format!("console-{n}\r\nroot@"))
-                .await;
+            serial.read_until(&format!("console-{n}\r\nroot@")).await;
             serial
         }
     });

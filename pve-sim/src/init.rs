@@ -92,6 +92,7 @@ pub fn run(argv: &[String]) -> Outcome {
     while let Some(spec) = args.take("template") {
         templates.push(spec);
     }
+    let qemu = args.take("qemu");
     args.finish()?;
     for node in &nodes {
         proxlab_pve::ident::validate_vm_name(node).map_err(|err| param_error("nodes", &err))?;
@@ -107,6 +108,9 @@ pub fn run(argv: &[String]) -> Outcome {
     }
     for dir in ["var/run/qemu-server", "var/lock/qemu-server", "sim/vms"] {
         std::fs::create_dir_all(root.join(dir))?;
+    }
+    if let Some(qemu) = &qemu {
+        crate::qemu::enable(&root, qemu)?;
     }
     std::fs::write(
         root.join("etc/pve/storage.cfg"),

@@ -8,6 +8,7 @@ pub mod init;
 pub mod json;
 pub mod pvesh;
 pub mod pvesm;
+pub mod qemu;
 pub mod qemu_img;
 pub mod qm;
 pub mod rfb;

@@ -44,9 +44,11 @@ fn is_vm_process(pid: u32, vmid: u32) -> bool {
         return false;
     };
     let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
-    let ours = args
-        .windows(2)
-        .any(|pair| pair[0] == b"vm-process" && pair[1] == vmid.to_string().as_bytes());
+    let qemu_name = crate::qemu::process_name(vmid);
+    let ours = args.windows(2).any(|pair| {
+        (pair[0] == b"vm-process" && pair[1] == vmid.to_string().as_bytes())
+            || (pair[0] == b"-name" && pair[1] == qemu_name.as_bytes())
+    });
     let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let zombie = state
         .rsplit_once(") ")
@@ -67,6 +69,27 @@ pub fn running_pid(sim: &Sim, vmid: u32) -> Option<u32> {
 /// Starts the VM's process and waits until it serves its VNC socket.
 pub fn start(sim: &Sim, vmid: u32) -> Outcome<u32> {
     std::fs::create_dir_all(sim.run_dir())?;
+    let pid = match crate::qemu::binary(sim) {
+        Some(qemu) => {
+            let serial =
+                crate::store::read(sim, vmid)?.config.main().get("serial0") == Some("socket");
+            crate::qemu::start(sim, vmid, &qemu, serial)?
+        }
+        None => start_vm_process(sim, vmid)?,
+    };
+    RunState {
+        pid,
+        started_at: Sim::now(),
+        qmpstatus: "running".into(),
+        ..RunState::default()
+    }
+    .save(sim, vmid)?;
+    refresh_arp_table(sim)?;
+    Ok(pid)
+}
+
+/// Starts `pve-sim vm-process` for the VM and waits until it serves its VNC socket.
+fn start_vm_process(sim: &Sim, vmid: u32) -> Outcome<u32> {
     let exe = std::env::current_exe()?;
     let mut child = Command::new(exe)
         .args(["vm-process", &vmid.to_string()])
@@ -89,14 +112,6 @@ pub fn start(sim: &Sim, vmid: u32) -> Outcome<u32> {
         return fail(format!("start failed: QEMU exited with code 1 (VM {vmid})"));
     }
     std::fs::write(sim.pid_file(vmid), format!("{pid}\n"))?;
-    RunState {
-        pid,
-        started_at: Sim::now(),
-        qmpstatus: "running".into(),
-        ..RunState::default()
-    }
-    .save(sim, vmid)?;
-    refresh_arp_table(sim)?;
     Ok(pid)
 }
 
@@ -154,6 +169,7 @@ pub fn cleanup(sim: &Sim, vmid: u32) {
         sim.pid_file(vmid),
         sim.vnc_socket(vmid),
         sim.serial_socket(vmid),
+        sim.run_dir().join(format!("{vmid}.qmp")),
         sim.run_state(vmid),
     ] {
         let _ = std::fs::remove_file(path);

@@ -56,14 +56,14 @@ fn check(output: &Output, what: &str) -> Result<String> {
 
 impl DemoCluster {
     /// Creates the cluster on the first run; later runs reuse it.
-    pub(super) fn prepare(dir: &Path, tools: &Tools) -> Result<Self> {
+    pub(super) fn prepare(dir: &Path, tools: &Tools, qemu: bool) -> Result<Self> {
         let cluster = Self {
             dir: dir.to_owned(),
         };
         std::fs::create_dir_all(dir.join("agents"))?;
         std::fs::create_dir_all(dir.join("logs"))?;
         if !cluster.root().join("etc/pve").exists() {
-            cluster.create(tools)?;
+            cluster.create(tools, qemu)?;
         }
         for node in DEMO_NODES {
             cluster.write_agent_config(node)?;
@@ -89,7 +89,7 @@ impl DemoCluster {
         check(&output, &format!("pve-sim {}", args.join(" ")))
     }
 
-    fn create(&self, tools: &Tools) -> Result<()> {
+    fn create(&self, tools: &Tools, qemu: bool) -> Result<()> {
         eprintln!("Creating a simulated two-node Proxmox cluster...");
         let root = self.root();
         let root_text = root.to_str().context("the demo path is not UTF-8")?;
@@ -107,6 +107,8 @@ impl DemoCluster {
                 "debian-12-lab:2G",
                 "--template-storage",
                 "shared",
+                "--qemu",
+                if qemu { "on" } else { "off" },
             ],
         )?;
         let template = TEMPLATE_VM.to_string();

@@ -37,6 +37,8 @@ pub struct DemoOptions {
     pub quic_addr: SocketAddr,
     /// Serve the portal over HTTPS with a self-signed certificate.
     pub tls: bool,
+    /// Run the simulated VMs as real QEMU processes (when the cluster is first made).
+    pub qemu: bool,
 }
 
 /// One demo login, as written to `demo.json`.
@@ -128,7 +130,7 @@ impl Demo {
             .with_context(|| format!("creating {}", options.dir.display()))?;
         let dir = std::fs::canonicalize(&options.dir)?;
         let tools = tools::Tools::locate()?;
-        let cluster = DemoCluster::prepare(&dir, &tools)?;
+        let cluster = DemoCluster::prepare(&dir, &tools, options.qemu)?;
         let mut config = HubConfig::new(dir.join("hub"));
         config.http_addr = options.http_addr;
         config.quic_addr = options.quic_addr;

@@ -32,6 +32,12 @@ impl DemoProcess {
         Self::launch(dir, &[&ports[..], &["--tls"]].concat()).await
     }
 
+    /// Starts the demo with real QEMU processes as its VMs.
+    pub async fn start_qemu(dir: &Path) -> Self {
+        let ports = ["--http-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"];
+        Self::launch(dir, &[&ports[..], &["--qemu"]].concat()).await
+    }
+
     async fn launch(dir: &Path, args: &[&str]) -> Self {
         // The demo runs the agent and simulator found next to the hub binary.
         super::agent_bin();

@@ -29,10 +29,14 @@ pub(super) fn vncproxy(sim: &Sim, args: &Args) -> Outcome {
     if runtime::running_pid(sim, vmid).is_none() {
         return fail(format!("VM {vmid} not running"));
     }
-    let mut state = RunState::load(sim, vmid).unwrap_or_default();
-    state.vnc_password = Some(ticket);
-    state.vnc_password_expires = Sim::now() + PASSWORD_LIFETIME_SECS;
-    state.save(sim, vmid)?;
+    if crate::qemu::binary(sim).is_some() {
+        crate::qemu::set_vnc_password(sim, vmid, &ticket, PASSWORD_LIFETIME_SECS)?;
+    } else {
+        let mut state = RunState::load(sim, vmid).unwrap_or_default();
+        state.vnc_password = Some(ticket);
+        state.vnc_password_expires = Sim::now() + PASSWORD_LIFETIME_SECS;
+        state.save(sim, vmid)?;
+    }
     pipe_stdio(UnixStream::connect(sim.vnc_socket(vmid))?)
 }
 
