@@ -171,16 +171,70 @@
   };
 
   // `holder` names the tab whose stream feeds this one (a new one on every takeover).
+  let wasConnected = false;
   function showLiveState(connected, holder) {
     if (holder) document.body.dataset.liveHolder = holder;
     document.body.dataset.liveReady = connected ? "yes" : "no";
     liveState.hidden = connected;
     if (!connected) liveState.textContent = "Live updates paused; reconnecting…";
+    if (connected && !wasConnected) catchUp();
+    wasConnected = connected;
   }
 
   function deliver(type, text) {
     const apply = EVENT_TYPES[type];
     if (apply) apply(text ? JSON.parse(text) : {});
+  }
+
+  // What an event is about: a later event about the same thing replaces it.
+  function keyOf(type, data) {
+    if (type === "vm" || type === "vm-removed" || type === "assigned") return "vm:" + data.vmid;
+    if (type === "class") return "class:" + data.class_id;
+    if (type === "node") return "node:" + data.name;
+    return type;
+  }
+
+  // Events from the stream are counted, so a catch-up never overwrites newer news.
+  let streamed = 0;
+  const lastStreamed = new Map();
+  function deliverStreamed(type, text) {
+    streamed += 1;
+    try { lastStreamed.set(keyOf(type, text ? JSON.parse(text) : {}), streamed); } catch (err) { /* shown as is */ }
+    deliver(type, text);
+  }
+
+  // The page was drawn before its stream connected, and a stream may drop and come back:
+  // what changed meanwhile reached no stream. Once connected, ask for the current state of
+  // everything shown; the stream keeps it current from then on.
+  async function catchUp() {
+    const ids = (selector, attribute) => [...new Set([...document.querySelectorAll(selector)]
+      .map((element) => element.getAttribute(attribute)).filter(Boolean))];
+    const shown = {
+      vms: ids("[data-vmid]", "data-vmid"),
+      classes: ids("[data-class-id]", "data-class-id"),
+      nodes: ids("[data-node]", "data-node"),
+    };
+    const list = document.querySelector("[data-vm-list]");
+    if (!list && !shown.vms.length && !shown.classes.length && !shown.nodes.length) return;
+    const asked = streamed;
+    const query = new URLSearchParams({ vms: shown.vms.join(","), classes: shown.classes.join(","), nodes: shown.nodes.join(",") });
+    let body;
+    try {
+      const response = await fetch("/api/v1/events/catch-up?" + query, { credentials: "same-origin", headers: { "Accept": "application/json" } });
+      if (!response.ok) return;
+      body = await response.json();
+    } catch (err) {
+      return;
+    }
+    for (const missed of body.events) {
+      if ((lastStreamed.get(keyOf(missed.type, missed.data)) || 0) > asked) continue;
+      deliver(missed.type, JSON.stringify(missed.data));
+    }
+    // A VM list drawn before the viewer was given a VM is drawn again.
+    if (list) {
+      const held = new Set((list.dataset.held || "").split(",").filter(Boolean).map(Number));
+      if (body.assigned.some((vmid) => !held.has(vmid))) window.location.reload();
+    }
   }
 
   const shared = window.BroadcastChannel && navigator.locks;
@@ -198,15 +252,34 @@
     if (channel) channel.postMessage({ state, holder: tabId });
   }
 
+  // A browser retries a dropped stream itself, but gives up for good when the hub (or a proxy
+  // in front of it) answers with an error or the network refuses: then open a new one, later.
+  let retryDelay = 1000;
+  let retryTimer = null;
+
   function openStream() {
     document.body.dataset.liveRole = "stream";
     source = new EventSource("/api/v1/events");
-    source.addEventListener("open", () => announce(true));
-    source.addEventListener("error", () => announce(false));
+    source.addEventListener("open", () => {
+      retryDelay = 1000;
+      announce(true);
+    });
+    source.addEventListener("error", () => {
+      announce(false);
+      if (source && source.readyState === EventSource.CLOSED) {
+        source.close();
+        source = null;
+        retryTimer = setTimeout(() => {
+          retryTimer = null;
+          if (!source && (leaving || !shared)) openStream();
+        }, retryDelay);
+        retryDelay = Math.min(retryDelay * 2, 30000);
+      }
+    });
     for (const type of Object.keys(EVENT_TYPES)) {
       source.addEventListener(type, (event) => {
         if (channel) channel.postMessage({ type, data: event.data });
-        deliver(type, event.data);
+        deliverStreamed(type, event.data);
       });
     }
   }
@@ -231,7 +304,7 @@
       } else if ("state" in note) {
         if (!source) showLiveState(note.state, note.holder);
       } else if (!source) {
-        deliver(note.type, note.data);
+        deliverStreamed(note.type, note.data);
       }
     };
     channel.postMessage({ hello: true });
@@ -244,6 +317,8 @@
 
   function disconnect() {
     if (source) announce(false);
+    clearTimeout(retryTimer);
+    retryTimer = null;
     closeStream();
     if (leaving) leaving();
     if (waiting) waiting.abort();

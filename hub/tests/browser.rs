@@ -774,3 +774,59 @@ async fn the_console_shows_a_real_qemu_vms_screen() {
     );
     assert!(demo.stop().await);
 }
+
+#[tokio::test]
+async fn a_page_drawn_before_its_live_stream_connects_catches_up() {
+    let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
+        return;
+    };
+    // The live stream cannot connect, as on a flaky network: the page is drawn all the same.
+    browser.block_urls(&["*/api/v1/events"]).await;
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    assert_eq!(
+        browser
+            .eval(&format!("return {};", badge_is(102, "Stopped")))
+            .await,
+        true
+    );
+    // Her VM starts while the page has no stream: no event can reach it.
+    let output = demo.sim("pve1", &["qm", "start", "102"]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let alice = common::web::WebClient::with_token(&url, &demo.user("alice").api_token);
+    common::within("the hub to see it run", async {
+        while alice.json("/api/v1/vms/102").await["status"] != "running" {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(
+        browser
+            .eval(&format!("return {};", badge_is(102, "Stopped")))
+            .await,
+        true,
+        "nothing reached the page yet"
+    );
+    // The network comes back: the stream reconnects and the page catches up, no reload.
+    browser
+        .eval("window.notReloaded = true; return null;")
+        .await;
+    browser.block_urls(&[]).await;
+    browser
+        .wait_until(
+            "the tile to catch up",
+            &format!(
+                "document.body.dataset.liveReady === 'yes' && !({})",
+                badge_is(102, "Stopped")
+            ),
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.notReloaded === true;").await,
+        true
+    );
+    assert!(demo.stop().await);
+}

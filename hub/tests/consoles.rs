@@ -444,3 +444,50 @@ async fn a_hundred_consoles_at_once_all_echo() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn garbage_on_the_websocket_ends_that_session_and_nothing_else() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let room = classroom().await;
+    let hub = room.lab.hub.hub();
+    let (_, ticket) = console::ticket(&room.alice, room.alice_vm, "serial").await;
+    let (addr, token) = (
+        room.lab.hub.config.http_addr,
+        room.alice.bearer.clone().unwrap(),
+    );
+    let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let upgrade = format!(
+        "GET {} HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Authorization: Bearer {token}\r\n\r\n",
+        ticket["url"].as_str().unwrap()
+    );
+    tcp.write_all(upgrade.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    let mut byte = [0u8; 1];
+    while !answer.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut byte).await.unwrap();
+        answer.push(byte[0]);
+    }
+    assert!(
+        answer.starts_with(b"HTTP/1.1 101"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    // An unmasked frame with a reserved opcode and a length that lies: no client may send it.
+    tcp.write_all(&[
+        0x8b, 0x7f, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1, 2, 3,
+    ])
+    .await
+    .unwrap();
+    within("the hub to hang up", async {
+        let mut rest = Vec::new();
+        let _ = tcp.read_to_end(&mut rest).await;
+    })
+    .await;
+    within("no console open", hub.state.consoles.all_closed()).await;
+    // Everyone else's consoles work on.
+    let (mut serial, _) = open_console(&room.alice, room.alice_vm, "serial").await;
+    serial.read_until(":~# ").await;
+    serial.close().await;
+}

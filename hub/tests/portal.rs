@@ -174,6 +174,15 @@ const MATRIX: &[Row] = &[
     ("GET", "/api/v1/jobs/1", [401, 404, 404, 404]),
     ("POST", "/vms/102/assign", [303, 404, 404, 303]),
     ("POST", "/api/v1/vms/102/unassign", [401, 404, 404, 200]),
+    ("GET", "/vms/101/console", [303, 200, 404, 200]),
+    ("GET", "/vms/102/console", [303, 404, 404, 200]),
+    ("GET", "/admin/consoles", [303, 403, 403, 200]),
+    ("POST", "/admin/consoles/1/end", [303, 403, 403, 303]),
+    // The VMs are stopped: whoever may open a console is told so.
+    ("POST", "/api/v1/vms/101/console", [401, 409, 404, 409]),
+    ("POST", "/api/v1/vms/102/console", [401, 404, 404, 409]),
+    ("GET", "/api/v1/consoles", [401, 403, 403, 200]),
+    ("GET", "/api/v1/console/plc_unknown", [401, 400, 400, 400]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -185,6 +194,10 @@ async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u1
             client
                 .post_form(path, &[("username", &name), ("role", "student")])
                 .await
+        }
+        ("POST", _) if path.starts_with("/api/") && path.ends_with("/console") => {
+            let body = serde_json::json!({"kind": "vnc"});
+            client.api_post_json(path, &body).await
         }
         ("POST", _) if path.starts_with("/api/") => client.api_post(path).await,
         ("POST", _) => client.post_form(path, &[]).await,
@@ -1046,7 +1059,11 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/remove-vms",
             "/classes/{id}/students/{username}",
             "/classes/{id}/tasks/{task}",
+            "/console/{ticket}",
+            "/consoles",
+            "/consoles/{id}",
             "/events",
+            "/events/catch-up",
             "/jobs/{id}",
             "/join/{token}",
             "/nodes",
@@ -1059,6 +1076,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/vms",
             "/vms/{vmid}",
             "/vms/{vmid}/assign",
+            "/vms/{vmid}/console",
             "/vms/{vmid}/reset",
             "/vms/{vmid}/shutdown",
             "/vms/{vmid}/start",

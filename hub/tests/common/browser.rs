@@ -131,6 +131,23 @@ impl Browser {
         response["value"].clone()
     }
 
+    /// Blocks requests whose URL matches one of `patterns` (`*` wildcards), through the
+    /// DevTools protocol, as a broken network would; an empty list unblocks.
+    pub async fn block_urls(&self, patterns: &[&str]) {
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Network.enable", "params": {}})),
+        )
+        .await;
+        self.command(
+            reqwest::Method::POST,
+            "/goog/cdp/execute",
+            Some(json!({"cmd": "Network.setBlockedURLs", "params": {"urls": patterns}})),
+        )
+        .await;
+    }
+
     pub async fn goto(&self, url: &str) {
         self.command(reqwest::Method::POST, "/url", Some(json!({"url": url})))
             .await;

@@ -110,3 +110,12 @@ impl DemoProcess {
             .success()
     }
 }
+
+/// A failing test shows what the demo's agents logged.
+impl Drop for DemoProcess {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            super::print_agent_logs(&self.dir.join("logs"));
+        }
+    }
+}

@@ -253,21 +253,25 @@ impl TestHub {
 /// A failing test shows what its agents logged: a timeout alone rarely says why.
 impl Drop for TestHub {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
+        if std::thread::panicking() {
+            print_agent_logs(self.dir.path());
         }
-        let Ok(entries) = std::fs::read_dir(self.dir.path()) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with("agent-") && name.ends_with(".log") {
-                let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(40).collect();
-                eprintln!("--- last lines of {name} ---");
-                for line in tail.into_iter().rev() {
-                    eprintln!("{line}");
-                }
+    }
+}
+
+/// Prints the last lines of every `agent-*.log` in `dir`.
+pub fn print_agent_logs(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with("agent-") && name.ends_with(".log") {
+            let log = std::fs::read_to_string(entry.path()).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(40).collect();
+            eprintln!("--- last lines of {name} ---");
+            for line in tail.into_iter().rev() {
+                eprintln!("{line}");
             }
         }
     }

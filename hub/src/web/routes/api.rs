@@ -206,6 +206,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/nodes", get(list_nodes))
         .route("/templates", get(list_templates))
         .route("/events", get(super::events::events))
+        .route("/events/catch-up", get(super::events::catch_up))
         .route("/openapi.json", get(openapi))
         .merge(super::classes_api::router())
         .merge(super::plugins::api_router())

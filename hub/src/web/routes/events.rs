@@ -11,15 +11,21 @@
 //! A feed checks every few seconds that what it was opened with still holds: a logout, an
 //! expired or idle session, a revoked token or a disabled account ends it, and a changed role
 //! changes what it sends from then on.
+//!
+//! A page is drawn before its stream connects, and a stream can drop and reconnect: what
+//! changed in between reaches no stream. So once a page's stream is connected, it asks
+//! `GET /api/v1/events/catch-up` for the current state of what it shows (the same events, as
+//! a list); from then on the stream keeps it current.
 
 use std::collections::HashSet;
 use std::convert::Infallible;
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::Json;
+use axum::extract::{Query, State};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures_util::Stream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use tokio::sync::{broadcast, mpsc};
 
 use crate::HubState;
@@ -29,6 +35,7 @@ use crate::domain::access;
 use crate::domain::auth::Credential;
 use crate::domain::viewer::Viewer;
 use crate::inventory::InventoryChange;
+use crate::web::error::{ApiError, AppError};
 use crate::web::identity::CurrentUser;
 use crate::web::views::{NodeView, VmView};
 
@@ -49,6 +56,119 @@ pub(in crate::web) async fn events(
         receiver.recv().await.map(|event| (Ok(event), receiver))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+/// What a page shows: `vms=1,2,3`, `classes=4`, `nodes=pve1,pve2` (each optional).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(in crate::web) struct Shown {
+    #[serde(default)]
+    vms: String,
+    #[serde(default)]
+    classes: String,
+    #[serde(default)]
+    nodes: String,
+}
+
+/// The most of each kind of object one catch-up covers (a page shows at most 1,000 VMs).
+const CATCH_UP_LIMIT: usize = 1000;
+
+/// One event of a catch-up, as the stream would have sent it.
+#[derive(Debug, Serialize)]
+struct Missed {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    data: serde_json::Value,
+}
+
+/// The answer of a catch-up: the events, and the VMs assigned to the viewer now (a page that
+/// lists VMs and lacks one of them was drawn before it was given).
+#[derive(Debug, Serialize)]
+pub(in crate::web) struct CatchUp {
+    events: Vec<Missed>,
+    assigned: Vec<u32>,
+}
+
+fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>, AppError> {
+    let items: Vec<T> = text
+        .split(',')
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse()
+                .map_err(|_| AppError::BadRequest(format!("{item:?} is not one of the {what}")))
+        })
+        .collect::<Result<_, _>>()?;
+    if items.len() > CATCH_UP_LIMIT {
+        return Err(AppError::BadRequest(format!(
+            "at most {CATCH_UP_LIMIT} {what} at once"
+        )));
+    }
+    Ok(items)
+}
+
+/// `GET /api/v1/events/catch-up`: the current state of what a page shows, as events.
+pub(in crate::web) async fn catch_up(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Query(shown): Query<Shown>,
+) -> Result<Json<CatchUp>, ApiError> {
+    let viewer = &user.viewer;
+    let vmids: Vec<u32> = list(&shown.vms, "VM ids")?;
+    let classes: Vec<i64> = list(&shown.classes, "class ids")?;
+    let nodes: Vec<String> = list(&shown.nodes, "node names")?;
+    let mut events = Vec::new();
+    if !vmids.is_empty() {
+        let (visible, assigned) = changed_vms(&state, viewer, &vmids).await?;
+        let present: HashSet<u32> = visible.iter().map(|vm| vm.vmid).collect();
+        for vm in &visible {
+            events.push(Missed {
+                kind: "vm",
+                data: as_json(vm),
+            });
+        }
+        for vmid in vmids.iter().filter(|vmid| !present.contains(vmid)) {
+            // A VM still being made for its user is not gone: it is not there yet.
+            let pending = !viewer.is_admin() && assigned.contains(vmid);
+            if !pending {
+                events.push(Missed {
+                    kind: "vm-removed",
+                    data: as_json(&VmRef { vmid: *vmid }),
+                });
+            }
+        }
+    }
+    if viewer.is_staff() {
+        for class_id in classes {
+            if crate::domain::classes::owned_class(&state, viewer, class_id)
+                .await
+                .is_ok()
+                && let Ok(progress) = crate::domain::classes::progress(&state, class_id).await
+            {
+                events.push(Missed {
+                    kind: "class",
+                    data: as_json(&progress),
+                });
+            }
+        }
+    }
+    if viewer.is_admin() && !nodes.is_empty() {
+        for overview in state.db.node_overviews().await? {
+            if nodes.contains(&overview.node.name) {
+                let mut view = NodeView::from(&overview);
+                view.online = state.registry.is_online(&overview.node.name);
+                events.push(Missed {
+                    kind: "node",
+                    data: as_json(&view),
+                });
+            }
+        }
+    }
+    let assigned = state.db.assigned_vmids(viewer.id).await?;
+    Ok(Json(CatchUp { events, assigned }))
+}
+
+fn as_json<T: Serialize>(data: &T) -> serde_json::Value {
+    serde_json::to_value(data).unwrap_or_default()
 }
 
 fn event<T: Serialize>(name: &str, data: &T) -> Option<Event> {

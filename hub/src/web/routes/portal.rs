@@ -166,6 +166,9 @@ struct VmsView {
     filter: VmQuery,
     nodes: Vec<String>,
     back: String,
+    /// The VMs assigned to the viewer as the page is drawn (`1,2,3`): the live updates
+    /// redraw the list when the viewer is given another.
+    held: String,
 }
 
 /// VMs of one class (or outside every class) on the VM list.
@@ -254,6 +257,14 @@ async fn list_vms(
         filter: query,
         nodes,
         back: "/vms".into(),
+        held: state
+            .db
+            .assigned_vmids(viewer.id)
+            .await?
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(","),
     };
     let title = if viewer.is_admin() {
         "All VMs"
