@@ -78,6 +78,50 @@ async fn assert_accessible(browser: &Browser, what: &str) {
     }
 }
 
+/// Presses Start on a VM's tile once it offers it, and waits until the VM runs (its Stop
+/// button is there; without a guest agent it shows as starting, with no address).
+async fn start_from_tile(browser: &Browser, vmid: u32) {
+    let form = |action: &str| format!("[data-vmid='{vmid}'] form[data-action='{action}']");
+    browser
+        .wait_until(
+            "the VM to be startable",
+            &format!(
+                "(document.querySelector(\"{}\") || {{hidden: true}}).hidden === false",
+                form("start")
+            ),
+        )
+        .await;
+    browser
+        .click(&browser.find(&format!("{} button", form("start"))).await)
+        .await;
+    browser
+        .wait_until(
+            "the VM to run",
+            &format!(
+                "document.querySelector(\"{}\").hidden === false",
+                form("stop")
+            ),
+        )
+        .await;
+}
+
+/// Presses Console on a VM's tile and waits until the console connects.
+async fn open_console_from_tile(browser: &Browser, vmid: u32) {
+    browser
+        .click(
+            &browser
+                .find(&format!("{} a[data-action='console']", tile(vmid)))
+                .await,
+        )
+        .await;
+    browser
+        .wait_until(
+            "the console to connect",
+            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
+        )
+        .await;
+}
+
 #[tokio::test]
 async fn a_student_starts_her_vm_and_watches_it_change_without_a_reload() {
     let Some((browser, _dir, demo, url)) = browser_and_demo().await else {
@@ -337,33 +381,7 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         .await;
     // The VM may still be on its way into the inventory ("Being prepared…"); its Start
     // button appears as soon as it is there.
-    browser
-        .wait_until(
-            "her VM to be startable",
-            &format!(
-                "!document.querySelector(`{} form[data-action=\"start\"]`).hidden",
-                tile(vmid)
-            ),
-        )
-        .await;
-    browser
-        .click(
-            &browser
-                .find(&format!("{} form[data-action='start'] button", tile(vmid)))
-                .await,
-        )
-        .await;
-    // Running; the simulated guest has no agent script, so its IP stays unknown ("Starting…").
-    browser
-        .wait_until(
-            "her class VM to run",
-            &format!(
-                "{} || {}",
-                badge_is(vmid, "Running"),
-                badge_is(vmid, "Starting…")
-            ),
-        )
-        .await;
+    start_from_tile(&browser, vmid).await;
     browser.screenshot("class-student.png").await;
     assert_accessible(&browser, "the student's new VM").await;
     assert!(demo.stop().await);
@@ -622,43 +640,8 @@ async fn a_student_uses_her_vms_screen_and_terminal_and_her_teacher_watches() {
 
     // alice starts it from My VMs and opens its console.
     log_in(&browser, &url, "alice", demo.password("alice")).await;
-    let start = format!("[data-vmid='{vmid}'] form[data-action='start']");
-    browser
-        .wait_until(
-            "her class VM, ready to start",
-            &format!("(document.querySelector(\"{start}\") || {{hidden: true}}).hidden === false"),
-        )
-        .await;
-    browser
-        .click(
-            &browser
-                .find(&format!("{} form[data-action='start'] button", tile(vmid)))
-                .await,
-        )
-        .await;
-    // Running (it shows as starting until it has an address, which no guest agent reports
-    // here): the stop button is there.
-    browser
-        .wait_until(
-            "the VM to run",
-            &format!(
-                "document.querySelector(\"[data-vmid='{vmid}'] form[data-action='stop']\").hidden === false"
-            ),
-        )
-        .await;
-    browser
-        .click(
-            &browser
-                .find(&format!("{} a[data-action='console']", tile(vmid)))
-                .await,
-        )
-        .await;
-    browser
-        .wait_until(
-            "the console to connect",
-            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
-        )
-        .await;
+    start_from_tile(&browser, vmid).await;
+    open_console_from_tile(&browser, vmid).await;
     screen_shows_the_vm(&browser).await;
     browser.screenshot("console-screen.png").await;
     assert_accessible(&browser, "the console page").await;
@@ -728,32 +711,8 @@ async fn the_console_shows_a_real_qemu_vms_screen() {
     let demo = DemoProcess::start_qemu(dir.path()).await;
     let url = demo.file.url.clone();
     log_in(&browser, &url, "alice", demo.password("alice")).await;
-    browser
-        .click(
-            &browser
-                .find(&format!("{} form[data-action='start'] button", tile(102)))
-                .await,
-        )
-        .await;
-    browser
-        .wait_until(
-            "the VM to run",
-            "document.querySelector(\"[data-vmid='102'] form[data-action='stop']\").hidden === false",
-        )
-        .await;
-    browser
-        .click(
-            &browser
-                .find(&format!("{} a[data-action='console']", tile(102)))
-                .await,
-        )
-        .await;
-    browser
-        .wait_until(
-            "the console to connect",
-            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
-        )
-        .await;
+    start_from_tile(&browser, 102).await;
+    open_console_from_tile(&browser, 102).await;
     // SeaBIOS writes its banner and "No bootable device" in light grey on black.
     browser
         .wait_until(

@@ -29,23 +29,32 @@ pub enum CallError {
     Protocol { node: String, detail: String },
 }
 
-/// A connection to `node` whose agent serves request kind `R`.
-fn connection_serving_impl(
-    registry: &AgentRegistry,
-    node: &str,
-    kind: &'static str,
-) -> Result<quinn::Connection, CallError> {
-    let (connection, info) = registry
-        .connection(node)
-        .ok_or_else(|| CallError::Offline(node.to_owned()))?;
-    if !info.capabilities.contains(kind) {
-        return Err(CallError::Unsupported {
-            node: node.to_owned(),
-            kind,
-            agent_version: info.agent_version,
-        });
+fn link_error(node: &str, detail: &dyn std::fmt::Display) -> CallError {
+    CallError::Link {
+        node: node.to_owned(),
+        detail: detail.to_string(),
     }
-    Ok(connection)
+}
+
+fn protocol_error(node: &str, detail: String) -> CallError {
+    CallError::Protocol {
+        node: node.to_owned(),
+        detail,
+    }
+}
+
+/// `work`, failing with [`CallError::Timeout`] after `timeout`.
+async fn within<T>(
+    node: &str,
+    timeout: Duration,
+    work: impl Future<Output = Result<T, CallError>>,
+) -> Result<T, CallError> {
+    tokio::time::timeout(timeout, work)
+        .await
+        .map_err(|_| CallError::Timeout {
+            node: node.to_owned(),
+            after: timeout,
+        })?
 }
 
 /// A new random operation id.
@@ -54,8 +63,34 @@ pub fn new_op_id() -> String {
 }
 
 impl AgentRegistry {
-    fn connection_serving<R: Request>(&self, node: &str) -> Result<quinn::Connection, CallError> {
-        connection_serving_impl(self, node, R::KIND)
+    /// Opens a request stream to `node` and sends `request` on it, if its agent is online and
+    /// serves request kind `R`.
+    async fn send_request<R: Request>(
+        &self,
+        node: &str,
+        request: &R,
+        op_id: &str,
+    ) -> Result<(quinn::SendStream, quinn::RecvStream), CallError> {
+        let (connection, info) = self
+            .connection(node)
+            .ok_or_else(|| CallError::Offline(node.to_owned()))?;
+        if !info.capabilities.contains(R::KIND) {
+            return Err(CallError::Unsupported {
+                node: node.to_owned(),
+                kind: R::KIND,
+                agent_version: info.agent_version,
+            });
+        }
+        let frame = RequestFrame::new(op_id, request)
+            .map_err(|err| protocol_error(node, format!("encoding the request: {err}")))?;
+        let (mut send, recv) = connection
+            .open_bi()
+            .await
+            .map_err(|err| link_error(node, &err))?;
+        write_frame(&mut send, &frame, MAX_FRAME_LEN)
+            .await
+            .map_err(|err| link_error(node, &err))?;
+        Ok((send, recv))
     }
 
     /// Opens a stream that goes on as raw bytes after its one answer (a console, see
@@ -67,48 +102,30 @@ impl AgentRegistry {
         request: &R,
         timeout: Duration,
     ) -> Result<(R::Response, quinn::SendStream, quinn::RecvStream), CallError> {
-        let connection = self.connection_serving::<R>(node)?;
-        let link_error = |detail: String| CallError::Link {
-            node: node.to_owned(),
-            detail,
-        };
-        let protocol_error = |detail: String| CallError::Protocol {
-            node: node.to_owned(),
-            detail,
-        };
-        let exchange = async {
-            let frame = RequestFrame::new(new_op_id(), request)
-                .map_err(|err| protocol_error(format!("encoding the request: {err}")))?;
-            let (mut send, mut recv) = connection
-                .open_bi()
-                .await
-                .map_err(|err| link_error(err.to_string()))?;
-            write_frame(&mut send, &frame, MAX_FRAME_LEN)
-                .await
-                .map_err(|err| link_error(err.to_string()))?;
+        within(node, timeout, async {
+            let (send, mut recv) = self.send_request(node, request, &new_op_id()).await?;
             let answer: Option<ResponseFrame> =
                 read_frame_or_end(&mut recv, MAX_FRAME_LEN, timeout.max(FRAME_READ_TIMEOUT))
                     .await
-                    .map_err(|err| link_error(err.to_string()))?;
+                    .map_err(|err| link_error(node, &err))?;
             match answer {
                 Some(ResponseFrame::Ok { body }) => {
-                    let response = serde_json::from_value(body)
-                        .map_err(|err| protocol_error(format!("decoding the answer: {err}")))?;
+                    let response = serde_json::from_value(body).map_err(|err| {
+                        protocol_error(node, format!("decoding the answer: {err}"))
+                    })?;
                     Ok((response, send, recv))
                 }
                 Some(ResponseFrame::Err { error }) => Err(CallError::Remote(error)),
                 Some(ResponseFrame::Progress { .. }) => {
-                    Err(protocol_error("progress on a stream request".into()))
+                    Err(protocol_error(node, "progress on a stream request".into()))
                 }
-                None => Err(protocol_error("stream ended without an answer".into())),
+                None => Err(protocol_error(
+                    node,
+                    "stream ended without an answer".into(),
+                )),
             }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| CallError::Timeout {
-                node: node.to_owned(),
-                after: timeout,
-            })?
+        })
+        .await
     }
 
     /// Sends `request` to the agent on `node` and waits for its answer, with the default
@@ -132,51 +149,35 @@ impl AgentRegistry {
         timeout: Duration,
         mut on_progress: impl FnMut(R::Progress) + Send,
     ) -> Result<R::Response, CallError> {
-        let connection = self.connection_serving::<R>(node)?;
-        let link_error = |detail: String| CallError::Link {
-            node: node.to_owned(),
-            detail,
-        };
-        let protocol_error = |detail: String| CallError::Protocol {
-            node: node.to_owned(),
-            detail,
-        };
-        let exchange = async {
-            let frame = RequestFrame::new(op_id, request)
-                .map_err(|err| protocol_error(format!("encoding the request: {err}")))?;
-            let (mut send, mut recv) = connection
-                .open_bi()
-                .await
-                .map_err(|err| link_error(err.to_string()))?;
-            write_frame(&mut send, &frame, MAX_FRAME_LEN)
-                .await
-                .map_err(|err| link_error(err.to_string()))?;
+        within(node, timeout, async {
+            let (mut send, mut recv) = self.send_request(node, request, op_id).await?;
             let _ = send.finish();
             loop {
                 // Long operations send progress; the overall timeout bounds the wait.
                 let answer: Option<ResponseFrame> =
                     read_frame_or_end(&mut recv, MAX_FRAME_LEN, timeout.max(FRAME_READ_TIMEOUT))
                         .await
-                        .map_err(|err| link_error(err.to_string()))?;
+                        .map_err(|err| link_error(node, &err))?;
                 match answer {
-                    None => return Err(protocol_error("stream ended without an answer".into())),
+                    None => {
+                        return Err(protocol_error(
+                            node,
+                            "stream ended without an answer".into(),
+                        ));
+                    }
                     Some(ResponseFrame::Progress { body }) => match serde_json::from_value(body) {
                         Ok(progress) => on_progress(progress),
                         Err(err) => tracing::warn!(node, %err, "ignoring undecodable progress"),
                     },
                     Some(ResponseFrame::Ok { body }) => {
-                        return serde_json::from_value(body)
-                            .map_err(|err| protocol_error(format!("decoding the answer: {err}")));
+                        return serde_json::from_value(body).map_err(|err| {
+                            protocol_error(node, format!("decoding the answer: {err}"))
+                        });
                     }
                     Some(ResponseFrame::Err { error }) => return Err(CallError::Remote(error)),
                 }
             }
-        };
-        tokio::time::timeout(timeout, exchange)
-            .await
-            .map_err(|_| CallError::Timeout {
-                node: node.to_owned(),
-                after: timeout,
-            })?
+        })
+        .await
     }
 }

@@ -8,7 +8,7 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{any, delete, get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use proxlab_protocol::console::ConsoleKind;
 use serde::{Deserialize, Serialize};
@@ -281,7 +281,8 @@ async fn end_form(
 pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {
     Router::new()
         .route("/vms/{vmid}/console", post(issue))
-        .route("/console/{ticket}", any(socket))
+        // GET for HTTP/1.1 upgrades, CONNECT for WebSockets over HTTP/2.
+        .route("/console/{ticket}", get(socket).connect(socket))
         .route("/consoles", get(list_api))
         .route("/consoles/{id}", delete(end_api))
 }
