@@ -446,6 +446,15 @@ async fn fifteen_pages_in_one_tab_all_load_over_https_and_http2() {
             "document.body.dataset.liveReady === 'yes'",
         )
         .await;
+    // A console's WebSocket works over HTTP/2 too (extended CONNECT): the teacher's VM runs.
+    browser.goto(&format!("{url}/vms/101/console")).await;
+    browser
+        .wait_until(
+            "the console to connect over HTTPS",
+            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
+        )
+        .await;
+    screen_shows_the_vm(&browser).await;
 }
 
 /// Which tabs hold a stream of their own, counted across the given tabs.

@@ -82,9 +82,7 @@ pub async fn serve(
                 request.extensions_mut().insert(ConnectInfo(remote));
                 app.clone().call(request)
             });
-            let mut builder = auto::Builder::new(TokioExecutor::new());
-            // WebSockets (consoles) over HTTP/2 as well (RFC 8441).
-            builder.http2().enable_connect_protocol();
+            let builder = auto::Builder::new(TokioExecutor::new());
             let result = match transport {
                 Transport::Plain => {
                     let connection =

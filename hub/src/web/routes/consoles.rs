@@ -6,9 +6,9 @@ use std::sync::Arc;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use proxlab_protocol::console::ConsoleKind;
 use serde::{Deserialize, Serialize};
@@ -89,7 +89,10 @@ fn same_origin(headers: &HeaderMap, uri: &Uri, site_url: Option<&str>) -> bool {
     host.is_some_and(|host| host.eq_ignore_ascii_case(origin_host))
 }
 
+/// The console WebSocket: a GET upgrade over HTTP/1.1 (an extended CONNECT over HTTP/2 is
+/// let through too, for servers that enable it; only GET is advertised).
 async fn socket(
+    method: Method,
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     headers: HeaderMap,
@@ -97,6 +100,10 @@ async fn socket(
     Path(ticket): Path<String>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
+    if method != Method::GET && method != Method::CONNECT {
+        let allow = [(header::ALLOW, HeaderValue::from_static("GET"))];
+        return Ok((StatusCode::METHOD_NOT_ALLOWED, allow).into_response());
+    }
     let upgrade = upgrade.map_err(|_| {
         AppError::BadRequest("this address is a console: open it as a WebSocket".into())
     })?;
@@ -281,8 +288,7 @@ async fn end_form(
 pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {
     Router::new()
         .route("/vms/{vmid}/console", post(issue))
-        // GET for HTTP/1.1 upgrades, CONNECT for WebSockets over HTTP/2.
-        .route("/console/{ticket}", get(socket).connect(socket))
+        .route("/console/{ticket}", any(socket))
         .route("/consoles", get(list_api))
         .route("/consoles/{id}", delete(end_api))
 }
