@@ -17,9 +17,10 @@ use proxlab_protocol::vm_ops::{
 use tokio::sync::broadcast;
 
 /// A hub, a simulated node `pve1` with a template (9000), and its agent.
+/// The simulated VMs drop first: their pid files are in the hub's temporary directory.
 struct Setup {
-    hub: TestHub,
     sim: SimCluster,
+    hub: TestHub,
     events: broadcast::Receiver<AgentEvent>,
     /// The newest record of every VM seen in events so far.
     latest: BTreeMap<u32, VmInfo>,

@@ -535,9 +535,10 @@ fn free_addr() -> String {
 }
 
 /// A site of separate processes (hub, two agents, pve-sim) that tests kill and restart.
+/// The simulated VMs drop before the directory that holds their pid files.
 struct CrashLab {
-    dir: tempfile::TempDir,
     sim: SimCluster,
+    dir: tempfile::TempDir,
     http: String,
     quic: String,
     hub: Option<HubProcess>,

@@ -49,8 +49,31 @@ pub struct ConsoleSocket {
     pub closed: Option<(u16, String)>,
 }
 
-/// Opens the WebSocket `url` (from a ticket) as `client`, with `origin` if given.
-pub async fn open(client: &WebClient, url: &str, origin: Option<&str>) -> Opened {
+/// Opens the WebSocket `url` with a small socket receive buffer (64 KiB, no autotuning), so
+/// that what a client that stops reading holds is bounded by the hub's side alone.
+pub async fn open_small_buffered(client: &WebClient, url: &str) -> ConsoleSocket {
+    let addr: std::net::SocketAddr = client.base.trim_start_matches("http://").parse().unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let request = request(client, url, None);
+    let (socket, _) =
+        tokio_tungstenite::client_async(request, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    ConsoleSocket {
+        socket,
+        pending: Vec::new(),
+        closed: None,
+    }
+}
+
+/// The upgrade request for `url`, as `client`, with `origin` if given.
+fn request(
+    client: &WebClient,
+    url: &str,
+    origin: Option<&str>,
+) -> tokio_tungstenite::tungstenite::handshake::client::Request {
     let address = client.base.replacen("http://", "ws://", 1) + url;
     let mut request = address.into_client_request().unwrap();
     let headers = request.headers_mut();
@@ -64,7 +87,12 @@ pub async fn open(client: &WebClient, url: &str, origin: Option<&str>) -> Opened
     if let Some(origin) = origin {
         headers.insert("Origin", HeaderValue::from_str(origin).unwrap());
     }
-    match tokio_tungstenite::connect_async(request).await {
+    request
+}
+
+/// Opens the WebSocket `url` (from a ticket) as `client`, with `origin` if given.
+pub async fn open(client: &WebClient, url: &str, origin: Option<&str>) -> Opened {
+    match tokio_tungstenite::connect_async(request(client, url, origin)).await {
         Ok((socket, response)) => {
             assert_eq!(
                 response.headers().get("sec-websocket-protocol").unwrap(),

@@ -111,11 +111,13 @@ impl DemoProcess {
     }
 }
 
-/// A failing test shows what the demo's agents logged.
+/// A failing test shows what the demo's agents logged; a demo killed without its Ctrl-C
+/// leaves no VM processes behind.
 impl Drop for DemoProcess {
     fn drop(&mut self) {
         if std::thread::panicking() {
             super::print_agent_logs(&self.dir.join("logs"));
         }
+        super::kill_sim_vms(&self.dir.join("pve"));
     }
 }

@@ -16,10 +16,12 @@ use super::{SimCluster, TestHub, within};
 /// The template every lab has.
 pub const TEMPLATE: u32 = 9000;
 
+/// Fields drop in this order: the simulated VMs (whose pid files are in the hub's temporary
+/// directory) and the agents go before the hub and its directory.
 pub struct Lab {
-    pub hub: TestHub,
     pub sim: SimCluster,
     _agents: Vec<tokio::process::Child>,
+    pub hub: TestHub,
 }
 
 impl Lab {

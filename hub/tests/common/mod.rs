@@ -449,17 +449,23 @@ fn set_guest_password_grant() -> String {
 impl Drop for SimCluster {
     /// Stops simulated VM processes left running.
     fn drop(&mut self) {
-        let Ok(entries) = std::fs::read_dir(self.root.join("var/run/qemu-server")) else {
-            return;
-        };
-        for entry in entries.flatten() {
-            if entry.path().extension().is_some_and(|ext| ext == "pid")
-                && let Ok(text) = std::fs::read_to_string(entry.path())
-            {
-                let _ = std::process::Command::new("kill")
-                    .args(["-KILL", text.trim()])
-                    .output();
-            }
+        kill_sim_vms(&self.root);
+    }
+}
+
+/// Kills the VM processes (pve-sim's or QEMU) of the simulated cluster at `root`, which
+/// outlive the test otherwise.
+pub fn kill_sim_vms(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root.join("var/run/qemu-server")) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if entry.path().extension().is_some_and(|ext| ext == "pid")
+            && let Ok(text) = std::fs::read_to_string(entry.path())
+        {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", text.trim()])
+                .output();
         }
     }
 }
