@@ -81,13 +81,37 @@ fn save<T: Serialize>(path: &Path, value: &T) -> Outcome {
     crate::store::replace_file(path, serde_json::to_string_pretty(value)?.as_bytes())
 }
 
+/// Holds the lock every read-modify-write of a script file takes (the test's `pve-sim script`
+/// and the guest's `qm guest exec` run at the same time); released on drop.
+fn lock_scripts(sim: &Sim) -> Outcome<std::fs::File> {
+    let dir = sim.sim_dir().join("vms");
+    std::fs::create_dir_all(&dir)?;
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(".lock"))?;
+    file.lock()?;
+    Ok(file)
+}
+
 impl VmScript {
     pub fn load(sim: &Sim, vmid: u32) -> Outcome<Self> {
         load(&vm_path(sim, vmid))
     }
 
-    pub fn save(&self, sim: &Sim, vmid: u32) -> Outcome {
-        save(&vm_path(sim, vmid), self)
+    /// Changes a VM's script under the scripts' lock, so no concurrent change is lost, and
+    /// returns what was saved.
+    pub fn update(
+        sim: &Sim,
+        vmid: u32,
+        change: impl FnOnce(&mut Self) -> Outcome,
+    ) -> Outcome<Self> {
+        let _lock = lock_scripts(sim)?;
+        let mut script = Self::load(sim, vmid)?;
+        change(&mut script)?;
+        save(&vm_path(sim, vmid), &script)?;
+        Ok(script)
     }
 
     pub fn remove(sim: &Sim, vmid: u32) {

@@ -51,11 +51,18 @@ pub fn script(argv: &[String]) -> Outcome {
     let sim = Sim::from_env()?;
     let mut args = Args::parse(argv)?;
     let vmid = args.vmid(0)?;
-    let mut script = VmScript::load(&sim, vmid)?;
-    if let Some(on) = on_off(&mut args, "guest-agent")? {
+    let script = VmScript::update(&sim, vmid, |script| change_script(script, &mut args))?;
+    crate::runtime::refresh_arp_table(&sim)?;
+    println!("{}", serde_json::to_string_pretty(&script)?);
+    Ok(())
+}
+
+/// Applies `pve-sim script`'s options to a VM's script.
+fn change_script(script: &mut VmScript, args: &mut Args) -> Outcome {
+    if let Some(on) = on_off(args, "guest-agent")? {
         script.guest_agent = on;
     }
-    if let Some(on) = on_off(&mut args, "hung-shutdown")? {
+    if let Some(on) = on_off(args, "hung-shutdown")? {
         script.hung_shutdown = on;
     }
     if let Some(text) = args.take("interfaces") {
@@ -89,11 +96,7 @@ pub fn script(argv: &[String]) -> Outcome {
             },
         );
     }
-    args.finish()?;
-    script.save(&sim, vmid)?;
-    crate::runtime::refresh_arp_table(&sim)?;
-    println!("{}", serde_json::to_string_pretty(&script)?);
-    Ok(())
+    args.finish()
 }
 
 /// `pve-sim fault [--qemu-img-fail PATTERN|off] [--storage-full ID|off] [--latency CMD=MS]`.

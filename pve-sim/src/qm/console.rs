@@ -32,6 +32,8 @@ pub(super) fn vncproxy(sim: &Sim, args: &Args) -> Outcome {
     if crate::qemu::binary(sim).is_some() {
         crate::qemu::set_vnc_password(sim, vmid, &ticket, PASSWORD_LIFETIME_SECS)?;
     } else {
+        // The run state is also written by `qm start` and `qm reset`, under the VM's lock.
+        let _lock = store::lock_vm(sim, vmid)?;
         let mut state = RunState::load(sim, vmid).unwrap_or_default();
         state.vnc_password = Some(ticket);
         state.vnc_password_expires = Sim::now() + PASSWORD_LIFETIME_SECS;

@@ -158,7 +158,7 @@ fn exec(sim: &Sim, mut args: Args) -> Outcome {
     if command.is_empty() {
         return Err(param_error("extra-args", "no command specified"));
     }
-    let (_, mut script) = reachable_agent(sim, vmid)?;
+    let (_, script) = reachable_agent(sim, vmid)?;
     let answer: ExecAnswer = script
         .exec
         .get(&command[0])
@@ -173,9 +173,11 @@ fn exec(sim: &Sim, mut args: Args) -> Outcome {
             .read_to_string(&mut input)
             .map_err(|err| param_error("pass-stdin", &err.to_string()))?;
     }
-    script.exec_log.push(command);
-    script.exec_input.push(input);
-    script.save(sim, vmid)?;
+    VmScript::update(sim, vmid, |script| {
+        script.exec_log.push(command);
+        script.exec_input.push(input);
+        Ok(())
+    })?;
     let mut result = json!({"exitcode": answer.exitcode, "exited": 1});
     let map = result.as_object_mut().expect("object");
     if !answer.out.is_empty() {
