@@ -22,6 +22,9 @@ pub struct AgentConfig {
     /// Plugin limits, grants and the drop-in directory.
     #[serde(default)]
     pub plugins: crate::plugins::PluginSettings,
+    /// Which VM ports the hub may open tunnels to (SSH, RDP).
+    #[serde(default)]
+    pub tunnels: crate::tunnel::policy::TunnelSettings,
 }
 
 impl AgentConfig {

@@ -18,6 +18,7 @@ use proxlab_protocol::plugins::{
     PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
 };
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
+use proxlab_protocol::tunnel::TunnelOpen;
 use proxlab_protocol::vm_ops::{
     Done, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReset, VmSnapshot,
 };
@@ -33,6 +34,7 @@ use crate::plugins::clone_steps::CloneSteps;
 use crate::plugins::{first_start, plugin_ops};
 use crate::pve::node::Node;
 use crate::pve::{base_copy, clones, ops, remote_error, reset};
+use crate::tunnel::policy::TunnelSettings;
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
@@ -78,6 +80,7 @@ pub struct Context {
     pub node: Arc<Node>,
     pub collector: Arc<Collector>,
     pub plugins: Arc<PluginRegistry>,
+    pub tunnels: TunnelSettings,
     ops: OpCache,
 }
 
@@ -87,8 +90,15 @@ impl Context {
             node,
             collector,
             plugins,
+            tunnels: TunnelSettings::default(),
             ops: OpCache::default(),
         }
+    }
+
+    /// The same, with the config's `[tunnels]` section.
+    pub fn with_tunnels(mut self, tunnels: TunnelSettings) -> Self {
+        self.tunnels = tunnels;
+        self
     }
 }
 
@@ -119,6 +129,11 @@ pub async fn serve_stream(
     let span = tracing::info_span!("request", kind = %frame.kind, op_id = %frame.op_id);
     if frame.kind == ConsoleOpen::KIND {
         return crate::console::serve(&context, frame.body, send, recv)
+            .instrument(span)
+            .await;
+    }
+    if frame.kind == TunnelOpen::KIND {
+        return crate::tunnel::serve(&context, frame.body, send, recv)
             .instrument(span)
             .await;
     }
@@ -248,8 +263,8 @@ const ROUTES: &[Route] = &[
     route!(VmAssigned, changes_node: true, vm_assigned),
 ];
 
-/// Request kinds whose stream goes on as raw bytes after the answer (see [`crate::console`]).
-const STREAM_KINDS: &[&str] = &[ConsoleOpen::KIND];
+/// Request kinds whose stream goes on as raw bytes after the answer (see [`crate::relay`]).
+const STREAM_KINDS: &[&str] = &[ConsoleOpen::KIND, TunnelOpen::KIND];
 
 /// The request kinds this agent serves, advertised in its hello.
 pub fn capabilities() -> impl Iterator<Item = &'static str> {

@@ -11,3 +11,5 @@ pub mod node_info;
 pub mod paths;
 pub mod plugins;
 pub mod pve;
+pub mod relay;
+pub mod tunnel;

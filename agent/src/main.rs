@@ -181,7 +181,9 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(node = %node.name, %hub, "starting");
             let plugins = start_plugins(&config, &node, &state_dir).await?;
             let collector = Collector::start(node.clone()).await;
-            let context = Arc::new(RequestContext::new(node, collector, plugins));
+            let context = Arc::new(
+                RequestContext::new(node, collector, plugins).with_tunnels(config.tunnels.clone()),
+            );
             link::run(identity, hub, context, shutdown_signal())
                 .await
                 .context("the agent stopped")

@@ -10,6 +10,7 @@ use serde::Deserialize;
 use crate::client_addr::IpNet;
 use crate::domain::auth::SessionPolicy;
 use crate::domain::consoles::sessions::ConsoleLimits;
+use crate::domain::remote::forwards::ForwardSettings;
 use crate::paths::DEFAULT_DATA_DIR;
 
 /// The default config file of an installed hub.
@@ -46,6 +47,62 @@ pub struct ConfigFile {
     pub session_lifetime: Option<Duration>,
     /// Limits on the consoles open through the hub.
     pub consoles: Option<ConsoleSettings>,
+    /// Ports the hub forwards to VMs' SSH and RDP servers.
+    pub forwarding: Option<ForwardingSettings>,
+}
+
+/// The `[forwarding]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ForwardingSettings {
+    /// `"40000-40999"`: the hub ports forwards use. Absent: forwarding is off.
+    pub ports: Option<String>,
+    pub listen_ip: Option<std::net::IpAddr>,
+    pub host: Option<String>,
+    /// `"requester"` (default) or `"any"`.
+    pub bind: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub open_for: Option<Duration>,
+}
+
+impl ForwardingSettings {
+    fn apply(self, settings: &mut ForwardSettings) -> Result<()> {
+        if let Some(ports) = self.ports {
+            settings.ports = Some(parse_port_range(&ports)?);
+        }
+        if let Some(ip) = self.listen_ip {
+            settings.listen_ip = ip;
+        }
+        settings.host = self.host.or(settings.host.take());
+        match self.bind.as_deref() {
+            None | Some("requester") => settings.bind_any = false,
+            Some("any") => settings.bind_any = true,
+            Some(other) => anyhow::bail!(
+                "[forwarding] bind is \"requester\" or \"any\", not {other:?}"
+            ),
+        }
+        if let Some(open_for) = self.open_for {
+            settings.open_for = open_for;
+        }
+        Ok(())
+    }
+}
+
+/// `"40000-40999"` (or one port).
+fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let parse = |part: &str| {
+        part.trim()
+            .parse::<u16>()
+            .ok()
+            .filter(|port| *port > 0)
+            .ok_or_else(|| anyhow::anyhow!("[forwarding] ports: {text:?} is not a port range like \"40000-40999\""))
+    };
+    let (low, high) = (parse(low)?, parse(high)?);
+    if low > high {
+        anyhow::bail!("[forwarding] ports: {text:?} runs backwards");
+    }
+    Ok(low..=high)
 }
 
 /// The `[consoles]` section.
@@ -145,6 +202,7 @@ pub struct HubConfig {
     /// Whether the portal serves HTTPS itself, and with which certificate.
     pub tls: PortalTls,
     pub consoles: ConsoleLimits,
+    pub forwarding: ForwardSettings,
 }
 
 impl HubConfig {
@@ -161,6 +219,7 @@ impl HubConfig {
             sessions: SessionPolicy::default(),
             tls: PortalTls::Off,
             consoles: ConsoleLimits::default(),
+            forwarding: ForwardSettings::default(),
         }
     }
 
@@ -233,6 +292,9 @@ impl HubConfig {
             limits.per_user = consoles.max_per_user.unwrap_or(limits.per_user);
             limits.total = consoles.max_open.unwrap_or(limits.total);
             limits.idle = consoles.idle_timeout.unwrap_or(limits.idle);
+        }
+        if let Some(forwarding) = file.forwarding {
+            forwarding.apply(&mut config.forwarding)?;
         }
         Ok(config)
     }

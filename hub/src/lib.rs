@@ -27,6 +27,7 @@ use crate::agents::{AgentRegistry, AgentServer, LinkContext};
 use crate::config::HubConfig;
 use crate::db::Db;
 use crate::domain::consoles::sessions::{ConsoleSessions, EndReason};
+use crate::domain::remote::forwards::Forwards;
 
 /// How long open consoles get to close when the hub stops.
 const CONSOLE_DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
@@ -144,6 +145,7 @@ impl Hub {
             registrations: classes::registration_limit(),
             invite_key: classes::invites::InviteKey::new(&pki.invite_key),
             consoles: ConsoleSessions::new(config.consoles),
+            forwards: Forwards::new(config.forwarding.clone()),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());

@@ -29,4 +29,6 @@ pub struct HubState {
     pub invite_key: classes::invites::InviteKey,
     /// The consoles open now.
     pub consoles: consoles::sessions::ConsoleSessions,
+    /// The ports forwarded to VMs now.
+    pub forwards: crate::domain::remote::forwards::Forwards,
 }

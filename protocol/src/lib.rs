@@ -21,6 +21,8 @@
 //!   [`ResponseFrame::Ok`] or [`ResponseFrame::Err`].
 //! * A console is a request stream too ([`console::ConsoleOpen`]): after its one `Ok` frame
 //!   the stream carries the console's raw bytes both ways instead of frames.
+//! * A tunnel ([`tunnel::TunnelOpen`]) is the same: after its `Ok` frame the stream carries the
+//!   bytes of a TCP connection from the node to a port of a VM (SSH, RDP).
 //! * Enrollment uses its own ALPN ([`ALPN_ENROLL`]) on a connection without a client
 //!   certificate: one [`EnrollRequest`], one [`EnrollResponse`] or [`RemoteError`].
 //!
@@ -55,6 +57,7 @@ pub mod plugin_manifest;
 pub mod plugins;
 pub mod request;
 pub mod requests;
+pub mod tunnel;
 pub mod vm_ops;
 
 pub use close::CloseCode;

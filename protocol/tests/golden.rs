@@ -472,6 +472,19 @@ fn console_requests() {
 }
 
 #[test]
+fn tunnel_requests() {
+    use proxlab_protocol::tunnel::{TunnelOpen, TunnelReady};
+    check_exchange(
+        &TunnelOpen {
+            vmid: 10_001,
+            address: "192.168.1.50".parse().unwrap(),
+            port: 22,
+        },
+        &TunnelReady {},
+    );
+}
+
+#[test]
 fn inventory_and_metrics_events() {
     use proxlab_protocol::inventory::{
         DiskInfo, Inventory, InventoryDelta, IpAddress, IpSource, IsoInfo, NicInfo, NodeMetrics,

@@ -84,6 +84,12 @@ impl Collector {
         }
     }
 
+    /// One VM as last scanned.
+    pub fn vm(&self, vmid: u32) -> Option<VmInfo> {
+        let state = self.state.lock().expect("not poisoned");
+        state.vms.get(&vmid).cloned()
+    }
+
     /// Folds a scan into the state; announces what changed.
     fn apply(&self, scanned: BTreeMap<u32, VmInfo>) {
         let mut delta = InventoryDelta::default();

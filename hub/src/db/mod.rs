@@ -13,6 +13,7 @@ pub mod consoles;
 pub mod inventory;
 pub mod nodes;
 pub mod plugins;
+pub mod remote_access;
 pub mod sessions;
 pub mod settings;
 pub mod states;

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod classes;
 pub mod consoles;
 pub mod plugins;
+pub mod remote;
 pub mod tokens;
 pub mod viewer;
 pub mod vms;

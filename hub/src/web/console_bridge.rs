@@ -13,6 +13,7 @@ use futures_util::{SinkExt, StreamExt};
 use crate::HubState;
 use crate::domain::consoles::sessions::{ConsoleSession, EndReason};
 use crate::domain::consoles::{self, OpenConsole};
+use std::sync::Arc;
 
 /// The largest WebSocket message a browser may send a console (noVNC's largest are
 /// clipboard texts; a terminal's are pastes).
@@ -30,7 +31,7 @@ pub(super) async fn run(
     socket: WebSocket,
     console: &mut OpenConsole,
 ) -> EndReason {
-    let session = console.session().clone();
+    let session: Arc<ConsoleSession> = console.record.session().clone();
     let (mut to_browser, mut from_browser) = socket.split();
     let (to_agent, from_agent) = (&mut console.to_agent, &mut console.from_agent);
     let reason = {
@@ -76,19 +77,27 @@ pub(super) async fn run(
     };
     // The agent sees the end of the stream and closes the VM's console.
     let _ = console.to_agent.finish();
+    send_close(&mut to_browser, &reason).await;
+    reason
+}
+
+/// Sends the closing frame that says why a session ended.
+pub(super) async fn send_close<S>(to_browser: &mut S, reason: &EndReason)
+where
+    S: futures_util::Sink<Message> + Unpin,
+{
     let close = Message::Close(Some(CloseFrame {
         code: reason.close_code(),
         reason: reason.message().into(),
     }));
     let _ = tokio::time::timeout(CLOSE_TIMEOUT, to_browser.send(close)).await;
-    reason
 }
 
 fn node_lost(session: &ConsoleSession) -> EndReason {
     EndReason::NodeLost(format!("the stream of VM {}'s console broke", session.vmid))
 }
 
-fn browser_error(err: &axum::Error) -> String {
+pub(super) fn browser_error(err: &axum::Error) -> String {
     let text = err.to_string();
     if text.contains("too long") || text.contains("too big") || text.contains("Space limit") {
         format!(

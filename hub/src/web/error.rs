@@ -11,6 +11,7 @@ use crate::db::DbError;
 use crate::domain::accounts::AccountError;
 use crate::domain::auth::LoginError;
 use crate::domain::consoles::ConsoleError;
+use crate::domain::remote::tunnel::TunnelError;
 use crate::domain::vms::VmOpError;
 use proxlab_protocol::ErrorKind;
 
@@ -188,11 +189,27 @@ impl From<ConsoleError> for AppError {
                 message: "the VM's node could not open its console".into(),
                 detail: source.to_string(),
             },
+            ConsoleError::Tunnel(err) => err.into(),
             other @ (ConsoleError::NotRunning(_)
             | ConsoleError::NoSerialPort
             | ConsoleError::TicketExpired
             | ConsoleError::TicketSpent
             | ConsoleError::TicketUnknown) => AppError::Conflict(other.to_string()),
+        }
+    }
+}
+
+impl From<TunnelError> for AppError {
+    fn from(err: TunnelError) -> Self {
+        match err {
+            TunnelError::Node(source) => AppError::Node {
+                message: "the VM's node could not be reached".into(),
+                detail: source.to_string(),
+            },
+            TunnelError::Refused(_) => AppError::Conflict(err.to_string()),
+            TunnelError::NoAddress(_) | TunnelError::Unreachable(_) => {
+                AppError::Conflict(err.to_string())
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 //! gets the security headers; each area has its own router.
 
 mod console_bridge;
+mod ssh_bridge;
 mod cookies;
 mod current_user;
 mod error;

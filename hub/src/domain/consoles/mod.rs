@@ -1,13 +1,15 @@
-//! Consoles: who may open which VM's screen or serial port, the single-use tickets that open
-//! them, the sessions open now, and what the audit log says about them.
+//! Consoles: who may open which VM's screen, serial port or SSH terminal, the single-use
+//! tickets that open them, the sessions open now, and what the audit log says about them.
 //!
-//! A console opens in two steps. [`issue`] checks that the viewer may use the VM and that it
-//! runs, and hands out a ticket bound to the viewer, the VM and the kind of console, valid
-//! for [`TICKET_LIFETIME`]. [`connect`] spends the ticket (once), checks everything again,
-//! registers the session within the hub's limits and asks the VM's agent for a console
-//! stream. The web layer then bridges the browser's WebSocket to that stream, and [`watch`]
-//! ends the session when the viewer loses the VM.
+//! A console opens in two steps. [`issue`] checks that the viewer may use the VM that way and
+//! that it runs, and hands out a ticket bound to the viewer, the VM and the kind of console,
+//! valid for [`TICKET_LIFETIME`]. [`connect`] spends the ticket (once), checks everything
+//! again, registers the session within the hub's limits and asks the VM's agent for a stream:
+//! a console, or a tunnel to the VM's SSH port. The web layer then bridges the browser's
+//! WebSocket to that stream (running the SSH client for an SSH terminal), and [`watch`] ends
+//! the session when the viewer loses the VM.
 
+pub mod kind;
 pub mod sessions;
 pub mod tickets;
 
@@ -23,9 +25,12 @@ use crate::agents::CallError;
 use crate::db::consoles::TicketRefusal;
 use crate::db::{DbError, now_unix};
 use crate::domain::audit::{self, Outcome};
+use crate::domain::remote::access::{self, Method};
+use crate::domain::remote::tunnel::{self, TunnelError};
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::{self, VmOpError};
 use crate::secrets::{hash_secret, new_secret};
+use kind::SessionKind;
 use sessions::{ConsoleSession, EndReason, LimitReached, SessionSlot};
 
 /// How long a ticket may wait for its WebSocket.
@@ -65,6 +70,8 @@ pub enum ConsoleError {
     NoSerialPort,
     #[error("the node could not open the console: {0}")]
     Node(CallError),
+    #[error("{0}")]
+    Tunnel(#[from] TunnelError),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -81,9 +88,20 @@ impl ConsoleError {
             ConsoleError::NotRunning(_) => 4009,
             ConsoleError::Limit(_) => 4029,
             ConsoleError::NoSerialPort => 4040,
-            ConsoleError::Node(_) => 4502,
+            ConsoleError::Node(_) | ConsoleError::Tunnel(TunnelError::Node(_)) => 4502,
+            ConsoleError::Tunnel(TunnelError::Refused(_)) => 4403,
+            ConsoleError::Tunnel(TunnelError::NoAddress(_) | TunnelError::Unreachable(_)) => 4503,
             ConsoleError::Db(_) => 1011,
         }
+    }
+}
+
+/// The way into a VM a kind of console is.
+fn method_of(kind: SessionKind) -> Method {
+    match kind {
+        SessionKind::Vnc | SessionKind::Serial => Method::Console,
+        SessionKind::Ssh | SessionKind::SshForward => Method::Ssh,
+        SessionKind::RdpForward => Method::Rdp,
     }
 }
 
@@ -92,16 +110,27 @@ pub async fn issue(
     state: &HubState,
     viewer: &Viewer,
     vmid: u32,
-    kind: ConsoleKind,
+    kind: SessionKind,
 ) -> Result<IssuedTicket, ConsoleError> {
     let vm = vms::visible_vm(state, viewer, vmid).await?;
+    if !kind.opened_by_ticket() {
+        return Err(VmOpError::NotAllowed(format!(
+            "a {} session comes through a forwarded port, not a console ticket",
+            kind.as_str()
+        ))
+        .into());
+    }
     if vm.template {
         return Err(
             VmOpError::NotAllowed(format!("{} is a template: it has no console", vm.name)).into(),
         );
     }
+    access::check(state, viewer, &vm, method_of(kind)).await?;
     if vm.status == PowerState::Stopped {
         return Err(ConsoleError::NotRunning(vm.name));
+    }
+    if kind == SessionKind::Ssh && tunnel::address_of(&vm).is_none() {
+        return Err(TunnelError::NoAddress(vm.name).into());
     }
     let ticket = new_secret(tickets::TICKET_PREFIX);
     let now = now_unix();
@@ -117,7 +146,7 @@ pub async fn issue(
             expires_at,
         )
         .await?;
-    let password = (kind == ConsoleKind::Vnc).then(|| tickets::vnc_password(&ticket));
+    let password = (kind == SessionKind::Vnc).then(|| tickets::vnc_password(&ticket));
     Ok(IssuedTicket {
         ticket,
         password,
@@ -127,9 +156,14 @@ pub async fn issue(
 
 /// A console the agent has opened: the session, and the stream that carries its bytes.
 pub struct OpenConsole {
-    pub slot: SessionSlot,
+    pub record: SessionRecord,
     pub to_agent: quinn::SendStream,
     pub from_agent: quinn::RecvStream,
+}
+
+/// An open session's registration, and what its audit entries say.
+pub struct SessionRecord {
+    pub slot: SessionSlot,
     /// Where the audit entries name the VM.
     target: String,
 }
@@ -144,12 +178,12 @@ pub async fn connect(
     let result = connect_unaudited(state, viewer, ticket).await;
     match &result {
         Ok(open) => {
-            let detail = open.slot.session.kind.as_str();
+            let detail = open.record.slot.session.kind.as_str();
             audit::record(
                 &state.db,
                 viewer,
                 "console.open",
-                &open.target,
+                &open.record.target,
                 Outcome::Ok,
                 detail,
             )
@@ -157,7 +191,9 @@ pub async fn connect(
         }
         Err(err) => {
             let outcome = match err {
-                ConsoleError::Node(_) | ConsoleError::Db(_) => Outcome::Failed,
+                ConsoleError::Node(_) | ConsoleError::Tunnel(_) | ConsoleError::Db(_) => {
+                    Outcome::Failed
+                }
                 _ => Outcome::Denied,
             };
             audit::record(
@@ -192,14 +228,27 @@ async fn connect_unaudited(
     if spent.user_id != viewer.id {
         return Err(ConsoleError::TicketUnknown);
     }
-    let kind = ConsoleKind::parse(&spent.kind).ok_or(ConsoleError::TicketUnknown)?;
+    let kind = SessionKind::parse(&spent.kind).ok_or(ConsoleError::TicketUnknown)?;
     // Whether it runs is the node's to say now (the stored state may be a moment behind).
     let vm = vms::visible_vm(state, viewer, spent.vmid).await?;
+    let access = access::check(state, viewer, &vm, method_of(kind)).await?;
     let slot = state.consoles.open(viewer, vm.vmid, kind)?;
+    let record = SessionRecord {
+        slot,
+        target: format!("vm:{}", vm.vmid),
+    };
+    let Some(console) = kind.agent_console() else {
+        let tunnel = tunnel::open(state, &vm, access.ssh_port).await?;
+        return Ok(OpenConsole {
+            record,
+            to_agent: tunnel.to_vm,
+            from_agent: tunnel.from_vm,
+        });
+    };
     let request = ConsoleOpen {
         vmid: vm.vmid,
-        kind,
-        password: (kind == ConsoleKind::Vnc).then(|| tickets::vnc_password(ticket)),
+        kind: console,
+        password: (console == ConsoleKind::Vnc).then(|| tickets::vnc_password(ticket)),
     };
     let (_, to_agent, from_agent) = state
         .registry
@@ -211,7 +260,7 @@ async fn connect_unaudited(
         .await
         .map_err(|err| match err {
             CallError::Remote(remote)
-                if kind == ConsoleKind::Serial && remote.kind == ErrorKind::BadRequest =>
+                if console == ConsoleKind::Serial && remote.kind == ErrorKind::BadRequest =>
             {
                 ConsoleError::NoSerialPort
             }
@@ -221,14 +270,19 @@ async fn connect_unaudited(
             other => ConsoleError::Node(other),
         })?;
     Ok(OpenConsole {
-        slot,
+        record,
         to_agent,
         from_agent,
-        target: format!("vm:{}", vm.vmid),
     })
 }
 
-impl OpenConsole {
+impl SessionRecord {
+    /// Registers a session that did not come through a ticket (a forwarded port).
+    pub fn new(slot: SessionSlot) -> Self {
+        let target = format!("vm:{}", slot.session.vmid);
+        Self { slot, target }
+    }
+
     pub fn session(&self) -> &Arc<ConsoleSession> {
         &self.slot.session
     }
@@ -237,7 +291,7 @@ impl OpenConsole {
     pub async fn record_end(&self, state: &HubState, viewer: &Viewer, reason: &EndReason) {
         let session = self.session();
         let detail = format!(
-            "{} console, {} s, {} bytes to the VM, {} bytes from it; {}",
+            "{} session, {} s, {} bytes to the VM, {} bytes from it; {}",
             session.kind.as_str(),
             (now_unix() - session.started_at).max(0),
             session

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use proxlab_protocol::console::ConsoleKind;
+use super::kind::SessionKind;
 use tokio::sync::{Notify, watch};
 
 use crate::db::now_unix;
@@ -50,6 +50,10 @@ pub enum EndReason {
     HubStopping,
     /// The browser broke the protocol (an oversized frame, say).
     BadInput(String),
+    /// The SSH session ended: the shell exited or the VM's SSH server closed it.
+    ShellExited,
+    /// The session could not start (an SSH login refused, say): the close code and why.
+    Refused { code: u16, message: String },
 }
 
 impl EndReason {
@@ -64,6 +68,8 @@ impl EndReason {
             EndReason::HubStopping => 4014,
             EndReason::NodeLost(_) => 4502,
             EndReason::BadInput(_) => 1009,
+            EndReason::ShellExited => 4015,
+            EndReason::Refused { code, .. } => *code,
         }
     }
 
@@ -78,6 +84,8 @@ impl EndReason {
             EndReason::NodeLost(_) => "the link to the VM's node was lost".to_owned(),
             EndReason::HubStopping => "the hub is restarting".to_owned(),
             EndReason::BadInput(what) => what.clone(),
+            EndReason::ShellExited => "the SSH session ended".to_owned(),
+            EndReason::Refused { message, .. } => message.clone(),
         };
         crate::text::truncate_bytes(&text, 123)
     }
@@ -90,7 +98,7 @@ pub struct ConsoleSession {
     pub user_id: i64,
     pub username: String,
     pub vmid: u32,
-    pub kind: ConsoleKind,
+    pub kind: SessionKind,
     pub started_at: i64,
     /// Bytes from the browser to the VM, and back.
     pub bytes_to_vm: AtomicU64,
@@ -207,7 +215,7 @@ impl ConsoleSessions {
         &self,
         viewer: &Viewer,
         vmid: u32,
-        kind: ConsoleKind,
+        kind: SessionKind,
     ) -> Result<SessionSlot, LimitReached> {
         let mut open = self.open.by_id.lock().expect("not poisoned");
         if open.len() >= self.limits.total {
@@ -304,31 +312,31 @@ mod tests {
             total: 3,
             ..ConsoleLimits::default()
         });
-        let a1 = sessions.open(&viewer(1), 100, ConsoleKind::Vnc).unwrap();
-        let _a2 = sessions.open(&viewer(1), 101, ConsoleKind::Serial).unwrap();
+        let a1 = sessions.open(&viewer(1), 100, SessionKind::Vnc).unwrap();
+        let _a2 = sessions.open(&viewer(1), 101, SessionKind::Serial).unwrap();
         assert_eq!(
             sessions
-                .open(&viewer(1), 102, ConsoleKind::Vnc)
+                .open(&viewer(1), 102, SessionKind::Vnc)
                 .unwrap_err(),
             LimitReached::PerUser(2)
         );
-        let _b1 = sessions.open(&viewer(2), 103, ConsoleKind::Vnc).unwrap();
+        let _b1 = sessions.open(&viewer(2), 103, SessionKind::Vnc).unwrap();
         assert_eq!(
             sessions
-                .open(&viewer(3), 104, ConsoleKind::Vnc)
+                .open(&viewer(3), 104, SessionKind::Vnc)
                 .unwrap_err(),
             LimitReached::Total(3)
         );
         assert_eq!(sessions.vms_in_use(), BTreeSet::from([100, 101, 103]));
         drop(a1);
-        assert!(sessions.open(&viewer(3), 104, ConsoleKind::Vnc).is_ok());
+        assert!(sessions.open(&viewer(3), 104, SessionKind::Vnc).is_ok());
         assert!(!sessions.vms_in_use().contains(&100));
     }
 
     #[tokio::test]
     async fn the_first_end_reason_wins() {
         let sessions = ConsoleSessions::default();
-        let slot = sessions.open(&viewer(1), 100, ConsoleKind::Vnc).unwrap();
+        let slot = sessions.open(&viewer(1), 100, SessionKind::Vnc).unwrap();
         slot.session.end(EndReason::EndedBy("ada".into()));
         slot.session.end(EndReason::Idle);
         assert_eq!(slot.session.ended().await, EndReason::EndedBy("ada".into()));

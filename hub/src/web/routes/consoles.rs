@@ -10,15 +10,17 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
-use proxlab_protocol::console::ConsoleKind;
+use crate::domain::consoles::kind::SessionKind;
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
 use crate::domain::consoles::sessions::ConsoleSession;
-use crate::domain::consoles::{self, ConsoleError};
+use crate::domain::consoles::{self, ConsoleError, OpenConsole};
+use crate::domain::remote::tunnel::Tunnel;
 use crate::domain::tokens::format_time;
 use crate::domain::vms;
 use crate::web::console_bridge::{self, MAX_MESSAGE_BYTES};
+use crate::web::ssh_bridge;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireAdmin};
 use crate::web::parse_vmid;
@@ -28,13 +30,13 @@ use crate::web::views::{VmView, human_bytes};
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ConsoleRequest {
-    kind: ConsoleKind,
+    kind: SessionKind,
 }
 
 /// A console ticket, as the browser gets it.
 #[derive(Debug, Serialize)]
 struct ConsoleTicketView {
-    kind: ConsoleKind,
+    kind: SessionKind,
     /// The WebSocket to open (same origin), once, before `expires_at`.
     url: String,
     /// For VNC: the password for the VM's VNC server.
@@ -122,8 +124,15 @@ async fn socket(
                 Ok(console) => console,
                 Err(err) => return refuse(&mut socket, &err).await,
             };
+            if console.record.session().kind == SessionKind::Ssh {
+                let OpenConsole { record, to_agent, from_agent } = console;
+                let tunnel = Tunnel { to_vm: to_agent, from_vm: from_agent };
+                let reason =
+                    ssh_bridge::run(state.clone(), &viewer, socket, record.session(), tunnel).await;
+                return record.record_end(&state, &viewer, &reason).await;
+            }
             let reason = console_bridge::run(&state, socket, &mut console).await;
-            console.record_end(&state, &viewer, &reason).await;
+            console.record.record_end(&state, &viewer, &reason).await;
         }))
 }
 
@@ -144,7 +153,7 @@ struct SessionView {
     id: u64,
     username: String,
     vmid: u32,
-    kind: ConsoleKind,
+    kind: SessionKind,
     since: String,
     bytes_to_vm: u64,
     bytes_from_vm: u64,

@@ -11,3 +11,4 @@ pub(super) mod events;
 pub(super) mod plugins;
 pub(super) mod portal;
 pub(super) mod profile;
+pub(super) mod remote;
