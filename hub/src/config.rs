@@ -77,9 +77,9 @@ impl ForwardingSettings {
         match self.bind.as_deref() {
             None | Some("requester") => settings.bind_any = false,
             Some("any") => settings.bind_any = true,
-            Some(other) => anyhow::bail!(
-                "[forwarding] bind is \"requester\" or \"any\", not {other:?}"
-            ),
+            Some(other) => {
+                anyhow::bail!("[forwarding] bind is \"requester\" or \"any\", not {other:?}")
+            }
         }
         if let Some(open_for) = self.open_for {
             settings.open_for = open_for;
@@ -96,7 +96,11 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>> {
             .parse::<u16>()
             .ok()
             .filter(|port| *port > 0)
-            .ok_or_else(|| anyhow::anyhow!("[forwarding] ports: {text:?} is not a port range like \"40000-40999\""))
+            .ok_or_else(|| {
+                anyhow::anyhow!(
+                    "[forwarding] ports: {text:?} is not a port range like \"40000-40999\""
+                )
+            })
     };
     let (low, high) = (parse(low)?, parse(high)?);
     if low > high {

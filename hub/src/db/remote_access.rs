@@ -71,7 +71,11 @@ impl Db {
         })
     }
 
-    pub async fn set_class_access(&self, class_id: i64, access: &ClassAccess) -> Result<(), DbError> {
+    pub async fn set_class_access(
+        &self,
+        class_id: i64,
+        access: &ClassAccess,
+    ) -> Result<(), DbError> {
         sqlx::query(
             "INSERT INTO class_access (class_id, console, ssh, rdp, ssh_port, rdp_port) \
              VALUES ($1, $2, $3, $4, $5, $6) \

@@ -4,7 +4,6 @@
 //! gets the security headers; each area has its own router.
 
 mod console_bridge;
-mod ssh_bridge;
 mod cookies;
 mod current_user;
 mod error;
@@ -13,6 +12,7 @@ mod limits;
 mod render;
 mod routes;
 pub mod serve;
+mod ssh_bridge;
 pub mod tls;
 mod views;
 

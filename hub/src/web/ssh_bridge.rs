@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 
 use super::console_bridge::{browser_error, send_close};
 use crate::HubState;
-use crate::domain::consoles::sessions::{ConsoleSession, EndReason};
 use crate::domain::consoles;
+use crate::domain::consoles::sessions::{ConsoleSession, EndReason};
 use crate::domain::remote::host_keys::Verdict;
 use crate::domain::remote::ssh::{self, Login, Notice, Prompt, Shell, SshError};
 use crate::domain::remote::tunnel::Tunnel;
@@ -50,8 +50,15 @@ pub(super) async fn run(
     tunnel: Tunnel,
 ) -> EndReason {
     let (mut to_browser, mut from_browser) = socket.split();
-    let reason = match login(&state, viewer, session, tunnel, &mut to_browser, &mut from_browser)
-        .await
+    let reason = match login(
+        &state,
+        viewer,
+        session,
+        tunnel,
+        &mut to_browser,
+        &mut from_browser,
+    )
+    .await
     {
         Ok(shell) => relay(&state, session, shell, &mut to_browser, &mut from_browser).await,
         Err(reason) => reason,
@@ -81,7 +88,9 @@ async fn login(
         )));
     };
     let login: Login = serde_json::from_str(text.as_str()).map_err(|err| {
-        refused(&SshError::BadLogin(format!("the login is not valid: {err}")))
+        refused(&SshError::BadLogin(format!(
+            "the login is not valid: {err}"
+        )))
     })?;
     let (notices, mut notices_out) = mpsc::channel(4);
     let (accepts, accepted) = mpsc::channel(1);
@@ -122,58 +131,65 @@ async fn relay(
 ) -> EndReason {
     let (mut output, input) = shell.split();
     let connected = json!({"type": "connected"}).to_string();
-    if to_browser.send(Message::Text(connected.into())).await.is_err() {
+    if to_browser
+        .send(Message::Text(connected.into()))
+        .await
+        .is_err()
+    {
         input.close().await;
         return EndReason::BrowserClosed;
     }
     let reason = {
-    let upstream = async {
-        while let Some(message) = from_browser.next().await {
-            match message {
-                Ok(Message::Binary(bytes)) => {
-                    if input.send(&bytes).await.is_err() {
+        let upstream = async {
+            while let Some(message) = from_browser.next().await {
+                match message {
+                    Ok(Message::Binary(bytes)) => {
+                        if input.send(&bytes).await.is_err() {
+                            return EndReason::ShellExited;
+                        }
+                        session.sent_to_vm(bytes.len());
+                    }
+                    Ok(Message::Text(text)) => {
+                        if let Ok(Control::Resize { cols, rows }) =
+                            serde_json::from_str(text.as_str())
+                        {
+                            input.resize(cols, rows).await;
+                        }
+                    }
+                    Ok(Message::Close(_)) => break,
+                    Ok(Message::Ping(_) | Message::Pong(_)) => {}
+                    Err(err) => return EndReason::BadInput(browser_error(&err)),
+                }
+            }
+            EndReason::BrowserClosed
+        };
+        let downstream = async {
+            loop {
+                match output.wait().await {
+                    Some(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
+                        let length = data.len();
+                        if to_browser
+                            .send(Message::Binary(data.to_vec().into()))
+                            .await
+                            .is_err()
+                        {
+                            return EndReason::BrowserClosed;
+                        }
+                        session.received_from_vm(length);
+                    }
+                    Some(ChannelMsg::Eof | ChannelMsg::Close) | None => {
                         return EndReason::ShellExited;
                     }
-                    session.sent_to_vm(bytes.len());
+                    Some(_) => {}
                 }
-                Ok(Message::Text(text)) => {
-                    if let Ok(Control::Resize { cols, rows }) = serde_json::from_str(text.as_str())
-                    {
-                        input.resize(cols, rows).await;
-                    }
-                }
-                Ok(Message::Close(_)) => break,
-                Ok(Message::Ping(_) | Message::Pong(_)) => {}
-                Err(err) => return EndReason::BadInput(browser_error(&err)),
             }
+        };
+        tokio::select! {
+            reason = upstream => reason,
+            reason = downstream => reason,
+            reason = session.ended() => reason,
+            reason = consoles::watch(state, session) => reason,
         }
-        EndReason::BrowserClosed
-    };
-    let downstream = async {
-        loop {
-            match output.wait().await {
-                Some(ChannelMsg::Data { data } | ChannelMsg::ExtendedData { data, .. }) => {
-                    let length = data.len();
-                    if to_browser
-                        .send(Message::Binary(data.to_vec().into()))
-                        .await
-                        .is_err()
-                    {
-                        return EndReason::BrowserClosed;
-                    }
-                    session.received_from_vm(length);
-                }
-                Some(ChannelMsg::Eof | ChannelMsg::Close) | None => return EndReason::ShellExited,
-                Some(_) => {}
-            }
-        }
-    };
-    tokio::select! {
-        reason = upstream => reason,
-        reason = downstream => reason,
-        reason = session.ended() => reason,
-        reason = consoles::watch(state, session) => reason,
-    }
     };
     input.close().await;
     reason

@@ -45,6 +45,8 @@ impl Opened {
 pub struct ConsoleSocket {
     socket: Socket,
     pending: Vec<u8>,
+    /// Text messages not read yet.
+    texts: std::collections::VecDeque<String>,
     /// The close frame's code and reason, once one came.
     pub closed: Option<(u16, String)>,
 }
@@ -64,6 +66,7 @@ pub async fn open_small_buffered(client: &WebClient, url: &str) -> ConsoleSocket
     ConsoleSocket {
         socket,
         pending: Vec::new(),
+        texts: Default::default(),
         closed: None,
     }
 }
@@ -101,6 +104,7 @@ pub async fn open(client: &WebClient, url: &str, origin: Option<&str>) -> Opened
             Opened::Socket(Box::new(ConsoleSocket {
                 socket,
                 pending: Vec::new(),
+                texts: Default::default(),
                 closed: None,
             }))
         }
@@ -118,6 +122,10 @@ impl ConsoleSocket {
             match self.socket.next().await {
                 Some(Ok(Message::Binary(bytes))) => {
                     self.pending.extend_from_slice(&bytes);
+                    return true;
+                }
+                Some(Ok(Message::Text(text))) => {
+                    self.texts.push_back(text.to_string());
                     return true;
                 }
                 Some(Ok(Message::Close(frame))) => {
@@ -158,6 +166,27 @@ impl ConsoleSocket {
                 self.closed
             );
         }
+    }
+
+    /// Waits for the next text message (JSON); panics if the socket closes first.
+    pub async fn next_json(&mut self) -> Value {
+        loop {
+            if let Some(text) = self.texts.pop_front() {
+                return serde_json::from_str(&text).unwrap();
+            }
+            assert!(
+                self.fill().await,
+                "the socket closed before a text message came: {:?}",
+                self.closed
+            );
+        }
+    }
+
+    pub async fn send_json(&mut self, value: &Value) {
+        self.socket
+            .send(Message::Text(value.to_string().into()))
+            .await
+            .unwrap();
     }
 
     pub async fn send(&mut self, bytes: &[u8]) {

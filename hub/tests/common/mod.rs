@@ -9,6 +9,7 @@ pub mod console;
 pub mod demo;
 pub mod lab;
 pub mod pg;
+pub mod sshd;
 pub mod web;
 
 use std::path::{Path, PathBuf};
@@ -420,15 +421,21 @@ impl SimCluster {
                 "[pve]\nnode = \"{node}\"\nqm = \"{root}/bin/qm\"\npvesh = \"{root}/bin/pvesh\"\npvesm = \"{root}/bin/pvesm\"\n\
                  qemu_img = \"{root}/bin/qemu-img\"\netc_pve = \"{root}/etc/pve\"\nrun_dir = \"{root}/var/run/qemu-server\"\n\
                  lock_dir = \"{root}/var/lock/qemu-server\"\narp_table = \"{root}/proc/net/arp\"\n\
-                 [plugins]\ndir = \"{dropin}\"\n{grant}",
+                 [plugins]\ndir = \"{dropin}\"\n{grant}\n{tunnels}",
                 dropin = dir.join(format!("plugins-{node}")).display(),
                 grant = set_guest_password_grant(),
+                tunnels = TEST_TUNNELS,
             ),
         )
         .unwrap();
         path
     }
 }
+
+/// Tunnels in test labs: the simulated VMs' services (a test's `sshd`) run on this machine,
+/// on one of the test ports.
+const TEST_TUNNELS: &str =
+    "[tunnels]\nallow_node_addresses = true\nports = [22, 3389, 47022, 47023, 47024, 47025]\n";
 
 /// The operator's grant for the example `set-guest-password` as the hub installs it: pinned
 /// to the built component, with its two guest commands. Empty when the plugins are not built.

@@ -55,7 +55,10 @@ impl SessionKind {
     /// Whether a console ticket can be issued for this kind (forwarded connections come
     /// through a port, not a ticket).
     pub fn opened_by_ticket(self) -> bool {
-        matches!(self, SessionKind::Vnc | SessionKind::Serial | SessionKind::Ssh)
+        matches!(
+            self,
+            SessionKind::Vnc | SessionKind::Serial | SessionKind::Ssh
+        )
     }
 }
 

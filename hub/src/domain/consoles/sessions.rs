@@ -53,7 +53,10 @@ pub enum EndReason {
     /// The SSH session ended: the shell exited or the VM's SSH server closed it.
     ShellExited,
     /// The session could not start (an SSH login refused, say): the close code and why.
-    Refused { code: u16, message: String },
+    Refused {
+        code: u16,
+        message: String,
+    },
 }
 
 impl EndReason {

@@ -94,7 +94,15 @@ pub async fn set_for_class(
         access.rdp_port
     );
     let target = format!("class:{class_id}");
-    audit::record(&state.db, viewer, "class.access", &target, Outcome::Ok, &detail).await;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.access",
+        &target,
+        Outcome::Ok,
+        &detail,
+    )
+    .await;
     Ok(())
 }
 

@@ -203,9 +203,14 @@ pub async fn open(
                     .map_or_else(|| "anywhere".to_owned(), |ip| ip.to_string())
             ),
         ),
-        Err(ForwardError::Vm(VmOpError::NotFound | VmOpError::Forbidden(_))) => {
-            (Outcome::Denied, result.as_ref().err().map(ToString::to_string).unwrap_or_default())
-        }
+        Err(ForwardError::Vm(VmOpError::NotFound | VmOpError::Forbidden(_))) => (
+            Outcome::Denied,
+            result
+                .as_ref()
+                .err()
+                .map(ToString::to_string)
+                .unwrap_or_default(),
+        ),
         Err(err) => (Outcome::Failed, err.to_string()),
     };
     audit::record(&state.db, viewer, "vm.forward", &target, outcome, &detail).await;
@@ -237,7 +242,10 @@ async fn open_unaudited(
         return Ok(forward.view());
     }
     let listener = bind_free_port(forwards, range).await?;
-    let port = listener.local_addr().map_err(|_| ForwardError::NoFreePort)?.port();
+    let port = listener
+        .local_addr()
+        .map_err(|_| ForwardError::NoFreePort)?
+        .port();
     let vm_port = match service {
         Service::Ssh => class_access.ssh_port,
         Service::Rdp => class_access.rdp_port,
@@ -314,7 +322,12 @@ async fn serve(state: Arc<HubState>, key: Key, forward: Arc<Forward>, listener: 
         .remove(&key);
     forward.closed.send_replace(true);
     let view = forward.view();
-    tracing::info!(vmid = view.vmid, port = view.port, why, "forwarded port closed");
+    tracing::info!(
+        vmid = view.vmid,
+        port = view.port,
+        why,
+        "forwarded port closed"
+    );
 }
 
 /// Why an open port must close now, if it must.
@@ -389,7 +402,11 @@ async fn open_tunnel(
 }
 
 /// Carries bytes between the client's connection and the tunnel, counting them.
-async fn relay(stream: &mut TcpStream, tunnel: tunnel::Tunnel, session: &ConsoleSession) -> EndReason {
+async fn relay(
+    stream: &mut TcpStream,
+    tunnel: tunnel::Tunnel,
+    session: &ConsoleSession,
+) -> EndReason {
     let tunnel::Tunnel {
         mut to_vm,
         mut from_vm,

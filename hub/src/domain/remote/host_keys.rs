@@ -79,7 +79,15 @@ pub async fn remember(
     if let Some(old) = replaced {
         let detail = format!("{} replaces {}", key.fingerprint, old.fingerprint);
         let target = format!("vm:{vmid}");
-        audit::record(&state.db, viewer, "vm.host-key", &target, Outcome::Ok, &detail).await;
+        audit::record(
+            &state.db,
+            viewer,
+            "vm.host-key",
+            &target,
+            Outcome::Ok,
+            &detail,
+        )
+        .await;
     }
     Ok(())
 }

@@ -48,7 +48,10 @@ impl fmt::Debug for Login {
         f.debug_struct("Login")
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "(hidden)"))
-            .field("private_key", &self.private_key.as_ref().map(|_| "(hidden)"))
+            .field(
+                "private_key",
+                &self.private_key.as_ref().map(|_| "(hidden)"),
+            )
             .field("cols", &self.cols)
             .field("rows", &self.rows)
             .finish()
@@ -60,7 +63,10 @@ impl Login {
     pub fn validate(&self) -> Result<(), SshError> {
         let name_ok = !self.username.is_empty()
             && self.username.len() <= 64
-            && !self.username.chars().any(|c| c.is_control() || c.is_whitespace());
+            && !self
+                .username
+                .chars()
+                .any(|c| c.is_control() || c.is_whitespace());
         if !name_ok {
             return Err(SshError::BadLogin(
                 "a username is 1 to 64 characters without spaces".into(),
@@ -72,7 +78,9 @@ impl Login {
             ));
         }
         if !(1..=1000).contains(&self.cols) || !(1..=1000).contains(&self.rows) {
-            return Err(SshError::BadLogin("the terminal size is out of range".into()));
+            return Err(SshError::BadLogin(
+                "the terminal size is out of range".into(),
+            ));
         }
         Ok(())
     }

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use crate::domain::consoles::kind::SessionKind;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::{Path, State};
@@ -10,7 +11,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
-use crate::domain::consoles::kind::SessionKind;
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
@@ -20,11 +20,11 @@ use crate::domain::remote::tunnel::Tunnel;
 use crate::domain::tokens::format_time;
 use crate::domain::vms;
 use crate::web::console_bridge::{self, MAX_MESSAGE_BYTES};
-use crate::web::ssh_bridge;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireAdmin};
 use crate::web::parse_vmid;
 use crate::web::render::{Layout, Page, redirect_with_flash};
+use crate::web::ssh_bridge;
 use crate::web::views::{VmView, human_bytes};
 
 #[derive(Debug, Deserialize)]
@@ -125,8 +125,15 @@ async fn socket(
                 Err(err) => return refuse(&mut socket, &err).await,
             };
             if console.record.session().kind == SessionKind::Ssh {
-                let OpenConsole { record, to_agent, from_agent } = console;
-                let tunnel = Tunnel { to_vm: to_agent, from_vm: from_agent };
+                let OpenConsole {
+                    record,
+                    to_agent,
+                    from_agent,
+                } = console;
+                let tunnel = Tunnel {
+                    to_vm: to_agent,
+                    from_vm: from_agent,
+                };
                 let reason =
                     ssh_bridge::run(state.clone(), &viewer, socket, record.session(), tunnel).await;
                 return record.record_end(&state, &viewer, &reason).await;
