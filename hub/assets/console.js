@@ -1,6 +1,6 @@
-// The console page: the VM's screen (noVNC) and its serial terminal (xterm.js), each over a
-// WebSocket to the hub that a single-use ticket opens. The hub relays the bytes to the VM's
-// node; this page never learns where the VM is.
+// The console page: the VM's screen (noVNC), its serial terminal and an SSH terminal (xterm.js),
+// each over a WebSocket to the hub that a single-use ticket opens. The hub relays the bytes to
+// the VM's node (for SSH it is the SSH client itself); this page never learns where the VM is.
 import RFB from "/assets/vendor/@novnc/novnc/core/rfb.js";
 import { Terminal } from "/assets/vendor/@xterm/xterm/lib/xterm.mjs";
 import { FitAddon } from "/assets/vendor/@xterm/addon-fit/lib/addon-fit.mjs";
@@ -27,11 +27,18 @@ const CLOSED = {
   4013: ["The console was closed after a long time without activity.", "reconnect"],
   4014: ["The hub is restarting.", "reconnect"],
   4029: ["Too many consoles are open.", "reconnect"],
+  4015: ["The SSH session ended.", "reconnect"],
   4040: ["This VM has no serial port. A teacher adds one as “serial0: socket” in its hardware, then restarts it.", null],
+  4400: ["The login was not complete.", "reconnect"],
+  4401: ["The VM refused the login: wrong username, password or key.", "reconnect"],
+  4402: ["Not connected: the VM's new host key was not accepted, and nothing was sent to it.", "reconnect"],
+  4403: ["The VM's node refused to connect to it.", null],
   4502: ["The VM's node could not be reached.", "reconnect"],
+  4503: ["The VM's SSH server could not be reached: is the VM up, with SSH running?", "reconnect"],
 };
 
-let kind = "vnc";
+const firstTab = root.querySelector("[role=tab][aria-selected=true]");
+let kind = firstTab ? firstTab.dataset.tab : null;
 let session = null; // { kind, socket, rfb?, terminal? }
 let scaled = true;
 
@@ -58,7 +65,13 @@ async function api(path, body) {
   return data;
 }
 
+function field(name) {
+  return root.querySelector(`[data-field="${name}"]`);
+}
+
 function endSession() {
+  const hostKey = field("host-key");
+  if (hostKey) hostKey.hidden = true;
   if (!session) return;
   const old = session;
   session = null;
@@ -74,8 +87,18 @@ function closedBy(event) {
   setState(event.code === 4009 || event.code === 4010 ? "stopped" : "closed", text + reason, offer);
 }
 
+// The SSH tab waits for the login form; the consoles connect at once.
 async function connect() {
   endSession();
+  if (kind === "ssh") {
+    showLogin(true);
+    setState("idle", "Log in to the VM to open its SSH terminal.", null);
+    return;
+  }
+  await open(null);
+}
+
+async function open(login) {
   setState("connecting", "Connecting…", null);
   let ticket;
   try {
@@ -95,9 +118,14 @@ async function connect() {
     if (session === current) {
       session = null;
       closedBy(event);
+      if (current.kind === "ssh") {
+        field("host-key").hidden = true;
+        showLogin(true);
+      }
     }
   });
   if (kind === "vnc") openScreen(current, ticket.password);
+  else if (kind === "ssh") openShell(current, login);
   else openTerminal(current);
 }
 
@@ -120,7 +148,7 @@ function openScreen(current, password) {
 }
 
 function openTerminal(current) {
-  const panel = root.querySelector("[data-panel=serial]");
+  const panel = root.querySelector(`[data-panel="${current.kind}"]`);
   panel.replaceChildren();
   const terminal = new Terminal({ cursorBlink: true, convertEol: false, scrollback: 5000, fontSize: 14 });
   const fit = new FitAddon();
@@ -138,18 +166,100 @@ function openTerminal(current) {
     if (current.socket.readyState === WebSocket.OPEN) current.socket.send(bytes);
   });
   current.socket.addEventListener("open", () => {
-    if (session === current) {
+    if (session === current && current.kind === "serial") {
       setState("connected", "Connected to the VM's serial console.", null);
       terminal.focus();
     }
   });
   current.socket.addEventListener("message", (event) => {
+    if (typeof event.data === "string") return;
     terminal.write(new Uint8Array(event.data));
     root.dataset.terminalBytes = String(Number(root.dataset.terminalBytes || 0) + event.data.byteLength);
   });
 }
 
-function selectTab(next) {
+function showLogin(shown) {
+  const form = root.querySelector("[data-ssh-login]");
+  if (form) form.hidden = !shown || kind !== "ssh";
+}
+
+// The SSH terminal: the login goes first (and is forgotten here), then the hub's notices about
+// the VM's host key, then the shell's bytes.
+function openShell(current, login) {
+  openTerminal(current);
+  const { terminal } = current;
+  const send = (message) => {
+    if (current.socket.readyState === WebSocket.OPEN) current.socket.send(JSON.stringify(message));
+  };
+  current.socket.addEventListener("open", () => {
+    send({ ...login, cols: terminal.cols, rows: terminal.rows });
+    setState("connecting", "Logging in…", null);
+  });
+  terminal.onResize(({ cols, rows }) => send({ type: "resize", cols, rows }));
+  current.socket.addEventListener("message", (event) => {
+    if (typeof event.data !== "string") return;
+    const notice = JSON.parse(event.data);
+    if (notice.type === "connected") {
+      showLogin(false);
+      setState("connected", "Connected to the VM over SSH.", null);
+      terminal.focus();
+    } else if (notice.type === "host-key") {
+      hostKey(current, notice, send);
+    }
+  });
+}
+
+function hostKey(current, notice, send) {
+  root.dataset.hostKey = notice.status;
+  if (notice.status === "new") {
+    setState("connecting", `First connection: the VM's host key (${notice.fingerprint}) is remembered from now on.`, null);
+    return;
+  }
+  if (notice.status !== "changed") return;
+  const box = field("host-key");
+  const why = notice.reset_since
+    ? `The VM was reset on ${notice.reset_since}, after the old key was remembered, which explains a new key: accept it.`
+    : "If the VM was not reset or reinstalled since, someone may be intercepting the connection: cancel and tell your teacher.";
+  field("host-key-text").textContent =
+    `The VM's SSH host key has changed since ${notice.known_since} (it was ${notice.known_fingerprint}). ${why} The new key is:`;
+  field("host-key-fingerprint").textContent = notice.fingerprint;
+  box.hidden = false;
+  setState("connecting", "The VM's host key has changed: decide below.", null);
+  const accept = button("accept-host-key");
+  accept.onclick = () => {
+    box.hidden = true;
+    send({ type: "accept-host-key", fingerprint: notice.fingerprint });
+  };
+  button("reject-host-key").onclick = () => {
+    box.hidden = true;
+    if (session === current) current.socket.close(1000);
+  };
+  accept.focus();
+}
+
+const loginForm = root.querySelector("[data-ssh-login]");
+if (loginForm) {
+  loginForm.addEventListener("submit", (event) => {
+    event.preventDefault();
+    const data = new FormData(loginForm);
+    const key = String(data.get("private_key") || "").trim();
+    const login = { username: String(data.get("username") || "") };
+    if (key) {
+      login.private_key = key + "\n";
+      const passphrase = String(data.get("passphrase") || "");
+      if (passphrase) login.passphrase = passphrase;
+    } else {
+      login.password = String(data.get("password") || "");
+    }
+    // The secrets leave the page with the login and are not kept in it.
+    for (const name of ["password", "private_key", "passphrase"]) loginForm.elements[name].value = "";
+    showLogin(false);
+    endSession();
+    open(login);
+  });
+}
+
+function selectTab(next, first) {
   for (const tab of root.querySelectorAll("[role=tab]")) {
     const selected = tab.dataset.tab === next;
     tab.setAttribute("aria-selected", String(selected));
@@ -157,17 +267,56 @@ function selectTab(next) {
   }
   for (const panel of root.querySelectorAll("[data-panel]")) panel.hidden = panel.dataset.panel !== next;
   for (const tool of root.querySelectorAll("[data-for]")) tool.hidden = tool.dataset.for !== next;
-  if (next !== kind) {
+  showLogin(next === "ssh" && !(session && session.kind === "ssh"));
+  if (next !== kind || first) {
     kind = next;
     connect();
   }
 }
 
-root.querySelector("[role=tablist]").addEventListener("click", (event) => {
+// Ports the hub forwards to the VM, for the user's own SSH and Remote Desktop apps.
+async function forward(service) {
+  const box = field("forward");
+  let answer;
+  try {
+    answer = await api(`/api/v1/vms/${vmid}/forwards`, { service });
+  } catch (error) {
+    box.hidden = false;
+    field("forward-text").textContent = error.message;
+    field("forward-command-line").hidden = true;
+    return;
+  }
+  const from = answer.allowed_from ? `from your address ${answer.allowed_from} only` : "from any address";
+  const until = `until ${answer.expires}`;
+  box.hidden = false;
+  if (service === "ssh") {
+    const user = (root.querySelector("#ssh-username") || {}).value || "USER";
+    field("forward-text").textContent = `Port ${answer.port} on ${answer.host} reaches the VM's SSH server, ${from}, ${until}. In a terminal on your computer:`;
+    field("forward-command").textContent = answer.ssh_command.replace("USER@", `${user}@`);
+    field("forward-command-line").hidden = false;
+  } else {
+    field("forward-text").textContent = `Port ${answer.port} on ${answer.host} reaches the VM's Remote Desktop, ${from}, ${until}. Open the downloaded file with your Remote Desktop app.`;
+    field("forward-command-line").hidden = true;
+    location.href = answer.rdp_file;
+  }
+}
+
+for (const service of ["ssh", "rdp"]) {
+  const trigger = button(`forward-${service}`);
+  if (trigger) trigger.addEventListener("click", () => forward(service));
+}
+if (button("copy-command")) {
+  button("copy-command").addEventListener("click", () => {
+    navigator.clipboard.writeText(field("forward-command").textContent).catch(() => {});
+  });
+}
+
+const tablist = root.querySelector("[role=tablist]");
+tablist.addEventListener("click", (event) => {
   const tab = event.target.closest("[role=tab]");
   if (tab) selectTab(tab.dataset.tab);
 });
-root.querySelector("[role=tablist]").addEventListener("keydown", (event) => {
+tablist.addEventListener("keydown", (event) => {
   if (event.key !== "ArrowLeft" && event.key !== "ArrowRight") return;
   const tabs = [...root.querySelectorAll("[role=tab]")];
   const at = tabs.findIndex((tab) => tab.getAttribute("aria-selected") === "true");
@@ -188,7 +337,7 @@ button("start").addEventListener("click", async () => {
   connect();
 });
 button("ctrl-alt-del").addEventListener("click", () => session && session.rfb && session.rfb.sendCtrlAltDel());
-button("scale").addEventListener("click", () => {
+if (button("scale")) button("scale").addEventListener("click", () => {
   scaled = !scaled;
   button("scale").setAttribute("aria-pressed", String(scaled));
   button("scale").textContent = scaled ? "Fit to window" : "Actual size";
@@ -201,7 +350,7 @@ button("fullscreen").addEventListener("click", () => {
   if (document.fullscreenElement) document.exitFullscreen();
   else root.requestFullscreen().catch(() => {});
 });
-button("paste").addEventListener("click", () => {
+if (button("paste")) button("paste").addEventListener("click", () => {
   const text = root.querySelector("[data-field=clipboard]").value;
   if (session && session.rfb && text) session.rfb.clipboardPasteFrom(text);
 });
@@ -210,5 +359,6 @@ window.addEventListener("resize", () => session && session.fit && session.fit.fi
 window.addEventListener("pagehide", endSession);
 window.addEventListener("pageshow", (event) => { if (event.persisted) connect(); });
 
-if (root.dataset.vmStatus === "running") connect();
+if (!kind) setState("closed", "There is no way into this VM for you here.", null);
+else if (root.dataset.vmStatus === "running") selectTab(kind, true);
 else setState("stopped", "The VM is not running.", "start");

@@ -86,6 +86,10 @@ enum Command {
         /// so consoles show a real VM's screen. Applies when the demo is first created.
         #[arg(long)]
         qemu: bool,
+        /// Do not start an SSH server for alice's VM (by default one runs on port 22 of this
+        /// machine's address when Debian's openssh-server is installed).
+        #[arg(long)]
+        no_ssh: bool,
     },
     /// Assign VMs to users.
     Vm {
@@ -242,6 +246,7 @@ async fn run(cli: Cli) -> Result<()> {
             quic_addr,
             tls,
             qemu,
+            no_ssh,
         } => {
             let dir = cli
                 .data_dir
@@ -253,6 +258,7 @@ async fn run(cli: Cli) -> Result<()> {
                 quic_addr,
                 tls,
                 qemu,
+                ssh: !no_ssh,
             })
             .await
         }

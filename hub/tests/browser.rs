@@ -697,6 +697,121 @@ async fn a_student_uses_her_vms_screen_and_terminal_and_her_teacher_watches() {
     assert!(demo.stop().await);
 }
 
+/// The `stty size` the SSH terminal reports, typed and read in the page: `(rows, cols)`.
+async fn ssh_terminal_size(browser: &Browser, marker: &str) -> String {
+    browser
+        .type_into(
+            &browser
+                .find("[data-panel='ssh'] .xterm-helper-textarea")
+                .await,
+            &format!("echo {marker}-$(stty size | tr ' ' x)\n"),
+        )
+        .await;
+    let pattern = format!("{marker}-[0-9]+x[0-9]+");
+    browser
+        .wait_until(
+            "the terminal's size",
+            &format!(
+                "/{pattern}/.test(document.querySelector(\"[data-panel='ssh'] .xterm-rows\").textContent)"
+            ),
+        )
+        .await;
+    let found = browser
+        .eval(&format!(
+            "return document.querySelector(\"[data-panel='ssh'] .xterm-rows\").textContent.match(/{pattern}/)[0];"
+        ))
+        .await;
+    found.as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_student_logs_in_to_her_vm_over_ssh_in_the_browser() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let demo = DemoProcess::start_ssh(dir.path()).await;
+    let Some(ssh) = demo.file.ssh.clone() else {
+        eprintln!(
+            "NOTICE: the demo has no SSH server here (openssh-server, an address, or port 22 \
+             is missing); skipping."
+        );
+        return;
+    };
+    let url = demo.file.url.clone();
+    let alice = common::web::WebClient::with_token(&url, &demo.user("alice").api_token);
+    log_in(&browser, &url, "alice", demo.password("alice")).await;
+    start_from_tile(&browser, ssh.vmid).await;
+    // The node sees the VM's address once it runs; the hub hears it a moment later.
+    common::within("the VM's address at the hub", async {
+        while alice.json(&format!("/api/v1/vms/{}", ssh.vmid)).await["ips"]
+            .as_array()
+            .is_none_or(Vec::is_empty)
+        {
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    browser
+        .goto(&format!("{url}/vms/{}/console", ssh.vmid))
+        .await;
+    browser.click(&browser.find("[data-tab='ssh']").await).await;
+    browser
+        .type_into(&browser.find("#ssh-username").await, &ssh.username)
+        .await;
+    let key = std::fs::read_to_string(&ssh.private_key_file).unwrap();
+    browser
+        .eval(&format!(
+            "document.querySelector('#ssh-key').value = {}; return true;",
+            serde_json::Value::String(key)
+        ))
+        .await;
+    browser
+        .click(&browser.find("[data-ssh-login] button[type='submit']").await)
+        .await;
+    browser
+        .wait_until(
+            "the SSH terminal to connect",
+            "document.querySelector('[data-console]').dataset.consoleState === 'connected'",
+        )
+        .await;
+    let remembered = browser
+        .eval("return document.querySelector('[data-console]').dataset.hostKey;")
+        .await;
+    assert!(remembered == "new" || remembered == "known", "{remembered}");
+    // Nothing secret stays in the page.
+    let key_left = browser
+        .eval("return document.querySelector('#ssh-key').value;")
+        .await;
+    assert_eq!(key_left, "");
+    browser
+        .type_into(
+            &browser
+                .find("[data-panel='ssh'] .xterm-helper-textarea")
+                .await,
+            "echo proxlab-$((6*7))\n",
+        )
+        .await;
+    browser
+        .wait_until(
+            "the command's output",
+            "document.querySelector(\"[data-panel='ssh'] .xterm-rows\").textContent.includes('proxlab-42')",
+        )
+        .await;
+    browser.screenshot("console-ssh.png").await;
+    assert_accessible(&browser, "the SSH terminal").await;
+    // A smaller window makes a smaller terminal, and the VM's pty follows.
+    let before = ssh_terminal_size(&browser, "before").await;
+    browser.resize(700, 500).await;
+    let after = ssh_terminal_size(&browser, "after").await;
+    assert_ne!(
+        before.trim_start_matches("before-"),
+        after.trim_start_matches("after-"),
+        "the pty kept its size"
+    );
+    assert!(demo.stop().await);
+}
+
 /// Whether Debian's QEMU is installed, for the tests that want a real VM's screen.
 fn qemu_installed() -> bool {
     std::env::var_os("PATH").is_some_and(|path| {

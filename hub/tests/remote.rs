@@ -11,10 +11,10 @@ use std::time::Duration;
 
 use common::console;
 use common::lab::Lab;
-use common::sshd::Sshd;
 use common::web::{WebClient, join_class};
 use common::within;
 use proxlab_hub::db::users::Role;
+use proxlab_hub::demo::sshd::LocalSshd;
 use proxlab_protocol::ErrorKind;
 use proxlab_protocol::tunnel::TunnelOpen;
 use reqwest::StatusCode;
@@ -33,7 +33,7 @@ struct Classroom {
     node: String,
 }
 
-async fn classroom(lab: Lab, sshd: &Sshd, rdp_port: u16) -> Classroom {
+async fn classroom(lab: Lab, sshd: &LocalSshd, rdp_port: u16) -> Classroom {
     let teacher = lab.user("tina", Role::Teacher).await;
     let alice = lab.user("alice", Role::Student).await;
     let bob = lab.user("bob", Role::Student).await;
@@ -101,12 +101,12 @@ async fn ssh_terminal(client: &WebClient, vmid: u32, login: &Value) -> console::
 
 #[tokio::test]
 async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
-    let Some(mut sshd) = Sshd::start(47022).await else {
+    let Some((mut sshd, _keys)) = common::sshd::start(47022).await else {
         return;
     };
     let room = classroom(Lab::start().await, &sshd, 3389).await;
     let (alice, vmid) = (&room.alice, room.alice_vm);
-    let with_key = json!({"username": sshd.user, "private_key": sshd.client_key(),
+    let with_key = json!({"username": sshd.user, "private_key": sshd.client_key().unwrap(),
         "cols": 80, "rows": 24});
 
     // First use: the key is remembered, the shell runs commands, a resize reaches the pty.
@@ -146,7 +146,7 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
 
     // A new host key (the VM made again, or someone in between) stops the login until the
     // user accepts exactly the key shown.
-    sshd.change_host_key().await;
+    sshd.change_host_key().await.unwrap();
     let mut terminal = ssh_terminal(alice, vmid, &with_key).await;
     let changed = terminal.next_json().await;
     assert_eq!(changed["status"], "changed", "{changed}");
@@ -209,7 +209,7 @@ async fn exchange(source: IpAddr, port: u16, sent: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
-    let Some(sshd) = Sshd::start(47023).await else {
+    let Some((sshd, _keys)) = common::sshd::start(47023).await else {
         return;
     };
     // A stand-in for the VM's RDP server: echoes what it gets.

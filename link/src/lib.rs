@@ -6,11 +6,13 @@
 //! * [`frames`]: reading and writing [`proxlab_protocol::frame`]s on quinn streams, with
 //!   size limits and timeouts.
 //! * [`transport`]: quinn endpoint settings (keep-alive, idle timeout, stream limits).
+//! * [`local_addresses`]: this machine's own IP addresses, which tunnels never reach.
 //!
 //! Nothing here knows about nodes, tokens or databases; those belong to the programs.
 
 pub mod files;
 pub mod frames;
+pub mod local_addresses;
 pub mod pki;
 pub mod tls;
 pub mod transport;

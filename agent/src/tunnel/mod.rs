@@ -1,7 +1,6 @@
 //! Tunnel streams: a `tunnel-open` request turns its stream into a TCP connection from this
 //! node to a port of one of its VMs (SSH, RDP), for as long as either side keeps it.
 
-pub mod local_addresses;
 pub mod policy;
 
 use std::net::SocketAddr;
@@ -31,9 +30,10 @@ pub async fn serve(
         port,
     } = request;
     let vm = context.collector.vm(vmid);
-    if let Err(refusal) = context
-        .tunnels
-        .check(&request, vm.as_ref(), local_addresses::read)
+    if let Err(refusal) =
+        context
+            .tunnels
+            .check(&request, vm.as_ref(), proxlab_link::local_addresses::read)
     {
         tracing::warn!(vmid, %address, port, %refusal, "tunnel refused");
         return relay::answer_error(send, refusal_error(&refusal)).await;

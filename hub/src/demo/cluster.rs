@@ -71,6 +71,25 @@ impl DemoCluster {
         Ok(cluster)
     }
 
+    /// Gives alice's VM `address` (where the demo's sshd listens) in the node's neighbour
+    /// table, instead of its guest agent's made-up addresses.
+    pub(super) fn give_alice_address(&self, tools: &Tools, address: &str) -> Result<()> {
+        let vmid = ALICE_VM.to_string();
+        self.sim(
+            tools,
+            "pve2",
+            &[
+                "script",
+                &vmid,
+                "--guest-agent",
+                "off",
+                "--neighbor-ip",
+                address,
+            ],
+        )?;
+        Ok(())
+    }
+
     pub(super) fn dir(&self) -> &Path {
         &self.dir
     }
@@ -210,6 +229,10 @@ impl DemoCluster {
         pve.insert("env".into(), toml::Value::Table(env));
         let mut config = toml::Table::new();
         config.insert("pve".into(), toml::Value::Table(pve));
+        // The demo's VMs are simulated: their services (the demo's sshd) run on this machine.
+        let mut tunnels = toml::Table::new();
+        tunnels.insert("allow_node_addresses".into(), toml::Value::Boolean(true));
+        config.insert("tunnels".into(), toml::Value::Table(tunnels));
         std::fs::write(self.agent_config_path(node), toml::to_string(&config)?)?;
         Ok(())
     }

@@ -6,6 +6,7 @@
 //! again reuses everything. Ctrl-C stops the agents, the simulated VMs and the hub.
 
 mod cluster;
+pub mod sshd;
 mod tools;
 
 use std::net::SocketAddr;
@@ -39,6 +40,8 @@ pub struct DemoOptions {
     pub tls: bool,
     /// Run the simulated VMs as real QEMU processes (when the cluster is first made).
     pub qemu: bool,
+    /// Start an SSH server for alice's VM, when this machine has one.
+    pub ssh: bool,
 }
 
 /// One demo login, as written to `demo.json`.
@@ -55,6 +58,18 @@ pub struct DemoUser {
 pub struct DemoFile {
     pub url: String,
     pub users: Vec<DemoUser>,
+    /// The VM that answers over SSH (the demo's own sshd), when this machine can run one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ssh: Option<DemoSsh>,
+}
+
+/// How to log in to the demo VM that has an SSH server.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DemoSsh {
+    pub vmid: u32,
+    pub username: String,
+    /// The private key its server accepts (paste it into the console's SSH tab).
+    pub private_key_file: PathBuf,
 }
 
 /// The accounts the demo creates, and the VM each one gets (by VMID).
@@ -106,7 +121,36 @@ async fn accounts(db: &Db, dir: &Path) -> Result<DemoFile> {
     Ok(DemoFile {
         url: String::new(),
         users,
+        ssh: None,
     })
+}
+
+/// The ports the demo forwards to VMs' SSH and RDP servers.
+const DEMO_FORWARD_PORTS: std::ops::RangeInclusive<u16> = 40000..=40099;
+
+/// The port the demo's sshd listens on: SSH's own, which VMs are reached on by default.
+const DEMO_SSH_PORT: u16 = 22;
+
+/// Starts the demo's sshd for alice's VM, when this machine can (it is optional: the demo
+/// says why not and goes on).
+async fn start_sshd(
+    dir: &Path,
+    tools: &tools::Tools,
+    cluster: &DemoCluster,
+) -> Option<sshd::LocalSshd> {
+    let address = sshd::available()?;
+    let server = match sshd::LocalSshd::start(&dir.join("ssh"), address, DEMO_SSH_PORT).await {
+        Ok(server) => server,
+        Err(err) => {
+            eprintln!("The demo runs without an SSH server for alice's VM: {err:#}");
+            return None;
+        }
+    };
+    if let Err(err) = cluster.give_alice_address(tools, &address.to_string()) {
+        eprintln!("The demo runs without an SSH server for alice's VM: {err:#}");
+        return None;
+    }
+    Some(server)
 }
 
 fn write_demo_file(dir: &Path, file: &DemoFile) -> Result<()> {
@@ -121,6 +165,7 @@ pub struct Demo {
     pub file: DemoFile,
     agents: Vec<RunningAgent>,
     cluster: DemoCluster,
+    sshd: Option<sshd::LocalSshd>,
 }
 
 impl Demo {
@@ -137,6 +182,9 @@ impl Demo {
         if options.tls {
             config.tls = crate::config::PortalTls::SelfSigned;
         }
+        // Forwarded ports for SSH and RDP apps, on the portal's address.
+        config.forwarding.ports = Some(DEMO_FORWARD_PORTS);
+        config.forwarding.listen_ip = options.http_addr.ip();
         crate::prepare_data_dir(&config)?;
         let db = open_db(&config).await?;
         let accounts = accounts(&db, &dir).await;
@@ -145,6 +193,15 @@ impl Demo {
         // Written before anything else can fail, so the passwords are never lost.
         write_demo_file(&dir, &file)?;
 
+        let sshd = match options.ssh {
+            true => start_sshd(&dir, &tools, &cluster).await,
+            false => None,
+        };
+        file.ssh = sshd.as_ref().map(|server| DemoSsh {
+            vmid: cluster::ALICE_VM,
+            username: server.user.clone(),
+            private_key_file: server.client_key_path(),
+        });
         let hub = Hub::start(config.clone())
             .await
             .context("starting the hub (is another demo or hub using the ports?)")?;
@@ -184,6 +241,7 @@ impl Demo {
             file,
             agents,
             cluster,
+            sshd,
         })
     }
 
@@ -199,6 +257,15 @@ impl Demo {
                 user.username, user.role, user.password
             ));
         }
+        if let Some(ssh) = &self.file.ssh {
+            text.push_str(&format!(
+                "\nalice's VM {} answers over SSH: in its console's SSH tab, log in as {} with the \
+                 private key in {}.\n",
+                ssh.vmid,
+                ssh.username,
+                ssh.private_key_file.display()
+            ));
+        }
         text.push_str(&format!(
             "\nNodes {} run real agents against a simulated Proxmox cluster in {}.\n\
              Logins and API tokens: {}\nPress Ctrl-C to stop.\n",
@@ -209,8 +276,9 @@ impl Demo {
         text
     }
 
-    /// Stops the agents, the simulated VMs and the hub.
+    /// Stops the agents, the simulated VMs, the demo's sshd and the hub.
     pub async fn stop(self) {
+        drop(self.sshd);
         for agent in self.agents {
             agent.stop().await;
         }

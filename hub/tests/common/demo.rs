@@ -38,13 +38,26 @@ impl DemoProcess {
         Self::launch(dir, &[&ports[..], &["--qemu"]].concat()).await
     }
 
+    /// Starts the demo with its SSH server for alice's VM (the other demos of a test run do
+    /// without, as only one can have port 22).
+    pub async fn start_ssh(dir: &Path) -> Self {
+        let ports = ["--http-addr", "127.0.0.1:0", "--quic-addr", "127.0.0.1:0"];
+        Self::launch_with(dir, &ports, true).await
+    }
+
     async fn launch(dir: &Path, args: &[&str]) -> Self {
+        Self::launch_with(dir, args, false).await
+    }
+
+    async fn launch_with(dir: &Path, args: &[&str], ssh: bool) -> Self {
         // The demo runs the agent and simulator found next to the hub binary.
         super::agent_bin();
         super::sim_bin();
+        let ssh_flag: &[&str] = if ssh { &[] } else { &["--no-ssh"] };
         let mut child = Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
             .arg("demo")
             .args(args)
+            .args(ssh_flag)
             .arg("--data-dir")
             .arg(dir)
             .env("PROXLAB_LOG", "warn")

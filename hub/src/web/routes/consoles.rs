@@ -14,8 +14,10 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
+use crate::db::remote_access::ClassAccess;
 use crate::domain::consoles::sessions::ConsoleSession;
 use crate::domain::consoles::{self, ConsoleError, OpenConsole};
+use crate::domain::remote::access;
 use crate::domain::remote::tunnel::Tunnel;
 use crate::domain::tokens::format_time;
 use crate::domain::vms;
@@ -232,6 +234,10 @@ async fn end_api(
 #[derive(Debug, Serialize)]
 struct ConsolePageView {
     vm: VmView,
+    /// The ways in the viewer may use.
+    access: ClassAccess,
+    /// Whether the hub forwards ports (for SSH and RDP apps).
+    forwarding: bool,
 }
 
 async fn page(
@@ -245,8 +251,13 @@ async fn page(
         .await
         .map_err(AppError::from)?;
     let title = format!("Console of {}", vm.name);
+    let access = access::allowed_for(&state, &user.viewer, &vm)
+        .await
+        .map_err(AppError::from)?;
     let view = ConsolePageView {
         vm: VmView::new(&vm),
+        access,
+        forwarding: state.forwards.enabled(),
     };
     let mut response = Page::render(
         "pages/portal/console.html",

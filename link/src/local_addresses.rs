@@ -1,5 +1,6 @@
-//! The node's own addresses, which no tunnel may reach: read from the kernel's routing
-//! tables (`/proc/net/fib_trie` for IPv4, `/proc/net/if_inet6` for IPv6), no tool involved.
+//! This machine's own addresses (a node's, which no tunnel may reach; the demo's, where its
+//! simulated VMs' services listen): read from the kernel's tables (`/proc/net/fib_trie` for
+//! IPv4, `/proc/net/if_inet6` for IPv6), no tool involved.
 
 use std::collections::BTreeSet;
 use std::net::{IpAddr, Ipv6Addr};
@@ -8,6 +9,13 @@ use std::path::Path;
 /// Every address assigned to one of this machine's interfaces.
 pub fn read() -> BTreeSet<IpAddr> {
     read_from(Path::new("/proc/net"))
+}
+
+/// This machine's first IPv4 address that is not loopback, if it has one.
+pub fn primary_ipv4() -> Option<IpAddr> {
+    read()
+        .into_iter()
+        .find(|address| address.is_ipv4() && !address.is_loopback())
 }
 
 fn read_from(proc_net: &Path) -> BTreeSet<IpAddr> {
