@@ -183,6 +183,17 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/vms/102/console", [401, 404, 404, 409]),
     ("GET", "/api/v1/consoles", [401, 403, 403, 200]),
     ("GET", "/api/v1/console/plc_unknown", [401, 400, 400, 400]),
+    // This site forwards no ports: whoever may ask is told so.
+    ("POST", "/api/v1/vms/101/forwards", [401, 409, 404, 409]),
+    ("GET", "/api/v1/vms/101/forwards", [401, 200, 404, 200]),
+    ("GET", "/api/v1/vms/102/forwards", [401, 404, 404, 200]),
+    (
+        "GET",
+        "/api/v1/vms/101/forwards/40000/connect.rdp",
+        [401, 404, 404, 404],
+    ),
+    ("GET", "/api/v1/classes/1/access", [401, 404, 404, 404]),
+    ("POST", "/classes/1/access", [303, 404, 404, 404]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -197,6 +208,10 @@ async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u1
         }
         ("POST", _) if path.starts_with("/api/") && path.ends_with("/console") => {
             let body = serde_json::json!({"kind": "vnc"});
+            client.api_post_json(path, &body).await
+        }
+        ("POST", _) if path.starts_with("/api/") && path.ends_with("/forwards") => {
+            let body = serde_json::json!({"service": "ssh"});
             client.api_post_json(path, &body).await
         }
         ("POST", _) if path.starts_with("/api/") => client.api_post(path).await,
@@ -1050,6 +1065,7 @@ async fn the_openapi_document_describes_every_api_route() {
         [
             "/classes",
             "/classes/{id}",
+            "/classes/{id}/access",
             "/classes/{id}/bulk/{action}",
             "/classes/{id}/capacity",
             "/classes/{id}/invite",
@@ -1077,6 +1093,8 @@ async fn the_openapi_document_describes_every_api_route() {
             "/vms/{vmid}",
             "/vms/{vmid}/assign",
             "/vms/{vmid}/console",
+            "/vms/{vmid}/forwards",
+            "/vms/{vmid}/forwards/{port}/connect.rdp",
             "/vms/{vmid}/reset",
             "/vms/{vmid}/shutdown",
             "/vms/{vmid}/start",

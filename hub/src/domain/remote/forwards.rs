@@ -225,9 +225,9 @@ async fn open_unaudited(
     requester: IpAddr,
 ) -> Result<ForwardView, ForwardError> {
     let forwards = &state.forwards;
-    let range = forwards.settings.ports.clone().ok_or(ForwardError::Off)?;
     let vm = vms::visible_vm(state, viewer, vmid).await?;
     let class_access = access::check(state, viewer, &vm, service.method()).await?;
+    let range = forwards.settings.ports.clone().ok_or(ForwardError::Off)?;
     if vm.status != PowerState::Running {
         return Err(ForwardError::NotRunning(vm.name));
     }

@@ -14,11 +14,13 @@ use serde::{Deserialize, Serialize};
 use crate::HubState;
 use crate::db::classes::{ClassRow, JoinOutcome};
 use crate::db::inventory::VmFilter;
+use crate::db::remote_access::ClassAccess;
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
 use crate::domain::access::VmAction;
 use crate::domain::classes::tasks::{self, Selection};
 use crate::domain::classes::{self, ClassError, ClassRequest};
+use crate::domain::remote;
 use crate::domain::tokens::format_time;
 use crate::domain::vms;
 use crate::web::error::{AppError, PageError};
@@ -200,6 +202,10 @@ struct ClassPageView {
     tasks: Vec<TaskLine>,
     /// The task the page was asked to show (`?task=`), with its result per VM.
     task: Option<TaskView>,
+    /// How students may reach their VMs.
+    access: ClassAccess,
+    /// Whether the hub forwards ports (RDP needs it).
+    forwarding: bool,
 }
 
 /// A line of the task log.
@@ -321,6 +327,8 @@ async fn render_class(
         invite_link: invite,
         tasks,
         task,
+        access: state.db.class_access(class_id).await?,
+        forwarding: state.forwards.enabled(),
     };
     Ok(Page::render(
         "pages/classes/class.html",
@@ -384,6 +392,44 @@ async fn capacity(
     Ok(
         match classes::add_capacity(&state, &user.viewer, id, more).await {
             Ok(_) => redirect_with_flash(&back, "ok", &format!("{more} more VMs are deploying.")),
+            Err(err) => redirect_with_flash(&back, "error", &AppError::from(err).to_string()),
+        },
+    )
+}
+
+/// The class's access form: checkboxes send `on` when ticked and nothing otherwise.
+#[derive(Debug, Deserialize)]
+struct AccessForm {
+    #[serde(default)]
+    console: Option<String>,
+    #[serde(default)]
+    ssh: Option<String>,
+    #[serde(default)]
+    rdp: Option<String>,
+    #[serde(default)]
+    ssh_port: String,
+    #[serde(default)]
+    rdp_port: String,
+}
+
+async fn set_access(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Form(form): Form<AccessForm>,
+) -> Result<Response, PageError> {
+    classes::owned_class(&state, &user.viewer, id).await?;
+    let back = format!("/classes/{id}#access");
+    let access = ClassAccess {
+        console: form.console.is_some(),
+        ssh: form.ssh.is_some(),
+        rdp: form.rdp.is_some(),
+        ssh_port: number(&form.ssh_port, "the SSH port")?,
+        rdp_port: number(&form.rdp_port, "the RDP port")?,
+    };
+    Ok(
+        match remote::access::set_for_class(&state, &user.viewer, id, &access).await {
+            Ok(()) => redirect_with_flash(&back, "ok", "The ways into the class's VMs were saved."),
             Err(err) => redirect_with_flash(&back, "error", &AppError::from(err).to_string()),
         },
     )
@@ -795,6 +841,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/classes/{id}", get(show))
         .route("/classes/{id}/invite", post(invite))
         .route("/classes/{id}/capacity", post(capacity))
+        .route("/classes/{id}/access", post(set_access))
         .route("/classes/{id}/delete", post(delete))
         .route("/classes/{id}/bulk/{action}", post(bulk))
         .route("/classes/{id}/owners", post(add_owner))

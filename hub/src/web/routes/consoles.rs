@@ -54,6 +54,12 @@ async fn issue(
     ApiJson(request): ApiJson<ConsoleRequest>,
 ) -> Result<Response, ApiError> {
     let vmid = parse_vmid(&vmid)?;
+    if !request.kind.opened_by_ticket() {
+        return Err(AppError::BadRequest(
+            "kind is vnc, serial or ssh (forwarded ports: POST /api/v1/vms/{vmid}/forwards)".into(),
+        )
+        .into());
+    }
     let issued = consoles::issue(&state, &user.viewer, vmid, request.kind)
         .await
         .map_err(|err| ApiError {
