@@ -114,6 +114,7 @@ fn parse_port_range(text: &str) -> Result<std::ops::RangeInclusive<u16>> {
 #[serde(deny_unknown_fields)]
 pub struct ConsoleSettings {
     pub max_per_user: Option<usize>,
+    pub max_per_vm: Option<usize>,
     pub max_open: Option<usize>,
     #[serde(default, with = "humantime_serde_opt")]
     pub idle_timeout: Option<Duration>,
@@ -257,7 +258,11 @@ impl HubConfig {
             anyhow::bail!("session_idle must be positive and no longer than session_lifetime");
         }
         let consoles = &self.consoles;
-        if consoles.per_user == 0 || consoles.total == 0 || consoles.idle.is_zero() {
+        if consoles.per_user == 0
+            || consoles.per_vm == 0
+            || consoles.total == 0
+            || consoles.idle.is_zero()
+        {
             anyhow::bail!("[consoles] limits must be positive");
         }
         if let Some(url) = &self.public_url
@@ -294,6 +299,7 @@ impl HubConfig {
         if let Some(consoles) = file.consoles {
             let limits = &mut config.consoles;
             limits.per_user = consoles.max_per_user.unwrap_or(limits.per_user);
+            limits.per_vm = consoles.max_per_vm.unwrap_or(limits.per_vm);
             limits.total = consoles.max_open.unwrap_or(limits.total);
             limits.idle = consoles.idle_timeout.unwrap_or(limits.idle);
         }

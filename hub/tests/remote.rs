@@ -144,6 +144,88 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
     let mut terminal = ssh_terminal(alice, vmid, &huge).await;
     assert_eq!(terminal.close_frame().await.0, 1009);
 
+    // A browser that stops reading stops the shell: nothing piles up in the hub on the way.
+    // (64 MB of output, far more than every buffer between the shell and the page.)
+    let marker = tempfile::tempdir().unwrap();
+    let done = marker.path().join("done");
+    let (_, ticket) = console::ticket(alice, vmid, "ssh").await;
+    let mut slow = console::open_small_buffered(alice, ticket["url"].as_str().unwrap()).await;
+    slow.send_json(&with_key).await;
+    assert_eq!(slow.next_json().await["status"], "known");
+    assert_eq!(slow.next_json().await["type"], "connected");
+    let command = format!(
+        "head -c 48000000 /dev/zero | base64 -w 0; echo; touch {}; echo FLOOD-$((2*3))-END\n",
+        done.display()
+    );
+    slow.send(command.as_bytes()).await;
+    let session = room
+        .lab
+        .hub
+        .hub()
+        .state
+        .consoles
+        .list()
+        .pop()
+        .expect("the SSH session is open");
+    let passed_on = || {
+        session
+            .bytes_from_vm
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    // Nothing announces "stopped growing", so watch the counter until it holds still.
+    let held = within("the flow to stop", async {
+        let mut last = passed_on();
+        loop {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            let now = passed_on();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await;
+    eprintln!("an SSH terminal that reads nothing held up after {held} bytes");
+    assert!(held < 32_000_000, "the hub passed on {held} bytes");
+    assert!(
+        !done.exists(),
+        "the shell wrote all its output: something buffered it"
+    );
+    slow.read_until("FLOOD-6-END").await;
+    assert!(done.exists());
+    slow.close().await;
+
+    // A first message that is not a login ends the session before anything reaches the VM.
+    let (_, ticket) = console::ticket(alice, vmid, "ssh").await;
+    let mut terminal = console::open(alice, ticket["url"].as_str().unwrap(), None)
+        .await
+        .socket();
+    terminal.send(b"\x00\xffbinary first").await;
+    assert_eq!(terminal.close_frame().await.0, 4400);
+
+    // A server that accepts and then says nothing: the login times out with a clear reason.
+    let silent = tokio::net::TcpListener::bind((sshd.address, 47025))
+        .await
+        .unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Ok((stream, _)) = silent.accept().await {
+            kept.push(stream);
+        }
+    });
+    let hanging =
+        json!({"console": true, "ssh": true, "rdp": true, "ssh_port": 47025, "rdp_port": 3389});
+    let path = format!("/api/v1/classes/{}/access", room.class_id);
+    room.teacher.api_put_json(&path, &hanging).await;
+    let mut terminal = ssh_terminal(alice, vmid, &with_key).await;
+    let (code, reason) = terminal.close_frame().await;
+    assert_eq!(code, 4503, "{reason}");
+    assert!(reason.contains("did not answer in time"), "{reason}");
+    held.abort();
+    let normal =
+        json!({"console": true, "ssh": true, "rdp": true, "ssh_port": sshd.port, "rdp_port": 3389});
+    room.teacher.api_put_json(&path, &normal).await;
+
     // A new host key (the VM made again, or someone in between) stops the login until the
     // user accepts exactly the key shown.
     sshd.change_host_key().await.unwrap();

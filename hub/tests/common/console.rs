@@ -155,16 +155,23 @@ impl ConsoleSocket {
     pub async fn read_until(&mut self, needle: &str) -> String {
         let mut seen = Vec::new();
         loop {
+            // Only the new bytes (and a needle's length before them) can complete a match.
+            let from = seen.len().saturating_sub(needle.len());
             seen.append(&mut self.pending);
-            let text = String::from_utf8_lossy(&seen).into_owned();
-            if text.contains(needle) {
-                return text;
+            if seen[from..]
+                .windows(needle.len())
+                .any(|window| window == needle.as_bytes())
+            {
+                return String::from_utf8_lossy(&seen).into_owned();
             }
-            assert!(
-                self.fill().await,
-                "the console closed before {needle:?} came ({:?}); read: {text:?}",
-                self.closed
-            );
+            if !self.fill().await {
+                let tail = &seen[seen.len().saturating_sub(2000)..];
+                panic!(
+                    "the console closed before {needle:?} came ({:?}); read last: {:?}",
+                    self.closed,
+                    String::from_utf8_lossy(tail)
+                );
+            }
         }
     }
 

@@ -17,6 +17,8 @@ use crate::domain::viewer::Viewer;
 pub struct ConsoleLimits {
     /// Consoles one user may have open at once.
     pub per_user: usize,
+    /// Sessions (consoles, SSH, forwarded connections) one VM may have open at once.
+    pub per_vm: usize,
     /// Consoles open at once on this hub.
     pub total: usize,
     /// A console through which nothing passed for this long is closed.
@@ -27,6 +29,7 @@ impl Default for ConsoleLimits {
     fn default() -> Self {
         Self {
             per_user: 4,
+            per_vm: 8,
             total: 200,
             idle: Duration::from_secs(30 * 60),
         }
@@ -166,6 +169,8 @@ pub enum LimitReached {
     PerUser(usize),
     #[error("the hub has {0} consoles open, its limit; try again later")]
     Total(usize),
+    #[error("this VM has {0} consoles and connections open, its limit; close one first")]
+    PerVm(usize),
 }
 
 /// The open consoles of this hub.
@@ -227,6 +232,10 @@ impl ConsoleSessions {
         let own = open.values().filter(|s| s.user_id == viewer.id).count();
         if own >= self.limits.per_user {
             return Err(LimitReached::PerUser(own));
+        }
+        let on_vm = open.values().filter(|s| s.vmid == vmid).count();
+        if on_vm >= self.limits.per_vm {
+            return Err(LimitReached::PerVm(on_vm));
         }
         let now = now_unix();
         let session = Arc::new(ConsoleSession {
@@ -312,7 +321,8 @@ mod tests {
     fn limits_per_user_and_in_total_hold_and_slots_free_on_drop() {
         let sessions = ConsoleSessions::new(ConsoleLimits {
             per_user: 2,
-            total: 3,
+            total: 4,
+            per_vm: 2,
             ..ConsoleLimits::default()
         });
         let a1 = sessions.open(&viewer(1), 100, SessionKind::Vnc).unwrap();
@@ -323,17 +333,27 @@ mod tests {
                 .unwrap_err(),
             LimitReached::PerUser(2)
         );
-        let _b1 = sessions.open(&viewer(2), 103, SessionKind::Vnc).unwrap();
+        let _b1 = sessions.open(&viewer(2), 100, SessionKind::Ssh).unwrap();
         assert_eq!(
             sessions
-                .open(&viewer(3), 104, SessionKind::Vnc)
+                .open(&viewer(3), 100, SessionKind::SshForward)
                 .unwrap_err(),
-            LimitReached::Total(3)
+            LimitReached::PerVm(2)
+        );
+        let _c1 = sessions.open(&viewer(3), 103, SessionKind::Vnc).unwrap();
+        assert_eq!(
+            sessions
+                .open(&viewer(4), 104, SessionKind::Vnc)
+                .unwrap_err(),
+            LimitReached::Total(4)
         );
         assert_eq!(sessions.vms_in_use(), BTreeSet::from([100, 101, 103]));
         drop(a1);
-        assert!(sessions.open(&viewer(3), 104, SessionKind::Vnc).is_ok());
-        assert!(!sessions.vms_in_use().contains(&100));
+        assert!(sessions.open(&viewer(4), 104, SessionKind::Vnc).is_ok());
+        assert!(
+            sessions.vms_in_use().contains(&100),
+            "bob's SSH is still open"
+        );
     }
 
     #[tokio::test]

@@ -3,6 +3,7 @@
 //! handshake; they are never stored or logged.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -20,8 +21,9 @@ use crate::domain::viewer::Viewer;
 /// How long the user has to accept a changed host key.
 pub const HOST_KEY_DECISION_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long the SSH handshake and login may take.
-const LOGIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long each step of the SSH handshake and login may take (not counting the time the
+/// user takes to decide on a changed host key).
+const LOGIN_TIMEOUT: Duration = Duration::from_secs(20);
 
 /// The terminal type the pseudo-terminal announces (xterm.js implements it).
 const TERM: &str = "xterm-256color";
@@ -139,6 +141,8 @@ struct Client {
     prompt: Prompt,
     /// Set when the host key was refused, to tell that apart from other failures.
     refused: Arc<Mutex<bool>>,
+    /// Set while the user decides on a changed host key: the handshake's clock stops.
+    deciding: Arc<AtomicBool>,
 }
 
 impl Client {
@@ -162,8 +166,10 @@ impl Client {
         if !changed {
             return true;
         }
+        self.deciding.store(true, Ordering::Relaxed);
         let decision =
             tokio::time::timeout(HOST_KEY_DECISION_TIMEOUT, self.prompt.accepted.recv()).await;
+        self.deciding.store(false, Ordering::Relaxed);
         if decision.is_ok_and(|accepted| accepted.as_deref() == Some(&presented.fingerprint)) {
             let remembered =
                 host_keys::remember(&self.state, &self.viewer, self.vmid, &presented).await;
@@ -274,21 +280,17 @@ pub async fn open(
         None => None,
     };
     let refused = Arc::new(Mutex::new(false));
+    let deciding = Arc::new(AtomicBool::new(false));
     let client = Client {
         state,
         viewer: viewer.clone(),
         vmid,
         prompt,
         refused: refused.clone(),
+        deciding: deciding.clone(),
     };
     let stream = tokio::io::join(tunnel.from_vm, tunnel.to_vm);
-    // The wait for a decision on a changed key is the user's, not the handshake's.
-    let connected = tokio::time::timeout(
-        LOGIN_TIMEOUT + HOST_KEY_DECISION_TIMEOUT,
-        client::connect_stream(config(), stream, client),
-    )
-    .await
-    .map_err(|_| SshError::Timeout)?;
+    let connected = handshake(client::connect_stream(config(), stream, client), &deciding).await?;
     let mut handle = connected.map_err(|err| {
         if *refused.lock().expect("not poisoned") {
             SshError::HostKeyRejected
@@ -312,6 +314,22 @@ pub async fn open(
         output,
         input,
     })
+}
+
+/// Waits for the handshake; a server that says nothing for [`LOGIN_TIMEOUT`] times out, while
+/// the time the user takes over a changed host key does not count.
+async fn handshake<T>(
+    connecting: impl Future<Output = T>,
+    deciding: &AtomicBool,
+) -> Result<T, SshError> {
+    tokio::pin!(connecting);
+    loop {
+        match tokio::time::timeout(LOGIN_TIMEOUT, &mut connecting).await {
+            Ok(result) => return Ok(result),
+            Err(_) if deciding.load(Ordering::Relaxed) => continue,
+            Err(_) => return Err(SshError::Timeout),
+        }
+    }
 }
 
 async fn authenticate(
