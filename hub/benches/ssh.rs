@@ -49,7 +49,7 @@ async fn ssh_stream(server: &LocalSshd, host: IpAddr, port: u16) -> Duration {
             "LogLevel=ERROR",
         ])
         .arg(format!("{}@{host}", server.user))
-        .arg(format!("head -c {}M /dev/zero", STREAM_MIB))
+        .arg(format!("head -c {STREAM_MIB}M /dev/zero"))
         .stderr(std::process::Stdio::inherit())
         .output()
         .await
