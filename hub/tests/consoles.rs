@@ -416,6 +416,7 @@ async fn a_browser_that_never_reads_does_not_grow_the_hubs_memory() {
 async fn a_hundred_consoles_at_once_all_echo() {
     let room = classroom_with(|config| {
         config.consoles.per_user = 100;
+        config.consoles.per_vm = 100;
         config.consoles.total = 100;
     })
     .await;

@@ -252,15 +252,20 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
     assert_eq!(terminal.next_json().await["status"], "known");
     terminal.close().await;
 
-    // Bob cannot reach alice's VM; with SSH turned off for the class, alice cannot either.
+    // Bob cannot reach alice's VM; with SSH turned off for the class, alice cannot either,
+    // and her open terminal ends within a second.
     let (status, _) = console::ticket(&room.bob, vmid, "ssh").await;
     assert_eq!(status, 404);
+    let mut open_terminal = ssh_terminal(alice, vmid, &with_key).await;
+    assert_eq!(open_terminal.next_json().await["status"], "known");
+    assert_eq!(open_terminal.next_json().await["type"], "connected");
     let off = json!({"console": true, "ssh": false, "rdp": false, "ssh_port": sshd.port, "rdp_port": 3389});
     let set = room
         .teacher
         .api_put_json(&format!("/api/v1/classes/{}/access", room.class_id), &off)
         .await;
     assert_eq!(set.status(), StatusCode::OK);
+    assert_eq!(open_terminal.close_frame().await.0, 4012);
     let (status, body) = console::ticket(alice, vmid, "ssh").await;
     assert_eq!(status, 403, "{body}");
     let (status, _) = console::ticket(&room.teacher, vmid, "ssh").await;
@@ -398,6 +403,14 @@ async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
         .api_post_json(&forwards, &json!({"service": "rdp"}))
         .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The RDP port she had closes with it; her SSH port stays.
+    within("the RDP port to close", async {
+        while alice.json(&forwards).await.as_array().unwrap().len() != 1 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await;
+    assert_eq!(alice.json(&forwards).await[0]["service"], "ssh");
 
     // The agent refuses too, whatever the hub asks: loopback, an address that is not the VM's,
     // a port its operator does not allow, a VM it does not have.

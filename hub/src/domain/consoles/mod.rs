@@ -315,7 +315,8 @@ impl SessionRecord {
 }
 
 /// Resolves when the session's user may no longer use its VM (disabled, VM reassigned or
-/// gone, class deleted, role changed), checking every [`ACCESS_RECHECK`].
+/// gone, class deleted, role changed, this way in turned off for the class), checking every
+/// [`ACCESS_RECHECK`].
 pub async fn watch(state: &HubState, session: &ConsoleSession) -> EndReason {
     let mut every = tokio::time::interval(ACCESS_RECHECK);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,16 +335,37 @@ pub async fn watch(state: &HubState, session: &ConsoleSession) -> EndReason {
 }
 
 async fn still_allowed(state: &HubState, session: &ConsoleSession) -> Result<bool, DbError> {
-    let Some(user) = state.db.user_by_id(session.user_id).await? else {
-        return Ok(false);
+    Ok(
+        may_still_use(state, session.user_id, session.vmid, session.kind)
+            .await?
+            .is_some(),
+    )
+}
+
+/// Whether user `user_id` may still reach `vmid` the way `kind` does: enabled, still able to
+/// see the VM, and allowed that way in by its class now. The VM as it stands when so.
+pub async fn may_still_use(
+    state: &HubState,
+    user_id: i64,
+    vmid: u32,
+    kind: SessionKind,
+) -> Result<Option<crate::db::inventory::VmRow>, DbError> {
+    let Some(user) = state.db.user_by_id(user_id).await? else {
+        return Ok(None);
     };
     if user.disabled {
-        return Ok(false);
+        return Ok(None);
     }
-    match vms::visible_vm(state, &Viewer::from(&user), session.vmid).await {
-        Ok(_) => Ok(true),
+    let viewer = Viewer::from(&user);
+    let vm = match vms::visible_vm(state, &viewer, vmid).await {
+        Ok(vm) => vm,
+        Err(VmOpError::Db(err)) => return Err(err),
+        Err(_) => return Ok(None),
+    };
+    match access::check(state, &viewer, &vm, method_of(kind)).await {
+        Ok(_) => Ok(Some(vm)),
         Err(VmOpError::Db(err)) => Err(err),
-        Err(_) => Ok(false),
+        Err(_) => Ok(None),
     }
 }
 

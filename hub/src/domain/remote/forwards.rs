@@ -114,7 +114,7 @@ pub struct ForwardView {
 
 /// One open port.
 struct Forward {
-    view: Mutex<ForwardView>,
+    view: ForwardView,
     /// The person who asked: connections are theirs.
     viewer: Viewer,
     expires_at: AtomicI64,
@@ -123,9 +123,10 @@ struct Forward {
 
 impl Forward {
     fn view(&self) -> ForwardView {
-        let mut view = self.view.lock().expect("not poisoned").clone();
-        view.expires_at = self.expires_at.load(Ordering::Relaxed);
-        view
+        ForwardView {
+            expires_at: self.expires_at.load(Ordering::Relaxed),
+            ..self.view.clone()
+        }
     }
 }
 
@@ -251,7 +252,7 @@ async fn open_unaudited(
         Service::Rdp => class_access.rdp_port,
     };
     let forward = Arc::new(Forward {
-        view: Mutex::new(ForwardView {
+        view: ForwardView {
             vmid,
             service,
             host: public_host(state),
@@ -259,7 +260,7 @@ async fn open_unaudited(
             vm_port,
             allowed_from,
             expires_at,
-        }),
+        },
         viewer: viewer.clone(),
         expires_at: AtomicI64::new(expires_at),
         closed: watch::Sender::new(false),
@@ -335,16 +336,17 @@ async fn must_close(state: &HubState, forward: &Forward) -> Option<&'static str>
     if now_unix() >= forward.expires_at.load(Ordering::Relaxed) {
         return Some("its time is up");
     }
-    let vmid = forward.view().vmid;
-    match vms::visible_vm(state, &forward.viewer, vmid).await {
-        Ok(vm) if vm.status == PowerState::Running => None,
-        Ok(_) => Some("the VM stopped"),
-        Err(VmOpError::Db(err)) => {
+    let view = &forward.view;
+    let kind = view.service.session_kind();
+    match consoles::may_still_use(state, forward.viewer.id, view.vmid, kind).await {
+        Ok(Some(vm)) if vm.status == PowerState::Running => None,
+        Ok(Some(_)) => Some("the VM stopped"),
+        Ok(None) => Some("the user may no longer reach the VM this way"),
+        Err(err) => {
             // The database being away for a moment closes nothing.
             tracing::warn!(%err, "cannot recheck a forwarded port");
             None
         }
-        Err(_) => Some("the user no longer has the VM"),
     }
 }
 
