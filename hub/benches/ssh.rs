@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use common::lab::Lab;
 use common::web::join_class;
-use common::within;
 use proxlab_hub::db::users::Role;
 use proxlab_hub::demo::sshd::{self, LocalSshd};
 use serde_json::{Value, json};
@@ -117,30 +116,7 @@ async fn main() {
     let vmid = join_class(&teacher, &alice, class_id).await["vmid"]
         .as_u64()
         .unwrap() as u32;
-    let node = ["pve1", "pve2"]
-        .into_iter()
-        .find(|node| lab.config_path(node, vmid).exists())
-        .unwrap();
-    let address_text = address.to_string();
-    lab.sim.ok(
-        node,
-        "script",
-        &[&vmid.to_string(), "--neighbor-ip", &address_text],
-    );
-    alice.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
-    let db = lab.hub.hub().state.db.clone();
-    let mut changes = lab.hub.hub().state.inventory_changes.subscribe();
-    within("the VM's address", async {
-        while !db
-            .vm(vmid)
-            .await
-            .unwrap()
-            .is_some_and(|vm| vm.ips.iter().any(|ip| ip.address == address_text))
-        {
-            let _ = changes.recv().await;
-        }
-    })
-    .await;
+    lab.run_at_address(&alice, vmid, &address.to_string()).await;
     let forward = |service: &'static str| {
         let alice = &alice;
         async move {

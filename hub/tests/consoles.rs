@@ -78,7 +78,7 @@ async fn classroom_with(configure: impl FnOnce(&mut HubConfig)) -> Classroom {
         .as_u64()
         .expect("bob gets a VM") as u32;
     for vmid in [alice_vm, bob_vm] {
-        let owner = owner_of(&lab, vmid);
+        let owner = lab.node_of(vmid);
         lab.sim.ok(
             &owner,
             "qm",
@@ -98,15 +98,6 @@ async fn classroom_with(configure: impl FnOnce(&mut HubConfig)) -> Classroom {
         alice_vm,
         bob_vm,
     }
-}
-
-/// The node a VM's config is on.
-fn owner_of(lab: &Lab, vmid: u32) -> String {
-    ["pve1", "pve2"]
-        .into_iter()
-        .find(|node| lab.config_path(node, vmid).exists())
-        .unwrap_or_else(|| panic!("VM {vmid} is on no node"))
-        .to_owned()
 }
 
 /// Opens a console of `kind` as `client`: the socket and the ticket's answer.
@@ -322,7 +313,7 @@ async fn sessions_end_when_an_admin_ends_them_access_is_lost_or_the_vm_stops() {
     // The VM stopping closes its screen, and the page is told so.
     let (mut screen, _) = open_console(&room.teacher, vmid, "vnc").await;
     screen.read_exact(12).await;
-    let node = owner_of(lab, vmid);
+    let node = lab.node_of(vmid);
     lab.sim.ok(&node, "qm", &["stop", &vmid.to_string()]);
     assert_eq!(screen.close_frame().await.0, 4010);
     no_vncproxy_left(lab, vmid).await;
@@ -344,7 +335,7 @@ async fn a_lost_agent_closes_the_console_and_a_restarted_hub_opens_new_ones() {
     let hub = room.lab.hub.hub();
     within(
         "the agents back",
-        hub.registry().wait_for(&owner_of(&room.lab, vmid), true),
+        hub.registry().wait_for(&room.lab.node_of(vmid), true),
     )
     .await;
     let (mut serial, _) = open_console(&room.alice, vmid, "serial").await;
@@ -379,25 +370,8 @@ async fn a_browser_that_never_reads_does_not_grow_the_hubs_memory() {
         .list()
         .pop()
         .expect("the console is open");
-    // What the hub passed on stops growing once the buffers on the way are full; nothing
-    // announces "stopped growing", so watch the counter until it holds still.
-    let passed_on = || {
-        session
-            .bytes_from_vm
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    let held = within("the flow to stop", async {
-        let mut last = passed_on();
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = passed_on();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    })
-    .await;
+    // What the hub passed on stops growing once the buffers on the way are full.
+    let held = console::until_flow_stops(&session).await;
     eprintln!("a browser that reads nothing held up after {held} bytes");
     assert!(
         held < 12 * 1024 * 1024,

@@ -48,35 +48,9 @@ async fn classroom(lab: Lab, sshd: &LocalSshd, rdp_port: u16) -> Classroom {
         .as_u64()
         .expect("alice gets a VM") as u32;
     join_class(&teacher, &bob, class_id).await;
-    let node = ["pve1", "pve2"]
-        .into_iter()
-        .find(|node| lab.config_path(node, alice_vm).exists())
-        .unwrap()
-        .to_owned();
-    // The node's neighbour table shows the VM at the sshd's address while it runs.
-    let address = sshd.address.to_string();
-    lab.sim.ok(
-        &node,
-        "script",
-        &[&alice_vm.to_string(), "--neighbor-ip", &address],
-    );
-    let started = alice
-        .api_post(&format!("/api/v1/vms/{alice_vm}/start"))
+    let node = lab.node_of(alice_vm);
+    lab.run_at_address(&alice, alice_vm, &sshd.address.to_string())
         .await;
-    assert_eq!(started.status(), StatusCode::OK);
-    let db = lab.hub.hub().state.db.clone();
-    let mut changes = lab.hub.hub().state.inventory_changes.subscribe();
-    within("the VM's address in the inventory", async {
-        while !db
-            .vm(alice_vm)
-            .await
-            .unwrap()
-            .is_some_and(|vm| vm.ips.iter().any(|ip| ip.address == address))
-        {
-            let _ = changes.recv().await;
-        }
-    })
-    .await;
     Classroom {
         lab,
         teacher,
@@ -167,24 +141,7 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
         .list()
         .pop()
         .expect("the SSH session is open");
-    let passed_on = || {
-        session
-            .bytes_from_vm
-            .load(std::sync::atomic::Ordering::Relaxed)
-    };
-    // Nothing announces "stopped growing", so watch the counter until it holds still.
-    let held = within("the flow to stop", async {
-        let mut last = passed_on();
-        loop {
-            tokio::time::sleep(Duration::from_millis(300)).await;
-            let now = passed_on();
-            if now == last {
-                return now;
-            }
-            last = now;
-        }
-    })
-    .await;
+    let held = console::until_flow_stops(&session).await;
     eprintln!("an SSH terminal that reads nothing held up after {held} bytes");
     assert!(held < 32_000_000, "the hub passed on {held} bytes");
     assert!(

@@ -13,6 +13,31 @@ use super::within;
 type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// Waits until what a session passed on from the VM stops growing (the buffers on the way
+/// are full, for a client that reads nothing): how much it passed on. Nothing announces
+/// "stopped growing", so this watches the counter until it holds still.
+pub async fn until_flow_stops(
+    session: &proxlab_hub::domain::consoles::sessions::ConsoleSession,
+) -> u64 {
+    let passed_on = || {
+        session
+            .bytes_from_vm
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    within("the flow to stop", async {
+        let mut last = passed_on();
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            let now = passed_on();
+            if now == last {
+                return now;
+            }
+            last = now;
+        }
+    })
+    .await
+}
+
 /// Asks the hub for a console ticket: the answer's status and body.
 pub async fn ticket(client: &WebClient, vmid: u32, kind: &str) -> (u16, Value) {
     let response = client

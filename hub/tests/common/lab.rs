@@ -118,6 +118,42 @@ impl Lab {
         .await;
     }
 
+    /// The node a VM's config is on.
+    pub fn node_of(&self, vmid: u32) -> String {
+        ["pve1", "pve2"]
+            .into_iter()
+            .find(|node| self.config_path(node, vmid).exists())
+            .unwrap_or_else(|| panic!("VM {vmid} is on no node"))
+            .to_owned()
+    }
+
+    /// Gives a VM `address` in its node's neighbour table, starts it as `client` and waits
+    /// until the hub knows the address: the VM then "answers" where this machine's test
+    /// servers listen.
+    pub async fn run_at_address(&self, client: &WebClient, vmid: u32, address: &str) {
+        let node = self.node_of(vmid);
+        self.sim.ok(
+            &node,
+            "script",
+            &[&vmid.to_string(), "--neighbor-ip", address],
+        );
+        let started = client.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+        assert_eq!(started.status(), reqwest::StatusCode::OK);
+        let db = self.hub.hub().state.db.clone();
+        let mut changes = self.hub.hub().state.inventory_changes.subscribe();
+        within("the VM's address in the inventory", async {
+            while !db
+                .vm(vmid)
+                .await
+                .unwrap()
+                .is_some_and(|vm| vm.ips.iter().any(|ip| ip.address == address))
+            {
+                let _ = changes.recv().await;
+            }
+        })
+        .await;
+    }
+
     pub fn config_path(&self, node: &str, vmid: u32) -> std::path::PathBuf {
         self.sim
             .root

@@ -204,14 +204,9 @@ pub async fn open(
                     .map_or_else(|| "anywhere".to_owned(), |ip| ip.to_string())
             ),
         ),
-        Err(ForwardError::Vm(VmOpError::NotFound | VmOpError::Forbidden(_))) => (
-            Outcome::Denied,
-            result
-                .as_ref()
-                .err()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
-        ),
+        Err(err @ ForwardError::Vm(VmOpError::NotFound | VmOpError::Forbidden(_))) => {
+            (Outcome::Denied, err.to_string())
+        }
         Err(err) => (Outcome::Failed, err.to_string()),
     };
     audit::record(&state.db, viewer, "vm.forward", &target, outcome, &detail).await;
