@@ -205,8 +205,11 @@ async fn inventory_arrives_then_changes_made_outside_arrive_as_deltas() {
     setup
         .sim
         .ok("pve1", "qm", &["clone", "9000", "150", "--name", "outside"]);
+    // A clone is reported while it is made (locked, not yet named) and again once done.
     let made = setup
-        .vm(150, "the new VM", |vm| vm.status == PowerState::Stopped)
+        .vm(150, "the new VM", |vm| {
+            vm.status == PowerState::Stopped && vm.lock.is_none()
+        })
         .await;
     assert_eq!(made.name, "outside");
     setup.sim.ok("pve1", "qm", &["start", "150"]);

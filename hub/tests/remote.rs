@@ -209,6 +209,33 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
     assert_eq!(terminal.next_json().await["status"], "known");
     terminal.close().await;
 
+    // The VMID made into another VM (a new SMBIOS identity): its key is simply new.
+    let stopped = alice.api_post(&format!("/api/v1/vms/{vmid}/stop")).await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    let uuid = "0b8c5e52-0c4d-4a7e-9d61-3f2a1c9e7b11";
+    let smbios = format!("uuid={uuid}");
+    room.lab.sim.ok(
+        &room.node,
+        "qm",
+        &["set", &vmid.to_string(), "--smbios1", &smbios],
+    );
+    room.lab
+        .run_at_address(alice, vmid, &sshd.address.to_string())
+        .await;
+    let db = room.lab.hub.hub().state.db.clone();
+    let mut changes = room.lab.hub.hub().state.inventory_changes.subscribe();
+    within("the VM's new identity", async {
+        while db.vm(vmid).await.unwrap().unwrap().identity.as_deref() != Some(uuid) {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    sshd.change_host_key().await.unwrap();
+    let mut terminal = ssh_terminal(alice, vmid, &with_key).await;
+    assert_eq!(terminal.next_json().await["status"], "new");
+    assert_eq!(terminal.next_json().await["type"], "connected");
+    terminal.close().await;
+
     // Bob cannot reach alice's VM; with SSH turned off for the class, alice cannot either,
     // and her open terminal ends within a second.
     let (status, _) = console::ticket(&room.bob, vmid, "ssh").await;
@@ -394,6 +421,62 @@ async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
             Err(other) => panic!("{address}:{port}: {other}"),
             Ok(_) => panic!("the agent opened a tunnel to {address}:{port} of VM {target}"),
         }
+    }
+
+    // A guest that claims an address through its guest agent is believed only where the
+    // node's neighbour table shows that address at the VM's own NIC.
+    let db = room.lab.hub.hub().state.db.clone();
+    let mac = db.vm(vmid).await.unwrap().unwrap().nics[0].mac.clone();
+    let claimed = sshd.address.to_string();
+    let interfaces = json!([{"name": "eth0", "hardware-address": mac,
+        "ip-addresses": [{"ip-address": claimed, "ip-address-type": "ipv4", "prefix": 24}]}]);
+    let id = vmid.to_string();
+    room.lab
+        .sim
+        .ok(&room.node, "qm", &["set", &id, "--agent", "1"]);
+    room.lab.sim.ok(
+        &room.node,
+        "script",
+        &[
+            &id,
+            "--neighbor-ip",
+            "off",
+            "--guest-agent",
+            "on",
+            "--interfaces",
+            &interfaces.to_string(),
+        ],
+    );
+    let mut changes = room.lab.hub.hub().state.inventory_changes.subscribe();
+    within("the guest agent's claim in the inventory", async {
+        while !db.vm(vmid).await.unwrap().is_some_and(|vm| {
+            vm.ips.iter().any(|ip| {
+                ip.address == claimed
+                    && ip.source == proxlab_protocol::inventory::IpSource::GuestAgent
+            })
+        }) {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    let request = TunnelOpen {
+        vmid,
+        address: sshd.address,
+        port: sshd.port,
+    };
+    match registry
+        .open_stream(&room.node, &request, Duration::from_secs(20))
+        .await
+    {
+        Err(proxlab_hub::agents::CallError::Remote(error)) => {
+            assert_eq!(error.kind, ErrorKind::Unauthorized, "{error:?}");
+            assert!(
+                error.message.contains("is not an address of VM"),
+                "{error:?}"
+            );
+        }
+        Err(other) => panic!("{other}"),
+        Ok(_) => panic!("the agent believed a guest agent's claim the network does not back"),
     }
 
     // The VM stops: its ports close.

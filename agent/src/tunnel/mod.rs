@@ -3,12 +3,14 @@
 
 pub mod policy;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 
+use proxlab_protocol::inventory::VmInfo;
 use proxlab_protocol::tunnel::{TUNNEL_CONNECT_TIMEOUT, TunnelOpen};
 use proxlab_protocol::{ErrorKind, RemoteError};
 use tokio::net::TcpStream;
 
+use crate::collect::ips::parse_arp_table;
 use crate::handlers::Context;
 use crate::relay::{self, Target};
 use policy::Refusal;
@@ -40,6 +42,13 @@ pub async fn serve(
     }
     let target = SocketAddr::new(address, port);
     let connected = tokio::time::timeout(TUNNEL_CONNECT_TIMEOUT, TcpStream::connect(target)).await;
+    // The attempt fills the node's neighbour table; only an address it shows at the VM's own
+    // NIC is believed, and until then nothing about the attempt is told.
+    if context.tunnels.verify_neighbor && !at_the_vms_nic(context, vm.as_ref(), address).await {
+        let refusal = Refusal::NotTheVms { vmid, address };
+        tracing::warn!(vmid, %address, port, %refusal, "tunnel refused: not in the neighbour table at the VM's NIC");
+        return relay::answer_error(send, refusal_error(&refusal)).await;
+    }
     let mut stream = match connected {
         Ok(Ok(stream)) => stream,
         Ok(Err(err)) => {
@@ -74,6 +83,18 @@ pub async fn serve(
     };
     let ended_by = relay::run(&mut send, &mut recv, target_side).await;
     tracing::info!(vmid, %target, ended_by, "tunnel closed");
+}
+
+/// Whether the node's neighbour table shows `address` at one of the VM's NICs now.
+async fn at_the_vms_nic(context: &Context, vm: Option<&VmInfo>, address: IpAddr) -> bool {
+    let Some(vm) = vm else {
+        return false;
+    };
+    let table = tokio::fs::read_to_string(&context.node.config.arp_table)
+        .await
+        .map(|text| parse_arp_table(&text))
+        .unwrap_or_default();
+    policy::seen_at_vms_nic(&table, vm, address)
 }
 
 fn refusal_error(refusal: &Refusal) -> RemoteError {

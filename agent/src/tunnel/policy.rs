@@ -18,6 +18,10 @@ pub struct TunnelSettings {
     /// Lets tunnels reach addresses of this machine: only for labs whose VMs are simulated on
     /// the agent's own machine (the demo, tests). Never set it on a Proxmox node.
     pub allow_node_addresses: bool,
+    /// Believes an address only once the node's neighbour table shows it at one of the VM's
+    /// NICs (a guest agent can claim any address). Turn off only for VMs the node reaches
+    /// through a router, whose addresses the table cannot show.
+    pub verify_neighbor: bool,
 }
 
 impl Default for TunnelSettings {
@@ -26,6 +30,7 @@ impl Default for TunnelSettings {
             enabled: true,
             ports: vec![22, 3389],
             allow_node_addresses: false,
+            verify_neighbor: true,
         }
     }
 }
@@ -45,6 +50,24 @@ pub enum Refusal {
     NotTheVms { vmid: u32, address: IpAddr },
     #[error("{0} is an address of this node, not of a VM")]
     NodeAddress(IpAddr),
+}
+
+/// Whether the node's neighbour table (MAC to addresses, see `collect::ips`) shows `address`
+/// at one of the VM's NICs.
+pub fn seen_at_vms_nic(
+    neighbors: &std::collections::HashMap<String, Vec<String>>,
+    vm: &VmInfo,
+    address: IpAddr,
+) -> bool {
+    vm.nics.iter().any(|nic| {
+        neighbors
+            .get(&nic.mac.to_ascii_uppercase())
+            .is_some_and(|addresses| {
+                addresses
+                    .iter()
+                    .any(|seen| seen.parse::<IpAddr>() == Ok(address))
+            })
+    })
 }
 
 impl TunnelSettings {
@@ -157,6 +180,21 @@ mod tests {
             simulated.check(&request("192.0.2.2", 22), Some(&running), node),
             Ok(())
         );
+    }
+
+    #[test]
+    fn a_claimed_address_counts_only_at_the_vms_own_nic() {
+        let mut running = vm(PowerState::Running, &["10.0.0.7"]);
+        running.nics = serde_json::from_value(serde_json::json!([
+            {"key": "net0", "model": "virtio", "mac": "BC:24:11:00:00:01"}
+        ]))
+        .unwrap();
+        let address = "10.0.0.7".parse().unwrap();
+        let at_the_vm = [("BC:24:11:00:00:01".to_owned(), vec!["10.0.0.7".to_owned()])].into();
+        assert!(seen_at_vms_nic(&at_the_vm, &running, address));
+        let elsewhere = [("BC:24:11:00:00:99".to_owned(), vec!["10.0.0.7".to_owned()])].into();
+        assert!(!seen_at_vms_nic(&elsewhere, &running, address));
+        assert!(!seen_at_vms_nic(&Default::default(), &running, address));
     }
 
     #[test]

@@ -25,9 +25,11 @@ CREATE TABLE class_access (
     rdp_port BIGINT NOT NULL CHECK (rdp_port BETWEEN 1 AND 65535)
 );
 
--- The SSH host key each VM showed first (trust on first use), by fingerprint.
+-- The SSH host key each VM showed first (trust on first use), by fingerprint, with the VM's
+-- identity (SMBIOS UUID) then: a VMID reused for another VM starts afresh.
 CREATE TABLE ssh_host_keys (
     vmid        BIGINT PRIMARY KEY,
+    vm_identity TEXT,
     algorithm   TEXT NOT NULL,
     fingerprint TEXT NOT NULL,
     first_seen  BIGINT NOT NULL,

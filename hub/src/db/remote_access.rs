@@ -33,6 +33,8 @@ impl Default for ClassAccess {
 /// The host key a VM showed first.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KnownHostKey {
+    /// The VM's identity (SMBIOS UUID) when the key was remembered.
+    pub vm_identity: Option<String>,
     pub algorithm: String,
     /// `SHA256:` and the unpadded base64 of the key's hash, as OpenSSH prints it.
     pub fingerprint: String,
@@ -95,13 +97,15 @@ impl Db {
 
     pub async fn ssh_host_key(&self, vmid: u32) -> Result<Option<KnownHostKey>, DbError> {
         let row = sqlx::query(
-            "SELECT algorithm, fingerprint, first_seen, accepted_by FROM ssh_host_keys WHERE vmid = $1",
+            "SELECT vm_identity, algorithm, fingerprint, first_seen, accepted_by FROM ssh_host_keys \
+             WHERE vmid = $1",
         )
         .bind(i64::from(vmid))
         .fetch_optional(self.pool())
         .await?;
         row.map(|row| {
             Ok(KnownHostKey {
+                vm_identity: row.try_get("vm_identity")?,
                 algorithm: row.try_get("algorithm")?,
                 fingerprint: row.try_get("fingerprint")?,
                 first_seen: row.try_get("first_seen")?,
@@ -114,13 +118,15 @@ impl Db {
     /// Remembers `key` as the VM's host key, replacing any other.
     pub async fn set_ssh_host_key(&self, vmid: u32, key: &KnownHostKey) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO ssh_host_keys (vmid, algorithm, fingerprint, first_seen, accepted_by) \
-             VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (vmid) DO UPDATE SET algorithm = excluded.algorithm, \
+            "INSERT INTO ssh_host_keys (vmid, vm_identity, algorithm, fingerprint, first_seen, \
+             accepted_by) VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (vmid) DO UPDATE SET vm_identity = excluded.vm_identity, \
+             algorithm = excluded.algorithm, \
              fingerprint = excluded.fingerprint, first_seen = excluded.first_seen, \
              accepted_by = excluded.accepted_by",
         )
         .bind(i64::from(vmid))
+        .bind(&key.vm_identity)
         .bind(&key.algorithm)
         .bind(&key.fingerprint)
         .bind(key.first_seen)

@@ -22,7 +22,7 @@ use super::console_bridge::{browser_error, send_close};
 use crate::HubState;
 use crate::domain::consoles;
 use crate::domain::consoles::sessions::{ConsoleSession, EndReason};
-use crate::domain::remote::host_keys::Verdict;
+use crate::domain::remote::host_keys::{KeyOwner, Verdict};
 use crate::domain::remote::ssh::{self, Login, Notice, Prompt, Shell, SshError};
 use crate::domain::remote::tunnel::Tunnel;
 use crate::domain::tokens::format_time;
@@ -95,7 +95,22 @@ async fn login(
     let (notices, mut notices_out) = mpsc::channel(4);
     let (accepts, accepted) = mpsc::channel(1);
     let prompt = Prompt { notices, accepted };
-    let opening = ssh::open(state.clone(), viewer, session.vmid, tunnel, login, prompt);
+    // Host keys are remembered for the VM: its VMID, and its identity when the node reports one.
+    let identity = match state.db.vm(session.vmid).await {
+        Ok(vm) => vm.and_then(|vm| vm.identity),
+        Err(err) => {
+            tracing::warn!(%err, "cannot read a VM for its SSH terminal");
+            return Err(EndReason::Refused {
+                code: 1011,
+                message: "the hub could not read the VM; try again".into(),
+            });
+        }
+    };
+    let owner = KeyOwner {
+        vmid: session.vmid,
+        identity,
+    };
+    let opening = ssh::open(state.clone(), viewer, owner, tunnel, login, prompt);
     tokio::pin!(opening);
     loop {
         tokio::select! {

@@ -30,15 +30,28 @@ pub enum Verdict {
     },
 }
 
-/// Compares `presented` with the VM's remembered key; remembers it if there is none.
+/// The VM a key belongs to: its VMID, and its identity (SMBIOS UUID) when it has one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub vmid: u32,
+    pub identity: Option<String>,
+}
+
+/// Compares `presented` with the VM's remembered key; remembers it if there is none, or if
+/// the one remembered was another VM's under the same VMID.
 pub async fn check(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    owner: &KeyOwner,
     presented: &PresentedKey,
 ) -> Result<Verdict, DbError> {
-    let Some(known) = state.db.ssh_host_key(vmid).await? else {
-        remember(state, viewer, vmid, presented).await?;
+    let vmid = owner.vmid;
+    let known = state.db.ssh_host_key(vmid).await?;
+    let another_vms = known.as_ref().is_some_and(
+        |known| matches!((&known.vm_identity, &owner.identity), (Some(was), Some(is)) if was != is),
+    );
+    let Some(known) = known.filter(|_| !another_vms) else {
+        remember(state, viewer, owner, presented).await?;
         return Ok(Verdict::New);
     };
     if known.fingerprint == presented.fingerprint {
@@ -65,11 +78,13 @@ pub async fn check(
 pub async fn remember(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    owner: &KeyOwner,
     presented: &PresentedKey,
 ) -> Result<(), DbError> {
+    let vmid = owner.vmid;
     let replaced = state.db.ssh_host_key(vmid).await?;
     let key = KnownHostKey {
+        vm_identity: owner.identity.clone(),
         algorithm: presented.algorithm.clone(),
         fingerprint: presented.fingerprint.clone(),
         first_seen: now_unix(),

@@ -13,7 +13,7 @@ use russh::{Channel, ChannelReadHalf, ChannelWriteHalf, Disconnect};
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::host_keys::{self, PresentedKey, Verdict};
+use super::host_keys::{self, KeyOwner, PresentedKey, Verdict};
 use super::tunnel::Tunnel;
 use crate::HubState;
 use crate::domain::viewer::Viewer;
@@ -137,7 +137,7 @@ pub struct Prompt {
 struct Client {
     state: Arc<HubState>,
     viewer: Viewer,
-    vmid: u32,
+    owner: KeyOwner,
     prompt: Prompt,
     /// Set when the host key was refused, to tell that apart from other failures.
     refused: Arc<Mutex<bool>>,
@@ -147,14 +147,14 @@ struct Client {
 
 impl Client {
     async fn accept(&mut self, presented: PresentedKey) -> bool {
-        let verdict = match host_keys::check(&self.state, &self.viewer, self.vmid, &presented).await
-        {
-            Ok(verdict) => verdict,
-            Err(err) => {
-                tracing::warn!(%err, vmid = self.vmid, "cannot check an SSH host key");
-                return false;
-            }
-        };
+        let verdict =
+            match host_keys::check(&self.state, &self.viewer, &self.owner, &presented).await {
+                Ok(verdict) => verdict,
+                Err(err) => {
+                    tracing::warn!(%err, vmid = self.owner.vmid, "cannot check an SSH host key");
+                    return false;
+                }
+            };
         let changed = matches!(verdict, Verdict::Changed { .. });
         let notice = Notice::HostKey {
             presented: presented.clone(),
@@ -172,7 +172,7 @@ impl Client {
         self.deciding.store(false, Ordering::Relaxed);
         if decision.is_ok_and(|accepted| accepted.as_deref() == Some(&presented.fingerprint)) {
             let remembered =
-                host_keys::remember(&self.state, &self.viewer, self.vmid, &presented).await;
+                host_keys::remember(&self.state, &self.viewer, &self.owner, &presented).await;
             return remembered.is_ok();
         }
         false
@@ -266,7 +266,7 @@ fn config() -> Arc<client::Config> {
 pub async fn open(
     state: Arc<HubState>,
     viewer: &Viewer,
-    vmid: u32,
+    owner: KeyOwner,
     tunnel: Tunnel,
     login: Login,
     prompt: Prompt,
@@ -284,7 +284,7 @@ pub async fn open(
     let client = Client {
         state,
         viewer: viewer.clone(),
-        vmid,
+        owner,
         prompt,
         refused: refused.clone(),
         deciding: deciding.clone(),
