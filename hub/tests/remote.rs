@@ -49,6 +49,9 @@ async fn classroom(lab: Lab, sshd: &LocalSshd, rdp_port: u16) -> Classroom {
         .expect("alice gets a VM") as u32;
     join_class(&teacher, &bob, class_id).await;
     let node = lab.node_of(alice_vm);
+    // A guest agent is configured (it stays silent until a test scripts it to answer).
+    lab.sim
+        .ok(&node, "qm", &["set", &alice_vm.to_string(), "--agent", "1"]);
     lab.run_at_address(&alice, alice_vm, &sshd.address.to_string())
         .await;
     Classroom {
@@ -209,33 +212,6 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
     assert_eq!(terminal.next_json().await["status"], "known");
     terminal.close().await;
 
-    // The VMID made into another VM (a new SMBIOS identity): its key is simply new.
-    let stopped = alice.api_post(&format!("/api/v1/vms/{vmid}/stop")).await;
-    assert_eq!(stopped.status(), StatusCode::OK);
-    let uuid = "0b8c5e52-0c4d-4a7e-9d61-3f2a1c9e7b11";
-    let smbios = format!("uuid={uuid}");
-    room.lab.sim.ok(
-        &room.node,
-        "qm",
-        &["set", &vmid.to_string(), "--smbios1", &smbios],
-    );
-    room.lab
-        .run_at_address(alice, vmid, &sshd.address.to_string())
-        .await;
-    let db = room.lab.hub.hub().state.db.clone();
-    let mut changes = room.lab.hub.hub().state.inventory_changes.subscribe();
-    within("the VM's new identity", async {
-        while db.vm(vmid).await.unwrap().unwrap().identity.as_deref() != Some(uuid) {
-            let _ = changes.recv().await;
-        }
-    })
-    .await;
-    sshd.change_host_key().await.unwrap();
-    let mut terminal = ssh_terminal(alice, vmid, &with_key).await;
-    assert_eq!(terminal.next_json().await["status"], "new");
-    assert_eq!(terminal.next_json().await["type"], "connected");
-    terminal.close().await;
-
     // Bob cannot reach alice's VM; with SSH turned off for the class, alice cannot either,
     // and her open terminal ends within a second.
     let (status, _) = console::ticket(&room.bob, vmid, "ssh").await;
@@ -254,6 +230,35 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
     assert_eq!(status, 403, "{body}");
     let (status, _) = console::ticket(&room.teacher, vmid, "ssh").await;
     assert_eq!(status, 201, "the class's teacher still may");
+
+    // The VMID made into another VM (a new SMBIOS identity; no longer alice's): its key is
+    // simply new to whoever connects next.
+    let stopped = alice.api_post(&format!("/api/v1/vms/{vmid}/stop")).await;
+    assert_eq!(stopped.status(), StatusCode::OK);
+    let uuid = "0b8c5e52-0c4d-4a7e-9d61-3f2a1c9e7b11";
+    let smbios = format!("uuid={uuid}");
+    room.lab.sim.ok(
+        &room.node,
+        "qm",
+        &["set", &vmid.to_string(), "--smbios1", &smbios],
+    );
+    let admin = room.lab.user("ada", Role::Admin).await;
+    room.lab
+        .run_at_address(&admin, vmid, &sshd.address.to_string())
+        .await;
+    let db = room.lab.hub.hub().state.db.clone();
+    let mut changes = room.lab.hub.hub().state.inventory_changes.subscribe();
+    within("the VM's new identity", async {
+        while db.vm(vmid).await.unwrap().unwrap().identity.as_deref() != Some(uuid) {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    sshd.change_host_key().await.unwrap();
+    let mut terminal = ssh_terminal(&admin, vmid, &with_key).await;
+    assert_eq!(terminal.next_json().await["status"], "new");
+    assert_eq!(terminal.next_json().await["type"], "connected");
+    terminal.close().await;
 }
 
 /// Connects to `port` of this machine from `source` and reads what comes back for `sent`.
