@@ -46,7 +46,7 @@ pub async fn serve(
     // NIC is believed, and until then nothing about the attempt is told.
     if context.tunnels.verify_neighbor && !at_the_vms_nic(context, vm.as_ref(), address).await {
         let refusal = Refusal::NotTheVms { vmid, address };
-        tracing::warn!(vmid, %address, port, %refusal, "tunnel refused: not in the neighbour table at the VM's NIC");
+        tracing::warn!(vmid, %address, port, %refusal, "tunnel refused: not at the VM's NIC");
         return relay::answer_error(send, refusal_error(&refusal)).await;
     }
     let mut stream = match connected {

@@ -125,7 +125,7 @@ async fn login(
                 None | Some(Ok(Message::Close(_))) => return Err(EndReason::BrowserClosed),
                 Some(Err(err)) => return Err(EndReason::BadInput(browser_error(&err))),
                 Some(Ok(Message::Text(text))) => {
-                    if let Ok(Control::AcceptHostKey { fingerprint }) = serde_json::from_str(text.as_str()) {
+                    if let Some(fingerprint) = accepted_fingerprint(text.as_str()) {
                         let _ = accepts.try_send(fingerprint);
                     }
                 }
@@ -208,6 +208,14 @@ async fn relay(
     };
     input.close().await;
     reason
+}
+
+/// The fingerprint in an `accept-host-key` message, if `text` is one.
+fn accepted_fingerprint(text: &str) -> Option<String> {
+    match serde_json::from_str(text) {
+        Ok(Control::AcceptHostKey { fingerprint }) => Some(fingerprint),
+        _ => None,
+    }
 }
 
 fn refused(err: &SshError) -> EndReason {

@@ -293,14 +293,9 @@ async fn serve(state: Arc<HubState>, key: Key, forward: Arc<Forward>, listener: 
     let why = loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, peer)) = accepted else { continue };
-                let view = forward.view();
-                if view.allowed_from.is_some_and(|allowed| !same_address(allowed, peer.ip())) {
-                    tracing::warn!(port = view.port, %peer, "forwarded port: connection from another address refused");
-                    continue;
+                if let Ok((stream, peer)) = accepted {
+                    accept(&state, &forward, stream, peer);
                 }
-                let closed = forward.closed.subscribe();
-                tokio::spawn(connection(state.clone(), forward.viewer.clone(), view, stream, closed));
             }
             _ = recheck.tick() => {
                 if let Some(why) = must_close(&state, &forward).await {
@@ -324,6 +319,21 @@ async fn serve(state: Arc<HubState>, key: Key, forward: Arc<Forward>, listener: 
         why,
         "forwarded port closed"
     );
+}
+
+/// Hands a connection from `peer` on to its own task, if it comes from where it may.
+fn accept(state: &Arc<HubState>, forward: &Forward, stream: TcpStream, peer: SocketAddr) {
+    let view = forward.view();
+    if view
+        .allowed_from
+        .is_some_and(|allowed| !same_address(allowed, peer.ip()))
+    {
+        tracing::warn!(port = view.port, %peer, "forwarded port: another address refused");
+        return;
+    }
+    let closed = forward.closed.subscribe();
+    let viewer = forward.viewer.clone();
+    tokio::spawn(connection(state.clone(), viewer, view, stream, closed));
 }
 
 /// Why an open port must close now, if it must.

@@ -19,9 +19,7 @@ pub struct Tunnel {
 /// Why a tunnel could not be opened.
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    #[error(
-        "{0} has no known network address yet (its guest agent or the node's neighbour table gives one)"
-    )]
+    #[error("{0} has no known network address yet (from its guest agent or the neighbour table)")]
     NoAddress(String),
     #[error("the node refused: {0}")]
     Refused(String),
