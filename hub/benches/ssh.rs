@@ -34,21 +34,8 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 /// Copies `STREAM_MIB` from the server with the real `ssh` client: how long it took.
 async fn ssh_stream(server: &LocalSshd, host: IpAddr, port: u16) -> Duration {
     let started = Instant::now();
-    let output = tokio::process::Command::new("ssh")
-        .args(["-p", &port.to_string(), "-i"])
-        .arg(server.client_key_path())
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("{}@{host}", server.user))
-        .arg(format!("head -c {STREAM_MIB}M /dev/zero"))
+    let command = format!("head -c {STREAM_MIB}M /dev/zero");
+    let output = common::sshd::client(server, host, port, &command)
         .stderr(std::process::Stdio::inherit())
         .output()
         .await

@@ -321,21 +321,8 @@ async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
         ssh["ssh_command"],
         format!("ssh -p {port} USER@127.0.0.1").as_str()
     );
-    let output = tokio::process::Command::new("ssh")
-        .args(["-p", &port.to_string(), "-i"])
-        .arg(sshd.client_key_path())
-        .args([
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            "StrictHostKeyChecking=no",
-            "-o",
-            "UserKnownHostsFile=/dev/null",
-            "-o",
-            "LogLevel=ERROR",
-        ])
-        .arg(format!("{}@127.0.0.1", sshd.user))
-        .arg("echo proxlab-$((6*7))")
+    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
+    let output = common::sshd::client(&sshd, loopback, port, "echo proxlab-$((6*7))")
         .output()
         .await
         .expect("ssh runs");
@@ -365,7 +352,6 @@ async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
         text.starts_with(&format!("full address:s:127.0.0.1:{rdp_port}\r\n")),
         "{text}"
     );
-    let loopback: IpAddr = "127.0.0.1".parse().unwrap();
     assert_eq!(
         exchange(loopback, rdp_port, b"rdp-hello").await,
         b"rdp-hello"

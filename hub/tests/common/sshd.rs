@@ -16,3 +16,29 @@ pub async fn start(port: u16) -> Option<(LocalSshd, tempfile::TempDir)> {
     let server = LocalSshd::start(dir.path(), address, port).await.unwrap();
     Some((server, dir))
 }
+
+/// The real `ssh` client, logging in to `server` at `host:port` with its client key and
+/// running `command`; no prompts, no known-hosts file.
+pub fn client(
+    server: &LocalSshd,
+    host: std::net::IpAddr,
+    port: u16,
+    command: &str,
+) -> tokio::process::Command {
+    let mut ssh = tokio::process::Command::new("ssh");
+    ssh.args(["-p", &port.to_string(), "-i"])
+        .arg(server.client_key_path())
+        .args([
+            "-o",
+            "BatchMode=yes",
+            "-o",
+            "StrictHostKeyChecking=no",
+            "-o",
+            "UserKnownHostsFile=/dev/null",
+            "-o",
+            "LogLevel=ERROR",
+        ])
+        .arg(format!("{}@{host}", server.user))
+        .arg(command);
+    ssh
+}
