@@ -3,7 +3,7 @@
 
 use proxlab_protocol::console::ConsoleOpen;
 
-use crate::handlers::Context;
+use crate::context::Context;
 use crate::pve::{console, remote_error};
 use crate::relay::{self, Target};
 

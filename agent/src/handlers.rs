@@ -1,10 +1,8 @@
 //! Answers to hub requests: one stream each, served concurrently, with progress frames for
 //! long operations and an operation-id cache so a retried request never runs twice.
 
-use std::collections::{HashMap, VecDeque};
-use std::future::Future;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proxlab_link::{FrameIoError, read_frame, write_frame};
@@ -24,83 +22,17 @@ use proxlab_protocol::vm_ops::{
 };
 use proxlab_protocol::{ErrorKind, NoProgress, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
-use tokio::sync::{OnceCell, mpsc};
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
-use crate::collect::Collector;
+use crate::context::Context;
 use crate::node_info;
-use crate::plugins::PluginRegistry;
 use crate::plugins::clone_steps::CloneSteps;
 use crate::plugins::{first_start, plugin_ops};
-use crate::pve::node::Node;
 use crate::pve::{base_copy, clones, ops, remote_error, reset};
-use crate::tunnel::policy::TunnelSettings;
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
-
-/// How many finished operations are remembered for retries.
-const REMEMBERED_OPS: usize = 1024;
-
-/// The answer of one operation, shared by every request that carries its id.
-type SharedAnswer = Arc<OnceCell<ResponseFrame>>;
-
-/// Finished and running operations by id, and the order they arrived in.
-#[derive(Default)]
-struct OpCache {
-    ops: Mutex<(HashMap<String, SharedAnswer>, VecDeque<String>)>,
-}
-
-impl OpCache {
-    /// Runs `work` once per operation id; a retry waits for, or replays, the first answer.
-    async fn once(&self, op_id: &str, work: impl Future<Output = ResponseFrame>) -> ResponseFrame {
-        let cell = {
-            let mut guard = self.ops.lock().expect("not poisoned");
-            let (ops, order) = &mut *guard;
-            if let Some(cell) = ops.get(op_id) {
-                cell.clone()
-            } else {
-                let cell = Arc::new(OnceCell::new());
-                ops.insert(op_id.to_owned(), cell.clone());
-                order.push_back(op_id.to_owned());
-                if order.len() > REMEMBERED_OPS
-                    && let Some(oldest) = order.pop_front()
-                {
-                    ops.remove(&oldest);
-                }
-                cell
-            }
-        };
-        cell.get_or_init(|| work).await.clone()
-    }
-}
-
-/// What request handlers work with.
-pub struct Context {
-    pub node: Arc<Node>,
-    pub collector: Arc<Collector>,
-    pub plugins: Arc<PluginRegistry>,
-    pub tunnels: TunnelSettings,
-    ops: OpCache,
-}
-
-impl Context {
-    pub fn new(node: Arc<Node>, collector: Arc<Collector>, plugins: Arc<PluginRegistry>) -> Self {
-        Self {
-            node,
-            collector,
-            plugins,
-            tunnels: TunnelSettings::default(),
-            ops: OpCache::default(),
-        }
-    }
-
-    /// The same, with the config's `[tunnels]` section.
-    pub fn with_tunnels(mut self, tunnels: TunnelSettings) -> Self {
-        self.tunnels = tunnels;
-        self
-    }
-}
 
 /// Sends progress of a request's type.
 pub struct ProgressSink<P> {
@@ -531,7 +463,10 @@ async fn ping(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::collect::Collector;
+    use crate::plugins::PluginRegistry;
     use crate::pve::config::PveConfig;
+    use crate::pve::node::Node;
 
     async fn context() -> (tempfile::TempDir, Context) {
         let dir = tempfile::tempdir().unwrap();
@@ -643,23 +578,5 @@ mod tests {
         };
         let info: NodeInfoReply = serde_json::from_value(body).unwrap();
         assert!(info.cpu_count >= 1 && info.memory_total_bytes > 0 && !info.hostname.is_empty());
-    }
-
-    #[tokio::test]
-    async fn a_retried_operation_runs_once() {
-        let cache = OpCache::default();
-        let runs = std::sync::atomic::AtomicUsize::new(0);
-        let work = || async {
-            runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            ResponseFrame::Ok {
-                body: serde_json::json!(1),
-            }
-        };
-        let (a, b) = tokio::join!(cache.once("op-1", work()), cache.once("op-1", work()));
-        assert_eq!(a, b);
-        cache.once("op-1", work()).await;
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
-        cache.once("op-2", work()).await;
-        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -3,6 +3,7 @@
 pub mod collect;
 pub mod config;
 pub mod console;
+pub mod context;
 pub mod enroll;
 pub mod handlers;
 pub mod identity;

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use proxlab_agent::collect::Collector;
 use proxlab_agent::config::{AgentConfig, EXAMPLE_CONFIG};
+use proxlab_agent::context::Context as RequestContext;
 use proxlab_agent::enroll::{EnrollParams, enroll};
-use proxlab_agent::handlers::Context as RequestContext;
 use proxlab_agent::identity::Identity;
 use proxlab_agent::link::{self, EXIT_REFUSED_BY_HUB, RefusedByHub};
 use proxlab_agent::paths::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, StateDir};

@@ -139,16 +139,44 @@
         const name = document.createElement("strong");
         name.textContent = node.node;
         line.append(name, ": " + node.ready + " of " + node.total + " VMs ready"
-          + (node.base_ready ? "" : ", base on its way"));
+          + (node.base_ready === false ? ", base on its way" : ""));
         return line;
       }));
     }
     const meter = section.querySelector('[data-field="meter"]');
     if (meter) { meter.max = progress.total; meter.value = progress.ready; }
+    let unseen = 0;
     for (const [vmid, state] of progress.vms) {
       const cell = document.querySelector('[data-deploy="' + vmid + '"]');
       if (cell && cell.firstChild) cell.firstChild.textContent = state;
+      else if (!cell) unseen += 1;
     }
+    // Only the class's own page has a row per VM.
+    const table = document.querySelector("[data-deploy]") && document.querySelector("[data-deploy]").closest("table");
+    if (unseen > 0 && table) showNewRows(table, unseen);
+  }
+
+  // VMs the class gained after the page was drawn (capacity added, here or elsewhere) get
+  // their rows by drawing the page again, unless someone is typing on it: then a notice
+  // offers to.
+  function showNewRows(table, count) {
+    const typing = document.activeElement && document.activeElement.matches("input:not([type=checkbox]), textarea, select");
+    if (!typing) {
+      window.location.reload();
+      return;
+    }
+    let notice = document.querySelector("[data-new-rows]");
+    if (!notice) {
+      notice = document.createElement("p");
+      notice.dataset.newRows = "";
+      notice.className = "flash flash-ok";
+      const link = document.createElement("a");
+      link.href = window.location.pathname + "#vms";
+      link.addEventListener("click", (event) => { event.preventDefault(); window.location.reload(); });
+      notice.append(link);
+      table.before(notice);
+    }
+    notice.firstChild.textContent = (count === 1 ? "1 new VM" : count + " new VMs") + " in this class: show them";
   }
 
   // Live updates: one stream per browser, shared by its tabs. The tab holding the lock

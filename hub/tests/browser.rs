@@ -650,8 +650,15 @@ async fn a_student_uses_her_vms_screen_and_terminal_and_her_teacher_watches() {
     // alice starts it from My VMs and opens its console.
     log_in(&browser, &url, "alice", demo.password("alice")).await;
     start_from_tile(&browser, vmid).await;
+    let clicked = std::time::Instant::now();
     open_console_from_tile(&browser, vmid).await;
     screen_shows_the_vm(&browser).await;
+    // A figure, not a limit (the issue's goal is 1 s on the demo): it includes the WebDriver
+    // round trips of the waits, so the real time is a little less.
+    println!(
+        "figure: Console click to the VM's screen on the canvas: {} ms (at most)",
+        clicked.elapsed().as_millis()
+    );
     browser.screenshot("console-screen.png").await;
     assert_accessible(&browser, "the console page").await;
 
@@ -912,4 +919,146 @@ async fn a_page_drawn_before_its_live_stream_connects_catches_up() {
         true
     );
     assert!(demo.stop().await);
+}
+
+/// Every view that shows state follows the live stream, with no reload by hand: a waitlisted
+/// student's My VMs shows the VM they are given, the class page gets rows for VMs added while
+/// it is open and fills them in as the VMs are made, and the admins' Nodes page shows nodes
+/// going offline.
+#[tokio::test]
+async fn every_view_follows_the_live_stream() {
+    use common::lab::Lab;
+    use proxlab_hub::db::users::Role;
+    use serde_json::json;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let mut lab = Lab::start().await;
+    let url = lab.hub.url();
+    let password = "a-long-password";
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let first = lab.user("first", Role::Student).await;
+    let waiting = lab.user("waiting", Role::Student).await;
+    lab.user("root", Role::Admin).await;
+    let (class_id, _) = lab.deployed_class(&teacher, "Full", 1).await;
+    common::web::join_class(&teacher, &first, class_id).await;
+    let queued = common::web::join_class(&teacher, &waiting, class_id).await;
+    assert_eq!(queued["waitlisted"], true, "{queued}");
+    let live = "document.body.dataset.liveReady === 'yes'";
+
+    // The waitlisted student's My VMs: they wait, and then the VM they are given appears.
+    log_in(&browser, &url, "waiting", password).await;
+    browser.wait_until("live updates to connect", live).await;
+    let body = browser.eval("return document.body.innerText;").await;
+    assert!(
+        body.as_str()
+            .unwrap()
+            .contains("You are waiting for a VM in Full"),
+        "{body}"
+    );
+    let more: serde_json::Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/capacity"),
+            &json!({"add": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "the VM they are given",
+            "document.querySelector('[data-vm-list] [data-vmid]') !== null \
+             && !document.body.innerText.includes('You are waiting')",
+        )
+        .await;
+    let tile = browser
+        .eval("return document.querySelector('[data-vm-list] [data-vmid]').innerText;")
+        .await;
+    assert!(
+        tile.as_str().unwrap().contains("Full"),
+        "names its class: {tile}"
+    );
+    browser.screenshot("live-given-off-the-waitlist.png").await;
+    lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
+
+    // The teacher's class page: VMs added while it is open get rows, which fill in as the
+    // (slowed) nodes make them. Rows drawn while a VM is being made show only its VMID.
+    lab.sim
+        .ok("pve1", "fault", &["--latency", "qemu-img create=2000"]);
+    browser.clear_cookies().await;
+    log_in(&browser, &url, "tina", password).await;
+    browser.goto(&format!("{url}/classes/{class_id}")).await;
+    browser.wait_until("live updates to connect", live).await;
+    let rows = "document.querySelectorAll('tr[data-vmid]').length";
+    let before = browser
+        .eval(&format!("return {rows};"))
+        .await
+        .as_u64()
+        .unwrap();
+    let more: serde_json::Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/capacity"),
+            &json!({"add": 2}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    browser
+        .wait_until(
+            "rows for the new VMs",
+            &format!("{rows} === {}", before + 2),
+        )
+        .await;
+    browser
+        .eval("window.drawnBefore = true; return null;")
+        .await;
+    browser
+        .wait_until(
+            "every row to name its VM and show its power state",
+            "[...document.querySelectorAll('tr[data-vmid]')].every((row) => \
+               row.querySelector('[data-field=\"name\"]').textContent.trim() !== row.dataset.vmid \
+               && row.querySelector('[data-field=\"status\"]').textContent.trim() === 'Stopped')",
+        )
+        .await;
+    assert_eq!(
+        browser.eval("return window.drawnBefore === true;").await,
+        true,
+        "the rows filled in without the page being drawn again"
+    );
+    lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
+    lab.sim
+        .ok("pve1", "fault", &["--latency", "qemu-img create=0"]);
+    browser
+        .wait_until(
+            "the deployment to end",
+            "document.querySelector('[data-field=\"progress\"]').textContent.includes('5 of 5 VMs ready')",
+        )
+        .await;
+    let nodes = browser.text_of("[data-field='nodes']").await.unwrap();
+    assert!(
+        !nodes.contains("base on its way"),
+        "one base on shared storage serves both nodes: {nodes}"
+    );
+
+    // The admins' Nodes page: both nodes online, then offline when their agents die.
+    browser.clear_cookies().await;
+    log_in(&browser, &url, "root", password).await;
+    browser.goto(&format!("{url}/admin/nodes")).await;
+    browser.wait_until("live updates to connect", live).await;
+    let online_is = |label: &str| {
+        format!(
+            "['pve1', 'pve2'].every((node) => document.querySelector(\
+               `[data-node=\"${{node}}\"] [data-field=\"online\"]`).textContent.trim() === '{label}')"
+        )
+    };
+    browser
+        .wait_until("both nodes online", &online_is("Online"))
+        .await;
+    lab.kill_agents();
+    browser
+        .wait_until("both nodes offline", &online_is("Offline"))
+        .await;
+    browser.screenshot("live-nodes-offline.png").await;
 }

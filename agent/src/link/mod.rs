@@ -14,7 +14,7 @@ use proxlab_protocol::CloseCode;
 
 use self::backoff::Backoff;
 use self::session::SessionEnd;
-use crate::handlers::Context;
+use crate::context::Context;
 use crate::identity::Identity;
 
 /// Exit status of `run` when the hub told the agent to stop for good (revoked, or an

@@ -9,7 +9,8 @@ use proxlab_protocol::{CloseCode, Hello, PROTOCOL_VERSION, Welcome};
 use super::connect::{DialError, client_endpoint, dial, resolve};
 use std::sync::Arc;
 
-use crate::handlers::{self, Context};
+use crate::context::Context;
+use crate::handlers;
 
 /// How a session ended.
 pub(super) enum SessionEnd {

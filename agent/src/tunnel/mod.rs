@@ -11,7 +11,7 @@ use proxlab_protocol::{ErrorKind, RemoteError};
 use tokio::net::TcpStream;
 
 use crate::collect::ips::parse_arp_table;
-use crate::handlers::Context;
+use crate::context::Context;
 use crate::relay::{self, Target};
 use policy::Refusal;
 

@@ -129,8 +129,10 @@ pub struct ClassProgress {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct NodeProgress {
     pub node: String,
-    /// Whether the node holds the class base (the disk its clones are made from).
-    pub base_ready: bool,
+    /// Whether the node's own copy of the class base (the disk its clones are made from) is
+    /// ready; `None` when the node has none of its own (its clones use a base on shared
+    /// storage).
+    pub base_ready: Option<bool>,
     pub ready: usize,
     pub total: usize,
 }
@@ -165,12 +167,12 @@ fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
     for vm in rows {
         let entry = nodes.entry(&vm.node).or_insert_with(|| NodeProgress {
             node: vm.node.clone(),
-            base_ready: false,
+            base_ready: None,
             ready: 0,
             total: 0,
         });
         if vm.kind == ClassVmKind::Base {
-            entry.base_ready = vm.state == ClassVmState::Ready;
+            entry.base_ready = Some(vm.state == ClassVmState::Ready);
         } else {
             entry.total += 1;
             entry.ready += usize::from(vm.state == ClassVmState::Ready);
@@ -1065,13 +1067,13 @@ mod tests {
             vec![
                 NodeProgress {
                     node: "pve1".into(),
-                    base_ready: true,
+                    base_ready: Some(true),
                     ready: 1,
                     total: 1
                 },
                 NodeProgress {
                     node: "pve2".into(),
-                    base_ready: true,
+                    base_ready: Some(true),
                     ready: 0,
                     total: 2
                 },
@@ -1080,6 +1082,16 @@ mod tests {
         rows[3].state = ClassVmState::Ready;
         rows[4].state = ClassVmState::Failed;
         assert_eq!(stage(&rows), None, "a failed VM is not waited for");
+        // On shared storage one base serves every node: the others wait for no base.
+        let shared = vec![
+            row(1, "base", "pve1", "ready"),
+            row(2, "student", "pve2", "ready"),
+        ];
+        let nodes = node_progress(&shared);
+        assert_eq!(
+            (nodes[0].base_ready, nodes[1].base_ready),
+            (Some(true), None)
+        );
     }
 
     #[test]

@@ -227,6 +227,13 @@ async fn list_vms(
 ) -> Result<Page, PageError> {
     let viewer = &user.viewer;
     let filter = access::restrict_to_viewer(viewer, query.to_filter());
+    // VMs given to the viewer that the inventory does not hold yet are read first: one that
+    // arrives meanwhile is then in the listing, or still among these, never in neither.
+    let pending = if !viewer.is_admin() && query.offset == 0 {
+        state.db.pending_assignments(viewer.id).await?
+    } else {
+        Vec::new()
+    };
     let vms = state.db.find_vms(&filter).await?;
     let total = state.db.count_vms(&filter).await?;
     let nodes = if viewer.is_admin() {
@@ -242,8 +249,8 @@ async fn list_vms(
         Vec::new()
     };
     let mut views: Vec<VmView> = vms.iter().map(VmView::new).collect();
-    if !viewer.is_admin() && query.offset == 0 {
-        for (vmid, class) in state.db.pending_assignments(viewer.id).await? {
+    for (vmid, class) in pending {
+        if !vms.iter().any(|vm| vm.vmid == vmid) {
             views.push(VmView::being_prepared(vmid, class.as_deref()));
         }
     }
@@ -294,13 +301,17 @@ async fn show_vm(
     let view = match vms::visible_vm(&state, &user.viewer, vmid).await {
         Ok(vm) => VmView::new(&vm),
         Err(vms::VmOpError::NotFound) => {
-            // Assigned, but still being made: show it as such; it updates live.
+            // Assigned, but still being made: show it as such; it updates live. (It may
+            // have reached the inventory since the first look: then it is shown as it is.)
             let pending = state.db.pending_assignments(user.viewer.id).await?;
-            let (_, class) = pending
-                .into_iter()
-                .find(|(pending, _)| *pending == vmid)
-                .ok_or_else(|| AppError::NotFound("there is no such VM".into()))?;
-            VmView::being_prepared(vmid, class.as_deref())
+            match pending.into_iter().find(|(pending, _)| *pending == vmid) {
+                Some((_, class)) => VmView::being_prepared(vmid, class.as_deref()),
+                None => VmView::new(
+                    &vms::visible_vm(&state, &user.viewer, vmid)
+                        .await
+                        .map_err(AppError::from)?,
+                ),
+            }
         }
         Err(err) => return Err(AppError::from(err).into()),
     };
