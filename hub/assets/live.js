@@ -156,6 +156,23 @@
     if (unseen > 0 && table) showNewRows(table, unseen);
   }
 
+  // A warning for the viewer (their VM stops soon, say): a banner at the top of the page
+  // until the time it announces.
+  function showNotice(notice) {
+    const key = notice.class_id + ":" + notice.at;
+    let banner = document.querySelector('[data-notice="' + CSS.escape(key) + '"]');
+    if (!banner) {
+      banner = document.createElement("p");
+      banner.className = "flash flash-error notice";
+      banner.setAttribute("role", "alert");
+      banner.dataset.notice = key;
+      (document.querySelector("main") || document.body).prepend(banner);
+      const left = notice.at * 1000 - Date.now();
+      window.setTimeout(() => banner.remove(), Math.max(0, left));
+    }
+    banner.textContent = notice.message;
+  }
+
   // VMs the class gained after the page was drawn (capacity added, here or elsewhere) get
   // their rows by drawing the page again, unless someone is typing on it: then a notice
   // offers to.
@@ -190,6 +207,7 @@
     "node": (data) => applyNode(data),
     "class": (data) => applyClass(data),
     "resync": () => window.location.reload(),
+    "notice": (data) => showNotice(data),
     // A VM given to this user (off a waitlist, say): a list of VMs without it is redrawn.
     "assigned": (data) => {
       if (document.querySelector("[data-vm-list]") && !document.querySelector('[data-vmid="' + data.vmid + '"]')) {
@@ -218,6 +236,7 @@
   function keyOf(type, data) {
     if (type === "vm" || type === "vm-removed" || type === "assigned") return "vm:" + data.vmid;
     if (type === "class") return "class:" + data.class_id;
+    if (type === "notice") return "notice:" + data.class_id + ":" + data.at;
     if (type === "node") return "node:" + data.name;
     return type;
   }

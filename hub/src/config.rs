@@ -49,6 +49,40 @@ pub struct ConfigFile {
     pub consoles: Option<ConsoleSettings>,
     /// Ports the hub forwards to VMs' SSH and RDP servers.
     pub forwarding: Option<ForwardingSettings>,
+    /// Class schedules: the default time zone and the warning before a scheduled stop.
+    pub schedules: Option<SchedulesSection>,
+}
+
+/// The `[schedules]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulesSection {
+    /// An IANA time zone (`Europe/Berlin`): what new schedule rules use unless a teacher
+    /// picks another.
+    pub time_zone: Option<String>,
+    #[serde(default, with = "humantime_serde_opt")]
+    pub warn_before: Option<Duration>,
+}
+
+/// How class schedules behave.
+#[derive(Debug, Clone)]
+pub struct ScheduleSettings {
+    pub time_zone: String,
+    /// How long before a scheduled stop the users of running VMs are warned.
+    pub warn_before: Duration,
+    /// Whether this hub runs the scheduler's loop (tests turn it off to drive the
+    /// scheduler with a clock of their own).
+    pub run_scheduler: bool,
+}
+
+impl Default for ScheduleSettings {
+    fn default() -> Self {
+        Self {
+            time_zone: "UTC".into(),
+            warn_before: Duration::from_secs(600),
+            run_scheduler: true,
+        }
+    }
 }
 
 /// The `[forwarding]` section.
@@ -208,6 +242,7 @@ pub struct HubConfig {
     pub tls: PortalTls,
     pub consoles: ConsoleLimits,
     pub forwarding: ForwardSettings,
+    pub schedules: ScheduleSettings,
 }
 
 impl HubConfig {
@@ -225,6 +260,7 @@ impl HubConfig {
             tls: PortalTls::Off,
             consoles: ConsoleLimits::default(),
             forwarding: ForwardSettings::default(),
+            schedules: ScheduleSettings::default(),
         }
     }
 
@@ -305,6 +341,16 @@ impl HubConfig {
         }
         if let Some(forwarding) = file.forwarding {
             forwarding.apply(&mut config.forwarding)?;
+        }
+        if let Some(schedules) = file.schedules {
+            if let Some(zone) = schedules.time_zone {
+                crate::domain::schedules::calendar::parse_time_zone(&zone)
+                    .map_err(|reason| anyhow::anyhow!("[schedules] time_zone: {reason}"))?;
+                config.schedules.time_zone = zone.trim().to_owned();
+            }
+            if let Some(lead) = schedules.warn_before {
+                config.schedules.warn_before = lead;
+            }
         }
         Ok(config)
     }

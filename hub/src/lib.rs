@@ -80,6 +80,8 @@ pub struct Hub {
     pub first_admin: Option<String>,
     recorder: JoinHandle<()>,
     session_sweeper: JoinHandle<()>,
+    /// The schedules' loop, unless the config turns it off.
+    scheduler: Option<JoinHandle<()>>,
     job_runner: JoinHandle<()>,
     plugin_sync: JoinHandle<()>,
     agent_server: AgentServer,
@@ -146,10 +148,17 @@ impl Hub {
             invite_key: classes::invites::InviteKey::new(&pki.invite_key),
             consoles: ConsoleSessions::new(config.consoles),
             forwards: Forwards::new(config.forwarding.clone()),
+            schedules_changed: tokio::sync::Notify::new(),
+            scheduler_name: domain::schedules::scheduler::claimer_name(),
+            notices: domain::schedules::notices::Notices::default(),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
+        let scheduler = config
+            .schedules
+            .run_scheduler
+            .then(|| tokio::spawn(domain::schedules::scheduler::run(state.clone())));
         let app = web::router(state.clone());
         let transport = match portal_certificate {
             Some(certificate) => {
@@ -169,6 +178,7 @@ impl Hub {
             first_admin,
             recorder,
             session_sweeper,
+            scheduler,
             job_runner,
             plugin_sync,
             agent_server,
@@ -220,6 +230,9 @@ impl Hub {
         let _ = self.http_task.await;
         self.recorder.abort();
         self.session_sweeper.abort();
+        if let Some(scheduler) = &self.scheduler {
+            scheduler.abort();
+        }
         self.job_runner.abort();
         self.plugin_sync.abort();
         // Sessions record their nodes as offline as they end; give them a moment.

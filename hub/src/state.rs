@@ -31,4 +31,10 @@ pub struct HubState {
     pub consoles: consoles::sessions::ConsoleSessions,
     /// The ports forwarded to VMs now.
     pub forwards: crate::domain::remote::forwards::Forwards,
+    /// Wakes the scheduler when a class's schedule changes.
+    pub schedules_changed: tokio::sync::Notify,
+    /// This process's name in the scheduler's claims.
+    pub scheduler_name: String,
+    /// Warnings for the people a coming automatic action affects.
+    pub notices: crate::domain::schedules::notices::Notices,
 }

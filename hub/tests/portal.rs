@@ -194,6 +194,19 @@ const MATRIX: &[Row] = &[
     ),
     ("GET", "/api/v1/classes/1/access", [401, 404, 404, 404]),
     ("POST", "/classes/1/access", [303, 404, 404, 404]),
+    ("GET", "/api/v1/classes/1/schedule", [401, 404, 404, 404]),
+    (
+        "POST",
+        "/api/v1/classes/1/schedule/rules",
+        [401, 404, 404, 404],
+    ),
+    (
+        "DELETE",
+        "/api/v1/classes/1/schedule/rules/1",
+        [401, 404, 404, 404],
+    ),
+    ("POST", "/classes/1/schedule", [303, 404, 404, 404]),
+    ("POST", "/classes/1/schedule/1/delete", [303, 404, 404, 404]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -214,7 +227,12 @@ async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u1
             let body = serde_json::json!({"service": "ssh"});
             client.api_post_json(path, &body).await
         }
+        ("POST", _) if path.starts_with("/api/") && path.ends_with("/schedule/rules") => {
+            let body = serde_json::json!({"repeat": "weekly", "date": "2026-12-07", "weekdays": ["mon"], "start": "08:00"});
+            client.api_post_json(path, &body).await
+        }
         ("POST", _) if path.starts_with("/api/") => client.api_post(path).await,
+        ("DELETE", _) => client.api_delete(path).await,
         ("POST", _) => client.post_form(path, &[]).await,
         _ => unreachable!(),
     };
@@ -1073,6 +1091,9 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/owners/{username}",
             "/classes/{id}/plugins",
             "/classes/{id}/remove-vms",
+            "/classes/{id}/schedule",
+            "/classes/{id}/schedule/rules",
+            "/classes/{id}/schedule/rules/{rule}",
             "/classes/{id}/students/{username}",
             "/classes/{id}/tasks/{task}",
             "/console/{ticket}",

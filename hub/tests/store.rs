@@ -13,6 +13,8 @@ use proxlab_hub::secrets::hash_secret;
 /// One database under test; PostgreSQL ones are dropped by [`TestDb::finish`].
 struct TestDb {
     db: Db,
+    /// Where it is, for a second connection pool (another hub process, say).
+    url: String,
     _sqlite_dir: Option<tempfile::TempDir>,
     postgres: Option<PgDatabase>,
 }
@@ -29,9 +31,11 @@ impl TestDb {
 /// The databases to run against: SQLite, and PostgreSQL if configured.
 async fn databases() -> Vec<TestDb> {
     let dir = tempfile::tempdir().unwrap();
-    let sqlite = Db::connect(&Db::sqlite_url(dir.path())).await.unwrap();
+    let url = Db::sqlite_url(dir.path());
+    let sqlite = Db::connect(&url).await.unwrap();
     let mut dbs = vec![TestDb {
         db: sqlite,
+        url,
         _sqlite_dir: Some(dir),
         postgres: None,
     }];
@@ -41,6 +45,7 @@ async fn databases() -> Vec<TestDb> {
         assert_eq!(db.backend(), Backend::Postgres);
         dbs.push(TestDb {
             db,
+            url: database.url.clone(),
             _sqlite_dir: None,
             postgres: Some(database),
         });
@@ -574,6 +579,76 @@ async fn concurrent_seat_changes_add_up_and_stop_at_the_cap() {
         assert_eq!(db.class(class).await.unwrap().unwrap().seats, 481);
         assert!(!db.change_class_seats(class, -482, 500).await.unwrap());
         assert!(db.change_class_seats(class, -481, 500).await.unwrap());
+        test_db.finish().await;
+    }
+}
+
+#[tokio::test]
+async fn each_schedule_occurrence_is_claimed_by_one_hub_process() {
+    use proxlab_hub::db::schedules::{FiringKey, ScheduleRow};
+    const LEASE: i64 = 300;
+    for test_db in databases().await {
+        let db = &test_db.db;
+        // A second hub process: its own connection pool to the same database.
+        let other = Db::connect(&test_db.url).await.unwrap();
+        let class = class_with_seats(db, 1).await;
+        let rule = ScheduleRow {
+            id: 0,
+            class_id: class,
+            repeat: "weekly".into(),
+            start_date: "2026-12-07".into(),
+            end_date: None,
+            weekdays: 1,
+            start_time: Some("08:00".into()),
+            stop_time: None,
+            time_zone: "UTC".into(),
+            note: String::new(),
+            created_by: "tina".into(),
+            created_at: 0,
+        };
+        let key = FiringKey {
+            schedule_id: db.insert_schedule(&rule).await.unwrap(),
+            due_at: 1_000,
+            action: "start",
+        };
+        let pools = [db, &other];
+        let claims_at = |now: i64| {
+            (0..16).map(move |n: usize| {
+                let pool = pools[n % 2];
+                async move {
+                    let claimer = format!("hub{n}");
+                    pool.claim_firing(key, &claimer, now, now - LEASE).await
+                }
+            })
+        };
+        let winners = |results: Vec<Result<bool, _>>| {
+            results
+                .into_iter()
+                .map(Result::unwrap)
+                .filter(|won| *won)
+                .count()
+        };
+        let first = futures_util::future::join_all(claims_at(2_000)).await;
+        assert_eq!(winners(first), 1, "{:?}", db.backend());
+        // Within the lease nobody else gets it; an unfinished claim past it (its process
+        // died) is taken over, by one.
+        let within = futures_util::future::join_all(claims_at(2_000 + LEASE - 1)).await;
+        assert_eq!(winners(within), 0, "{:?}", db.backend());
+        let after = futures_util::future::join_all(claims_at(2_000 + LEASE + 1)).await;
+        assert_eq!(winners(after), 1, "{:?}", db.backend());
+        // Done is done, however late.
+        db.finish_firing(key, "done", "2 VMs", None, 2_400)
+            .await
+            .unwrap();
+        let later = futures_util::future::join_all(claims_at(100_000)).await;
+        assert_eq!(winners(later), 0, "{:?}", db.backend());
+        let firings = other.firings_since(0).await.unwrap();
+        assert_eq!(firings.len(), 1);
+        assert_eq!(
+            (firings[0].outcome.as_str(), firings[0].done_at),
+            ("done", Some(2_400))
+        );
+        other.close().await;
         test_db.finish().await;
     }
 }

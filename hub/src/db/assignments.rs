@@ -46,6 +46,21 @@ impl Db {
         Ok(rows.into_iter().map(|(vmid,)| vmid as u32).collect())
     }
 
+    /// The class's VMs that are assigned, with their users' ids.
+    pub async fn class_assignees(&self, class_id: i64) -> Result<Vec<(u32, i64)>, DbError> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT a.vmid, a.user_id FROM vm_assignments a \
+             JOIN class_vms cv ON cv.vmid = a.vmid WHERE cv.class_id = $1 ORDER BY a.vmid",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(vmid, user_id)| (vmid as u32, user_id))
+            .collect())
+    }
+
     /// VMs assigned to a user that do not exist yet (a class VM still being made), with
     /// their class's name.
     pub async fn pending_assignments(

@@ -14,6 +14,7 @@ pub mod inventory;
 pub mod nodes;
 pub mod plugins;
 pub mod remote_access;
+pub mod schedules;
 pub mod sessions;
 pub mod settings;
 pub mod states;

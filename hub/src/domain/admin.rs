@@ -39,7 +39,7 @@ fn require_admin(actor: Actor<'_>) -> Result<(), AdminError> {
     match actor {
         Actor::User(viewer) if viewer.is_admin() => Ok(()),
         Actor::Operator => Ok(()),
-        Actor::User(_) | Actor::Anonymous => Err(AdminError::Forbidden),
+        Actor::User(_) | Actor::Anonymous | Actor::Automatic(_) => Err(AdminError::Forbidden),
     }
 }
 

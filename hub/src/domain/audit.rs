@@ -30,6 +30,8 @@ pub enum Actor<'a> {
     Anonymous,
     /// An operator at the hub's command line.
     Operator,
+    /// The hub itself, by a rule someone set (a class's schedule, say), named here.
+    Automatic(&'static str),
 }
 
 impl<'a> From<&'a Viewer> for Actor<'a> {
@@ -90,12 +92,13 @@ pub async fn record_entry(db: &Db, actor: impl Into<Actor<'_>>, entry: Entry<'_>
     let row = NewAudit {
         actor_id: match actor {
             Actor::User(viewer) => Some(viewer.id),
-            Actor::Anonymous | Actor::Operator => None,
+            Actor::Anonymous | Actor::Operator | Actor::Automatic(_) => None,
         },
         actor: match actor {
             Actor::User(viewer) => viewer.username.as_str(),
             Actor::Anonymous => "anonymous",
             Actor::Operator => "operator (command line)",
+            Actor::Automatic(rule) => rule,
         },
         action: entry.action,
         target: entry.target,

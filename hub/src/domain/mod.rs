@@ -15,6 +15,7 @@ pub mod classes;
 pub mod consoles;
 pub mod plugins;
 pub mod remote;
+pub mod schedules;
 pub mod tokens;
 pub mod viewer;
 pub mod vms;

@@ -126,29 +126,44 @@ pub async fn power_in_task(
     action: VmAction,
     task: Option<i64>,
 ) -> Result<PowerState, VmOpError> {
+    let vm = match visible_vm(state, viewer, vmid).await {
+        Ok(vm) => vm,
+        Err(err) => {
+            let (action, target) = (format!("vm.{}", action.as_str()), format!("vm:{vmid}"));
+            let entry = audit::Entry::new(&action, &target, Outcome::Denied, "not visible");
+            audit::record_entry(&state.db, Some(viewer), entry.in_task(task)).await;
+            return Err(err);
+        }
+    };
+    power_vm(state, Actor::User(viewer), &vm, action, task).await
+}
+
+/// Runs a power action on a VM the actor may act on (checked by the caller), audited as
+/// the actor's, as one step of `task` if given.
+pub async fn power_vm(
+    state: &HubState,
+    actor: Actor<'_>,
+    vm: &VmRow,
+    action: VmAction,
+    task: Option<i64>,
+) -> Result<PowerState, VmOpError> {
+    let vmid = vm.vmid;
     let target = format!("vm:{vmid}");
     let audit_action = format!("vm.{}", action.as_str());
     let record = |outcome: Outcome, detail: String| {
         let (action, target) = (&audit_action, &target);
         async move {
             let entry = audit::Entry::new(action, target, outcome, &detail).in_task(task);
-            audit::record_entry(&state.db, Some(viewer), entry).await;
-        }
-    };
-    let vm = match visible_vm(state, viewer, vmid).await {
-        Ok(vm) => vm,
-        Err(err) => {
-            record(Outcome::Denied, "not visible".into()).await;
-            return Err(err);
+            audit::record_entry(&state.db, actor, entry).await;
         }
     };
     // The power state stored may be a moment behind the node, so the node judges that; what
     // can never work is refused here.
-    if let Err(reason) = access::may_request(&vm, action) {
+    if let Err(reason) = access::may_request(vm, action) {
         record(Outcome::Denied, reason.clone()).await;
         return Err(VmOpError::NotAllowed(reason));
     }
-    match send_action(state, &vm, action).await {
+    match send_action(state, vm, action).await {
         Ok(status) => {
             // The agent's answer is newer than the inventory: show it at once.
             if let Err(err) = state
@@ -363,7 +378,7 @@ async fn write_assignment(
     let user = active_user(db, username).await?;
     let assigned_by = match actor {
         Actor::User(viewer) => Some(viewer.id),
-        Actor::Anonymous | Actor::Operator => None,
+        Actor::Anonymous | Actor::Operator | Actor::Automatic(_) => None,
     };
     db.assign_vm(vmid, user.id, assigned_by, crate::db::now_unix())
         .await?;

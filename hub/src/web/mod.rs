@@ -107,6 +107,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::plugins::page_router())
         .merge(routes::classes::router())
         .merge(routes::consoles::page_router())
+        .merge(routes::schedules::page_router())
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())
         .route("/health", get(health))

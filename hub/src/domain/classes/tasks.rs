@@ -2,13 +2,18 @@
 //! with the result for every VM (like Proxmox's task list), and its audit entries name the
 //! task so the audit log shows them as one group.
 
+use std::future::Future;
+
+use proxlab_protocol::inventory::PowerState;
+
 use crate::HubState;
 use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
 use crate::domain::access::VmAction;
+use crate::domain::audit::Actor;
 use crate::domain::viewer::Viewer;
-use crate::domain::vms;
+use crate::domain::vms::{self, VmOpError};
 
 use super::{ClassError, owned_class};
 
@@ -54,19 +59,83 @@ pub async fn run_bulk(
             "none of the chosen VMs is ready for this".into(),
         ));
     }
+    let power = |vmid, task| vms::power_in_task(state, viewer, vmid, action, Some(task));
+    run_task(state, class_id, action, &viewer.username, &vmids, power).await
+}
+
+/// Runs `action` on the class's student VMs that are ready and not already where the
+/// action takes them, as the hub by `rule` (a schedule, say). Returns the task's id, or
+/// `None` when no VM needed it. A stop is a shutdown, and a power-off where the guest does
+/// not shut down in time.
+pub async fn run_automatic(
+    state: &HubState,
+    class_id: i64,
+    action: VmAction,
+    rule: &'static str,
+) -> Result<Option<i64>, ClassError> {
+    let students: Vec<u32> = state
+        .db
+        .class_vms(class_id)
+        .await?
+        .into_iter()
+        .filter(|vm| vm.kind == ClassVmKind::Student && vm.state == ClassVmState::Ready)
+        .map(|vm| vm.vmid)
+        .collect();
+    let mut vmids = Vec::new();
+    for vmid in students {
+        let Some(vm) = state.db.vm(vmid).await? else {
+            continue;
+        };
+        let running = vm.status != PowerState::Stopped;
+        if running == (action == VmAction::Stop) {
+            vmids.push(vmid);
+        }
+    }
+    if vmids.is_empty() {
+        return Ok(None);
+    }
+    let power = |vmid, task| async move {
+        let vm = state.db.vm(vmid).await?.ok_or(VmOpError::NotFound)?;
+        let actor = Actor::Automatic(rule);
+        if action != VmAction::Stop {
+            return vms::power_vm(state, actor, &vm, action, Some(task)).await;
+        }
+        match vms::power_vm(state, actor, &vm, VmAction::Shutdown, Some(task)).await {
+            Err(VmOpError::Node { .. }) => {
+                vms::power_vm(state, actor, &vm, VmAction::Stop, Some(task)).await
+            }
+            done => done,
+        }
+    };
+    run_task(state, class_id, action, rule, &vmids, power)
+        .await
+        .map(Some)
+}
+
+/// Runs `power` on every VM at once as one task of the class, recording each result.
+async fn run_task<F, Fut>(
+    state: &HubState,
+    class_id: i64,
+    action: VmAction,
+    started_by: &str,
+    vmids: &[u32],
+    power: F,
+) -> Result<i64, ClassError>
+where
+    F: Fn(u32, i64) -> Fut,
+    Fut: Future<Output = Result<PowerState, VmOpError>>,
+{
     let task_id = state
         .db
         .insert_task(
             class_id,
             action.as_str(),
-            &viewer.username,
+            started_by,
             vmids.len(),
             now_unix(),
         )
         .await?;
-    let runs = vmids
-        .iter()
-        .map(|vmid| vms::power_in_task(state, viewer, *vmid, action, Some(task_id)));
+    let runs = vmids.iter().map(|vmid| power(*vmid, task_id));
     let outcomes = futures_util::future::join_all(runs).await;
     for (vmid, outcome) in vmids.iter().zip(outcomes) {
         let result = match outcome {

@@ -206,6 +206,10 @@ struct ClassPageView {
     access: ClassAccess,
     /// Whether the hub forwards ports (RDP needs it).
     forwarding: bool,
+    /// The class's schedule rules, what comes next and what happened.
+    schedule: crate::domain::schedules::ClassSchedule,
+    /// Weekday names for the rule form.
+    weekdays: [&'static str; 7],
 }
 
 /// A line of the task log.
@@ -329,6 +333,8 @@ async fn render_class(
         task,
         access: state.db.class_access(class_id).await?,
         forwarding: state.forwards.enabled(),
+        schedule: crate::domain::schedules::class_schedule(state, &user.viewer, class_id).await?,
+        weekdays: crate::domain::schedules::calendar::Weekdays::NAMES,
     };
     Ok(Page::render(
         "pages/classes/class.html",

@@ -137,6 +137,12 @@ pub(in crate::web) async fn catch_up(
             }
         }
     }
+    for notice in state.notices.for_user(viewer.id, crate::db::now_unix()) {
+        events.push(Missed {
+            kind: "notice",
+            data: as_json(&*notice),
+        });
+    }
     if viewer.is_staff() {
         for class_id in classes {
             if crate::domain::classes::owned_class(&state, viewer, class_id)
@@ -200,6 +206,7 @@ async fn feed(
     let mut node_states = state.registry.subscribe();
     let mut stopping = state.stopping.clone();
     let mut class_changes = state.jobs.subscribe();
+    let mut notices = state.notices.subscribe();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
     // What the viewer holds, to notice a VM given to them when their classes change.
     let mut held: HashSet<u32> = state
@@ -238,6 +245,13 @@ async fn feed(
                     gone => gone,
                 },
                 Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+            notice = notices.recv() => match notice {
+                Ok(notice) if notice.user_ids.contains(&viewer.id) => {
+                    send(&sender, event("notice", &*notice)).await
+                }
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             change = node_states.recv() => match change {

@@ -12,3 +12,4 @@ pub(super) mod plugins;
 pub(super) mod portal;
 pub(super) mod profile;
 pub(super) mod remote;
+pub(super) mod schedules;

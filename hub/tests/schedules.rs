@@ -1,0 +1,272 @@
+//! Class schedules end to end: a real hub (its scheduler loop off, driven here with a clock of
+//! the test's own), two real agents, a two-node pve-sim cluster.
+
+mod common;
+
+use common::lab::Lab;
+use common::web::{EventStream, WebClient, join_class};
+use jiff::Timestamp;
+use proxlab_hub::db::users::Role;
+use proxlab_hub::domain::schedules::scheduler::{self, Fired};
+use proxlab_protocol::inventory::PowerState;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// A local time in a zone as an instant.
+fn at(zone: &str, local: &str) -> Timestamp {
+    let datetime: jiff::civil::DateTime = local.parse().unwrap();
+    datetime
+        .to_zoned(jiff::tz::TimeZone::get(zone).unwrap())
+        .unwrap()
+        .timestamp()
+}
+
+/// The next Monday after today, as `YYYY-MM-DD`.
+fn next_monday() -> String {
+    let today = jiff::Zoned::now().date();
+    let mut day = today.tomorrow().unwrap();
+    while day.weekday() != jiff::civil::Weekday::Monday {
+        day = day.tomorrow().unwrap();
+    }
+    day.to_string()
+}
+
+fn plus(time: Timestamp, seconds: i64) -> Timestamp {
+    Timestamp::from_second(time.as_second() + seconds).unwrap()
+}
+
+async fn powers(lab: &Lab, vmids: &[u32]) -> Vec<PowerState> {
+    let mut states = Vec::new();
+    for vmid in vmids {
+        let vm = lab.hub.hub().state.db.vm(*vmid).await.unwrap().unwrap();
+        states.push(vm.status);
+    }
+    states
+}
+
+fn summary(fired: &[Fired]) -> Vec<(&'static str, &'static str, String)> {
+    fired
+        .iter()
+        .map(|fired| (fired.action, fired.outcome, fired.detail.clone()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_weekly_schedule_starts_warns_and_stops_the_students_vms_once() {
+    let lab = Lab::start_configured("shared", |config| {
+        config.schedules.run_scheduler = false;
+        config.schedules.time_zone = "Europe/Berlin".into();
+    })
+    .await;
+    let state = &lab.hub.hub().state;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let alice = lab.user("alice", Role::Student).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Timed", 2).await;
+    join_class(&teacher, &alice, class_id).await;
+    let students: Vec<u32> = vmids[1..].to_vec();
+    let teacher_vm = vmids[0];
+
+    // Mondays 08:00 to 10:00, Berlin time (the hub's default zone).
+    let monday = next_monday();
+    let rule: Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/schedule/rules"),
+            &json!({"repeat": "weekly", "date": monday, "weekdays": ["mon"],
+                    "start": "08:00", "stop": "10:00", "note": "Networks lab"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(rule["time_zone"], "Europe/Berlin", "{rule}");
+    assert!(
+        rule["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Every Mon from"),
+        "{rule}"
+    );
+    let schedule = teacher
+        .json(&format!("/api/v1/classes/{class_id}/schedule"))
+        .await;
+    assert_eq!(schedule["upcoming"][0]["action"], "start", "{schedule}");
+    assert_eq!(
+        schedule["upcoming"][0]["at"].as_i64(),
+        Some(at("Europe/Berlin", &format!("{monday}T08:00")).as_second())
+    );
+
+    // Before its time, nothing; at 08:00 the students' VMs start (not the teacher's).
+    let start = at("Europe/Berlin", &format!("{monday}T08:00"));
+    assert!(
+        scheduler::run_due(state, plus(start, -1))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let fired = scheduler::run_due(state, start).await.unwrap();
+    assert_eq!(summary(&fired), [("start", "done", "2 VMs".to_owned())]);
+    assert_eq!(powers(&lab, &students).await, [PowerState::Running; 2]);
+    assert_eq!(powers(&lab, &[teacher_vm]).await, [PowerState::Stopped]);
+    // Once: a later pass, or another hub process on the same database, finds it done.
+    assert!(
+        scheduler::run_due(state, plus(start, 30))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // Ten minutes before the stop, alice (whose VM runs) is warned on her live stream.
+    let mut stream = EventStream::open(&alice, "/api/v1/events").await;
+    let stop = at("Europe/Berlin", &format!("{monday}T10:00"));
+    let fired = scheduler::run_due(state, plus(stop, -600)).await.unwrap();
+    assert_eq!(
+        summary(&fired),
+        [(
+            "warn",
+            "done",
+            "warned the users of 1 running VMs".to_owned()
+        )]
+    );
+    let notice = stream
+        .until("the warning", |_, _| {}, |name, _| name == "notice")
+        .await;
+    let message = notice["message"].as_str().unwrap();
+    assert!(
+        message.contains("stops this VM at 10:00 (Europe/Berlin), in 10 min"),
+        "{message}"
+    );
+
+    // At 10:00 they stop (shut down); the task log and the audit log say who did it.
+    let fired = scheduler::run_due(state, stop).await.unwrap();
+    assert_eq!(summary(&fired), [("stop", "done", "2 VMs".to_owned())]);
+    assert_eq!(powers(&lab, &students).await, [PowerState::Stopped; 2]);
+    let audit = state
+        .db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            actor: Some("class schedule".into()),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let by_schedule: Vec<&str> = audit
+        .iter()
+        .filter(|entry| entry.actor == "class schedule")
+        .map(|entry| entry.action.as_str())
+        .collect();
+    assert_eq!(
+        by_schedule
+            .iter()
+            .filter(|action| **action == "vm.start")
+            .count(),
+        2
+    );
+    assert_eq!(
+        by_schedule
+            .iter()
+            .filter(|action| **action == "vm.shutdown")
+            .count(),
+        2
+    );
+
+    // A hub that was down all of the next Monday morning: the start's window had ended,
+    // so it is skipped (and says why); the stop finds nothing to stop.
+    let next = plus(start, 7 * 86_400);
+    let fired = scheduler::run_due(state, plus(next, 3 * 3600))
+        .await
+        .unwrap();
+    let mut seen = summary(&fired);
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (
+                "start",
+                "skipped",
+                "no hub ran at the time, and its window had ended when one did".to_owned()
+            ),
+            ("stop", "done", "no VM needed it".to_owned()),
+        ]
+    );
+    assert_eq!(powers(&lab, &students).await, [PowerState::Stopped; 2]);
+
+    // The class page shows the rule, the week and what the schedule did.
+    let page = WebClient::login(&lab.hub.url(), "tina", "a-long-password").await;
+    let html = page
+        .get(&format!("/classes/{class_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("Every Mon from"), "the rule");
+    assert!(html.contains("Networks lab"), "its note");
+    assert!(html.contains("window had ended"), "the history");
+
+    // Removing the rule ends it: its next Monday does nothing.
+    let removed = teacher
+        .api_delete(&format!(
+            "/api/v1/classes/{class_id}/schedule/rules/{}",
+            rule["id"]
+        ))
+        .await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    let later = plus(start, 14 * 86_400);
+    assert!(scheduler::run_due(state, later).await.unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn schedule_rules_are_checked_and_only_the_class_teachers_set_them() {
+    let lab = Lab::start_configured("shared", |config| {
+        config.schedules.run_scheduler = false;
+    })
+    .await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let other = lab.user("otto", Role::Teacher).await;
+    let student = lab.user("alice", Role::Student).await;
+    let (class_id, _) = lab.deployed_class(&teacher, "Rules", 1).await;
+    let path = format!("/api/v1/classes/{class_id}/schedule/rules");
+    let good = json!({"repeat": "once", "date": "2027-01-11", "stop": "17:00"});
+    for client in [&other, &student] {
+        let refused = client.api_post_json(&path, &good).await;
+        assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    }
+    for (bad, says) in [
+        (
+            json!({"repeat": "weekly", "date": "2027-01-11", "start": "08:00"}),
+            "weekday",
+        ),
+        (
+            json!({"repeat": "once", "date": "2027-01-11", "start": "8h"}),
+            "not a time of day",
+        ),
+        (
+            json!({"repeat": "once", "date": "2027-02-30", "start": "08:00"}),
+            "not a date",
+        ),
+        (
+            json!({"repeat": "once", "date": "2027-01-11", "start": "08:00", "time_zone": "Moon/Base"}),
+            "Moon/Base",
+        ),
+        (
+            json!({"repeat": "once", "date": "2027-01-11"}),
+            "start time, a stop time",
+        ),
+        (
+            json!({"repeat": "once", "date": "2027-01-11", "start": "08:00", "colour": "red"}),
+            "colour",
+        ),
+    ] {
+        let answer = teacher.api_post_json(&path, &bad).await;
+        assert_eq!(answer.status(), StatusCode::BAD_REQUEST, "{bad}");
+        let body: Value = answer.json().await.unwrap();
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(says), "{bad}: {message}");
+    }
+    let made = teacher.api_post_json(&path, &good).await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let schedule = teacher
+        .json(&format!("/api/v1/classes/{class_id}/schedule"))
+        .await;
+    assert_eq!(schedule["rules"].as_array().unwrap().len(), 1);
+    assert_eq!(schedule["default_time_zone"], "UTC");
+}
