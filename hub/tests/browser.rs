@@ -1062,3 +1062,79 @@ async fn every_view_follows_the_live_stream() {
         .await;
     browser.screenshot("live-nodes-offline.png").await;
 }
+
+/// A teacher adds a weekly rule on her class's page: it is listed in words, the week shows
+/// its starts and stops in the rule's own time zone, and the page passes axe and fits a phone.
+#[tokio::test]
+async fn a_teacher_schedules_her_class_on_its_page() {
+    use common::lab::Lab;
+    use proxlab_hub::db::users::Role;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let lab = Lab::start_configured("shared", |config| {
+        config.schedules.run_scheduler = false;
+    })
+    .await;
+    let url = lab.hub.url();
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (class_id, _) = lab.deployed_class(&teacher, "Timed", 1).await;
+    log_in(&browser, &url, "tina", "a-long-password").await;
+    browser
+        .goto(&format!("{url}/classes/{class_id}#schedule"))
+        .await;
+    browser
+        .eval(
+            "for (const day of ['mon', 'tue', 'wed', 'thu', 'fri', 'sat', 'sun']) \
+               document.querySelector(`[name=day_${day}]`).checked = true; \
+             document.querySelector('#schedule-start').value = '08:00'; \
+             document.querySelector('#schedule-stop').value = '10:00'; \
+             return null;",
+        )
+        .await;
+    browser
+        .type_into(&browser.find("#schedule-zone").await, "America/New_York")
+        .await;
+    browser
+        .type_into(&browser.find("#schedule-note").await, "Networks lab")
+        .await;
+    browser
+        .click(&browser.find("#schedule-form button").await)
+        .await;
+    browser
+        .wait_until("the rule", "document.querySelector('[data-rule]') !== null")
+        .await;
+    let rule = browser.text_of("[data-rule]").await.unwrap();
+    assert!(
+        rule.contains("Every Mon, Tue, Wed, Thu, Fri, Sat, Sun from")
+            && rule.contains("start 08:00, stop 10:00 (America/New_York)")
+            && rule.contains("Networks lab"),
+        "{rule}"
+    );
+    // Every day of the week view has the rule's start and stop, in New York time.
+    let days = browser
+        .eval(
+            "return [...document.querySelectorAll('table.week tbody td')] \
+               .map((day) => day.textContent.replace(/\\s+/g, ' ').trim());",
+        )
+        .await;
+    let days: Vec<&str> = days
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|day| day.as_str().unwrap())
+        .collect();
+    assert_eq!(days.len(), 7, "{days:?}");
+    assert!(
+        days.iter()
+            .filter(|day| day.contains("Start 08:00") && day.contains("Stop 10:00"))
+            .count()
+            >= 6,
+        "{days:?}"
+    );
+    browser.screenshot("class-schedule.png").await;
+    assert_accessible(&browser, "the class page with a schedule").await;
+    browser.resize(390, 844).await;
+    assert_fits(&browser, "the class page with a schedule").await;
+    browser.screenshot("phone-class-schedule.png").await;
+}
