@@ -321,7 +321,9 @@ async fn a_teacher_creates_a_class_and_a_student_joins_by_link() {
         .await;
     assert_eq!(
         browser.text_of("#task h3").await.as_deref(),
-        Some("Stop on 4 VMs: all done")
+        Some("Stop on 4 VMs: all done"),
+        "{:?}",
+        browser.text_of("#task").await
     );
     assert_eq!(
         browser

@@ -5,6 +5,7 @@
 use std::future::Future;
 
 use proxlab_protocol::inventory::PowerState;
+use tokio::sync::broadcast;
 
 use crate::HubState;
 use crate::db::now_unix;
@@ -112,6 +113,31 @@ pub async fn run_automatic(
         .map(Some)
 }
 
+/// How long a task waits for VMs its class has just made to reach the inventory.
+const INVENTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits (a little) until the inventory holds each VM: a class VM is ready once its node
+/// made it, and the node's report of it may arrive a moment later. A VM still missing after
+/// [`INVENTORY_WAIT`] is left to fail as missing.
+async fn in_inventory(state: &HubState, vmids: &[u32]) {
+    let mut changes = state.inventory_changes.subscribe();
+    let wait = async {
+        loop {
+            let mut missing = false;
+            for vmid in vmids {
+                missing |= matches!(state.db.vm(*vmid).await, Ok(None));
+            }
+            if !missing {
+                return;
+            }
+            if let Err(broadcast::error::RecvError::Closed) = changes.recv().await {
+                return;
+            }
+        }
+    };
+    let _ = tokio::time::timeout(INVENTORY_WAIT, wait).await;
+}
+
 /// Runs `power` on every VM at once as one task of the class, recording each result.
 async fn run_task<F, Fut>(
     state: &HubState,
@@ -125,6 +151,7 @@ where
     F: Fn(u32, i64) -> Fut,
     Fut: Future<Output = Result<PowerState, VmOpError>>,
 {
+    in_inventory(state, vmids).await;
     let task_id = state
         .db
         .insert_task(
