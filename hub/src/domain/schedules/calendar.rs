@@ -38,13 +38,13 @@ impl Weekdays {
         self.0 & (1 << day.to_monday_zero_offset()) != 0
     }
 
-    /// From names such as `["mon", "wed"]`.
+    /// From names such as `["mon", "wed"]` (lower case, as written here).
     pub fn from_names<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<Self, String> {
         let mut bits = 0u8;
         for name in names {
             let index = Self::NAMES
                 .iter()
-                .position(|known| known.eq_ignore_ascii_case(name.trim()))
+                .position(|known| *known == name)
                 .ok_or_else(|| format!("'{name}' is not a weekday (mon … sun)"))?;
             bits |= 1 << index;
         }
@@ -234,12 +234,20 @@ impl Rule {
     }
 }
 
-/// A `HH:MM` time of day.
+/// A `HH:MM` (or `H:MM`) time of day, exactly: no spaces, signs or seconds.
 pub fn parse_time(text: &str) -> Result<Time, String> {
     let bad = || format!("'{text}' is not a time of day (HH:MM)");
-    let (hours, minutes) = text.trim().split_once(':').ok_or_else(bad)?;
-    let hours: i8 = hours.parse().map_err(|_| bad())?;
-    let minutes: i8 = minutes.parse().map_err(|_| bad())?;
+    let (hours, minutes) = text.split_once(':').ok_or_else(bad)?;
+    let digits = |part: &str, lengths: std::ops::RangeInclusive<usize>| {
+        lengths.contains(&part.len()) && part.bytes().all(|byte| byte.is_ascii_digit())
+    };
+    if !digits(hours, 1..=2) || !digits(minutes, 2..=2) {
+        return Err(bad());
+    }
+    let (hours, minutes): (i8, i8) = (
+        hours.parse().map_err(|_| bad())?,
+        minutes.parse().map_err(|_| bad())?,
+    );
     Time::new(hours, minutes, 0, 0).map_err(|_| bad())
 }
 
@@ -252,7 +260,7 @@ pub fn parse_date(text: &str) -> Result<Date, String> {
 
 /// An IANA time zone such as `Europe/Berlin`.
 pub fn parse_time_zone(name: &str) -> Result<TimeZone, String> {
-    TimeZone::get(name.trim())
+    TimeZone::get(name)
         .map_err(|_| format!("'{name}' is not a known time zone (such as Europe/Berlin)"))
 }
 
@@ -431,9 +439,14 @@ mod tests {
                 .contains("funday")
         );
         assert_eq!(
-            Weekdays::from_names(["Mon", "sun"]).unwrap().names(),
+            Weekdays::from_names(["mon", "sun"]).unwrap().names(),
             ["mon", "sun"]
         );
+        assert!(Weekdays::from_names(["Mon"]).is_err(), "exactly as written");
+        for loose in [" 08:00", "+8:00", "08:0", "08:00:00", "8h00"] {
+            assert!(parse_time(loose).is_err(), "{loose}");
+        }
+        assert_eq!(parse_time("8:05").unwrap(), Time::new(8, 5, 0, 0).unwrap());
         let mut rule = weekly("UTC", &["mon"], "08:00", None);
         rule.start = None;
         assert!(rule.validate().is_err());

@@ -147,16 +147,12 @@ fn row_of(
     default_zone: &str,
     viewer: &Viewer,
 ) -> Result<ScheduleRow, String> {
-    let blank_is_none = |value: &Option<String>| {
-        value
-            .as_deref()
-            .map(str::trim)
-            .filter(|value| !value.is_empty())
-            .map(str::to_owned)
-    };
-    let time_zone = blank_is_none(&input.time_zone).unwrap_or_else(|| default_zone.to_owned());
-    let (start, stop) = (blank_is_none(&input.start), blank_is_none(&input.stop));
-    let until = blank_is_none(&input.until);
+    // The form leaves out what is blank; what the API is given must be what it says.
+    let time_zone = input
+        .time_zone
+        .clone()
+        .unwrap_or_else(|| default_zone.to_owned());
+    let (start, stop, until) = (input.start.clone(), input.stop.clone(), input.until.clone());
     let weekdays = match input.repeat.as_str() {
         "once" => {
             if until.is_some() || !input.weekdays.is_empty() {
@@ -167,15 +163,16 @@ fn row_of(
         "weekly" => i64::from(Weekdays::from_names(input.weekdays.iter().map(String::as_str))?.0),
         other => return Err(format!("repeat must be 'once' or 'weekly', not '{other}'")),
     };
-    let note = input.note.as_deref().unwrap_or("").trim().to_owned();
+    let note = input.note.as_deref().unwrap_or("");
     if note.chars().count() > 200 {
         return Err("the note is longer than 200 characters".into());
     }
+    let note = note.trim().to_owned();
     let row = ScheduleRow {
         id: 0,
         class_id,
         repeat: input.repeat.clone(),
-        start_date: input.date.trim().to_owned(),
+        start_date: input.date.clone(),
         end_date: until,
         weekdays,
         start_time: start
