@@ -92,6 +92,8 @@
         form.hidden = !vm.actions.includes(form.dataset.action);
         for (const button of form.querySelectorAll("button")) button.disabled = false;
       }
+      // When the class schedule stops it matters only while it runs.
+      for (const line of tile.querySelectorAll("[data-scheduled-stop]")) line.hidden = vm.status !== "running";
       // A VM that was still being made gets its console once it exists.
       const consoleLink = tile.querySelector('a[data-action="console"]');
       if (consoleLink) consoleLink.hidden = vm.template || vm.display_status === "preparing";

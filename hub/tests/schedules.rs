@@ -270,3 +270,39 @@ async fn schedule_rules_are_checked_and_only_the_class_teachers_set_them() {
     assert_eq!(schedule["rules"].as_array().unwrap().len(), 1);
     assert_eq!(schedule["default_time_zone"], "UTC");
 }
+
+#[tokio::test]
+async fn a_running_class_vm_says_when_the_schedule_stops_it() {
+    let lab = Lab::start_configured("shared", |config| {
+        config.schedules.run_scheduler = false;
+    })
+    .await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let alice = lab.user("alice", Role::Student).await;
+    let (class_id, _) = lab.deployed_class(&teacher, "Soon", 1).await;
+    let vmid = join_class(&teacher, &alice, class_id).await["vmid"]
+        .as_u64()
+        .unwrap();
+    let stop = Timestamp::now()
+        .to_zoned(jiff::tz::TimeZone::UTC)
+        .checked_add(jiff::Span::new().hours(2))
+        .unwrap();
+    let stop_time = stop.strftime("%H:%M").to_string();
+    let made = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/schedule/rules"),
+            &json!({"repeat": "once", "date": stop.date().to_string(), "stop": stop_time}),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let said = format!("at {stop_time} (UTC), by the class schedule");
+    let page = WebClient::login(&lab.hub.url(), "alice", "a-long-password").await;
+    let stopped = page.get("/vms").await.text().await.unwrap();
+    assert!(!stopped.contains(&said), "a stopped VM has nothing to stop");
+    let started = alice.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    assert_eq!(started.status(), StatusCode::OK);
+    for path in ["/vms".to_owned(), format!("/vms/{vmid}")] {
+        let html = page.get(&path).await.text().await.unwrap();
+        assert!(html.contains(&said), "{path} says when it stops");
+    }
+}

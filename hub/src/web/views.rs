@@ -34,6 +34,12 @@ pub(crate) struct VmView {
     pub ips: Vec<IpView>,
     /// The class it belongs to, if any.
     pub class_name: Option<String>,
+    #[serde(skip)]
+    pub class_id: Option<i64>,
+    /// When its class's schedule stops it next (a running VM, within a day), such as
+    /// "10:00 (Europe/Berlin)"; pages fill it in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scheduled_stop: Option<String>,
     /// Why a running VM shows no address, once it has had time to get one.
     pub ip_note: Option<&'static str>,
     /// For a VM shown as `starting`: when (Unix seconds) to stop waiting for an address.
@@ -107,6 +113,8 @@ impl VmView {
             status_label,
             ip,
             class_name: vm.class_name.clone(),
+            class_id: vm.class_id,
+            scheduled_stop: None,
             ip_note,
             ip_wait_until,
             ips: ips
@@ -144,6 +152,8 @@ impl VmView {
             status_label: "Being prepared…",
             ip: None,
             class_name: class.map(str::to_owned),
+            class_id: None,
+            scheduled_stop: None,
             ip_note: None,
             ip_wait_until: None,
             ips: Vec::new(),

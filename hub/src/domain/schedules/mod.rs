@@ -309,6 +309,39 @@ pub fn week(rows: &[ScheduleRow], now: Timestamp, zone: &str) -> Vec<WeekDay> {
         .collect()
 }
 
+/// The next scheduled stop within a day of each of these classes, as "10:00 (Zone)".
+pub async fn next_stops(
+    state: &HubState,
+    class_ids: &[i64],
+    now: Timestamp,
+) -> Result<std::collections::HashMap<i64, String>, crate::db::DbError> {
+    let mut stops = std::collections::HashMap::new();
+    if class_ids.is_empty() {
+        return Ok(stops);
+    }
+    let rows = state.db.all_schedules().await?;
+    let day_later = Timestamp::from_second(now.as_second() + 86_400).unwrap_or(now);
+    for class_id in class_ids {
+        let rules: Vec<ScheduleRow> = rows
+            .iter()
+            .filter(|row| row.class_id == *class_id)
+            .cloned()
+            .collect();
+        if let Some(stop) = upcoming(&rules, now, usize::MAX, Some(day_later))
+            .into_iter()
+            .find(|event| event.action == "stop")
+        {
+            let zone = rules
+                .iter()
+                .find(|row| row.id == stop.rule_id)
+                .map(|row| row.time_zone.clone())
+                .unwrap_or_default();
+            stops.insert(*class_id, format!("{} ({zone})", stop.time));
+        }
+    }
+    Ok(stops)
+}
+
 /// A class's schedule, for its owners and admins.
 pub async fn class_schedule(
     state: &HubState,

@@ -9,6 +9,8 @@ use axum::routing::{get, post};
 use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
+use proxlab_protocol::inventory::PowerState;
+
 use crate::HubState;
 use crate::db::inventory::{PageRange, VmFilter};
 use crate::domain::access::{self, VmAction};
@@ -215,6 +217,25 @@ async fn visible_classes(
         .collect())
 }
 
+/// Fills in when the class schedule stops each running class VM next.
+async fn with_scheduled_stops(state: &HubState, views: &mut [VmView]) -> Result<(), AppError> {
+    let mut classes: Vec<i64> = views
+        .iter()
+        .filter(|view| view.status == PowerState::Running)
+        .filter_map(|view| view.class_id)
+        .collect();
+    classes.sort_unstable();
+    classes.dedup();
+    let stops =
+        crate::domain::schedules::next_stops(state, &classes, jiff::Timestamp::now()).await?;
+    for view in views {
+        if view.status == PowerState::Running {
+            view.scheduled_stop = view.class_id.and_then(|class| stops.get(&class).cloned());
+        }
+    }
+    Ok(())
+}
+
 async fn home() -> Redirect {
     Redirect::to("/vms")
 }
@@ -249,6 +270,7 @@ async fn list_vms(
         Vec::new()
     };
     let mut views: Vec<VmView> = vms.iter().map(VmView::new).collect();
+    with_scheduled_stops(&state, &mut views).await?;
     for (vmid, class) in pending {
         if !vms.iter().any(|vm| vm.vmid == vmid) {
             views.push(VmView::being_prepared(vmid, class.as_deref()));
@@ -315,6 +337,9 @@ async fn show_vm(
         }
         Err(err) => return Err(AppError::from(err).into()),
     };
+    let mut views = [view];
+    with_scheduled_stops(&state, &mut views).await?;
+    let [view] = views;
     let title = view.name.clone();
     let view = VmPageView {
         vm: view,
