@@ -138,6 +138,8 @@ function openScreen(current, password) {
   rfb.clipViewport = !scaled;
   rfb.background = "#000";
   rfb.addEventListener("connect", () => {
+    // How long the page took to reach the VM's screen (the browser's performance timeline).
+    performance.mark("proxlab-screen-connected");
     if (session === current) setState("connected", "Connected to the VM's screen.", null);
   });
   rfb.addEventListener("credentialsrequired", () => rfb.sendCredentials({ password }));

@@ -655,10 +655,15 @@ async fn a_student_uses_her_vms_screen_and_terminal_and_her_teacher_watches() {
     let clicked = std::time::Instant::now();
     open_console_from_tile(&browser, vmid).await;
     screen_shows_the_vm(&browser).await;
-    // A figure, not a limit (the goal is 1 s on the demo): it includes the WebDriver
-    // round trips of the waits, so the real time is a little less.
+    // Figures, not limits (the goal is 1 s on the demo). The outer one includes WebDriver's
+    // polling of the canvas (a drawing is no DOM change, so the wait rechecks on a timer);
+    // the page's own mark is from its navigation to the RFB session being up.
+    let in_page = browser
+        .eval("return performance.getEntriesByName('proxlab-screen-connected')[0].startTime;")
+        .await;
     println!(
-        "figure: Console click to the VM's screen on the canvas: {} ms (at most)",
+        "figure: console page opened to the VM's screen connected: {:.0} ms (in the page); Console click to the screen seen by the test: {} ms (at most)",
+        in_page.as_f64().unwrap(),
         clicked.elapsed().as_millis()
     );
     browser.screenshot("console-screen.png").await;
