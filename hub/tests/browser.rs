@@ -936,7 +936,6 @@ async fn a_page_drawn_before_its_live_stream_connects_catches_up() {
 async fn every_view_follows_the_live_stream() {
     use common::lab::Lab;
     use proxlab_hub::db::users::Role;
-    use serde_json::json;
     let Some(browser) = Browser::start().await else {
         return;
     };
@@ -963,15 +962,7 @@ async fn every_view_follows_the_live_stream() {
             .contains("You are waiting for a VM in Full"),
         "{body}"
     );
-    let more: serde_json::Value = teacher
-        .api_post_json(
-            &format!("/api/v1/classes/{class_id}/capacity"),
-            &json!({"add": 1}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let more = common::web::add_capacity(&teacher, class_id, 1).await;
     browser
         .wait_until(
             "the VM they are given",
@@ -987,7 +978,7 @@ async fn every_view_follows_the_live_stream() {
         "names its class: {tile}"
     );
     browser.screenshot("live-given-off-the-waitlist.png").await;
-    lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
+    lab.job_done(&teacher, more).await;
 
     // The teacher's class page: VMs added while it is open get rows, which fill in as the
     // (slowed) nodes make them. Rows drawn while a VM is being made show only its VMID.
@@ -1003,15 +994,7 @@ async fn every_view_follows_the_live_stream() {
         .await
         .as_u64()
         .unwrap();
-    let more: serde_json::Value = teacher
-        .api_post_json(
-            &format!("/api/v1/classes/{class_id}/capacity"),
-            &json!({"add": 2}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let more = common::web::add_capacity(&teacher, class_id, 2).await;
     browser
         .wait_until(
             "rows for the new VMs",
@@ -1034,7 +1017,7 @@ async fn every_view_follows_the_live_stream() {
         true,
         "the rows filled in without the page being drawn again"
     );
-    lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
+    lab.job_done(&teacher, more).await;
     lab.sim
         .ok("pve1", "fault", &["--latency", "qemu-img create=0"]);
     browser

@@ -1192,15 +1192,7 @@ async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
         "{page}"
     );
     let mut stream = EventStream::open(&waiting, "/api/v1/events").await;
-    let more: Value = teacher
-        .api_post_json(
-            &format!("/api/v1/classes/{class_id}/capacity"),
-            &json!({"add": 1}),
-        )
-        .await
-        .json()
-        .await
-        .unwrap();
+    let more = common::web::add_capacity(&teacher, class_id, 1).await;
     let given = stream
         .until(
             "the VM to be given",
@@ -1217,7 +1209,7 @@ async fn a_waitlisted_student_hears_of_the_vm_they_are_given() {
         "the tile names its class"
     );
     assert!(!page.contains("You are waiting"), "{page}");
-    lab.job_done(&teacher, more["job"].as_u64().unwrap()).await;
+    lab.job_done(&teacher, more).await;
 }
 
 #[tokio::test]

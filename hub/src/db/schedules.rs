@@ -50,6 +50,9 @@ pub struct FiringKey<'a> {
 const SCHEDULE_COLUMNS: &str = "id, class_id, repeat, start_date, end_date, weekdays, \
      start_time, stop_time, time_zone, note, created_by, created_at";
 
+const FIRING_COLUMNS: &str =
+    "schedule_id, due_at, action, claimed_by, done_at, outcome, detail, task_id";
+
 fn schedule_from_row(row: &sqlx::any::AnyRow) -> Result<ScheduleRow, sqlx::Error> {
     Ok(ScheduleRow {
         id: row.try_get("id")?,
@@ -143,10 +146,9 @@ impl Db {
 
     /// The occurrences due at or after `since` that a hub has claimed (done or not).
     pub async fn firings_since(&self, since: i64) -> Result<Vec<FiringRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT schedule_id, due_at, action, claimed_by, done_at, outcome, detail, task_id \
-             FROM schedule_firings WHERE due_at >= $1",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {FIRING_COLUMNS} FROM schedule_firings WHERE due_at >= $1"
+        ))
         .bind(since)
         .fetch_all(self.pool())
         .await?;
@@ -159,12 +161,11 @@ impl Db {
         class_id: i64,
         limit: i64,
     ) -> Result<Vec<FiringRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT f.schedule_id, f.due_at, f.action, f.claimed_by, f.done_at, f.outcome, \
-             f.detail, f.task_id FROM schedule_firings f \
-             JOIN class_schedules s ON s.id = f.schedule_id \
-             WHERE s.class_id = $1 ORDER BY f.due_at DESC, f.action LIMIT $2",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {FIRING_COLUMNS} FROM schedule_firings WHERE schedule_id IN \
+             (SELECT id FROM class_schedules WHERE class_id = $1) \
+             ORDER BY due_at DESC, action LIMIT $2"
+        ))
         .bind(class_id)
         .bind(limit)
         .fetch_all(self.pool())

@@ -259,3 +259,19 @@ pub async fn join_class(
         .await
         .unwrap()
 }
+
+/// Adds `add` student VMs to a class as its teacher; the job that makes them.
+pub async fn add_capacity(teacher: &WebClient, class_id: i64, add: u32) -> u64 {
+    let started: serde_json::Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/capacity"),
+            &serde_json::json!({"add": add}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    started["job"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no job: {started}"))
+}

@@ -8,6 +8,7 @@ use proxlab_protocol::inventory::PowerState;
 use tokio::sync::broadcast;
 
 use crate::HubState;
+use crate::db::inventory::VmRow;
 use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
@@ -64,6 +65,20 @@ pub async fn run_bulk(
     run_task(state, class_id, action, &viewer.username, &vmids, power).await
 }
 
+/// The class's student VMs that are made and in the inventory, as the inventory has them.
+pub async fn student_vms(state: &HubState, class_id: i64) -> Result<Vec<VmRow>, ClassError> {
+    let mut vms = Vec::new();
+    for row in state.db.class_vms(class_id).await? {
+        if row.kind == ClassVmKind::Student
+            && row.state == ClassVmState::Ready
+            && let Some(vm) = state.db.vm(row.vmid).await?
+        {
+            vms.push(vm);
+        }
+    }
+    Ok(vms)
+}
+
 /// Runs `action` on the class's student VMs that are ready and not already where the
 /// action takes them, as the hub by `rule` (a schedule, say). Returns the task's id, or
 /// `None` when no VM needed it. A stop is a shutdown, and a power-off where the guest does
@@ -74,24 +89,12 @@ pub async fn run_automatic(
     action: VmAction,
     rule: &'static str,
 ) -> Result<Option<i64>, ClassError> {
-    let students: Vec<u32> = state
-        .db
-        .class_vms(class_id)
+    let vmids: Vec<u32> = student_vms(state, class_id)
         .await?
         .into_iter()
-        .filter(|vm| vm.kind == ClassVmKind::Student && vm.state == ClassVmState::Ready)
+        .filter(|vm| (vm.status != PowerState::Stopped) == (action == VmAction::Stop))
         .map(|vm| vm.vmid)
         .collect();
-    let mut vmids = Vec::new();
-    for vmid in students {
-        let Some(vm) = state.db.vm(vmid).await? else {
-            continue;
-        };
-        let running = vm.status != PowerState::Stopped;
-        if running == (action == VmAction::Stop) {
-            vmids.push(vmid);
-        }
-    }
     if vmids.is_empty() {
         return Ok(None);
     }

@@ -16,13 +16,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use jiff::Timestamp;
+use proxlab_protocol::inventory::PowerState;
 
 use crate::HubState;
 use crate::db::DbError;
 use crate::db::schedules::{FiringKey, ScheduleRow};
-use crate::db::states::{ClassVmKind, ClassVmState};
 use crate::domain::access::VmAction;
-use crate::domain::classes::tasks;
+use crate::domain::classes::{ClassError, tasks};
 use crate::domain::schedules::notices::Notice;
 use crate::domain::schedules::rule_of;
 
@@ -204,28 +204,20 @@ async fn warn(
     row: &ScheduleRow,
     occurrence: &Occurrence,
     now: Timestamp,
-) -> Result<usize, DbError> {
-    let students: HashSet<u32> = state
-        .db
-        .class_vms(row.class_id)
+) -> Result<usize, ClassError> {
+    let running: HashSet<u32> = tasks::student_vms(state, row.class_id)
         .await?
         .into_iter()
-        .filter(|vm| vm.kind == ClassVmKind::Student && vm.state == ClassVmState::Ready)
+        .filter(|vm| vm.status != PowerState::Stopped)
         .map(|vm| vm.vmid)
         .collect();
-    let mut vmids = Vec::new();
-    let mut user_ids = Vec::new();
-    for (vmid, user_id) in state.db.class_assignees(row.class_id).await? {
-        let running = state
-            .db
-            .vm(vmid)
-            .await?
-            .is_some_and(|vm| vm.status != proxlab_protocol::inventory::PowerState::Stopped);
-        if students.contains(&vmid) && running {
-            vmids.push(vmid);
-            user_ids.push(user_id);
-        }
-    }
+    let (vmids, user_ids): (Vec<u32>, Vec<i64>) = state
+        .db
+        .class_assignees(row.class_id)
+        .await?
+        .into_iter()
+        .filter(|(vmid, _)| running.contains(vmid))
+        .unzip();
     if vmids.is_empty() {
         return Ok(0);
     }
