@@ -5,6 +5,7 @@ mod common;
 
 use common::lab::Lab;
 use common::web::{EventStream, WebClient, join_class};
+use common::within;
 use jiff::Timestamp;
 use proxlab_hub::db::users::Role;
 use proxlab_hub::domain::schedules::scheduler::{self, Fired};
@@ -305,4 +306,58 @@ async fn a_running_class_vm_says_when_the_schedule_stops_it() {
         let html = page.get(&path).await.text().await.unwrap();
         assert!(html.contains(&said), "{path} says when it stops");
     }
+}
+
+#[tokio::test]
+async fn a_start_that_finds_the_nodes_offline_is_tried_again_once_they_are_back() {
+    let mut lab = Lab::start_configured("shared", |config| {
+        config.schedules.run_scheduler = false;
+    })
+    .await;
+    let state = lab.hub.hub().state.clone();
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Early", 2).await;
+    let students = vmids[1..].to_vec();
+    let monday = next_monday();
+    let made = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/schedule/rules"),
+            &json!({"repeat": "weekly", "date": monday, "weekdays": ["mon"],
+                    "start": "08:00", "stop": "10:00", "time_zone": "UTC"}),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    let start = at("UTC", &format!("{monday}T08:00"));
+
+    // The hub came back at 07:59; the nodes' agents are not back yet at 08:00.
+    lab.kill_agents();
+    for node in ["pve1", "pve2"] {
+        within(
+            &format!("{node} offline"),
+            state.registry.wait_for(node, false),
+        )
+        .await;
+    }
+    let fired = scheduler::run_due(&state, start).await.unwrap();
+    assert_eq!(fired.len(), 1);
+    assert_eq!((fired[0].action, fired[0].outcome), ("start", "failed"));
+    // Not again before the retry time; after it, with the nodes back, the VMs start.
+    assert!(
+        scheduler::run_due(&state, plus(start, 10))
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    lab.restart_agents().await;
+    let retry = plus(start, scheduler::RETRY_SECS + 1);
+    let fired = scheduler::run_due(&state, retry).await.unwrap();
+    assert_eq!(summary(&fired), [("start", "done", "2 VMs".to_owned())]);
+    assert_eq!(powers(&lab, &students).await, [PowerState::Running; 2]);
+    // Done is done.
+    assert!(
+        scheduler::run_due(&state, plus(retry, 60))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -213,6 +213,31 @@ impl Db {
         Ok(taken_over.rows_affected() == 1)
     }
 
+    /// Records an attempt that failed but may work later (a node was offline): the claim is
+    /// left unfinished and dated so that a pass at `retry_at` or later takes it over.
+    pub async fn retry_firing_later(
+        &self,
+        key: FiringKey<'_>,
+        detail: &str,
+        task_id: Option<i64>,
+        retry_at: i64,
+        lease_secs: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE schedule_firings SET claimed_at = $4, outcome = 'failed', detail = $5, \
+             task_id = $6 WHERE schedule_id = $1 AND due_at = $2 AND action = $3",
+        )
+        .bind(key.schedule_id)
+        .bind(key.due_at)
+        .bind(key.action)
+        .bind(retry_at - lease_secs)
+        .bind(detail)
+        .bind(task_id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Records how a claimed occurrence ended.
     pub async fn finish_firing(
         &self,

@@ -67,6 +67,17 @@ impl Lab {
         }
     }
 
+    /// Starts the agents again (after [`Lab::kill_agents`]) and waits until both are online.
+    pub async fn restart_agents(&mut self) {
+        for agent in &mut self._agents {
+            let _ = agent.wait().await;
+        }
+        self._agents = vec![
+            self.hub.start_sim_agent(&self.sim, "pve1").await,
+            self.hub.start_sim_agent(&self.sim, "pve2").await,
+        ];
+    }
+
     /// A user with an API client.
     pub async fn user(&self, name: &str, role: Role) -> WebClient {
         let db = &self.hub.hub().state.db;

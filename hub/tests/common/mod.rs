@@ -217,6 +217,12 @@ impl TestHub {
     /// online.
     pub async fn sim_agent(&self, sim: &SimCluster, node: &str) -> Child {
         self.enroll(node).await;
+        self.start_sim_agent(sim, node).await
+    }
+
+    /// Starts the agent of an enrolled node of a simulated cluster again (after it was
+    /// killed), and waits until it is online.
+    pub async fn start_sim_agent(&self, sim: &SimCluster, node: &str) -> Child {
         let config = sim.agent_config(self.dir.path(), node);
         let child = self.spawn_agent_with(
             node,

@@ -34,8 +34,12 @@ pub const LEASE_SECS: i64 = 300;
 /// How far back a starting hub looks for occurrences it missed.
 pub const CATCH_UP_SECS: i64 = 7 * 86_400;
 
+/// How soon a start or stop that failed (a node offline, say) is tried again, for as long
+/// as it still means something.
+pub const RETRY_SECS: i64 = 30;
+
 /// The longest the loop sleeps without looking (rules may be changed by another hub).
-const LONGEST_SLEEP: Duration = Duration::from_secs(60);
+const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 
 /// Who acts, in the audit log and the class's task log.
 pub const ACTOR: &str = "class schedule";
@@ -124,11 +128,20 @@ pub async fn run_due(state: &HubState, now: Timestamp) -> Result<Vec<Fired>, DbE
             }
         }
         let (outcome, detail, task) = act(state, row, &rule, &occurrence, action, now).await;
-        if let Err(err) = state
-            .db
-            .finish_firing(key, outcome, &detail, task, now_secs)
-            .await
-        {
+        let recorded = if outcome == "failed" && action != "warn" {
+            // Tried again by a later pass (of any hub), until it is done or means nothing.
+            let retry_at = now_secs + RETRY_SECS;
+            state
+                .db
+                .retry_firing_later(key, &detail, task, retry_at, LEASE_SECS)
+                .await
+        } else {
+            state
+                .db
+                .finish_firing(key, outcome, &detail, task, now_secs)
+                .await
+        };
+        if let Err(err) = recorded {
             tracing::warn!(%err, rule = row.id, "cannot record a schedule occurrence");
         }
         tracing::info!(class = row.class_id, rule = row.id, action, outcome, %detail, "schedule");
