@@ -184,7 +184,7 @@ async fn a_weekly_schedule_starts_warns_and_stops_the_students_vms_once() {
             (
                 "start",
                 "skipped",
-                "no hub ran at the time, and its window had ended when one did".to_owned()
+                "its window had ended before a hub could act on it".to_owned()
             ),
             ("stop", "done", "no VM needed it".to_owned()),
         ]

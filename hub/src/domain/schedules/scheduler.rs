@@ -179,10 +179,8 @@ async fn act(
     }
     if !rule.still_meaningful(occurrence, now) {
         let why = match occurrence.action {
-            Action::Start => "no hub ran at the time, and its window had ended when one did",
-            Action::Stop => {
-                "no hub ran at the time, and the schedule had started the VMs again since"
-            }
+            Action::Start => "its window had ended before a hub could act on it",
+            Action::Stop => "the schedule had started the VMs again before a hub could act on it",
         };
         return ("skipped", why.into(), None);
     }
