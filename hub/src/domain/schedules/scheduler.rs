@@ -71,8 +71,17 @@ pub fn claimer_name() -> String {
 /// Acts on every occurrence due at `now` that no hub has acted on, and sends the warnings
 /// due; returns what it did.
 pub async fn run_due(state: &HubState, now: Timestamp) -> Result<Vec<Fired>, DbError> {
-    let now_secs = now.as_second();
     let rows = state.db.all_schedules().await?;
+    act_on(state, &rows, now).await
+}
+
+/// [`run_due`] over rules already read.
+async fn act_on(
+    state: &HubState,
+    rows: &[ScheduleRow],
+    now: Timestamp,
+) -> Result<Vec<Fired>, DbError> {
+    let now_secs = now.as_second();
     let done: HashSet<(i64, i64, String)> = state
         .db
         .firings_since(now_secs - CATCH_UP_SECS)
@@ -83,7 +92,7 @@ pub async fn run_due(state: &HubState, now: Timestamp) -> Result<Vec<Fired>, DbE
         .collect();
     let lead = state.config.schedules.warn_before.as_secs() as i64;
     let mut work = Vec::new();
-    for row in &rows {
+    for row in rows {
         let rule = match rule_of(row) {
             Ok(rule) => rule,
             Err(reason) => {
@@ -167,7 +176,7 @@ async fn act(
     now: Timestamp,
 ) -> (&'static str, String, Option<i64>) {
     if action == "warn" {
-        return match warn(state, row, occurrence, now).await {
+        return match warn(state, row, rule, occurrence, now).await {
             Ok(0) => ("done", "no running VM to warn about".into(), None),
             Ok(count) => (
                 "done",
@@ -213,6 +222,7 @@ async fn act(
 async fn warn(
     state: &HubState,
     row: &ScheduleRow,
+    rule: &Rule,
     occurrence: &Occurrence,
     now: Timestamp,
 ) -> Result<usize, ClassError> {
@@ -233,9 +243,7 @@ async fn warn(
         return Ok(0);
     }
     let minutes = ((occurrence.at.as_second() - now.as_second()).max(0) as u64).div_ceil(60);
-    let local = occurrence.at.to_zoned(
-        super::calendar::parse_time_zone(&row.time_zone).unwrap_or(jiff::tz::TimeZone::UTC),
-    );
+    let local = occurrence.at.to_zoned(rule.time_zone.clone());
     let message = format!(
         "The class schedule stops this VM at {} ({}), in {minutes} min. Save your work.",
         local.strftime("%H:%M"),
@@ -273,7 +281,8 @@ fn next_look(rows: &[ScheduleRow], now: Timestamp, lead: i64) -> Duration {
     match soonest {
         // To the millisecond, so the loop wakes as the occurrence's second begins.
         Some(at) => {
-            Duration::from_millis((at * 1000 - now.as_millisecond()).clamp(0, 60_000) as u64)
+            let longest = LONGEST_SLEEP.as_millis() as i64;
+            Duration::from_millis((at * 1000 - now.as_millisecond()).clamp(0, longest) as u64)
         }
         None => LONGEST_SLEEP,
     }
@@ -283,14 +292,18 @@ fn next_look(rows: &[ScheduleRow], now: Timestamp, lead: i64) -> Duration {
 pub async fn run(state: Arc<HubState>) {
     let mut stopping = state.stopping.clone();
     loop {
-        let now = Timestamp::now();
-        if let Err(err) = run_due(&state, now).await {
-            tracing::warn!(%err, "the scheduler cannot read the schedules");
-        }
         let lead = state.config.schedules.warn_before.as_secs() as i64;
         let sleep = match state.db.all_schedules().await {
-            Ok(rows) => next_look(&rows, Timestamp::now(), lead),
-            Err(_) => LONGEST_SLEEP,
+            Ok(rows) => {
+                if let Err(err) = act_on(&state, &rows, Timestamp::now()).await {
+                    tracing::warn!(%err, "the scheduler cannot read its records");
+                }
+                next_look(&rows, Timestamp::now(), lead)
+            }
+            Err(err) => {
+                tracing::warn!(%err, "the scheduler cannot read the schedules");
+                LONGEST_SLEEP
+            }
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
