@@ -39,6 +39,7 @@ pub async fn serve(
         greeting: std::mem::take(&mut console.greeting),
         from: &mut console.from_vm,
         to: &mut console.to_vm,
+        session: context.idle.sessions().open(vmid),
     };
     let ended_by = relay::run(&mut send, &mut recv, target).await;
     console.close().await;

@@ -1,5 +1,5 @@
 //! What every request handler works with: the node, its collected state, its plugins, the
-//! tunnel policy, and the cache that makes a retried operation run once.
+//! tunnel policy, the idle enforcer, and the cache that makes a retried operation run once.
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -9,6 +9,8 @@ use proxlab_protocol::ResponseFrame;
 use tokio::sync::OnceCell;
 
 use crate::collect::Collector;
+use crate::idle::IdleEnforcer;
+use crate::idle::clock::IdleClock;
 use crate::plugins::PluginRegistry;
 use crate::pve::node::Node;
 use crate::tunnel::policy::TunnelSettings;
@@ -59,18 +61,33 @@ pub struct Context {
     pub collector: Arc<Collector>,
     pub plugins: Arc<PluginRegistry>,
     pub tunnels: TunnelSettings,
+    pub idle: Arc<IdleEnforcer>,
     pub(crate) ops: OpCache,
 }
 
 impl Context {
+    /// A context whose idle enforcer keeps its policies in memory only.
     pub fn new(node: Arc<Node>, collector: Arc<Collector>, plugins: Arc<PluginRegistry>) -> Self {
+        let idle = IdleEnforcer::new(
+            node.clone(),
+            collector.clone(),
+            Arc::new(IdleClock::from_env()),
+            None,
+        );
         Self {
             node,
             collector,
             plugins,
             tunnels: TunnelSettings::default(),
+            idle: Arc::new(idle),
             ops: OpCache::default(),
         }
+    }
+
+    /// The same, with an idle enforcer of its own (one that keeps its state on disk).
+    pub fn with_idle(mut self, idle: Arc<IdleEnforcer>) -> Self {
+        self.idle = idle;
+        self
     }
 
     /// The same, with the config's `[tunnels]` section.

@@ -11,6 +11,7 @@ use proxlab_protocol::base_copy::{
 };
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::console::ConsoleOpen;
+use proxlab_protocol::idle::{IdlePolicies, IdleStillHere, IdleStillHereReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::plugins::{
     PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
@@ -193,6 +194,8 @@ const ROUTES: &[Route] = &[
     route!(PluginInstall, changes_node: true, plugin_install),
     route!(PluginRemove, changes_node: true, plugin_remove),
     route!(VmAssigned, changes_node: true, vm_assigned),
+    route!(IdlePolicies, changes_node: false, idle_policies),
+    route!(IdleStillHere, changes_node: false, idle_still_here),
 ];
 
 /// Request kinds whose stream goes on as raw bytes after the answer (see [`crate::relay`]).
@@ -247,6 +250,31 @@ async fn resync(
 ) -> Result<Done, RemoteError> {
     context.collector.request_resync();
     Ok(Done {})
+}
+
+/// Replaces the node's idle policies (the whole set; the hub sends it on every change).
+async fn idle_policies(
+    context: &Context,
+    r: IdlePolicies,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    context.idle.set_policies(r).map_err(|err| {
+        RemoteError::new(
+            ErrorKind::Internal,
+            format!("cannot keep the idle policies: {err}"),
+        )
+    })?;
+    Ok(Done {})
+}
+
+async fn idle_still_here(
+    context: &Context,
+    r: IdleStillHere,
+    _: ProgressSink<NoProgress>,
+) -> Result<IdleStillHereReply, RemoteError> {
+    Ok(IdleStillHereReply {
+        was_warned: context.idle.still_here(r.vmid),
+    })
 }
 
 async fn base_export(

@@ -7,6 +7,7 @@ pub mod context;
 pub mod enroll;
 pub mod handlers;
 pub mod identity;
+pub mod idle;
 pub mod link;
 pub mod node_info;
 pub mod paths;

@@ -12,6 +12,8 @@ use proxlab_agent::config::{AgentConfig, EXAMPLE_CONFIG};
 use proxlab_agent::context::Context as RequestContext;
 use proxlab_agent::enroll::{EnrollParams, enroll};
 use proxlab_agent::identity::Identity;
+use proxlab_agent::idle::IdleEnforcer;
+use proxlab_agent::idle::clock::IdleClock;
 use proxlab_agent::link::{self, EXIT_REFUSED_BY_HUB, RefusedByHub};
 use proxlab_agent::paths::{DEFAULT_CONFIG_PATH, DEFAULT_STATE_DIR, StateDir};
 use proxlab_agent::pve::node::Node;
@@ -181,8 +183,17 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(node = %node.name, %hub, "starting");
             let plugins = start_plugins(&config, &node, &state_dir).await?;
             let collector = Collector::start(node.clone()).await;
+            let idle = Arc::new(IdleEnforcer::new(
+                node.clone(),
+                collector.clone(),
+                Arc::new(IdleClock::from_env()),
+                Some(state_dir.root()),
+            ));
+            idle.clone().spawn();
             let context = Arc::new(
-                RequestContext::new(node, collector, plugins).with_tunnels(config.tunnels.clone()),
+                RequestContext::new(node, collector, plugins)
+                    .with_tunnels(config.tunnels.clone())
+                    .with_idle(idle),
             );
             link::run(identity, hub, context, shutdown_signal())
                 .await

@@ -10,6 +10,8 @@ use proxlab_protocol::limits::MAX_FRAME_LEN;
 use proxlab_protocol::{ErrorKind, RemoteError, Request, ResponseFrame};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::idle::sessions::Session;
+
 /// Stream error code for a relay the agent ended because its other side failed.
 const STREAM_RELAY_ENDED: u32 = 2;
 
@@ -19,6 +21,9 @@ pub struct Target<'a, R, W> {
     pub to: &'a mut W,
     /// Bytes already read from `from` that the hub gets first.
     pub greeting: Vec<u8>,
+    /// The session this relay is, for the idle timers: open while the relay runs, and told
+    /// of every read from the user's side.
+    pub session: Session,
 }
 
 /// Carries bytes both ways until either side ends, then ends the hub's stream; says which
@@ -32,14 +37,19 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let Target { from, to, greeting } = target;
+    let Target {
+        from,
+        to,
+        greeting,
+        session,
+    } = target;
     let to_hub = async {
         send.write_all(&greeting).await?;
         let copied = tokio::io::copy(from, send).await?;
         Ok::<_, std::io::Error>(copied + greeting.len() as u64)
     };
     let to_target = async {
-        let copied = tokio::io::copy(recv, to).await?;
+        let copied = copy_marking_input(recv, to, &session).await?;
         let _ = to.shutdown().await;
         Ok::<_, std::io::Error>(copied)
     };
@@ -58,6 +68,26 @@ where
     let _ = send.finish();
     let _ = recv.stop(STREAM_RELAY_ENDED.into());
     ended_by
+}
+
+/// Copies the user's bytes to the node's side, telling the session of each read.
+async fn copy_marking_input<W: AsyncWrite + Unpin>(
+    recv: &mut quinn::RecvStream,
+    to: &mut W,
+    session: &Session,
+) -> std::io::Result<u64> {
+    let mut buffer = vec![0; 16 * 1024];
+    let mut copied = 0;
+    loop {
+        let read = match recv.read(&mut buffer).await {
+            Ok(Some(read)) => read,
+            Ok(None) => return Ok(copied),
+            Err(err) => return Err(err.into()),
+        };
+        session.input();
+        to.write_all(&buffer[..read]).await?;
+        copied += read as u64;
+    }
 }
 
 /// Decodes the request frame's body of a stream request.

@@ -48,7 +48,12 @@ pub fn start_recorder(
                         Event::Metrics { metrics } => {
                             (db.record_metrics(&node, metrics, now).await, Vec::new())
                         }
-                        Event::Heartbeat { .. } | Event::PluginSteps { .. } | Event::Unknown => {
+                        Event::Heartbeat { .. }
+                        | Event::PluginSteps { .. }
+                        | Event::IdleWarning { .. }
+                        | Event::IdleCleared { .. }
+                        | Event::IdleStopped { .. }
+                        | Event::Unknown => {
                             continue;
                         }
                     };

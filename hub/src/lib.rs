@@ -84,6 +84,7 @@ pub struct Hub {
     scheduler: Option<JoinHandle<()>>,
     job_runner: JoinHandle<()>,
     plugin_sync: JoinHandle<()>,
+    idle_sync: JoinHandle<()>,
     agent_server: AgentServer,
     http_addr: SocketAddr,
     http_task: JoinHandle<()>,
@@ -150,10 +151,11 @@ impl Hub {
             forwards: Forwards::new(config.forwarding.clone()),
             schedules_changed: tokio::sync::Notify::new(),
             scheduler_name: domain::schedules::scheduler::claimer_name(),
-            notices: domain::schedules::notices::Notices::default(),
+            notices: domain::notices::Notices::default(),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());
+        let idle_sync = domain::idle::sync::start(state.clone());
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
         let scheduler = config
             .schedules
@@ -181,6 +183,7 @@ impl Hub {
             scheduler,
             job_runner,
             plugin_sync,
+            idle_sync,
             agent_server,
             http_addr,
             http_task,
@@ -235,6 +238,7 @@ impl Hub {
         }
         self.job_runner.abort();
         self.plugin_sync.abort();
+        self.idle_sync.abort();
         // Sessions record their nodes as offline as they end; give them a moment.
         self.state.db.close().await;
     }

@@ -36,5 +36,5 @@ pub struct HubState {
     /// This process's name in the scheduler's claims.
     pub scheduler_name: String,
     /// Warnings for the people a coming automatic action affects.
-    pub notices: crate::domain::schedules::notices::Notices,
+    pub notices: crate::domain::notices::Notices,
 }

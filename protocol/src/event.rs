@@ -2,6 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::idle::{IdleReason, IdleStop};
 use crate::inventory::{Inventory, InventoryDelta, NodeMetrics};
 
 /// One event with its sequence number. Sequence numbers start at 1 on every connection and
@@ -32,6 +33,17 @@ pub enum Event {
         #[serde(default)]
         error: Option<String>,
     },
+    /// A VM will be shut down at `stop_at_unix` (agent clock) by an idle policy unless
+    /// someone uses it or says they are still there. Sent again when the time moves.
+    IdleWarning {
+        vmid: u32,
+        reason: IdleReason,
+        stop_at_unix: u64,
+    },
+    /// The warning for this VM no longer holds (someone came back, or it stopped).
+    IdleCleared { vmid: u32 },
+    /// The agent shut a VM down by an idle policy.
+    IdleStopped { stop: IdleStop },
     /// An event kind added by a newer protocol version; the hub ignores it.
     #[serde(other)]
     Unknown,

@@ -50,6 +50,7 @@ pub mod error;
 pub mod event;
 pub mod frame;
 pub mod hello;
+pub mod idle;
 pub mod inventory;
 pub mod limits;
 pub mod names;

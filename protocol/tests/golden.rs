@@ -599,3 +599,71 @@ fn inventory_and_metrics_events() {
         },
     );
 }
+
+#[test]
+fn idle_requests_and_events() {
+    use proxlab_protocol::idle::{
+        IdleGuest, IdleOutcome, IdlePolicies, IdlePolicy, IdleReason, IdleStillHere,
+        IdleStillHereReply, IdleStop, VmIdlePolicy,
+    };
+    use proxlab_protocol::vm_ops::Done;
+    check_exchange(
+        &IdlePolicies {
+            vms: vec![VmIdlePolicy {
+                vmid: 10_001,
+                policy: IdlePolicy {
+                    no_connection_secs: Some(900),
+                    disconnected_secs: None,
+                    idle_guest: Some(IdleGuest {
+                        secs: 1800,
+                        cpu_percent: 5,
+                    }),
+                    warn_secs: 300,
+                    shutdown_timeout_secs: 300,
+                    hard_stop: true,
+                },
+            }],
+        },
+        &Done {},
+    );
+    check_exchange(
+        &IdleStillHere { vmid: 10_001 },
+        &IdleStillHereReply { was_warned: true },
+    );
+    check(
+        "event_idle_warning",
+        &EventFrame {
+            seq: 7,
+            event: Event::IdleWarning {
+                vmid: 10_001,
+                reason: IdleReason::Disconnected,
+                stop_at_unix: 1_767_268_800,
+            },
+        },
+    );
+    check(
+        "event_idle_cleared",
+        &EventFrame {
+            seq: 8,
+            event: Event::IdleCleared { vmid: 10_001 },
+        },
+    );
+    check(
+        "event_idle_stopped",
+        &EventFrame {
+            seq: 9,
+            event: Event::IdleStopped {
+                stop: IdleStop {
+                    id: "pve1-10001-1767268800".into(),
+                    vmid: 10_001,
+                    reason: IdleReason::IdleGuest,
+                    idle_secs: 1800,
+                    at_unix: 1_767_268_800,
+                    outcome: IdleOutcome::Failed {
+                        message: "the guest did not shut down within 300 s".into(),
+                    },
+                },
+            },
+        },
+    );
+}

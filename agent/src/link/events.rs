@@ -1,5 +1,5 @@
-//! The writer of the control stream: the inventory on connect, then deltas, metrics and
-//! heartbeats, in order, with sequence numbers.
+//! The writer of the control stream: the inventory on connect (and what the idle enforcer
+//! has to tell again), then deltas, metrics and heartbeats, in order, with sequence numbers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -45,12 +45,18 @@ pub(super) async fn pump(
     send: quinn::SendStream,
     interval: Duration,
     collector: &Collector,
+    replay: Vec<Event>,
 ) -> String {
     // Subscribe before the snapshot, so nothing between the two is missed.
     let mut reports = collector.subscribe();
     let mut writer = Writer { send, seq: 0 };
     if let Err(err) = writer.inventory(collector).await {
         return err;
+    }
+    for event in replay {
+        if let Err(err) = writer.send(event).await {
+            return err;
+        }
     }
     let mut ticker = tokio::time::interval(interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

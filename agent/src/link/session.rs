@@ -113,8 +113,9 @@ pub(super) async fn run_once(
         secs => Duration::from_secs(secs.into()),
     };
     let collector = context.collector.clone();
+    let replay = context.idle.replay();
     let heartbeat =
-        tokio::spawn(async move { super::events::pump(send, interval, &collector).await });
+        tokio::spawn(async move { super::events::pump(send, interval, &collector, replay).await });
     let reason = loop {
         match connection.accept_bi().await {
             Ok((send, recv)) => {

@@ -80,6 +80,7 @@ pub async fn serve(
         greeting: Vec::new(),
         from: &mut from_vm,
         to: &mut to_vm,
+        session: context.idle.sessions().open(vmid),
     };
     let ended_by = relay::run(&mut send, &mut recv, target_side).await;
     tracing::info!(vmid, %target, ended_by, "tunnel closed");

@@ -13,6 +13,8 @@ pub mod audit;
 pub mod auth;
 pub mod classes;
 pub mod consoles;
+pub mod idle;
+pub mod notices;
 pub mod plugins;
 pub mod remote;
 pub mod schedules;

@@ -4,7 +4,6 @@
 //! before a scheduled stop.
 
 pub mod calendar;
-pub mod notices;
 pub mod scheduler;
 
 use jiff::Timestamp;

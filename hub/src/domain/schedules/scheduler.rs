@@ -23,7 +23,7 @@ use crate::db::DbError;
 use crate::db::schedules::{FiringKey, ScheduleRow};
 use crate::domain::access::VmAction;
 use crate::domain::classes::{ClassError, tasks};
-use crate::domain::schedules::notices::Notice;
+use crate::domain::notices::Notice;
 use crate::domain::schedules::rule_of;
 
 use super::calendar::{Action, Occurrence, Rule};
@@ -252,11 +252,14 @@ async fn warn(
     let count = vmids.len();
     state.notices.publish(
         Notice {
+            key: format!("schedule:{}:{}", row.class_id, occurrence.at.as_second()),
             user_ids,
             class_id: row.class_id,
             vmids,
             message,
             at: occurrence.at.as_second(),
+            still_here: None,
+            withdrawn: false,
         },
         now.as_second(),
     );

@@ -1,0 +1,195 @@
+//! Keeps every agent's idle policies in step with the classes (on connect, and whenever a
+//! class changes), and turns what agents report into notices, audit entries and tile reasons.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use proxlab_protocol::Event;
+use proxlab_protocol::idle::{IdleOutcome, IdlePolicies, IdleReason, IdleStop, VmIdlePolicy};
+use tokio::sync::broadcast::error::RecvError;
+use tokio::task::JoinHandle;
+
+use super::{IdleSettings, idle_because, notice_key, stopped_because};
+use crate::HubState;
+use crate::agents::AgentEvent;
+use crate::db::idle::IdleStopRow;
+use crate::db::now_unix;
+use crate::domain::audit::{self, Actor, Outcome};
+use crate::domain::notices::Notice;
+
+/// The actor automatic idle shutdowns are recorded under.
+pub const ACTOR: &str = "idle shutdown";
+
+/// Starts the task that pushes policies and records reports.
+pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
+    let mut node_changes = state.registry.subscribe();
+    let mut class_changes = state.jobs.subscribe();
+    let mut events = state.registry.subscribe_events();
+    tokio::spawn(async move {
+        // What each node was last sent, so a class change reaches only the nodes it changes.
+        let mut sent: BTreeMap<String, IdlePolicies> = BTreeMap::new();
+        push_changed(&state, &mut sent).await;
+        loop {
+            tokio::select! {
+                change = node_changes.recv() => match change {
+                    Ok(change) => {
+                        // A node that (re)connects is sent its policies whatever it had.
+                        sent.remove(&change.node);
+                        if change.online {
+                            push_changed(&state, &mut sent).await;
+                        }
+                    }
+                    Err(RecvError::Lagged(_)) => {
+                        sent.clear();
+                        push_changed(&state, &mut sent).await;
+                    }
+                    Err(RecvError::Closed) => return,
+                },
+                change = class_changes.recv() => match change {
+                    Ok(_) | Err(RecvError::Lagged(_)) => push_changed(&state, &mut sent).await,
+                    Err(RecvError::Closed) => return,
+                },
+                event = events.recv() => match event {
+                    Ok(AgentEvent { node, event }) => on_event(&state, &node, event).await,
+                    Err(RecvError::Lagged(_)) => {}
+                    Err(RecvError::Closed) => return,
+                },
+            }
+        }
+    })
+}
+
+/// Sends each online node its policies when they differ from what it was last sent.
+async fn push_changed(state: &HubState, sent: &mut BTreeMap<String, IdlePolicies>) {
+    let rows = match state.db.idle_policy_vms().await {
+        Ok(rows) => rows,
+        Err(err) => {
+            tracing::error!(%err, "idle: cannot read the policies");
+            return;
+        }
+    };
+    let mut by_node: BTreeMap<String, IdlePolicies> = BTreeMap::new();
+    for (node, vmid, row) in rows {
+        if let Some(policy) = IdleSettings::from_row(&row).policy() {
+            by_node
+                .entry(node)
+                .or_default()
+                .vms
+                .push(VmIdlePolicy { vmid, policy });
+        }
+    }
+    for node in state.registry.online_nodes() {
+        let policies = by_node.remove(&node).unwrap_or_default();
+        if sent.get(&node) == Some(&policies) {
+            continue;
+        }
+        match state.registry.call(&node, &policies).await {
+            Ok(_) => {
+                tracing::debug!(%node, vms = policies.vms.len(), "idle: policies sent");
+                sent.insert(node, policies);
+            }
+            Err(err) => tracing::warn!(%node, %err, "idle: cannot send the policies"),
+        }
+    }
+}
+
+async fn on_event(state: &HubState, node: &str, event: Event) {
+    match event {
+        Event::IdleWarning {
+            vmid,
+            reason,
+            stop_at_unix,
+        } => warn(state, vmid, reason, stop_at_unix).await,
+        Event::IdleCleared { vmid } => state.notices.withdraw(&notice_key(vmid)),
+        Event::IdleStopped { stop } => record_stop(state, node, stop).await,
+        _ => {}
+    }
+}
+
+/// Tells the VM's user (and the class's owners) it stops soon unless they are still there.
+async fn warn(state: &HubState, vmid: u32, reason: IdleReason, stop_at: u64) {
+    let Ok(Some(class_id)) = state.db.class_of_vm(vmid).await else {
+        return;
+    };
+    let user_ids: Vec<i64> = match state.db.class_assignees(class_id).await {
+        Ok(assignees) => assignees
+            .into_iter()
+            .filter(|(assigned, _)| *assigned == vmid)
+            .map(|(_, user)| user)
+            .collect(),
+        Err(err) => {
+            tracing::warn!(%err, vmid, "idle: cannot find the VM's user");
+            return;
+        }
+    };
+    let at = i64::try_from(stop_at).unwrap_or(i64::MAX);
+    let minutes = ((at - now_unix()).max(0) as u64).div_ceil(60);
+    let message = format!(
+        "This VM shuts down in {minutes} min because {}. Save your work, or say you are \
+         still here.",
+        idle_because(reason)
+    );
+    state.notices.publish(
+        Notice {
+            key: notice_key(vmid),
+            user_ids,
+            class_id,
+            vmids: vec![vmid],
+            message,
+            at,
+            still_here: Some(vmid),
+            withdrawn: false,
+        },
+        now_unix(),
+    );
+}
+
+/// Records a shutdown an agent did (once, however often it is reported).
+async fn record_stop(state: &HubState, node: &str, stop: IdleStop) {
+    state.notices.withdraw(&notice_key(stop.vmid));
+    let class_id = state.db.class_of_vm(stop.vmid).await.ok().flatten();
+    let (outcome, message) = match &stop.outcome {
+        IdleOutcome::ShutDown => ("shut-down", String::new()),
+        IdleOutcome::PoweredOff => ("powered-off", String::new()),
+        IdleOutcome::Failed { message } => ("failed", message.clone()),
+    };
+    let row = IdleStopRow {
+        id: stop.id.clone(),
+        vmid: stop.vmid,
+        node: node.to_owned(),
+        class_id,
+        reason: stop.reason.as_str().to_owned(),
+        idle_secs: i64::from(stop.idle_secs),
+        at: i64::try_from(stop.at_unix).unwrap_or(i64::MAX),
+        outcome: outcome.to_owned(),
+        message: message.clone(),
+    };
+    match state.db.record_idle_stop(&row).await {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(err) => {
+            tracing::error!(%err, vmid = stop.vmid, "idle: cannot record a shutdown");
+            return;
+        }
+    }
+    let because = stopped_because(stop.reason, row.idle_secs);
+    let (audit_outcome, detail) = match &stop.outcome {
+        IdleOutcome::ShutDown => (Outcome::Ok, because.clone()),
+        IdleOutcome::PoweredOff => (
+            Outcome::Ok,
+            format!("{because}; the guest ignored the shutdown and was powered off"),
+        ),
+        IdleOutcome::Failed { message } => (Outcome::Failed, format!("{because}: {message}")),
+    };
+    let target = format!("vm:{}", stop.vmid);
+    let entry = audit::Entry::new("vm.shutdown", &target, audit_outcome, &detail);
+    audit::record_entry(&state.db, Actor::Automatic(ACTOR), entry).await;
+    if !matches!(stop.outcome, IdleOutcome::Failed { .. })
+        && let Err(err) = state.db.set_stop_reason(stop.vmid, &because, row.at).await
+    {
+        tracing::warn!(%err, vmid = stop.vmid, "idle: cannot record why the VM stopped");
+    }
+    if let Some(class_id) = class_id {
+        state.jobs.announce(class_id);
+    }
+}
