@@ -264,6 +264,8 @@ async fn idle_policies(
             format!("cannot keep the idle policies: {err}"),
         )
     })?;
+    // Judged at once, so the timers of VMs already running start from now.
+    context.idle.pass();
     Ok(Done {})
 }
 

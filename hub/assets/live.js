@@ -94,6 +94,9 @@
       }
       // When the class schedule stops it matters only while it runs.
       for (const line of tile.querySelectorAll("[data-scheduled-stop]")) line.hidden = vm.status !== "running";
+      // Why proxlab stopped it (an idle policy), while it stays stopped.
+      for (const line of tile.querySelectorAll("[data-stop-reason]")) line.hidden = !vm.stop_reason;
+      setText(tile.querySelector('[data-field="stop-reason"]'), vm.stop_reason || "");
       // A VM that was still being made gets its console once it exists.
       const consoleLink = tile.querySelector('a[data-action="console"]');
       if (consoleLink) consoleLink.hidden = vm.template || vm.display_status === "preparing";
@@ -158,21 +161,55 @@
     if (unseen > 0 && table) showNewRows(table, unseen);
   }
 
-  // A warning for the viewer (their VM stops soon, say): a banner at the top of the page
-  // until the time it announces.
+  // A warning for the viewer (their VM stops soon, say): a banner at the top of the page, or
+  // over the console (so it shows in full screen too), until the time it announces or until
+  // it is withdrawn. An idle warning has an "I'm still here" button.
   function showNotice(notice) {
-    const key = notice.class_id + ":" + notice.at;
-    let banner = document.querySelector('[data-notice="' + CSS.escape(key) + '"]');
+    let banner = document.querySelector('[data-notice="' + CSS.escape(notice.key) + '"]');
+    if (notice.withdrawn) {
+      if (banner) banner.remove();
+      return;
+    }
     if (!banner) {
-      banner = document.createElement("p");
+      banner = document.createElement("div");
       banner.className = "flash flash-error notice";
       banner.setAttribute("role", "alert");
-      banner.dataset.notice = key;
-      (document.querySelector("main") || document.body).prepend(banner);
-      const left = notice.at * 1000 - Date.now();
-      window.setTimeout(() => banner.remove(), Math.max(0, left));
+      banner.dataset.notice = notice.key;
+      const console = document.querySelector("[data-console]");
+      if (console) banner.classList.add("notice-overlay");
+      (console || document.querySelector("main") || document.body).prepend(banner);
     }
-    banner.textContent = notice.message;
+    window.clearTimeout(Number(banner.dataset.timer || 0));
+    const left = notice.at * 1000 - Date.now();
+    banner.dataset.timer = String(window.setTimeout(() => banner.remove(), Math.max(0, left)));
+    banner.replaceChildren(document.createTextNode(notice.message));
+    if (notice.still_here) {
+      const stay = document.createElement("button");
+      stay.type = "button";
+      stay.dataset.stillHere = String(notice.still_here);
+      stay.textContent = "I'm still here";
+      stay.addEventListener("click", () => stillHere(notice.still_here, banner, stay));
+      banner.append(" ", stay);
+    }
+  }
+
+  async function stillHere(vmid, banner, button) {
+    button.disabled = true;
+    try {
+      const answer = await fetch("/api/v1/vms/" + vmid + "/still-here", {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
+      });
+      if (!answer.ok) {
+        const body = await answer.json().catch(() => ({}));
+        throw new Error((body.error && body.error.message) || answer.statusText);
+      }
+      banner.remove();
+    } catch (err) {
+      button.disabled = false;
+      banner.append(" (" + (err.message || "the portal could not reach the VM's node") + ")");
+    }
   }
 
   // VMs the class gained after the page was drawn (capacity added, here or elsewhere) get
@@ -238,7 +275,7 @@
   function keyOf(type, data) {
     if (type === "vm" || type === "vm-removed" || type === "assigned") return "vm:" + data.vmid;
     if (type === "class") return "class:" + data.class_id;
-    if (type === "notice") return "notice:" + data.class_id + ":" + data.at;
+    if (type === "notice") return "notice:" + data.key;
     if (type === "node") return "node:" + data.name;
     return type;
   }

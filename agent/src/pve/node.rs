@@ -227,6 +227,20 @@ impl Node {
         command::run(&self.config.qm, args, self.invocation(None)).await
     }
 
+    /// `qm` with a timeout of its own, for calls that wait longer than tools usually may (a
+    /// shutdown given minutes to finish).
+    pub async fn qm_within<I, S>(&self, args: I, timeout: Duration) -> Result<String, PveError>
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<OsStr>,
+    {
+        let invocation = command::Invocation {
+            timeout: timeout.max(self.config.command_timeout()),
+            ..self.invocation(None)
+        };
+        command::run(&self.config.qm, args, invocation).await
+    }
+
     /// `pvesh get <path> --output-format json`, parsed.
     pub async fn pvesh_get(
         &self,

@@ -4,8 +4,13 @@ use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::vm_ops::{PowerAction, SnapshotOp};
 use proxlab_pve::policy;
 
+use std::time::Duration;
+
 use super::command::PveError;
 use super::node::Node;
+
+/// How much longer than a shutdown's own timeout `qm shutdown` may take (its hard stop).
+const SHUTDOWN_SLACK_SECS: u64 = 30;
 
 /// The VM's power state from `qm status`.
 pub async fn status(node: &Node, vmid: u32) -> Result<PowerState, PveError> {
@@ -42,8 +47,13 @@ pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerS
         } => {
             let timeout = timeout_secs.to_string();
             let force = if force_stop { "1" } else { "0" };
-            node.qm(["shutdown", &id, "--timeout", &timeout, "--forceStop", force])
-                .await?
+            // `qm` waits out the guest's time, then may still stop it: give it that long.
+            let waits = Duration::from_secs(u64::from(timeout_secs) + SHUTDOWN_SLACK_SECS);
+            node.qm_within(
+                ["shutdown", &id, "--timeout", &timeout, "--forceStop", force],
+                waits,
+            )
+            .await?
         }
     };
     status(node, vmid).await

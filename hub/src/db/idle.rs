@@ -1,8 +1,6 @@
 //! Idle shutdown: each class's policies, the shutdowns agents did by them, and the reason a
 //! VM was last stopped by proxlab itself.
 
-use std::collections::HashMap;
-
 use sqlx::Row;
 
 use super::{Db, DbError};
@@ -198,16 +196,5 @@ impl Db {
             .execute(self.pool())
             .await?;
         Ok(())
-    }
-
-    /// Why each VM was last stopped by proxlab, for those that have a reason.
-    pub async fn stop_reasons(&self) -> Result<HashMap<u32, String>, DbError> {
-        let rows: Vec<(i64, String)> = sqlx::query_as("SELECT vmid, reason FROM vm_stop_reasons")
-            .fetch_all(self.pool())
-            .await?;
-        Ok(rows
-            .into_iter()
-            .map(|(vmid, reason)| (vmid as u32, reason))
-            .collect())
     }
 }

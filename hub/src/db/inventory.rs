@@ -40,6 +40,8 @@ pub struct VmRow {
     pub identity: Option<String>,
     /// The name of the class it belongs to.
     pub class_name: Option<String>,
+    /// Why proxlab itself last stopped it ("Stopped after 30 min idle"), until it starts.
+    pub stop_reason: Option<String>,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -149,11 +151,13 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
 /// The tables a VM listing reads.
 const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
      LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id \
-     LEFT JOIN class_vms cv ON cv.vmid = v.vmid LEFT JOIN classes cl ON cl.id = cv.class_id";
+     LEFT JOIN class_vms cv ON cv.vmid = v.vmid LEFT JOIN classes cl ON cl.id = cv.class_id \
+     LEFT JOIN vm_stop_reasons sr ON sr.vmid = v.vmid";
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, cl.name AS class_name, v.identity";
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, cl.name AS class_name, v.identity, \
+     sr.reason AS stop_reason";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -193,6 +197,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         class_has_template: row.try_get::<Option<i64>, _>("class_template")?.is_some(),
         identity: row.try_get("identity")?,
         class_name: row.try_get("class_name")?,
+        stop_reason: row.try_get("stop_reason")?,
     })
 }
 

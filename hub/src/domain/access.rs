@@ -137,6 +137,7 @@ mod tests {
             class_has_template: false,
             identity: None,
             class_name: None,
+            stop_reason: None,
         }
     }
 

@@ -177,6 +177,11 @@ pub async fn power_vm(
             {
                 tracing::warn!(%err, vmid, "cannot record the new power state");
             }
+            if status == PowerState::Running
+                && let Err(err) = state.db.clear_stop_reason(vmid).await
+            {
+                tracing::warn!(%err, vmid, "cannot forget why the VM stopped");
+            }
             record(Outcome::Ok, String::new()).await;
             Ok(status)
         }

@@ -40,6 +40,9 @@ pub(crate) struct VmView {
     /// "10:00 (Europe/Berlin)"; pages fill it in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_stop: Option<String>,
+    /// Why proxlab itself stopped a stopped VM ("Stopped after 30 min idle").
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stop_reason: Option<String>,
     /// Why a running VM shows no address, once it has had time to get one.
     pub ip_note: Option<&'static str>,
     /// For a VM shown as `starting`: when (Unix seconds) to stop waiting for an address.
@@ -115,6 +118,10 @@ impl VmView {
             class_name: vm.class_name.clone(),
             class_id: vm.class_id,
             scheduled_stop: None,
+            stop_reason: vm
+                .stop_reason
+                .clone()
+                .filter(|_| vm.status == PowerState::Stopped),
             ip_note,
             ip_wait_until,
             ips: ips
@@ -154,6 +161,7 @@ impl VmView {
             class_name: class.map(str::to_owned),
             class_id: None,
             scheduled_stop: None,
+            stop_reason: None,
             ip_note: None,
             ip_wait_until: None,
             ips: Vec::new(),

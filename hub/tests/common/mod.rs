@@ -200,12 +200,26 @@ impl TestHub {
             .arg(self.state_dir(node))
             .arg("run")
             .env("PROXLAB_AGENT_CONFIG", config)
+            .env(
+                proxlab_agent::idle::clock::SKEW_FILE_ENV,
+                self.agent_clock_skew_file(),
+            )
             .env("PROXLAB_LOG", "info")
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
             .expect("spawning proxlab-agent run")
+    }
+
+    /// The file every agent of this hub reads its idle clock's skew from.
+    pub fn agent_clock_skew_file(&self) -> PathBuf {
+        self.dir.path().join("agent-clock-skew")
+    }
+
+    /// Moves every agent's idle clock to `secs` ahead of the real one (from their next pass).
+    pub fn skew_agent_clocks(&self, secs: i64) {
+        std::fs::write(self.agent_clock_skew_file(), secs.to_string()).unwrap();
     }
 
     pub fn agent_log(&self, node: &str) -> String {

@@ -274,6 +274,7 @@ pub async fn set_class_idle(
         &settings.summary(),
     )
     .await;
+    sync::push_now(state).await;
     state.jobs.announce(class_id);
     class_idle(state, viewer, class_id).await
 }

@@ -16,6 +16,7 @@ use crate::db::idle::IdleStopRow;
 use crate::db::now_unix;
 use crate::domain::audit::{self, Actor, Outcome};
 use crate::domain::notices::Notice;
+use crate::inventory::InventoryChange;
 
 /// The actor automatic idle shutdowns are recorded under.
 pub const ACTOR: &str = "idle shutdown";
@@ -59,13 +60,13 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
     })
 }
 
-/// Sends each online node its policies when they differ from what it was last sent.
-async fn push_changed(state: &HubState, sent: &mut BTreeMap<String, IdlePolicies>) {
+/// Every node's policies, from the classes' settings and VMs.
+async fn policies_by_node(state: &HubState) -> Option<BTreeMap<String, IdlePolicies>> {
     let rows = match state.db.idle_policy_vms().await {
         Ok(rows) => rows,
         Err(err) => {
             tracing::error!(%err, "idle: cannot read the policies");
-            return;
+            return None;
         }
     };
     let mut by_node: BTreeMap<String, IdlePolicies> = BTreeMap::new();
@@ -78,17 +79,47 @@ async fn push_changed(state: &HubState, sent: &mut BTreeMap<String, IdlePolicies
                 .push(VmIdlePolicy { vmid, policy });
         }
     }
+    Some(by_node)
+}
+
+/// Sends each online node its policies when they differ from what it was last sent.
+async fn push_changed(state: &HubState, sent: &mut BTreeMap<String, IdlePolicies>) {
+    let Some(mut by_node) = policies_by_node(state).await else {
+        return;
+    };
     for node in state.registry.online_nodes() {
         let policies = by_node.remove(&node).unwrap_or_default();
         if sent.get(&node) == Some(&policies) {
             continue;
         }
-        match state.registry.call(&node, &policies).await {
-            Ok(_) => {
-                tracing::debug!(%node, vms = policies.vms.len(), "idle: policies sent");
-                sent.insert(node, policies);
-            }
-            Err(err) => tracing::warn!(%node, %err, "idle: cannot send the policies"),
+        if send(state, &node, &policies).await {
+            sent.insert(node, policies);
+        }
+    }
+}
+
+/// Sends every online node its policies now, and waits for their answers: a teacher who
+/// saves settings knows the nodes have them (a node that is away gets them when it is back).
+pub async fn push_now(state: &HubState) {
+    let Some(mut by_node) = policies_by_node(state).await else {
+        return;
+    };
+    let sends = state.registry.online_nodes().into_iter().map(|node| {
+        let policies = by_node.remove(&node).unwrap_or_default();
+        async move { send(state, &node, &policies).await }
+    });
+    futures_util::future::join_all(sends).await;
+}
+
+async fn send(state: &HubState, node: &str, policies: &IdlePolicies) -> bool {
+    match state.registry.call(node, policies).await {
+        Ok(_) => {
+            tracing::debug!(%node, vms = policies.vms.len(), "idle: policies sent");
+            true
+        }
+        Err(err) => {
+            tracing::warn!(%node, %err, "idle: cannot send the policies");
+            false
         }
     }
 }
@@ -189,6 +220,12 @@ async fn record_stop(state: &HubState, node: &str, stop: IdleStop) {
     {
         tracing::warn!(%err, vmid = stop.vmid, "idle: cannot record why the VM stopped");
     }
+    // Pages show the tile's new reason at once (the node may have reported the VM stopped
+    // before it reported why).
+    let _ = state.inventory_changes.send(InventoryChange {
+        node: node.to_owned(),
+        vmids: vec![stop.vmid],
+    });
     if let Some(class_id) = class_id {
         state.jobs.announce(class_id);
     }

@@ -213,6 +213,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .merge(super::consoles::api_router())
         .merge(super::remote::api_router())
         .merge(super::schedules::api_router())
+        .merge(super::idle::api_router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::web::error::api_errors))
 }

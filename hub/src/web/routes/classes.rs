@@ -210,6 +210,8 @@ struct ClassPageView {
     schedule: crate::domain::schedules::ClassSchedule,
     /// Weekday names for the rule form.
     weekdays: [&'static str; 7],
+    /// The class's idle-shutdown settings and latest idle shutdowns.
+    idle: crate::domain::idle::ClassIdle,
 }
 
 /// A line of the task log.
@@ -335,6 +337,7 @@ async fn render_class(
         forwarding: state.forwards.enabled(),
         schedule: crate::domain::schedules::class_schedule(state, &user.viewer, class_id).await?,
         weekdays: crate::domain::schedules::calendar::Weekdays::NAMES,
+        idle: crate::domain::idle::class_idle(state, &user.viewer, class_id).await?,
     };
     Ok(Page::render(
         "pages/classes/class.html",

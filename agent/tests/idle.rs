@@ -1,0 +1,155 @@
+//! Idle shutdown on a node with no hub at all (an agent cut off from its hub): the enforcer
+//! warns, shuts down through the real `qm` of pve-sim, powers off a guest that ignores the
+//! request, and keeps what it did on disk for the hub it reaches later.
+
+#[path = "support/sim.rs"]
+mod sim;
+
+use std::path::Path;
+use std::process::Command;
+use std::sync::Arc;
+use std::time::Duration;
+
+use proxlab_agent::collect::{Collector, Report};
+use proxlab_agent::idle::IdleEnforcer;
+use proxlab_agent::idle::clock::IdleClock;
+use proxlab_agent::pve::config::PveConfig;
+use proxlab_agent::pve::node::Node;
+use proxlab_protocol::Event;
+use proxlab_protocol::idle::{IdleOutcome, IdlePolicies, IdlePolicy, IdleReason, VmIdlePolicy};
+use proxlab_protocol::inventory::PowerState;
+use tokio::sync::broadcast;
+
+const VMID: u32 = 100;
+
+fn sim(root: &Path, args: &[&str]) {
+    let output = Command::new(sim::sim_binary())
+        .args(args)
+        .env("PVE_SIM_ROOT", root)
+        .env("PVE_SIM_NODE", "pve1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+/// The next event of `kind` the enforcer or the collector reports, within a minute.
+async fn next_event(
+    reports: &mut broadcast::Receiver<Report>,
+    wanted: fn(&Event) -> bool,
+) -> Event {
+    tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            match reports.recv().await {
+                Ok(Report::Event(event)) if wanted(&event) => return event,
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(err) => panic!("the collector stopped: {err}"),
+            }
+        }
+    })
+    .await
+    .expect("the event within a minute")
+}
+
+#[tokio::test]
+async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pve");
+    let state_dir = dir.path().join("state");
+    std::fs::create_dir_all(&state_dir).unwrap();
+    sim::init_node(&root, "tmpl:64M");
+    sim(
+        &root,
+        &["qm", "create", &VMID.to_string(), "--name", "lab-vm"],
+    );
+    // The guest ignores the power button.
+    sim(
+        &root,
+        &["script", &VMID.to_string(), "--hung-shutdown", "on"],
+    );
+
+    let node = Arc::new(Node::new(PveConfig::for_sim(&root, "pve1")));
+    let collector = Collector::start(node.clone()).await;
+    let mut reports = collector.subscribe();
+    let clock = Arc::new(IdleClock::default());
+    let enforcer = Arc::new(IdleEnforcer::new(
+        node.clone(),
+        collector.clone(),
+        clock.clone(),
+        Some(&state_dir),
+    ));
+    sim(&root, &["qm", "start", &VMID.to_string()]);
+    next_event(&mut reports, |event| {
+        matches!(event, Event::InventoryDelta { delta }
+            if delta.upserted.iter().any(|vm| vm.vmid == VMID && vm.status == PowerState::Running))
+    })
+    .await;
+
+    let policy = IdlePolicy {
+        no_connection_secs: Some(600),
+        disconnected_secs: None,
+        idle_guest: None,
+        warn_secs: 300,
+        shutdown_timeout_secs: 1,
+        hard_stop: true,
+    };
+    enforcer
+        .set_policies(IdlePolicies {
+            vms: vec![VmIdlePolicy { vmid: VMID, policy }],
+        })
+        .unwrap();
+    let started = clock.now();
+    enforcer.pass();
+
+    // Five minutes before the ten are up, the warning.
+    clock.set_skew(301);
+    enforcer.pass();
+    let warning = next_event(&mut reports, |event| {
+        matches!(event, Event::IdleWarning { .. })
+    })
+    .await;
+    let Event::IdleWarning {
+        vmid,
+        reason,
+        stop_at_unix,
+    } = warning
+    else {
+        unreachable!()
+    };
+    assert_eq!((vmid, reason), (VMID, IdleReason::NoConnection));
+    assert!(
+        (started + 600..=started + 602).contains(&stop_at_unix),
+        "{stop_at_unix}"
+    );
+
+    // At ten, the shutdown: ignored by the guest, so powered off.
+    clock.set_skew(601);
+    enforcer.pass();
+    let stopped = next_event(&mut reports, |event| {
+        matches!(event, Event::IdleStopped { .. })
+    })
+    .await;
+    let Event::IdleStopped { stop } = stopped else {
+        unreachable!()
+    };
+    assert_eq!(stop.vmid, VMID);
+    assert_eq!(stop.reason, IdleReason::NoConnection);
+    assert_eq!(stop.idle_secs, 600);
+    assert_eq!(stop.outcome, IdleOutcome::PoweredOff);
+    let status = node.qm(["status", &VMID.to_string()]).await.unwrap();
+    assert_eq!(status.trim(), "status: stopped");
+
+    // An agent started again (the hub still away) knows its policies and what it did, and
+    // tells the hub it reaches.
+    let again = IdleEnforcer::new(node, collector, clock, Some(&state_dir));
+    let replay = again.replay();
+    assert_eq!(replay, [Event::IdleStopped { stop }]);
+    let kept: IdlePolicies = serde_json::from_str(
+        &std::fs::read_to_string(state_dir.join("idle-policies.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(kept.vms.len(), 1);
+}

@@ -1,0 +1,184 @@
+//! Idle shutdown end to end: a real hub, two real agents (whose idle clocks the test moves
+//! ahead through a skew file), a two-node pve-sim cluster.
+
+mod common;
+
+use common::lab::Lab;
+use common::web::{EventStream, join_class};
+use common::within;
+use proxlab_hub::db::users::Role;
+use proxlab_protocol::inventory::PowerState;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Starts a VM and waits until its node's own inventory shows it running (not only the
+/// answer to the start), so the node's idle timers have seen it start.
+async fn start_and_see_it_run(lab: &Lab, client: &common::web::WebClient, vmid: u32) {
+    let state = &lab.hub.hub().state;
+    let mut changes = state.inventory_changes.subscribe();
+    let answer = client.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    within("the node reports the VM running", async {
+        loop {
+            let change = changes.recv().await.unwrap();
+            if change.vmids.contains(&vmid) {
+                return;
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let alice = lab.user("alice", Role::Student).await;
+    let bob = lab.user("bob", Role::Student).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Idle", 1).await;
+    join_class(&teacher, &alice, class_id).await;
+    let vmid = vmids[1];
+
+    // Bad settings are refused with the reason; students may not touch them.
+    let bad = teacher
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/idle"),
+            &json!({"no_connection_minutes": 10, "warn_minutes": 10}),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let body: Value = bad.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("sooner than the shortest"),
+        "{body}"
+    );
+    let denied = alice
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/idle"),
+            &json!({"no_connection_minutes": 15}),
+        )
+        .await;
+    assert!(
+        matches!(
+            denied.status(),
+            StatusCode::FORBIDDEN | StatusCode::NOT_FOUND
+        ),
+        "{}",
+        denied.status()
+    );
+
+    start_and_see_it_run(&lab, &alice, vmid).await;
+    // Nobody connects within 15 minutes of the start: warned 5 minutes ahead, then shut down.
+    let saved: Value = teacher
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/idle"),
+            &json!({"no_connection_minutes": 15, "warn_minutes": 5, "shutdown_minutes": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(saved["settings"]["no_connection_minutes"], 15, "{saved}");
+    assert!(
+        saved["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("no connection 15 min"),
+        "{saved}"
+    );
+
+    let mut stream = EventStream::open(&alice, "/api/v1/events").await;
+    lab.hub.skew_agent_clocks(10 * 60 + 5);
+    let warning = stream
+        .until("the idle warning", |_, _| {}, |name, _| name == "notice")
+        .await;
+    assert_eq!(warning["still_here"], vmid, "{warning}");
+    assert_eq!(warning["key"], format!("idle:{vmid}"));
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("nobody has connected to it since it started"),
+        "{message}"
+    );
+
+    // Another student may not say they are still there for alice's VM.
+    let foreign = bob
+        .api_post(&format!("/api/v1/vms/{vmid}/still-here"))
+        .await;
+    assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+    // Alice is: the warning goes, and the timer starts again.
+    let here: Value = alice
+        .api_post(&format!("/api/v1/vms/{vmid}/still-here"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(here["was_warned"], true, "{here}");
+    let withdrawn = stream
+        .until(
+            "the warning withdrawn",
+            |_, _| {},
+            |name, data| name == "notice" && data["withdrawn"] == true,
+        )
+        .await;
+    assert_eq!(withdrawn["key"], format!("idle:{vmid}"));
+    assert_eq!(
+        lab.hub
+            .hub()
+            .state
+            .db
+            .vm(vmid)
+            .await
+            .unwrap()
+            .unwrap()
+            .status,
+        PowerState::Running,
+        "still running after the warning was answered"
+    );
+
+    // Nobody comes back: 15 minutes after "still here" it is shut down, and says why.
+    lab.hub.skew_agent_clocks(10 * 60 + 5 + 16 * 60);
+    let stopped = stream
+        .until(
+            "the VM stopped by the policy",
+            |_, _| {},
+            |name, data| name == "vm" && data["vmid"] == vmid && data["stop_reason"].is_string(),
+        )
+        .await;
+    assert_eq!(
+        stopped["stop_reason"],
+        "Stopped: nobody connected within 15 min of its start"
+    );
+    assert_eq!(stopped["status"], "stopped");
+    let audit = lab
+        .hub
+        .hub()
+        .state
+        .db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            actor: Some("idle shutdown".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit.len(), 1, "one shutdown, recorded once: {audit:?}");
+    assert_eq!(audit[0].action, "vm.shutdown");
+    assert_eq!(audit[0].target, format!("vm:{vmid}"));
+    let idle: Value = teacher
+        .json(&format!("/api/v1/classes/{class_id}/idle"))
+        .await;
+    assert_eq!(idle["stops"][0]["vmid"], vmid, "{idle}");
+    assert_eq!(idle["stops"][0]["outcome"], "shut-down", "{idle}");
+
+    // Starting it again forgets why it stopped.
+    let started: Value = alice
+        .api_post(&format!("/api/v1/vms/{vmid}/start"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(started.get("stop_reason").is_none(), "{started}");
+}
