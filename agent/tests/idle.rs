@@ -115,6 +115,7 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
         vmid,
         reason,
         stop_at_unix,
+        secs_left,
     } = warning
     else {
         unreachable!()

@@ -1128,3 +1128,91 @@ async fn a_teacher_schedules_her_class_on_its_page() {
     assert_fits(&browser, "the class page with a schedule").await;
     browser.screenshot("phone-class-schedule.png").await;
 }
+
+#[tokio::test]
+async fn an_idle_warning_shows_over_the_console_and_im_still_here_answers_it() {
+    use common::lab::Lab;
+    use proxlab_hub::db::users::Role;
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let lab = Lab::start().await;
+    let url = lab.hub.url();
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let alice = lab.user("alice", Role::Student).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Idle", 1).await;
+    common::web::join_class(&teacher, &alice, class_id).await;
+    let vmid = vmids[1];
+    lab.start_and_see_it_run(&alice, vmid).await;
+    // Set on the class page, as a teacher does.
+    log_in(&browser, &url, "tina", "a-long-password").await;
+    browser
+        .goto(&format!("{url}/classes/{class_id}#idle"))
+        .await;
+    browser
+        .eval("document.querySelector('[name=idle_guest]').checked = true; return null;")
+        .await;
+    browser
+        .click(&browser.find("#idle-form button").await)
+        .await;
+    browser
+        .wait_until(
+            "the settings saved",
+            "(document.querySelector('[data-field=\"idle-summary\"]') || {}).textContent \
+               === 'idle guest 30 min (CPU < 5 %); warn 5 min ahead; 5 min to shut down, then power off'",
+        )
+        .await;
+
+    // Alice watches her VM's screen; nothing happens in it for 26 minutes.
+    browser.clear_cookies().await;
+    log_in(&browser, &url, "alice", "a-long-password").await;
+    browser.goto(&format!("{url}/vms/{vmid}/console")).await;
+    screen_shows_the_vm(&browser).await;
+    browser
+        .wait_until(
+            "the live stream",
+            "document.body.dataset.liveReady === 'yes'",
+        )
+        .await;
+    lab.hub.skew_agent_clocks(26 * 60);
+    browser
+        .wait_until(
+            "the warning over the console",
+            "document.querySelector('[data-console] .notice-overlay [data-still-here]') !== null",
+        )
+        .await;
+    let warning = browser.text_of(".notice-overlay").await.unwrap();
+    assert!(
+        warning.contains("shuts down in 4 min because it has been idle"),
+        "{warning}"
+    );
+    browser.screenshot("console-idle-warning.png").await;
+    browser
+        .click(&browser.find("[data-still-here]").await)
+        .await;
+    browser
+        .wait_until(
+            "the warning gone",
+            "document.querySelector('.notice-overlay') === null",
+        )
+        .await;
+    let audit = lab
+        .hub
+        .hub()
+        .state
+        .db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            actor: Some("alice".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit
+            .iter()
+            .any(|entry| entry.action == "vm.idle.still-here"
+                && entry.detail == "a warning was in force"),
+        "{audit:?}"
+    );
+}

@@ -5,29 +5,10 @@ mod common;
 
 use common::lab::Lab;
 use common::web::{EventStream, join_class};
-use common::within;
 use proxlab_hub::db::users::Role;
 use proxlab_protocol::inventory::PowerState;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-
-/// Starts a VM and waits until its node's own inventory shows it running (not only the
-/// answer to the start), so the node's idle timers have seen it start.
-async fn start_and_see_it_run(lab: &Lab, client: &common::web::WebClient, vmid: u32) {
-    let state = &lab.hub.hub().state;
-    let mut changes = state.inventory_changes.subscribe();
-    let answer = client.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
-    assert_eq!(answer.status(), StatusCode::OK);
-    within("the node reports the VM running", async {
-        loop {
-            let change = changes.recv().await.unwrap();
-            if change.vmids.contains(&vmid) {
-                return;
-            }
-        }
-    })
-    .await;
-}
 
 #[tokio::test]
 async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer() {
@@ -70,7 +51,7 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
         denied.status()
     );
 
-    start_and_see_it_run(&lab, &alice, vmid).await;
+    lab.start_and_see_it_run(&alice, vmid).await;
     // Nobody connects within 15 minutes of the start: warned 5 minutes ahead, then shut down.
     let saved: Value = teacher
         .api_put_json(

@@ -207,6 +207,12 @@ const MATRIX: &[Row] = &[
     ),
     ("POST", "/classes/1/schedule", [303, 404, 404, 404]),
     ("POST", "/classes/1/schedule/1/delete", [303, 404, 404, 404]),
+    ("GET", "/api/v1/classes/1/idle", [401, 404, 404, 404]),
+    ("PUT", "/api/v1/classes/1/idle", [401, 404, 404, 404]),
+    ("POST", "/classes/1/idle", [303, 404, 404, 404]),
+    // The node is offline: whoever may use the VM is told it cannot be reached.
+    ("POST", "/api/v1/vms/101/still-here", [401, 502, 404, 502]),
+    ("POST", "/api/v1/vms/102/still-here", [401, 404, 404, 502]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -233,6 +239,10 @@ async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u1
         }
         ("POST", _) if path.starts_with("/api/") => client.api_post(path).await,
         ("DELETE", _) => client.api_delete(path).await,
+        ("PUT", _) => {
+            let body = serde_json::json!({"idle_guest_minutes": 30});
+            client.api_put_json(path, &body).await
+        }
         ("POST", _) => client.post_form(path, &[]).await,
         _ => unreachable!(),
     };
@@ -1086,6 +1096,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/access",
             "/classes/{id}/bulk/{action}",
             "/classes/{id}/capacity",
+            "/classes/{id}/idle",
             "/classes/{id}/invite",
             "/classes/{id}/owners",
             "/classes/{id}/owners/{username}",
@@ -1119,6 +1130,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/vms/{vmid}/reset",
             "/vms/{vmid}/shutdown",
             "/vms/{vmid}/start",
+            "/vms/{vmid}/still-here",
             "/vms/{vmid}/stop",
             "/vms/{vmid}/unassign",
         ]

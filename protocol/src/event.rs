@@ -33,12 +33,16 @@ pub enum Event {
         #[serde(default)]
         error: Option<String>,
     },
-    /// A VM will be shut down at `stop_at_unix` (agent clock) by an idle policy unless
-    /// someone uses it or says they are still there. Sent again when the time moves.
+    /// A VM will be shut down at `stop_at_unix` (agent clock), `secs_left` from now, by an
+    /// idle policy unless someone uses it or says they are still there. Sent again when the
+    /// time moves.
     IdleWarning {
         vmid: u32,
         reason: IdleReason,
         stop_at_unix: u64,
+        /// Seconds from now to `stop_at_unix`, for a hub whose clock differs from the node's.
+        #[serde(default)]
+        secs_left: u32,
     },
     /// The warning for this VM no longer holds (someone came back, or it stopped).
     IdleCleared { vmid: u32 },

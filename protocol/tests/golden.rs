@@ -638,6 +638,7 @@ fn idle_requests_and_events() {
                 vmid: 10_001,
                 reason: IdleReason::Disconnected,
                 stop_at_unix: 1_767_268_800,
+                secs_left: 300,
             },
         },
     );

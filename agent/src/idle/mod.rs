@@ -129,6 +129,7 @@ impl IdleEnforcer {
     /// What a new connection to the hub is told first: the warnings in force and the
     /// shutdowns of the last week.
     pub fn replay(&self) -> Vec<Event> {
+        let now = self.clock.now();
         let state = self.state.lock().expect("not poisoned");
         let warnings = state.trackers.iter().filter_map(|(vmid, tracker)| {
             tracker
@@ -137,6 +138,7 @@ impl IdleEnforcer {
                     vmid: *vmid,
                     reason,
                     stop_at_unix: stop_at,
+                    secs_left: secs_until(now, stop_at),
                 })
         });
         let stops = state
@@ -168,6 +170,7 @@ impl IdleEnforcer {
                             vmid: *vmid,
                             reason,
                             stop_at_unix: stop_at,
+                            secs_left: secs_until(now, stop_at),
                         });
                     }
                     Decision::Clear => events.push(Event::IdleCleared { vmid: *vmid }),
@@ -295,6 +298,11 @@ impl IdleEnforcer {
             tracing::warn!(%err, "idle: cannot keep the shutdown report on disk");
         }
     }
+}
+
+/// Seconds from `now` to `then` (zero once it has passed).
+fn secs_until(now: u64, then: u64) -> u32 {
+    u32::try_from(then.saturating_sub(now)).unwrap_or(u32::MAX)
 }
 
 /// A VM's CPU use as a share of its own vCPUs, in percent.

@@ -91,6 +91,24 @@ impl Lab {
         WebClient::with_token(&self.hub.url(), &token)
     }
 
+    /// Starts a VM and waits until its node's own inventory shows it running (not only the
+    /// answer to the start), so the node's idle timers have seen it start.
+    #[allow(dead_code)] // not every test binary that includes this module starts VMs so
+    pub async fn start_and_see_it_run(&self, client: &WebClient, vmid: u32) {
+        let mut changes = self.hub.hub().state.inventory_changes.subscribe();
+        let answer = client.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+        assert_eq!(answer.status(), reqwest::StatusCode::OK);
+        within("the node reports the VM running", async {
+            loop {
+                let change = changes.recv().await.unwrap();
+                if change.vmids.contains(&vmid) {
+                    return;
+                }
+            }
+        })
+        .await;
+    }
+
     /// Waits until a job has ended and returns it.
     pub async fn job_done(&self, client: &WebClient, job: u64) -> Value {
         let mut changes = self.hub.hub().state.jobs.subscribe();

@@ -129,8 +129,9 @@ async fn on_event(state: &HubState, node: &str, event: Event) {
         Event::IdleWarning {
             vmid,
             reason,
-            stop_at_unix,
-        } => warn(state, vmid, reason, stop_at_unix).await,
+            secs_left,
+            ..
+        } => warn(state, vmid, reason, secs_left).await,
         Event::IdleCleared { vmid } => state.notices.withdraw(&notice_key(vmid)),
         Event::IdleStopped { stop } => record_stop(state, node, stop).await,
         _ => {}
@@ -138,7 +139,7 @@ async fn on_event(state: &HubState, node: &str, event: Event) {
 }
 
 /// Tells the VM's user (and the class's owners) it stops soon unless they are still there.
-async fn warn(state: &HubState, vmid: u32, reason: IdleReason, stop_at: u64) {
+async fn warn(state: &HubState, vmid: u32, reason: IdleReason, secs_left: u32) {
     let Ok(Some(class_id)) = state.db.class_of_vm(vmid).await else {
         return;
     };
@@ -153,8 +154,10 @@ async fn warn(state: &HubState, vmid: u32, reason: IdleReason, stop_at: u64) {
             return;
         }
     };
-    let at = i64::try_from(stop_at).unwrap_or(i64::MAX);
-    let minutes = ((at - now_unix()).max(0) as u64).div_ceil(60);
+    // The node's clock may differ from the hub's: its time left is what counts.
+    let now = now_unix();
+    let at = now + i64::from(secs_left);
+    let minutes = u64::from(secs_left).div_ceil(60);
     let message = format!(
         "This VM shuts down in {minutes} min because {}. Save your work, or say you are \
          still here.",
@@ -171,7 +174,7 @@ async fn warn(state: &HubState, vmid: u32, reason: IdleReason, stop_at: u64) {
             still_here: Some(vmid),
             withdrawn: false,
         },
-        now_unix(),
+        now,
     );
 }
 
