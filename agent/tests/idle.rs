@@ -125,6 +125,7 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
         (started + 600..=started + 602).contains(&stop_at_unix),
         "{stop_at_unix}"
     );
+    assert!((298..=300).contains(&secs_left), "{secs_left}");
 
     // At ten, the shutdown: ignored by the guest, so powered off.
     clock.set_skew(601);
