@@ -70,8 +70,8 @@ pub struct ScheduleSettings {
     pub time_zone: String,
     /// How long before a scheduled stop the users of running VMs are warned.
     pub warn_before: Duration,
-    /// Whether this hub runs the scheduler's loop (tests turn it off to drive the
-    /// scheduler with a clock of their own).
+    /// Whether this hub runs the scheduler's loop and the quota checks (tests turn it off to
+    /// drive them with a clock of their own).
     pub run_scheduler: bool,
 }
 

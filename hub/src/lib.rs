@@ -82,9 +82,11 @@ pub struct Hub {
     session_sweeper: JoinHandle<()>,
     /// The schedules' loop, unless the config turns it off.
     scheduler: Option<JoinHandle<()>>,
+    quota_checks: Option<JoinHandle<()>>,
     job_runner: JoinHandle<()>,
     plugin_sync: JoinHandle<()>,
     idle_sync: JoinHandle<()>,
+    metering: JoinHandle<()>,
     agent_server: AgentServer,
     http_addr: SocketAddr,
     http_task: JoinHandle<()>,
@@ -156,11 +158,16 @@ impl Hub {
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());
         let idle_sync = domain::idle::sync::start(state.clone());
+        let metering = domain::quota::metering::start(state.clone());
         let session_sweeper = tokio::spawn(sweep_sessions(state.db.clone(), config.sessions));
         let scheduler = config
             .schedules
             .run_scheduler
             .then(|| tokio::spawn(domain::schedules::scheduler::run(state.clone())));
+        let quota_checks = config
+            .schedules
+            .run_scheduler
+            .then(|| tokio::spawn(domain::quota::enforcer::run(state.clone())));
         let app = web::router(state.clone());
         let transport = match portal_certificate {
             Some(certificate) => {
@@ -181,9 +188,11 @@ impl Hub {
             recorder,
             session_sweeper,
             scheduler,
+            quota_checks,
             job_runner,
             plugin_sync,
             idle_sync,
+            metering,
             agent_server,
             http_addr,
             http_task,
@@ -233,12 +242,16 @@ impl Hub {
         let _ = self.http_task.await;
         self.recorder.abort();
         self.session_sweeper.abort();
+        if let Some(quota_checks) = &self.quota_checks {
+            quota_checks.abort();
+        }
         if let Some(scheduler) = &self.scheduler {
             scheduler.abort();
         }
         self.job_runner.abort();
         self.plugin_sync.abort();
         self.idle_sync.abort();
+        self.metering.abort();
         // Sessions record their nodes as offline as they end; give them a moment.
         self.state.db.close().await;
     }

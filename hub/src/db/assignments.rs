@@ -36,6 +36,16 @@ impl Db {
         Ok(done.rows_affected() == 1)
     }
 
+    /// The user a VM is assigned to.
+    pub async fn vm_user(&self, vmid: u32) -> Result<Option<i64>, DbError> {
+        let row: Option<(i64,)> =
+            sqlx::query_as("SELECT user_id FROM vm_assignments WHERE vmid = $1")
+                .bind(i64::from(vmid))
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.map(|(user_id,)| user_id))
+    }
+
     /// The VMIDs assigned to a user.
     pub async fn assigned_vmids(&self, user_id: i64) -> Result<Vec<u32>, DbError> {
         let rows: Vec<(i64,)> =

@@ -14,6 +14,7 @@ pub mod idle;
 pub mod inventory;
 pub mod nodes;
 pub mod plugins;
+pub mod quota;
 pub mod remote_access;
 pub mod schedules;
 pub mod sessions;

@@ -16,6 +16,7 @@ pub mod consoles;
 pub mod idle;
 pub mod notices;
 pub mod plugins;
+pub mod quota;
 pub mod remote;
 pub mod schedules;
 pub mod tokens;

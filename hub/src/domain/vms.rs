@@ -135,6 +135,14 @@ pub async fn power_in_task(
             return Err(err);
         }
     };
+    if action == VmAction::Start
+        && let Err(reason) = crate::domain::quota::check_start(state, viewer, &vm).await
+    {
+        let (audit_action, target) = ("vm.start", format!("vm:{vmid}"));
+        let entry = audit::Entry::new(audit_action, &target, Outcome::Denied, &reason);
+        audit::record_entry(&state.db, Some(viewer), entry.in_task(task)).await;
+        return Err(VmOpError::NotAllowed(reason));
+    }
     power_vm(state, Actor::User(viewer), &vm, action, task).await
 }
 

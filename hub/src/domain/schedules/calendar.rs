@@ -201,6 +201,31 @@ impl Rule {
         found
     }
 
+    /// The scheduled windows (from a start to the stop of the same day) that overlap `from`
+    /// to `to`, in time order. A rule without both a start and a stop has none.
+    pub fn windows(&self, from: Timestamp, to: Timestamp) -> Vec<(Timestamp, Timestamp)> {
+        if self.start.is_none() || self.stop.is_none() {
+            return Vec::new();
+        }
+        let widen = |time: Timestamp, days: i64| {
+            Timestamp::from_second(time.as_second() + days * 86_400).unwrap_or(time)
+        };
+        let occurrences = self.occurrences(widen(from, -2), widen(to, 2));
+        let mut windows: Vec<(Timestamp, Timestamp)> = occurrences
+            .iter()
+            .filter(|start| start.action == Action::Start)
+            .filter_map(|start| {
+                occurrences
+                    .iter()
+                    .find(|stop| stop.action == Action::Stop && stop.day == start.day)
+                    .map(|stop| (start.at, stop.at))
+            })
+            .filter(|(start, stop)| *start < to && *stop > from)
+            .collect();
+        windows.sort();
+        windows
+    }
+
     /// Whether an occurrence that is due (its time has come, at `now`) should still be acted
     /// on: a start while its window is open (before its stop, or within an hour when it has
     /// none); a stop unless the rule has started the VMs again since.
@@ -349,6 +374,36 @@ mod tests {
                 "{zone}: an hour earlier in UTC in summer"
             );
         }
+    }
+
+    #[test]
+    fn windows_pair_each_start_with_the_stop_of_its_day_overnight_too() {
+        let rule = Rule {
+            repeat: Repeat::Weekly {
+                days: Weekdays::from_names(["mon"]).unwrap(),
+                from: parse_date("2026-12-07").unwrap(),
+                until: None,
+            },
+            start: Some(parse_time("22:00").unwrap()),
+            stop: Some(parse_time("02:00").unwrap()),
+            time_zone: parse_time_zone("UTC").unwrap(),
+        };
+        let from: Timestamp = "2026-12-07T00:00:00Z".parse().unwrap();
+        let to: Timestamp = "2026-12-21T00:00:00Z".parse().unwrap();
+        let windows = rule.windows(from, to);
+        let shown: Vec<String> = windows
+            .iter()
+            .map(|(start, stop)| format!("{start} {stop}"))
+            .collect();
+        assert_eq!(
+            shown,
+            [
+                "2026-12-07T22:00:00Z 2026-12-08T02:00:00Z",
+                "2026-12-14T22:00:00Z 2026-12-15T02:00:00Z"
+            ]
+        );
+        let start_only = Rule { stop: None, ..rule };
+        assert!(start_only.windows(from, to).is_empty());
     }
 
     #[test]
