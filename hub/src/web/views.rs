@@ -40,6 +40,10 @@ pub(crate) struct VmView {
     /// "10:00 (Europe/Berlin)"; pages fill it in.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scheduled_stop: Option<String>,
+    /// What the viewer has left of their class's quota hours, on their own VMs; pages fill
+    /// it in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hours_left: Option<HoursLeftView>,
     /// Why proxlab itself stopped a stopped VM ("Stopped after 30 min idle").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
@@ -94,6 +98,25 @@ fn source_text(source: proxlab_protocol::inventory::IpSource) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// A user's quota hours left, for their VM's tile.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct HoursLeftView {
+    /// "3 h 20 min"; "none" when used up.
+    pub text: String,
+    pub left_secs: i64,
+    pub total_secs: i64,
+}
+
+impl From<crate::domain::quota::HoursLeft> for HoursLeftView {
+    fn from(left: crate::domain::quota::HoursLeft) -> Self {
+        Self {
+            text: left.left_text(),
+            left_secs: left.left_secs.max(0),
+            total_secs: left.total_secs,
+        }
+    }
+}
+
 impl VmView {
     pub(crate) fn new(vm: &VmRow) -> Self {
         let (display_status, status_label) = display_status(vm);
@@ -118,6 +141,7 @@ impl VmView {
             class_name: vm.class_name.clone(),
             class_id: vm.class_id,
             scheduled_stop: None,
+            hours_left: None,
             stop_reason: vm
                 .stop_reason
                 .clone()
@@ -161,6 +185,7 @@ impl VmView {
             class_name: class.map(str::to_owned),
             class_id: None,
             scheduled_stop: None,
+            hours_left: None,
             stop_reason: None,
             ip_note: None,
             ip_wait_until: None,

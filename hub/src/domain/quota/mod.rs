@@ -243,8 +243,12 @@ pub async fn add_hours(
 
 /// What the user of a class VM has left, if the class has a quota and the VM a user (and
 /// the class schedule does not give free time now).
-pub async fn hours_left(state: &HubState, vm: &VmRow) -> Result<Option<HoursLeft>, ClassError> {
-    let Some(class_id) = vm.class_id else {
+pub async fn hours_left(
+    state: &HubState,
+    class_id: Option<i64>,
+    vmid: u32,
+) -> Result<Option<HoursLeft>, crate::db::DbError> {
+    let Some(class_id) = class_id else {
         return Ok(None);
     };
     let Some(quota) = state.db.class_quota(class_id).await? else {
@@ -253,7 +257,7 @@ pub async fn hours_left(state: &HubState, vm: &VmRow) -> Result<Option<HoursLeft
     if schedule_time_is_free(state, &quota, now_unix()).await? {
         return Ok(None);
     }
-    let Some(user_id) = state.db.vm_user(vm.vmid).await? else {
+    let Some(user_id) = state.db.vm_user(vmid).await? else {
         return Ok(None);
     };
     let used = used_secs(state, &quota, now_unix()).await?;
@@ -280,7 +284,7 @@ pub async fn check_start(state: &HubState, viewer: &Viewer, vm: &VmRow) -> Resul
     if viewer.is_staff() {
         return Ok(());
     }
-    match hours_left(state, vm).await {
+    match hours_left(state, vm.class_id, vm.vmid).await {
         Ok(Some(left)) if left.left_secs <= 0 => Err(format!(
             "your {} h of this class are used up; your teacher can add hours",
             left.total_secs / 3600

@@ -214,6 +214,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .merge(super::remote::api_router())
         .merge(super::schedules::api_router())
         .merge(super::idle::api_router())
+        .merge(super::quota::api_router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::web::error::api_errors))
 }

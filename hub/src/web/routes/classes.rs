@@ -212,6 +212,8 @@ struct ClassPageView {
     weekdays: [&'static str; 7],
     /// The class's idle-shutdown settings and latest idle shutdowns.
     idle: crate::domain::idle::ClassIdle,
+    /// The class's quota and its students' hours.
+    quota: crate::domain::quota::ClassQuota,
 }
 
 /// A line of the task log.
@@ -338,6 +340,7 @@ async fn render_class(
         schedule: crate::domain::schedules::class_schedule(state, &user.viewer, class_id).await?,
         weekdays: crate::domain::schedules::calendar::Weekdays::NAMES,
         idle: crate::domain::idle::class_idle(state, &user.viewer, class_id).await?,
+        quota: crate::domain::quota::class_quota(state, &user.viewer, class_id).await?,
     };
     Ok(Page::render(
         "pages/classes/class.html",

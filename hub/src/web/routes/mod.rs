@@ -12,5 +12,6 @@ pub(super) mod idle;
 pub(super) mod plugins;
 pub(super) mod portal;
 pub(super) mod profile;
+pub(super) mod quota;
 pub(super) mod remote;
 pub(super) mod schedules;

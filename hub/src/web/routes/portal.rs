@@ -217,8 +217,20 @@ async fn visible_classes(
         .collect())
 }
 
-/// Fills in when the class schedule stops each running class VM next.
-async fn with_scheduled_stops(state: &HubState, views: &mut [VmView]) -> Result<(), AppError> {
+/// Fills in what limits each class VM's running time: when the class schedule stops a
+/// running one next, and on the viewer's own VMs the quota hours they have left.
+async fn with_time_limits(
+    state: &HubState,
+    viewer: &Viewer,
+    views: &mut [VmView],
+) -> Result<(), AppError> {
+    for view in views.iter_mut() {
+        if view.assignee.as_deref() == Some(viewer.username.as_str()) {
+            view.hours_left = crate::domain::quota::hours_left(state, view.class_id, view.vmid)
+                .await?
+                .map(Into::into);
+        }
+    }
     let mut classes: Vec<i64> = views
         .iter()
         .filter(|view| view.status == PowerState::Running)
@@ -234,6 +246,22 @@ async fn with_scheduled_stops(state: &HubState, views: &mut [VmView]) -> Result<
         }
     }
     Ok(())
+}
+
+/// How long the viewer's own class VM may run on their quota hours, in words.
+async fn run_limit(
+    state: &HubState,
+    viewer: &Viewer,
+    vmid: u32,
+) -> Result<Option<String>, AppError> {
+    let Some(vm) = state.db.vm(vmid).await? else {
+        return Ok(None);
+    };
+    if vm.assignee.as_deref() != Some(viewer.username.as_str()) {
+        return Ok(None);
+    }
+    let left = crate::domain::quota::hours_left(state, vm.class_id, vmid).await?;
+    Ok(left.map(|left| left.left_text()))
 }
 
 async fn home() -> Redirect {
@@ -270,7 +298,7 @@ async fn list_vms(
         Vec::new()
     };
     let mut views: Vec<VmView> = vms.iter().map(VmView::new).collect();
-    with_scheduled_stops(&state, &mut views).await?;
+    with_time_limits(&state, viewer, &mut views).await?;
     for (vmid, class) in pending {
         if !vms.iter().any(|vm| vm.vmid == vmid) {
             views.push(VmView::being_prepared(vmid, class.as_deref()));
@@ -338,7 +366,7 @@ async fn show_vm(
         Err(err) => return Err(AppError::from(err).into()),
     };
     let mut views = [view];
-    with_scheduled_stops(&state, &mut views).await?;
+    with_time_limits(&state, &user.viewer, &mut views).await?;
     let [view] = views;
     let title = view.name.clone();
     let view = VmPageView {
@@ -368,15 +396,21 @@ async fn vm_action(
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
     let back = local_path(form.back.as_deref(), "/vms");
     match vms::power(&state, &user.viewer, vmid, action).await {
-        Ok(status) => Ok(redirect_with_flash(
-            back,
-            "ok",
-            &format!(
+        Ok(status) => {
+            let mut said = format!(
                 "VM {vmid}: {} done; it is now {}.",
                 action.as_str(),
                 crate::web::power_state_text(status)
-            ),
-        )),
+            );
+            if action == VmAction::Start
+                && let Some(limit) = run_limit(&state, &user.viewer, vmid).await?
+            {
+                said.push_str(&format!(
+                    " It can run for {limit} before your hours run out."
+                ));
+            }
+            Ok(redirect_with_flash(back, "ok", &said))
+        }
         Err(vms::VmOpError::NotFound) => {
             Err(AppError::NotFound("there is no such VM".into()).into())
         }

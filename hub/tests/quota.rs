@@ -1,0 +1,187 @@
+//! Quota hours end to end: a real hub (its quota checks driven here), two real agents, a
+//! two-node pve-sim cluster. Running time comes from the uptime the agents report; the test
+//! makes a VM look as if it had booted long ago by moving its pid file's time back, as a VM
+//! started while the hub was away would look.
+
+mod common;
+
+use std::time::{Duration, SystemTime};
+
+use common::lab::Lab;
+use common::web::{EventStream, join_class};
+use common::within;
+use proxlab_hub::db::now_unix;
+use proxlab_hub::db::users::Role;
+use proxlab_hub::domain::quota::enforcer;
+use proxlab_protocol::inventory::PowerState;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Makes the node report `vmid` as booted `minutes` ago, and waits until the hub has
+/// metered it so.
+async fn booted_ago(lab: &Lab, vmid: u32, minutes: u64) {
+    let pid_file = lab.sim.root.join(format!("var/run/qemu-server/{vmid}.pid"));
+    let boot = SystemTime::now() - Duration::from_secs(minutes * 60);
+    std::fs::File::options()
+        .write(true)
+        .open(&pid_file)
+        .unwrap()
+        .set_modified(boot)
+        .unwrap();
+    let state = &lab.hub.hub().state;
+    let mut changes = state.inventory_changes.subscribe();
+    let wanted = now_unix() - i64::try_from(minutes * 60).unwrap();
+    within("the node's report of the early boot metered", async {
+        loop {
+            let open = state.db.open_runs().await.unwrap();
+            if open
+                .iter()
+                .any(|run| run.vmid == vmid && (run.boot_at - wanted).abs() <= 5)
+            {
+                return;
+            }
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn hours_are_counted_warned_enforced_refused_and_extended() {
+    let lab = Lab::start_configured("shared", |config| {
+        config.schedules.run_scheduler = false;
+    })
+    .await;
+    let state = &lab.hub.hub().state;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let alice = lab.user("alice", Role::Student).await;
+    let bob = lab.user("bob", Role::Student).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Quota", 2).await;
+    join_class(&teacher, &alice, class_id).await;
+    join_class(&teacher, &bob, class_id).await;
+    let quota: Value = teacher
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/quota"),
+            &json!({"hours": 1}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(quota["settings"]["hours"], 1, "{quota}");
+    assert_eq!(quota["students"].as_array().unwrap().len(), 2, "{quota}");
+    let bad = teacher
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/quota"),
+            &json!({"hours": 0}),
+        )
+        .await;
+    assert_eq!(bad.status(), StatusCode::BAD_REQUEST);
+    let denied = alice
+        .api_put_json(
+            &format!("/api/v1/classes/{class_id}/quota"),
+            &json!({"hours": 99}),
+        )
+        .await;
+    assert_eq!(denied.status(), StatusCode::NOT_FOUND);
+
+    let mine: Value = alice.json("/api/v1/vms").await;
+    let vmid = mine["vms"][0]["vmid"].as_u64().unwrap() as u32;
+    assert!(vmids.contains(&vmid));
+    lab.start_and_see_it_run(&alice, vmid).await;
+
+    // As if it had been running for 55 minutes: 5 left, so alice is warned.
+    booted_ago(&lab, vmid, 55).await;
+    let mut stream = EventStream::open(&alice, "/api/v1/events").await;
+    let pass = enforcer::run_due(state, now_unix()).await.unwrap();
+    assert_eq!(pass.warned, [vmid]);
+    assert!(pass.stopped.is_empty());
+    let warning = stream
+        .until("the quota warning", |_, _| {}, |name, _| name == "notice")
+        .await;
+    let message = warning["message"].as_str().unwrap();
+    assert!(
+        message.contains("Your hours for this class run out in"),
+        "{message}"
+    );
+    let page = alice
+        .get(&format!("/vms/{vmid}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("Hours left"), "the tile shows the hours");
+
+    // At 61 minutes it is shut down, says why, and a start is refused.
+    booted_ago(&lab, vmid, 61).await;
+    let pass = enforcer::run_due(state, now_unix()).await.unwrap();
+    assert_eq!(pass.stopped, [vmid]);
+    let vm = state.db.vm(vmid).await.unwrap().unwrap();
+    assert_eq!(vm.status, PowerState::Stopped);
+    assert_eq!(
+        vm.stop_reason.as_deref(),
+        Some("Stopped: the 1 h quota was used up")
+    );
+    let refused = alice.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    assert_eq!(refused.status(), StatusCode::CONFLICT);
+    let body: Value = refused.json().await.unwrap();
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1 h of this class are used up"),
+        "{body}"
+    );
+
+    // The teacher sees it, adds an hour for alice, and she may start again.
+    let quota: Value = teacher
+        .json(&format!("/api/v1/classes/{class_id}/quota"))
+        .await;
+    let row = |quota: &Value, name: &str| {
+        quota["students"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|student| student["username"] == name)
+            .cloned()
+            .unwrap()
+    };
+    let alices = row(&quota, "alice");
+    assert!(alices["used_hours"].as_f64().unwrap() >= 1.0, "{alices}");
+    assert_eq!(alices["left_hours"], 0.0, "{alices}");
+    assert_eq!(row(&quota, "bob")["used_hours"], 0.0);
+    let added: Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/quota/hours"),
+            &json!({"hours": 1, "username": "alice"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(row(&added, "alice")["total_hours"], 2, "{added}");
+    assert_eq!(row(&added, "bob")["total_hours"], 1, "{added}");
+    let unknown = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/quota/hours"),
+            &json!({"hours": 1, "username": "mallory"}),
+        )
+        .await;
+    assert_eq!(unknown.status(), StatusCode::BAD_REQUEST);
+    let started = alice.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    assert_eq!(started.status(), StatusCode::OK);
+
+    let audit = state
+        .db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            actor: Some("quota".into()),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|entry| entry.action == "vm.shutdown"),
+        "{audit:?}"
+    );
+}
