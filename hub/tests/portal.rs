@@ -213,6 +213,11 @@ const MATRIX: &[Row] = &[
     // The node is offline: whoever may use the VM is told it cannot be reached.
     ("POST", "/api/v1/vms/101/still-here", [401, 502, 404, 502]),
     ("POST", "/api/v1/vms/102/still-here", [401, 404, 404, 502]),
+    ("GET", "/api/v1/classes/1/quota", [401, 404, 404, 404]),
+    ("PUT", "/api/v1/classes/1/quota", [401, 404, 404, 404]),
+    ("POST", "/api/v1/classes/1/quota/hours", [401, 404, 404, 404]),
+    ("POST", "/classes/1/quota", [303, 404, 404, 404]),
+    ("POST", "/classes/1/quota/hours", [303, 404, 404, 404]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -237,8 +242,16 @@ async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u1
             let body = serde_json::json!({"repeat": "weekly", "date": "2026-12-07", "weekdays": ["mon"], "start": "08:00"});
             client.api_post_json(path, &body).await
         }
+        ("POST", _) if path.starts_with("/api/") && path.ends_with("/quota/hours") => {
+            let body = serde_json::json!({"hours": 1});
+            client.api_post_json(path, &body).await
+        }
         ("POST", _) if path.starts_with("/api/") => client.api_post(path).await,
         ("DELETE", _) => client.api_delete(path).await,
+        ("PUT", _) if path.ends_with("/quota") => {
+            let body = serde_json::json!({"hours": 10});
+            client.api_put_json(path, &body).await
+        }
         ("PUT", _) => {
             let body = serde_json::json!({"idle_guest_minutes": 30});
             client.api_put_json(path, &body).await
@@ -1101,6 +1114,8 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/owners",
             "/classes/{id}/owners/{username}",
             "/classes/{id}/plugins",
+            "/classes/{id}/quota",
+            "/classes/{id}/quota/hours",
             "/classes/{id}/remove-vms",
             "/classes/{id}/schedule",
             "/classes/{id}/schedule/rules",
