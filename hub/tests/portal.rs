@@ -215,7 +215,11 @@ const MATRIX: &[Row] = &[
     ("POST", "/api/v1/vms/102/still-here", [401, 404, 404, 502]),
     ("GET", "/api/v1/classes/1/quota", [401, 404, 404, 404]),
     ("PUT", "/api/v1/classes/1/quota", [401, 404, 404, 404]),
-    ("POST", "/api/v1/classes/1/quota/hours", [401, 404, 404, 404]),
+    (
+        "POST",
+        "/api/v1/classes/1/quota/hours",
+        [401, 404, 404, 404],
+    ),
     ("POST", "/classes/1/quota", [303, 404, 404, 404]),
     ("POST", "/classes/1/quota/hours", [303, 404, 404, 404]),
 ];

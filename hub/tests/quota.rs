@@ -184,4 +184,80 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
         audit.iter().any(|entry| entry.action == "vm.shutdown"),
         "{audit:?}"
     );
+
+    // The usage report: alice's hour, bob's none, as JSON, CSV and a page with a chart.
+    let report: Value = teacher
+        .json(&format!("/api/v1/classes/{class_id}/usage?days=7"))
+        .await;
+    let usage_of = |name: &str| {
+        report["students"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|student| student["username"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert!(
+        usage_of("alice")["hours_run"].as_f64().unwrap() >= 1.0,
+        "{report}"
+    );
+    assert_eq!(usage_of("alice")["hours_added"], 1, "{report}");
+    assert_eq!(usage_of("bob")["hours_run"], 0.0, "{report}");
+    assert_eq!(report["daily"].as_array().unwrap().len(), 7, "{report}");
+    let too_long = teacher
+        .get(&format!("/api/v1/classes/{class_id}/usage?days=9999"))
+        .await;
+    assert_eq!(too_long.status(), StatusCode::BAD_REQUEST);
+    let csv = teacher.get(&format!("/classes/{class_id}/usage.csv")).await;
+    assert_eq!(csv.headers()["content-type"], "text/csv; charset=utf-8");
+    let csv = csv.text().await.unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(
+        lines.next(),
+        Some("student,vmid,hours_run,hours_counted,hours_added,sessions,idle_stops")
+    );
+    assert!(
+        csv.lines()
+            .any(|line| line.starts_with(&format!("alice,{vmid},"))),
+        "{csv}"
+    );
+    let page = teacher
+        .get(&format!("/classes/{class_id}/usage"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(page.contains("<svg class=\"chart\""), "a chart: {page}");
+    assert_eq!(
+        alice
+            .get(&format!("/classes/{class_id}/usage"))
+            .await
+            .status(),
+        StatusCode::NOT_FOUND
+    );
+    let root = lab.user("root", Role::Admin).await;
+    let site: Value = root.json("/api/v1/usage?months=2").await;
+    assert_eq!(site["months"].as_array().unwrap().len(), 2, "{site}");
+    assert!(
+        site["by_class"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|line| line["name"] == "Quota" && line["total"].as_f64().unwrap() >= 1.0),
+        "{site}"
+    );
+    let by_node = root
+        .get("/admin/usage.csv?by=node")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(by_node.starts_with("node,"), "{by_node}");
+    assert!(by_node.contains("\r\npve"), "{by_node}");
+    assert_eq!(root.get("/admin/usage").await.status(), StatusCode::OK);
+    assert_eq!(
+        teacher.get("/api/v1/usage").await.status(),
+        StatusCode::FORBIDDEN
+    );
 }

@@ -23,6 +23,8 @@ CREATE INDEX quota_extras_class ON quota_extras (class_id, user_id);
 CREATE TABLE vm_runs (
     vmid      BIGINT NOT NULL,
     boot_at   BIGINT NOT NULL,
+    -- The node that reported it.
+    node      TEXT NOT NULL,
     -- The class and the user the VM had when the run began.
     class_id  BIGINT REFERENCES classes (id) ON DELETE SET NULL,
     user_id   BIGINT REFERENCES users (id) ON DELETE SET NULL,

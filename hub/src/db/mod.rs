@@ -22,6 +22,7 @@ pub mod settings;
 pub mod states;
 pub mod tasks;
 pub mod tokens;
+pub mod usage;
 pub mod users;
 
 use std::path::Path;

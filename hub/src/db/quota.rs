@@ -141,17 +141,17 @@ impl Db {
         Ok(rows.into_iter().collect())
     }
 
-    /// Stores runs as the meter changed them: a new run takes the class and user its VM has
-    /// now; a known one gets its new times.
-    pub async fn store_runs(&self, runs: &[Run]) -> Result<(), DbError> {
+    /// Stores runs as the meter changed them from `node`'s reports: a new run takes the class
+    /// and user its VM has now; a known one gets its new times.
+    pub async fn store_runs(&self, node: &str, runs: &[Run]) -> Result<(), DbError> {
         if runs.is_empty() {
             return Ok(());
         }
         let mut tx = self.write_tx().await?;
         for run in runs {
             sqlx::query(
-                "INSERT INTO vm_runs (vmid, boot_at, class_id, user_id, last_seen, ended_at) \
-                 VALUES ($1, $2, (SELECT class_id FROM class_vms WHERE vmid = $1), \
+                "INSERT INTO vm_runs (vmid, boot_at, node, class_id, user_id, last_seen, \
+                 ended_at) VALUES ($1, $2, $5, (SELECT class_id FROM class_vms WHERE vmid = $1), \
                  (SELECT user_id FROM vm_assignments WHERE vmid = $1), $3, $4) \
                  ON CONFLICT (vmid, boot_at) DO UPDATE SET last_seen = excluded.last_seen, \
                  ended_at = excluded.ended_at",
@@ -160,6 +160,7 @@ impl Db {
             .bind(run.boot_at)
             .bind(run.last_seen)
             .bind(run.ended_at)
+            .bind(node)
             .execute(&mut *tx)
             .await?;
         }

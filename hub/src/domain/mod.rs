@@ -20,5 +20,6 @@ pub mod quota;
 pub mod remote;
 pub mod schedules;
 pub mod tokens;
+pub mod usage;
 pub mod viewer;
 pub mod vms;

@@ -110,6 +110,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::schedules::page_router())
         .merge(routes::idle::page_router())
         .merge(routes::quota::page_router())
+        .merge(routes::usage::page_router())
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())
         .route("/health", get(health))

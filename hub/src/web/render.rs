@@ -12,6 +12,14 @@ use super::current_user::CurrentUser;
 
 /// Every template, by name. Names end in `.html`, so Tera escapes everything by default.
 const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "pages/classes/usage.html",
+        include_str!("../../templates/pages/classes/usage.html"),
+    ),
+    (
+        "pages/admin/usage.html",
+        include_str!("../../templates/pages/admin/usage.html"),
+    ),
     ("base.html", include_str!("../../templates/base.html")),
     (
         "partials/vm_tile.html",

@@ -31,7 +31,7 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
             match events.recv().await {
                 Ok(AgentEvent { node, event }) => {
                     let changed = fold(&mut meter, &node, &event, now_unix());
-                    if let Err(err) = state.db.store_runs(&changed).await {
+                    if let Err(err) = state.db.store_runs(&node, &changed).await {
                         tracing::error!(%err, %node, "quota: cannot store metered runs");
                     }
                 }

@@ -30,6 +30,8 @@ pub const MAX_HOURS: u32 = 10_000;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct QuotaSettings {
+    /// Required, `null` included: a body that leaves it out is a mistake, not a removal.
+    #[serde(deserialize_with = "Option::deserialize")]
     pub hours: Option<u32>,
     /// Whether time inside the class schedule's windows counts too.
     #[serde(default)]
@@ -436,5 +438,8 @@ mod tests {
             assert!(bad.validate().is_err());
         }
         assert!(serde_json::from_str::<QuotaSettings>(r#"{"hours": 5, "extra": 1}"#).is_err());
+        assert!(serde_json::from_str::<QuotaSettings>(r#"{"count_scheduled": true}"#).is_err());
+        let removal: QuotaSettings = serde_json::from_str(r#"{"hours": null}"#).unwrap();
+        assert_eq!(removal.hours, None);
     }
 }

@@ -15,3 +15,4 @@ pub(super) mod profile;
 pub(super) mod quota;
 pub(super) mod remote;
 pub(super) mod schedules;
+pub(super) mod usage;
