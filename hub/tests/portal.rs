@@ -222,6 +222,12 @@ const MATRIX: &[Row] = &[
     ),
     ("POST", "/classes/1/quota", [303, 404, 404, 404]),
     ("POST", "/classes/1/quota/hours", [303, 404, 404, 404]),
+    ("GET", "/api/v1/classes/1/usage", [401, 404, 404, 404]),
+    ("GET", "/classes/1/usage", [303, 404, 404, 404]),
+    ("GET", "/classes/1/usage.csv", [303, 404, 404, 404]),
+    ("GET", "/api/v1/usage", [401, 403, 403, 200]),
+    ("GET", "/admin/usage", [303, 403, 403, 200]),
+    ("GET", "/admin/usage.csv", [303, 403, 403, 200]),
 ];
 
 async fn status_of(client: &WebClient, method: &str, path: &str, n: usize) -> u16 {
@@ -1126,6 +1132,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/schedule/rules/{rule}",
             "/classes/{id}/students/{username}",
             "/classes/{id}/tasks/{task}",
+            "/classes/{id}/usage",
             "/console/{ticket}",
             "/consoles",
             "/consoles/{id}",
@@ -1140,6 +1147,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/plugins/{id}/scope",
             "/session",
             "/templates",
+            "/usage",
             "/vms",
             "/vms/{vmid}",
             "/vms/{vmid}/assign",
