@@ -67,6 +67,20 @@ async fn demo_runs_and_reuses_its_data() {
     );
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     assert_eq!(info["format"], "qcow2");
+    // The teacher's class, with a schedule, quota hours and idle shutdown.
+    let teacher = WebClient::with_token(&demo.file.url, &demo.user("teacher").api_token);
+    let classes = teacher.json("/api/v1/classes").await;
+    let class = &classes["classes"][0];
+    assert_eq!(class["name"], "Networks 101", "{classes}");
+    let id = class["id"].as_i64().unwrap();
+    let schedule = teacher
+        .json(&format!("/api/v1/classes/{id}/schedule"))
+        .await;
+    assert_eq!(schedule["rules"].as_array().unwrap().len(), 1, "{schedule}");
+    let quota = teacher.json(&format!("/api/v1/classes/{id}/quota")).await;
+    assert_eq!(quota["settings"]["hours"], 10, "{quota}");
+    let idle = teacher.json(&format!("/api/v1/classes/{id}/idle")).await;
+    assert_eq!(idle["settings"]["disconnected_minutes"], 30, "{idle}");
     let first_password = demo.password("alice").to_owned();
     assert!(demo.stop().await, "the demo stops cleanly on Ctrl-C");
 
@@ -78,6 +92,9 @@ async fn demo_runs_and_reuses_its_data() {
         alice.try_login("alice", &first_password).await.status(),
         StatusCode::SEE_OTHER
     );
+    let teacher = WebClient::with_token(&again.file.url, &again.user("teacher").api_token);
+    let classes = teacher.json("/api/v1/classes").await;
+    assert_eq!(classes["classes"].as_array().unwrap().len(), 1, "made once");
     assert!(again.stop().await);
 }
 

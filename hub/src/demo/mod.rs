@@ -5,6 +5,7 @@
 //! tokens, and creates demo accounts whose logins go to `<data-dir>/demo.json`. Running it
 //! again reuses everything. Ctrl-C stops the agents, the simulated VMs and the hub.
 
+mod class;
 mod cluster;
 pub mod sshd;
 mod tools;
@@ -236,6 +237,9 @@ impl Demo {
                 );
             }
         }
+        if let Err(err) = class::seed(&hub.state, "teacher", cluster::TEMPLATE_VM).await {
+            tracing::warn!("the demo class was not made: {err:#}");
+        }
         Ok(Self {
             hub,
             file,
@@ -266,6 +270,11 @@ impl Demo {
                 ssh.private_key_file.display()
             ));
         }
+        text.push_str(&format!(
+            "\nThe teacher's class \"{}\" has a weekly schedule, quota hours and idle shutdown \
+             set; its invite link is on its page.\n",
+            class::CLASS_NAME
+        ));
         text.push_str(&format!(
             "\nNodes {} run real agents against a simulated Proxmox cluster in {}.\n\
              Logins and API tokens: {}\nPress Ctrl-C to stop.\n",
