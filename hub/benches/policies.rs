@@ -67,7 +67,7 @@ fn running_vm(vmid: u32) -> VmInfo {
 async fn measure<F, Fut>(passes: u32, mut pass: F) -> (Duration, Duration)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: Future<Output = ()>,
 {
     pass().await;
     let mut walls = Vec::new();
