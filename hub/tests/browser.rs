@@ -578,6 +578,10 @@ async fn the_main_pages_fit_a_phone_and_pass_axe() {
         ("/vms", "vms"),
         ("/vms/102", "vm"),
         ("/classes", "classes"),
+        // The demo's class, with its schedule, idle shutdown and quota sections.
+        ("/classes/1", "class"),
+        ("/classes/1/usage", "class-usage"),
+        ("/admin/usage", "usage"),
         ("/templates", "templates"),
         ("/admin/nodes", "nodes"),
         ("/admin/users", "users"),
