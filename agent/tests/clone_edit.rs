@@ -5,7 +5,6 @@
 mod sim;
 
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -14,7 +13,6 @@ use proxlab_agent::pve::config::PveConfig;
 use proxlab_agent::pve::node::Node;
 use proxlab_protocol::clones::{CloneTarget, Hardware};
 use proxlab_pve::config::VmConfig;
-use sim::sim_binary;
 
 /// Tags every new clone, refuses VMs in `refused`, and remembers what
 /// it was told was committed.
@@ -46,20 +44,6 @@ impl CloneEdit for Describe {
     }
 }
 
-fn sim(root: &Path, args: &[&str]) {
-    let output = Command::new(sim_binary())
-        .args(args)
-        .env("PVE_SIM_ROOT", root)
-        .env("PVE_SIM_NODE", "pve1")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
 /// A node with a qcow2 template 9000 on `local` and a template 9001 on thin LVM.
 fn node_with_two_bases(root: &Path) -> Arc<Node> {
     sim::init_node(root, "tmpl:64M");
@@ -69,7 +53,7 @@ fn node_with_two_bases(root: &Path) -> Arc<Node> {
         "\nlvmthin: local-lvm\n\tthinpool data\n\tvgname pve\n\tcontent images,rootdir\n",
     );
     std::fs::write(&cfg, text).unwrap();
-    sim(
+    sim::run(
         root,
         &[
             "qm",
@@ -81,7 +65,7 @@ fn node_with_two_bases(root: &Path) -> Arc<Node> {
             "local-lvm:0.0625",
         ],
     );
-    sim(root, &["qm", "template", "9001"]);
+    sim::run(root, &["qm", "template", "9001"]);
     Arc::new(Node::new(PveConfig::for_sim(root, "pve1")))
 }
 

@@ -5,8 +5,6 @@
 #[path = "support/sim.rs"]
 mod sim;
 
-use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,20 +19,6 @@ use proxlab_protocol::inventory::PowerState;
 use tokio::sync::broadcast;
 
 const VMID: u32 = 100;
-
-fn sim(root: &Path, args: &[&str]) {
-    let output = Command::new(sim::sim_binary())
-        .args(args)
-        .env("PVE_SIM_ROOT", root)
-        .env("PVE_SIM_NODE", "pve1")
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
 
 /// The next event of `kind` the enforcer or the collector reports, within a minute.
 async fn next_event(
@@ -61,12 +45,12 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
     let state_dir = dir.path().join("state");
     std::fs::create_dir_all(&state_dir).unwrap();
     sim::init_node(&root, "tmpl:64M");
-    sim(
+    sim::run(
         &root,
         &["qm", "create", &VMID.to_string(), "--name", "lab-vm"],
     );
     // The guest ignores the power button.
-    sim(
+    sim::run(
         &root,
         &["script", &VMID.to_string(), "--hung-shutdown", "on"],
     );
@@ -81,7 +65,7 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
         clock.clone(),
         Some(&state_dir),
     ));
-    sim(&root, &["qm", "start", &VMID.to_string()]);
+    sim::run(&root, &["qm", "start", &VMID.to_string()]);
     next_event(&mut reports, |event| {
         matches!(event, Event::InventoryDelta { delta }
             if delta.upserted.iter().any(|vm| vm.vmid == VMID && vm.status == PowerState::Running))

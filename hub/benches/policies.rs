@@ -15,7 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::TestHub;
+use common::{TestHub, cpu_time};
 use proxlab_hub::db::classes::NewClass;
 use proxlab_hub::db::now_unix;
 use proxlab_hub::db::quota::QuotaRow;
@@ -27,19 +27,6 @@ use proxlab_protocol::idle::{IdleGuest, IdlePolicy};
 use proxlab_protocol::inventory::{Inventory, PowerState, VmInfo};
 
 const VMS: usize = 500;
-
-/// CPU time this process has used.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
 
 fn running_vm(vmid: u32) -> VmInfo {
     VmInfo {

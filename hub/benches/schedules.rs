@@ -12,7 +12,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::TestHub;
+use common::{TestHub, cpu_time};
 use jiff::Timestamp;
 use proxlab_hub::db::classes::NewClass;
 use proxlab_hub::db::schedules::ScheduleRow;
@@ -21,19 +21,6 @@ use proxlab_hub::domain::schedules::scheduler;
 
 const CLASSES: usize = 500;
 const ZONES: [&str; 3] = ["Europe/Berlin", "America/New_York", "Asia/Tokyo"];
-
-/// CPU time this process has used.
-fn cpu_time() -> Duration {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .unwrap()
-        .1
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
-    Duration::from_millis(ticks * 10)
-}
 
 fn rule(class_id: i64, index: usize, start: &str, stop: &str, zone: &str) -> ScheduleRow {
     ScheduleRow {

@@ -1200,18 +1200,7 @@ async fn an_idle_warning_shows_over_the_console_and_im_still_here_answers_it() {
             "document.querySelector('.notice-overlay') === null",
         )
         .await;
-    let audit = lab
-        .hub
-        .hub()
-        .state
-        .db
-        .find_audit(&proxlab_hub::db::audit::AuditFilter {
-            actor: Some("alice".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let audit = lab.audit_by("alice").await;
     assert!(
         audit
             .iter()

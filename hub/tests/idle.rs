@@ -133,18 +133,7 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
         "Stopped: nobody connected within 15 min of its start"
     );
     assert_eq!(stopped["status"], "stopped");
-    let audit = lab
-        .hub
-        .hub()
-        .state
-        .db
-        .find_audit(&proxlab_hub::db::audit::AuditFilter {
-            actor: Some("idle shutdown".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let audit = lab.audit_by("idle shutdown").await;
     assert_eq!(audit.len(), 1, "one shutdown, recorded once: {audit:?}");
     assert_eq!(audit[0].action, "vm.shutdown");
     assert_eq!(audit[0].target, format!("vm:{vmid}"));

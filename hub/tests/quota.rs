@@ -171,15 +171,7 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
     let started = alice.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
     assert_eq!(started.status(), StatusCode::OK);
 
-    let audit = state
-        .db
-        .find_audit(&proxlab_hub::db::audit::AuditFilter {
-            actor: Some("quota".into()),
-            limit: 10,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    let audit = lab.audit_by("quota").await;
     assert!(
         audit.iter().any(|entry| entry.action == "vm.shutdown"),
         "{audit:?}"

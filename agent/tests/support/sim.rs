@@ -24,3 +24,19 @@ pub(crate) fn init_node(root: &Path, spec: &str) {
         String::from_utf8_lossy(&init.stderr)
     );
 }
+
+/// Runs `pve-sim ARGS` on node `pve1` of the cluster in `root`; fails the test if it fails.
+#[allow(dead_code)] // not every test that includes this module runs commands
+pub(crate) fn run(root: &Path, args: &[&str]) {
+    let output = Command::new(sim_binary())
+        .args(args)
+        .env("PVE_SIM_ROOT", root)
+        .env("PVE_SIM_NODE", "pve1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}

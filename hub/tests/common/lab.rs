@@ -109,6 +109,17 @@ impl Lab {
         .await;
     }
 
+    /// The newest audit entries of an actor (a username, or `quota`, `idle shutdown`…).
+    #[allow(dead_code)] // not every test binary that includes this module reads the log
+    pub async fn audit_by(&self, actor: &str) -> Vec<proxlab_hub::db::audit::AuditRow> {
+        let filter = proxlab_hub::db::audit::AuditFilter {
+            actor: Some(actor.into()),
+            limit: 50,
+            ..Default::default()
+        };
+        self.hub.hub().state.db.find_audit(&filter).await.unwrap()
+    }
+
     /// Waits until a job has ended and returns it.
     pub async fn job_done(&self, client: &WebClient, job: u64) -> Value {
         let mut changes = self.hub.hub().state.jobs.subscribe();

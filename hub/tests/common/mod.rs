@@ -496,3 +496,17 @@ pub fn kill_sim_vms(root: &Path) {
         }
     }
 }
+
+/// CPU time this process has used (for benchmarks that print what a step costs).
+#[allow(dead_code)] // only the benchmarks that include this module use it
+pub fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap();
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .unwrap()
+        .1
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    Duration::from_millis(ticks * 10)
+}

@@ -279,6 +279,24 @@ async fn user_named(
         .ok_or_else(|| ClassError::Invalid(format!("no user named {username}")))
 }
 
+/// Checks that the viewer owns the class and that a change to it is `valid`; an invalid one
+/// is audited under `action` with the reason. Returns the class's audit target.
+pub async fn check_class_change(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    action: &str,
+    valid: Result<(), String>,
+) -> Result<String, ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let target = format!("class:{class_id}");
+    if let Err(reason) = valid {
+        audit::record(&state.db, viewer, action, &target, Outcome::Failed, &reason).await;
+        return Err(ClassError::Invalid(reason));
+    }
+    Ok(target)
+}
+
 /// The class, if the viewer owns it (or is an admin).
 pub async fn owned_class(
     state: &HubState,

@@ -13,7 +13,7 @@ use crate::HubState;
 use crate::db::idle::{IdlePolicyRow, IdleStopRow};
 use crate::db::now_unix;
 use crate::domain::audit::{self, Outcome};
-use crate::domain::classes::{ClassError, owned_class};
+use crate::domain::classes::{ClassError, check_class_change, owned_class};
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::{VmOpError, visible_vm};
 
@@ -247,20 +247,14 @@ pub async fn set_class_idle(
     class_id: i64,
     settings: &IdleSettings,
 ) -> Result<ClassIdle, ClassError> {
-    owned_class(state, viewer, class_id).await?;
-    let target = format!("class:{class_id}");
-    if let Err(reason) = settings.validate() {
-        audit::record(
-            &state.db,
-            viewer,
-            "class.idle.set",
-            &target,
-            Outcome::Failed,
-            &reason,
-        )
-        .await;
-        return Err(ClassError::Invalid(reason));
-    }
+    let target = check_class_change(
+        state,
+        viewer,
+        class_id,
+        "class.idle.set",
+        settings.validate(),
+    )
+    .await?;
     state
         .db
         .set_class_idle_policy(&settings.row(class_id, &viewer.username))

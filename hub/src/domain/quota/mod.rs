@@ -18,7 +18,7 @@ use crate::db::inventory::VmRow;
 use crate::db::now_unix;
 use crate::db::quota::{QuotaRow, RunRow};
 use crate::domain::audit::{self, Outcome};
-use crate::domain::classes::{ClassError, owned_class};
+use crate::domain::classes::{ClassError, check_class_change, owned_class};
 use crate::domain::schedules::rule_of;
 use crate::domain::viewer::Viewer;
 
@@ -147,20 +147,14 @@ pub async fn set_class_quota(
     class_id: i64,
     settings: &QuotaSettings,
 ) -> Result<ClassQuota, ClassError> {
-    owned_class(state, viewer, class_id).await?;
-    let target = format!("class:{class_id}");
-    if let Err(reason) = settings.validate() {
-        audit::record(
-            &state.db,
-            viewer,
-            "class.quota.set",
-            &target,
-            Outcome::Failed,
-            &reason,
-        )
-        .await;
-        return Err(ClassError::Invalid(reason));
-    }
+    let target = check_class_change(
+        state,
+        viewer,
+        class_id,
+        "class.quota.set",
+        settings.validate(),
+    )
+    .await?;
     let row = settings.hours.map(|hours| QuotaRow {
         class_id,
         hours: i64::from(hours),
