@@ -153,6 +153,7 @@ impl Hub {
             forwards: Forwards::new(config.forwarding.clone()),
             schedules_changed: tokio::sync::Notify::new(),
             scheduler_name: domain::schedules::scheduler::claimer_name(),
+            schedule_clock: domain::schedules::scheduler::clock_from_env(),
             notices: domain::notices::Notices::default(),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);

@@ -35,6 +35,9 @@ pub struct HubState {
     pub schedules_changed: tokio::sync::Notify,
     /// This process's name in the scheduler's claims.
     pub scheduler_name: String,
+    /// The time the scheduler goes by (the system's, unless a test moves it: see
+    /// [`crate::domain::schedules::scheduler::CLOCK_SKEW_FILE_ENV`]).
+    pub schedule_clock: proxlab_clock::SkewedClock,
     /// Warnings for the people a coming automatic action affects.
     pub notices: crate::domain::notices::Notices,
 }

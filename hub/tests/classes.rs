@@ -6,9 +6,9 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
+use common::crash::{CrashLab, print_agent_logs_on_failure};
 use common::lab::{Lab, TEMPLATE};
-use common::web::WebClient;
-use common::{SimCluster, within};
+
 use proxlab_hub::db::users::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -451,217 +451,12 @@ async fn a_class_of_thirty_from_creation_to_deletion() {
     );
 }
 
-/// A hub as its own process, to be killed like a crashed server.
-struct HubProcess {
-    child: tokio::process::Child,
-}
-
-impl HubProcess {
-    /// Starts `proxlab-hub serve` and waits for the line saying it listens.
-    async fn start(data: &Path, http: &str, quic: &str) -> Self {
-        use tokio::io::AsyncBufReadExt;
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
-            .arg("--data-dir")
-            .arg(data)
-            .args(["serve", "--http-addr", http, "--quic-addr", quic])
-            .env(
-                "PROXLAB_LOG",
-                std::env::var("PROXLAB_LOG").unwrap_or_else(|_| "warn".into()),
-            )
-            .env("PROXLAB_CONFIG", "/dev/null")
-            .env_remove("PROXLAB_DATABASE_URL")
-            .stdout(std::process::Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
-        within("the hub to listen", async {
-            while let Some(line) = lines.next_line().await.unwrap() {
-                if line.starts_with("proxlab hub listening") {
-                    return;
-                }
-            }
-            panic!("the hub exited");
-        })
-        .await;
-        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-        Self { child }
-    }
-
-    async fn kill(mut self) {
-        self.child.kill().await.unwrap();
-    }
-}
-
-fn hub_cli(data: &Path, args: &[&str], stdin: Option<&str>) -> String {
-    use std::io::Write;
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_proxlab-hub"))
-        .arg("--data-dir")
-        .arg(data)
-        .args(args)
-        .env("PROXLAB_CONFIG", "/dev/null")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(text) = stdin {
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(text.as_bytes())
-            .unwrap();
-    }
-    let output = child.wait_with_output().unwrap();
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8(output.stdout).unwrap()
-}
-
-/// A port free for both UDP (QUIC) and TCP (HTTP); another test may hold one of the two.
-fn free_addr() -> String {
-    for _ in 0..50 {
-        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-        let address = socket.local_addr().unwrap();
-        if std::net::TcpListener::bind(address).is_ok() {
-            return address.to_string();
-        }
-    }
-    panic!("no port free for both UDP and TCP");
-}
-
-/// A site of separate processes (hub, two agents, pve-sim) that tests kill and restart.
-/// The simulated VMs drop before the directory that holds their pid files.
-struct CrashLab {
-    sim: SimCluster,
-    dir: tempfile::TempDir,
-    http: String,
-    quic: String,
-    hub: Option<HubProcess>,
-    agents: std::collections::BTreeMap<String, tokio::process::Child>,
-    teacher: WebClient,
-}
-
 impl CrashLab {
-    async fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let data = dir.path().join("hub");
-        let sim = SimCluster::init_on(dir.path(), "pve1,pve2", &["lab-tpl:1G"], "shared");
-        // Slow clones down so a kill lands in the middle of the deployment.
-        sim.ok("pve1", "fault", &["--latency", "qemu-img create=150"]);
-        let (http, quic) = (free_addr(), free_addr());
-        let hub = HubProcess::start(&data, &http, &quic).await;
-        let url = format!("http://{http}");
-        let mut tokens = Vec::new();
-        for (user, role) in [("tina", "teacher"), ("root", "admin")] {
-            hub_cli(
-                &data,
-                &["user", "add", user, "--role", role, "--password-stdin"],
-                Some("a-long-password\n"),
-            );
-            tokens.push(
-                hub_cli(&data, &["user", "token", user], None)
-                    .trim()
-                    .to_owned(),
-            );
-        }
-        let admin = WebClient::with_token(&url, &tokens[1]);
-        let mut admin_events = common::web::EventStream::open(&admin, "/api/v1/events").await;
-        std::fs::create_dir_all(dir.path().join("agents")).unwrap();
-        let mut lab = Self {
-            sim,
-            http,
-            quic,
-            hub: Some(hub),
-            agents: Default::default(),
-            teacher: WebClient::with_token(&url, &tokens[0]),
-            dir,
-        };
-        for node in ["pve1", "pve2"] {
-            lab.enroll(node);
-            lab.spawn_agent(node);
-        }
-        admin_events
-            .until(
-                "the template in the inventory",
-                |_, _| {},
-                |name, data| name == "vm" && data["vmid"] == TEMPLATE,
-            )
-            .await;
-        lab
-    }
-
-    fn data(&self) -> std::path::PathBuf {
-        self.dir.path().join("hub")
-    }
-
-    fn agent_paths(&self, node: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-        let agents = self.dir.path().join("agents");
-        (agents.join(node), self.sim.agent_config(&agents, node))
-    }
-
-    fn enroll(&self, node: &str) {
-        let issued: Value = serde_json::from_str(&hub_cli(
-            &self.data(),
-            &[
-                "token",
-                "create",
-                "--node",
-                node,
-                "--hub-address",
-                &self.quic,
-                "--json",
-            ],
-            None,
-        ))
-        .unwrap();
-        let (state, config) = self.agent_paths(node);
-        let output = std::process::Command::new(common::agent_bin())
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--config")
-            .arg(&config)
-            .args(["enroll", "--hub", &self.quic, "--node-name", node])
-            .args(["--token", issued["token"].as_str().unwrap()])
-            .args(["--ca-pin", issued["ca_pin"].as_str().unwrap()])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-    }
-
-    fn spawn_agent(&mut self, node: &str) {
-        let (state, config) = self.agent_paths(node);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(self.dir.path().join("agents").join(format!("{node}.log")))
-            .unwrap();
-        let child = tokio::process::Command::new(common::agent_bin())
-            .arg("--state-dir")
-            .arg(&state)
-            .arg("--config")
-            .arg(&config)
-            .arg("run")
-            .env("PVE_SIM_ROOT", &self.sim.root)
-            .env("PVE_SIM_NODE", node)
-            .env("PROXLAB_LOG", "info")
-            .stderr(log)
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap();
-        self.agents.insert(node.to_owned(), child);
-    }
-
     /// Creates a class and waits until part of it is deployed. Returns the class and job ids.
     async fn class_partly_deployed(&self, seats: u32) -> (i64, u64) {
+        // Slow clones down so a kill lands in the middle of the deployment.
+        self.sim
+            .ok("pve1", "fault", &["--latency", "qemu-img create=150"]);
         let mut events = common::web::EventStream::open(&self.teacher, "/api/v1/events").await;
         let created: Value = self
             .teacher
@@ -690,22 +485,6 @@ impl CrashLab {
             "the kill lands mid-deployment: {partial}"
         );
         (class_id, created["job"].as_u64().unwrap())
-    }
-
-    /// Waits until a job ends, following the class's live progress.
-    async fn job_end(&self, job: u64) -> Value {
-        let dump = print_agent_logs_on_failure(self.dir.path().join("agents"));
-        let mut events = common::web::EventStream::open(&self.teacher, "/api/v1/events").await;
-        let path = format!("/api/v1/jobs/{job}");
-        let mut state = self.teacher.json(&path).await;
-        while state["state"] == "pending" || state["state"] == "running" {
-            events
-                .until("class progress", |_, _| {}, |name, _| name == "class")
-                .await;
-            state = self.teacher.json(&path).await;
-        }
-        std::mem::forget(dump);
-        state
     }
 
     /// Exactly the class's VMs and the template exist, each once, each clone with one disk.
@@ -746,8 +525,8 @@ impl CrashLab {
 async fn a_deployment_survives_the_hub_being_killed() {
     let mut lab = CrashLab::start().await;
     let (class_id, job) = lab.class_partly_deployed(24).await;
-    lab.hub.take().unwrap().kill().await;
-    lab.hub = Some(HubProcess::start(&lab.data(), &lab.http, &lab.quic).await);
+    lab.kill_hub().await;
+    lab.start_hub().await;
     let job = lab.job_end(job).await;
     assert_eq!(job["message"], "25 VMs ready", "{job}");
     lab.assert_nothing_orphaned_or_duplicated(class_id, 26)
@@ -765,26 +544,6 @@ async fn a_deployment_survives_an_agent_being_killed() {
     assert_eq!(job["message"], "25 VMs ready", "{job}");
     lab.assert_nothing_orphaned_or_duplicated(class_id, 26)
         .await;
-}
-
-/// Prints the agents' logs if the test fails while this is alive.
-struct LogDump(std::path::PathBuf);
-
-fn print_agent_logs_on_failure(dir: std::path::PathBuf) -> LogDump {
-    LogDump(dir)
-}
-
-impl Drop for LogDump {
-    fn drop(&mut self) {
-        for node in ["pve1", "pve2"] {
-            let log =
-                std::fs::read_to_string(self.0.join(format!("{node}.log"))).unwrap_or_default();
-            eprintln!(
-                "--- agent {node} ---\n{}",
-                log.lines().rev().take(15).collect::<Vec<_>>().join("\n")
-            );
-        }
-    }
 }
 
 #[tokio::test]

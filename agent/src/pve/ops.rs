@@ -6,7 +6,7 @@ use proxlab_pve::policy;
 
 use std::time::Duration;
 
-use super::command::PveError;
+use super::command::{Failure, PveError};
 use super::node::Node;
 
 /// How much longer than a shutdown's own timeout `qm shutdown` may take (its hard stop).
@@ -23,19 +23,51 @@ pub async fn status(node: &Node, vmid: u32) -> Result<PowerState, PveError> {
     })
 }
 
-/// Runs a power action. Asking for the state a VM is in already (start a running VM, stop
-/// or shut down a stopped one) succeeds without doing anything.
-pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerState, PveError> {
-    let id = vmid.to_string();
-    let now = status(node, vmid).await?;
-    let already = match action {
-        PowerAction::Start => now == PowerState::Running,
-        PowerAction::Stop | PowerAction::Shutdown { .. } => now == PowerState::Stopped,
+/// Whether a VM in `state` is where `action` takes it.
+fn reached(action: PowerAction, state: PowerState) -> bool {
+    match action {
+        PowerAction::Start => state == PowerState::Running,
+        PowerAction::Stop | PowerAction::Shutdown { .. } => state == PowerState::Stopped,
         PowerAction::Reboot | PowerAction::Reset => false,
-    };
-    if already {
+    }
+}
+
+/// Runs a power action. Asking for the state a VM is in already (start a running VM, stop
+/// or shut down a stopped one) succeeds without doing anything, and so does one that loses
+/// a race to the same action from elsewhere (`qm` says "already running" because another
+/// start got there first).
+pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerState, PveError> {
+    let now = status(node, vmid).await?;
+    if reached(action, now) {
         return Ok(now);
     }
+    match run_power(node, vmid, action).await {
+        Ok(()) => status(node, vmid).await,
+        Err(err) if is_conflict(&err) => {
+            let now = status(node, vmid).await?;
+            if reached(action, now) {
+                Ok(now)
+            } else {
+                Err(err)
+            }
+        }
+        Err(err) => Err(err),
+    }
+}
+
+fn is_conflict(err: &PveError) -> bool {
+    matches!(
+        err,
+        PveError::Conflict(_)
+            | PveError::CommandFailed {
+                failure: Failure::Conflict,
+                ..
+            }
+    )
+}
+
+async fn run_power(node: &Node, vmid: u32, action: PowerAction) -> Result<(), PveError> {
+    let id = vmid.to_string();
     match action {
         PowerAction::Start => node.qm(["start", &id]).await?,
         PowerAction::Stop => node.qm(["stop", &id]).await?,
@@ -56,7 +88,7 @@ pub async fn power(node: &Node, vmid: u32, action: PowerAction) -> Result<PowerS
             .await?
         }
     };
-    status(node, vmid).await
+    Ok(())
 }
 
 /// Refuses to act on a VM that is not the one the hub means: its identity changed since the

@@ -6,6 +6,7 @@
 
 pub mod browser;
 pub mod console;
+pub mod crash;
 pub mod demo;
 pub mod lab;
 pub mod pg;

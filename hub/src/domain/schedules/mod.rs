@@ -349,7 +349,8 @@ pub async fn class_schedule(
 ) -> Result<ClassSchedule, ClassError> {
     owned_class(state, viewer, class_id).await?;
     let rows = state.db.class_schedules(class_id).await?;
-    let (now, zone) = (Timestamp::now(), &state.config.schedules.time_zone);
+    let now = scheduler::now(state);
+    let zone = &state.config.schedules.time_zone;
     Ok(ClassSchedule {
         default_time_zone: zone.clone(),
         today: now

@@ -56,6 +56,22 @@ pub struct Fired {
     pub detail: String,
 }
 
+/// The environment variable naming a file whose number of seconds moves the scheduler's
+/// clock (tests only: it lets a real hub process reach next Monday 08:00 in a second).
+pub const CLOCK_SKEW_FILE_ENV: &str = "PROXLAB_HUB_CLOCK_SKEW_FILE";
+
+/// The scheduler's clock, moved by the file [`CLOCK_SKEW_FILE_ENV`] names, if any.
+pub fn clock_from_env() -> proxlab_clock::SkewedClock {
+    proxlab_clock::SkewedClock::from_env(CLOCK_SKEW_FILE_ENV)
+}
+
+/// The time the scheduler goes by.
+pub fn now(state: &HubState) -> Timestamp {
+    state.schedule_clock.refresh();
+    Timestamp::from_millisecond(state.schedule_clock.now_millis())
+        .unwrap_or_else(|_| Timestamp::now())
+}
+
 /// This process's name in claims.
 pub fn claimer_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -298,10 +314,10 @@ pub async fn run(state: Arc<HubState>) {
         let lead = state.config.schedules.warn_before.as_secs() as i64;
         let sleep = match state.db.all_schedules().await {
             Ok(rows) => {
-                if let Err(err) = act_on(&state, &rows, Timestamp::now()).await {
+                if let Err(err) = act_on(&state, &rows, now(&state)).await {
                     tracing::warn!(%err, "the scheduler cannot read its records");
                 }
-                next_look(&rows, Timestamp::now(), lead)
+                next_look(&rows, now(&state), lead)
             }
             Err(err) => {
                 tracing::warn!(%err, "the scheduler cannot read the schedules");

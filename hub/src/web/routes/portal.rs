@@ -238,8 +238,12 @@ async fn with_time_limits(
         .collect();
     classes.sort_unstable();
     classes.dedup();
-    let stops =
-        crate::domain::schedules::next_stops(state, &classes, jiff::Timestamp::now()).await?;
+    let stops = crate::domain::schedules::next_stops(
+        state,
+        &classes,
+        crate::domain::schedules::scheduler::now(state),
+    )
+    .await?;
     for view in views {
         if view.status == PowerState::Running {
             view.scheduled_stop = view.class_id.and_then(|class| stops.get(&class).cloned());
