@@ -3,10 +3,12 @@
 
 mod common;
 
+use common::crash::CrashLab;
 use common::lab::Lab;
 use common::web::{EventStream, WebClient, join_class};
 use common::within;
-use jiff::Timestamp;
+use jiff::{Timestamp, ToSpan};
+use proxlab_hub::db::schedules::FiringRow;
 use proxlab_hub::db::users::Role;
 use proxlab_hub::domain::schedules::scheduler::{self, Fired};
 use proxlab_protocol::inventory::PowerState;
@@ -360,4 +362,161 @@ async fn a_start_that_finds_the_nodes_offline_is_tried_again_once_they_are_back(
             .unwrap()
             .is_empty()
     );
+}
+
+/// The firings of one rule, as `(action, outcome)`, oldest first.
+async fn firings_of(db: &proxlab_hub::db::Db, rule: i64) -> Vec<FiringRow> {
+    let mut firings: Vec<FiringRow> = db
+        .firings_since(0)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|firing| firing.schedule_id == rule)
+        .collect();
+    firings.sort_by_key(|firing| (firing.due_at, firing.action.clone()));
+    firings
+}
+
+/// Waits (reading the hub's database beside it) until the rule's firings satisfy `done`.
+async fn until_firings(
+    db: &proxlab_hub::db::Db,
+    rule: i64,
+    what: &str,
+    done: impl Fn(&[FiringRow]) -> bool,
+) -> Vec<FiringRow> {
+    let wait = async {
+        loop {
+            let firings = firings_of(db, rule).await;
+            if done(&firings) {
+                return firings;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    };
+    match tokio::time::timeout(*common::WAIT, wait).await {
+        Ok(firings) => firings,
+        Err(_) => panic!(
+            "timed out waiting for {what}: {:?}",
+            firings_of(db, rule).await
+        ),
+    }
+}
+
+#[tokio::test]
+async fn a_scheduled_start_acts_once_across_hub_kills() {
+    let mut lab = CrashLab::start().await;
+    let (class_id, students) = lab.deployed_class("Night lab", 2).await;
+    let day = jiff::Zoned::now()
+        .with_time_zone(jiff::tz::TimeZone::UTC)
+        .date()
+        .checked_add(3.days())
+        .unwrap()
+        .to_string();
+    let start = at("UTC", &format!("{day}T03:00"));
+    // Each start takes the nodes 4 s, so the kill below lands while the hub is starting.
+    lab.sim.ok("pve1", "fault", &["--latency", "qm start=4000"]);
+    lab.set_hub_clock(plus(start, -2));
+    let rule: Value = lab
+        .teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/schedule/rules"),
+            &json!({"repeat": "once", "date": day, "start": "03:00", "stop": "03:20",
+                    "time_zone": "UTC"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let rule = rule["id"].as_i64().unwrap_or_else(|| panic!("{rule}"));
+    let db = lab.db().await;
+
+    // Killed (SIGKILL) with the start claimed and not done.
+    until_firings(&db, rule, "the start claimed", |firings| {
+        !firings.is_empty()
+    })
+    .await;
+    lab.kill_hub().await;
+    let claimed = firings_of(&db, rule).await;
+    assert_eq!(claimed.len(), 1, "{claimed:?}");
+    assert_eq!(
+        (claimed[0].action.as_str(), claimed[0].done_at),
+        ("start", None),
+        "the kill landed mid-start: {claimed:?}"
+    );
+    lab.sim.ok("pve1", "fault", &["--latency", "qm start=0"]);
+
+    // Back past the claim's lease (still inside the window): the new hub takes the start
+    // over, once, and the students' VMs run.
+    lab.set_hub_clock(plus(start, scheduler::LEASE_SECS + 10));
+    lab.start_hub().await;
+    let firings = until_firings(&db, rule, "the start taken over", |firings| {
+        firings.iter().any(|firing| firing.done_at.is_some())
+    })
+    .await;
+    assert_eq!(firings.len(), 1, "{firings:?}");
+    assert_eq!(firings[0].outcome, "done", "{firings:?}");
+    assert_ne!(firings[0].claimed_by, claimed[0].claimed_by);
+    for vmid in &students {
+        let vm = lab.teacher.json(&format!("/api/v1/vms/{vmid}")).await;
+        assert_eq!(vm["status"], "running", "{vm}");
+    }
+
+    // A student's VM stopped by the teacher stays stopped when a killed hub comes back:
+    // the start is done and is not done again. The stop missed while it was down is done,
+    // on the one VM still running.
+    let stopped = students[0];
+    let response = lab
+        .teacher
+        .api_post(&format!("/api/v1/vms/{stopped}/stop"))
+        .await;
+    assert_eq!(response.status(), StatusCode::OK);
+    lab.kill_hub().await;
+    lab.set_hub_clock(plus(start, 20 * 60 + 5));
+    lab.start_hub().await;
+    let firings = until_firings(&db, rule, "the missed stop", |firings| {
+        firings
+            .iter()
+            .filter(|firing| firing.done_at.is_some())
+            .count()
+            == 2
+    })
+    .await;
+    let seen: Vec<(&str, &str, &str)> = firings
+        .iter()
+        .map(|firing| {
+            (
+                firing.action.as_str(),
+                firing.outcome.as_str(),
+                firing.detail.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(seen[1], ("stop", "done", "1 VMs"), "{firings:?}");
+    assert_eq!(seen.len(), 2, "one start and one stop: {firings:?}");
+    for vmid in &students {
+        let vm = lab.teacher.json(&format!("/api/v1/vms/{vmid}")).await;
+        assert_eq!(vm["status"], "stopped", "{vm}");
+    }
+    // What happened to the stopped VM, oldest first: nothing by the schedule after the
+    // teacher's stop.
+    let mut history = db
+        .find_audit(&proxlab_hub::db::audit::AuditFilter {
+            target: Some(format!("vm:{stopped}")),
+            limit: 50,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    history.sort_by_key(|entry| entry.id);
+    let teacher_stop = history
+        .iter()
+        .position(|entry| entry.actor == "tina" && entry.action == "vm.stop")
+        .unwrap_or_else(|| panic!("{history:?}"));
+    assert!(
+        history[teacher_stop + 1..]
+            .iter()
+            .all(|entry| entry.actor != scheduler::ACTOR),
+        "{history:?}"
+    );
+    db.close().await;
 }

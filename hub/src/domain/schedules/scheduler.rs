@@ -38,6 +38,11 @@ pub const CATCH_UP_SECS: i64 = 7 * 86_400;
 /// as it still means something.
 pub const RETRY_SECS: i64 = 30;
 
+/// How long a starting hub waits for its nodes to report before its first pass, so that
+/// an occurrence missed while no hub ran reaches the VMs instead of failing on nodes that
+/// have not reconnected yet (and being tried again [`RETRY_SECS`] later).
+pub const STARTUP_GRACE: Duration = Duration::from_secs(20);
+
 /// The longest the loop sleeps without looking (rules may be changed by another hub).
 const LONGEST_SLEEP: Duration = Duration::from_secs(30);
 
@@ -307,9 +312,43 @@ fn next_look(rows: &[ScheduleRow], now: Timestamp, lead: i64) -> Duration {
     }
 }
 
+/// Waits until every enrolled node has sent its inventory to this hub (so the power states
+/// the first pass goes by are the nodes' own), or [`STARTUP_GRACE`] has passed.
+async fn nodes_reported(state: &HubState) {
+    let mut changes = state.inventory_changes.subscribe();
+    let mut waiting: HashSet<String> = match state.db.list_nodes().await {
+        Ok(nodes) => nodes
+            .into_iter()
+            .filter(|node| node.revoked_at.is_none())
+            .map(|node| node.name)
+            .collect(),
+        Err(_) => return,
+    };
+    let reported = async {
+        while !waiting.is_empty() {
+            match changes.recv().await {
+                Ok(change) => {
+                    waiting.remove(&change.node);
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    };
+    if tokio::time::timeout(STARTUP_GRACE, reported).await.is_err() {
+        tracing::info!(
+            "the scheduler starts without word from some nodes; what it cannot do there is tried again later"
+        );
+    }
+}
+
 /// The scheduler's loop, until the hub stops.
 pub async fn run(state: Arc<HubState>) {
     let mut stopping = state.stopping.clone();
+    tokio::select! {
+        () = nodes_reported(&state) => {}
+        _ = stopping.wait_for(|stop| *stop) => return,
+    }
     loop {
         let lead = state.config.schedules.warn_before.as_secs() as i64;
         let sleep = match state.db.all_schedules().await {
