@@ -79,6 +79,7 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
         warn_secs: 300,
         shutdown_timeout_secs: 1,
         hard_stop: true,
+        guest_message: false,
     };
     enforcer
         .set_policies(IdlePolicies {
@@ -138,4 +139,107 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
     )
     .unwrap();
     assert_eq!(kept.vms.len(), 1);
+}
+
+/// The commands the guest of `vmid` was asked to run, as pve-sim logged them.
+fn guest_commands(root: &std::path::Path, vmid: u32) -> Vec<Vec<String>> {
+    let script: serde_json::Value =
+        serde_json::from_str(&sim::output(root, &["script", &vmid.to_string()])).unwrap();
+    serde_json::from_value(script["exec_log"].clone()).unwrap()
+}
+
+#[tokio::test]
+async fn the_warning_is_shown_inside_guests_that_have_a_guest_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("pve");
+    sim::init_node(&root, "tmpl:64M");
+    // A Linux guest and a Windows guest with the guest agent, and a guest without one.
+    let guests = [
+        (100, "l26", true),
+        (101, "win11", true),
+        (102, "l26", false),
+    ];
+    for (vmid, ostype, agent) in guests {
+        let id = vmid.to_string();
+        let agent = if agent { "1" } else { "0" };
+        sim::run(
+            &root,
+            &["qm", "create", &id, "--ostype", ostype, "--agent", agent],
+        );
+        sim::run(&root, &["script", &id, "--guest-agent", "on"]);
+    }
+    let node = Arc::new(Node::new(PveConfig::for_sim(&root, "pve1")));
+    let collector = Collector::start(node.clone()).await;
+    let mut reports = collector.subscribe();
+    let clock = Arc::new(IdleClock::default());
+    let enforcer = Arc::new(IdleEnforcer::new(
+        node.clone(),
+        collector.clone(),
+        clock.clone(),
+        None,
+    ));
+    for (vmid, _, _) in guests {
+        sim::run(&root, &["qm", "start", &vmid.to_string()]);
+    }
+    let policy = IdlePolicy {
+        no_connection_secs: Some(600),
+        disconnected_secs: None,
+        idle_guest: None,
+        warn_secs: 300,
+        shutdown_timeout_secs: 1,
+        hard_stop: true,
+        guest_message: true,
+    };
+    let vms = guests
+        .iter()
+        .map(|(vmid, _, _)| VmIdlePolicy {
+            vmid: *vmid,
+            policy: policy.clone(),
+        })
+        .collect();
+    enforcer.set_policies(IdlePolicies { vms }).unwrap();
+    // Every VM must be seen running before the clock moves, or its timer starts late.
+    let running = |vmid| {
+        collector
+            .vm(vmid)
+            .is_some_and(|vm| vm.status == PowerState::Running)
+    };
+    while !guests.iter().all(|(vmid, _, _)| running(*vmid)) {
+        next_event(&mut reports, |event| {
+            matches!(event, Event::InventoryDelta { .. })
+        })
+        .await;
+    }
+    enforcer.pass();
+    clock.set_skew(301);
+    enforcer.pass();
+
+    // The message goes out beside the warning; wait until both guests have it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let (linux, windows) = loop {
+        let seen = (guest_commands(&root, 100), guest_commands(&root, 101));
+        if !seen.0.is_empty() && !seen.1.is_empty() {
+            break seen;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no guest message");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(linux.len(), 1, "once: {linux:?}");
+    assert_eq!(linux[0][0], "wall");
+    assert!(linux[0][1].contains("shuts down in 5 min"), "{linux:?}");
+    assert_eq!(&windows[0][..2], ["msg", "*"]);
+    assert!(
+        windows[0][3].starts_with("proxlab: Nobody has connected"),
+        "{windows:?}"
+    );
+    // A further pass with the warning still in force says nothing more.
+    enforcer.pass();
+    assert_eq!(guest_commands(&root, 100).len(), 1);
+    assert!(
+        guest_commands(&root, 102).is_empty(),
+        "no guest agent, no message"
+    );
+    for (vmid, _, _) in guests {
+        sim::run(&root, &["qm", "stop", &vmid.to_string()]);
+    }
 }

@@ -190,6 +190,7 @@ fn agent_judgement() {
         warn_secs: 300,
         shutdown_timeout_secs: 300,
         hard_stop: true,
+        guest_message: false,
     };
     let mut trackers: Vec<Tracker> = (0..VMS).map(|_| Tracker::default()).collect();
     let seen = Observation {
@@ -260,6 +261,7 @@ async fn agent_deadline_to_shutdown() {
         warn_secs: 0,
         shutdown_timeout_secs: 30,
         hard_stop: true,
+        guest_message: false,
     };
     enforcer
         .set_policies(IdlePolicies {

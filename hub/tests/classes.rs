@@ -6,7 +6,7 @@ mod common;
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
-use common::crash::{CrashLab, print_agent_logs_on_failure};
+use common::crash::CrashLab;
 use common::lab::{Lab, TEMPLATE};
 
 use proxlab_hub::db::users::Role;

@@ -5,6 +5,7 @@ mod common;
 
 use common::lab::Lab;
 use common::web::{EventStream, join_class};
+use common::within;
 use proxlab_hub::db::users::Role;
 use proxlab_protocol::inventory::PowerState;
 use reqwest::StatusCode;
@@ -51,12 +52,18 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
         denied.status()
     );
 
+    // The VM has the QEMU guest agent, so the warning shows inside it too.
+    let node = lab.node_of(vmid);
+    let id = vmid.to_string();
+    lab.sim.ok(&node, "qm", &["set", &id, "--agent", "1"]);
+    lab.sim.ok(&node, "script", &[&id, "--guest-agent", "on"]);
     lab.start_and_see_it_run(&alice, vmid).await;
     // Nobody connects within 15 minutes of the start: warned 5 minutes ahead, then shut down.
     let saved: Value = teacher
         .api_put_json(
             &format!("/api/v1/classes/{class_id}/idle"),
-            &json!({"no_connection_minutes": 15, "warn_minutes": 5, "shutdown_minutes": 1}),
+            &json!({"no_connection_minutes": 15, "warn_minutes": 5, "shutdown_minutes": 1,
+                    "guest_message": true}),
         )
         .await
         .json()
@@ -67,7 +74,7 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
         saved["summary"]
             .as_str()
             .unwrap()
-            .starts_with("no connection 15 min"),
+            .starts_with("no connection 15 min; warn 5 min ahead (in the guest too)"),
         "{saved}"
     );
 
@@ -82,6 +89,21 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
     assert!(
         message.contains("nobody has connected to it since it started"),
         "{message}"
+    );
+    let told = within("the message in the guest", async {
+        loop {
+            let script: Value = serde_json::from_str(&lab.sim.ok(&node, "script", &[&id])).unwrap();
+            if let Some(first) = script["exec_log"].get(0) {
+                return first.clone();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(told[0], "wall", "{told}");
+    assert!(
+        told[1].as_str().unwrap().contains("shuts down in 5 min"),
+        "{told}"
     );
 
     // Another student may not say they are still there for alice's VM.

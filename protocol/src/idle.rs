@@ -32,6 +32,10 @@ pub struct IdlePolicy {
     pub shutdown_timeout_secs: u32,
     /// Whether a guest that ignores the ACPI request is then powered off.
     pub hard_stop: bool,
+    /// Whether the warning is also shown inside the guest (through the QEMU guest agent,
+    /// where the VM has one: `wall` on Linux, `msg` on Windows). Older hubs leave it out.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub guest_message: bool,
 }
 
 /// The idle-guest policy.

@@ -621,6 +621,7 @@ fn idle_requests_and_events() {
                     warn_secs: 300,
                     shutdown_timeout_secs: 300,
                     hard_stop: true,
+                    guest_message: true,
                 },
             }],
         },

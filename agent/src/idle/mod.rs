@@ -6,6 +6,7 @@
 //! again after every reconnect until they are a week old.
 
 pub mod clock;
+pub mod guest_message;
 pub mod sessions;
 pub mod tracker;
 
@@ -154,6 +155,7 @@ impl IdleEnforcer {
         let now = self.clock.now();
         let mut shutdowns = Vec::new();
         let mut events = Vec::new();
+        let mut guest_messages = Vec::new();
         {
             let mut guard = self.state.lock().expect("not poisoned");
             let State {
@@ -166,12 +168,16 @@ impl IdleEnforcer {
                     Decision::Nothing => {}
                     Decision::Warn { reason, stop_at } => {
                         tracing::info!(vmid, reason = reason.as_str(), stop_at, "idle: warning");
+                        let secs_left = secs_until(now, stop_at);
                         events.push(Event::IdleWarning {
                             vmid: *vmid,
                             reason,
                             stop_at_unix: stop_at,
-                            secs_left: secs_until(now, stop_at),
+                            secs_left,
                         });
+                        if policy.guest_message {
+                            guest_messages.push((*vmid, reason, secs_left));
+                        }
                     }
                     Decision::Clear => events.push(Event::IdleCleared { vmid: *vmid }),
                     Decision::ShutDown { reason, idle_secs } => {
@@ -182,6 +188,12 @@ impl IdleEnforcer {
         }
         for event in events {
             self.collector.report(event);
+        }
+        for (vmid, reason, secs_left) in guest_messages {
+            let node = self.node.clone();
+            tokio::spawn(async move {
+                guest_message::tell(&node, vmid, reason, secs_left).await;
+            });
         }
         for (vmid, policy, reason, idle_secs) in shutdowns {
             let enforcer = self.clone();

@@ -175,6 +175,7 @@ mod tests {
             warn_secs: 5 * MIN as u32,
             shutdown_timeout_secs: 60,
             hard_stop: true,
+            guest_message: false,
         }
     }
 

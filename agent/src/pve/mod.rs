@@ -6,6 +6,7 @@ pub mod clones;
 pub mod command;
 pub mod config;
 pub mod console;
+pub mod guest;
 pub mod node;
 pub mod ops;
 pub mod reset;

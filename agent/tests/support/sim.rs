@@ -28,6 +28,12 @@ pub(crate) fn init_node(root: &Path, spec: &str) {
 /// Runs `pve-sim ARGS` on node `pve1` of the cluster in `root`; fails the test if it fails.
 #[allow(dead_code)] // not every test that includes this module runs commands
 pub(crate) fn run(root: &Path, args: &[&str]) {
+    output(root, args);
+}
+
+/// Runs `pve-sim ARGS` as [`run`] does, and returns what it printed.
+#[allow(dead_code)] // not every test that includes this module reads answers
+pub(crate) fn output(root: &Path, args: &[&str]) -> String {
     let output = Command::new(sim_binary())
         .args(args)
         .env("PVE_SIM_ROOT", root)
@@ -39,4 +45,5 @@ pub(crate) fn run(root: &Path, args: &[&str]) {
         "{args:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
+    String::from_utf8(output.stdout).unwrap()
 }

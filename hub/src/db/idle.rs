@@ -17,6 +17,7 @@ pub struct IdlePolicyRow {
     pub warn_minutes: i64,
     pub shutdown_minutes: i64,
     pub hard_stop: bool,
+    pub guest_message: bool,
     pub updated_by: String,
     pub updated_at: i64,
 }
@@ -37,7 +38,7 @@ pub struct IdleStopRow {
 
 const POLICY_COLUMNS: &str = "class_id, no_connection_minutes, disconnected_minutes, \
      idle_guest_minutes, idle_cpu_percent, warn_minutes, shutdown_minutes, hard_stop, \
-     updated_by, updated_at";
+     guest_message, updated_by, updated_at";
 
 fn policy_from_row(row: &sqlx::any::AnyRow) -> Result<IdlePolicyRow, sqlx::Error> {
     Ok(IdlePolicyRow {
@@ -49,6 +50,7 @@ fn policy_from_row(row: &sqlx::any::AnyRow) -> Result<IdlePolicyRow, sqlx::Error
         warn_minutes: row.try_get("warn_minutes")?,
         shutdown_minutes: row.try_get("shutdown_minutes")?,
         hard_stop: row.try_get::<i64, _>("hard_stop")? != 0,
+        guest_message: row.try_get::<i64, _>("guest_message")? != 0,
         updated_by: row.try_get("updated_by")?,
         updated_at: row.try_get("updated_at")?,
     })
@@ -70,7 +72,7 @@ impl Db {
     pub async fn set_class_idle_policy(&self, policy: &IdlePolicyRow) -> Result<(), DbError> {
         sqlx::query(&format!(
             "INSERT INTO class_idle_policies ({POLICY_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
              ON CONFLICT (class_id) DO UPDATE SET \
              no_connection_minutes = excluded.no_connection_minutes, \
              disconnected_minutes = excluded.disconnected_minutes, \
@@ -79,6 +81,7 @@ impl Db {
              warn_minutes = excluded.warn_minutes, \
              shutdown_minutes = excluded.shutdown_minutes, \
              hard_stop = excluded.hard_stop, \
+             guest_message = excluded.guest_message, \
              updated_by = excluded.updated_by, \
              updated_at = excluded.updated_at"
         ))
@@ -90,6 +93,7 @@ impl Db {
         .bind(policy.warn_minutes)
         .bind(policy.shutdown_minutes)
         .bind(i64::from(policy.hard_stop))
+        .bind(i64::from(policy.guest_message))
         .bind(&policy.updated_by)
         .bind(policy.updated_at)
         .execute(self.pool())

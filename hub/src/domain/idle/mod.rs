@@ -49,6 +49,9 @@ pub struct IdleSettings {
     /// Whether a guest that ignores the request is powered off.
     #[serde(default = "default_hard_stop")]
     pub hard_stop: bool,
+    /// Whether the warning is also shown inside the guest, where it has a guest agent.
+    #[serde(default)]
+    pub guest_message: bool,
 }
 
 fn default_cpu_percent() -> u32 {
@@ -75,6 +78,7 @@ impl Default for IdleSettings {
             warn_minutes: default_warn_minutes(),
             shutdown_minutes: default_shutdown_minutes(),
             hard_stop: default_hard_stop(),
+            guest_message: false,
         }
     }
 }
@@ -130,6 +134,7 @@ impl IdleSettings {
             warn_secs: secs(self.warn_minutes),
             shutdown_timeout_secs: secs(self.shutdown_minutes),
             hard_stop: self.hard_stop,
+            guest_message: self.guest_message,
         })
     }
 
@@ -143,6 +148,7 @@ impl IdleSettings {
             warn_minutes: u32::try_from(row.warn_minutes).unwrap_or(5),
             shutdown_minutes: u32::try_from(row.shutdown_minutes).unwrap_or(5),
             hard_stop: row.hard_stop,
+            guest_message: row.guest_message,
         }
     }
 
@@ -156,6 +162,7 @@ impl IdleSettings {
             warn_minutes: i64::from(self.warn_minutes),
             shutdown_minutes: i64::from(self.shutdown_minutes),
             hard_stop: self.hard_stop,
+            guest_message: self.guest_message,
             updated_by: updated_by.to_owned(),
             updated_at: now_unix(),
         }
@@ -184,8 +191,13 @@ impl IdleSettings {
         } else {
             "no power off"
         };
+        let inside = if self.guest_message {
+            " (in the guest too)"
+        } else {
+            ""
+        };
         format!(
-            "{}; warn {} min ahead; {} min to shut down, {stop}",
+            "{}; warn {} min ahead{inside}; {} min to shut down, {stop}",
             on.join(", "),
             self.warn_minutes,
             self.shutdown_minutes

@@ -77,6 +77,7 @@ struct IdleForm {
     #[serde(default)]
     shutdown_minutes: String,
     hard_stop: Option<String>,
+    guest_message: Option<String>,
 }
 
 impl IdleForm {
@@ -128,6 +129,7 @@ impl IdleForm {
                 defaults.shutdown_minutes,
             )?,
             hard_stop: self.hard_stop.is_some(),
+            guest_message: self.guest_message.is_some(),
         })
     }
 }
