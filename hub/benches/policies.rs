@@ -139,7 +139,7 @@ async fn main() {
 
     let (wall, cpu) = measure(20, || async {
         let pass = enforcer::run_due(&state, now).await.unwrap();
-        assert!(pass.stopped.is_empty() && pass.warned.is_empty());
+        assert!(pass.stopping.is_empty() && pass.warned.is_empty());
     })
     .await;
     let per_minute = cpu * (60 / enforcer::CHECK_EVERY.as_secs() as u32);

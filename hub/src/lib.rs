@@ -155,6 +155,7 @@ impl Hub {
             scheduler_name: domain::schedules::scheduler::claimer_name(),
             schedule_clock: domain::schedules::scheduler::clock_from_env(),
             notices: domain::notices::Notices::default(),
+            quota_stopping: Default::default(),
         });
         let job_runner = classes::jobs::start_runner(state.clone(), woken);
         let plugin_sync = plugins::start_sync(state.clone());

@@ -40,4 +40,6 @@ pub struct HubState {
     pub schedule_clock: proxlab_clock::SkewedClock,
     /// Warnings for the people a coming automatic action affects.
     pub notices: crate::domain::notices::Notices,
+    /// The VMs whose quota shutdown is under way.
+    pub quota_stopping: crate::domain::quota::enforcer::Stopping,
 }

@@ -95,7 +95,7 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
     let mut stream = EventStream::open(&alice, "/api/v1/events").await;
     let pass = enforcer::run_due(state, now_unix()).await.unwrap();
     assert_eq!(pass.warned, [vmid]);
-    assert!(pass.stopped.is_empty());
+    assert!(pass.stopping.is_empty());
     let warning = stream
         .until("the quota warning", |_, _| {}, |name, _| name == "notice")
         .await;
@@ -114,8 +114,23 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
 
     // At 61 minutes it is shut down, says why, and a start is refused.
     booted_ago(&lab, vmid, 61).await;
+    // The guest takes a moment to shut down.
+    let node = lab.node_of(vmid);
+    lab.sim.ok(&node, "fault", &["--latency", "qm shutdown=1500"]);
     let pass = enforcer::run_due(state, now_unix()).await.unwrap();
-    assert_eq!(pass.stopped, [vmid]);
+    assert_eq!(pass.stopping, [vmid]);
+    // A check while the shutdown is under way does not begin another.
+    let again = enforcer::run_due(state, now_unix()).await.unwrap();
+    assert!(again.stopping.is_empty(), "{again:?}");
+    let stopped = stream
+        .until(
+            "the VM shut down for its quota",
+            |_, _| {},
+            |name, data| name == "vm" && data["vmid"] == vmid && data["status"] == "stopped",
+        )
+        .await;
+    assert_eq!(stopped["stop_reason"], "Stopped: the 1 h quota was used up");
+    lab.sim.ok(&node, "fault", &["--latency", "qm shutdown=0"]);
     let vm = state.db.vm(vmid).await.unwrap().unwrap();
     assert_eq!(vm.status, PowerState::Stopped);
     assert_eq!(

@@ -46,14 +46,22 @@ impl Default for Notices {
 
 impl Notices {
     /// Announces a notice and keeps it until its time, in place of one with the same key.
+    /// One that says what the notice in force says already (a check repeated every few
+    /// seconds) only moves its time, without a new announcement.
     pub fn publish(&self, notice: Notice, now: i64) {
         let notice = Arc::new(notice);
-        {
+        let news = {
             let mut active = self.active.lock().expect("not poisoned");
+            let news = !active
+                .iter()
+                .any(|kept| kept.at > now && same_news(kept, &notice));
             active.retain(|kept| kept.at > now && kept.key != notice.key);
             active.push(notice.clone());
+            news
+        };
+        if news {
+            let _ = self.sender.send(notice);
         }
-        let _ = self.sender.send(notice);
     }
 
     /// Takes down the notice with this key, if one is in force, and tells its users.
@@ -85,6 +93,17 @@ impl Notices {
             .cloned()
             .collect()
     }
+}
+
+/// Whether two notices tell the same people the same thing (their times may differ by the
+/// seconds between two checks).
+fn same_news(kept: &Notice, new: &Notice) -> bool {
+    kept.key == new.key
+        && kept.message == new.message
+        && kept.user_ids == new.user_ids
+        && kept.vmids == new.vmids
+        && kept.still_here == new.still_here
+        && (kept.at - new.at).abs() < 60
 }
 
 #[cfg(test)]
@@ -130,5 +149,27 @@ mod tests {
         assert!(notices.for_user(7, 600).is_empty());
         notices.withdraw("idle:10002");
         assert!(stream.try_recv().is_err(), "nothing to withdraw twice");
+    }
+
+    #[test]
+    fn the_same_notice_again_is_not_announced_again() {
+        let notices = Notices::default();
+        let mut stream = notices.subscribe();
+        notices.publish(notice("quota:10002", 1_000), 400);
+        notices.publish(notice("quota:10002", 1_002), 415);
+        assert_eq!(stream.try_recv().unwrap().at, 1_000);
+        assert!(stream.try_recv().is_err(), "unchanged: not announced");
+        assert_eq!(notices.for_user(7, 500)[0].at, 1_002, "its time moved");
+        let changed = Notice {
+            message: "stops at 10:05".into(),
+            ..notice("quota:10002", 1_300)
+        };
+        notices.publish(changed, 430);
+        assert_eq!(stream.try_recv().unwrap().message, "stops at 10:05");
+        // After a withdrawal the same words are news again.
+        notices.withdraw("quota:10002");
+        assert!(stream.try_recv().unwrap().withdrawn);
+        notices.publish(notice("quota:10002", 1_300), 440);
+        assert!(!stream.try_recv().unwrap().withdrawn);
     }
 }

@@ -98,6 +98,21 @@ pub async fn run_automatic(
     if vmids.is_empty() {
         return Ok(None);
     }
+    run_automatic_on(state, class_id, &vmids, action, rule)
+        .await
+        .map(Some)
+}
+
+/// Runs `action` on the given VMs of the class as one task, as the hub by `rule`; returns
+/// the task's id. A stop is a shutdown, and a power-off where the guest does not shut down
+/// in time.
+pub async fn run_automatic_on(
+    state: &HubState,
+    class_id: i64,
+    vmids: &[u32],
+    action: VmAction,
+    rule: &'static str,
+) -> Result<i64, ClassError> {
     let power = |vmid, task| async move {
         let vm = state.db.vm(vmid).await?.ok_or(VmOpError::NotFound)?;
         let actor = Actor::Automatic(rule);
@@ -111,9 +126,7 @@ pub async fn run_automatic(
             done => done,
         }
     };
-    run_task(state, class_id, action, rule, &vmids, power)
-        .await
-        .map(Some)
+    run_task(state, class_id, action, rule, vmids, power).await
 }
 
 /// How long a task waits for VMs its class has just made to reach the inventory.

@@ -1,8 +1,13 @@
 //! Ends running time when a student's hours are used up: a warning first (at the hub's
-//! `[schedules] warn_before`), then a shutdown by the same path a teacher's takes, recorded
-//! under the actor `quota`, and the VM's tile says why.
+//! `[schedules] warn_before`), then a shutdown (a power-off if the guest ignores it), as one
+//! class task per class and pass under the actor `quota`, and the VM's tile says why.
+//!
+//! The shutdowns run beside the checks: a guest that takes minutes to shut down holds up
+//! neither the next check nor the other classes, and a VM whose shutdown is under way is not
+//! asked again.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{duration_text, left_of, schedule_time_is_free, used_secs};
@@ -11,9 +16,8 @@ use crate::db::DbError;
 use crate::db::inventory::VmFilter;
 use crate::db::now_unix;
 use crate::domain::access::VmAction;
-use crate::domain::audit::Actor;
+use crate::domain::classes::tasks;
 use crate::domain::notices::Notice;
-use crate::domain::vms::power_vm;
 
 /// The actor quota shutdowns are recorded under.
 pub const ACTOR: &str = "quota";
@@ -25,11 +29,31 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(15);
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {
     pub warned: Vec<u32>,
-    pub stopped: Vec<u32>,
+    /// The VMs whose shutdown it began.
+    pub stopping: Vec<u32>,
 }
 
-/// Checks every running student VM of every class with a quota at `now` (Unix seconds).
-pub async fn run_due(state: &HubState, now: i64) -> Result<Pass, DbError> {
+/// The VMs whose quota shutdown is under way.
+#[derive(Debug, Default)]
+pub struct Stopping(Mutex<HashSet<u32>>);
+
+impl Stopping {
+    /// Marks a VM's shutdown as begun; `false` if it already was.
+    fn begin(&self, vmid: u32) -> bool {
+        self.0.lock().expect("not poisoned").insert(vmid)
+    }
+
+    fn end(&self, vmids: &[u32]) {
+        let mut stopping = self.0.lock().expect("not poisoned");
+        for vmid in vmids {
+            stopping.remove(vmid);
+        }
+    }
+}
+
+/// Checks every running student VM of every class with a quota at `now` (Unix seconds),
+/// and begins the shutdowns due.
+pub async fn run_due(state: &Arc<HubState>, now: i64) -> Result<Pass, DbError> {
     let mut pass = Pass::default();
     let lead = i64::try_from(state.config.schedules.warn_before.as_secs()).unwrap_or(600);
     for quota in state.db.all_quotas().await? {
@@ -44,24 +68,26 @@ pub async fn run_due(state: &HubState, now: i64) -> Result<Pass, DbError> {
         }
         let used = used_secs(state, &quota, now).await?;
         let added = state.db.quota_extras(quota.class_id).await?;
+        let mut out_of_hours = Vec::new();
         for (vmid, user_id) in state.db.class_assignees(quota.class_id).await? {
-            let Some(vm) = running.iter().find(|vm| vm.vmid == vmid) else {
+            if !running.iter().any(|vm| vm.vmid == vmid) {
                 continue;
-            };
+            }
             let left = left_of(&quota, &used, &added, user_id);
             let key = notice_key(vmid);
             if left.left_secs <= 0 {
                 state.notices.withdraw(&key);
-                let reason = format!(
-                    "Stopped: the {} h quota was used up",
-                    left.total_secs / 3600
-                );
-                match power_vm(state, Actor::Automatic(ACTOR), vm, VmAction::Shutdown, None).await {
-                    Ok(_) => {
-                        state.db.set_stop_reason(vmid, &reason, now).await?;
-                        pass.stopped.push(vmid);
+                if state.quota_stopping.begin(vmid) {
+                    let reason = format!(
+                        "Stopped: the {} h quota was used up",
+                        left.total_secs / 3600
+                    );
+                    // Shown once the VM is stopped; taken back if the shutdown fails.
+                    if let Err(err) = state.db.set_stop_reason(vmid, &reason, now).await {
+                        state.quota_stopping.end(&[vmid]);
+                        return Err(err);
                     }
-                    Err(err) => tracing::warn!(%err, vmid, "quota: cannot shut the VM down"),
+                    out_of_hours.push(vmid);
                 }
             } else if left.left_secs <= lead {
                 state.notices.publish(
@@ -84,8 +110,41 @@ pub async fn run_due(state: &HubState, now: i64) -> Result<Pass, DbError> {
                 pass.warned.push(vmid);
             }
         }
+        if !out_of_hours.is_empty() {
+            pass.stopping.extend(&out_of_hours);
+            tokio::spawn(shut_down(state.clone(), quota.class_id, out_of_hours));
+        }
     }
     Ok(pass)
+}
+
+/// Shuts a class's VMs down as one task; a VM that did not stop loses its stop reason.
+async fn shut_down(state: Arc<HubState>, class_id: i64, vmids: Vec<u32>) {
+    let failed: Vec<u32> =
+        match tasks::run_automatic_on(&state, class_id, &vmids, VmAction::Stop, ACTOR).await {
+            Ok(task) => match state.db.task_results(task).await {
+                Ok(results) => results
+                    .iter()
+                    .filter(|result| !result.ok)
+                    .map(|result| result.vmid)
+                    .collect(),
+                Err(err) => {
+                    tracing::warn!(%err, task, "quota: cannot read the shutdown task's results");
+                    Vec::new()
+                }
+            },
+            Err(err) => {
+                tracing::warn!(%err, class_id, "quota: cannot shut the VMs down");
+                vmids.clone()
+            }
+        };
+    for vmid in &failed {
+        tracing::warn!(vmid, "quota: the VM did not shut down; tried again at the next check");
+        if let Err(err) = state.db.clear_stop_reason(*vmid).await {
+            tracing::warn!(%err, vmid, "quota: cannot take back the stop reason");
+        }
+    }
+    state.quota_stopping.end(&vmids);
 }
 
 /// The key of a VM's quota warning among the notices.
