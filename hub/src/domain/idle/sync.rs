@@ -21,11 +21,45 @@ use crate::inventory::InventoryChange;
 /// The actor automatic idle shutdowns are recorded under.
 pub const ACTOR: &str = "idle shutdown";
 
-/// Starts the task that pushes policies and records reports.
+/// Starts the tasks that push policies and record reports; the handle ends both. They are
+/// apart so a node slow to take its policies never holds up what the others report.
 pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
+    let mut events = state.registry.subscribe_events();
+    let recorder_state = state.clone();
+    let recorder = tokio::spawn(async move {
+        loop {
+            match events.recv().await {
+                Ok(AgentEvent { node, event }) => on_event(&recorder_state, &node, event).await,
+                Err(RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "idle: agent events were missed");
+                }
+                Err(RecvError::Closed) => return,
+            }
+        }
+    });
+    let pusher = push_policies(state);
+    tokio::spawn(async move {
+        // Aborting this task drops both handles, which ends both tasks.
+        let _recorder = AbortOnDrop(recorder);
+        let mut pusher = AbortOnDrop(pusher);
+        let _ = (&mut pusher.0).await;
+    })
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the nodes their policies: all of them on start, a node's on its (re)connect, the
+/// changed ones on a class change.
+fn push_policies(state: Arc<HubState>) -> JoinHandle<()> {
     let mut node_changes = state.registry.subscribe();
     let mut class_changes = state.jobs.subscribe();
-    let mut events = state.registry.subscribe_events();
     tokio::spawn(async move {
         // What each node was last sent, so a class change reaches only the nodes it changes.
         let mut sent: BTreeMap<String, IdlePolicies> = BTreeMap::new();
@@ -48,11 +82,6 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
                 },
                 change = class_changes.recv() => match change {
                     Ok(_) | Err(RecvError::Lagged(_)) => push_changed(&state, &mut sent).await,
-                    Err(RecvError::Closed) => return,
-                },
-                event = events.recv() => match event {
-                    Ok(AgentEvent { node, event }) => on_event(&state, &node, event).await,
-                    Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
                 },
             }
@@ -82,17 +111,28 @@ async fn policies_by_node(state: &HubState) -> Option<BTreeMap<String, IdlePolic
     Some(by_node)
 }
 
-/// Sends each online node its policies when they differ from what it was last sent.
+/// Sends each online node its policies when they differ from what it was last sent, to all
+/// such nodes at once.
 async fn push_changed(state: &HubState, sent: &mut BTreeMap<String, IdlePolicies>) {
     let Some(mut by_node) = policies_by_node(state).await else {
         return;
     };
-    for node in state.registry.online_nodes() {
-        let policies = by_node.remove(&node).unwrap_or_default();
-        if sent.get(&node) == Some(&policies) {
-            continue;
-        }
-        if send(state, &node, &policies).await {
+    let changed: Vec<(String, IdlePolicies)> = state
+        .registry
+        .online_nodes()
+        .into_iter()
+        .map(|node| {
+            let policies = by_node.remove(&node).unwrap_or_default();
+            (node, policies)
+        })
+        .filter(|(node, policies)| sent.get(node) != Some(policies))
+        .collect();
+    let sends = changed.into_iter().map(|(node, policies)| async move {
+        let delivered = send(state, &node, &policies).await;
+        (node, policies, delivered)
+    });
+    for (node, policies, delivered) in futures_util::future::join_all(sends).await {
+        if delivered {
             sent.insert(node, policies);
         }
     }
