@@ -10,7 +10,6 @@ use tokio::sync::OnceCell;
 
 use crate::collect::Collector;
 use crate::idle::IdleEnforcer;
-use crate::idle::clock::IdleClock;
 use crate::plugins::PluginRegistry;
 use crate::pve::node::Node;
 use crate::tunnel::policy::TunnelSettings;
@@ -66,28 +65,20 @@ pub struct Context {
 }
 
 impl Context {
-    /// A context whose idle enforcer keeps its policies in memory only.
-    pub fn new(node: Arc<Node>, collector: Arc<Collector>, plugins: Arc<PluginRegistry>) -> Self {
-        let idle = IdleEnforcer::new(
-            node.clone(),
-            collector.clone(),
-            Arc::new(IdleClock::from_env()),
-            None,
-        );
+    pub fn new(
+        node: Arc<Node>,
+        collector: Arc<Collector>,
+        plugins: Arc<PluginRegistry>,
+        idle: Arc<IdleEnforcer>,
+    ) -> Self {
         Self {
             node,
             collector,
             plugins,
             tunnels: TunnelSettings::default(),
-            idle: Arc::new(idle),
+            idle,
             ops: OpCache::default(),
         }
-    }
-
-    /// The same, with an idle enforcer of its own (one that keeps its state on disk).
-    pub fn with_idle(mut self, idle: Arc<IdleEnforcer>) -> Self {
-        self.idle = idle;
-        self
     }
 
     /// The same, with the config's `[tunnels]` section.

@@ -512,7 +512,13 @@ mod tests {
         };
         let host = crate::plugins::PluginHost::new(settings, facts, None).unwrap();
         let plugins = Arc::new(PluginRegistry::start(host, dir.path()));
-        (dir, Context::new(node, collector, plugins))
+        let idle = Arc::new(crate::idle::IdleEnforcer::new(
+            node.clone(),
+            collector.clone(),
+            Arc::default(),
+            None,
+        ));
+        (dir, Context::new(node, collector, plugins, idle))
     }
 
     async fn ask(kind: &str, body: serde_json::Value) -> ResponseFrame {

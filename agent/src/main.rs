@@ -191,9 +191,8 @@ async fn run(cli: Cli) -> Result<()> {
             ));
             idle.clone().spawn();
             let context = Arc::new(
-                RequestContext::new(node, collector, plugins)
-                    .with_tunnels(config.tunnels.clone())
-                    .with_idle(idle),
+                RequestContext::new(node, collector, plugins, idle)
+                    .with_tunnels(config.tunnels.clone()),
             );
             link::run(identity, hub, context, shutdown_signal())
                 .await
