@@ -116,7 +116,8 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
     booted_ago(&lab, vmid, 61).await;
     // The guest takes a moment to shut down.
     let node = lab.node_of(vmid);
-    lab.sim.ok(&node, "fault", &["--latency", "qm shutdown=1500"]);
+    lab.sim
+        .ok(&node, "fault", &["--latency", "qm shutdown=1500"]);
     let pass = enforcer::run_due(state, now_unix()).await.unwrap();
     assert_eq!(pass.stopping, [vmid]);
     // A check while the shutdown is under way does not begin another.

@@ -139,7 +139,10 @@ async fn shut_down(state: Arc<HubState>, class_id: i64, vmids: Vec<u32>) {
             }
         };
     for vmid in &failed {
-        tracing::warn!(vmid, "quota: the VM did not shut down; tried again at the next check");
+        tracing::warn!(
+            vmid,
+            "quota: the VM did not shut down; tried again at the next check"
+        );
         if let Err(err) = state.db.clear_stop_reason(*vmid).await {
             tracing::warn!(%err, vmid, "quota: cannot take back the stop reason");
         }
