@@ -38,6 +38,24 @@ async fn next_event(
     .expect("the event within a minute")
 }
 
+/// The node `pve1` of the cluster in `root`, its collector, a clock the test moves, and an
+/// idle enforcer keeping its state in `state_dir` (in memory without one).
+async fn enforcer_on(
+    root: &std::path::Path,
+    state_dir: Option<&std::path::Path>,
+) -> (Arc<Node>, Arc<Collector>, Arc<IdleClock>, Arc<IdleEnforcer>) {
+    let node = Arc::new(Node::new(PveConfig::for_sim(root, "pve1")));
+    let collector = Collector::start(node.clone()).await;
+    let clock = Arc::new(IdleClock::default());
+    let enforcer = Arc::new(IdleEnforcer::new(
+        node.clone(),
+        collector.clone(),
+        clock.clone(),
+        state_dir,
+    ));
+    (node, collector, clock, enforcer)
+}
+
 #[tokio::test]
 async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_report() {
     let dir = tempfile::tempdir().unwrap();
@@ -55,16 +73,8 @@ async fn a_node_alone_warns_shuts_down_powers_off_a_hung_guest_and_keeps_the_rep
         &["script", &VMID.to_string(), "--hung-shutdown", "on"],
     );
 
-    let node = Arc::new(Node::new(PveConfig::for_sim(&root, "pve1")));
-    let collector = Collector::start(node.clone()).await;
+    let (node, collector, clock, enforcer) = enforcer_on(&root, Some(&state_dir)).await;
     let mut reports = collector.subscribe();
-    let clock = Arc::new(IdleClock::default());
-    let enforcer = Arc::new(IdleEnforcer::new(
-        node.clone(),
-        collector.clone(),
-        clock.clone(),
-        Some(&state_dir),
-    ));
     sim::run(&root, &["qm", "start", &VMID.to_string()]);
     next_event(&mut reports, |event| {
         matches!(event, Event::InventoryDelta { delta }
@@ -168,16 +178,8 @@ async fn the_warning_is_shown_inside_guests_that_have_a_guest_agent() {
         );
         sim::run(&root, &["script", &id, "--guest-agent", "on"]);
     }
-    let node = Arc::new(Node::new(PveConfig::for_sim(&root, "pve1")));
-    let collector = Collector::start(node.clone()).await;
+    let (_node, collector, clock, enforcer) = enforcer_on(&root, None).await;
     let mut reports = collector.subscribe();
-    let clock = Arc::new(IdleClock::default());
-    let enforcer = Arc::new(IdleEnforcer::new(
-        node.clone(),
-        collector.clone(),
-        clock.clone(),
-        None,
-    ));
     for (vmid, _, _) in guests {
         sim::run(&root, &["qm", "start", &vmid.to_string()]);
     }

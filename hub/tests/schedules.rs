@@ -39,6 +39,21 @@ fn plus(time: Timestamp, seconds: i64) -> Timestamp {
     Timestamp::from_second(time.as_second() + seconds).unwrap()
 }
 
+/// Gives the class a weekly rule, Mondays 08:00 to 10:00 UTC from next Monday; returns
+/// that Monday's start.
+async fn mondays_8_to_10_utc(teacher: &WebClient, class_id: i64) -> Timestamp {
+    let monday = next_monday();
+    let made = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/schedule/rules"),
+            &json!({"repeat": "weekly", "date": monday, "weekdays": ["mon"],
+                    "start": "08:00", "stop": "10:00", "time_zone": "UTC"}),
+        )
+        .await;
+    assert_eq!(made.status(), StatusCode::CREATED);
+    at("UTC", &format!("{monday}T08:00"))
+}
+
 async fn powers(lab: &Lab, vmids: &[u32]) -> Vec<PowerState> {
     let mut states = Vec::new();
     for vmid in vmids {
@@ -321,16 +336,7 @@ async fn a_start_that_finds_the_nodes_offline_is_tried_again_once_they_are_back(
     let teacher = lab.user("tina", Role::Teacher).await;
     let (class_id, vmids) = lab.deployed_class(&teacher, "Early", 2).await;
     let students = vmids[1..].to_vec();
-    let monday = next_monday();
-    let made = teacher
-        .api_post_json(
-            &format!("/api/v1/classes/{class_id}/schedule/rules"),
-            &json!({"repeat": "weekly", "date": monday, "weekdays": ["mon"],
-                    "start": "08:00", "stop": "10:00", "time_zone": "UTC"}),
-        )
-        .await;
-    assert_eq!(made.status(), StatusCode::CREATED);
-    let start = at("UTC", &format!("{monday}T08:00"));
+    let start = mondays_8_to_10_utc(&teacher, class_id).await;
 
     // The hub came back at 07:59; the nodes' agents are not back yet at 08:00.
     lab.kill_agents();
@@ -552,16 +558,7 @@ async fn two_hubs_on_one_database_act_on_an_occurrence_once() {
         let other = second_hub(&lab, dir.path()).await;
         let teacher = lab.user("tina", Role::Teacher).await;
         let (class_id, vmids) = lab.deployed_class(&teacher, "Shared", 2).await;
-        let monday = next_monday();
-        let made = teacher
-            .api_post_json(
-                &format!("/api/v1/classes/{class_id}/schedule/rules"),
-                &json!({"repeat": "weekly", "date": monday, "weekdays": ["mon"],
-                        "start": "08:00", "stop": "10:00", "time_zone": "UTC"}),
-            )
-            .await;
-        assert_eq!(made.status(), StatusCode::CREATED);
-        let start = at("UTC", &format!("{monday}T08:00"));
+        let start = mondays_8_to_10_utc(&teacher, class_id).await;
 
         // Both hubs look at 08:00 at the same moment: one of them has the start.
         let (first, second) = tokio::join!(
