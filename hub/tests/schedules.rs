@@ -159,6 +159,14 @@ async fn a_weekly_schedule_starts_warns_and_stops_the_students_vms_once() {
     let fired = scheduler::run_due(state, stop).await.unwrap();
     assert_eq!(summary(&fired), [("stop", "done", "2 VMs".to_owned())]);
     assert_eq!(powers(&lab, &students).await, [PowerState::Stopped; 2]);
+    // Each tile says who stopped it, and when.
+    for vmid in &students {
+        let vm = state.db.vm(*vmid).await.unwrap().unwrap();
+        assert_eq!(
+            vm.stop_reason.as_deref(),
+            Some("Stopped by the class schedule at Mon 10:00 (Europe/Berlin)")
+        );
+    }
     let audit = state
         .db
         .find_audit(&proxlab_hub::db::audit::AuditFilter {

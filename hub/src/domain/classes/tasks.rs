@@ -129,6 +129,38 @@ pub async fn run_automatic_on(
     run_task(state, class_id, action, rule, vmids, power).await
 }
 
+/// Stops the given VMs of the class as one task by `rule`, each with the reason its tile
+/// shows once it is stopped; a VM that does not stop loses its reason again. Returns the
+/// task's id.
+pub async fn stop_with_reasons(
+    state: &HubState,
+    class_id: i64,
+    stops: &[(u32, String)],
+    rule: &'static str,
+    now: i64,
+) -> Result<i64, ClassError> {
+    for (vmid, reason) in stops {
+        state.db.set_stop_reason(*vmid, reason, now).await?;
+    }
+    let vmids: Vec<u32> = stops.iter().map(|(vmid, _)| *vmid).collect();
+    let task = run_automatic_on(state, class_id, &vmids, VmAction::Stop, rule).await;
+    let failed: Vec<u32> = match &task {
+        Ok(task) => state
+            .db
+            .task_results(*task)
+            .await?
+            .into_iter()
+            .filter(|result| !result.ok)
+            .map(|result| result.vmid)
+            .collect(),
+        Err(_) => vmids,
+    };
+    for vmid in failed {
+        state.db.clear_stop_reason(vmid).await?;
+    }
+    task
+}
+
 /// How long a task waits for VMs its class has just made to reach the inventory.
 const INVENTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 

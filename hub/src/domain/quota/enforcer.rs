@@ -15,7 +15,6 @@ use crate::HubState;
 use crate::db::DbError;
 use crate::db::inventory::VmFilter;
 use crate::db::now_unix;
-use crate::domain::access::VmAction;
 use crate::domain::classes::tasks;
 use crate::domain::notices::Notice;
 
@@ -82,12 +81,7 @@ pub async fn run_due(state: &Arc<HubState>, now: i64) -> Result<Pass, DbError> {
                         "Stopped: the {} h quota was used up",
                         left.total_secs / 3600
                     );
-                    // Shown once the VM is stopped; taken back if the shutdown fails.
-                    if let Err(err) = state.db.set_stop_reason(vmid, &reason, now).await {
-                        state.quota_stopping.end(&[vmid]);
-                        return Err(err);
-                    }
-                    out_of_hours.push(vmid);
+                    out_of_hours.push((vmid, reason));
                 }
             } else if left.left_secs <= lead {
                 state.notices.publish(
@@ -111,42 +105,21 @@ pub async fn run_due(state: &Arc<HubState>, now: i64) -> Result<Pass, DbError> {
             }
         }
         if !out_of_hours.is_empty() {
-            pass.stopping.extend(&out_of_hours);
-            tokio::spawn(shut_down(state.clone(), quota.class_id, out_of_hours));
+            pass.stopping
+                .extend(out_of_hours.iter().map(|(vmid, _)| *vmid));
+            tokio::spawn(shut_down(state.clone(), quota.class_id, out_of_hours, now));
         }
     }
     Ok(pass)
 }
 
-/// Shuts a class's VMs down as one task; a VM that did not stop loses its stop reason.
-async fn shut_down(state: Arc<HubState>, class_id: i64, vmids: Vec<u32>) {
-    let failed: Vec<u32> =
-        match tasks::run_automatic_on(&state, class_id, &vmids, VmAction::Stop, ACTOR).await {
-            Ok(task) => match state.db.task_results(task).await {
-                Ok(results) => results
-                    .iter()
-                    .filter(|result| !result.ok)
-                    .map(|result| result.vmid)
-                    .collect(),
-                Err(err) => {
-                    tracing::warn!(%err, task, "quota: cannot read the shutdown task's results");
-                    Vec::new()
-                }
-            },
-            Err(err) => {
-                tracing::warn!(%err, class_id, "quota: cannot shut the VMs down");
-                vmids.clone()
-            }
-        };
-    for vmid in &failed {
-        tracing::warn!(
-            vmid,
-            "quota: the VM did not shut down; tried again at the next check"
-        );
-        if let Err(err) = state.db.clear_stop_reason(*vmid).await {
-            tracing::warn!(%err, vmid, "quota: cannot take back the stop reason");
-        }
+/// Shuts a class's VMs down as one task, each tile saying why.
+async fn shut_down(state: Arc<HubState>, class_id: i64, stops: Vec<(u32, String)>, now: i64) {
+    match tasks::stop_with_reasons(&state, class_id, &stops, ACTOR, now).await {
+        Ok(task) => tracing::info!(class_id, task, vms = stops.len(), "quota: shut down"),
+        Err(err) => tracing::warn!(%err, class_id, "quota: cannot shut the VMs down"),
     }
+    let vmids: Vec<u32> = stops.iter().map(|(vmid, _)| *vmid).collect();
     state.quota_stopping.end(&vmids);
 }
 

@@ -214,11 +214,11 @@ async fn act(
         };
         return ("skipped", why.into(), None);
     }
-    let vm_action = match occurrence.action {
-        Action::Start => VmAction::Start,
-        Action::Stop => VmAction::Stop,
+    let task = match occurrence.action {
+        Action::Start => tasks::run_automatic(state, row.class_id, VmAction::Start, ACTOR).await,
+        Action::Stop => stop_with_reason(state, row, rule, occurrence, now).await,
     };
-    match tasks::run_automatic(state, row.class_id, vm_action, ACTOR).await {
+    match task {
         Ok(None) => ("done", "no VM needed it".into(), None),
         Ok(Some(task)) => match state.db.class_task(row.class_id, task).await {
             Ok(report) if report.failed == 0 => {
@@ -236,6 +236,35 @@ async fn act(
         },
         Err(err) => ("failed", err.to_string(), None),
     }
+}
+
+/// Stops the class's running student VMs, each tile saying that the schedule did it and at
+/// what time. Returns the task's id, or `None` when no VM was running.
+async fn stop_with_reason(
+    state: &HubState,
+    row: &ScheduleRow,
+    rule: &Rule,
+    occurrence: &Occurrence,
+    now: Timestamp,
+) -> Result<Option<i64>, ClassError> {
+    let local = occurrence.at.to_zoned(rule.time_zone.clone());
+    let reason = format!(
+        "Stopped by the class schedule at {} ({})",
+        local.strftime("%a %H:%M"),
+        row.time_zone
+    );
+    let stops: Vec<(u32, String)> = tasks::student_vms(state, row.class_id)
+        .await?
+        .into_iter()
+        .filter(|vm| vm.status != PowerState::Stopped)
+        .map(|vm| (vm.vmid, reason.clone()))
+        .collect();
+    if stops.is_empty() {
+        return Ok(None);
+    }
+    tasks::stop_with_reasons(state, row.class_id, &stops, ACTOR, now.as_second())
+        .await
+        .map(Some)
 }
 
 /// Tells the users of the class's running student VMs that they stop at the occurrence's
