@@ -19,7 +19,8 @@ use proxlab_protocol::plugins::{
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::tunnel::TunnelOpen;
 use proxlab_protocol::vm_ops::{
-    Done, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReset, VmSnapshot,
+    Done, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReimage, VmReset,
+    VmSnapshot,
 };
 use proxlab_protocol::{ErrorKind, NoProgress, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
@@ -30,7 +31,7 @@ use crate::context::Context;
 use crate::node_info;
 use crate::plugins::clone_steps::CloneSteps;
 use crate::plugins::{first_start, plugin_ops};
-use crate::pve::{base_copy, clones, ops, remote_error, reset};
+use crate::pve::{base_copy, clones, ops, reimage, remote_error, reset};
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
@@ -187,6 +188,7 @@ const ROUTES: &[Route] = &[
     route!(VmCreate, changes_node: true, vm_create),
     route!(VmSnapshot, changes_node: true, vm_snapshot),
     route!(VmReset, changes_node: true, vm_reset),
+    route!(VmReimage, changes_node: true, vm_reimage),
     route!(MakeBase, changes_node: true, make_base),
     route!(CloneMany, changes_node: true, clone_many),
     route!(BaseWrite, changes_node: true, base_write),
@@ -362,6 +364,17 @@ async fn vm_reset(
     _: ProgressSink<NoProgress>,
 ) -> Result<PowerReply, RemoteError> {
     reset::reset(&context.node, r.vmid, r.stopped, r.identity.as_deref())
+        .await
+        .map(|status| PowerReply { status })
+        .map_err(failed)
+}
+
+async fn vm_reimage(
+    context: &Context,
+    r: VmReimage,
+    _: ProgressSink<NoProgress>,
+) -> Result<PowerReply, RemoteError> {
+    reimage::reimage(&context.node, r.vmid, r.base_vmid, r.identity.as_deref())
         .await
         .map(|status| PowerReply { status })
         .map_err(failed)

@@ -107,6 +107,26 @@ impl Request for VmReset {
     type Progress = NoProgress;
 }
 
+/// Moves a linked clone onto another base (a new version of its class): each of its overlays
+/// is made anew on the base's image of the same slot, under the same file name where it
+/// can be, so the student's writes are gone and the VM's config, MACs and identity stay.
+/// Slots the base has and the VM lacks get fresh overlays; overlays of slots the base lacks
+/// go. The VM must be stopped. Repeating a finished re-image changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmReimage {
+    pub vmid: u32,
+    pub base_vmid: u32,
+    /// Act only if the VM still has this identity (see `VmInfo::identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+impl Request for VmReimage {
+    const KIND: &'static str = "vm-reimage";
+    type Response = PowerReply;
+    type Progress = NoProgress;
+}
+
 /// Asks the agent to send its full inventory again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resync {}

@@ -347,6 +347,11 @@ impl Base {
         })
     }
 
+    /// Whether clones of this base are qcow2 overlays (not `qm clone` copies).
+    pub(crate) fn makes_overlays(&self) -> bool {
+        self.overlays
+    }
+
     /// Gives every clone made from here on this hardware instead of the base's.
     /// The values are checked against the node's resources first.
     pub fn with_hardware(

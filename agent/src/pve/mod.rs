@@ -9,6 +9,7 @@ pub mod console;
 pub mod guest;
 pub mod node;
 pub mod ops;
+pub mod reimage;
 pub mod reset;
 
 use proxlab_protocol::{ErrorKind, RemoteError};
