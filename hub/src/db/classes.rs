@@ -32,6 +32,10 @@ pub struct ClassRow {
     /// invite made before links could be shown again.
     pub invite_nonce: Option<String>,
     pub created_at: i64,
+    /// The version new VMs are made from (`None` without a template).
+    pub current_version: Option<i64>,
+    /// How many versions are kept for rolling back (the current one counts).
+    pub keep_versions: u32,
 }
 
 /// A class's new invite.
@@ -73,6 +77,8 @@ pub struct ClassVmRow {
     pub assignee: Option<String>,
     /// The identity of the VM made for this seat, once the hub has seen it.
     pub identity: Option<String>,
+    /// The class version a base holds, or a VM's disks were made from.
+    pub version: Option<i64>,
 }
 
 /// A job as stored.
@@ -86,6 +92,12 @@ pub struct JobRow {
     pub created_at: i64,
     pub updated_at: i64,
     pub message: String,
+    /// The version a publish makes or a rollout moves to.
+    pub version: Option<i64>,
+    /// How long running VMs are warned before a re-image shuts them down.
+    pub warn_minutes: u32,
+    /// When that warning ends, once it was given.
+    pub warn_until: Option<i64>,
 }
 
 /// The outcome of a join.
@@ -101,7 +113,11 @@ pub enum JoinOutcome {
 pub const MAX_ATTEMPTS: u32 = 3;
 
 const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory_mib, disk_gib, \
-     bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at";
+     bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at, \
+     current_version, keep_versions";
+
+pub(super) const JOB_COLUMNS: &str = "id, kind, class_id, created_by, state, created_at, updated_at, message, version, \
+     warn_minutes, warn_until";
 
 fn opt_u32(row: &AnyRow, column: &str) -> Result<Option<u32>, sqlx::Error> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v as u32))
@@ -128,6 +144,8 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
         has_invite: row.try_get::<Option<String>, _>("invite_hash")?.is_some(),
         invite_nonce: row.try_get("invite_nonce")?,
         created_at: row.try_get("created_at")?,
+        current_version: row.try_get("current_version")?,
+        keep_versions: row.try_get::<i64, _>("keep_versions")? as u32,
     })
 }
 
@@ -142,10 +160,11 @@ fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
         error: row.try_get("error")?,
         assignee: row.try_get("assignee")?,
         identity: row.try_get("identity")?,
+        version: row.try_get("version")?,
     })
 }
 
-fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
+pub(super) fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
     Ok(JobRow {
         id: row.try_get("id")?,
         kind: column(row, "kind", JobKind::parse)?,
@@ -155,6 +174,9 @@ fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         updated_at: row.try_get("updated_at")?,
         message: row.try_get("message")?,
+        version: row.try_get("version")?,
+        warn_minutes: row.try_get::<i64, _>("warn_minutes")? as u32,
+        warn_until: row.try_get("warn_until")?,
     })
 }
 
@@ -169,8 +191,8 @@ impl Db {
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
-             storage, pinned_node, seats, state, created_by, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12) RETURNING id",
+             storage, pinned_node, seats, state, created_by, created_at, current_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13) RETURNING id",
         )
         .bind(&class.name)
         .bind(&class.description)
@@ -184,9 +206,22 @@ impl Db {
         .bind(i64::from(class.seats))
         .bind(owner)
         .bind(now)
+        .bind(class.template_vmid.map(|_| 1i64))
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get("id")?;
+        if class.template_vmid.is_some() {
+            sqlx::query(
+                "INSERT INTO class_versions (class_id, number, note, state, created_by, created_at) \
+                 SELECT $1, 1, 'made from the template', 'ready', username, $3 FROM users \
+                 WHERE id = $2",
+            )
+            .bind(id)
+            .bind(owner)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
         sqlx::query("INSERT INTO class_owners (class_id, user_id) VALUES ($1, $2)")
             .bind(id)
             .bind(owner)
@@ -360,7 +395,8 @@ impl Db {
     }
 
     /// Reserves `count` free VMIDs in `range` for a class, cluster-wide: numbers no VM and no
-    /// reservation holds. The reservations are rows of `class_vms` in state `planned`.
+    /// reservation holds. The reservations are rows of `class_vms` in state `planned`, made
+    /// from the class's current version.
     pub async fn reserve_vmids(
         &self,
         class_id: i64,
@@ -369,52 +405,14 @@ impl Db {
         now: i64,
     ) -> Result<Vec<u32>, DbError> {
         let mut tx = self.write_tx().await?;
-        let taken: Vec<(i64,)> = sqlx::query_as(
-            "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
-             UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2",
-        )
-        .bind(i64::from(*range.start()))
-        .bind(i64::from(*range.end()))
-        .fetch_all(&mut *tx)
-        .await?;
-        let taken: std::collections::HashSet<u32> =
-            taken.into_iter().map(|(vmid,)| vmid as u32).collect();
-        let free: Vec<u32> = range
-            .filter(|vmid| !taken.contains(vmid))
-            .take(plan.len())
-            .collect();
-        if free.len() < plan.len() {
-            return Err(DbError::Conflict(format!(
-                "only {} free VM ids are left in the class range",
-                free.len()
-            )));
-        }
-        for (vmid, (kind, node)) in free.iter().zip(plan) {
-            sqlx::query(
-                "INSERT INTO class_vms (vmid, class_id, kind, node, state, updated_at) \
-                 VALUES ($1, $2, $3, $4, 'planned', $5)",
-            )
-            .bind(i64::from(*vmid))
-            .bind(class_id)
-            .bind(kind.as_str())
-            .bind(node)
-            .bind(now)
-            .execute(&mut *tx)
-            .await
-            .map_err(|err| match &err {
-                sqlx::Error::Database(db) if db.is_unique_violation() => {
-                    DbError::Conflict("VM ids were taken meanwhile; try again".into())
-                }
-                _ => DbError::Sqlx(err),
-            })?;
-        }
+        let reserved = reserve_in(&mut tx, class_id, plan, range, None, now).await?;
         tx.commit().await?;
-        Ok(free)
+        Ok(reserved)
     }
 
     pub async fn class_vms(&self, class_id: i64) -> Result<Vec<ClassVmRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, c.identity, \
+            "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, c.identity, c.version, \
              u.username AS assignee \
              FROM class_vms c LEFT JOIN vm_assignments a ON a.vmid = c.vmid \
              LEFT JOIN users u ON u.id = a.user_id WHERE c.class_id = $1 ORDER BY c.vmid",
@@ -763,20 +761,20 @@ impl Db {
 
     /// Jobs that have not finished, oldest first: what to resume after a restart.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, class_id, created_by, state, created_at, updated_at, message FROM jobs \
-             WHERE state IN ('pending', 'running') ORDER BY id",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE state IN ('pending', 'running') ORDER BY id"
+        ))
         .fetch_all(self.pool())
         .await?;
         Ok(rows.iter().map(job_from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn class_jobs(&self, class_id: i64) -> Result<Vec<JobRow>, DbError> {
-        let rows = sqlx::query(
-            "SELECT id, kind, class_id, created_by, state, created_at, updated_at, message FROM jobs \
-             WHERE class_id = $1 ORDER BY id DESC",
-        )
+        let rows = sqlx::query(&format!(
+            "SELECT {JOB_COLUMNS} FROM jobs \
+             WHERE class_id = $1 ORDER BY id DESC"
+        ))
         .bind(class_id)
         .fetch_all(self.pool())
         .await?;
@@ -784,12 +782,10 @@ impl Db {
     }
 
     pub async fn job(&self, id: i64) -> Result<Option<JobRow>, DbError> {
-        let row = sqlx::query(
-            "SELECT id, kind, class_id, created_by, state, created_at, updated_at, message FROM jobs WHERE id = $1",
-        )
-        .bind(id)
-        .fetch_optional(self.pool())
-        .await?;
+        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await?;
         Ok(row.as_ref().map(job_from_row).transpose()?)
     }
 }
@@ -822,4 +818,58 @@ async fn release_class_vms(
     .execute(&mut **tx)
     .await?;
     Ok(released.rows_affected())
+}
+
+/// Reserves VMIDs as [`Db::reserve_vmids`] does, inside a transaction, for `version` (the
+/// class's current one when `None`).
+pub(super) async fn reserve_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    class_id: i64,
+    plan: &[(ClassVmKind, String)],
+    range: std::ops::RangeInclusive<u32>,
+    version: Option<i64>,
+    now: i64,
+) -> Result<Vec<u32>, DbError> {
+    let taken: Vec<(i64,)> = sqlx::query_as(
+        "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
+         UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2",
+    )
+    .bind(i64::from(*range.start()))
+    .bind(i64::from(*range.end()))
+    .fetch_all(&mut **tx)
+    .await?;
+    let taken: std::collections::HashSet<u32> =
+        taken.into_iter().map(|(vmid,)| vmid as u32).collect();
+    let free: Vec<u32> = range
+        .filter(|vmid| !taken.contains(vmid))
+        .take(plan.len())
+        .collect();
+    if free.len() < plan.len() {
+        return Err(DbError::Conflict(format!(
+            "only {} free VM ids are left in the class range",
+            free.len()
+        )));
+    }
+    for (vmid, (kind, node)) in free.iter().zip(plan) {
+        sqlx::query(
+            "INSERT INTO class_vms (vmid, class_id, kind, node, state, updated_at, version) \
+             VALUES ($1, $2, $3, $4, 'planned', $5, \
+             COALESCE($6, (SELECT current_version FROM classes WHERE id = $2)))",
+        )
+        .bind(i64::from(*vmid))
+        .bind(class_id)
+        .bind(kind.as_str())
+        .bind(node)
+        .bind(now)
+        .bind(version)
+        .execute(&mut **tx)
+        .await
+        .map_err(|err| match &err {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                DbError::Conflict("VM ids were taken meanwhile; try again".into())
+            }
+            _ => DbError::Sqlx(err),
+        })?;
+    }
+    Ok(free)
 }

@@ -42,6 +42,9 @@ pub struct VmRow {
     pub class_name: Option<String>,
     /// Why proxlab itself last stopped it ("Stopped after 30 min idle"), until it starts.
     pub stop_reason: Option<String>,
+    /// The class version a reset moves this VM to: set when the class's current version is
+    /// newer than the VM's and rolls out on reset (or at once, and this VM was missed).
+    pub newer_version: Option<i64>,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -152,12 +155,14 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
 const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
      LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id \
      LEFT JOIN class_vms cv ON cv.vmid = v.vmid LEFT JOIN classes cl ON cl.id = cv.class_id \
-     LEFT JOIN vm_stop_reasons sr ON sr.vmid = v.vmid";
+     LEFT JOIN vm_stop_reasons sr ON sr.vmid = v.vmid \
+     LEFT JOIN class_versions cver ON cver.class_id = cl.id AND cver.number = cl.current_version";
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
      v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, cl.name AS class_name, v.identity, \
-     sr.reason AS stop_reason";
+     sr.reason AS stop_reason, cv.kind AS class_kind, cv.version AS class_vm_version, \
+     cl.current_version AS class_current_version, cver.rollout AS class_rollout";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -198,7 +203,21 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         identity: row.try_get("identity")?,
         class_name: row.try_get("class_name")?,
         stop_reason: row.try_get("stop_reason")?,
+        newer_version: newer_version(row)?,
     })
+}
+
+fn newer_version(row: &AnyRow) -> Result<Option<i64>, sqlx::Error> {
+    let kind: Option<String> = row.try_get("class_kind")?;
+    let mine: Option<i64> = row.try_get("class_vm_version")?;
+    let current: Option<i64> = row.try_get("class_current_version")?;
+    let rollout: Option<String> = row.try_get("class_rollout")?;
+    let moves_on_reset = matches!(rollout.as_deref(), Some("now" | "next-reset"));
+    Ok(current.filter(|current| {
+        kind.as_deref().is_some_and(|kind| kind != "base")
+            && moves_on_reset
+            && mine.is_some_and(|mine| mine != *current)
+    }))
 }
 
 /// A power state as the inventory and the API spell it.

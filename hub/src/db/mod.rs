@@ -24,6 +24,7 @@ pub mod tasks;
 pub mod tokens;
 pub mod usage;
 pub mod users;
+pub mod versions;
 
 use std::path::Path;
 use std::time::Duration;

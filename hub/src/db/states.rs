@@ -78,6 +78,34 @@ text_enum!(
         Shrink = "shrink",
         /// Resets VMs students left.
         Recycle = "recycle",
+        /// Makes a new version of the class from its teacher VM, then rolls it out.
+        Publish = "publish",
+        /// Moves the class's VMs to a version that exists (a rollback).
+        Rollout = "rollout",
+    }
+);
+
+text_enum!(
+    /// Where a class version is in its life.
+    VersionState {
+        /// Its bases are being made (a publish job runs).
+        Building = "building",
+        Ready = "ready",
+        Failed = "failed",
+        /// Its bases are gone; the row stays as history.
+        Removed = "removed",
+    }
+);
+
+text_enum!(
+    /// How a class's VMs on older versions move to its current one.
+    Rollout {
+        /// Re-imaged at once (running VMs after a warning and a shutdown).
+        Now = "now",
+        /// Each when its student resets it; the VM's page says a newer version exists.
+        NextReset = "next-reset",
+        /// Only VMs given to a new student; the others stay where they are, even on reset.
+        NewStudents = "new-students",
     }
 );
 

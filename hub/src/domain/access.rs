@@ -138,6 +138,7 @@ mod tests {
             identity: None,
             class_name: None,
             stop_reason: None,
+            newer_version: None,
         }
     }
 

@@ -94,6 +94,12 @@ async fn reset_to_base(
     vm: &VmRow,
     stopped: bool,
 ) -> Result<PowerState, CallError> {
+    if let (Some(number), Some(class_id)) = (vm.newer_version, vm.class_id)
+        && let Some(status) =
+            super::classes::publish::reset_to_version(state, vm, class_id, number, stopped).await?
+    {
+        return Ok(status);
+    }
     let request = VmReset {
         vmid: vm.vmid,
         stopped,

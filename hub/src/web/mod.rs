@@ -108,6 +108,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::classes::router())
         .merge(routes::consoles::page_router())
         .merge(routes::schedules::page_router())
+        .merge(routes::versions::page_router())
         .merge(routes::idle::page_router())
         .merge(routes::quota::page_router())
         .merge(routes::usage::page_router())

@@ -47,6 +47,9 @@ pub(crate) struct VmView {
     /// Why proxlab itself stopped a stopped VM ("Stopped after 30 min idle").
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stop_reason: Option<String>,
+    /// The class version a reset moves this VM to (its class published a newer one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub newer_version: Option<i64>,
     /// Why a running VM shows no address, once it has had time to get one.
     pub ip_note: Option<&'static str>,
     /// For a VM shown as `starting`: when (Unix seconds) to stop waiting for an address.
@@ -146,6 +149,7 @@ impl VmView {
                 .stop_reason
                 .clone()
                 .filter(|_| vm.status == PowerState::Stopped),
+            newer_version: vm.newer_version,
             ip_note,
             ip_wait_until,
             ips: ips
@@ -187,6 +191,7 @@ impl VmView {
             scheduled_stop: None,
             hours_left: None,
             stop_reason: None,
+            newer_version: None,
             ip_note: None,
             ip_wait_until: None,
             ips: Vec::new(),
@@ -327,21 +332,7 @@ impl From<&NodeOverview> for NodeView {
     }
 }
 
-/// Sizes for people: `512 MiB`, `1.5 GiB`.
-pub(crate) fn human_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit < UNITS.len() - 1 {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 || value >= 100.0 || value.fract() < 0.05 {
-        format!("{value:.0} {}", UNITS[unit])
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub(crate) use crate::text::human_bytes;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use proxlab_protocol::vm_ops::{VmCreate, VmDestroy, VmReset};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
-use super::{copy, name_stem};
+use super::{copy, name_stem, publish};
 use crate::HubState;
 use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
@@ -149,6 +149,14 @@ async fn run_job(state: &HubState, id: i64) {
         JobKind::Delete => delete(state, class_id).await,
         JobKind::Shrink => shrink(state, class_id).await,
         JobKind::Recycle => recycle(state, id, class_id).await,
+        JobKind::Publish => match class_row(state, class_id).await {
+            Ok(class) => publish::publish(state, &job, &class).await,
+            Err(err) => Err(err),
+        },
+        JobKind::Rollout => match class_row(state, class_id).await {
+            Ok(class) => publish::rollout(state, &job, &class).await,
+            Err(err) => Err(err),
+        },
     };
     let (job_state, message) = match result {
         Ok(message) => (JobState::Done, message),
@@ -166,7 +174,7 @@ async fn run_job(state: &HubState, id: i64) {
 }
 
 /// "1 VM", "31 VMs".
-fn count_vms(n: usize) -> String {
+pub(super) fn count_vms(n: usize) -> String {
     if n == 1 {
         "1 VM".to_owned()
     } else {
@@ -198,7 +206,7 @@ fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
         .collect()
 }
 
-async fn class_row(state: &HubState, class_id: i64) -> StepResult<ClassRow> {
+pub(super) async fn class_row(state: &HubState, class_id: i64) -> StepResult<ClassRow> {
     Ok(state
         .db
         .class(class_id)
@@ -219,23 +227,43 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
             .await
             .map_err(|err| err.to_string())?;
         let names = vm_names(&class, &vms);
-        // The first base is made from the template on its node; nodes that cannot reach its
-        // disks get copies of their own.
+        // The current version's bases. Version 1's first base is made from the template on
+        // its node (a later version's by its publish); nodes that cannot reach its disks get
+        // copies of their own.
         let bases: Vec<&ClassVmRow> = vms
             .iter()
-            .filter(|vm| vm.kind == ClassVmKind::Base)
+            .filter(|vm| vm.kind == ClassVmKind::Base && vm.version == class.current_version)
             .collect();
-        let primary = bases.iter().min_by_key(|vm| vm.vmid).copied();
+        let ready = bases
+            .iter()
+            .find(|vm| vm.state == ClassVmState::Ready)
+            .copied();
+        let primary = ready.or_else(|| bases.iter().min_by_key(|vm| vm.vmid).copied());
         if let Some(template) = class.template_vmid {
             let primary = primary.ok_or("the class has no base")?;
-            if primary.state != ClassVmState::Ready {
-                make_base(state, job, &class, primary, &names[&primary.vmid]).await?;
+            if ready.is_none() {
+                if class.current_version.is_some_and(|number| number > 1) {
+                    return Err("the current version has no base left".into());
+                }
+                make_base(state, job, &class, template, primary, &names[&primary.vmid]).await?;
                 continue;
             }
             if let Some(copy) = bases.iter().find(|vm| vm.state != ClassVmState::Ready) {
-                let storage = template_storage(state, template).await?;
-                let name = &names[&copy.vmid];
-                copy::copy_base(state, &class, primary, copy, name, &storage).await?;
+                // Version 1's bases are on the template's storage, a later one's on the
+                // storage of the teacher VM it was made from.
+                let source = match class.current_version {
+                    Some(number) if number > 1 => vms
+                        .iter()
+                        .find(|vm| vm.kind == ClassVmKind::Teacher)
+                        .map_or(template, |teacher| teacher.vmid),
+                    _ => template,
+                };
+                let storage = first_disk_storage(state, source).await?;
+                let name = match class.current_version {
+                    Some(number) if number > 1 => publish::base_name(&class, number, &copy.node),
+                    _ => names[&copy.vmid].clone(),
+                };
+                copy::copy_base(state, &class, primary, copy, &name, &storage).await?;
                 continue;
             }
         }
@@ -315,14 +343,15 @@ async fn plugin_steps(
     }))
 }
 
-/// Where a copied base's images go: the storage of the template's first disk.
-async fn template_storage(state: &HubState, template: u32) -> StepResult<String> {
+/// Where a copied base's images go: the storage of the first disk of the VM it is copied
+/// from (a base, or the teacher VM a version is made from).
+pub(super) async fn first_disk_storage(state: &HubState, vmid: u32) -> StepResult<String> {
     let vm = state
         .db
-        .vm(template)
+        .vm(vmid)
         .await
         .map_err(|err| err.to_string())?
-        .ok_or_else(|| format!("template {template} is gone"))?;
+        .ok_or_else(|| format!("VM {vmid} is gone"))?;
     vm.disks
         .iter()
         .find_map(|disk| {
@@ -330,7 +359,7 @@ async fn template_storage(state: &HubState, template: u32) -> StepResult<String>
                 .split_once(':')
                 .map(|(storage, _)| storage.to_owned())
         })
-        .ok_or_else(|| format!("template {template} has no disk"))
+        .ok_or_else(|| format!("VM {vmid} has no disk"))
 }
 
 /// Creates the empty VMs of a class without a template on one node.
@@ -380,10 +409,10 @@ async fn make_base(
     state: &HubState,
     job: i64,
     class: &ClassRow,
+    template: u32,
     base: &ClassVmRow,
     name: &str,
 ) -> StepResult<()> {
-    let template = class.template_vmid.ok_or("the class has no template")?;
     if base.attempts >= MAX_ATTEMPTS {
         return Err(format!("the class base could not be made: {}", base.error));
     }
@@ -612,7 +641,14 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
         .collect();
     let mut remade = 0;
     for vm in &used {
-        let fresh = if class.template_vmid.is_some() {
+        // The next student gets the current version: a VM on an older one is re-made.
+        let newer = class
+            .current_version
+            .filter(|number| vm.version != Some(*number))
+            .and_then(|number| Some((publish::base_for(&vms, number, &vm.node)?, number)));
+        let fresh = if let Some((base, number)) = newer {
+            publish::remake(state, vm, base, number).await
+        } else if class.template_vmid.is_some() {
             let reset = VmReset {
                 vmid: vm.vmid,
                 stopped: true,
@@ -672,7 +708,7 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
 }
 
 /// Calls an agent, waiting for its node to come back when the link drops.
-async fn call_when_online<R: proxlab_protocol::Request>(
+pub(super) async fn call_when_online<R: proxlab_protocol::Request>(
     state: &HubState,
     node: &str,
     request: &R,
@@ -686,7 +722,7 @@ async fn call_when_online<R: proxlab_protocol::Request>(
     }
 }
 
-async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
+pub(super) async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
     mark(state, class_id, vm.vmid, ClassVmState::Removing, "", false).await;
     let request = VmDestroy {
         vmid: vm.vmid,

@@ -6,8 +6,10 @@ mod copy;
 pub mod invites;
 pub mod jobs;
 pub mod placement;
+pub mod publish;
 mod steps;
 pub mod tasks;
+pub mod versions;
 
 use std::ops::RangeInclusive;
 use std::time::Duration;
@@ -137,33 +139,65 @@ pub struct NodeProgress {
     pub total: usize,
 }
 
-/// The stage a deployment is in, from the states of its rows: the base is made first (on
-/// the template's node), then copied to the other nodes, then every node makes its clones.
-fn deployment_stage(rows: &[ClassVmRow]) -> Option<String> {
-    let (bases, clones): (Vec<&ClassVmRow>, Vec<&ClassVmRow>) =
-        rows.iter().partition(|vm| vm.kind == ClassVmKind::Base);
+/// The newest version any base of the class holds: the one a publish is making, or the
+/// current one.
+fn newest_base_version(rows: &[ClassVmRow]) -> Option<i64> {
+    rows.iter()
+        .filter(|vm| vm.kind == ClassVmKind::Base)
+        .filter_map(|vm| vm.version)
+        .max()
+}
+
+/// The bases that matter to progress: those of the newest version (and bases of a class
+/// from before versions, which have none).
+fn newest_bases(rows: &[ClassVmRow]) -> Vec<&ClassVmRow> {
+    let newest = newest_base_version(rows);
+    rows.iter()
+        .filter(|vm| vm.kind == ClassVmKind::Base && vm.version == newest)
+        .collect()
+}
+
+/// The stage a deployment or publish is in, from the states of its rows: the base is made
+/// first (from the template, or the teacher VM for a later version), then copied to the
+/// other nodes, then every node makes its clones.
+fn deployment_stage(rows: &[ClassVmRow], current: Option<i64>) -> Option<String> {
+    let bases = newest_bases(rows);
+    let clones: Vec<&ClassVmRow> = rows
+        .iter()
+        .filter(|vm| vm.kind != ClassVmKind::Base)
+        .collect();
     let waiting = |vms: &[&ClassVmRow]| {
         vms.iter()
             .filter(|vm| vm.state == ClassVmState::Planned)
             .count()
     };
     let (bases_waiting, clones_waiting) = (waiting(&bases), waiting(&clones));
-    if bases_waiting > 0 && bases_waiting == bases.len() {
-        Some("Making the class base from the template".into())
-    } else if bases_waiting > 0 {
-        Some(format!(
-            "Copying the base to {bases_waiting} more node{}",
-            if bases_waiting == 1 { "" } else { "s" }
-        ))
-    } else if clones_waiting > 0 {
-        Some(format!("Making VMs: {clones_waiting} to go"))
-    } else {
-        None
+    let publishing = newest_base_version(rows).filter(|newest| Some(*newest) > current);
+    let plural = if bases_waiting == 1 { "" } else { "s" };
+    match publishing {
+        Some(number) if bases_waiting > 0 && bases_waiting == bases.len() => Some(format!(
+            "Publishing version {number}: making its base from the teacher VM"
+        )),
+        Some(number) if bases_waiting > 0 => Some(format!(
+            "Publishing version {number}: copying its base to {bases_waiting} more node{plural}"
+        )),
+        Some(number) => Some(format!(
+            "Publishing version {number}: moving the teacher VM onto it"
+        )),
+        None if bases_waiting > 0 && bases_waiting == bases.len() => {
+            Some("Making the class base from the template".into())
+        }
+        None if bases_waiting > 0 => Some(format!(
+            "Copying the base to {bases_waiting} more node{plural}"
+        )),
+        None if clones_waiting > 0 => Some(format!("Making VMs: {clones_waiting} to go")),
+        None => None,
     }
 }
 
 fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
     let mut nodes: std::collections::BTreeMap<&str, NodeProgress> = Default::default();
+    let bases = newest_bases(rows);
     for vm in rows {
         let entry = nodes.entry(&vm.node).or_insert_with(|| NodeProgress {
             node: vm.node.clone(),
@@ -171,11 +205,14 @@ fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
             ready: 0,
             total: 0,
         });
-        if vm.kind == ClassVmKind::Base {
-            entry.base_ready = Some(vm.state == ClassVmState::Ready);
-        } else {
+        if vm.kind != ClassVmKind::Base {
             entry.total += 1;
             entry.ready += usize::from(vm.state == ClassVmState::Ready);
+        }
+    }
+    for base in bases {
+        if let Some(entry) = nodes.get_mut(base.node.as_str()) {
+            entry.base_ready = Some(base.state == ClassVmState::Ready);
         }
     }
     nodes.into_values().collect()
@@ -184,6 +221,11 @@ fn node_progress(rows: &[ClassVmRow]) -> Vec<NodeProgress> {
 /// The deployment state of a class (the caller has checked who may see it).
 pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, ClassError> {
     let rows = state.db.class_vms(class_id).await?;
+    let current_version = state
+        .db
+        .class(class_id)
+        .await?
+        .and_then(|class| class.current_version);
     let clones: Vec<_> = rows
         .iter()
         .filter(|vm| vm.kind != ClassVmKind::Base)
@@ -205,7 +247,7 @@ pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, 
             .map(|job| format!("{} {}", job.kind, job.state)),
         job_message: jobs.first().map(|job| job.message.clone()),
         vms: clones.iter().map(|vm| (vm.vmid, vm.state)).collect(),
-        stage: deployment_stage(&rows),
+        stage: deployment_stage(&rows, current_version),
         nodes: node_progress(&rows),
     })
 }
@@ -1054,6 +1096,7 @@ mod tests {
             error: String::new(),
             assignee: None,
             identity: None,
+            version: Some(1),
         }
     }
 
@@ -1066,7 +1109,7 @@ mod tests {
             row(4, "student", "pve2", "planned"),
             row(5, "teacher", "pve2", "planned"),
         ];
-        let stage = |rows: &[ClassVmRow]| deployment_stage(rows);
+        let stage = |rows: &[ClassVmRow]| deployment_stage(rows, Some(1));
         assert_eq!(
             stage(&rows).as_deref(),
             Some("Making the class base from the template")
@@ -1110,6 +1153,48 @@ mod tests {
             (nodes[0].base_ready, nodes[1].base_ready),
             (Some(true), None)
         );
+    }
+
+    #[test]
+    fn a_publish_reports_its_stage_and_the_new_bases_of_each_node() {
+        let mut rows = vec![
+            row(1, "base", "pve1", "ready"),
+            row(2, "base", "pve2", "ready"),
+            row(3, "teacher", "pve1", "ready"),
+            row(4, "student", "pve2", "ready"),
+            ClassVmRow {
+                version: Some(2),
+                ..row(5, "base", "pve1", "planned")
+            },
+            ClassVmRow {
+                version: Some(2),
+                ..row(6, "base", "pve2", "planned")
+            },
+        ];
+        let stage = |rows: &[ClassVmRow]| deployment_stage(rows, Some(1));
+        assert_eq!(
+            stage(&rows).as_deref(),
+            Some("Publishing version 2: making its base from the teacher VM")
+        );
+        assert_eq!(
+            node_progress(&rows)
+                .iter()
+                .map(|node| node.base_ready)
+                .collect::<Vec<_>>(),
+            [Some(false), Some(false)],
+            "the bars follow the new version's bases"
+        );
+        rows[4].state = ClassVmState::Ready;
+        assert_eq!(
+            stage(&rows).as_deref(),
+            Some("Publishing version 2: copying its base to 1 more node")
+        );
+        rows[5].state = ClassVmState::Ready;
+        assert_eq!(
+            stage(&rows).as_deref(),
+            Some("Publishing version 2: moving the teacher VM onto it")
+        );
+        assert_eq!(deployment_stage(&rows, Some(2)), None, "published");
     }
 
     #[test]

@@ -177,6 +177,8 @@ struct ClassVmLine {
     deploy_state: ClassVmState,
     error: String,
     assignee: Option<String>,
+    /// The class version its disks were made from.
+    version: Option<i64>,
     /// The VM as the inventory shows it, once it exists.
     vm: Option<VmView>,
 }
@@ -214,6 +216,10 @@ struct ClassPageView {
     idle: crate::domain::idle::ClassIdle,
     /// The class's quota and its students' hours.
     quota: crate::domain::quota::ClassQuota,
+    /// Its template versions, newest first, and how many it keeps.
+    versions: Vec<classes::versions::VersionView>,
+    current_version: Option<i64>,
+    keep_versions: u32,
 }
 
 /// A line of the task log.
@@ -308,6 +314,7 @@ async fn render_class(
             deploy_state: row.state,
             error: row.error.clone(),
             assignee: row.assignee.clone(),
+            version: row.version,
             vm: inventory
                 .iter()
                 .find(|vm| vm.vmid == row.vmid)
@@ -341,6 +348,9 @@ async fn render_class(
         weekdays: crate::domain::schedules::calendar::Weekdays::NAMES,
         idle: crate::domain::idle::class_idle(state, &user.viewer, class_id).await?,
         quota: crate::domain::quota::class_quota(state, &user.viewer, class_id).await?,
+        versions: classes::versions::versions(state, &user.viewer, class_id).await?,
+        current_version: class.current_version,
+        keep_versions: class.keep_versions,
     };
     Ok(Page::render(
         "pages/classes/class.html",

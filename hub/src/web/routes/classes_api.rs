@@ -48,6 +48,10 @@ pub(in crate::web) struct ClassView {
     invite_expires_at: Option<String>,
     invite_seat_limit: Option<u32>,
     created_at: String,
+    /// The template version new VMs are made from; `None` for a class of empty VMs.
+    current_version: Option<i64>,
+    /// How many versions are kept to roll back to.
+    keep_versions: u32,
 }
 
 impl From<&ClassRow> for ClassView {
@@ -66,6 +70,8 @@ impl From<&ClassRow> for ClassView {
             invite_expires_at: class.invite_expires_at.map(format_time),
             invite_seat_limit: class.invite_seat_limit,
             created_at: format_time(class.created_at),
+            current_version: class.current_version,
+            keep_versions: class.keep_versions,
         }
     }
 }
@@ -103,6 +109,8 @@ struct ClassVmView {
     attempts: u32,
     error: String,
     assignee: Option<String>,
+    /// The template version its disks were made from (a base: the version it holds).
+    version: Option<i64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -239,6 +247,7 @@ async fn detail(
                 attempts: vm.attempts,
                 error: vm.error,
                 assignee: vm.assignee,
+                version: vm.version,
             })
             .collect(),
         students: state

@@ -16,3 +16,4 @@ pub(super) mod quota;
 pub(super) mod remote;
 pub(super) mod schedules;
 pub(super) mod usage;
+pub(super) mod versions;

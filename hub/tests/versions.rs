@@ -1,0 +1,447 @@
+//! Template versions end to end: a real hub, two real agents, a two-node pve-sim cluster
+//! with the template on node-local storage (so every version's base is copied to the other
+//! node), real `qemu-img` and `qemu-io` on the disks.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use common::lab::{Lab, TEMPLATE};
+use common::web::{WebClient, join_class};
+use proxlab_hub::db::users::Role;
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+/// Every file under `root` whose name starts with `prefix`.
+fn files_named(root: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                dirs.push(path);
+            } else if path
+                .file_name()
+                .is_some_and(|name| name.to_string_lossy().starts_with(prefix))
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// A class VM's one overlay.
+fn overlay_of(root: &Path, vmid: u32) -> PathBuf {
+    let disks = files_named(root, &format!("vm-{vmid}-"));
+    assert_eq!(disks.len(), 1, "VM {vmid}: {disks:?}");
+    disks[0].clone()
+}
+
+/// The files of a disk's chain, top first.
+fn backing_chain(disk: &Path) -> Vec<String> {
+    let output = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--backing-chain", "--output=json"])
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let chain: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
+    chain
+        .iter()
+        .map(|image| image["filename"].as_str().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Writes 64 KiB of `byte` at `offset`, as work on the VM would.
+fn write(disk: &Path, byte: u8, offset: &str) {
+    let written = std::process::Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("write -P {byte:#x} {offset} 64k"),
+        ])
+        .arg(disk)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+}
+
+/// Whether the 64 KiB at `offset` hold `byte`.
+fn holds(disk: &Path, byte: u8, offset: &str) -> bool {
+    let read = std::process::Command::new("qemu-io")
+        .args([
+            "-f",
+            "qcow2",
+            "-c",
+            &format!("read -P {byte:#x} {offset} 64k"),
+        ])
+        .arg(disk)
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&read.stdout);
+    assert!(said.contains("read 65536/65536 bytes"), "{read:?}");
+    !said.contains("Pattern verification failed")
+}
+
+/// The teacher's change in each version: a byte per version at 1 MiB.
+const TEACHER_AT: &str = "1M";
+/// What students write: at 2 MiB.
+const STUDENT_AT: &str = "2M";
+const STUDENT_BYTE: u8 = 0x5a;
+
+struct Class<'a> {
+    lab: &'a Lab,
+    teacher: &'a WebClient,
+    id: i64,
+}
+
+impl Class<'_> {
+    async fn detail(&self) -> Value {
+        self.teacher
+            .json(&format!("/api/v1/classes/{}", self.id))
+            .await
+    }
+
+    async fn vms(&self, kind: &str) -> Vec<(u32, String, Option<i64>)> {
+        self.detail().await["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|vm| vm["kind"] == kind)
+            .map(|vm| {
+                (
+                    vm["vmid"].as_u64().unwrap() as u32,
+                    vm["node"].as_str().unwrap().to_owned(),
+                    vm["version"].as_i64(),
+                )
+            })
+            .collect()
+    }
+
+    /// The base of `version` on `node`.
+    async fn base(&self, version: i64, node: &str) -> u32 {
+        self.vms("base")
+            .await
+            .into_iter()
+            .find(|(_, on, v)| on == node && *v == Some(version))
+            .unwrap_or_else(|| panic!("no base of v{version} on {node}"))
+            .0
+    }
+
+    async fn bases_of(&self, version: i64) -> Vec<u32> {
+        self.vms("base")
+            .await
+            .into_iter()
+            .filter(|(_, _, v)| *v == Some(version))
+            .map(|(vmid, _, _)| vmid)
+            .collect()
+    }
+
+    /// Asserts that VM `vmid` is on `version`: the hub says so, and its overlay sits right
+    /// on that version's base of its own node.
+    async fn assert_on(&self, vmid: u32, version: i64) {
+        let vms = [self.vms("teacher").await, self.vms("student").await].concat();
+        let (_, node, recorded) = vms.iter().find(|(v, _, _)| *v == vmid).unwrap();
+        assert_eq!(*recorded, Some(version), "VM {vmid} as the hub has it");
+        let base = self.base(version, node).await;
+        let chain = backing_chain(&overlay_of(&self.lab.sim.root, vmid));
+        assert_eq!(chain.len(), 2, "VM {vmid}: {chain:?}");
+        assert!(
+            chain[1].ends_with(&format!("/{base}/base-{base}-disk-0.qcow2")),
+            "VM {vmid} on {node} should be on base {base} (v{version}): {chain:?}"
+        );
+    }
+
+    async fn publish(&self, rollout: &str, note: &str) -> Value {
+        let started = self
+            .teacher
+            .api_post_json(
+                &format!("/api/v1/classes/{}/versions", self.id),
+                &json!({"note": note, "rollout": rollout, "warn_minutes": 0}),
+            )
+            .await;
+        assert_eq!(started.status(), StatusCode::ACCEPTED);
+        let started: Value = started.json().await.unwrap();
+        let job = self
+            .lab
+            .job_done(self.teacher, started["job"].as_u64().unwrap())
+            .await;
+        assert_eq!(job["state"], "done", "{job}");
+        job
+    }
+
+    async fn roll_back(&self, version: i64, rollout: &str) -> Value {
+        let started = self
+            .teacher
+            .api_post_json(
+                &format!("/api/v1/classes/{}/versions/{version}/rollback", self.id),
+                &json!({"rollout": rollout, "warn_minutes": 0}),
+            )
+            .await;
+        assert_eq!(started.status(), StatusCode::ACCEPTED);
+        let started: Value = started.json().await.unwrap();
+        let job = self
+            .lab
+            .job_done(self.teacher, started["job"].as_u64().unwrap())
+            .await;
+        assert_eq!(job["state"], "done", "{job}");
+        job
+    }
+
+    fn status(&self, vmid: u32) -> String {
+        let node = self.lab.node_of(vmid);
+        let out = self
+            .lab
+            .sim
+            .run(&node, "qm", &["status", &vmid.to_string()]);
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+}
+
+/// A term of a class: publish with each of the three rollouts, then roll back. Each time,
+/// every disk chain ends in the right version's base on its own node, the students' work is
+/// kept exactly where promised, the teacher VM comes back as it was, and old bases go
+/// exactly when nothing uses them any more.
+#[tokio::test]
+async fn a_term_of_publishes_and_a_rollback_on_two_nodes() {
+    let lab = Lab::start_on("local").await;
+    let root = lab.sim.root.clone();
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Term", "template_vmid": TEMPLATE, "seats": 3}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let class = Class {
+        lab: &lab,
+        teacher: &teacher,
+        id,
+    };
+    let alice = lab.user("alice", Role::Student).await;
+    let bob = lab.user("bob", Role::Student).await;
+    let a = join_class(&teacher, &alice, id).await["vmid"]
+        .as_u64()
+        .unwrap() as u32;
+    let b = join_class(&teacher, &bob, id).await["vmid"]
+        .as_u64()
+        .unwrap() as u32;
+    let students: Vec<u32> = class.vms("student").await.iter().map(|vm| vm.0).collect();
+    let free = *students
+        .iter()
+        .find(|vmid| **vmid != a && **vmid != b)
+        .unwrap();
+    let (tvm, _, _) = class.vms("teacher").await[0].clone();
+    let nodes: BTreeSet<String> = students.iter().map(|vmid| lab.node_of(*vmid)).collect();
+    assert_eq!(nodes.len(), 2, "the students are spread over both nodes");
+    let v1_bases = class.bases_of(1).await;
+    assert_eq!(v1_bases.len(), 2);
+    for vmid in [tvm, a, b, free] {
+        class.assert_on(vmid, 1).await;
+    }
+
+    // v2, re-made now: the teacher VM runs while it is published, alice's VM runs too.
+    write(&overlay_of(&root, tvm), 0x02, TEACHER_AT);
+    lab.inventory(&[tvm, a, b, free], true).await;
+    lab.start_and_see_it_run(&teacher, tvm).await;
+    lab.start_and_see_it_run(&alice, a).await;
+    for vmid in [a, b] {
+        write(&overlay_of(&root, vmid), STUDENT_BYTE, STUDENT_AT);
+    }
+    let job = class.publish("now", "lab 2 tools").await;
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("Version 2 published. 3 VMs re-made"),
+        "{message}"
+    );
+    assert_eq!(class.detail().await["class"]["current_version"], 2);
+    assert_eq!(class.bases_of(2).await.len(), 2, "a v2 base on each node");
+    for vmid in [tvm, a, b, free] {
+        class.assert_on(vmid, 2).await;
+        let disk = overlay_of(&root, vmid);
+        assert!(
+            holds(&disk, 0x02, TEACHER_AT),
+            "VM {vmid} has the teacher's v2 change"
+        );
+        assert!(
+            !holds(&disk, STUDENT_BYTE, STUDENT_AT),
+            "VM {vmid}: student work is gone"
+        );
+    }
+    assert_eq!(
+        class.status(tvm),
+        "status: running",
+        "the teacher VM runs again"
+    );
+    assert_eq!(
+        class.status(a),
+        "status: stopped",
+        "a re-made VM is left stopped"
+    );
+    let tile = alice.json(&format!("/api/v1/vms/{a}")).await;
+    assert_eq!(
+        tile["stop_reason"],
+        "Stopped to be re-made from version 2 of the class"
+    );
+    assert!(tile.get("newer_version").is_none(), "{tile}");
+    for base in &v1_bases {
+        assert!(
+            !files_named(&root, &format!("base-{base}-")).is_empty(),
+            "v1 is kept"
+        );
+    }
+
+    // Keep one version from now on; v3 moves VMs on their next reset.
+    let kept = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{id}/versions/keep"),
+            &json!({"keep": 1}),
+        )
+        .await;
+    assert_eq!(kept.status(), StatusCode::OK);
+    write(&overlay_of(&root, tvm), 0x03, TEACHER_AT);
+    for vmid in [a, b] {
+        write(&overlay_of(&root, vmid), STUDENT_BYTE, STUDENT_AT);
+    }
+    let job = class.publish("next-reset", "lab 3").await;
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.contains("1 VM re-made") && message.contains("2 more move when they are reset"),
+        "the free VM moves at once (the teacher VM with the publish): {message}"
+    );
+    assert!(
+        message.contains("Removed 2 bases of versions no VM uses (v1)"),
+        "{message}"
+    );
+    for base in &v1_bases {
+        assert!(
+            files_named(&root, &format!("base-{base}-")).is_empty(),
+            "v1's base {base} is gone"
+        );
+        for node in ["pve1", "pve2"] {
+            assert!(!lab.config_path(node, *base).exists());
+        }
+    }
+    class.assert_on(free, 3).await;
+    class.assert_on(tvm, 3).await;
+    for vmid in [a, b] {
+        class.assert_on(vmid, 2).await;
+        assert!(
+            holds(&overlay_of(&root, vmid), STUDENT_BYTE, STUDENT_AT),
+            "kept until reset"
+        );
+    }
+    let tile = alice.json(&format!("/api/v1/vms/{a}")).await;
+    assert_eq!(tile["newer_version"], 3, "{tile}");
+    let signed_in = WebClient::login(&lab.hub.url(), "alice", "a-long-password").await;
+    let home = signed_in.get("/vms").await.text().await.unwrap();
+    assert!(home.contains("Version 3 of the class is out"), "{home}");
+    let reset = alice.api_post(&format!("/api/v1/vms/{a}/reset")).await;
+    assert_eq!(reset.status(), StatusCode::OK);
+    class.assert_on(a, 3).await;
+    assert!(holds(&overlay_of(&root, a), 0x03, TEACHER_AT));
+    assert!(!holds(&overlay_of(&root, a), STUDENT_BYTE, STUDENT_AT));
+    class.assert_on(b, 2).await;
+
+    // v4 for new students only: bob's reset keeps him on v2; when he leaves, his VM is
+    // re-made on v4 for the next student.
+    write(&overlay_of(&root, tvm), 0x04, TEACHER_AT);
+    let job = class.publish("new-students", "lab 4").await;
+    let message = job["message"].as_str().unwrap();
+    assert!(message.contains("stay on their version"), "{message}");
+    assert!(
+        class.bases_of(2).await.len() == 2 && class.bases_of(3).await.len() == 2,
+        "v2 and v3 stay while VMs are on them: {}",
+        class.detail().await
+    );
+    write(&overlay_of(&root, b), STUDENT_BYTE, STUDENT_AT);
+    let tile = bob.json(&format!("/api/v1/vms/{b}")).await;
+    assert!(tile.get("newer_version").is_none(), "{tile}");
+    let reset = bob.api_post(&format!("/api/v1/vms/{b}/reset")).await;
+    assert_eq!(reset.status(), StatusCode::OK);
+    class.assert_on(b, 2).await;
+    assert!(
+        !holds(&overlay_of(&root, b), STUDENT_BYTE, STUDENT_AT),
+        "reset to v2"
+    );
+    let left = teacher
+        .api_delete(&format!("/api/v1/classes/{id}/students/bob"))
+        .await;
+    assert_eq!(left.status(), StatusCode::OK, "{:?}", left.text().await);
+    let recycled = within_class_vm_version(&class, b, 4).await;
+    assert!(recycled, "bob's VM is re-made on v4 for its next student");
+    class.assert_on(b, 4).await;
+    assert!(holds(&overlay_of(&root, b), 0x04, TEACHER_AT));
+
+    // Roll back to v3, re-making everything now: every VM ends on v3, and v2, which no VM
+    // uses any more, goes (v4 stays: it is the newest).
+    let job = class.roll_back(3, "now").await;
+    let message = job["message"].as_str().unwrap();
+    assert!(message.starts_with("Version 3 is current."), "{message}");
+    assert_eq!(class.detail().await["class"]["current_version"], 3);
+    for vmid in [tvm, a, b, free] {
+        class.assert_on(vmid, 3).await;
+        assert!(holds(&overlay_of(&root, vmid), 0x03, TEACHER_AT));
+    }
+    assert!(class.bases_of(2).await.is_empty(), "{message}");
+    let versions = teacher
+        .json(&format!("/api/v1/classes/{id}/versions"))
+        .await;
+    let states: Vec<(i64, String)> = versions
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["number"].as_i64().unwrap(),
+                v["state"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        states,
+        [(4, "ready"), (3, "ready"), (2, "removed"), (1, "removed")]
+            .map(|(n, s)| (n, s.to_owned()))
+            .to_vec()
+    );
+    // A student cannot publish, nor see the versions.
+    let denied = alice
+        .api_post_json(
+            &format!("/api/v1/classes/{id}/versions"),
+            &json!({"rollout": "now"}),
+        )
+        .await;
+    assert_eq!(denied.status(), StatusCode::NOT_FOUND);
+    let job = lab.delete_class(&teacher, id).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert!(
+        files_named(&root, "base-")
+            .iter()
+            .all(|file| file.to_string_lossy().contains(&format!("/{TEMPLATE}/"))),
+        "only the template's own base is left: {:?}",
+        files_named(&root, "base-")
+    );
+}
+
+/// Waits until the hub records VM `vmid` on `version` (a job in the background).
+async fn within_class_vm_version(class: &Class<'_>, vmid: u32, version: i64) -> bool {
+    let mut changes = class.lab.hub.hub().state.jobs.subscribe();
+    common::within("the VM's new version", async {
+        loop {
+            let vms = class.vms("student").await;
+            if vms
+                .iter()
+                .any(|(v, _, recorded)| *v == vmid && *recorded == Some(version))
+            {
+                return true;
+            }
+            let _ = changes.recv().await;
+        }
+    })
+    .await
+}
