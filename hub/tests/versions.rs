@@ -7,8 +7,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
+use common::crash::CrashLab;
 use common::lab::{Lab, TEMPLATE};
-use common::web::{WebClient, join_class};
+use common::web::{EventStream, WebClient, join_class};
 use proxlab_hub::db::users::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -444,4 +445,183 @@ async fn within_class_vm_version(class: &Class<'_>, vmid: u32, version: i64) -> 
         }
     })
     .await
+}
+
+/// Starts publishing the class's teacher VM as a new version, re-making every VM now.
+async fn start_publish(lab: &CrashLab, class_id: i64) -> u64 {
+    let started = lab
+        .teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{class_id}/versions"),
+            &json!({"note": "crash", "rollout": "now", "warn_minutes": 0}),
+        )
+        .await;
+    assert_eq!(started.status(), StatusCode::ACCEPTED);
+    let started: Value = started.json().await.unwrap();
+    started["job"].as_u64().unwrap()
+}
+
+/// After a publish of version 2 that was cut short: every VM of the class is on the one v2
+/// base, and nothing was made twice or left behind (no stray VM, base image or temporary
+/// file).
+async fn assert_published_once(lab: &CrashLab, class_id: i64) {
+    let root = &lab.sim.root;
+    let detail = lab
+        .teacher
+        .json(&format!("/api/v1/classes/{class_id}"))
+        .await;
+    let vms = detail["vms"].as_array().unwrap();
+    let vmid = |vm: &Value| vm["vmid"].as_u64().unwrap() as u32;
+    let v2: Vec<u32> = vms
+        .iter()
+        .filter(|vm| vm["kind"] == "base" && vm["version"] == 2)
+        .map(vmid)
+        .collect();
+    assert_eq!(v2.len(), 1, "one v2 base on shared storage: {detail}");
+    for vm in vms.iter().filter(|vm| vm["kind"] != "base") {
+        assert_eq!(vm["version"], 2, "{detail}");
+        let chain = backing_chain(&overlay_of(root, vmid(vm)));
+        assert!(
+            chain.len() == 2 && chain[1].ends_with(&format!("base-{}-disk-0.qcow2", v2[0])),
+            "VM {}: {chain:?}",
+            vmid(vm)
+        );
+    }
+    let mut configs = Vec::new();
+    for node in ["pve1", "pve2"] {
+        let dir = root.join(format!("etc/pve/nodes/{node}/qemu-server"));
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+            configs.push(name.trim_end_matches(".conf").parse::<u32>().unwrap());
+        }
+    }
+    configs.sort_unstable();
+    let mut expected: Vec<u32> = vms.iter().map(vmid).chain([TEMPLATE]).collect();
+    expected.sort_unstable();
+    assert_eq!(configs, expected, "no orphaned and no duplicated VMs");
+    let bases = files_named(root, "base-");
+    assert_eq!(bases.len(), 3, "the template's, v1's and v2's: {bases:?}");
+    let half_made = files_named(root, ".reimage-");
+    assert!(
+        half_made.is_empty(),
+        "nothing half-made is left: {half_made:?}"
+    );
+}
+
+/// The hub is SIGKILLed while the new version's base is being made (each image copy takes
+/// 3 s); the restarted hub resumes the publish, which ends as if nothing had happened.
+#[tokio::test]
+async fn a_publish_survives_the_hub_being_killed_while_its_base_is_made() {
+    let mut lab = CrashLab::start().await;
+    let (class_id, students) = lab.deployed_class("Crash publish", 4).await;
+    for node in ["pve1", "pve2"] {
+        lab.sim
+            .ok(node, "fault", &["--latency", "qemu-img convert=3000"]);
+    }
+    let mut events = EventStream::open(&lab.teacher, "/api/v1/events").await;
+    let job = start_publish(&lab, class_id).await;
+    events
+        .until(
+            "the publish under way",
+            |_, _| {},
+            |name, data| {
+                name == "class"
+                    && data["stage"]
+                        .as_str()
+                        .is_some_and(|stage| stage.contains("making its base"))
+            },
+        )
+        .await;
+    let detail = lab
+        .teacher
+        .json(&format!("/api/v1/classes/{class_id}"))
+        .await;
+    assert!(
+        detail["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|vm| vm["kind"] == "base" && vm["version"] == 2 && vm["state"] == "planned"),
+        "the kill lands before the base is made: {detail}"
+    );
+    lab.kill_hub().await;
+    lab.start_hub().await;
+    let job = lab.job_end(job).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Version 2 published. {} VMs re-made",
+            students.len()
+        )),
+        "{message}"
+    );
+    assert_published_once(&lab, class_id).await;
+}
+
+/// An agent is SIGKILLed while it re-makes its node's VMs (each new overlay takes 1.5 s);
+/// started again, it finishes them, and nothing is re-made twice or left half-made.
+#[tokio::test]
+async fn a_publish_survives_an_agent_being_killed_while_it_re_makes_vms() {
+    let mut lab = CrashLab::start().await;
+    let (class_id, students) = lab.deployed_class("Crash rollout", 6).await;
+    let node_of = |vmid: u32| {
+        ["pve1", "pve2"]
+            .into_iter()
+            .find(|node| {
+                lab.sim
+                    .root
+                    .join(format!("etc/pve/nodes/{node}/qemu-server/{vmid}.conf"))
+                    .exists()
+            })
+            .unwrap()
+    };
+    let victim = node_of(students[0]);
+    for node in ["pve1", "pve2"] {
+        lab.sim
+            .ok(node, "fault", &["--latency", "qemu-img create=1500"]);
+    }
+    let mut events = EventStream::open(&lab.teacher, "/api/v1/events").await;
+    let job = start_publish(&lab, class_id).await;
+    // The teacher VM moves onto the new base last of all in making the version; the
+    // students' re-images start right after.
+    let detail_path = format!("/api/v1/classes/{class_id}");
+    loop {
+        events
+            .until("class progress", |_, _| {}, |name, _| name == "class")
+            .await;
+        let detail = lab.teacher.json(&detail_path).await;
+        let teacher_moved = detail["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|vm| vm["kind"] == "teacher" && vm["version"] == 2);
+        if teacher_moved {
+            let moved = detail["vms"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|vm| vm["kind"] == "student" && vm["version"] == 2)
+                .count();
+            assert!(
+                moved < students.len(),
+                "the kill lands mid-rollout: {detail}"
+            );
+            break;
+        }
+    }
+    let mut agent = lab.agents.remove(victim).unwrap();
+    agent.kill().await.unwrap();
+    lab.spawn_agent(victim);
+    let job = lab.job_end(job).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!(
+            "Version 2 published. {} VMs re-made",
+            students.len()
+        )),
+        "{message}"
+    );
+    assert_published_once(&lab, class_id).await;
 }

@@ -324,16 +324,22 @@ pub(crate) async fn reset_to_version(
     Ok(Some(reply.status))
 }
 
-/// The base of version `number` a VM on `node` is re-made on.
+/// The base of version `number` a VM on `node` is re-made on: the node's own, or else one
+/// on shared storage elsewhere (the agent refuses one it cannot reach).
 pub(crate) fn base_for(vms: &[ClassVmRow], number: i64, node: &str) -> Option<u32> {
-    vms.iter()
-        .find(|vm| {
+    let ready: Vec<&ClassVmRow> = vms
+        .iter()
+        .filter(|vm| {
             vm.kind == ClassVmKind::Base
                 && vm.version == Some(number)
                 && vm.state == ClassVmState::Ready
-                && vm.node == node
         })
-        .map(|vm| vm.vmid)
+        .collect();
+    ready
+        .iter()
+        .find(|base| base.node == node)
+        .or_else(|| ready.iter().min_by_key(|base| base.vmid))
+        .map(|base| base.vmid)
 }
 
 /// Moves the class to version `number` and its VMs as the version's rollout says: VMs no
@@ -482,10 +488,7 @@ async fn remake_all(
     let runs = targets.iter().map(|vm| async move {
         let _permit = permits.acquire().await;
         let Some(base) = base_for(vms, number, &vm.node) else {
-            return Some(format!(
-                "VM {}: version {number} has no base on node {}",
-                vm.vmid, vm.node
-            ));
+            return Some(format!("VM {}: version {number} has no base", vm.vmid));
         };
         remake(state, vm, base, number)
             .await
