@@ -46,8 +46,8 @@ async fn main() {
         .and_then(|mib| mib.parse().ok())
         .unwrap_or(0);
     if fill_mib > 0 {
-        let disk =
-            walk(&sim.root, &format!("base-{TEMPLATE}-disk-0.qcow2")).expect("the template disk");
+        let disk = common::find_file(&sim.root, &format!("base-{TEMPLATE}-disk-0.qcow2"))
+            .expect("the template disk");
         let status = std::process::Command::new("qemu-io")
             .args(["-c", &format!("write -P 0x5a 0 {fill_mib}M")])
             .arg(&disk)
@@ -139,7 +139,8 @@ async fn main() {
     let clones_done = cloning.elapsed();
 
     // The baseline: the same number of bare overlays on the same base, one after another.
-    let base_disk = walk(&sim.root, &format!("base-{base}-disk-0.qcow2")).expect("the base disk");
+    let base_disk =
+        common::find_file(&sim.root, &format!("base-{base}-disk-0.qcow2")).expect("the base disk");
     let scratch = tempfile::tempdir().unwrap();
     let baseline = Instant::now();
     for n in 0..clones.len() {
@@ -167,7 +168,8 @@ async fn main() {
         base_done.as_secs_f64() * 1000.0
     );
     if bases.len() > 1 {
-        let copy = walk(&sim.root, &format!("base-{}-disk-0.qcow2", bases[1])).expect("the copy");
+        let copy = common::find_file(&sim.root, &format!("base-{}-disk-0.qcow2", bases[1]))
+            .expect("the copy");
         println!(
             "base copy to pve2 through the hub ({}): {:>8.0} ms",
             human_size(std::fs::metadata(copy).unwrap().len()),
@@ -184,20 +186,6 @@ async fn main() {
         clones.len(),
         baseline.as_secs_f64() * 1000.0
     );
-}
-
-fn walk(dir: &std::path::Path, name: &str) -> Option<std::path::PathBuf> {
-    for entry in std::fs::read_dir(dir).ok()?.flatten() {
-        let path = entry.path();
-        if path.is_dir() {
-            if let Some(found) = walk(&path, name) {
-                return Some(found);
-            }
-        } else if path.file_name().is_some_and(|n| n == name) {
-            return Some(path);
-        }
-    }
-    None
 }
 
 fn human_size(bytes: u64) -> String {
