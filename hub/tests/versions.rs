@@ -625,3 +625,121 @@ async fn a_publish_survives_an_agent_being_killed_while_it_re_makes_vms() {
     );
     assert_published_once(&lab, class_id).await;
 }
+
+/// The class page's forms: publish, roll back and keep, with their errors said on the page,
+/// CSRF checked, and nothing for anyone who does not own the class.
+#[tokio::test]
+async fn the_class_page_publishes_rolls_back_and_keeps_versions() {
+    let lab = Lab::start().await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (id, _) = lab.deployed_class(&teacher, "Forms", 1).await;
+    let page = WebClient::login(&lab.hub.url(), "tina", "a-long-password").await;
+    let class_page = format!("/classes/{id}");
+    let shown = page.get(&class_page).await.text().await.unwrap();
+    assert!(shown.contains("Template versions"), "{shown}");
+    assert!(
+        shown.contains("New VMs are made from version 1."),
+        "{shown}"
+    );
+    let newest_job = || async {
+        teacher.json(&format!("/api/v1/classes/{id}")).await["jobs"][0]["id"]
+            .as_u64()
+            .unwrap()
+    };
+
+    // Bad choices are said on the page, and change nothing.
+    for (fields, said) in [
+        (
+            vec![("rollout", "sideways")],
+            "Choose how the class&#x27;s VMs move to the version",
+        ),
+        (
+            vec![("rollout", "now"), ("warn_minutes", "9999")],
+            "Warn running VMs for 0 to 240 minutes",
+        ),
+        (
+            vec![("rollout", "now"), ("note", "two\nlines")],
+            "The note is one line of at most 500 characters",
+        ),
+    ] {
+        let posted = page
+            .post_form(&format!("/classes/{id}/publish"), &fields)
+            .await;
+        assert_eq!(posted.status(), StatusCode::SEE_OTHER);
+        let shown = page.get(&class_page).await.text().await.unwrap();
+        assert!(shown.contains(said), "{said}: {shown}");
+    }
+    assert!(
+        teacher
+            .json(&format!("/api/v1/classes/{id}/versions"))
+            .await[1]
+            .is_null()
+    );
+    let forged = page
+        .post_form_without_csrf(&format!("/classes/{id}/publish"), &[("rollout", "now")])
+        .await;
+    assert_eq!(forged.status(), StatusCode::FORBIDDEN);
+
+    let posted = page
+        .post_form(
+            &format!("/classes/{id}/publish"),
+            &[
+                ("note", "lab 2 tools"),
+                ("rollout", "next-reset"),
+                ("warn_minutes", "0"),
+            ],
+        )
+        .await;
+    assert_eq!(posted.status(), StatusCode::SEE_OTHER);
+    let job = lab.job_done(&teacher, newest_job().await).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let shown = page.get(&class_page).await.text().await.unwrap();
+    assert!(
+        shown.contains("New VMs are made from version 2."),
+        "{shown}"
+    );
+    assert!(shown.contains("lab 2 tools"), "{shown}");
+    assert!(shown.contains("rolled out next-reset"), "{shown}");
+
+    let posted = page
+        .post_form(
+            &format!("/classes/{id}/versions/1/rollback"),
+            &[("rollout", "now"), ("warn_minutes", "0")],
+        )
+        .await;
+    assert_eq!(posted.status(), StatusCode::SEE_OTHER);
+    let job = lab.job_done(&teacher, newest_job().await).await;
+    assert_eq!(job["state"], "done", "{job}");
+    assert_eq!(
+        teacher.json(&format!("/api/v1/classes/{id}")).await["class"]["current_version"],
+        1
+    );
+
+    let posted = page
+        .post_form(&format!("/classes/{id}/versions/keep"), &[("keep", "0")])
+        .await;
+    assert_eq!(posted.status(), StatusCode::SEE_OTHER);
+    let shown = page.get(&class_page).await.text().await.unwrap();
+    assert!(shown.contains("Keep 1 to 20 versions"), "{shown}");
+    page.post_form(&format!("/classes/{id}/versions/keep"), &[("keep", "2")])
+        .await;
+    assert_eq!(
+        teacher.json(&format!("/api/v1/classes/{id}")).await["class"]["keep_versions"],
+        2
+    );
+
+    // Someone else's class is no page at all.
+    lab.user("otto", Role::Teacher).await;
+    let other = WebClient::login(&lab.hub.url(), "otto", "a-long-password").await;
+    let posted = other
+        .post_form(&format!("/classes/{id}/publish"), &[("rollout", "now")])
+        .await;
+    assert_eq!(posted.status(), StatusCode::NOT_FOUND);
+    assert_eq!(
+        teacher
+            .json(&format!("/api/v1/classes/{id}/versions"))
+            .await[0]["number"],
+        2,
+        "nothing new was published"
+    );
+}

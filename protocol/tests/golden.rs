@@ -221,8 +221,8 @@ where
 fn vm_requests() {
     use proxlab_protocol::inventory::PowerState;
     use proxlab_protocol::vm_ops::{
-        Done, PowerAction, PowerReply, Resync, SnapshotOp, VmCreate, VmDestroy, VmPower, VmReset,
-        VmSnapshot,
+        Done, PowerAction, PowerReply, Resync, SnapshotOp, VmCreate, VmDestroy, VmPower, VmReimage,
+        VmReset, VmSnapshot,
     };
     let running = PowerReply {
         status: PowerState::Running,
@@ -260,6 +260,16 @@ fn vm_requests() {
             vmid: 10_001,
             stopped: true,
             identity: None,
+        },
+        &PowerReply {
+            status: PowerState::Stopped,
+        },
+    );
+    check_exchange(
+        &VmReimage {
+            vmid: 10_001,
+            base_vmid: 10_040,
+            identity: Some("4f5a0c1e-8d1b-4a43-9d6e-2f1c0b7e9a10".into()),
         },
         &PowerReply {
             status: PowerState::Stopped,

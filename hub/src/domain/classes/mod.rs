@@ -686,12 +686,13 @@ pub async fn add_capacity(
         .memory_mib
         .or(template.as_ref().map(|template| template.memory_mib))
         .unwrap_or(EMPTY_VM_MEMORY_MIB);
+    // The nodes with a base of the version new VMs are made from.
     let bases: Vec<String> = state
         .db
         .class_vms(class_id)
         .await?
         .into_iter()
-        .filter(|vm| vm.kind == ClassVmKind::Base)
+        .filter(|vm| vm.kind == ClassVmKind::Base && vm.version == class.current_version)
         .map(|vm| vm.node)
         .collect();
     let placing = Placing {
