@@ -286,7 +286,7 @@ async fn base_export(
     r: BaseExport,
     _: ProgressSink<NoProgress>,
 ) -> Result<BaseExportReply, RemoteError> {
-    base_copy::export(&context.node, r.base_vmid)
+    base_copy::export(&context.node, r.base_vmid, r.diff_against)
         .await
         .map_err(failed)
 }
@@ -296,7 +296,7 @@ async fn base_read(
     r: BaseRead,
     _: ProgressSink<NoProgress>,
 ) -> Result<Chunk, RemoteError> {
-    base_copy::read(&context.node, r.base_vmid, r.disk, r.offset)
+    base_copy::read(&context.node, r.base_vmid, r.disk, r.offset, r.diff_against)
         .await
         .map_err(failed)
 }

@@ -639,6 +639,8 @@ fn import(vmid: u32, config: &str, size: u64) -> BaseImport {
         storage: "local".into(),
         config: config.into(),
         disks: vec![size],
+        diff_of: Vec::new(),
+        reference: None,
     }
 }
 
@@ -653,7 +655,13 @@ async fn class_base_9100(setup: &Setup) -> proxlab_protocol::base_copy::BaseExpo
     setup.registry().call("pve1", &make).await.unwrap();
     setup
         .registry()
-        .call("pve1", &BaseExport { base_vmid: 9100 })
+        .call(
+            "pve1",
+            &BaseExport {
+                base_vmid: 9100,
+                diff_against: None,
+            },
+        )
         .await
         .unwrap()
 }
@@ -676,6 +684,7 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
                     base_vmid: 9100,
                     disk: 0,
                     offset,
+                    diff_against: None,
                 },
             )
             .await
@@ -775,7 +784,13 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
     };
     assert_eq!(registry.call("pve1", &clones).await.unwrap().created, [231]);
     let not_base = registry
-        .call("pve1", &BaseExport { base_vmid: 231 })
+        .call(
+            "pve1",
+            &BaseExport {
+                base_vmid: 231,
+                diff_against: None,
+            },
+        )
         .await
         .unwrap_err();
     assert!(
@@ -789,11 +804,131 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
                 base_vmid: 9200,
                 disk: 3,
                 offset: 0,
+                diff_against: None,
             },
         )
         .await
         .unwrap_err();
     assert!(no_disk.to_string().contains("no disk 3"), "{no_disk}");
+}
+
+/// A newer base sent as its difference to an older one both nodes hold: only the changed
+/// clusters travel, and the receiving node rebuilds the very same disk on its own copy of the
+/// older base, as a plain image. Differences without a reference are refused.
+#[tokio::test]
+async fn a_base_sent_as_its_difference_to_an_older_one_arrives_whole() {
+    let setup = Setup::new(&["ubuntu:64M"]).await;
+    let registry = setup.registry();
+    let disk_of = |vmid: u32| {
+        let config = setup.sim.config("pve1", vmid).unwrap();
+        let volid = config
+            .lines()
+            .find_map(|line| line.strip_prefix("scsi0: "))
+            .and_then(|value| value.split(',').next())
+            .unwrap()
+            .to_owned();
+        std::path::PathBuf::from(setup.sim.ok("pve1", "pvesm", &["path", &volid]).trim())
+    };
+    // The template holds 8 MiB of data, as an installed system would.
+    let filled = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x33 0 8M"])
+        .arg(disk_of(9000))
+        .output()
+        .unwrap();
+    assert!(filled.status.success(), "{filled:?}");
+    let whole = class_base_9100(&setup).await;
+    // The teacher's change: a clone of 9100 with 64 KiB written, made into base 9101.
+    setup.clone_many(240..241).await;
+    let overlay = disk_of(240);
+    let written = std::process::Command::new("qemu-io")
+        .args(["-f", "qcow2", "-c", "write -P 0x61 8M 64k"])
+        .arg(&overlay)
+        .output()
+        .unwrap();
+    assert!(written.status.success(), "{written:?}");
+    let make = MakeBase {
+        source_vmid: 240,
+        base_vmid: 9101,
+        name: "class-base-v2".into(),
+        storage: Some("shared".into()),
+    };
+    registry.call("pve1", &make).await.unwrap();
+    let export = registry
+        .call(
+            "pve1",
+            &BaseExport {
+                base_vmid: 9101,
+                diff_against: Some(9100),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(export.disks[0].diff_of.as_deref(), Some("scsi0"));
+    assert!(
+        export.disks[0].bytes * 4 < whole.disks[0].bytes.max(1 << 20),
+        "{} bytes of difference against a {}-byte image",
+        export.disks[0].bytes,
+        whole.disks[0].bytes
+    );
+    let mut offset = 0;
+    while offset < export.disks[0].bytes {
+        let read = BaseRead {
+            base_vmid: 9101,
+            disk: 0,
+            offset,
+            diff_against: Some(9100),
+        };
+        let chunk = registry.call("pve1", &read).await.unwrap();
+        let write = BaseWrite {
+            base_vmid: 9201,
+            storage: "local".into(),
+            disk: 0,
+            offset,
+            chunk: chunk.clone(),
+        };
+        registry.call("pve1", &write).await.unwrap();
+        offset += u64::from(chunk.len);
+    }
+    let mut request = import(9201, &export.config, export.disks[0].bytes);
+    request.diff_of = vec![Some("scsi0".into())];
+    let refused = registry.call("pve1", &request).await.unwrap_err();
+    assert!(
+        refused.to_string().contains("without a reference"),
+        "{refused}"
+    );
+    request.reference = Some(9100);
+    registry.call("pve1", &request).await.unwrap();
+    let image = |vmid: u32, storage: &str| {
+        let out = setup.sim.ok(
+            "pve1",
+            "pvesm",
+            &[
+                "path",
+                &format!("{storage}:{vmid}/base-{vmid}-disk-0.qcow2"),
+            ],
+        );
+        std::path::PathBuf::from(out.trim())
+    };
+    let (sent, received) = (image(9101, "shared"), image(9201, "local"));
+    let compared = std::process::Command::new("qemu-img")
+        .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
+        .args([&sent, &received])
+        .output()
+        .unwrap();
+    assert!(compared.status.success(), "{compared:?}");
+    let info = std::process::Command::new("qemu-img")
+        .args(["info", "-U", "--output=json"])
+        .arg(&received)
+        .output()
+        .unwrap();
+    let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(info.get("backing-filename").is_none(), "{info}");
+    let staged: Vec<_> = std::fs::read_dir(sent.parent().unwrap())
+        .unwrap()
+        .flatten()
+        .filter(|entry| entry.file_name().to_string_lossy().starts_with(".diff-"))
+        .collect();
+    assert!(staged.is_empty(), "the difference is gone once read");
 }
 
 #[tokio::test]

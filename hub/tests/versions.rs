@@ -157,6 +157,32 @@ impl Class<'_> {
         );
     }
 
+    /// Asserts that version `version`'s bases on both nodes hold the same disk.
+    async fn assert_bases_alike(&self, version: i64) {
+        let images: Vec<PathBuf> = self
+            .bases_of(version)
+            .await
+            .iter()
+            .map(|base| {
+                let found = files_named(&self.lab.sim.root, &format!("base-{base}-disk-0.qcow2"));
+                assert_eq!(found.len(), 1, "{found:?}");
+                found[0].clone()
+            })
+            .collect();
+        assert_eq!(images.len(), 2);
+        let compared = std::process::Command::new("qemu-img")
+            .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
+            .args(&images)
+            .output()
+            .unwrap();
+        assert!(compared.status.success(), "v{version}: {compared:?}");
+        let chains: Vec<Vec<String>> = images.iter().map(|image| backing_chain(image)).collect();
+        assert!(
+            chains.iter().all(|chain| chain.len() == 1),
+            "plain images: {chains:?}"
+        );
+    }
+
     async fn publish(&self, rollout: &str, note: &str) -> Value {
         let started = self
             .teacher
@@ -257,9 +283,14 @@ async fn a_term_of_publishes_and_a_rollback_on_two_nodes() {
     let job = class.publish("now", "lab 2 tools").await;
     let message = job["message"].as_str().unwrap();
     assert!(
-        message.starts_with("Version 2 published. 3 VMs re-made"),
+        message.starts_with("Version 2 published. Its base went to pve"),
         "{message}"
     );
+    assert!(
+        message.contains("KiB of changes. 3 VMs re-made"),
+        "only the teacher's changes travel to the other node: {message}"
+    );
+    class.assert_bases_alike(2).await;
     assert_eq!(class.detail().await["class"]["current_version"], 2);
     assert_eq!(class.bases_of(2).await.len(), 2, "a v2 base on each node");
     for vmid in [tvm, a, b, free] {
@@ -310,6 +341,12 @@ async fn a_term_of_publishes_and_a_rollback_on_two_nodes() {
         write(&overlay_of(&root, vmid), STUDENT_BYTE, STUDENT_AT);
     }
     let job = class.publish("next-reset", "lab 3").await;
+    class.assert_bases_alike(3).await;
+    let staged = files_named(&root, ".diff-");
+    assert!(
+        staged.is_empty(),
+        "differences are removed once sent: {staged:?}"
+    );
     let message = job["message"].as_str().unwrap();
     assert!(
         message.contains("1 VM re-made") && message.contains("2 more move when they are reset"),

@@ -5,6 +5,12 @@
 //! on the receiving node ([`BaseWrite`]), and finally registers the new base there
 //! ([`BaseImport`]). Chunks are read in order and written only in order, so a copy that is
 //! interrupted starts again from the beginning of its image.
+//!
+//! A new version of a class base is mostly what the previous one was. When both nodes hold
+//! a copy of an older base (the *reference*), the copy carries only the difference:
+//! [`BaseExport::diff_against`] has the sending node make, for each image the reference has
+//! too, a qcow2 image of the clusters that differ from it; the receiving node puts it on its
+//! own copy of the reference ([`BaseImport::reference`]) and flattens it into the new base.
 
 use serde::{Deserialize, Serialize};
 
@@ -18,6 +24,10 @@ pub const CHUNK_BYTES: u32 = 4 * 1024 * 1024;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BaseExport {
     pub base_vmid: u32,
+    /// A base of the same node to send differences to; an older agent ignores it and
+    /// exports whole images (no [`ExportedDisk::diff_of`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_against: Option<u32>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -34,6 +44,9 @@ pub struct ExportedDisk {
     pub key: String,
     /// The size of the image file.
     pub bytes: u64,
+    /// Set when the image is the difference to the reference's image of this drive key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_of: Option<String>,
 }
 
 impl Request for BaseExport {
@@ -48,6 +61,9 @@ pub struct BaseRead {
     pub base_vmid: u32,
     pub disk: u32,
     pub offset: u64,
+    /// Read the difference the export made against this base, not the whole image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_against: Option<u32>,
 }
 
 /// A piece of an image file.
@@ -100,6 +116,13 @@ pub struct BaseImport {
     pub config: String,
     /// The expected size of each image.
     pub disks: Vec<u64>,
+    /// For each image, the drive key of the reference's image it is a difference to (see
+    /// [`ExportedDisk::diff_of`]); empty when every image is whole.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub diff_of: Vec<Option<String>>,
+    /// The receiving node's copy of the reference the differences apply to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<u32>,
 }
 
 impl Request for BaseImport {

@@ -386,12 +386,16 @@ fn base_copy_requests() {
     };
     use proxlab_protocol::clones::MakeBaseReply;
     check_exchange(
-        &BaseExport { base_vmid: 10_000 },
+        &BaseExport {
+            base_vmid: 10_000,
+            diff_against: None,
+        },
         &BaseExportReply {
             config: "name: networks-101-base\ntemplate: 1\n".into(),
             disks: vec![ExportedDisk {
                 key: "scsi0".into(),
                 bytes: 2 << 30,
+                diff_of: None,
             }],
         },
     );
@@ -404,6 +408,7 @@ fn base_copy_requests() {
             base_vmid: 10_000,
             disk: 0,
             offset: 4 << 20,
+            diff_against: None,
         },
         &chunk,
     );
@@ -424,6 +429,8 @@ fn base_copy_requests() {
             storage: "local".into(),
             config: "name: networks-101-base\ntemplate: 1\n".into(),
             disks: vec![2 << 30],
+            diff_of: Vec::new(),
+            reference: None,
         },
         &MakeBaseReply {
             base_vmid: 10_000,

@@ -1,15 +1,19 @@
 //! The node's side of copying a class base between nodes (see
 //! `proxlab_protocol::base_copy`): describing and reading a base here, and receiving one.
 //!
-//! Only class bases (templates whose images are files) are read, and only whole images of
-//! them; what is received is staged as `*.part` files beside where the base's images go,
-//! checked with `qemu-img` (a plain qcow2 image naming no other file, of the announced size),
-//! and renamed into place when the base is registered with a config that passes
-//! [`proxlab_pve::policy`].
+//! Only class bases (templates whose images are files) are read, whole images of them or the
+//! difference to an older base of this node (made here, as a hidden `.diff-*` file beside the
+//! image, by a safe `qemu-img rebase` of a fresh overlay: it compares the two bases and keeps
+//! the clusters that differ). What is received is staged as `*.part` files beside where the
+//! base's images go, checked with `qemu-img` (a plain qcow2 image naming no other file, of the
+//! announced size), and renamed into place when the base is registered with a config that
+//! passes [`proxlab_pve::policy`]. A received difference is put on this node's own copy of the
+//! reference (the backing file the sender's header names is replaced unread), checked, and
+//! flattened into a plain image.
 
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -58,31 +62,127 @@ async fn image_files(node: &Node, config: &VmConfig) -> Result<Vec<(String, Path
     Ok(files)
 }
 
-/// Describes a base of this node for copying.
-pub async fn export(node: &Node, vmid: u32) -> Result<BaseExportReply, PveError> {
+/// Describes a base of this node for copying: whole images, or with `diff_against` (an
+/// older base of this node) the difference to its image of the same drive key where it has
+/// one.
+pub async fn export(
+    node: &Node,
+    vmid: u32,
+    diff_against: Option<u32>,
+) -> Result<BaseExportReply, PveError> {
     let (config, raw) = local_base(node, vmid)?;
+    let reference = match diff_against {
+        Some(reference) => image_files(node, &local_base(node, reference)?.0).await?,
+        None => Vec::new(),
+    };
     let mut disks = Vec::new();
-    for (key, path) in image_files(node, &config).await? {
-        let bytes = std::fs::metadata(&path)?.len();
-        disks.push(ExportedDisk { key, bytes });
+    for (disk, (key, path)) in image_files(node, &config).await?.into_iter().enumerate() {
+        let against = reference.iter().find(|(other, _)| *other == key);
+        let (bytes, diff_of) = match (diff_against, against) {
+            (Some(reference), Some((_, reference_path))) => {
+                let diff = diff_path(&path, reference, disk as u32);
+                make_diff(node, &path, reference_path, &diff).await?;
+                (std::fs::metadata(&diff)?.len(), Some(key.clone()))
+            }
+            _ => (std::fs::metadata(&path)?.len(), None),
+        };
+        disks.push(ExportedDisk {
+            key,
+            bytes,
+            diff_of,
+        });
     }
     Ok(BaseExportReply { config: raw, disks })
 }
 
-/// Reads one chunk of an image of a base of this node.
-pub async fn read(node: &Node, vmid: u32, disk: u32, offset: u64) -> Result<Chunk, PveError> {
+/// Where the difference of image `disk` of a base to the base `reference` is staged: beside
+/// the image, hidden.
+fn diff_path(image: &Path, reference: u32, disk: u32) -> PathBuf {
+    image.with_file_name(format!(".diff-{reference}-{disk}.qcow2"))
+}
+
+/// Makes `diff`: a qcow2 image on `base` holding the clusters where `base` differs from
+/// `reference`, then naming `reference` as its backing file. A safe rebase of a fresh, empty
+/// overlay does exactly that; the file is renamed into place whole.
+async fn make_diff(
+    node: &Node,
+    base: &Path,
+    reference: &Path,
+    diff: &Path,
+) -> Result<(), PveError> {
+    let temp = diff.with_extension("qcow2.new");
+    let _ = std::fs::remove_file(&temp);
+    let shown = |path: &Path| path.display().to_string();
+    node.qemu_img(
+        [
+            "create",
+            "-q",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            &shown(base),
+            &shown(&temp),
+        ],
+        None,
+    )
+    .await?;
+    let rebase = node
+        .qemu_img(
+            [
+                "rebase",
+                "-f",
+                "qcow2",
+                "-F",
+                "qcow2",
+                "-b",
+                &shown(reference),
+                &shown(&temp),
+            ],
+            None,
+        )
+        .await;
+    if let Err(err) = rebase {
+        let _ = std::fs::remove_file(&temp);
+        return Err(err);
+    }
+    std::fs::rename(&temp, diff)?;
+    Ok(())
+}
+
+/// Reads one chunk of an image of a base of this node, or of its difference to the base
+/// `diff_against` made by the export. The difference is removed once its last chunk is read.
+pub async fn read(
+    node: &Node,
+    vmid: u32,
+    disk: u32,
+    offset: u64,
+    diff_against: Option<u32>,
+) -> Result<Chunk, PveError> {
     let (config, _) = local_base(node, vmid)?;
     let files = image_files(node, &config).await?;
-    let (_, path) = files
+    let (_, image) = files
         .into_iter()
         .nth(disk as usize)
         .ok_or_else(|| invalid(format!("VM {vmid} has no disk {disk}")))?;
+    let diff = diff_against
+        .map(|reference| diff_path(&image, reference, disk))
+        .filter(|diff| diff.exists());
+    let (path, is_diff) = match diff {
+        Some(diff) => (diff, true),
+        None => (image, false),
+    };
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
+        let size = file.metadata()?.len();
         file.seek(SeekFrom::Start(offset))?;
         let mut buffer = Vec::with_capacity(CHUNK_BYTES as usize);
         file.take(u64::from(CHUNK_BYTES)).read_to_end(&mut buffer)?;
         let len = buffer.len() as u32;
+        if is_diff && offset + u64::from(len) >= size {
+            let _ = std::fs::remove_file(&path);
+        }
         let data = if buffer.iter().all(|&byte| byte == 0) {
             String::new()
         } else {
@@ -183,8 +283,13 @@ pub async fn write(node: &Node, request: BaseWrite) -> Result<u64, PveError> {
 }
 
 /// Checks a staged image: of the announced size, a plain qcow2 image whose header names no
-/// other file, and consistent.
-async fn check_image(node: &Node, path: &std::path::Path, bytes: u64) -> Result<(), PveError> {
+/// other file (but a backing file, for a difference: it is replaced unread), and consistent.
+async fn check_image(
+    node: &Node,
+    path: &Path,
+    bytes: u64,
+    difference: bool,
+) -> Result<(), PveError> {
     let size = std::fs::metadata(path)
         .map_err(|_| invalid(format!("{} was not received", path.display())))?
         .len();
@@ -201,7 +306,12 @@ async fn check_image(node: &Node, path: &std::path::Path, bytes: u64) -> Result<
             .await?,
     )
     .map_err(|err| invalid(err.to_string()))?;
-    header_problem(&info).map_or(Ok(()), |problem| Err(invalid(format!("{shown} {problem}"))))?;
+    header_problem(&info, difference)
+        .map_or(Ok(()), |problem| Err(invalid(format!("{shown} {problem}"))))?;
+    if difference {
+        // Checked once it stands on this node's reference.
+        return Ok(());
+    }
     node.qemu_img(["check", "-q", "-f", "qcow2", &shown], None)
         .await
         .map(drop)
@@ -210,12 +320,13 @@ async fn check_image(node: &Node, path: &std::path::Path, bytes: u64) -> Result<
 /// What makes a received image unsafe to give a VM, from its `qemu-img info`: anything but
 /// plain qcow2, a backing file or an external data file (either names a file of the node,
 /// which the VM would then read and write as root), or encryption.
-fn header_problem(info: &serde_json::Value) -> Option<&'static str> {
+fn header_problem(info: &serde_json::Value, difference: bool) -> Option<&'static str> {
     let data = &info["format-specific"]["data"];
+    let backed =
+        info.get("backing-filename").is_some() || info.get("full-backing-filename").is_some();
     if info["format"] != "qcow2" {
         Some("is not a qcow2 image")
-    } else if info.get("backing-filename").is_some() || info.get("full-backing-filename").is_some()
-    {
+    } else if backed && !difference {
         Some("has a backing file")
     } else if data.get("data-file").is_some() || data["data-file-raw"] == true {
         Some("has an external data file")
@@ -253,21 +364,38 @@ pub async fn import(node: &Node, request: &BaseImport) -> Result<Vec<String>, Pv
             request.disks.len()
         )));
     }
+    let diff_of: Vec<Option<&str>> = (0..drives.len())
+        .map(|disk| request.diff_of.get(disk).and_then(Option::as_deref))
+        .collect();
+    let reference = match (request.reference, diff_of.iter().any(Option::is_some)) {
+        (Some(reference), true) => image_files(node, &local_base(node, reference)?.0).await?,
+        (None, true) => return Err(invalid("differences were sent without a reference base")),
+        (_, false) => Vec::new(),
+    };
     let dir = receiving_dir(node, vmid, &request.storage).await?;
     let _lock = node.lock_vm(vmid).await?;
     let parts: Vec<PathBuf> = (0..drives.len() as u32)
         .map(|disk| dir.join(part_name(vmid, disk)))
         .collect();
     let result: Result<Vec<String>, PveError> = async {
-        for (path, bytes) in parts.iter().zip(&request.disks) {
-            check_image(node, path, *bytes).await?;
+        for ((path, bytes), diff_of) in parts.iter().zip(&request.disks).zip(&diff_of) {
+            check_image(node, path, *bytes, diff_of.is_some()).await?;
         }
         let mut copies = Vec::new();
         let mut volids = Vec::new();
         for (disk, (drive, part)) in drives.iter().zip(&parts).enumerate() {
             let name = image_name(vmid, disk as u32);
             let target = dir.join(&name);
-            std::fs::rename(part, &target)?;
+            match diff_of[disk] {
+                None => std::fs::rename(part, &target)?,
+                Some(key) => {
+                    let (_, base) = reference
+                        .iter()
+                        .find(|(other, _)| other == key)
+                        .ok_or_else(|| invalid(format!("the reference base has no {key}")))?;
+                    apply_diff(node, part, base, &target).await?;
+                }
+            }
             std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o444))?;
             let volid = format!("{}:{vmid}/{name}", request.storage);
             copies.push((drive.key, volid.clone()));
@@ -280,11 +408,60 @@ pub async fn import(node: &Node, request: &BaseImport) -> Result<Vec<String>, Pv
     .await;
     if result.is_err() {
         for disk in 0..drives.len() as u32 {
+            let image = dir.join(image_name(vmid, disk));
             let _ = std::fs::remove_file(dir.join(part_name(vmid, disk)));
-            let _ = std::fs::remove_file(dir.join(image_name(vmid, disk)));
+            let _ = std::fs::remove_file(image.with_extension("qcow2.flat"));
+            let _ = std::fs::remove_file(image);
         }
     }
     result
+}
+
+/// Makes `target` from a received difference: `part` is put on this node's `reference`
+/// image (the sender's name for it is replaced unread), checked, and flattened into a plain
+/// image, which then names no other file.
+async fn apply_diff(
+    node: &Node,
+    part: &Path,
+    reference: &Path,
+    target: &Path,
+) -> Result<(), PveError> {
+    let shown = |path: &Path| path.display().to_string();
+    let (part_shown, reference_shown) = (shown(part), shown(reference));
+    node.qemu_img(
+        [
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-F",
+            "qcow2",
+            "-b",
+            &reference_shown,
+            &part_shown,
+        ],
+        None,
+    )
+    .await?;
+    node.qemu_img(["check", "-q", "-f", "qcow2", &part_shown], None)
+        .await?;
+    let flat = target.with_extension("qcow2.flat");
+    node.qemu_img(
+        [
+            "convert",
+            "-f",
+            "qcow2",
+            "-O",
+            "qcow2",
+            &part_shown,
+            &shown(&flat),
+        ],
+        None,
+    )
+    .await?;
+    std::fs::rename(&flat, target)?;
+    std::fs::remove_file(part)?;
+    Ok(())
 }
 
 /// Removes what an interrupted copy left of base `vmid` on this node's file storages.

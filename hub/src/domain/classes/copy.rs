@@ -1,7 +1,8 @@
 //! Copying a class base to a node that cannot reach the first base's disks (node-local
 //! storage): the hub reads the base's images from its node chunk by chunk and writes them on
 //! the other, reading the next chunk while the last is written, then has that node register
-//! the copy as a base of its own. See `proxlab_protocol::base_copy`.
+//! the copy as a base of its own. When both nodes hold copies of an older base (a class's
+//! previous version), only the difference to it travels. See `proxlab_protocol::base_copy`.
 
 use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, Chunk};
 
@@ -12,8 +13,17 @@ use crate::db::classes::MAX_ATTEMPTS;
 use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::states::ClassVmState;
 
+/// An older base both nodes of a copy hold: its VMID on the sending node and on the
+/// receiving one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Reference {
+    pub on_source: u32,
+    pub on_target: u32,
+}
+
 /// Makes `target` (a base on another node) a copy of the ready base `source`, with its
-/// images on `storage` there.
+/// images on `storage` there; with a `reference`, only the difference to it is sent.
+/// Returns the bytes sent, when it was this call that copied.
 pub(super) async fn copy_base(
     state: &HubState,
     class: &ClassRow,
@@ -21,7 +31,8 @@ pub(super) async fn copy_base(
     target: &ClassVmRow,
     name: &str,
     storage: &str,
-) -> StepResult<()> {
+    reference: Option<Reference>,
+) -> StepResult<Option<u64>> {
     if target.attempts >= MAX_ATTEMPTS {
         return Err(format!(
             "the class base could not be copied to node {}: {}",
@@ -33,12 +44,15 @@ pub(super) async fn copy_base(
         && vm.template
     {
         mark(state, class.id, target.vmid, ClassVmState::Ready, "", false).await;
-        return Ok(());
+        return Ok(None);
     }
     state.registry.wait_for(&source.node, true).await;
     state.registry.wait_for(&target.node, true).await;
-    match transfer(state, source, target, name, storage).await {
-        Ok(()) => mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await,
+    match transfer(state, source, target, name, storage, reference).await {
+        Ok(sent) => {
+            mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await;
+            return Ok(Some(sent));
+        }
         // Started again from the beginning when both nodes are back.
         Err(err) if is_link_failure(&err) => {}
         Err(err) => {
@@ -54,22 +68,26 @@ pub(super) async fn copy_base(
             .await;
         }
     }
-    Ok(())
+    Ok(None)
 }
 
+/// Copies the base; returns the bytes sent.
 async fn transfer(
     state: &HubState,
     source: &ClassVmRow,
     target: &ClassVmRow,
     name: &str,
     storage: &str,
-) -> Result<(), CallError> {
+    reference: Option<Reference>,
+) -> Result<u64, CallError> {
     let registry = &state.registry;
+    let diff_against = reference.map(|reference| reference.on_source);
     let export = registry
         .call(
             &source.node,
             &BaseExport {
                 base_vmid: source.vmid,
+                diff_against,
             },
         )
         .await?;
@@ -78,6 +96,7 @@ async fn transfer(
             base_vmid: source.vmid,
             disk,
             offset,
+            diff_against,
         };
         registry.call(&source.node, &request).await
     };
@@ -107,12 +126,22 @@ async fn transfer(
             offset += len;
         }
     }
+    let diff_of: Vec<Option<String>> = export
+        .disks
+        .iter()
+        .map(|disk| disk.diff_of.clone())
+        .collect();
+    let differences = diff_of.iter().any(Option::is_some);
     let import = BaseImport {
         base_vmid: target.vmid,
         name: name.to_owned(),
         storage: storage.to_owned(),
         config: export.config,
         disks: export.disks.iter().map(|disk| disk.bytes).collect(),
+        diff_of: if differences { diff_of } else { Vec::new() },
+        reference: reference
+            .filter(|_| differences)
+            .map(|reference| reference.on_target),
     };
     registry
         .call_with(
@@ -122,6 +151,6 @@ async fn transfer(
             BASE_TIMEOUT,
             |_| {},
         )
-        .await
-        .map(drop)
+        .await?;
+    Ok(export.disks.iter().map(|disk| disk.bytes).sum())
 }

@@ -263,7 +263,7 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
                     Some(number) if number > 1 => publish::base_name(&class, number, &copy.node),
                     _ => names[&copy.vmid].clone(),
                 };
-                copy::copy_base(state, &class, primary, copy, &name, &storage).await?;
+                copy::copy_base(state, &class, primary, copy, &name, &storage, None).await?;
                 continue;
             }
         }

@@ -50,9 +50,11 @@ pub(super) async fn publish(
         .await
         .map_err(|err| err.to_string())?
         .ok_or_else(|| format!("version {number} is gone"))?;
+    let mut copies = Vec::new();
     match version.state {
-        VersionState::Building => {
-            if let Err(err) = build(state, job, class, number).await {
+        VersionState::Building => match build(state, job, class, number).await {
+            Ok(made) => copies = made,
+            Err(err) => {
                 let error = format!("version {number} could not be made: {err}");
                 let _ = state
                     .db
@@ -64,7 +66,7 @@ pub(super) async fn publish(
                 let freed = collect_garbage(state, class.id).await;
                 return Err(format!("{error}{}", sentence(&freed)));
             }
-        }
+        },
         VersionState::Ready => {}
         VersionState::Failed | VersionState::Removed => {
             return Err(format!(
@@ -74,7 +76,8 @@ pub(super) async fn publish(
         }
     }
     let report = roll_out(state, job, class.id, number).await?;
-    Ok(format!("Version {number} published. {report}"))
+    let copies: String = copies.iter().map(|copy| format!("{copy} ")).collect();
+    Ok(format!("Version {number} published. {copies}{report}"))
 }
 
 /// Runs a rollout job (a rollback): moves the class to a version that exists.
@@ -90,7 +93,13 @@ pub(super) async fn rollout(
 
 /// Makes version `number`'s bases from the teacher VM, moves the teacher VM onto it and
 /// restores its power. Every step is skipped when it was done before a restart.
-async fn build(state: &HubState, job: &JobRow, class: &ClassRow, number: i64) -> StepResult<()> {
+async fn build(
+    state: &HubState,
+    job: &JobRow,
+    class: &ClassRow,
+    number: i64,
+) -> StepResult<Vec<String>> {
+    let mut copies = Vec::new();
     loop {
         let vms = class_vms(state, class.id).await?;
         let teacher = vms
@@ -126,7 +135,28 @@ async fn build(state: &HubState, job: &JobRow, class: &ClassRow, number: i64) ->
         if let Some(copy) = bases.iter().find(|base| base.state != ClassVmState::Ready) {
             let storage = super::jobs::first_disk_storage(state, teacher.vmid).await?;
             let name = base_name(class, number, &copy.node);
-            copy::copy_base(state, class, primary, copy, &name, &storage).await?;
+            // The new base is the teacher VM's base and its changes: where both nodes have
+            // that base, only what differs from it travels.
+            let reference = teacher.version.and_then(|previous| {
+                Some(copy::Reference {
+                    on_source: base_on(&vms, previous, &primary.node)?,
+                    on_target: base_on(&vms, previous, &copy.node)?,
+                })
+            });
+            let sent =
+                copy::copy_base(state, class, primary, copy, &name, &storage, reference).await?;
+            if let Some(bytes) = sent {
+                copies.push(format!(
+                    "Its base went to {} as {} of {}.",
+                    copy.node,
+                    crate::text::human_bytes(bytes),
+                    if reference.is_some() {
+                        "changes"
+                    } else {
+                        "images"
+                    }
+                ));
+            }
             continue;
         }
         if teacher.version != Some(number) {
@@ -142,8 +172,20 @@ async fn build(state: &HubState, job: &JobRow, class: &ClassRow, number: i64) ->
             .await
             .map_err(|err| err.to_string())?;
         state.jobs.announce(class.id);
-        return Ok(());
+        return Ok(copies);
     }
+}
+
+/// The ready base of version `number` on exactly `node`.
+fn base_on(vms: &[ClassVmRow], number: i64, node: &str) -> Option<u32> {
+    vms.iter()
+        .find(|vm| {
+            vm.kind == ClassVmKind::Base
+                && vm.version == Some(number)
+                && vm.state == ClassVmState::Ready
+                && vm.node == node
+        })
+        .map(|vm| vm.vmid)
 }
 
 fn power_word(power: PowerState) -> &'static str {
@@ -327,19 +369,16 @@ pub(crate) async fn reset_to_version(
 /// The base of version `number` a VM on `node` is re-made on: the node's own, or else one
 /// on shared storage elsewhere (the agent refuses one it cannot reach).
 pub(crate) fn base_for(vms: &[ClassVmRow], number: i64, node: &str) -> Option<u32> {
-    let ready: Vec<&ClassVmRow> = vms
-        .iter()
-        .filter(|vm| {
-            vm.kind == ClassVmKind::Base
-                && vm.version == Some(number)
-                && vm.state == ClassVmState::Ready
-        })
-        .collect();
-    ready
-        .iter()
-        .find(|base| base.node == node)
-        .or_else(|| ready.iter().min_by_key(|base| base.vmid))
-        .map(|base| base.vmid)
+    base_on(vms, number, node).or_else(|| {
+        vms.iter()
+            .filter(|vm| {
+                vm.kind == ClassVmKind::Base
+                    && vm.version == Some(number)
+                    && vm.state == ClassVmState::Ready
+            })
+            .map(|vm| vm.vmid)
+            .min()
+    })
 }
 
 /// Moves the class to version `number` and its VMs as the version's rollout says: VMs no
