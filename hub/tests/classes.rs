@@ -7,6 +7,7 @@ use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
 
 use common::crash::CrashLab;
+use common::disks::{backing_chain, files_named, holds_pattern, write_pattern};
 use common::lab::{Lab, TEMPLATE};
 
 use proxlab_hub::db::users::Role;
@@ -24,27 +25,16 @@ fn overlay_of(root: &Path, vmid: u32) -> std::path::PathBuf {
     disks[0].clone()
 }
 
-const MARKER: &str = "0x5a 0 64k";
+/// A student's work: 64 KiB of this byte at the start of the disk.
+const MARKER: u8 = 0x5a;
 
-/// Writes a pattern into a disk, as a student's work would.
+/// Writes the marker into a disk, as a student's work would.
 fn write_marker(disk: &Path) {
-    let written = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", &format!("write -P {MARKER}")])
-        .arg(disk)
-        .output()
-        .unwrap();
-    assert!(written.status.success(), "{written:?}");
+    write_pattern(disk, MARKER, "0");
 }
 
 fn has_marker(disk: &Path) -> bool {
-    let read = std::process::Command::new("qemu-io")
-        .args(["-f", "qcow2", "-c", &format!("read -P {MARKER}")])
-        .arg(disk)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&read.stdout);
-    assert!(said.contains("read 65536/65536 bytes"), "{read:?}");
-    !said.contains("Pattern verification failed")
+    holds_pattern(disk, MARKER, "0")
 }
 
 #[tokio::test]
@@ -647,40 +637,6 @@ async fn a_class_without_a_template_gets_empty_vms() {
             "VM {vmid} disks left"
         );
     }
-}
-
-/// Every file under `root` whose name starts with `prefix`.
-fn files_named(root: &Path, prefix: &str) -> Vec<std::path::PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path
-                .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(prefix))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
-fn backing_chain(disk: &Path) -> Vec<String> {
-    let output = std::process::Command::new("qemu-img")
-        .args(["info", "-U", "--backing-chain", "--output=json"])
-        .arg(disk)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let chain: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    chain
-        .iter()
-        .map(|image| image["filename"].as_str().unwrap_or_default().to_owned())
-        .collect()
 }
 
 #[tokio::test]

@@ -8,84 +8,18 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use common::crash::CrashLab;
+use common::disks::{backing_chain, files_named, holds_pattern as holds, write_pattern as write};
 use common::lab::{Lab, TEMPLATE};
 use common::web::{EventStream, WebClient, join_class};
 use proxlab_hub::db::users::Role;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 
-/// Every file under `root` whose name starts with `prefix`.
-fn files_named(root: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut found = Vec::new();
-    let mut dirs = vec![root.to_owned()];
-    while let Some(dir) = dirs.pop() {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                dirs.push(path);
-            } else if path
-                .file_name()
-                .is_some_and(|name| name.to_string_lossy().starts_with(prefix))
-            {
-                found.push(path);
-            }
-        }
-    }
-    found
-}
-
 /// A class VM's one overlay.
 fn overlay_of(root: &Path, vmid: u32) -> PathBuf {
     let disks = files_named(root, &format!("vm-{vmid}-"));
     assert_eq!(disks.len(), 1, "VM {vmid}: {disks:?}");
     disks[0].clone()
-}
-
-/// The files of a disk's chain, top first.
-fn backing_chain(disk: &Path) -> Vec<String> {
-    let output = std::process::Command::new("qemu-img")
-        .args(["info", "-U", "--backing-chain", "--output=json"])
-        .arg(disk)
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{output:?}");
-    let chain: Vec<Value> = serde_json::from_slice(&output.stdout).unwrap();
-    chain
-        .iter()
-        .map(|image| image["filename"].as_str().unwrap_or_default().to_owned())
-        .collect()
-}
-
-/// Writes 64 KiB of `byte` at `offset`, as work on the VM would.
-fn write(disk: &Path, byte: u8, offset: &str) {
-    let written = std::process::Command::new("qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            &format!("write -P {byte:#x} {offset} 64k"),
-        ])
-        .arg(disk)
-        .output()
-        .unwrap();
-    assert!(written.status.success(), "{written:?}");
-}
-
-/// Whether the 64 KiB at `offset` hold `byte`.
-fn holds(disk: &Path, byte: u8, offset: &str) -> bool {
-    let read = std::process::Command::new("qemu-io")
-        .args([
-            "-f",
-            "qcow2",
-            "-c",
-            &format!("read -P {byte:#x} {offset} 64k"),
-        ])
-        .arg(disk)
-        .output()
-        .unwrap();
-    let said = String::from_utf8_lossy(&read.stdout);
-    assert!(said.contains("read 65536/65536 bytes"), "{read:?}");
-    !said.contains("Pattern verification failed")
 }
 
 /// The teacher's change in each version: a byte per version at 1 MiB.
@@ -498,10 +432,17 @@ async fn start_publish(lab: &CrashLab, class_id: i64) -> u64 {
     started["job"].as_u64().unwrap()
 }
 
-/// After a publish of version 2 that was cut short: every VM of the class is on the one v2
-/// base, and nothing was made twice or left behind (no stray VM, base image or temporary
-/// file).
-async fn assert_published_once(lab: &CrashLab, class_id: i64) {
+/// Waits for a publish of version 2 that was cut short, and asserts it ended as one that
+/// was not: all `students` re-made, every VM of the class on the one v2 base, and nothing
+/// made twice or left behind (no stray VM, base image or temporary file).
+async fn assert_published_once(lab: &CrashLab, class_id: i64, job: u64, students: usize) {
+    let job = lab.job_end(job).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with(&format!("Version 2 published. {students} VMs re-made")),
+        "{message}"
+    );
     let root = &lab.sim.root;
     let detail = lab
         .teacher
@@ -583,17 +524,7 @@ async fn a_publish_survives_the_hub_being_killed_while_its_base_is_made() {
     );
     lab.kill_hub().await;
     lab.start_hub().await;
-    let job = lab.job_end(job).await;
-    assert_eq!(job["state"], "done", "{job}");
-    let message = job["message"].as_str().unwrap();
-    assert!(
-        message.starts_with(&format!(
-            "Version 2 published. {} VMs re-made",
-            students.len()
-        )),
-        "{message}"
-    );
-    assert_published_once(&lab, class_id).await;
+    assert_published_once(&lab, class_id, job, students.len()).await;
 }
 
 /// An agent is SIGKILLed while it re-makes its node's VMs (each new overlay takes 1.5 s);
@@ -650,17 +581,7 @@ async fn a_publish_survives_an_agent_being_killed_while_it_re_makes_vms() {
     let mut agent = lab.agents.remove(victim).unwrap();
     agent.kill().await.unwrap();
     lab.spawn_agent(victim);
-    let job = lab.job_end(job).await;
-    assert_eq!(job["state"], "done", "{job}");
-    let message = job["message"].as_str().unwrap();
-    assert!(
-        message.starts_with(&format!(
-            "Version 2 published. {} VMs re-made",
-            students.len()
-        )),
-        "{message}"
-    );
-    assert_published_once(&lab, class_id).await;
+    assert_published_once(&lab, class_id, job, students.len()).await;
 }
 
 /// The class page's forms: publish, roll back and keep, with their errors said on the page,

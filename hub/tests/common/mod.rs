@@ -8,6 +8,7 @@ pub mod browser;
 pub mod console;
 pub mod crash;
 pub mod demo;
+pub mod disks;
 pub mod lab;
 pub mod pg;
 pub mod sshd;

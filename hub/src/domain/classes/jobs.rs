@@ -245,7 +245,15 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
                 if class.current_version.is_some_and(|number| number > 1) {
                     return Err("the current version has no base left".into());
                 }
-                make_base(state, job, &class, template, primary, &names[&primary.vmid]).await?;
+                make_base(
+                    state,
+                    job,
+                    class.id,
+                    template,
+                    primary,
+                    &names[&primary.vmid],
+                )
+                .await?;
                 continue;
             }
             if let Some(copy) = bases.iter().find(|vm| vm.state != ClassVmState::Ready) {
@@ -405,11 +413,13 @@ async fn create_batch(
     }
 }
 
-async fn make_base(
+/// Makes a class base (a version's first) as a full copy of `source`'s disks: the template
+/// for version 1, the stopped teacher VM for later ones.
+pub(super) async fn make_base(
     state: &HubState,
     job: i64,
-    class: &ClassRow,
-    template: u32,
+    class_id: i64,
+    source: u32,
     base: &ClassVmRow,
     name: &str,
 ) -> StepResult<()> {
@@ -420,12 +430,12 @@ async fn make_base(
     if let Ok(Some(vm)) = state.db.vm(base.vmid).await
         && vm.template
     {
-        mark(state, class.id, base.vmid, ClassVmState::Ready, "", false).await;
+        mark(state, class_id, base.vmid, ClassVmState::Ready, "", false).await;
         return Ok(());
     }
     state.registry.wait_for(&base.node, true).await;
     let request = MakeBase {
-        source_vmid: template,
+        source_vmid: source,
         base_vmid: base.vmid,
         name: name.to_owned(),
         storage: None,
@@ -436,15 +446,16 @@ async fn make_base(
         .call_with(&base.node, &request, &op_id, BASE_TIMEOUT, |_| {})
         .await
     {
-        Ok(_) => mark(state, class.id, base.vmid, ClassVmState::Ready, "", true).await,
+        Ok(_) => mark(state, class_id, base.vmid, ClassVmState::Ready, "", true).await,
         Err(err) if is_link_failure(&err) => {}
         Err(err) => {
+            let error = err.to_string();
             mark(
                 state,
-                class.id,
+                class_id,
                 base.vmid,
                 ClassVmState::Failed,
-                &err.to_string(),
+                &error,
                 true,
             )
             .await

@@ -11,16 +11,14 @@
 use std::collections::HashSet;
 use std::time::Duration;
 
-use proxlab_protocol::ErrorKind;
-use proxlab_protocol::clones::MakeBase;
 use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::vm_ops::{PowerAction, VmPower, VmReimage};
 
-use super::steps::{BASE_TIMEOUT, StepResult, is_link_failure, mark};
+use super::steps::{StepResult, is_link_failure};
 use super::{copy, name_stem};
 use crate::HubState;
 use crate::agents::CallError;
-use crate::db::classes::{ClassRow, ClassVmRow, JobRow, MAX_ATTEMPTS};
+use crate::db::classes::{ClassRow, ClassVmRow, JobRow};
 use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState, Rollout, VersionState};
 use crate::domain::notices::Notice;
@@ -129,7 +127,7 @@ async fn build(
                 .map_err(|err| err.to_string())?;
             stop_gracefully(state, teacher).await?;
             let name = base_name(class, number, &primary.node);
-            make_base(state, job.id, class.id, teacher.vmid, primary, &name).await?;
+            super::jobs::make_base(state, job.id, class.id, teacher.vmid, primary, &name).await?;
             continue;
         }
         if let Some(copy) = bases.iter().find(|base| base.state != ClassVmState::Ready) {
@@ -242,59 +240,6 @@ async fn stop_gracefully(state: &HubState, vm: &ClassVmRow) -> StepResult<()> {
             Err(err) => return Err(format!("VM {} could not be shut down: {err}", vm.vmid)),
         }
     }
-}
-
-/// Makes the primary base of a version from the (stopped) teacher VM.
-async fn make_base(
-    state: &HubState,
-    job: i64,
-    class_id: i64,
-    teacher: u32,
-    base: &ClassVmRow,
-    name: &str,
-) -> StepResult<()> {
-    if base.attempts >= MAX_ATTEMPTS {
-        return Err(format!("the base could not be made: {}", base.error));
-    }
-    state.registry.wait_for(&base.node, true).await;
-    let request = MakeBase {
-        source_vmid: teacher,
-        base_vmid: base.vmid,
-        name: name.to_owned(),
-        storage: None,
-    };
-    let op_id = format!("job{job}-base{}", base.vmid);
-    match state
-        .registry
-        .call_with(&base.node, &request, &op_id, BASE_TIMEOUT, |_| {})
-        .await
-    {
-        Ok(_) => mark(state, class_id, base.vmid, ClassVmState::Ready, "", true).await,
-        Err(err) if is_link_failure(&err) => {}
-        // Made by an earlier try whose answer was lost.
-        Err(CallError::Remote(remote))
-            if remote.kind == ErrorKind::Conflict && is_template(state, base.vmid).await =>
-        {
-            mark(state, class_id, base.vmid, ClassVmState::Ready, "", false).await
-        }
-        Err(err) => {
-            let error = err.to_string();
-            mark(
-                state,
-                class_id,
-                base.vmid,
-                ClassVmState::Failed,
-                &error,
-                true,
-            )
-            .await
-        }
-    }
-    Ok(())
-}
-
-async fn is_template(state: &HubState, vmid: u32) -> bool {
-    matches!(state.db.vm(vmid).await, Ok(Some(vm)) if vm.template)
 }
 
 /// Re-makes a class VM on `base` (its node's base of version `number`): powers it off,

@@ -156,14 +156,7 @@ pub async fn publish(
             nodes.push(base.node.clone());
         }
     }
-    let publish = NewRollout {
-        class_id,
-        rollout: choice.rollout,
-        warn_minutes: choice.warn_minutes,
-        user_id: viewer.id,
-        username: &viewer.username,
-        now: now_unix(),
-    };
+    let publish = new_rollout(viewer, class_id, choice);
     let (number, job) = state
         .db
         .start_publish(&publish, note, &nodes, VMID_RANGE)
@@ -197,14 +190,7 @@ pub async fn roll_back(
             "the class has no version {number}"
         )));
     }
-    let rollout = NewRollout {
-        class_id,
-        rollout: choice.rollout,
-        warn_minutes: choice.warn_minutes,
-        user_id: viewer.id,
-        username: &viewer.username,
-        now: now_unix(),
-    };
+    let rollout = new_rollout(viewer, class_id, choice);
     let job = state
         .db
         .start_rollout(&rollout, number)
@@ -247,6 +233,17 @@ pub async fn set_kept_versions(
     )
     .await;
     Ok(())
+}
+
+fn new_rollout(viewer: &Viewer, class_id: i64, choice: RolloutChoice) -> NewRollout<'_> {
+    NewRollout {
+        class_id,
+        rollout: choice.rollout,
+        warn_minutes: choice.warn_minutes,
+        user_id: viewer.id,
+        username: &viewer.username,
+        now: now_unix(),
+    }
 }
 
 fn conflict(err: DbError) -> ClassError {
