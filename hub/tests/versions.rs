@@ -225,6 +225,18 @@ async fn a_term_of_publishes_and_a_rollback_on_two_nodes() {
         "only the teacher's changes travel to the other node: {message}"
     );
     class.assert_bases_alike(2).await;
+    let db = &lab.hub.hub().state.db;
+    let tasks = db.class_tasks(id, 10).await.unwrap();
+    let task = tasks
+        .iter()
+        .find(|task| task.action == "re-make from version 2")
+        .expect("the re-images are a task of the class");
+    assert_eq!((task.total, task.failed), (3, 0), "{task:?}");
+    let results = db.task_results(task.id).await.unwrap();
+    assert!(
+        results.len() == 3 && results.iter().all(|result| result.ok),
+        "{results:?}"
+    );
     assert_eq!(class.detail().await["class"]["current_version"], 2);
     assert_eq!(class.bases_of(2).await.len(), 2, "a v2 base on each node");
     for vmid in [tvm, a, b, free] {

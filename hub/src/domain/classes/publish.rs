@@ -21,6 +21,7 @@ use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow, JobRow};
 use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState, Rollout, VersionState};
+use crate::db::tasks::TaskResultRow;
 use crate::domain::notices::Notice;
 
 /// How long the teacher VM's guest gets to shut down before it is powered off.
@@ -365,7 +366,24 @@ async fn roll_out(
             _ => stopped.push(vm),
         }
     }
-    let mut failures = remake_all(state, &vms, &stopped, number).await;
+    // The re-images are a task of the class: its log has the outcome for every VM.
+    let task = match stopped.len() + running.len() {
+        0 => None,
+        total => Some(
+            state
+                .db
+                .insert_task(
+                    class_id,
+                    &format!("re-make from version {number}"),
+                    "a class publish",
+                    total,
+                    now_unix(),
+                )
+                .await
+                .map_err(|err| err.to_string())?,
+        ),
+    };
+    let mut failures = remake_all(state, &vms, &stopped, number, task).await;
     if !running.is_empty() {
         warn_and_wait(state, job, class_id, number, &running).await?;
         let reason = format!("Stopped to be re-made from version {number} of the class");
@@ -374,7 +392,14 @@ async fn roll_out(
         super::tasks::stop_with_reasons(state, class_id, &stops, "a class publish", now_unix())
             .await
             .map_err(|err| err.to_string())?;
-        failures.extend(remake_all(state, &vms, &running, number).await);
+        failures.extend(remake_all(state, &vms, &running, number, task).await);
+    }
+    if let Some(task) = task {
+        state
+            .db
+            .finish_task(task, now_unix())
+            .await
+            .map_err(|err| err.to_string())?;
     }
     state.notices.withdraw(&notice_key(class_id, number));
     let moved = stopped.len() + running.len() - failures.len();
@@ -466,18 +491,33 @@ async fn remake_all(
     vms: &[ClassVmRow],
     targets: &[&ClassVmRow],
     number: i64,
+    task: Option<i64>,
 ) -> Vec<String> {
     let permits = tokio::sync::Semaphore::new(REIMAGE_CONCURRENCY);
     let permits = &permits;
     let runs = targets.iter().map(|vm| async move {
         let _permit = permits.acquire().await;
-        let Some(base) = base_for(vms, number, &vm.node) else {
-            return Some(format!("VM {}: version {number} has no base", vm.vmid));
+        let outcome = match base_for(vms, number, &vm.node) {
+            None => Err(format!("version {number} has no base")),
+            Some(base) => remake(state, vm, base, number)
+                .await
+                .map_err(|err| err.to_string()),
         };
-        remake(state, vm, base, number)
-            .await
-            .err()
-            .map(|err| format!("VM {}: {err}", vm.vmid))
+        if let Some(task) = task {
+            let result = TaskResultRow {
+                vmid: vm.vmid,
+                ok: outcome.is_ok(),
+                message: match &outcome {
+                    Ok(()) => format!("Re-made from version {number}; it is stopped."),
+                    Err(err) => crate::text::sentence(&format!("not re-made: {err}")),
+                },
+                detail: String::new(),
+            };
+            if let Err(err) = state.db.insert_task_result(task, &result).await {
+                tracing::error!(%err, vmid = vm.vmid, "cannot record a re-image");
+            }
+        }
+        outcome.err().map(|err| format!("VM {}: {err}", vm.vmid))
     });
     futures_util::future::join_all(runs)
         .await
