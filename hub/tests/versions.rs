@@ -557,43 +557,82 @@ async fn a_publish_survives_an_agent_being_killed_while_it_re_makes_vms() {
             .unwrap()
     };
     let victim = node_of(students[0]);
+    let job = publish_until_the_rollout_runs(&lab, class_id, students.len()).await;
+    let mut agent = lab.agents.remove(victim).unwrap();
+    agent.kill().await.unwrap();
+    lab.spawn_agent(victim);
+    assert_published_once(&lab, class_id, job, students.len()).await;
+}
+
+/// Starts a publish whose re-images each take 1.5 s, and returns its job once the teacher VM
+/// is on the new version (the last step of making it) and the students' re-images have
+/// started (their task is in the log) but not ended.
+async fn publish_until_the_rollout_runs(lab: &CrashLab, class_id: i64, students: usize) -> u64 {
     for node in ["pve1", "pve2"] {
         lab.sim
             .ok(node, "fault", &["--latency", "qemu-img create=1500"]);
     }
     let mut events = EventStream::open(&lab.teacher, "/api/v1/events").await;
-    let job = start_publish(&lab, class_id).await;
-    // The teacher VM moves onto the new base last of all in making the version; the
-    // students' re-images start right after.
+    let job = start_publish(lab, class_id).await;
     let detail_path = format!("/api/v1/classes/{class_id}");
     loop {
         events
             .until("class progress", |_, _| {}, |name, _| name == "class")
             .await;
         let detail = lab.teacher.json(&detail_path).await;
-        let teacher_moved = detail["vms"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|vm| vm["kind"] == "teacher" && vm["version"] == 2);
-        if teacher_moved {
-            let moved = detail["vms"]
+        let on_v2 = |kind: &str| {
+            detail["vms"]
                 .as_array()
                 .unwrap()
                 .iter()
-                .filter(|vm| vm["kind"] == "student" && vm["version"] == 2)
-                .count();
-            assert!(
-                moved < students.len(),
-                "the kill lands mid-rollout: {detail}"
-            );
-            break;
+                .filter(|vm| vm["kind"] == kind && vm["version"] == 2)
+                .count()
+        };
+        let rolling_out = lab
+            .db()
+            .await
+            .class_tasks(class_id, 10)
+            .await
+            .unwrap()
+            .iter()
+            .any(|task| task.action == "re-make from version 2");
+        if on_v2("teacher") == 1 && rolling_out {
+            assert!(on_v2("student") < students, "mid-rollout: {detail}");
+            return job;
         }
     }
-    let mut agent = lab.agents.remove(victim).unwrap();
-    agent.kill().await.unwrap();
-    lab.spawn_agent(victim);
+}
+
+/// The hub is SIGKILLed while the students' VMs are being re-made; the restarted hub
+/// finishes the rollout, and the class's task log ends the cut-short task with what it did.
+#[tokio::test]
+async fn a_publish_survives_the_hub_being_killed_while_vms_are_re_made() {
+    let mut lab = CrashLab::start().await;
+    let (class_id, students) = lab.deployed_class("Crash rollout hub", 6).await;
+    let job = publish_until_the_rollout_runs(&lab, class_id, students.len()).await;
+    lab.kill_hub().await;
+    lab.start_hub().await;
     assert_published_once(&lab, class_id, job, students.len()).await;
+    let db = lab.db().await;
+    let tasks = db.class_tasks(class_id, 10).await.unwrap();
+    let re_makes: Vec<_> = tasks
+        .iter()
+        .filter(|task| task.action == "re-make from version 2")
+        .collect();
+    assert_eq!(
+        re_makes.len(),
+        2,
+        "the cut-short task and the rest: {tasks:?}"
+    );
+    assert!(
+        re_makes.iter().all(|task| task.finished_at.is_some()),
+        "no task is left running: {re_makes:?}"
+    );
+    let done: i64 = re_makes.iter().map(|task| task.total - task.failed).sum();
+    assert!(
+        done >= students.len() as i64,
+        "every student VM is in a task as re-made: {re_makes:?}"
+    );
 }
 
 /// The class page's forms: publish, roll back and keep, with their errors said on the page,

@@ -103,6 +103,30 @@ impl Db {
         Ok(())
     }
 
+    /// Ends the unfinished tasks of a class named `action`, as they are: a job that a hub
+    /// crash cut short starts a new task for what is left. The total becomes the VMs the
+    /// task got to.
+    pub async fn end_cut_short_tasks(
+        &self,
+        class_id: i64,
+        action: &str,
+        now: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query(
+            "UPDATE class_tasks SET finished_at = $1, \
+             total = (SELECT COUNT(*) FROM class_task_results r WHERE r.task_id = class_tasks.id), \
+             failed = (SELECT COUNT(*) FROM class_task_results r \
+             WHERE r.task_id = class_tasks.id AND r.outcome = 'failed') \
+             WHERE class_id = $2 AND action = $3 AND finished_at IS NULL",
+        )
+        .bind(now)
+        .bind(class_id)
+        .bind(action)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// The newest tasks of a class first.
     pub async fn class_tasks(&self, class_id: i64, limit: u32) -> Result<Vec<TaskRow>, DbError> {
         let rows = sqlx::query(&format!(

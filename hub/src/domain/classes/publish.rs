@@ -366,23 +366,25 @@ async fn roll_out(
             _ => stopped.push(vm),
         }
     }
-    // The re-images are a task of the class: its log has the outcome for every VM.
+    // The re-images are a task of the class: its log has the outcome for every VM. One a
+    // hub crash cut short ends with what it did; this one does the rest.
+    let action = format!("re-make from version {number}");
+    state
+        .db
+        .end_cut_short_tasks(class_id, &action, now_unix())
+        .await
+        .map_err(|err| err.to_string())?;
     let task = match stopped.len() + running.len() {
         0 => None,
         total => Some(
             state
                 .db
-                .insert_task(
-                    class_id,
-                    &format!("re-make from version {number}"),
-                    "a class publish",
-                    total,
-                    now_unix(),
-                )
+                .insert_task(class_id, &action, "a class publish", total, now_unix())
                 .await
                 .map_err(|err| err.to_string())?,
         ),
     };
+    state.jobs.announce(class_id);
     let mut failures = remake_all(state, &vms, &stopped, number, task).await;
     if !running.is_empty() {
         warn_and_wait(state, job, class_id, number, &running).await?;
