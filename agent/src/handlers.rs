@@ -19,8 +19,8 @@ use proxlab_protocol::plugins::{
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::tunnel::TunnelOpen;
 use proxlab_protocol::vm_ops::{
-    Done, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmPower, VmReimage, VmReset,
-    VmSnapshot,
+    Done, HardwareReply, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmHardware, VmPower,
+    VmReimage, VmReset, VmSnapshot,
 };
 use proxlab_protocol::{ErrorKind, NoProgress, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
@@ -31,7 +31,7 @@ use crate::context::Context;
 use crate::node_info;
 use crate::plugins::clone_steps::CloneSteps;
 use crate::plugins::{first_start, plugin_ops};
-use crate::pve::{base_copy, clones, ops, reimage, remote_error, reset};
+use crate::pve::{base_copy, clones, hardware, ops, reimage, remote_error, reset};
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
@@ -189,6 +189,7 @@ const ROUTES: &[Route] = &[
     route!(VmSnapshot, changes_node: true, vm_snapshot),
     route!(VmReset, changes_node: true, vm_reset),
     route!(VmReimage, changes_node: true, vm_reimage),
+    route!(VmHardware, changes_node: true, vm_hardware),
     route!(MakeBase, changes_node: true, make_base),
     route!(CloneMany, changes_node: true, clone_many),
     route!(BaseWrite, changes_node: true, base_write),
@@ -377,6 +378,16 @@ async fn vm_reimage(
     reimage::reimage(&context.node, r.vmid, r.base_vmid, r.identity.as_deref())
         .await
         .map(|status| PowerReply { status })
+        .map_err(failed)
+}
+
+async fn vm_hardware(
+    context: &Context,
+    r: VmHardware,
+    _: ProgressSink<NoProgress>,
+) -> Result<HardwareReply, RemoteError> {
+    hardware::change_hardware(&context.node, r.vmid, r.identity.as_deref(), &r.change)
+        .await
         .map_err(failed)
 }
 

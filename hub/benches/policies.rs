@@ -47,6 +47,7 @@ fn running_vm(vmid: u32) -> VmInfo {
         mem_bytes: 1 << 30,
         ips: vec![],
         identity: None,
+        pending: Vec::new(),
     }
 }
 

@@ -62,6 +62,7 @@ fn vm(vmid: u32, node: &str) -> VmInfo {
             source: IpSource::GuestAgent,
         }],
         identity: None,
+        pending: Vec::new(),
     }
 }
 

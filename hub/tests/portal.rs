@@ -67,6 +67,7 @@ fn vm(vmid: u32, template: bool) -> VmInfo {
             source: IpSource::Neighbor,
         }],
         identity: None,
+        pending: Vec::new(),
     }
 }
 

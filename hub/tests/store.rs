@@ -263,6 +263,7 @@ fn vm(
             source: IpSource::Neighbor,
         }],
         identity: None,
+        pending: Vec::new(),
     }
 }
 

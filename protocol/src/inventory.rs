@@ -92,6 +92,10 @@ pub struct VmInfo {
     /// reused for another VM comes with another identity. `None` when the config has none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub identity: Option<String>,
+    /// Config keys with a change that waits for the VM's next start (its `[PENDING]`
+    /// section), sorted.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
 }
 
 /// A storage as this node sees it.

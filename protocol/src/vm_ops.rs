@@ -127,6 +127,80 @@ impl Request for VmReimage {
     type Progress = NoProgress;
 }
 
+/// Changes a VM's hardware, keeping everything else of its config (EFI and TPM disks, OS
+/// and machine type, cloud-init, `args`). Every field that is set is applied: a stopped VM
+/// (or a template) takes it at once; a running one takes what Proxmox hot-plugs at once and
+/// the rest at its next start (its config's `[PENDING]` section). Disks only grow, and grow
+/// at once. Repeating a change that was applied changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmHardware {
+    pub vmid: u32,
+    /// Act only if the VM still has this identity (see `VmInfo::identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+    #[serde(flatten)]
+    pub change: HardwareChange,
+}
+
+/// A change of hardware: what is `None` (or empty) stays as it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardwareChange {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u64>,
+    /// Disks to grow, by slot (`scsi0`), to an absolute size.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disks: Vec<DiskSize>,
+    /// A NIC to move to another bridge or VLAN; its model, MAC and other options stay.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<NicPlacement>,
+    /// Gives the VM a serial port on a socket (`serial0: socket`) if it has none, for the
+    /// text console.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub add_serial: bool,
+}
+
+impl HardwareChange {
+    /// Whether the change changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self == &Self::default()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DiskSize {
+    pub slot: String,
+    pub size_bytes: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicPlacement {
+    /// `N` of `netN`.
+    pub index: u32,
+    pub bridge: String,
+    /// The VLAN tag; `None` for an untagged port.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vlan: Option<u16>,
+}
+
+impl Request for VmHardware {
+    const KIND: &'static str = "vm-hardware";
+    type Response = HardwareReply;
+    type Progress = NoProgress;
+}
+
+/// What a hardware change did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HardwareReply {
+    /// Config keys that changed at once.
+    #[serde(default)]
+    pub applied: Vec<String>,
+    /// Config keys that wait for the VM's next start.
+    #[serde(default)]
+    pub pending: Vec<String>,
+}
+
 /// Asks the agent to send its full inventory again.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Resync {}

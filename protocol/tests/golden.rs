@@ -221,8 +221,9 @@ where
 fn vm_requests() {
     use proxlab_protocol::inventory::PowerState;
     use proxlab_protocol::vm_ops::{
-        Done, PowerAction, PowerReply, Resync, SnapshotOp, VmCreate, VmDestroy, VmPower, VmReimage,
-        VmReset, VmSnapshot,
+        DiskSize, Done, HardwareChange, HardwareReply, NicPlacement, PowerAction, PowerReply,
+        Resync, SnapshotOp, VmCreate, VmDestroy, VmHardware, VmPower, VmReimage, VmReset,
+        VmSnapshot,
     };
     let running = PowerReply {
         status: PowerState::Running,
@@ -273,6 +274,30 @@ fn vm_requests() {
         },
         &PowerReply {
             status: PowerState::Stopped,
+        },
+    );
+    check_exchange(
+        &VmHardware {
+            vmid: 10_001,
+            identity: Some("4f5a0c1e-8d1b-4a43-9d6e-2f1c0b7e9a10".into()),
+            change: HardwareChange {
+                cores: Some(4),
+                memory_mib: Some(8192),
+                disks: vec![DiskSize {
+                    slot: "scsi0".into(),
+                    size_bytes: 64 << 30,
+                }],
+                nic: Some(NicPlacement {
+                    index: 0,
+                    bridge: "vmbr1".into(),
+                    vlan: Some(30),
+                }),
+                add_serial: true,
+            },
+        },
+        &HardwareReply {
+            applied: vec!["scsi0".into(), "serial0".into()],
+            pending: vec!["cores".into(), "memory".into(), "net0".into()],
         },
     );
     check_exchange(&Resync {}, &Done {});
@@ -549,6 +574,7 @@ fn inventory_and_metrics_events() {
             source: IpSource::GuestAgent,
         }],
         identity: Some("4f5a0c1e-8d1b-4a43-9d6e-2f1c0b7e9a10".into()),
+        pending: Vec::new(),
     };
     check(
         "event_inventory",

@@ -130,6 +130,14 @@ pub fn convert(
     run(sim, &args, None, target).map(drop)
 }
 
+/// Grows an image to `size_bytes`.
+pub fn resize(sim: &Sim, path: &Path, format: &str, size_bytes: u64) -> Outcome {
+    let mut args = os(&["resize", "-f", format]);
+    args.push(path.into());
+    args.push(size_bytes.to_string().into());
+    run(sim, &args, None, path).map(drop)
+}
+
 /// `qemu-img snapshot -c|-a|-d <name> <path>`.
 pub fn snapshot(sim: &Sim, op: &str, name: &str, path: &Path) -> Outcome {
     let mut args = os(&["snapshot", op, name]);

@@ -116,6 +116,7 @@ fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
         mem_bytes: 0,
         ips: Vec::new(),
         identity: proxlab_pve::ident::smbios_uuid(config),
+        pending: config.pending_keys(),
     };
     (info, agent)
 }

@@ -7,6 +7,7 @@ pub mod command;
 pub mod config;
 pub mod console;
 pub mod guest;
+pub mod hardware;
 pub mod node;
 pub mod ops;
 pub mod reimage;

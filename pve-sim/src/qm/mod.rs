@@ -7,6 +7,7 @@ pub mod edit;
 mod guest;
 pub mod info;
 mod power;
+mod resize;
 mod snapshot;
 
 use crate::args::Args;
@@ -21,6 +22,7 @@ const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
        qm destroy <vmid> [OPTIONS]
        qm disk import <vmid> <source> <storage> [OPTIONS]
        qm disk rescan  [OPTIONS]
+       qm disk resize <vmid> <disk> <size> [OPTIONS]
        qm guest cmd <vmid> <command>
        qm guest exec <vmid> [<extra-args>] [OPTIONS]
        qm list  [OPTIONS]
@@ -28,6 +30,7 @@ const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
        qm pending <vmid>
        qm reboot <vmid> [OPTIONS]
        qm reset <vmid> [OPTIONS]
+       qm resize <vmid> <disk> <size> [OPTIONS]
        qm rollback <vmid> <snapname> [OPTIONS]
        qm set <vmid> [OPTIONS]
        qm shutdown <vmid> [OPTIONS]
@@ -64,6 +67,7 @@ pub fn run(argv: &[String]) -> Outcome {
         "shutdown" => power::shutdown(&sim, args),
         "reboot" => power::reboot(&sim, args),
         "reset" => power::reset(&sim, args),
+        "resize" => resize::resize(&sim, args),
         "clone" => clone::clone(&sim, args),
         "template" => clone::template(&sim, args),
         "snapshot" => snapshot::snapshot(&sim, args),
@@ -82,6 +86,7 @@ pub fn run(argv: &[String]) -> Outcome {
             match sub.as_str() {
                 "import" => disk::import(&sim, args),
                 "rescan" => disk::rescan(&sim, args),
+                "resize" => resize::resize(&sim, args),
                 other => Err(Failure {
                     message: format!("unknown command 'qm disk {other}'"),
                     code: 255,

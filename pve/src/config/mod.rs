@@ -288,6 +288,31 @@ impl VmConfig {
             .find(|section| &section.kind == kind && section.ignored.is_none())
     }
 
+    /// The keys a `[PENDING]` section changes or deletes (`delete: a,!b`), sorted, without
+    /// repeats: what waits for the VM's next start.
+    pub fn pending_keys(&self) -> Vec<String> {
+        let Some(pending) = self.section(&SectionKind::Pending) else {
+            return Vec::new();
+        };
+        let mut keys: Vec<String> = Vec::new();
+        for (key, value) in pending.entries() {
+            if key == "delete" {
+                keys.extend(
+                    value
+                        .split([',', ';', ' '])
+                        .map(|key| key.trim_start_matches('!'))
+                        .filter(|key| !key.is_empty())
+                        .map(str::to_owned),
+                );
+            } else {
+                keys.push(key.to_owned());
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        keys
+    }
+
     /// Snapshot names, in file order.
     pub fn snapshot_names(&self) -> Vec<&str> {
         let mut names: Vec<&str> = Vec::new();

@@ -209,3 +209,12 @@ fn a_blank_value_reads_as_its_last_blank_character() {
     );
     assert_eq!(config.write_canonical(WriteMode::Proxmox), "boot:  \n");
 }
+
+#[test]
+fn pending_keys_name_changes_and_deletions() {
+    let config = VmConfig::parse(SAMPLE);
+    assert_eq!(config.pending_keys(), vec!["memory".to_owned()]);
+    let config = VmConfig::parse("cores: 1\n\n[PENDING]\ncores: 4\ndelete: !serial0,net1 cores\n");
+    assert_eq!(config.pending_keys(), vec!["cores", "net1", "serial0"]);
+    assert!(VmConfig::parse("cores: 1\n").pending_keys().is_empty());
+}
