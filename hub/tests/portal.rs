@@ -1120,6 +1120,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/access",
             "/classes/{id}/bulk/{action}",
             "/classes/{id}/capacity",
+            "/classes/{id}/hardware",
             "/classes/{id}/idle",
             "/classes/{id}/invite",
             "/classes/{id}/owners",

@@ -98,6 +98,8 @@ pub struct JobRow {
     pub warn_minutes: u32,
     /// When that warning ends, once it was given.
     pub warn_until: Option<i64>,
+    /// What a hardware change changes (JSON of `HardwareChange`).
+    pub spec: Option<String>,
 }
 
 /// The outcome of a join.
@@ -117,7 +119,7 @@ const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory
      current_version, keep_versions";
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, class_id, created_by, state, created_at, updated_at, message, version, \
-     warn_minutes, warn_until";
+     warn_minutes, warn_until, spec";
 
 fn opt_u32(row: &AnyRow, column: &str) -> Result<Option<u32>, sqlx::Error> {
     Ok(row.try_get::<Option<i64>, _>(column)?.map(|v| v as u32))
@@ -177,6 +179,7 @@ pub(super) fn job_from_row(row: &AnyRow) -> Result<JobRow, sqlx::Error> {
         version: row.try_get("version")?,
         warn_minutes: row.try_get::<i64, _>("warn_minutes")? as u32,
         warn_until: row.try_get("warn_until")?,
+        spec: row.try_get("spec")?,
     })
 }
 

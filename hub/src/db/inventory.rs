@@ -45,6 +45,8 @@ pub struct VmRow {
     /// The class version a reset moves this VM to: set when the class's current version is
     /// newer than the VM's and rolls out on reset (or at once, and this VM was missed).
     pub newer_version: Option<i64>,
+    /// Config keys whose change waits for the VM's next start.
+    pub pending: Vec<String>,
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -162,7 +164,7 @@ const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, 
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
      v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, cl.name AS class_name, v.identity, \
      sr.reason AS stop_reason, cv.kind AS class_kind, cv.version AS class_vm_version, \
-     cl.current_version AS class_current_version, cver.rollout AS class_rollout";
+     cl.current_version AS class_current_version, cver.rollout AS class_rollout, v.pending";
 
 fn json_list<T: serde::de::DeserializeOwned>(
     row: &AnyRow,
@@ -172,8 +174,17 @@ fn json_list<T: serde::de::DeserializeOwned>(
     Ok(serde_json::from_str(&text).unwrap_or_default())
 }
 
+/// A `;`-separated list, as tags and pending keys are stored.
+fn split_list(text: &str) -> Vec<String> {
+    text.split(';')
+        .filter(|item| !item.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
 fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
     let tags: String = row.try_get("tags")?;
+    let pending: String = row.try_get("pending")?;
     Ok(VmRow {
         vmid: row.try_get::<i64, _>("vmid")? as u32,
         node: row.try_get("node")?,
@@ -183,11 +194,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         cores: row.try_get::<i64, _>("cores")? as u32,
         sockets: row.try_get::<i64, _>("sockets")? as u32,
         memory_mib: row.try_get::<i64, _>("memory_mib")? as u64,
-        tags: tags
-            .split(';')
-            .filter(|t| !t.is_empty())
-            .map(str::to_owned)
-            .collect(),
+        tags: split_list(&tags),
         lock: row.try_get("lock_reason")?,
         uptime_secs: row.try_get::<i64, _>("uptime_secs")? as u64,
         cpu: row.try_get("cpu")?,
@@ -204,6 +211,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
         class_name: row.try_get("class_name")?,
         stop_reason: row.try_get("stop_reason")?,
         newer_version: newer_version(row)?,
+        pending: split_list(&pending),
     })
 }
 
@@ -263,15 +271,16 @@ async fn upsert_vm(
 ) -> Result<(), DbError> {
     sqlx::query(
         "INSERT INTO vms (vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
-         lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at, identity) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18) \
+         lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at, identity, pending) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19) \
          ON CONFLICT (vmid) DO UPDATE SET node_id = excluded.node_id, name = excluded.name, \
          status_changed_at = CASE WHEN vms.status = excluded.status THEN vms.status_changed_at ELSE excluded.status_changed_at END, \
          status = excluded.status, template = excluded.template, cores = excluded.cores, \
          sockets = excluded.sockets, memory_mib = excluded.memory_mib, tags = excluded.tags, \
          lock_reason = excluded.lock_reason, uptime_secs = excluded.uptime_secs, cpu = excluded.cpu, \
          mem_bytes = excluded.mem_bytes, disks_json = excluded.disks_json, nics_json = excluded.nics_json, \
-         ips_json = excluded.ips_json, updated_at = excluded.updated_at, identity = excluded.identity",
+         ips_json = excluded.ips_json, updated_at = excluded.updated_at, identity = excluded.identity, \
+         pending = excluded.pending",
     )
     .bind(i64::from(vm.vmid))
     .bind(node_id)
@@ -291,6 +300,7 @@ async fn upsert_vm(
     .bind(json(&vm.ips))
     .bind(now)
     .bind(vm.identity.as_deref())
+    .bind(vm.pending.join(";"))
     .execute(&mut *conn)
     .await?;
     if let Some(identity) = &vm.identity {

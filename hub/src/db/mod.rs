@@ -10,6 +10,7 @@ pub mod assignments;
 pub mod audit;
 pub mod classes;
 pub mod consoles;
+pub mod hardware;
 pub mod idle;
 pub mod inventory;
 pub mod nodes;

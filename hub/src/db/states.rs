@@ -82,6 +82,8 @@ text_enum!(
         Publish = "publish",
         /// Moves the class's VMs to a version that exists (a rollback).
         Rollout = "rollout",
+        /// Changes the hardware of the class's bases, teacher and student VMs.
+        Hardware = "hardware",
     }
 );
 

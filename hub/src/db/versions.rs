@@ -251,13 +251,30 @@ impl Db {
     }
 }
 
+/// The jobs a publish or rollout waits for: those that change the class's bases.
+const CHANGES_BASES: &[JobKind] = &[JobKind::Publish, JobKind::Rollout, JobKind::Hardware];
+
 async fn refuse_if_rolling_out(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     class_id: i64,
 ) -> Result<(), DbError> {
+    refuse_if_busy(tx, class_id, CHANGES_BASES).await
+}
+
+/// Fails with a conflict when a job of one of `kinds` is pending or running for the class.
+pub(super) async fn refuse_if_busy(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    class_id: i64,
+    kinds: &[JobKind],
+) -> Result<(), DbError> {
+    let kinds: Vec<String> = kinds
+        .iter()
+        .map(|kind| format!("'{}'", kind.as_str()))
+        .collect();
     let busy = sqlx::query(&format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE class_id = $1 AND kind IN ('publish', 'rollout') \
-         AND state IN ('pending', 'running')"
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE class_id = $1 AND kind IN ({}) \
+         AND state IN ('pending', 'running') ORDER BY id LIMIT 1",
+        kinds.join(", ")
     ))
     .bind(class_id)
     .fetch_optional(&mut **tx)

@@ -139,6 +139,7 @@ mod tests {
             class_name: None,
             stop_reason: None,
             newer_version: None,
+            pending: vec![],
         }
     }
 

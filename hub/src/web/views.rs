@@ -50,6 +50,9 @@ pub(crate) struct VmView {
     /// The class version a reset moves this VM to (its class published a newer one).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub newer_version: Option<i64>,
+    /// Config keys whose change waits for the VM's next start (a class's hardware change).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<String>,
     /// Why a running VM shows no address, once it has had time to get one.
     pub ip_note: Option<&'static str>,
     /// For a VM shown as `starting`: when (Unix seconds) to stop waiting for an address.
@@ -150,6 +153,7 @@ impl VmView {
                 .clone()
                 .filter(|_| vm.status == PowerState::Stopped),
             newer_version: vm.newer_version,
+            pending: vm.pending.clone(),
             ip_note,
             ip_wait_until,
             ips: ips
@@ -192,6 +196,7 @@ impl VmView {
             hours_left: None,
             stop_reason: None,
             newer_version: None,
+            pending: Vec::new(),
             ip_note: None,
             ip_wait_until: None,
             ips: Vec::new(),

@@ -158,6 +158,28 @@ impl Lab {
         .await;
     }
 
+    /// Waits until the hub's inventory record of `vmid` satisfies `wanted`, and returns it.
+    pub async fn vm_until(
+        &self,
+        vmid: u32,
+        what: &str,
+        wanted: impl Fn(&proxlab_hub::db::inventory::VmRow) -> bool,
+    ) -> proxlab_hub::db::inventory::VmRow {
+        let db = self.hub.hub().state.db.clone();
+        let mut changes = self.hub.hub().state.inventory_changes.subscribe();
+        within(&format!("VM {vmid}: {what}"), async {
+            loop {
+                if let Some(vm) = db.vm(vmid).await.unwrap()
+                    && wanted(&vm)
+                {
+                    return vm;
+                }
+                let _ = changes.recv().await;
+            }
+        })
+        .await
+    }
+
     /// The node a VM's config is on.
     pub fn node_of(&self, vmid: u32) -> String {
         ["pve1", "pve2"]

@@ -157,6 +157,10 @@ async fn run_job(state: &HubState, id: i64) {
             Ok(class) => publish::rollout(state, &job, &class).await,
             Err(err) => Err(err),
         },
+        JobKind::Hardware => match class_row(state, class_id).await {
+            Ok(class) => super::hardware::run(state, &job, &class).await,
+            Err(err) => Err(err),
+        },
     };
     let (job_state, message) = match result {
         Ok(message) => (JobState::Done, message),

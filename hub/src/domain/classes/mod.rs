@@ -3,6 +3,7 @@
 //! changes.
 
 mod copy;
+pub mod hardware;
 pub mod invites;
 pub mod jobs;
 pub mod placement;

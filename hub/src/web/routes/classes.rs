@@ -220,6 +220,8 @@ struct ClassPageView {
     versions: Vec<classes::versions::VersionView>,
     current_version: Option<i64>,
     keep_versions: u32,
+    /// What the class's VMs have, for the hardware form.
+    hardware: classes::hardware::HardwareView,
 }
 
 /// A line of the task log.
@@ -351,6 +353,7 @@ async fn render_class(
         versions: classes::versions::versions(state, &user.viewer, class_id).await?,
         current_version: class.current_version,
         keep_versions: class.keep_versions,
+        hardware: classes::hardware::hardware(state, &user.viewer, class_id).await?,
     };
     Ok(Page::render(
         "pages/classes/class.html",

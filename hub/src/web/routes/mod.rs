@@ -8,6 +8,7 @@ pub(super) mod classes;
 pub(super) mod classes_api;
 pub(super) mod consoles;
 pub(super) mod events;
+pub(super) mod hardware;
 pub(super) mod idle;
 pub(super) mod plugins;
 pub(super) mod portal;
