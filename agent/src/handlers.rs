@@ -19,8 +19,8 @@ use proxlab_protocol::plugins::{
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::tunnel::TunnelOpen;
 use proxlab_protocol::vm_ops::{
-    Done, HardwareReply, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmHardware, VmPower,
-    VmReimage, VmReset, VmSnapshot,
+    Done, HardwareReply, PowerAction, PowerReply, Resync, VmCreate, VmDestroy, VmHardware,
+    VmInstall, VmMakeTemplate, VmPower, VmReimage, VmReset, VmSnapshot,
 };
 use proxlab_protocol::{ErrorKind, NoProgress, RemoteError, Request, RequestFrame, ResponseFrame};
 use serde::Serialize;
@@ -31,7 +31,7 @@ use crate::context::Context;
 use crate::node_info;
 use crate::plugins::clone_steps::CloneSteps;
 use crate::plugins::{first_start, plugin_ops};
-use crate::pve::{base_copy, clones, hardware, ops, reimage, remote_error, reset};
+use crate::pve::{base_copy, clones, hardware, install, ops, reimage, remote_error, reset};
 
 /// Stream error code for a request stream the agent could not read.
 const STREAM_BAD_FRAME: u32 = 1;
@@ -190,6 +190,8 @@ const ROUTES: &[Route] = &[
     route!(VmReset, changes_node: true, vm_reset),
     route!(VmReimage, changes_node: true, vm_reimage),
     route!(VmHardware, changes_node: true, vm_hardware),
+    route!(VmInstall, changes_node: true, vm_install),
+    route!(VmMakeTemplate, changes_node: true, vm_make_template),
     route!(MakeBase, changes_node: true, make_base),
     route!(CloneMany, changes_node: true, clone_many),
     route!(BaseWrite, changes_node: true, base_write),
@@ -388,6 +390,28 @@ async fn vm_hardware(
 ) -> Result<HardwareReply, RemoteError> {
     hardware::change_hardware(&context.node, r.vmid, r.identity.as_deref(), &r.change)
         .await
+        .map_err(failed)
+}
+
+async fn vm_install(
+    context: &Context,
+    r: VmInstall,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    install::install(&context.node, &r)
+        .await
+        .map(|()| Done {})
+        .map_err(failed)
+}
+
+async fn vm_make_template(
+    context: &Context,
+    r: VmMakeTemplate,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    install::make_template(&context.node, r.vmid, r.identity.as_deref())
+        .await
+        .map(|()| Done {})
         .map_err(failed)
 }
 

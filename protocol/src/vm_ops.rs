@@ -231,3 +231,53 @@ impl Request for VmCreate {
     type Response = Done;
     type Progress = NoProgress;
 }
+
+/// Creates a VM to install an operating system on from an ISO image the node holds: an empty
+/// disk, one NIC, the ISO in a CD drive it boots from, and the hardware the OS wants (see
+/// [`GuestOs`]). Like [`VmCreate`], a VM that already exists with this name is a retry and
+/// succeeds. No password is part of it: the installer asks in the VM's console.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmInstall {
+    #[serde(flatten)]
+    pub vm: VmCreate,
+    /// The ISO's volume id, such as `local:iso/debian-12.iso`.
+    pub iso: String,
+    pub os: GuestOs,
+}
+
+impl Request for VmInstall {
+    const KIND: &'static str = "vm-install";
+    type Response = Done;
+    type Progress = NoProgress;
+}
+
+/// The operating system a new VM is made for, which decides its machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GuestOs {
+    /// Linux 2.6 and later: virtio disk and NIC, a serial port for the text console, the
+    /// guest agent on.
+    Linux,
+    /// Windows 11: q35, UEFI (OVMF) with an EFI disk and pre-enrolled Secure Boot keys,
+    /// TPM 2.0, and a SATA disk and e1000e NIC the installer has drivers for.
+    Windows11,
+    /// Anything else: Proxmox's defaults.
+    Other,
+}
+
+/// Makes a stopped VM a template: its CD drives are emptied (an ISO is not part of a
+/// template, and may not exist on other nodes), then `qm template`. A VM that is a template
+/// already succeeds (a retry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmMakeTemplate {
+    pub vmid: u32,
+    /// Act only if the VM still has this identity (see `VmInfo::identity`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub identity: Option<String>,
+}
+
+impl Request for VmMakeTemplate {
+    const KIND: &'static str = "vm-make-template";
+    type Response = Done;
+    type Progress = NoProgress;
+}

@@ -221,9 +221,9 @@ where
 fn vm_requests() {
     use proxlab_protocol::inventory::PowerState;
     use proxlab_protocol::vm_ops::{
-        DiskSize, Done, HardwareChange, HardwareReply, NicPlacement, PowerAction, PowerReply,
-        Resync, SnapshotOp, VmCreate, VmDestroy, VmHardware, VmPower, VmReimage, VmReset,
-        VmSnapshot,
+        DiskSize, Done, GuestOs, HardwareChange, HardwareReply, NicPlacement, PowerAction,
+        PowerReply, Resync, SnapshotOp, VmCreate, VmDestroy, VmHardware, VmInstall, VmMakeTemplate,
+        VmPower, VmReimage, VmReset, VmSnapshot,
     };
     let running = PowerReply {
         status: PowerState::Running,
@@ -301,6 +301,29 @@ fn vm_requests() {
         },
     );
     check_exchange(&Resync {}, &Done {});
+    check_exchange(
+        &VmInstall {
+            vm: VmCreate {
+                vmid: 10_050,
+                name: "win11-lab".into(),
+                cores: 4,
+                memory_mib: 8192,
+                disk_gib: 64,
+                storage: "local".into(),
+                bridge: "vmbr0".into(),
+            },
+            iso: "local:iso/Win11_24H2_English_x64.iso".into(),
+            os: GuestOs::Windows11,
+        },
+        &Done {},
+    );
+    check_exchange(
+        &VmMakeTemplate {
+            vmid: 10_050,
+            identity: Some("4f5a0c1e-8d1b-4a43-9d6e-2f1c0b7e9a10".into()),
+        },
+        &Done {},
+    );
     check_exchange(
         &VmCreate {
             vmid: 10_002,

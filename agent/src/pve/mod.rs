@@ -8,6 +8,7 @@ pub mod config;
 pub mod console;
 pub mod guest;
 pub mod hardware;
+pub mod install;
 pub mod node;
 pub mod ops;
 pub mod reimage;

@@ -157,8 +157,31 @@ pub async fn create(
     node: &Node,
     spec: &proxlab_protocol::vm_ops::VmCreate,
 ) -> Result<(), PveError> {
-    let vmid = spec.vmid;
-    proxlab_pve::volid::validate_vmid(vmid).map_err(PveError::Invalid)?;
+    check_new_vm(node, spec)?;
+    if already_created(node, spec)? {
+        return Ok(());
+    }
+    let mut args = create_args(spec);
+    args.extend(
+        [
+            ("net0", format!("virtio,bridge={}", spec.bridge)),
+            ("scsihw", "virtio-scsi-single".into()),
+            ("scsi0", format!("{}:{}", spec.storage, spec.disk_gib)),
+            ("ostype", "l26".into()),
+        ]
+        .map(|(key, value)| [format!("--{key}"), value])
+        .into_iter()
+        .flatten(),
+    );
+    node.qm(args).await.map(drop)
+}
+
+/// Checks what a new VM is made of, before anything is made.
+pub(super) fn check_new_vm(
+    node: &Node,
+    spec: &proxlab_protocol::vm_ops::VmCreate,
+) -> Result<(), PveError> {
+    proxlab_pve::volid::validate_vmid(spec.vmid).map_err(PveError::Invalid)?;
     proxlab_pve::ident::validate_vm_name(&spec.name).map_err(PveError::Invalid)?;
     let simple = |text: &str| {
         !text.is_empty()
@@ -181,32 +204,31 @@ pub async fn create(
             spec.disk_gib
         )));
     }
-    // A retry of a create that went through: the same VM is there already.
-    if let Some((config, _)) = node.read_config(vmid)?
-        && config.main().get("name") == Some(spec.name.as_str())
-    {
-        return Ok(());
-    }
-    node.qm([
+    Ok(())
+}
+
+/// Whether a retried create went through before: the same VM is there already.
+pub(super) fn already_created(
+    node: &Node,
+    spec: &proxlab_protocol::vm_ops::VmCreate,
+) -> Result<bool, PveError> {
+    Ok(node
+        .read_config(spec.vmid)?
+        .is_some_and(|(config, _)| config.main().get("name") == Some(spec.name.as_str())))
+}
+
+/// `qm create VMID` with the name, cores and memory every new VM has.
+pub(super) fn create_args(spec: &proxlab_protocol::vm_ops::VmCreate) -> Vec<String> {
+    vec![
         "create".to_owned(),
-        vmid.to_string(),
+        spec.vmid.to_string(),
         "--name".into(),
         spec.name.clone(),
         "--cores".into(),
         spec.cores.to_string(),
         "--memory".into(),
         spec.memory_mib.to_string(),
-        "--net0".into(),
-        format!("virtio,bridge={}", spec.bridge),
-        "--scsihw".into(),
-        "virtio-scsi-single".into(),
-        "--scsi0".into(),
-        format!("{}:{}", spec.storage, spec.disk_gib),
-        "--ostype".into(),
-        "l26".into(),
-    ])
-    .await
-    .map(drop)
+    ]
 }
 
 pub async fn snapshot(node: &Node, vmid: u32, name: &str, op: &SnapshotOp) -> Result<(), PveError> {

@@ -67,8 +67,18 @@ fn apply_options(
                 Drive::parse(drive_key, value).map_err(|err| param_error(key, &err.to_string()))?;
             let volume = drive.volume().to_owned();
             if let Some((storage, gib)) = allocation(&volume) {
-                let bytes = (gib * f64::from(1u32 << 30)) as u64;
-                let format = drive.remove_option("format");
+                // EFI vars and TPM state have the size their firmware wants, whatever size
+                // is asked for; TPM state is raw.
+                let bytes = match key.as_str() {
+                    "efidisk0" if drive.option("efitype") == Some("4m") => 540_672,
+                    "efidisk0" => 131_072,
+                    "tpmstate0" => 4 << 20,
+                    _ => (gib * f64::from(1u32 << 30)) as u64,
+                };
+                let mut format = drive.remove_option("format");
+                if key == "tpmstate0" {
+                    format = Some("raw".into());
+                }
                 let volid = storages.allocate(sim, storage, vmid, bytes, format.as_deref())?;
                 drive.set_volume(&volid)?;
                 drive.set_option("size", &format_size(bytes))?;
