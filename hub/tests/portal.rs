@@ -1152,6 +1152,8 @@ async fn the_openapi_document_describes_every_api_route() {
             "/plugins/{id}/scope",
             "/session",
             "/templates",
+            "/templates/builds",
+            "/templates/builds/{vmid}/convert",
             "/usage",
             "/vms",
             "/vms/{vmid}",

@@ -73,6 +73,28 @@ pub fn create_template(
     })
 }
 
+/// An ISO image `NAME.iso[:SIZE]` (a sparse file; 1 MiB unless a size is given), as an
+/// upload to the node's local storage would leave it.
+fn make_iso(dir: &Path, spec: &str) -> Outcome {
+    let (name, size) = spec.split_once(':').unwrap_or((spec, "1M"));
+    let valid = name.ends_with(".iso")
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !valid {
+        return Err(param_error(
+            "iso",
+            "expected NAME.iso[:SIZE], for example debian-12.iso:600M",
+        ));
+    }
+    let size = qemu_img::parse_size(size)
+        .ok_or_else(|| param_error("iso", &format!("invalid size '{size}'")))?;
+    let file = std::fs::File::create(dir.join(name))?;
+    file.set_len(size)?;
+    Ok(())
+}
+
 pub fn run(argv: &[String]) -> Outcome {
     let mut args = Args::parse(argv)?;
     let root: PathBuf = args
@@ -91,6 +113,10 @@ pub fn run(argv: &[String]) -> Outcome {
     let mut templates = Vec::new();
     while let Some(spec) = args.take("template") {
         templates.push(spec);
+    }
+    let mut isos = Vec::new();
+    while let Some(spec) = args.take("iso") {
+        isos.push(spec);
     }
     let qemu = args.take("qemu");
     args.finish()?;
@@ -155,6 +181,15 @@ pub fn run(argv: &[String]) -> Outcome {
             let dir = storages.root(&sim, storage, node);
             std::fs::create_dir_all(dir.join("images"))?;
             std::fs::create_dir_all(dir.join("template/iso"))?;
+        }
+        if let Some(local) = storages
+            .on_node(node)
+            .find(|storage| storage.holds("iso") && !storage.is_shared())
+        {
+            let dir = storages.root(&sim, local, node).join("template/iso");
+            for spec in &isos {
+                make_iso(&dir, spec)?;
+            }
         }
     }
     store::refresh_vmlist(&sim)?;

@@ -835,7 +835,8 @@ pub(super) async fn reserve_in(
 ) -> Result<Vec<u32>, DbError> {
     let taken: Vec<(i64,)> = sqlx::query_as(
         "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
-         UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2",
+         UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2 \
+         UNION SELECT vmid FROM template_builds WHERE vmid BETWEEN $1 AND $2",
     )
     .bind(i64::from(*range.start()))
     .bind(i64::from(*range.end()))

@@ -8,6 +8,7 @@
 pub mod api_tokens;
 pub mod assignments;
 pub mod audit;
+pub mod builds;
 pub mod classes;
 pub mod consoles;
 pub mod hardware;

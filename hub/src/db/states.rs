@@ -88,6 +88,18 @@ text_enum!(
 );
 
 text_enum!(
+    /// Where a template built from an ISO is in its life.
+    BuildState {
+        /// Its VMID is reserved; the node is making the VM.
+        Creating = "creating",
+        /// The VM exists; its builder installs the OS in its console.
+        Installing = "installing",
+        Template = "template",
+        Failed = "failed",
+    }
+);
+
+text_enum!(
     /// Where a class version is in its life.
     VersionState {
         /// Its bases are being made (a publish job runs).

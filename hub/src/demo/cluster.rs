@@ -126,6 +126,8 @@ impl DemoCluster {
                 "debian-12-lab:2G",
                 "--template-storage",
                 "shared",
+                "--iso",
+                "debian-12-netinst.iso:4M",
                 "--qemu",
                 if qemu { "on" } else { "off" },
             ],

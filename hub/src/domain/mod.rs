@@ -11,6 +11,7 @@ pub mod accounts;
 pub mod admin;
 pub mod audit;
 pub mod auth;
+pub mod builds;
 pub mod classes;
 pub mod consoles;
 pub mod idle;

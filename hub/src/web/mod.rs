@@ -110,6 +110,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::schedules::page_router())
         .merge(routes::versions::page_router())
         .merge(routes::hardware::page_router())
+        .merge(routes::builds::page_router())
         .merge(routes::idle::page_router())
         .merge(routes::quota::page_router())
         .merge(routes::usage::page_router())

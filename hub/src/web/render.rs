@@ -54,6 +54,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/portal/templates.html"),
     ),
     (
+        "pages/portal/template_new.html",
+        include_str!("../../templates/pages/portal/template_new.html"),
+    ),
+    (
         "pages/portal/profile.html",
         include_str!("../../templates/pages/portal/profile.html"),
     ),

@@ -365,6 +365,9 @@ impl RawAgent {
     }
 }
 
+/// The ISO image every node's `local` storage holds (`local:iso/<name>`).
+pub const LAB_ISO_FILE: &str = "lab-installer.iso";
+
 /// A pve-sim cluster for agents to drive.
 pub struct SimCluster {
     pub root: PathBuf,
@@ -385,6 +388,8 @@ impl SimCluster {
             nodes,
             "--template-storage",
             storage,
+            "--iso",
+            LAB_ISO_FILE,
         ]);
         for template in templates {
             command.args(["--template", template]);

@@ -4,6 +4,7 @@ pub(super) mod admin;
 pub(super) mod api;
 pub(super) mod assets;
 pub(super) mod auth;
+pub(super) mod builds;
 pub(super) mod classes;
 pub(super) mod classes_api;
 pub(super) mod consoles;

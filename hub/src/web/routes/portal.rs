@@ -435,6 +435,8 @@ async fn vm_action(
 #[derive(Debug, Serialize)]
 struct TemplatesView {
     templates: Vec<TemplateView>,
+    /// Templates being built from an ISO: the viewer's, or every one for an admin.
+    builds: Vec<crate::domain::builds::BuildView>,
 }
 
 async fn templates(
@@ -446,6 +448,9 @@ async fn templates(
     let templates = state.db.find_vms(&filter).await?;
     let view = TemplatesView {
         templates: templates.iter().map(TemplateView::from).collect(),
+        builds: crate::domain::builds::builds(&state, &user.viewer)
+            .await
+            .map_err(AppError::from)?,
     };
     Ok(Page::render(
         "pages/portal/templates.html",
