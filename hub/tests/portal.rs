@@ -1116,6 +1116,7 @@ async fn the_openapi_document_describes_every_api_route() {
         paths,
         [
             "/classes",
+            "/classes/adopt",
             "/classes/{id}",
             "/classes/{id}/access",
             "/classes/{id}/bulk/{action}",

@@ -4,7 +4,7 @@
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
-use super::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState, column};
+use super::states::{Adoption, ClassState, ClassVmKind, ClassVmState, JobKind, JobState, column};
 use super::{Backend, Db, DbError};
 
 /// A class as stored.
@@ -79,6 +79,8 @@ pub struct ClassVmRow {
     pub identity: Option<String>,
     /// The class version a base holds, or a VM's disks were made from.
     pub version: Option<i64>,
+    /// How a VM adopted into the class relates to its template; `None` for one proxlab made.
+    pub adopted: Option<Adoption>,
 }
 
 /// A job as stored.
@@ -163,6 +165,13 @@ fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
         assignee: row.try_get("assignee")?,
         identity: row.try_get("identity")?,
         version: row.try_get("version")?,
+        adopted: row
+            .try_get::<Option<String>, _>("adopted")?
+            .map(|text| {
+                Adoption::parse(&text)
+                    .ok_or_else(|| sqlx::Error::Decode(format!("unknown adoption {text:?}").into()))
+            })
+            .transpose()?,
     })
 }
 
@@ -192,44 +201,7 @@ impl Db {
         now: i64,
     ) -> Result<i64, DbError> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(
-            "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
-             storage, pinned_node, seats, state, created_by, created_at, current_version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13) RETURNING id",
-        )
-        .bind(&class.name)
-        .bind(&class.description)
-        .bind(class.template_vmid.map(i64::from))
-        .bind(class.cores.map(i64::from))
-        .bind(class.memory_mib.map(|v| v as i64))
-        .bind(class.disk_gib.map(i64::from))
-        .bind(class.bridge.as_deref())
-        .bind(class.storage.as_deref())
-        .bind(class.pinned_node.as_deref())
-        .bind(i64::from(class.seats))
-        .bind(owner)
-        .bind(now)
-        .bind(class.template_vmid.map(|_| 1i64))
-        .fetch_one(&mut *tx)
-        .await?;
-        let id: i64 = row.try_get("id")?;
-        if class.template_vmid.is_some() {
-            sqlx::query(
-                "INSERT INTO class_versions (class_id, number, note, state, created_by, created_at) \
-                 SELECT $1, 1, 'made from the template', 'ready', username, $3 FROM users \
-                 WHERE id = $2",
-            )
-            .bind(id)
-            .bind(owner)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        sqlx::query("INSERT INTO class_owners (class_id, user_id) VALUES ($1, $2)")
-            .bind(id)
-            .bind(owner)
-            .execute(&mut *tx)
-            .await?;
+        let id = insert_class_in(&mut tx, class, owner, now).await?;
         tx.commit().await?;
         Ok(id)
     }
@@ -416,7 +388,7 @@ impl Db {
     pub async fn class_vms(&self, class_id: i64) -> Result<Vec<ClassVmRow>, DbError> {
         let rows = sqlx::query(
             "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, c.identity, c.version, \
-             u.username AS assignee \
+             c.adopted, u.username AS assignee \
              FROM class_vms c LEFT JOIN vm_assignments a ON a.vmid = c.vmid \
              LEFT JOIN users u ON u.id = a.user_id WHERE c.class_id = $1 ORDER BY c.vmid",
         )
@@ -821,6 +793,55 @@ async fn release_class_vms(
     .execute(&mut **tx)
     .await?;
     Ok(released.rows_affected())
+}
+
+/// Creates a class owned by `owner` in a transaction (with version 1 when it has a
+/// template). Returns its id.
+pub(super) async fn insert_class_in(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    class: &NewClass,
+    owner: i64,
+    now: i64,
+) -> Result<i64, DbError> {
+    let row = sqlx::query(
+        "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
+         storage, pinned_node, seats, state, created_by, created_at, current_version) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13) RETURNING id",
+    )
+    .bind(&class.name)
+    .bind(&class.description)
+    .bind(class.template_vmid.map(i64::from))
+    .bind(class.cores.map(i64::from))
+    .bind(class.memory_mib.map(|v| v as i64))
+    .bind(class.disk_gib.map(i64::from))
+    .bind(class.bridge.as_deref())
+    .bind(class.storage.as_deref())
+    .bind(class.pinned_node.as_deref())
+    .bind(i64::from(class.seats))
+    .bind(owner)
+    .bind(now)
+    .bind(class.template_vmid.map(|_| 1i64))
+    .fetch_one(&mut **tx)
+    .await?;
+    let id: i64 = row.try_get("id")?;
+    if class.template_vmid.is_some() {
+        sqlx::query(
+            "INSERT INTO class_versions (class_id, number, note, state, created_by, created_at) \
+             SELECT $1, 1, 'made from the template', 'ready', username, $3 FROM users \
+             WHERE id = $2",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(now)
+        .execute(&mut **tx)
+        .await?;
+    }
+    sqlx::query("INSERT INTO class_owners (class_id, user_id) VALUES ($1, $2)")
+        .bind(id)
+        .bind(owner)
+        .execute(&mut **tx)
+        .await?;
+    Ok(id)
 }
 
 /// Reserves VMIDs as [`Db::reserve_vmids`] does, inside a transaction, for `version` (the

@@ -34,7 +34,8 @@ pub struct VmRow {
     pub assignee: Option<String>,
     /// The class the VM belongs to, if any.
     pub class_id: Option<i64>,
-    /// Whether that class was made from a template (so the VM can be reset to it).
+    /// Whether that class was made from a template and the VM can be reset to it (not an
+    /// adopted VM that is no linked clone of it).
     pub class_has_template: bool,
     /// Its SMBIOS UUID as the node reported it (see `VmInfo::identity`).
     pub identity: Option<String>,
@@ -47,6 +48,41 @@ pub struct VmRow {
     pub newer_version: Option<i64>,
     /// Config keys whose change waits for the VM's next start.
     pub pending: Vec<String>,
+}
+
+#[cfg(test)]
+impl VmRow {
+    /// A stopped VM with nothing in it, outside every class, for unit tests.
+    pub(crate) fn sample(vmid: u32) -> Self {
+        Self {
+            vmid,
+            node: "pve1".into(),
+            name: "vm".into(),
+            status: PowerState::Stopped,
+            template: false,
+            cores: 1,
+            sockets: 1,
+            memory_mib: 512,
+            tags: vec![],
+            lock: None,
+            uptime_secs: 0,
+            cpu: 0.0,
+            mem_bytes: 0,
+            disks: vec![],
+            nics: vec![],
+            ips: vec![],
+            status_changed_at: 0,
+            updated_at: 0,
+            assignee: None,
+            class_id: None,
+            class_has_template: false,
+            identity: None,
+            class_name: None,
+            stop_reason: None,
+            newer_version: None,
+            pending: vec![],
+        }
+    }
 }
 
 /// Which VMs a listing returns. Every field narrows the result.
@@ -162,7 +198,7 @@ const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
 
 const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
-     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, cl.template_vmid AS class_template, cl.name AS class_name, v.identity, \
+     v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, CASE WHEN cv.adopted = 'plain' THEN NULL ELSE cl.template_vmid END AS class_template, cl.name AS class_name, v.identity, \
      sr.reason AS stop_reason, cv.kind AS class_kind, cv.version AS class_vm_version, \
      cl.current_version AS class_current_version, cver.rollout AS class_rollout, v.pending";
 

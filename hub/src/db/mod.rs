@@ -5,6 +5,7 @@
 //! placeholders, which both backends accept; the schema lives in one migration folder per
 //! backend because their DDL differs.
 
+pub mod adoption;
 pub mod api_tokens;
 pub mod assignments;
 pub mod audit;

@@ -88,6 +88,18 @@ text_enum!(
 );
 
 text_enum!(
+    /// How an adopted VM (one that existed before its class) relates to the class's template.
+    Adoption {
+        /// The class's template itself, its base.
+        Template = "template",
+        /// Its disks are linked clones of the template: it can be reset.
+        Linked = "linked",
+        /// Anything else: started and stopped only.
+        Plain = "plain",
+    }
+);
+
+text_enum!(
     /// Where a template built from an ISO is in its life.
     BuildState {
         /// Its VMID is reserved; the node is making the VM.

@@ -115,31 +115,9 @@ mod tests {
     fn vm(status: &str, assignee: Option<&str>) -> VmRow {
         VmRow {
             vmid: 100,
-            node: "pve1".into(),
-            name: "vm".into(),
             status: serde_json::from_value(serde_json::json!(status)).unwrap(),
-            template: false,
-            cores: 1,
-            sockets: 1,
-            memory_mib: 512,
-            tags: vec![],
-            lock: None,
-            uptime_secs: 0,
-            cpu: 0.0,
-            mem_bytes: 0,
-            disks: vec![],
-            nics: vec![],
-            ips: vec![],
-            status_changed_at: 0,
-            updated_at: 0,
             assignee: assignee.map(str::to_owned),
-            class_id: None,
-            class_has_template: false,
-            identity: None,
-            class_name: None,
-            stop_reason: None,
-            newer_version: None,
-            pending: vec![],
+            ..VmRow::sample(100)
         }
     }
 

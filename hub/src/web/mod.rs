@@ -111,6 +111,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::versions::page_router())
         .merge(routes::hardware::page_router())
         .merge(routes::builds::page_router())
+        .merge(routes::adopt::page_router())
         .merge(routes::idle::page_router())
         .merge(routes::quota::page_router())
         .merge(routes::usage::page_router())

@@ -54,6 +54,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/portal/templates.html"),
     ),
     (
+        "pages/admin/adopt.html",
+        include_str!("../../templates/pages/admin/adopt.html"),
+    ),
+    (
         "pages/portal/template_new.html",
         include_str!("../../templates/pages/portal/template_new.html"),
     ),

@@ -737,7 +737,19 @@ pub(super) async fn call_when_online<R: proxlab_protocol::Request>(
     }
 }
 
+/// Destroys a class VM with its disks, or releases it when it was adopted: proxlab never
+/// destroys a VM it did not make, so an adopted one stays on its node, out of the class and
+/// unassigned.
 pub(super) async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
+    if vm.adopted.is_some() {
+        state
+            .db
+            .remove_class_vm(vm.vmid)
+            .await
+            .map_err(|err| err.to_string())?;
+        state.jobs.announce(class_id);
+        return Ok(());
+    }
     mark(state, class_id, vm.vmid, ClassVmState::Removing, "", false).await;
     let request = VmDestroy {
         vmid: vm.vmid,

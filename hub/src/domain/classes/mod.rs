@@ -2,6 +2,7 @@
 //! jobs that deploy and delete their VMs. Every function checks who asks and audits what it
 //! changes.
 
+pub mod adopt;
 mod copy;
 pub mod hardware;
 pub mod invites;
@@ -508,13 +509,19 @@ async fn candidates(
     Ok(found)
 }
 
-fn validate_request(request: &ClassRequest) -> Result<(), ClassError> {
-    let name = request.name.trim();
+/// A class name: 1 to 64 printable characters.
+pub(crate) fn check_class_name(name: &str) -> Result<(), ClassError> {
+    let name = name.trim();
     if name.is_empty() || name.chars().count() > 64 || name.chars().any(char::is_control) {
         return Err(ClassError::Invalid(
             "a class name needs 1 to 64 printable characters".into(),
         ));
     }
+    Ok(())
+}
+
+fn validate_request(request: &ClassRequest) -> Result<(), ClassError> {
+    check_class_name(&request.name)?;
     if request.description.chars().count() > 2000 {
         return Err(ClassError::Invalid(
             "the description is limited to 2,000 characters".into(),
@@ -1099,6 +1106,7 @@ mod tests {
             assignee: None,
             identity: None,
             version: Some(1),
+            adopted: None,
         }
     }
 

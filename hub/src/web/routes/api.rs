@@ -219,6 +219,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .merge(super::versions::api_router())
         .merge(super::hardware::api_router())
         .merge(super::builds::api_router())
+        .merge(super::adopt::api_router())
         .fallback(not_found)
         .layer(axum::middleware::from_fn(crate::web::error::api_errors))
 }

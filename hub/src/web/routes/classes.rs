@@ -179,6 +179,8 @@ struct ClassVmLine {
     assignee: Option<String>,
     /// The class version its disks were made from.
     version: Option<i64>,
+    /// How an adopted VM relates to the template (`linked`, `plain`).
+    adopted: Option<crate::db::states::Adoption>,
     /// The VM as the inventory shows it, once it exists.
     vm: Option<VmView>,
 }
@@ -317,6 +319,7 @@ async fn render_class(
             error: row.error.clone(),
             assignee: row.assignee.clone(),
             version: row.version,
+            adopted: row.adopted,
             vm: inventory
                 .iter()
                 .find(|vm| vm.vmid == row.vmid)

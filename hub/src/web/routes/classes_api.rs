@@ -111,6 +111,10 @@ struct ClassVmView {
     assignee: Option<String>,
     /// The template version its disks were made from (a base: the version it holds).
     version: Option<i64>,
+    /// For a VM adopted into the class: `template`, `linked` (can be reset) or `plain`
+    /// (started and stopped only). Absent for VMs proxlab made.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    adopted: Option<crate::db::states::Adoption>,
 }
 
 #[derive(Debug, Serialize)]
@@ -248,6 +252,7 @@ async fn detail(
                 error: vm.error,
                 assignee: vm.assignee,
                 version: vm.version,
+                adopted: vm.adopted,
             })
             .collect(),
         students: state

@@ -1,6 +1,7 @@
 //! One router per area, merged in [`crate::web::router`].
 
 pub(super) mod admin;
+pub(super) mod adopt;
 pub(super) mod api;
 pub(super) mod assets;
 pub(super) mod auth;
