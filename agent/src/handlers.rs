@@ -289,7 +289,7 @@ async fn base_export(
     r: BaseExport,
     _: ProgressSink<NoProgress>,
 ) -> Result<BaseExportReply, RemoteError> {
-    base_copy::export(&context.node, r.base_vmid, r.diff_against)
+    base_copy::export(&context.node, r.base_vmid, r.diff_against, r.from_vm)
         .await
         .map_err(failed)
 }
@@ -299,9 +299,16 @@ async fn base_read(
     r: BaseRead,
     _: ProgressSink<NoProgress>,
 ) -> Result<Chunk, RemoteError> {
-    base_copy::read(&context.node, r.base_vmid, r.disk, r.offset, r.diff_against)
-        .await
-        .map_err(failed)
+    base_copy::read(
+        &context.node,
+        r.base_vmid,
+        r.disk,
+        r.offset,
+        r.diff_against,
+        r.from_vm,
+    )
+    .await
+    .map_err(failed)
 }
 
 async fn vm_power(

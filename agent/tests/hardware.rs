@@ -6,7 +6,7 @@
 #[path = "support/sim.rs"]
 mod sim;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -54,19 +54,6 @@ fn virtual_size(path: &Path) -> u64 {
     );
     let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     info["virtual-size"].as_u64().unwrap()
-}
-
-fn disk_path(root: &Path, node: &Node, vmid: u32) -> PathBuf {
-    let config = VmConfig::parse(&config_text(node, vmid));
-    let volid = config
-        .main()
-        .get("scsi0")
-        .unwrap()
-        .split(',')
-        .next()
-        .unwrap()
-        .to_owned();
-    PathBuf::from(sim::output(root, &["pvesm", "path", &volid]).trim())
 }
 
 #[tokio::test]
@@ -209,7 +196,7 @@ async fn a_running_vm_gets_its_new_hardware_at_its_next_start_and_disks_only_gro
     let mut pending = reply.pending.clone();
     pending.sort();
     assert_eq!(pending, ["cores", "memory"]);
-    assert_eq!(virtual_size(&disk_path(root, &node, 101)), grown);
+    assert_eq!(virtual_size(&sim::scsi0_path(root, 101)), grown);
     let text = config_text(&node, 101);
     let config = VmConfig::parse(&text);
     assert!(
@@ -258,11 +245,11 @@ async fn a_running_vm_gets_its_new_hardware_at_its_next_start_and_disks_only_gro
         ..HardwareChange::default()
     };
     change_hardware(&node, 9000, None, &template).await.unwrap();
-    assert_eq!(virtual_size(&disk_path(root, &node, 9000)), 128 << 20);
-    assert_eq!(virtual_size(&disk_path(root, &node, 101)), grown);
+    assert_eq!(virtual_size(&sim::scsi0_path(root, 9000)), 128 << 20);
+    assert_eq!(virtual_size(&sim::scsi0_path(root, 101)), grown);
     let check = Command::new("qemu-img")
         .args(["check", "-U"])
-        .arg(disk_path(root, &node, 101))
+        .arg(sim::scsi0_path(root, 101))
         .output()
         .unwrap();
     assert!(

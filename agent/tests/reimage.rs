@@ -99,19 +99,7 @@ async fn a_student_vm_moves_to_a_new_base_keeping_its_identity_and_losing_its_wr
         .await
         .unwrap();
     assert!(outcomes.iter().all(|o| o.error.is_none()), "{outcomes:?}");
-    let disk = |vmid: u32| {
-        let config = VmConfig::parse(&config_text(&node, vmid));
-        let volid = config
-            .main()
-            .get("scsi0")
-            .unwrap()
-            .split(',')
-            .next()
-            .unwrap()
-            .to_owned();
-        let out = sim::output(root, &["pvesm", "path", &volid]);
-        std::path::PathBuf::from(out.trim())
-    };
+    let disk = |vmid: u32| sim::scsi0_path(root, vmid);
     // The teacher's change, and the student's own work (with a snapshot of it).
     qemu_io(&disk(100), "write -P 0xaa 0 64k");
     qemu_io(&disk(101), "write -P 0x55 1M 64k");

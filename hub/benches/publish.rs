@@ -4,8 +4,9 @@
 //! node-local storage holding 1 GiB of data (`PROXLAB_BENCH_FILL_MIB` changes it). The class
 //! (100 students and the teacher VM) is deployed first; then the running teacher VM is
 //! published with *re-make every VM now*. Prints the time of each stage (the teacher VM's
-//! shutdown, the new base made from it on its node, its copy to the other node through the
-//! hub, the teacher VM moved onto it, every student VM re-made) and, measured in the same run, the baseline: a
+//! shutdown, the new base made from it on its node, and on the other node from the teacher
+//! VM's changes sent through the hub meanwhile, the teacher VM moved onto it, every student
+//! VM re-made) and, measured in the same run, the baseline: a
 //! bare `qemu-img convert` of the teacher VM's disk and 101 bare `qemu-img create` overlays
 //! on the result. Asserts nothing about speed.
 
@@ -142,7 +143,7 @@ async fn main() {
                 .iter()
                 .any(|base| base.node == "pve1" && ready(base))
         });
-        record(&mut stages, "new base copied to pve2", started, || {
+        record(&mut stages, "new base on both nodes", started, || {
             bases(&rows, number).iter().all(|base| ready(base))
         });
         record(&mut stages, "teacher VM moved onto it", started, || {

@@ -660,6 +660,7 @@ async fn class_base_9100(setup: &Setup) -> proxlab_protocol::base_copy::BaseExpo
             &BaseExport {
                 base_vmid: 9100,
                 diff_against: None,
+                from_vm: false,
             },
         )
         .await
@@ -685,6 +686,7 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
                     disk: 0,
                     offset,
                     diff_against: None,
+                    from_vm: false,
                 },
             )
             .await
@@ -789,6 +791,7 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
             &BaseExport {
                 base_vmid: 231,
                 diff_against: None,
+                from_vm: false,
             },
         )
         .await
@@ -805,6 +808,7 @@ async fn base_copies_are_received_in_order_checked_and_cleaned_up() {
                 disk: 3,
                 offset: 0,
                 diff_against: None,
+                from_vm: false,
             },
         )
         .await
@@ -859,6 +863,7 @@ async fn a_base_sent_as_its_difference_to_an_older_one_arrives_whole() {
             &BaseExport {
                 base_vmid: 9101,
                 diff_against: Some(9100),
+                from_vm: false,
             },
         )
         .await
@@ -870,25 +875,7 @@ async fn a_base_sent_as_its_difference_to_an_older_one_arrives_whole() {
         export.disks[0].bytes,
         whole.disks[0].bytes
     );
-    let mut offset = 0;
-    while offset < export.disks[0].bytes {
-        let read = BaseRead {
-            base_vmid: 9101,
-            disk: 0,
-            offset,
-            diff_against: Some(9100),
-        };
-        let chunk = registry.call("pve1", &read).await.unwrap();
-        let write = BaseWrite {
-            base_vmid: 9201,
-            storage: "local".into(),
-            disk: 0,
-            offset,
-            chunk: chunk.clone(),
-        };
-        registry.call("pve1", &write).await.unwrap();
-        offset += u64::from(chunk.len);
-    }
+    ship_difference(registry, (9101, false, 9100), 9201, export.disks[0].bytes).await;
     let mut request = import(9201, &export.config, export.disks[0].bytes);
     request.diff_of = vec![Some("scsi0".into())];
     let refused = registry.call("pve1", &request).await.unwrap_err();
@@ -929,6 +916,95 @@ async fn a_base_sent_as_its_difference_to_an_older_one_arrives_whole() {
         .filter(|entry| entry.file_name().to_string_lossy().starts_with(".diff-"))
         .collect();
     assert!(staged.is_empty(), "the difference is gone once read");
+
+    // The teacher VM itself, stopped, sent as its overlay on the base it was cloned from
+    // (while its node would make 9101 from it): the copy is the same image as 9101. A running
+    // VM is refused, and so is a reference its disk is no overlay on.
+    let mut from_vm = BaseExport {
+        base_vmid: 240,
+        diff_against: Some(9100),
+        from_vm: true,
+    };
+    let elsewhere = registry.call("pve1", &from_vm).await.unwrap_err();
+    assert!(
+        elsewhere
+            .to_string()
+            .contains("not an overlay on base 9100"),
+        "{elsewhere}"
+    );
+    from_vm.diff_against = Some(9000);
+    registry
+        .call(
+            "pve1",
+            &VmPower {
+                vmid: 240,
+                action: PowerAction::Start,
+            },
+        )
+        .await
+        .unwrap();
+    let running = registry.call("pve1", &from_vm).await.unwrap_err();
+    assert!(running.to_string().contains("running"), "{running}");
+    registry
+        .call(
+            "pve1",
+            &VmPower {
+                vmid: 240,
+                action: PowerAction::Stop,
+            },
+        )
+        .await
+        .unwrap();
+    let export = registry.call("pve1", &from_vm).await.unwrap();
+    assert_eq!(export.disks[0].diff_of.as_deref(), Some("scsi0"));
+    assert_eq!(
+        export.disks[0].bytes,
+        std::fs::metadata(&overlay).unwrap().len(),
+        "the overlay as it is"
+    );
+    ship_difference(registry, (240, true, 9000), 9202, export.disks[0].bytes).await;
+    let mut request = import(9202, &export.config, export.disks[0].bytes);
+    request.diff_of = vec![Some("scsi0".into())];
+    request.reference = Some(9000);
+    registry.call("pve1", &request).await.unwrap();
+    let compared = std::process::Command::new("qemu-img")
+        .args(["compare", "-U", "-f", "qcow2", "-F", "qcow2"])
+        .args([&sent, &image(9202, "local")])
+        .output()
+        .unwrap();
+    assert!(compared.status.success(), "{compared:?}");
+    let template = setup.sim.config("pve1", 9202).unwrap();
+    assert!(template.contains("template: 1"), "{template}");
+}
+
+/// Sends the staged difference of `source` (a base, or a VM when `.1`) against the base
+/// `.2` to the received base `target`, chunk by chunk.
+async fn ship_difference(
+    registry: &proxlab_hub::agents::AgentRegistry,
+    source: (u32, bool, u32),
+    target: u32,
+    bytes: u64,
+) {
+    let mut offset = 0;
+    while offset < bytes {
+        let read = BaseRead {
+            base_vmid: source.0,
+            disk: 0,
+            offset,
+            diff_against: Some(source.2),
+            from_vm: source.1,
+        };
+        let chunk = registry.call("pve1", &read).await.unwrap();
+        let write = BaseWrite {
+            base_vmid: target,
+            storage: "local".into(),
+            disk: 0,
+            offset,
+            chunk: chunk.clone(),
+        };
+        registry.call("pve1", &write).await.unwrap();
+        offset += u64::from(chunk.len);
+    }
 }
 
 #[tokio::test]

@@ -98,23 +98,16 @@ async fn a_hardware_change_reaches_every_base_and_vm_and_waits_for_running_ones(
         .await;
     assert_eq!(same.status(), StatusCode::BAD_REQUEST);
 
-    let started = teacher
-        .api_post_json(
-            &format!("/api/v1/classes/{id}/hardware"),
-            &json!({
-                "cores": cores,
-                "memory_mib": 768,
-                "disks": [{"slot": "scsi0", "size_gib": grown_gib}],
-                "bridge": "vmbr1",
-                "vlan": 30,
-                "add_serial": true,
-            }),
-        )
-        .await;
-    assert_eq!(started.status(), StatusCode::ACCEPTED);
-    let started: Value = started.json().await.unwrap();
+    let change = json!({
+        "cores": cores,
+        "memory_mib": 768,
+        "disks": [{"slot": "scsi0", "size_gib": grown_gib}],
+        "bridge": "vmbr1",
+        "vlan": 30,
+        "add_serial": true,
+    });
     let job = lab
-        .job_done(&teacher, started["job"].as_u64().unwrap())
+        .finished_job(&teacher, &format!("/api/v1/classes/{id}/hardware"), &change)
         .await;
     assert_eq!(job["state"], "done", "{job}");
     let message = job["message"].as_str().unwrap();
@@ -289,16 +282,13 @@ async fn a_hardware_change_reaches_every_base_and_vm_and_waits_for_running_ones(
     );
 
     // A re-image (a publish) keeps the grown disk: the bases grew with it.
-    let published = teacher
-        .api_post_json(
-            &format!("/api/v1/classes/{id}/versions"),
-            &json!({"note": "after the change", "rollout": "now", "warn_minutes": 0}),
-        )
-        .await;
-    assert_eq!(published.status(), StatusCode::ACCEPTED);
-    let published: Value = published.json().await.unwrap();
+    let publish = json!({"note": "after the change", "rollout": "now", "warn_minutes": 0});
     let job = lab
-        .job_done(&teacher, published["job"].as_u64().unwrap())
+        .finished_job(
+            &teacher,
+            &format!("/api/v1/classes/{id}/versions"),
+            &publish,
+        )
         .await;
     assert_eq!(job["state"], "done", "{job}");
     assert_eq!(virtual_size(&scsi0_image(&root, a)), grown_gib << 30);

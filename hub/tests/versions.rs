@@ -118,36 +118,26 @@ impl Class<'_> {
     }
 
     async fn publish(&self, rollout: &str, note: &str) -> Value {
-        let started = self
-            .teacher
-            .api_post_json(
+        let job = self
+            .lab
+            .finished_job(
+                self.teacher,
                 &format!("/api/v1/classes/{}/versions", self.id),
                 &json!({"note": note, "rollout": rollout, "warn_minutes": 0}),
             )
-            .await;
-        assert_eq!(started.status(), StatusCode::ACCEPTED);
-        let started: Value = started.json().await.unwrap();
-        let job = self
-            .lab
-            .job_done(self.teacher, started["job"].as_u64().unwrap())
             .await;
         assert_eq!(job["state"], "done", "{job}");
         job
     }
 
     async fn roll_back(&self, version: i64, rollout: &str) -> Value {
-        let started = self
-            .teacher
-            .api_post_json(
+        let job = self
+            .lab
+            .finished_job(
+                self.teacher,
                 &format!("/api/v1/classes/{}/versions/{version}/rollback", self.id),
                 &json!({"rollout": rollout, "warn_minutes": 0}),
             )
-            .await;
-        assert_eq!(started.status(), StatusCode::ACCEPTED);
-        let started: Value = started.json().await.unwrap();
-        let job = self
-            .lab
-            .job_done(self.teacher, started["job"].as_u64().unwrap())
             .await;
         assert_eq!(job["state"], "done", "{job}");
         job

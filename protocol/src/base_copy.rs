@@ -28,6 +28,11 @@ pub struct BaseExport {
     /// exports whole images (no [`ExportedDisk::diff_of`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_against: Option<u32>,
+    /// `base_vmid` is no base but a stopped VM whose disks are overlays on `diff_against`'s
+    /// images (a teacher VM being published): its overlays are the difference, sent as they
+    /// are, with no base made here first; its config goes out as a template's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_vm: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -64,6 +69,9 @@ pub struct BaseRead {
     /// Read the difference the export made against this base, not the whole image.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diff_against: Option<u32>,
+    /// Read from a VM exported with [`BaseExport::from_vm`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_vm: bool,
 }
 
 /// A piece of an image file.

@@ -437,6 +437,7 @@ fn base_copy_requests() {
         &BaseExport {
             base_vmid: 10_000,
             diff_against: None,
+            from_vm: false,
         },
         &BaseExportReply {
             config: "name: networks-101-base\ntemplate: 1\n".into(),
@@ -457,6 +458,7 @@ fn base_copy_requests() {
             disk: 0,
             offset: 4 << 20,
             diff_against: None,
+            from_vm: false,
         },
         &chunk,
     );

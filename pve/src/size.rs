@@ -1,4 +1,15 @@
-//! Disk sizes as Proxmox writes them in `size=`: `32G`, `104858K`, `512M`, `1T`, or bytes.
+//! Disk sizes as Proxmox writes them in `size=`: `32G`, `104858K`, `512M`, `1T`, or bytes;
+//! and a VM's memory as its `memory` key has it.
+
+/// The MiB of a `memory` value: `2048`, or the property string `current=2048`.
+pub fn parse_memory_mib(value: &str) -> Option<u64> {
+    value
+        .trim_start_matches("current=")
+        .split(',')
+        .next()?
+        .parse()
+        .ok()
+}
 
 /// Parses a size into bytes; `None` for anything else.
 pub fn parse_size(text: &str) -> Option<u64> {
@@ -49,5 +60,12 @@ mod tests {
         assert_eq!(format_size(107_374_592), "104858K");
         assert_eq!(format_size(4096 << 20), "4G");
         assert_eq!(format_size(1000), "1000");
+    }
+
+    #[test]
+    fn memory() {
+        assert_eq!(parse_memory_mib("2048"), Some(2048));
+        assert_eq!(parse_memory_mib("current=4096"), Some(4096));
+        assert_eq!(parse_memory_mib("lots"), None);
     }
 }

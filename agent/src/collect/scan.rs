@@ -54,13 +54,7 @@ fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
     };
     let memory_mib = main
         .get("memory")
-        .and_then(|v| {
-            v.trim_start_matches("current=")
-                .split(',')
-                .next()?
-                .parse()
-                .ok()
-        })
+        .and_then(proxlab_pve::size::parse_memory_mib)
         .unwrap_or(512);
     let disks = config
         .drives()

@@ -62,14 +62,46 @@ async fn image_files(node: &Node, config: &VmConfig) -> Result<Vec<(String, Path
     Ok(files)
 }
 
+/// A stopped VM of this node to export as a base (see `BaseExport::from_vm`): its config,
+/// and the text sent for it, marked a template.
+async fn local_vm(node: &Node, vmid: u32) -> Result<(VmConfig, String), PveError> {
+    let mut config = node.require_config(vmid)?;
+    if config.main().get("template") == Some("1") {
+        return Err(invalid(format!("VM {vmid} is a template, not a VM")));
+    }
+    if super::ops::status(node, vmid).await? != proxlab_protocol::inventory::PowerState::Stopped {
+        return Err(PveError::Conflict(format!(
+            "VM {vmid} is running; only a stopped VM is exported"
+        )));
+    }
+    config
+        .main_mut()
+        .set("template", "1")
+        .map_err(PveError::Invalid)?;
+    let raw = config.write_canonical(WriteMode::Proxmox);
+    Ok((config, raw))
+}
+
 /// Describes a base of this node for copying: whole images, or with `diff_against` (an
 /// older base of this node) the difference to its image of the same drive key where it has
-/// one.
+/// one. With `from_vm`, `vmid` is a stopped VM whose disks are overlays on the reference's
+/// images: the overlays are the difference, staged as they are (see `BaseExport::from_vm`).
 pub async fn export(
     node: &Node,
     vmid: u32,
     diff_against: Option<u32>,
+    from_vm: bool,
 ) -> Result<BaseExportReply, PveError> {
+    if from_vm {
+        return export_vm(
+            node,
+            vmid,
+            diff_against.ok_or_else(|| {
+                invalid("a VM is exported as its difference to a base: name the base")
+            })?,
+        )
+        .await;
+    }
     let (config, raw) = local_base(node, vmid)?;
     let reference = match diff_against {
         Some(reference) => image_files(node, &local_base(node, reference)?.0).await?,
@@ -90,6 +122,51 @@ pub async fn export(
             key,
             bytes,
             diff_of,
+        });
+    }
+    Ok(BaseExportReply { config: raw, disks })
+}
+
+/// Exports the stopped VM `vmid` as a base: each disk that is an overlay right on the
+/// reference's image of its slot is staged as it is (it holds exactly what differs); a disk
+/// that is no overlay (EFI vars, TPM state) goes whole. An overlay on anything else cannot be
+/// sent this way.
+async fn export_vm(node: &Node, vmid: u32, reference: u32) -> Result<BaseExportReply, PveError> {
+    let (config, raw) = local_vm(node, vmid).await?;
+    let reference_images = image_files(node, &local_base(node, reference)?.0).await?;
+    let mut disks = Vec::new();
+    for (disk, (key, path)) in image_files(node, &config).await?.into_iter().enumerate() {
+        let drive = image_drives(&config)
+            .into_iter()
+            .find(|drive| drive.key.to_string() == key)
+            .ok_or_else(|| invalid(format!("VM {vmid} has no {key}")))?;
+        let (_, image) = file_image(drive.volume())?;
+        let Some(base) = image.base else {
+            disks.push(ExportedDisk {
+                key,
+                bytes: std::fs::metadata(&path)?.len(),
+                diff_of: None,
+            });
+            continue;
+        };
+        let on_reference = reference_images.iter().any(|(other, reference_path)| {
+            *other == key
+                && base.vmid == reference
+                && reference_path.file_name().and_then(|name| name.to_str()) == Some(&base.name)
+        });
+        if !on_reference {
+            return Err(invalid(format!(
+                "{key} of VM {vmid} is not an overlay on base {reference}'s image of that slot"
+            )));
+        }
+        let diff = diff_path(&path, reference, disk as u32);
+        let temp = diff.with_extension("qcow2.new");
+        std::fs::copy(&path, &temp)?;
+        std::fs::rename(&temp, &diff)?;
+        disks.push(ExportedDisk {
+            key: key.clone(),
+            bytes: std::fs::metadata(&diff)?.len(),
+            diff_of: Some(key),
         });
     }
     Ok(BaseExportReply { config: raw, disks })
@@ -159,8 +236,13 @@ pub async fn read(
     disk: u32,
     offset: u64,
     diff_against: Option<u32>,
+    from_vm: bool,
 ) -> Result<Chunk, PveError> {
-    let (config, _) = local_base(node, vmid)?;
+    let config = if from_vm {
+        local_vm(node, vmid).await?.0
+    } else {
+        local_base(node, vmid)?.0
+    };
     let files = image_files(node, &config).await?;
     let (_, image) = files
         .into_iter()

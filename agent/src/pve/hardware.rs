@@ -12,7 +12,7 @@ use proxlab_pve::config::{SectionKind, VmConfig};
 use proxlab_pve::drive::{Drive, DriveKey};
 use proxlab_pve::net::Nic;
 use proxlab_pve::policy;
-use proxlab_pve::size::{format_size, parse_size};
+use proxlab_pve::size::{format_size, parse_memory_mib, parse_size};
 
 use super::command::PveError;
 use super::node::Node;
@@ -79,7 +79,7 @@ fn settings_to_change(
         settings.push(("cores".to_owned(), cores.to_string()));
     }
     if let Some(memory) = change.memory_mib
-        && upcoming(config, "memory").and_then(memory_mib) != Some(memory)
+        && upcoming(config, "memory").and_then(parse_memory_mib) != Some(memory)
     {
         settings.push(("memory".to_owned(), memory.to_string()));
     }
@@ -100,16 +100,6 @@ fn settings_to_change(
         settings.push(("serial0".to_owned(), "socket".to_owned()));
     }
     Ok(settings)
-}
-
-/// The MiB of a `memory` value (`2048` or `current=2048`).
-fn memory_mib(value: &str) -> Option<u64> {
-    value
-        .trim_start_matches("current=")
-        .split(',')
-        .next()?
-        .parse()
-        .ok()
 }
 
 /// The NIC `value` on the placement's bridge and VLAN; its model, MAC and other options stay.

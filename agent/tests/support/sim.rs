@@ -47,3 +47,18 @@ pub(crate) fn output(root: &Path, args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).unwrap()
 }
+
+/// The file of VM `vmid`'s `scsi0` disk on node `pve1`, as `pvesm path` names it.
+#[allow(dead_code)] // not every test that includes this module reads disks
+pub(crate) fn scsi0_path(root: &Path, vmid: u32) -> PathBuf {
+    let config_file = root.join(format!("etc/pve/nodes/pve1/qemu-server/{vmid}.conf"));
+    let text = std::fs::read_to_string(&config_file).unwrap();
+    let config = proxlab_pve::config::VmConfig::parse(&text);
+    let volid = config
+        .main()
+        .get("scsi0")
+        .and_then(|value| value.split(',').next())
+        .unwrap_or_else(|| panic!("VM {vmid} has no scsi0:\n{text}"))
+        .to_owned();
+    PathBuf::from(output(root, &["pvesm", "path", &volid]).trim())
+}

@@ -7,6 +7,7 @@ mod console_bridge;
 mod cookies;
 mod current_user;
 mod error;
+mod form_fields;
 mod identity;
 mod limits;
 mod render;

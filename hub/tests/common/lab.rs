@@ -135,6 +135,16 @@ impl Lab {
         .await
     }
 
+    /// Posts `body` to `path` as `client`, expects the job it starts (`202 {"job": N}`) and
+    /// returns the job once it ended.
+    pub async fn finished_job(&self, client: &WebClient, path: &str, body: &Value) -> Value {
+        let started = client.api_post_json(path, body).await;
+        assert_eq!(started.status(), reqwest::StatusCode::ACCEPTED, "{path}");
+        let started: Value = started.json().await.unwrap();
+        self.job_done(client, started["job"].as_u64().unwrap())
+            .await
+    }
+
     /// Waits until the hub's inventory holds (or, with `present` false, no longer holds)
     /// all of `vmids`.
     pub async fn inventory(&self, vmids: &[u32], present: bool) {

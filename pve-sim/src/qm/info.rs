@@ -16,14 +16,7 @@ pub fn memory_mib(config: &VmConfig) -> u64 {
     config
         .main()
         .get("memory")
-        .and_then(|value| {
-            value
-                .trim_start_matches("current=")
-                .split(',')
-                .next()?
-                .parse()
-                .ok()
-        })
+        .and_then(proxlab_pve::size::parse_memory_mib)
         .unwrap_or(512)
 }
 

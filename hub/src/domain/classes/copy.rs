@@ -48,7 +48,7 @@ pub(super) async fn copy_base(
     }
     state.registry.wait_for(&source.node, true).await;
     state.registry.wait_for(&target.node, true).await;
-    match transfer(state, source, target, name, storage, reference).await {
+    match transfer(state, source, target, name, storage, reference, false).await {
         Ok(sent) => {
             mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await;
             return Ok(Some(sent));
@@ -71,7 +71,37 @@ pub(super) async fn copy_base(
     Ok(None)
 }
 
-/// Copies the base; returns the bytes sent.
+/// Makes `target` a copy of what the stopped teacher VM holds, sending only its overlays on
+/// the older base `reference` (which both nodes have): the teacher VM's disks are the new
+/// version, so this runs while its own node makes the new base from the same disks. Returns
+/// the bytes sent. A failure is returned, not recorded: the publish then copies the new
+/// base the usual way.
+pub(super) async fn copy_from_teacher(
+    state: &HubState,
+    class: &ClassRow,
+    teacher: &ClassVmRow,
+    target: &ClassVmRow,
+    name: &str,
+    storage: &str,
+    reference: Reference,
+) -> Result<u64, String> {
+    if let Ok(Some(vm)) = state.db.vm(target.vmid).await
+        && vm.template
+    {
+        mark(state, class.id, target.vmid, ClassVmState::Ready, "", false).await;
+        return Ok(0);
+    }
+    state.registry.wait_for(&teacher.node, true).await;
+    state.registry.wait_for(&target.node, true).await;
+    let sent = transfer(state, teacher, target, name, storage, Some(reference), true)
+        .await
+        .map_err(|err| err.to_string())?;
+    mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await;
+    Ok(sent)
+}
+
+/// Copies the base (or with `from_vm`, the stopped VM `source` as a base); returns the bytes
+/// sent.
 async fn transfer(
     state: &HubState,
     source: &ClassVmRow,
@@ -79,6 +109,7 @@ async fn transfer(
     name: &str,
     storage: &str,
     reference: Option<Reference>,
+    from_vm: bool,
 ) -> Result<u64, CallError> {
     let registry = &state.registry;
     let diff_against = reference.map(|reference| reference.on_source);
@@ -88,6 +119,7 @@ async fn transfer(
             &BaseExport {
                 base_vmid: source.vmid,
                 diff_against,
+                from_vm,
             },
         )
         .await?;
@@ -97,6 +129,7 @@ async fn transfer(
             disk,
             offset,
             diff_against,
+            from_vm,
         };
         registry.call(&source.node, &request).await
     };

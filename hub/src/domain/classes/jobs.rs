@@ -741,15 +741,20 @@ pub(super) async fn call_when_online<R: proxlab_protocol::Request>(
 /// destroys a VM it did not make, so an adopted one stays on its node, out of the class and
 /// unassigned.
 pub(super) async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
-    if vm.adopted.is_some() {
-        state
-            .db
-            .remove_class_vm(vm.vmid)
-            .await
-            .map_err(|err| err.to_string())?;
-        state.jobs.announce(class_id);
-        return Ok(());
+    if vm.adopted.is_none() {
+        destroy_on_node(state, class_id, vm).await?;
     }
+    state
+        .db
+        .remove_class_vm(vm.vmid)
+        .await
+        .map_err(|err| err.to_string())?;
+    state.jobs.announce(class_id);
+    Ok(())
+}
+
+/// Powers a class VM off and destroys it with its disks on its node (gone already is done).
+async fn destroy_on_node(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
     mark(state, class_id, vm.vmid, ClassVmState::Removing, "", false).await;
     let request = VmDestroy {
         vmid: vm.vmid,
@@ -771,11 +776,5 @@ pub(super) async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) ->
             }
         }
     }
-    state
-        .db
-        .remove_class_vm(vm.vmid)
-        .await
-        .map_err(|err| err.to_string())?;
-    state.jobs.announce(class_id);
     Ok(())
 }

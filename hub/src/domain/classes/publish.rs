@@ -128,7 +128,44 @@ async fn build(
                 .map_err(|err| err.to_string())?;
             stop_gracefully(state, teacher).await?;
             let name = base_name(class, number, &primary.node);
-            super::jobs::make_base(state, job.id, class.id, teacher.vmid, primary, &name).await?;
+            let making =
+                super::jobs::make_base(state, job.id, class.id, teacher.vmid, primary, &name);
+            // While its node makes the new base, the other nodes get the teacher VM's
+            // overlays on the base both have; what fails here is copied the usual way after.
+            // (Not before the teacher VM is in the inventory again after a hub restart.)
+            let storage = super::jobs::first_disk_storage(state, teacher.vmid)
+                .await
+                .ok();
+            let early = bases
+                .iter()
+                .filter(|base| base.state != ClassVmState::Ready && base.node != primary.node)
+                .filter_map(|copy| {
+                    let storage = storage.as_deref()?;
+                    let previous = teacher.version?;
+                    let reference = copy::Reference {
+                        on_source: base_on(&vms, previous, &teacher.node)?,
+                        on_target: base_on(&vms, previous, &copy.node)?,
+                    };
+                    Some(async move {
+                        let name = base_name(class, number, &copy.node);
+                        let sent = copy::copy_from_teacher(
+                            state, class, teacher, copy, &name, storage, reference,
+                        )
+                        .await;
+                        (copy.node.clone(), sent)
+                    })
+                });
+            let (made, sent) = tokio::join!(making, futures_util::future::join_all(early));
+            made?;
+            for (node, sent) in sent {
+                match sent {
+                    Ok(0) => {}
+                    Ok(bytes) => copies.push(copied_sentence(&node, bytes, true)),
+                    Err(err) => {
+                        tracing::warn!(class = class.id, %node, %err, "copying the teacher VM's changes failed; the new base is copied instead");
+                    }
+                }
+            }
             continue;
         }
         if let Some(copy) = bases.iter().find(|base| base.state != ClassVmState::Ready) {
@@ -145,16 +182,7 @@ async fn build(
             let sent =
                 copy::copy_base(state, class, primary, copy, &name, &storage, reference).await?;
             if let Some(bytes) = sent {
-                copies.push(format!(
-                    "Its base went to {} as {} of {}.",
-                    copy.node,
-                    crate::text::human_bytes(bytes),
-                    if reference.is_some() {
-                        "changes"
-                    } else {
-                        "images"
-                    }
-                ));
+                copies.push(copied_sentence(&copy.node, bytes, reference.is_some()));
             }
             continue;
         }
@@ -173,6 +201,15 @@ async fn build(
         state.jobs.announce(class.id);
         return Ok(copies);
     }
+}
+
+/// "Its base went to pve2 as 64 MiB of changes."
+fn copied_sentence(node: &str, bytes: u64, changes: bool) -> String {
+    format!(
+        "Its base went to {node} as {} of {}.",
+        crate::text::human_bytes(bytes),
+        if changes { "changes" } else { "images" }
+    )
 }
 
 /// The ready base of version `number` on exactly `node`.

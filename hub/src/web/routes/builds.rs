@@ -15,6 +15,7 @@ use crate::HubState;
 use crate::db::builds::NodeSources;
 use crate::domain::builds::{self, BuildError, BuildRequest, BuildView};
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
+use crate::web::form_fields::optional_number;
 use crate::web::identity::RequireStaff;
 use crate::web::render::{Layout, Page, redirect_with_flash};
 
@@ -202,15 +203,6 @@ struct NewBuildForm {
 
 impl NewBuildForm {
     fn request(self) -> Result<BuildRequest, AppError> {
-        fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, AppError> {
-            match text.trim() {
-                "" => Ok(None),
-                text => text
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| AppError::BadRequest(format!("{what} is a whole number"))),
-            }
-        }
         let os = builds::parse_os(self.os.trim())
             .ok_or_else(|| AppError::BadRequest("choose the operating system".into()))?;
         let (node, iso) = self
@@ -218,9 +210,9 @@ impl NewBuildForm {
             .split_once('|')
             .ok_or_else(|| AppError::BadRequest("choose an ISO image".into()))?;
         Ok(NewBuildJson {
-            cores: number(&self.cores, "the number of cores")?,
-            memory_mib: number(&self.memory_mib, "memory in MiB")?,
-            disk_gib: number(&self.disk_gib, "the disk's size in GiB")?,
+            cores: optional_number(&self.cores, "the number of cores")?,
+            memory_mib: optional_number(&self.memory_mib, "memory in MiB")?,
+            disk_gib: optional_number(&self.disk_gib, "the disk's size in GiB")?,
             name: self.name,
             node: node.to_owned(),
             iso: iso.to_owned(),

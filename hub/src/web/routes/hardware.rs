@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use crate::HubState;
 use crate::domain::classes::hardware::{self, HardwareRequest, HardwareView};
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
+use crate::web::form_fields::optional_number;
 use crate::web::identity::CurrentUser;
 use crate::web::render::redirect_with_flash;
 
@@ -112,30 +113,26 @@ struct HardwareForm {
 
 impl HardwareForm {
     fn request(&self) -> Result<HardwareRequest, AppError> {
-        fn number<T: std::str::FromStr>(text: &str, what: &str) -> Result<Option<T>, AppError> {
-            match text.trim() {
-                "" => Ok(None),
-                text => text
-                    .parse()
-                    .map(Some)
-                    .map_err(|_| AppError::BadRequest(format!("{what} is a whole number"))),
-            }
-        }
         let mut disks = Vec::new();
         for (field, value) in &self.rest {
             if let Some(slot) = field.strip_prefix("disk_")
-                && let Some(gib) = number(value, "a disk's size in GiB")?
+                && let Some(gib) = optional_number(value, "a disk's size in GiB")?
             {
                 disks.push((slot.to_owned(), gib));
             }
         }
         let bridge = self.bridge.trim();
         Ok(HardwareRequest {
-            cores: number(&self.cores, "the number of cores")?,
-            memory_mib: number(&self.memory_mib, "memory in MiB")?,
+            cores: optional_number(&self.cores, "the number of cores")?,
+            memory_mib: optional_number(&self.memory_mib, "memory in MiB")?,
             disks,
             network: (!bridge.is_empty())
-                .then(|| Ok::<_, AppError>((bridge.to_owned(), number(&self.vlan, "a VLAN tag")?)))
+                .then(|| {
+                    Ok::<_, AppError>((
+                        bridge.to_owned(),
+                        optional_number(&self.vlan, "a VLAN tag")?,
+                    ))
+                })
                 .transpose()?,
             add_serial: self.add_serial.is_some(),
         })
