@@ -6,6 +6,7 @@
 pub mod args;
 pub mod init;
 pub mod json;
+pub mod monitor;
 pub mod pvesh;
 pub mod pvesm;
 pub mod qemu;

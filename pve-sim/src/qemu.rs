@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+use proxlab_pve::config::VmConfig;
 use serde_json::{Value, json};
 
 use crate::sim::{Outcome, Sim, fail};
@@ -59,13 +60,10 @@ pub fn process_name(vmid: u32) -> String {
     format!("pve-sim-vm-{vmid}")
 }
 
-fn qmp_socket(sim: &Sim, vmid: u32) -> PathBuf {
-    sim.run_dir().join(format!("{vmid}.qmp"))
-}
-
 /// Starts the VM's QEMU and returns its pid once its sockets listen (`-daemonize` returns
-/// then).
-pub fn start(sim: &Sim, vmid: u32, qemu: &Path, serial: bool) -> Outcome<u32> {
+/// then): `serial0: socket` gets its socket, and an enabled guest agent its channel, as
+/// Proxmox adds them (no guest runs inside to answer on it).
+pub fn start(sim: &Sim, vmid: u32, qemu: &Path, config: &VmConfig) -> Outcome<u32> {
     let pidfile = sim.pid_file(vmid);
     let _ = std::fs::remove_file(&pidfile);
     let mut command = Command::new(qemu);
@@ -88,7 +86,7 @@ pub fn start(sim: &Sim, vmid: u32, qemu: &Path, serial: bool) -> Outcome<u32> {
         .arg("-qmp")
         .arg(format!(
             "unix:{},server=on,wait=off",
-            qmp_socket(sim, vmid).display()
+            sim.qmp_socket(vmid).display()
         ))
         .arg("-pidfile")
         .arg(&pidfile)
@@ -96,7 +94,20 @@ pub fn start(sim: &Sim, vmid: u32, qemu: &Path, serial: bool) -> Outcome<u32> {
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped());
-    if serial {
+    if config.guest_agent_enabled() {
+        command
+            .arg("-chardev")
+            .arg(format!(
+                "socket,path={},server=on,wait=off,id=qga0",
+                sim.qga_socket(vmid).display()
+            ))
+            .args(["-device", "virtio-serial,id=qga0-bus"])
+            .args([
+                "-device",
+                "virtserialport,chardev=qga0,name=org.qemu.guest_agent.0",
+            ]);
+    }
+    if config.main().get("serial0") == Some("socket") {
         command.arg("-serial").arg(format!(
             "unix:{},server=on,wait=off",
             sim.serial_socket(vmid).display()
@@ -120,7 +131,22 @@ pub fn start(sim: &Sim, vmid: u32, qemu: &Path, serial: bool) -> Outcome<u32> {
 /// Sets the VM's VNC password over QMP and lets it expire `lifetime_secs` later, as `qm
 /// vncproxy` does (`set_password`, `expire_password`).
 pub fn set_vnc_password(sim: &Sim, vmid: u32, password: &str, lifetime_secs: i64) -> Outcome {
-    let stream = UnixStream::connect(qmp_socket(sim, vmid))?;
+    qmp(
+        sim,
+        vmid,
+        &[
+            json!({"execute": "set_password", "arguments": {"protocol": "vnc", "password": password}}),
+            json!({"execute": "expire_password",
+                   "arguments": {"protocol": "vnc", "time": format!("+{lifetime_secs}")}}),
+        ],
+    )
+    .map(drop)
+}
+
+/// Runs `commands` over the VM's QMP socket (after the capabilities negotiation) and returns
+/// their answers; the first error ends the session.
+pub fn qmp(sim: &Sim, vmid: u32, commands: &[Value]) -> Outcome<Vec<Value>> {
+    let stream = UnixStream::connect(sim.qmp_socket(vmid))?;
     stream.set_read_timeout(Some(QMP_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?);
     let mut writer = stream;
@@ -129,15 +155,15 @@ pub fn set_vnc_password(sim: &Sim, vmid: u32, password: &str, lifetime_secs: i64
     if !greeting.contains("\"QMP\"") {
         return fail(format!("VM {vmid}: QMP did not greet"));
     }
-    for command in [
-        json!({"execute": "qmp_capabilities"}),
-        json!({"execute": "set_password", "arguments": {"protocol": "vnc", "password": password}}),
-        json!({"execute": "expire_password",
-               "arguments": {"protocol": "vnc", "time": format!("+{lifetime_secs}")}}),
-    ] {
-        execute(&mut writer, &mut reader, &command)?;
-    }
-    Ok(())
+    execute(
+        &mut writer,
+        &mut reader,
+        &json!({"execute": "qmp_capabilities"}),
+    )?;
+    commands
+        .iter()
+        .map(|command| execute(&mut writer, &mut reader, command))
+        .collect()
 }
 
 /// Sends one QMP command and waits for its answer (events in between are skipped).

@@ -71,9 +71,8 @@ pub fn start(sim: &Sim, vmid: u32) -> Outcome<u32> {
     std::fs::create_dir_all(sim.run_dir())?;
     let pid = match crate::qemu::binary(sim) {
         Some(qemu) => {
-            let serial =
-                crate::store::read(sim, vmid)?.config.main().get("serial0") == Some("socket");
-            crate::qemu::start(sim, vmid, &qemu, serial)?
+            let config = crate::store::read(sim, vmid)?.config;
+            crate::qemu::start(sim, vmid, &qemu, &config)?
         }
         None => start_vm_process(sim, vmid)?,
     };
@@ -169,7 +168,8 @@ pub fn cleanup(sim: &Sim, vmid: u32) {
         sim.pid_file(vmid),
         sim.vnc_socket(vmid),
         sim.serial_socket(vmid),
-        sim.run_dir().join(format!("{vmid}.qmp")),
+        sim.qmp_socket(vmid),
+        sim.qga_socket(vmid),
         sim.run_state(vmid),
     ] {
         let _ = std::fs::remove_file(path);

@@ -123,6 +123,16 @@ impl Sim {
         self.run_dir().join(format!("{vmid}.vnc"))
     }
 
+    /// The VM's QMP socket.
+    pub fn qmp_socket(&self, vmid: u32) -> PathBuf {
+        self.run_dir().join(format!("{vmid}.qmp"))
+    }
+
+    /// The VM's guest-agent channel (served when its config enables the agent).
+    pub fn qga_socket(&self, vmid: u32) -> PathBuf {
+        self.run_dir().join(format!("{vmid}.qga"))
+    }
+
     /// The socket of a VM's `serial0: socket` port.
     pub fn serial_socket(&self, vmid: u32) -> PathBuf {
         self.run_dir().join(format!("{vmid}.serial0"))

@@ -6,6 +6,9 @@ use std::io::Write;
 use std::os::unix::net::UnixListener;
 use std::time::{Duration, Instant};
 
+use proxlab_pve::config::VmConfig;
+
+use crate::monitor;
 use crate::rfb::{self, Screen};
 use crate::runtime::RunState;
 use crate::script::VmScript;
@@ -31,6 +34,20 @@ pub fn run(sim: &Sim, vmid: u32) -> Outcome {
         let _ = std::fs::remove_file(&path);
         let serial = UnixListener::bind(&path)?;
         std::thread::spawn(move || serve_serial(&serial, &hostname));
+    }
+    let qmp_path = sim.qmp_socket(vmid);
+    let _ = std::fs::remove_file(&qmp_path);
+    let qmp = UnixListener::bind(&qmp_path)?;
+    let qmp_sim = sim.clone();
+    std::thread::spawn(move || monitor::serve(&qmp, &qmp_sim, vmid, monitor::qmp));
+    if config.as_ref().is_some_and(VmConfig::guest_agent_enabled) {
+        let path = sim.qga_socket(vmid);
+        let _ = std::fs::remove_file(&path);
+        let channel = UnixListener::bind(&path)?;
+        let agent_sim = sim.clone();
+        std::thread::spawn(move || {
+            monitor::serve(&channel, &agent_sim, vmid, monitor::guest_agent);
+        });
     }
     {
         let mut stdout = std::io::stdout().lock();

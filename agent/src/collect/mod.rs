@@ -4,6 +4,7 @@
 pub mod ips;
 pub mod procfs;
 mod scan;
+mod storages;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -53,10 +54,11 @@ impl Collector {
             reports: broadcast::channel(1024).0,
         });
         let mut scanner = scan::Scanner::new(node.clone());
+        let mut storages = storages::StorageReader::default();
         collector.apply(scanner.scan().await);
-        collector.refresh_storage(&node).await;
+        collector.refresh_storage(&node, &mut storages).await;
         let worker = collector.clone();
-        tokio::spawn(async move { worker.run(node, scanner).await });
+        tokio::spawn(async move { worker.run(node, scanner, storages).await });
         collector
     }
 
@@ -119,8 +121,8 @@ impl Collector {
         }
     }
 
-    async fn refresh_storage(&self, node: &Node) {
-        let (storages, isos) = scan::storages(node).await;
+    async fn refresh_storage(&self, node: &Node, reader: &mut storages::StorageReader) {
+        let (storages, isos) = reader.read(node).await;
         let mut delta = InventoryDelta::default();
         {
             let mut state = self.state.lock().expect("not poisoned");
@@ -140,7 +142,12 @@ impl Collector {
         }
     }
 
-    async fn run(self: Arc<Self>, node: Arc<Node>, mut scanner: scan::Scanner) {
+    async fn run(
+        self: Arc<Self>,
+        node: Arc<Node>,
+        mut scanner: scan::Scanner,
+        mut storages: storages::StorageReader,
+    ) {
         let mut system = System::new_with_specifics(
             RefreshKind::nothing()
                 .with_cpu(CpuRefreshKind::nothing().with_cpu_usage())
@@ -154,7 +161,7 @@ impl Collector {
             self.apply(scanner.scan().await);
             if last_metrics.elapsed() >= METRICS_INTERVAL {
                 last_metrics = Instant::now();
-                self.refresh_storage(&node).await;
+                self.refresh_storage(&node, &mut storages).await;
                 system.refresh_cpu_usage();
                 system.refresh_memory();
                 let load = System::load_average();

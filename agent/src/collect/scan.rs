@@ -4,18 +4,24 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use proxlab_protocol::inventory::{
-    DiskInfo, IsoInfo, NicInfo, PowerState, StorageInfo, VmInfo, VmLoad,
-};
+use proxlab_protocol::inventory::{DiskInfo, NicInfo, PowerState, VmInfo, VmLoad};
 use proxlab_pve::config::VmConfig;
 use proxlab_pve::drive::Bus;
 use proxlab_pve::size::parse_size;
-use proxlab_pve::storage_cfg::StorageConfig;
 
 use super::{
     AGENT_FIRST_RETRY, AGENT_MAX_BACKOFF, AGENT_REFRESH, AgentAnswers, AgentPoll, ips, procfs,
 };
 use crate::pve::node::Node;
+use crate::pve::qemu_socket;
+
+/// How often a running VM's QMP is asked for its run state…
+const RUN_STATE_REFRESH: std::time::Duration = std::time::Duration::from_secs(5);
+/// …how long it may take to answer, and how many are asked in one pass.
+const RUN_STATE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+const RUN_STATE_BATCH: usize = 32;
+/// How long a guest agent may take to list its interfaces.
+const GUEST_AGENT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// The part of a VM record that, when it changes, is worth a delta (not its load).
 pub(super) fn reportable(vm: &VmInfo) -> VmInfo {
@@ -42,6 +48,8 @@ pub(super) struct Scanner {
     loads: Vec<VmLoad>,
     polls: HashMap<u32, AgentPoll>,
     agent_ips: AgentAnswers,
+    /// Each running VM's state as QMP last told it, and when to ask again.
+    run_states: HashMap<u32, (PowerState, Instant)>,
 }
 
 /// The static part of a VM record, from its config.
@@ -79,9 +87,7 @@ fn describe(vmid: u32, node: &str, config: &VmConfig) -> (VmInfo, bool) {
             })
         })
         .collect();
-    let agent = main
-        .get("agent")
-        .is_some_and(|a| a.trim_start_matches("enabled=").starts_with('1'));
+    let agent = config.guest_agent_enabled();
     let info = VmInfo {
         vmid,
         name: main
@@ -124,6 +130,7 @@ impl Scanner {
             loads: Vec::new(),
             polls: HashMap::new(),
             agent_ips: HashMap::new(),
+            run_states: HashMap::new(),
         }
     }
 
@@ -172,6 +179,7 @@ impl Scanner {
         self.cpu.retain(|vmid, _| seen.contains(vmid));
         self.polls.retain(|vmid, _| seen.contains(vmid));
         self.agent_ips.retain(|vmid, _| seen.contains(vmid));
+        self.run_states.retain(|vmid, _| seen.contains(vmid));
 
         let arp = std::fs::read_to_string(&self.node.config.arp_table)
             .map(|t| ips::parse_arp_table(&t))
@@ -179,16 +187,24 @@ impl Scanner {
         let mut vms = BTreeMap::new();
         let mut loads = Vec::new();
         let mut to_poll = Vec::new();
+        let mut to_ask_state = Vec::new();
         for (vmid, cached) in &self.configs {
             let mut info = cached.info.clone();
             let pid_file = self.node.pid_file(*vmid);
             if let Some(pid) = procfs::live_pid(&pid_file) {
-                info.status = PowerState::Running;
-                info.uptime_secs = std::fs::metadata(&pid_file)
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|t| t.elapsed().ok())
-                    .map_or(0, |d| d.as_secs());
+                info.status = match self.run_states.get(vmid) {
+                    Some((state, next)) => {
+                        if *next <= Instant::now() {
+                            to_ask_state.push(*vmid);
+                        }
+                        *state
+                    }
+                    None => {
+                        to_ask_state.push(*vmid);
+                        PowerState::Running
+                    }
+                };
+                info.uptime_secs = procfs::seconds_running(pid).unwrap_or(0);
                 info.mem_bytes = procfs::rss_bytes(pid);
                 if let Some(ticks) = procfs::cpu_ticks(pid) {
                     let now = Instant::now();
@@ -224,31 +240,56 @@ impl Scanner {
                 self.cpu.remove(vmid);
                 self.agent_ips.remove(vmid);
                 self.polls.remove(vmid);
+                self.run_states.remove(vmid);
             }
             vms.insert(*vmid, info);
         }
         self.loads = loads;
+        self.ask_run_states(to_ask_state, &mut vms).await;
         self.poll_agents(to_poll, &mut vms).await;
         vms
+    }
+
+    /// Asks QMP for the run state of the running VMs that are due (paused, prelaunch…);
+    /// a VM whose QMP does not answer in time stays as it was.
+    async fn ask_run_states(&mut self, due: Vec<u32>, vms: &mut BTreeMap<u32, VmInfo>) {
+        let mut tasks = tokio::task::JoinSet::new();
+        for vmid in due.into_iter().take(RUN_STATE_BATCH) {
+            let socket = self.node.qmp_socket(vmid);
+            tasks.spawn(async move {
+                let asked = qemu_socket::qmp_status(&socket, RUN_STATE_TIMEOUT).await;
+                (vmid, asked.map(|status| qemu_socket::power_state(&status)))
+            });
+        }
+        while let Some(Ok((vmid, asked))) = tasks.join_next().await {
+            let next = Instant::now() + RUN_STATE_REFRESH;
+            let state = match asked {
+                Ok(state) => state,
+                Err(_) => self
+                    .run_states
+                    .get(&vmid)
+                    .map_or(PowerState::Running, |(state, _)| *state),
+            };
+            self.run_states.insert(vmid, (state, next));
+            if let Some(vm) = vms.get_mut(&vmid) {
+                vm.status = state;
+            }
+        }
     }
 
     /// Asks guest agents that are due, a few at a time, with short timeouts.
     async fn poll_agents(&mut self, due: Vec<(u32, Vec<String>)>, vms: &mut BTreeMap<u32, VmInfo>) {
         let mut tasks = tokio::task::JoinSet::new();
         for (vmid, macs) in due.into_iter().take(8) {
-            let node = self.node.clone();
+            let socket = self.node.qga_socket(vmid);
             tasks.spawn(async move {
-                let asked = tokio::time::timeout(
-                    std::time::Duration::from_secs(5),
-                    node.qm(["guest", "cmd", &vmid.to_string(), "network-get-interfaces"]),
+                let asked = qemu_socket::guest_agent(
+                    &socket,
+                    "guest-network-get-interfaces",
+                    GUEST_AGENT_TIMEOUT,
                 )
                 .await;
-                let found = match asked {
-                    Ok(Ok(out)) => serde_json::from_str::<serde_json::Value>(&out)
-                        .ok()
-                        .map(|v| ips::from_guest_agent(&v, &macs)),
-                    _ => None,
-                };
+                let found = asked.ok().map(|v| ips::from_guest_agent(&v, &macs));
                 (vmid, found)
             });
         }
@@ -281,52 +322,4 @@ impl Scanner {
             }
         }
     }
-}
-
-/// Storages and ISO images, from `pvesh`.
-pub(super) async fn storages(node: &Node) -> (Vec<StorageInfo>, Vec<IsoInfo>) {
-    let path = format!("/nodes/{}/storage", node.name);
-    let Ok(list) = node.pvesh_get(&path, &[]).await else {
-        return (Vec::new(), Vec::new());
-    };
-    let config = node
-        .storage_cfg()
-        .unwrap_or_else(|_| StorageConfig::default());
-    let mut storages = Vec::new();
-    let mut isos = Vec::new();
-    for entry in list.as_array().into_iter().flatten() {
-        let id = entry["storage"].as_str().unwrap_or_default().to_owned();
-        let content: Vec<String> = entry["content"]
-            .as_str()
-            .unwrap_or_default()
-            .split(',')
-            .filter(|c| !c.is_empty())
-            .map(str::to_owned)
-            .collect();
-        if content.iter().any(|c| c == "iso")
-            && let Ok(volumes) = node
-                .pvesh_get(&format!("{path}/{id}/content"), &["--content", "iso"])
-                .await
-        {
-            for volume in volumes.as_array().into_iter().flatten() {
-                isos.push(IsoInfo {
-                    storage: id.clone(),
-                    volid: volume["volid"].as_str().unwrap_or_default().to_owned(),
-                    size_bytes: volume["size"].as_u64().unwrap_or(0),
-                });
-            }
-        }
-        storages.push(StorageInfo {
-            kind: entry["type"].as_str().unwrap_or_default().to_owned(),
-            shared: entry["shared"].as_i64() == Some(1)
-                || config.get(&id).is_some_and(|s| s.is_shared()),
-            active: entry["active"].as_i64() == Some(1),
-            content,
-            total_bytes: entry["total"].as_u64().unwrap_or(0),
-            used_bytes: entry["used"].as_u64().unwrap_or(0),
-            avail_bytes: entry["avail"].as_u64().unwrap_or(0),
-            id,
-        });
-    }
-    (storages, isos)
 }

@@ -48,10 +48,7 @@ pub async fn tell(node: &Node, vmid: u32, reason: IdleReason, secs_left: u32) {
         }
     };
     let main = config.main();
-    let has_agent = main
-        .get("agent")
-        .is_some_and(|agent| agent.trim_start_matches("enabled=").starts_with('1'));
-    if !has_agent {
+    if !config.guest_agent_enabled() {
         return;
     }
     let text = text(reason, secs_left);

@@ -9,6 +9,7 @@ use proxlab_protocol::Event;
 use super::PluginRegistry;
 use crate::collect::Collector;
 use crate::pve::node::Node;
+use crate::pve::qemu_socket;
 
 /// How long to wait for a started VM's guest agent.
 const GUEST_AGENT_WAIT: Duration = Duration::from_secs(300);
@@ -29,9 +30,12 @@ pub fn spawn(node: Arc<Node>, registry: Arc<PluginRegistry>, collector: Arc<Coll
             });
         };
         let deadline = tokio::time::Instant::now() + GUEST_AGENT_WAIT;
-        let id = vmid.to_string();
+        let channel = node.qga_socket(vmid);
         // The guest agent starts with the guest's OS; nothing announces it, so ask.
-        while node.qm(["guest", "cmd", &id, "ping"]).await.is_err() {
+        while qemu_socket::guest_agent(&channel, "guest-ping", POLL)
+            .await
+            .is_err()
+        {
             if tokio::time::Instant::now() >= deadline {
                 let error = format!(
                     "steps not run: the guest agent did not answer within {} s",

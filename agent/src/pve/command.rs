@@ -95,6 +95,23 @@ fn name_of(program: &Path) -> String {
     )
 }
 
+/// How many times each tool has been started by this process, by program name (for the
+/// agent's metrics and the node-cost benchmark).
+static RUNS: std::sync::Mutex<BTreeMap<String, u64>> = std::sync::Mutex::new(BTreeMap::new());
+
+/// How many times each tool has been started so far, by program name.
+pub fn runs_so_far() -> BTreeMap<String, u64> {
+    RUNS.lock().expect("not poisoned").clone()
+}
+
+fn count_run(name: &str) {
+    *RUNS
+        .lock()
+        .expect("not poisoned")
+        .entry(name.to_owned())
+        .or_default() += 1;
+}
+
 /// How to run a tool: where, for how long, with what extra environment.
 #[derive(Debug, Clone, Copy)]
 pub struct Invocation<'a> {
@@ -155,6 +172,7 @@ where
     if let Some(dir) = how.cwd {
         command.current_dir(dir);
     }
+    count_run(&name);
     let mut child = command.spawn().map_err(|err| PveError::Spawn {
         program: name.clone(),
         message: err.to_string(),

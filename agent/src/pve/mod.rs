@@ -11,6 +11,7 @@ pub mod hardware;
 pub mod install;
 pub mod node;
 pub mod ops;
+pub mod qemu_socket;
 pub mod reimage;
 pub mod reset;
 

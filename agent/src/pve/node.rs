@@ -100,6 +100,16 @@ impl Node {
         self.config.run_dir.join(format!("{vmid}.pid"))
     }
 
+    /// The VM's QMP socket, while it runs.
+    pub fn qmp_socket(&self, vmid: u32) -> PathBuf {
+        self.config.run_dir.join(format!("{vmid}.qmp"))
+    }
+
+    /// The VM's guest-agent channel, while it runs with the agent enabled.
+    pub fn qga_socket(&self, vmid: u32) -> PathBuf {
+        self.config.run_dir.join(format!("{vmid}.qga"))
+    }
+
     /// Reads a VM's config on this node. `Ok(None)` if there is none.
     pub fn read_config(&self, vmid: u32) -> Result<Option<(VmConfig, String)>, PveError> {
         match std::fs::read_to_string(self.config_path(vmid)) {

@@ -15,12 +15,9 @@ const SHUTDOWN_SLACK_SECS: u64 = 30;
 /// The VM's power state from `qm status`.
 pub async fn status(node: &Node, vmid: u32) -> Result<PowerState, PveError> {
     let out = node.qm(["status", &vmid.to_string()]).await?;
-    Ok(match out.trim().strip_prefix("status: ") {
-        Some("running") => PowerState::Running,
-        Some("stopped") => PowerState::Stopped,
-        Some("paused") => PowerState::Paused,
-        _ => PowerState::Unknown,
-    })
+    Ok(super::qemu_socket::power_state(
+        out.trim().strip_prefix("status: ").unwrap_or_default(),
+    ))
 }
 
 /// Whether a VM in `state` is where `action` takes it.

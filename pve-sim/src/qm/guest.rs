@@ -34,17 +34,10 @@ const COMMANDS: &[&str] = &[
     "suspend-ram",
 ];
 
-fn agent_enabled(config: &VmConfig) -> bool {
-    config
-        .main()
-        .get("agent")
-        .is_some_and(|agent| agent.trim_start_matches("enabled=").starts_with('1'))
-}
-
 /// The guest agent checks Proxmox makes, in its order.
 fn reachable_agent(sim: &Sim, vmid: u32) -> Outcome<(VmConfig, VmScript)> {
     let config = store::read(sim, vmid)?.config;
-    if !agent_enabled(&config) {
+    if !config.guest_agent_enabled() {
         return fail("No QEMU guest agent configured");
     }
     if runtime::running_pid(sim, vmid).is_none() {
@@ -55,6 +48,14 @@ fn reachable_agent(sim: &Sim, vmid: u32) -> Outcome<(VmConfig, VmScript)> {
         return fail("QEMU guest agent is not running");
     }
     Ok((config, script))
+}
+
+/// The interfaces the guest reports: its script's, or by default [`default_interfaces`].
+pub fn interfaces(vmid: u32, config: &VmConfig, script: &VmScript) -> Value {
+    script
+        .interfaces
+        .clone()
+        .unwrap_or_else(|| default_interfaces(vmid, config))
 }
 
 /// The interfaces a guest reports by default: loopback, and one NIC per `netN` with an
@@ -120,9 +121,7 @@ fn cmd(sim: &Sim, args: &Args) -> Outcome {
     }
     let (config, script) = reachable_agent(sim, vmid)?;
     let answer = match command.as_str() {
-        "network-get-interfaces" => script
-            .interfaces
-            .unwrap_or_else(|| default_interfaces(vmid, &config)),
+        "network-get-interfaces" => interfaces(vmid, &config, &script),
         "get-host-name" => json!({"host-name": config.main().get("name").unwrap_or("localhost")}),
         "get-osinfo" => json!({"id": "debian", "name": "Debian GNU/Linux", "version-id": "12"}),
         "info" => json!({"version": crate::qm::edit::QEMU_VERSION, "supported_commands": []}),

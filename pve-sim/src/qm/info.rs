@@ -84,10 +84,7 @@ pub fn vm_status(sim: &Sim, vmid: u32, config: &VmConfig) -> Value {
             map.insert(key.into(), json!(value));
         }
     }
-    if main
-        .get("agent")
-        .is_some_and(|agent| agent.trim_start_matches("enabled=").starts_with('1'))
-    {
+    if config.guest_agent_enabled() {
         map.insert("agent".into(), json!(1));
     }
     match pid {
@@ -179,7 +176,12 @@ pub(super) fn status(sim: &Sim, mut args: Args) -> Outcome {
     if verbose {
         print_recursive(&status, 0);
     } else {
-        println!("status: {}", status["status"].as_str().unwrap_or("unknown"));
+        // Proxmox prints the QMP status when there is one (`paused`, `prelaunch`…).
+        let shown = status["qmpstatus"]
+            .as_str()
+            .or_else(|| status["status"].as_str())
+            .unwrap_or("unknown");
+        println!("status: {shown}");
     }
     Ok(())
 }

@@ -4,7 +4,7 @@ mod clone;
 mod console;
 mod disk;
 pub mod edit;
-mod guest;
+pub mod guest;
 pub mod info;
 mod power;
 mod resize;
@@ -31,6 +31,7 @@ const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
        qm reboot <vmid> [OPTIONS]
        qm reset <vmid> [OPTIONS]
        qm resize <vmid> <disk> <size> [OPTIONS]
+       qm resume <vmid> [OPTIONS]
        qm rollback <vmid> <snapname> [OPTIONS]
        qm set <vmid> [OPTIONS]
        qm shutdown <vmid> [OPTIONS]
@@ -38,6 +39,7 @@ const USAGE: &str = "USAGE: qm <COMMAND> [ARGS] [OPTIONS]
        qm start <vmid> [OPTIONS]
        qm status <vmid> [OPTIONS]
        qm stop <vmid> [OPTIONS]
+       qm suspend <vmid> [OPTIONS]
        qm template <vmid> [OPTIONS]
        qm terminal <vmid> [OPTIONS]
        qm unlock <vmid>
@@ -67,6 +69,8 @@ pub fn run(argv: &[String]) -> Outcome {
         "shutdown" => power::shutdown(&sim, args),
         "reboot" => power::reboot(&sim, args),
         "reset" => power::reset(&sim, args),
+        "suspend" => power::pause(&sim, args, true),
+        "resume" => power::pause(&sim, args, false),
         "resize" => resize::resize(&sim, args),
         "clone" => clone::clone(&sim, args),
         "template" => clone::template(&sim, args),

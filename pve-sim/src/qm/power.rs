@@ -118,3 +118,26 @@ pub(super) fn reset(sim: &Sim, mut args: Args) -> Outcome {
     }
     Ok(())
 }
+
+/// `qm suspend` (to memory) and `qm resume`: QMP `stop` / `cont`, as Proxmox sends them.
+pub(super) fn pause(sim: &Sim, mut args: Args, paused: bool) -> Outcome {
+    let vmid = args.vmid(0)?;
+    let skiplock = args.flag("skiplock")?;
+    let _nocheck = args.take("nocheck");
+    if paused && args.flag("todisk")? {
+        return fail("suspend to disk is not simulated");
+    }
+    args.finish()?;
+    let (_lock, _config) = store::lock_and_read(sim, vmid, skiplock)?;
+    if runtime::running_pid(sim, vmid).is_none() {
+        return fail(format!("VM {vmid} not running"));
+    }
+    let command = if paused { "stop" } else { "cont" };
+    crate::qemu::qmp(sim, vmid, &[serde_json::json!({"execute": command})])?;
+    // A real QEMU keeps its own state; the simulator's record follows it.
+    if let Some(mut state) = RunState::load(sim, vmid) {
+        state.qmpstatus = if paused { "paused" } else { "running" }.into();
+        state.save(sim, vmid)?;
+    }
+    Ok(())
+}

@@ -288,6 +288,21 @@ impl VmConfig {
             .find(|section| &section.kind == kind && section.ignored.is_none())
     }
 
+    /// Whether the config enables the QEMU guest agent (`agent: 1`, `agent: enabled=1,…`), so
+    /// the VM gets a guest-agent channel when it starts.
+    pub fn guest_agent_enabled(&self) -> bool {
+        let Some(value) = self.main().get("agent") else {
+            return false;
+        };
+        let Ok(agent) = crate::propstring::PropertyString::parse(value) else {
+            return false;
+        };
+        agent
+            .default_value()
+            .or_else(|| agent.get("enabled"))
+            .is_some_and(|enabled| matches!(enabled, "1" | "on" | "yes" | "true"))
+    }
+
     /// The keys a `[PENDING]` section changes or deletes (`delete: a,!b`), sorted, without
     /// repeats: what waits for the VM's next start.
     pub fn pending_keys(&self) -> Vec<String> {

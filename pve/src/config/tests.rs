@@ -218,3 +218,17 @@ fn pending_keys_name_changes_and_deletions() {
     assert_eq!(config.pending_keys(), vec!["cores", "net1", "serial0"]);
     assert!(VmConfig::parse("cores: 1\n").pending_keys().is_empty());
 }
+
+#[test]
+fn guest_agent_is_enabled_by_its_default_key_or_by_name() {
+    let enabled =
+        |line: &str| VmConfig::parse(&format!("{line}\nname: vm\n")).guest_agent_enabled();
+    assert!(enabled("agent: 1"));
+    assert!(enabled("agent: 1,fstrim_cloned_disks=1"));
+    assert!(enabled("agent: enabled=1"));
+    assert!(enabled("agent: type=virtio,enabled=1"));
+    assert!(!enabled("agent: 0"));
+    assert!(!enabled("agent: enabled=0,type=isa"));
+    assert!(!enabled("agent: type=virtio"), "enabled defaults to off");
+    assert!(!enabled("cores: 2"));
+}
