@@ -3,6 +3,7 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 use proxlab_protocol::ResponseFrame;
@@ -10,6 +11,7 @@ use tokio::sync::OnceCell;
 
 use crate::collect::Collector;
 use crate::idle::IdleEnforcer;
+use crate::op_journal::OpJournal;
 use crate::plugins::PluginRegistry;
 use crate::pve::node::Node;
 use crate::tunnel::policy::TunnelSettings;
@@ -20,13 +22,31 @@ const REMEMBERED_OPS: usize = 1024;
 /// The answer of one operation, shared by every request that carries its id.
 type SharedAnswer = Arc<OnceCell<ResponseFrame>>;
 
-/// Finished and running operations by id, and the order they arrived in.
+/// Finished and running operations by id, and the order they arrived in; with a journal,
+/// finished answers are also on disk and outlive the process.
 #[derive(Default)]
 pub(crate) struct OpCache {
     ops: Mutex<(HashMap<String, SharedAnswer>, VecDeque<String>)>,
+    journal: Option<OpJournal>,
 }
 
 impl OpCache {
+    /// A cache that keeps finished answers in the journal at `path`, starting with those it
+    /// holds from before.
+    pub(crate) fn with_journal(path: &Path) -> std::io::Result<Self> {
+        let (journal, answers) = OpJournal::open(path, REMEMBERED_OPS)?;
+        let mut ops = HashMap::new();
+        let mut order = VecDeque::new();
+        for (op_id, answer) in answers {
+            ops.insert(op_id.clone(), Arc::new(OnceCell::new_with(Some(answer))));
+            order.push_back(op_id);
+        }
+        Ok(Self {
+            ops: Mutex::new((ops, order)),
+            journal: Some(journal),
+        })
+    }
+
     /// Runs `work` once per operation id; a retry waits for, or replays, the first answer.
     pub(crate) async fn once(
         &self,
@@ -50,7 +70,18 @@ impl OpCache {
                 cell
             }
         };
-        cell.get_or_init(|| work).await.clone()
+        let mut ran = false;
+        let answer = cell
+            .get_or_init(|| async {
+                ran = true;
+                work.await
+            })
+            .await
+            .clone();
+        if ran && let Some(journal) = &self.journal {
+            journal.record(op_id, &answer);
+        }
+        answer
     }
 }
 
@@ -81,6 +112,12 @@ impl Context {
         }
     }
 
+    /// The same, remembering finished operations in the journal at `path` across restarts.
+    pub fn with_op_journal(mut self, path: &Path) -> std::io::Result<Self> {
+        self.ops = OpCache::with_journal(path)?;
+        Ok(self)
+    }
+
     /// The same, with the config's `[tunnels]` section.
     pub fn with_tunnels(mut self, tunnels: TunnelSettings) -> Self {
         self.tunnels = tunnels;
@@ -107,6 +144,30 @@ mod tests {
         cache.once("op-1", work()).await;
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
         cache.once("op-2", work()).await;
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_journaled_operation_is_answered_after_a_restart_without_running_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("operations.jsonl");
+        let runs = std::sync::atomic::AtomicUsize::new(0);
+        let work = |n: u64| {
+            let runs = &runs;
+            async move {
+                runs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                ResponseFrame::Ok {
+                    body: serde_json::json!(n),
+                }
+            }
+        };
+        let first = OpCache::with_journal(&path).unwrap();
+        let answered = first.once("clone-7", work(1)).await;
+        drop(first);
+        let restarted = OpCache::with_journal(&path).unwrap();
+        assert_eq!(restarted.once("clone-7", work(2)).await, answered);
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
+        restarted.once("clone-8", work(3)).await;
         assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 2);
     }
 }

@@ -10,6 +10,7 @@ pub mod identity;
 pub mod idle;
 pub mod link;
 pub mod node_info;
+mod op_journal;
 pub mod paths;
 pub mod plugins;
 pub mod pve;

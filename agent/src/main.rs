@@ -192,7 +192,9 @@ async fn run(cli: Cli) -> Result<()> {
             idle.clone().spawn();
             let context = Arc::new(
                 RequestContext::new(node, collector, plugins, idle)
-                    .with_tunnels(config.tunnels.clone()),
+                    .with_tunnels(config.tunnels.clone())
+                    .with_op_journal(&state_dir.root().join("operations.jsonl"))
+                    .context("cannot open the operation journal")?,
             );
             link::run(identity, hub, context, shutdown_signal())
                 .await
@@ -228,7 +230,8 @@ async fn start_plugins(
         node.clone(),
         tokio::runtime::Handle::current(),
     ));
-    let host = PluginHost::new(config.plugins.clone(), facts, Some(guest))?;
+    let host = PluginHost::new(config.plugins.clone(), facts, Some(guest))?
+        .with_compile_cache(&state_dir.root().join("plugin-cache"))?;
     let dir = state_dir.root().to_owned();
     let registry = tokio::task::spawn_blocking(move || PluginRegistry::start(host, &dir)).await?;
     Ok(Arc::new(registry))

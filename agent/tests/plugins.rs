@@ -577,3 +577,51 @@ fn the_drop_in_directory_loads_what_it_can() {
         errors[0]
     );
 }
+
+/// A restarted agent loads its plugins compiled: the second host finds the first one's
+/// compiled component on disk and the plugin works the same; a damaged file is compiled
+/// again, and files of another engine are cleared away.
+#[test]
+fn compiled_plugins_outlive_the_host() {
+    let Some(dist) = dist() else { return };
+    let state = tempfile::tempdir().unwrap();
+    let cache = state.path().join("plugin-cache");
+    let cached_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(&cache)
+            .unwrap()
+            .map(|entry| entry.unwrap().path())
+            .collect()
+    };
+    let fresh_host = || {
+        host_with(PluginSettings::default(), None)
+            .with_compile_cache(&cache)
+            .unwrap()
+    };
+    let naming = |host: &PluginHost| {
+        let plugin = load(host, &dist, "name-by-student");
+        host.name(&plugin, &class("Networking 101"), &vm(Some("Alice.B")))
+            .unwrap()
+            .name
+    };
+
+    assert_eq!(naming(&fresh_host()), "networking-101-alice-b");
+    let files = cached_files();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let compiled = std::fs::metadata(&files[0]).unwrap().modified().unwrap();
+
+    assert_eq!(naming(&fresh_host()), "networking-101-alice-b");
+    assert_eq!(
+        std::fs::metadata(&files[0]).unwrap().modified().unwrap(),
+        compiled,
+        "the second host loaded the file rather than compiling again"
+    );
+
+    std::fs::write(&files[0], b"not compiled code").unwrap();
+    std::fs::write(cache.join("old-engine.cwasm"), b"another engine's").unwrap();
+    assert_eq!(naming(&fresh_host()), "networking-101-alice-b");
+    assert_eq!(cached_files(), files, "the other engine's file is gone");
+    assert!(
+        std::fs::metadata(&files[0]).unwrap().len() > 1000,
+        "compiled again"
+    );
+}

@@ -275,6 +275,8 @@ impl Drop for Ticker {
     }
 }
 
+use super::compile_cache::CompileCache;
+
 /// Loads and runs plugins.
 pub struct PluginHost {
     engine: Engine,
@@ -283,6 +285,7 @@ pub struct PluginHost {
     facts: NodeFacts,
     guest: Option<Arc<dyn GuestExec>>,
     compiled: Mutex<HashMap<String, Component>>,
+    on_disk: Option<CompileCache>,
     _ticker: Ticker,
 }
 
@@ -320,8 +323,17 @@ impl PluginHost {
             facts,
             guest,
             compiled: Mutex::new(HashMap::new()),
+            on_disk: None,
             _ticker: Ticker(stop),
         })
+    }
+
+    /// The same host, keeping compiled plugins in `dir` across restarts.
+    pub fn with_compile_cache(mut self, dir: &std::path::Path) -> anyhow::Result<Self> {
+        let cache = CompileCache::open(dir, &self.engine)
+            .map_err(|err| anyhow::anyhow!("plugin cache {}: {err}", dir.display()))?;
+        self.on_disk = Some(cache);
+        Ok(self)
     }
 
     pub fn settings(&self) -> &PluginSettings {
@@ -333,8 +345,21 @@ impl PluginHost {
         if let Some(component) = self.compiled.lock().expect("not poisoned").get(sha256) {
             return Ok(component.clone());
         }
-        let component = Component::new(&self.engine, wasm)
-            .map_err(|err| failure(id, format!("not a valid component: {err:#}")))?;
+        let cached = self
+            .on_disk
+            .as_ref()
+            .and_then(|cache| cache.load(&self.engine, sha256));
+        let component = match cached {
+            Some(component) => component,
+            None => {
+                let component = Component::new(&self.engine, wasm)
+                    .map_err(|err| failure(id, format!("not a valid component: {err:#}")))?;
+                if let Some(cache) = &self.on_disk {
+                    cache.store(sha256, &component);
+                }
+                component
+            }
+        };
         self.compiled
             .lock()
             .expect("not poisoned")

@@ -3,6 +3,7 @@
 mod bindings;
 pub mod bounds;
 pub mod clone_steps;
+mod compile_cache;
 pub mod edits;
 pub mod files;
 pub mod first_start;
