@@ -26,6 +26,9 @@ build() {
     "$stage/usr/bin/$bin" man | gzip -9n > "$stage/usr/share/man/man1/$bin.1.gz"
     install -D -m 0644 "$here/$pkg/$bin.service" "$stage/lib/systemd/system/$bin.service"
     install -D -m 0644 "$top/$pkg/$pkg.example.toml" "$stage/etc/proxlab/$pkg.toml"
+    if [ "$pkg" = hub ]; then
+        install -D -m 0644 "$here/grafana/proxlab-dashboard.json" "$stage/usr/share/$bin/grafana-dashboard.json"
+    fi
     if [ -f "$here/$pkg/sysusers.conf" ]; then
         install -D -m 0644 "$here/$pkg/sysusers.conf" "$stage/usr/lib/sysusers.d/$bin.conf"
     fi

@@ -33,6 +33,7 @@ for bin in proxlab-hub proxlab-agent; do
     check "$bin enabled" test -L "$root/etc/systemd/system/multi-user.target.wants/$bin.service"
     check "$bin --version runs" "$root/usr/bin/$bin" --version
 done
+check "hub Grafana dashboard" python3 -c "import json,sys; json.load(open(sys.argv[1]))" "$root/usr/share/proxlab-hub/grafana-dashboard.json"
 check "hub system user" grep -q '^proxlab:' "$root/etc/passwd"
 check "hub config is a conffile" sh -c "dpkg-query --admindir='$root/var/lib/dpkg' -W -f='\${Conffiles}' proxlab-hub | grep -q /etc/proxlab/hub.toml"
 check "agent config is a conffile" sh -c "dpkg-query --admindir='$root/var/lib/dpkg' -W -f='\${Conffiles}' proxlab-agent | grep -q /etc/proxlab/agent.toml"

@@ -25,6 +25,18 @@ pub struct AgentConfig {
     /// Which VM ports the hub may open tunnels to (SSH, RDP).
     #[serde(default)]
     pub tunnels: crate::tunnel::policy::TunnelSettings,
+    /// Where the agent serves its metrics.
+    #[serde(default)]
+    pub metrics: MetricsSettings,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSettings {
+    /// `ADDRESS:PORT` for `GET /metrics` (Prometheus); unset: no metrics are served. The
+    /// endpoint has no authentication: use a loopback or management address.
+    pub listen: Option<std::net::SocketAddr>,
 }
 
 impl AgentConfig {

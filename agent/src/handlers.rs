@@ -226,12 +226,16 @@ pub async fn dispatch(context: &Context, frame: RequestFrame, progress: Progress
             ),
         };
     };
+    let started = std::time::Instant::now();
     let work = (route.serve)(context, body, progress);
-    if route.changes_node {
+    let answer = if route.changes_node {
         context.ops.once(&op_id, work).await
     } else {
         work.await
-    }
+    };
+    let ok = !matches!(answer, ResponseFrame::Err { .. });
+    crate::metrics::metrics().request(&kind, ok, started.elapsed());
+    answer
 }
 
 /// What the hub is told of a driver error.
@@ -308,6 +312,7 @@ async fn base_read(
         r.from_vm,
     )
     .await
+    .inspect(|chunk| crate::metrics::metrics().base_copied(true, u64::from(chunk.len)))
     .map_err(failed)
 }
 
@@ -510,6 +515,7 @@ async fn base_write(
 ) -> Result<BaseWritten, RemoteError> {
     base_copy::write(&context.node, r)
         .await
+        .inspect(|bytes| crate::metrics::metrics().base_copied(false, *bytes))
         .map(|bytes| BaseWritten { bytes })
         .map_err(failed)
 }

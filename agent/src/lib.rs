@@ -9,6 +9,7 @@ pub mod handlers;
 pub mod identity;
 pub mod idle;
 pub mod link;
+pub mod metrics;
 pub mod node_info;
 mod op_journal;
 pub mod paths;

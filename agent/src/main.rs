@@ -183,6 +183,12 @@ async fn run(cli: Cli) -> Result<()> {
             tracing::info!(node = %node.name, %hub, "starting");
             let plugins = start_plugins(&config, &node, &state_dir).await?;
             let collector = Collector::start(node.clone()).await;
+            if let Some(listen) = config.metrics.listen {
+                let bound = proxlab_agent::metrics::serve::spawn(listen, collector.clone())
+                    .await
+                    .with_context(|| format!("[metrics] listen {listen}"))?;
+                tracing::info!(%bound, "serving metrics");
+            }
             let idle = Arc::new(IdleEnforcer::new(
                 node.clone(),
                 collector.clone(),

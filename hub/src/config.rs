@@ -51,6 +51,72 @@ pub struct ConfigFile {
     pub forwarding: Option<ForwardingSettings>,
     /// Class schedules: the default time zone and the warning before a scheduled stop.
     pub schedules: Option<SchedulesSection>,
+    /// Who may read `/metrics`.
+    pub metrics: Option<MetricsSection>,
+}
+
+/// The `[metrics]` section.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsSection {
+    /// Addresses or networks that may read `/metrics`; default: loopback.
+    pub allow: Option<Vec<IpNet>>,
+    /// A file holding a bearer token that also lets a scraper in, from anywhere.
+    pub token_file: Option<PathBuf>,
+}
+
+/// Who may read `/metrics`.
+#[derive(Debug, Clone)]
+pub struct MetricsAccess {
+    pub allow: Vec<IpNet>,
+    /// The bearer token's hash (see [`crate::secrets::hash_secret`]).
+    token_hash: Option<String>,
+}
+
+impl Default for MetricsAccess {
+    fn default() -> Self {
+        Self {
+            allow: IpNet::loopback().to_vec(),
+            token_hash: None,
+        }
+    }
+}
+
+impl MetricsAccess {
+    /// Scrapers from `allow`, and anyone presenting `token`.
+    pub fn new(allow: Vec<IpNet>, token: Option<&str>) -> Self {
+        Self {
+            allow,
+            token_hash: token.map(crate::secrets::hash_secret),
+        }
+    }
+
+    /// Whether `presented` is the token.
+    pub fn token_matches(&self, presented: &str) -> bool {
+        self.token_hash.as_deref().is_some_and(|expected| {
+            crate::secrets::secrets_equal(&crate::secrets::hash_secret(presented), expected)
+        })
+    }
+
+    fn from_section(section: MetricsSection) -> Result<Self> {
+        let mut access = Self::default();
+        if let Some(allow) = section.allow {
+            access.allow = allow;
+        }
+        if let Some(file) = section.token_file {
+            let token = std::fs::read_to_string(&file)
+                .map_err(|err| anyhow::anyhow!("[metrics] token_file {}: {err}", file.display()))?;
+            let token = token.trim();
+            if token.len() < 16 {
+                anyhow::bail!(
+                    "[metrics] token_file {}: the token must be at least 16 characters",
+                    file.display()
+                );
+            }
+            access.token_hash = Some(crate::secrets::hash_secret(token));
+        }
+        Ok(access)
+    }
 }
 
 /// The `[schedules]` section.
@@ -243,6 +309,7 @@ pub struct HubConfig {
     pub consoles: ConsoleLimits,
     pub forwarding: ForwardSettings,
     pub schedules: ScheduleSettings,
+    pub metrics: MetricsAccess,
 }
 
 impl HubConfig {
@@ -261,6 +328,7 @@ impl HubConfig {
             consoles: ConsoleLimits::default(),
             forwarding: ForwardSettings::default(),
             schedules: ScheduleSettings::default(),
+            metrics: MetricsAccess::default(),
         }
     }
 
@@ -341,6 +409,9 @@ impl HubConfig {
         }
         if let Some(forwarding) = file.forwarding {
             forwarding.apply(&mut config.forwarding)?;
+        }
+        if let Some(metrics) = file.metrics {
+            config.metrics = MetricsAccess::from_section(metrics)?;
         }
         if let Some(schedules) = file.schedules {
             if let Some(zone) = schedules.time_zone {

@@ -8,6 +8,7 @@ pub mod db;
 pub mod demo;
 pub mod domain;
 pub mod inventory;
+pub mod metrics;
 pub mod paths;
 pub mod pki_store;
 pub mod secrets;

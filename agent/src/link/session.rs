@@ -108,6 +108,7 @@ pub(super) async fn run_once(
         Err(reason) => return ended(&connection, reason),
     };
     tracing::info!(hub = %hub, hub_version = %welcome.hub_version, "connected to the hub");
+    crate::metrics::metrics().hub_link(true);
     let interval = match welcome.heartbeat_secs {
         0 => HEARTBEAT_INTERVAL,
         secs => Duration::from_secs(secs.into()),
@@ -125,5 +126,6 @@ pub(super) async fn run_once(
         }
     };
     heartbeat.abort();
+    crate::metrics::metrics().hub_link(false);
     ended(&connection, reason)
 }

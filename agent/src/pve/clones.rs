@@ -560,6 +560,7 @@ pub async fn clone_many(
     let mut outcomes = Vec::new();
     while let Some(done) = tasks.join_next().await {
         let outcome = done.map_err(|err| PveError::Io(err.to_string()))?;
+        crate::metrics::metrics().clone_made(outcome.error.is_none());
         on_outcome(outcome.clone());
         outcomes.push(outcome);
     }

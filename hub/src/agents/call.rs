@@ -149,7 +149,8 @@ impl AgentRegistry {
         timeout: Duration,
         mut on_progress: impl FnMut(R::Progress) + Send,
     ) -> Result<R::Response, CallError> {
-        within(node, timeout, async {
+        let started = std::time::Instant::now();
+        let answer = within(node, timeout, async {
             let (mut send, mut recv) = self.send_request(node, request, op_id).await?;
             let _ = send.finish();
             loop {
@@ -178,6 +179,19 @@ impl AgentRegistry {
                 }
             }
         })
-        .await
+        .await;
+        crate::metrics::metrics().agent_call(R::KIND, outcome(&answer), started.elapsed());
+        answer
+    }
+}
+
+/// How a call ended, for the metrics.
+fn outcome<T>(answer: &Result<T, CallError>) -> &'static str {
+    match answer {
+        Ok(_) => "ok",
+        Err(CallError::Remote(_)) => "remote-error",
+        Err(CallError::Offline(_) | CallError::Unsupported { .. }) => "offline",
+        Err(CallError::Timeout { .. }) => "timeout",
+        Err(CallError::Link { .. } | CallError::Protocol { .. }) => "link",
     }
 }

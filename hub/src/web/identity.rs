@@ -81,7 +81,7 @@ fn client_addr(state: &HubState, request: &Request) -> IpAddr {
     crate::client_addr::client_address(peer, forwarded.into_iter(), &state.config.trusted_proxies)
 }
 
-fn bearer(headers: &HeaderMap) -> Option<&str> {
+pub(crate) fn bearer(headers: &HeaderMap) -> Option<&str> {
     headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
@@ -109,6 +109,9 @@ async fn resolve(state: &HubState, headers: &HeaderMap) -> Result<Identity, AppE
         None => Ok(Identity::Anonymous),
     }
 }
+
+/// Where Prometheus reads the hub's metrics.
+pub(crate) const METRICS_PATH: &str = "/metrics";
 
 /// Self-registration through an invite link: anonymous, like the login form.
 fn is_registration(path: &str) -> bool {
@@ -161,6 +164,12 @@ pub(crate) async fn authenticate(
         .map_or("/", |pq| pq.as_str())
         .to_owned();
     let address = client_addr(&state, &request);
+    if path == METRICS_PATH {
+        // Scrapers are not accounts: their bearer token is the metrics token, which the
+        // route checks together with the address (see `routes::metrics`).
+        request.extensions_mut().insert(ClientAddr(address));
+        return next.run(request).await;
+    }
     let identity = match resolve(&state, request.headers()).await {
         Ok(identity) => identity,
         Err(error) => return reject(&path, error),

@@ -19,7 +19,7 @@ mod views;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::{HeaderValue, header};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -98,6 +98,34 @@ async fn security_headers(request: Request, next: Next) -> Response {
     response
 }
 
+/// Counts every answered request by method, route template and status.
+async fn count_request(request: Request, next: Next) -> Response {
+    let method: &'static str = match request.method().as_str() {
+        "GET" => "GET",
+        "HEAD" => "HEAD",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "PATCH" => "PATCH",
+        "DELETE" => "DELETE",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let started = std::time::Instant::now();
+    let response = next.run(request).await;
+    crate::metrics::metrics().http_request(
+        method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed(),
+    );
+    response
+}
+
 /// The hub's HTTP routes.
 pub fn router(state: Arc<HubState>) -> Router {
     Router::new()
@@ -118,6 +146,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::usage::page_router())
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())
+        .merge(routes::metrics::router())
         .route("/health", get(health))
         .fallback(page_not_found)
         .layer(middleware::from_fn_with_state(
@@ -125,6 +154,7 @@ pub fn router(state: Arc<HubState>) -> Router {
             identity::authenticate,
         ))
         .layer(middleware::from_fn(security_headers))
+        .layer(middleware::from_fn(count_request))
         .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
         .with_state(state)
 }

@@ -141,7 +141,11 @@ async fn transfer(
             offset,
             chunk,
         };
-        registry.call(&target.node, &request).await
+        let written = registry.call(&target.node, &request).await;
+        if written.is_ok() {
+            crate::metrics::metrics().base_copied(u64::from(request.chunk.len));
+        }
+        written
     };
     for (disk, image) in (0u32..).zip(&export.disks) {
         let mut offset = 0;

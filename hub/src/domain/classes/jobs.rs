@@ -144,6 +144,7 @@ async fn run_job(state: &HubState, id: i64) {
         .set_job_state(id, JobState::Running, "", now_unix())
         .await;
     state.jobs.announce(class_id);
+    let started = std::time::Instant::now();
     let result = match job.kind {
         JobKind::Deploy => deploy(state, id, class_id).await,
         JobKind::Delete => delete(state, class_id).await,
@@ -167,6 +168,11 @@ async fn run_job(state: &HubState, id: i64) {
         Err(message) => (JobState::Failed, message),
     };
     tracing::info!(job = id, class = class_id, state = %job_state, %message, "job ended");
+    crate::metrics::metrics().job_ended(
+        job.kind.as_str(),
+        job_state == JobState::Done,
+        started.elapsed(),
+    );
     if let Err(err) = state
         .db
         .set_job_state(id, job_state, &message, now_unix())
@@ -498,6 +504,8 @@ async fn clone_batch(
         });
     let record = async {
         while let Some(outcome) = reported.recv().await {
+            let failed = u64::from(outcome.error.is_some());
+            crate::metrics::metrics().clones_made(1 - failed, failed);
             match outcome.error {
                 None => mark(state, class_id, outcome.vmid, ClassVmState::Ready, "", true).await,
                 Some(error) => {

@@ -52,9 +52,15 @@ pub(in crate::web) async fn events(
 ) -> Sse<impl Stream<Item = Result<Event, Infallible>>> {
     let (sender, receiver) = mpsc::channel(BACKLOG);
     tokio::spawn(feed(state, user.viewer, user.credential, sender));
-    let stream = futures_util::stream::unfold(receiver, |mut receiver| async move {
-        receiver.recv().await.map(|event| (Ok(event), receiver))
-    });
+    // Counted while the stream lives: it ends when the browser goes.
+    let counted = crate::metrics::metrics().live_stream();
+    let stream =
+        futures_util::stream::unfold((receiver, counted), |(mut receiver, counted)| async move {
+            receiver
+                .recv()
+                .await
+                .map(|event| (Ok(event), (receiver, counted)))
+        });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }
 
