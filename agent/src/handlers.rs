@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use proxlab_link::{FrameIoError, read_frame, write_frame};
 use proxlab_protocol::base_copy::{
-    BaseExport, BaseExportReply, BaseImport, BaseRead, BaseWrite, BaseWritten, Chunk,
+    BaseExport, BaseExportReply, BaseImport, BaseRead, BaseReceive, BaseSend, BaseWrite,
+    BaseWritten, Chunk,
 };
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::console::ConsoleOpen;
@@ -68,6 +69,16 @@ pub async fn serve_stream(
     }
     if frame.kind == TunnelOpen::KIND {
         return crate::tunnel::serve(&context, frame.body, send, recv)
+            .instrument(span)
+            .await;
+    }
+    if frame.kind == BaseSend::KIND {
+        return crate::base_stream::serve_send(&context, frame.body, send, recv)
+            .instrument(span)
+            .await;
+    }
+    if frame.kind == BaseReceive::KIND {
+        return crate::base_stream::serve_receive(&context, frame.body, send, recv)
             .instrument(span)
             .await;
     }
@@ -204,7 +215,12 @@ const ROUTES: &[Route] = &[
 ];
 
 /// Request kinds whose stream goes on as raw bytes after the answer (see [`crate::relay`]).
-const STREAM_KINDS: &[&str] = &[ConsoleOpen::KIND, TunnelOpen::KIND];
+const STREAM_KINDS: &[&str] = &[
+    ConsoleOpen::KIND,
+    TunnelOpen::KIND,
+    BaseSend::KIND,
+    BaseReceive::KIND,
+];
 
 /// The request kinds this agent serves, advertised in its hello.
 pub fn capabilities() -> impl Iterator<Item = &'static str> {

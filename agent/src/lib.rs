@@ -1,5 +1,6 @@
 //! proxlab-agent: runs on each Proxmox node, dials the hub and serves its requests.
 
+pub mod base_stream;
 pub mod collect;
 pub mod config;
 pub mod console;

@@ -138,3 +138,65 @@ impl Request for BaseImport {
     type Response = MakeBaseReply;
     type Progress = NoProgress;
 }
+
+/// Sends one of a base's images (as [`BaseRead`] names it) as raw bytes on the request's
+/// own stream, after the answer: from `offset` to the image's end, then the 32-byte SHA-256
+/// of the whole image (`0..bytes`, whatever the offset). The hub relays the bytes to a
+/// [`BaseReceive`] stream of the receiving node without decoding them. Replaces
+/// [`BaseRead`] when both agents serve it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseSend {
+    pub base_vmid: u32,
+    pub disk: u32,
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diff_against: Option<u32>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub from_vm: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseSendReply {
+    /// The size of the whole image; `bytes - offset` bytes and the digest follow.
+    pub bytes: u64,
+}
+
+impl Request for BaseSend {
+    const KIND: &'static str = "base-send";
+    type Response = BaseSendReply;
+    type Progress = NoProgress;
+}
+
+/// Receives one of a base's images as raw bytes on the request's own stream. The answer
+/// says how much of it the node holds already (`have`: what an interrupted copy of the same
+/// image left, or 0), and the hub sends the rest, from `have` to `bytes`, followed by the
+/// 32-byte SHA-256 of the whole image. The node then checks the digest over the whole
+/// staged file and ends the stream with a last [`crate::ResponseFrame`] carrying
+/// [`BaseWritten`] or the error.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseReceive {
+    /// The VMID the received base will have.
+    pub base_vmid: u32,
+    pub storage: String,
+    pub disk: u32,
+    /// The size of the whole image.
+    pub bytes: u64,
+    /// Names the copy (the hub's id for it), so that what an interrupted copy left is only
+    /// resumed by the same copy, never by another base given the same VMID.
+    pub copy_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BaseReceiveReply {
+    /// Bytes of the image the node holds already; the hub sends from here.
+    pub have: u64,
+}
+
+impl Request for BaseReceive {
+    const KIND: &'static str = "base-receive";
+    type Response = BaseReceiveReply;
+    type Progress = NoProgress;
+}
+
+/// The length of the digest that ends a [`BaseSend`] / [`BaseReceive`] stream.
+pub const STREAM_DIGEST_BYTES: usize = 32;

@@ -429,8 +429,8 @@ fn clone_requests() {
 #[test]
 fn base_copy_requests() {
     use proxlab_protocol::base_copy::{
-        BaseExport, BaseExportReply, BaseImport, BaseRead, BaseWrite, BaseWritten, Chunk,
-        ExportedDisk,
+        BaseExport, BaseExportReply, BaseImport, BaseRead, BaseReceive, BaseReceiveReply, BaseSend,
+        BaseSendReply, BaseWrite, BaseWritten, Chunk, ExportedDisk,
     };
     use proxlab_protocol::clones::MakeBaseReply;
     check_exchange(
@@ -471,6 +471,26 @@ fn base_copy_requests() {
             chunk,
         },
         &BaseWritten { bytes: 4 },
+    );
+    check_exchange(
+        &BaseSend {
+            base_vmid: 10_000,
+            disk: 0,
+            offset: 1 << 30,
+            diff_against: Some(9_990),
+            from_vm: false,
+        },
+        &BaseSendReply { bytes: 2 << 30 },
+    );
+    check_exchange(
+        &BaseReceive {
+            base_vmid: 10_000,
+            storage: "local".into(),
+            disk: 0,
+            bytes: 2 << 30,
+            copy_id: "5f0c9d2e41a7b3c8".into(),
+        },
+        &BaseReceiveReply { have: 1 << 30 },
     );
     check_exchange(
         &BaseImport {

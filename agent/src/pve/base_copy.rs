@@ -29,7 +29,7 @@ use super::command::PveError;
 use super::node::Node;
 
 /// The most images a base may have (far more than Proxmox's disk slots would hold).
-const MAX_DISKS: u32 = 64;
+pub const MAX_DISKS: u32 = 64;
 
 fn invalid(message: impl Into<String>) -> PveError {
     PveError::Invalid(message.into())
@@ -228,16 +228,16 @@ async fn make_diff(
     Ok(())
 }
 
-/// Reads one chunk of an image of a base of this node, or of its difference to the base
-/// `diff_against` made by the export. The difference is removed once its last chunk is read.
-pub async fn read(
+/// The file an export staged for image `disk` of `vmid`: the difference to the base
+/// `diff_against` when the export made one, else the image itself; and whether it is a
+/// difference (removed once sent).
+pub async fn file_to_send(
     node: &Node,
     vmid: u32,
     disk: u32,
-    offset: u64,
     diff_against: Option<u32>,
     from_vm: bool,
-) -> Result<Chunk, PveError> {
+) -> Result<(PathBuf, bool), PveError> {
     let config = if from_vm {
         local_vm(node, vmid).await?.0
     } else {
@@ -251,10 +251,23 @@ pub async fn read(
     let diff = diff_against
         .map(|reference| diff_path(&image, reference, disk))
         .filter(|diff| diff.exists());
-    let (path, is_diff) = match diff {
+    Ok(match diff {
         Some(diff) => (diff, true),
         None => (image, false),
-    };
+    })
+}
+
+/// Reads one chunk of an image of a base of this node, or of its difference to the base
+/// `diff_against` made by the export. The difference is removed once its last chunk is read.
+pub async fn read(
+    node: &Node,
+    vmid: u32,
+    disk: u32,
+    offset: u64,
+    diff_against: Option<u32>,
+    from_vm: bool,
+) -> Result<Chunk, PveError> {
+    let (path, is_diff) = file_to_send(node, vmid, disk, diff_against, from_vm).await?;
     tokio::task::spawn_blocking(move || {
         let mut file = std::fs::File::open(&path)?;
         let size = file.metadata()?.len();
@@ -278,7 +291,7 @@ pub async fn read(
 
 /// Where a received base's images go: the storage must be a file storage of this node, and
 /// the VMID free in the cluster.
-async fn receiving_dir(node: &Node, vmid: u32, storage: &str) -> Result<PathBuf, PveError> {
+pub async fn receiving_dir(node: &Node, vmid: u32, storage: &str) -> Result<PathBuf, PveError> {
     if let Some(owner) = node.vmid_owner(vmid) {
         return Err(PveError::Conflict(format!(
             "unable to create VM {vmid} - VM {vmid} already exists on node '{owner}'"
@@ -304,7 +317,7 @@ fn image_name(vmid: u32, disk: u32) -> String {
     format!("base-{vmid}-disk-{disk}.qcow2")
 }
 
-fn part_name(vmid: u32, disk: u32) -> String {
+pub fn part_name(vmid: u32, disk: u32) -> String {
     format!("{}.part", image_name(vmid, disk))
 }
 

@@ -5,6 +5,7 @@ mod call;
 mod context;
 mod enroll;
 mod registry;
+pub mod relay;
 mod server;
 mod session;
 

@@ -4,11 +4,14 @@
 //! the copy as a base of its own. When both nodes hold copies of an older base (a class's
 //! previous version), only the difference to it travels. See `proxlab_protocol::base_copy`.
 
-use proxlab_protocol::base_copy::{BaseExport, BaseImport, BaseRead, BaseWrite, Chunk};
+use proxlab_protocol::base_copy::{
+    BaseExport, BaseImport, BaseRead, BaseReceive, BaseSend, BaseWrite, Chunk,
+};
 
 use super::steps::{BASE_TIMEOUT, StepResult, is_link_failure, mark};
 use crate::HubState;
 use crate::agents::CallError;
+use crate::agents::relay::ImageCopy;
 use crate::db::classes::MAX_ATTEMPTS;
 use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::states::ClassVmState;
@@ -147,7 +150,46 @@ async fn transfer(
         }
         written
     };
+    let streams = registry.streams_images(&source.node) && registry.streams_images(&target.node);
+    let mut sent = 0;
     for (disk, image) in (0u32..).zip(&export.disks) {
+        if streams {
+            let copy = ImageCopy {
+                source_node: source.node.clone(),
+                send: BaseSend {
+                    base_vmid: source.vmid,
+                    disk,
+                    offset: 0,
+                    diff_against,
+                    from_vm,
+                },
+                target_node: target.node.clone(),
+                receive: BaseReceive {
+                    base_vmid: target.vmid,
+                    storage: storage.to_owned(),
+                    disk,
+                    bytes: image.bytes,
+                    // The same image of the same export: what a cut-off copy of it left on
+                    // the target is resumed, never what another copy left.
+                    copy_id: format!(
+                        "{}:{}:{}:{from_vm}:{disk}:{}",
+                        source.node,
+                        source.vmid,
+                        diff_against.unwrap_or(0),
+                        image.bytes
+                    ),
+                },
+            };
+            let copied = registry.copy_image(copy).await?;
+            if copied.resumed_at > 0 {
+                tracing::info!(
+                    node = %target.node, base = target.vmid, disk,
+                    resumed_at = copied.resumed_at, "resumed a base copy"
+                );
+            }
+            sent += copied.sent;
+            continue;
+        }
         let mut offset = 0;
         let mut chunk = read(disk, offset).await?;
         loop {
@@ -162,6 +204,7 @@ async fn transfer(
             chunk = next?;
             offset += len;
         }
+        sent += image.bytes;
     }
     let diff_of: Vec<Option<String>> = export
         .disks
@@ -189,5 +232,5 @@ async fn transfer(
             |_| {},
         )
         .await?;
-    Ok(export.disks.iter().map(|disk| disk.bytes).sum())
+    Ok(sent)
 }

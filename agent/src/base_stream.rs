@@ -1,0 +1,300 @@
+//! The raw-byte form of a base copy (`proxlab_protocol::base_copy::{BaseSend, BaseReceive}`):
+//! an image travels as plain bytes on a QUIC stream, which the hub relays to the receiving
+//! node without decoding, followed by the SHA-256 of the whole image.
+//!
+//! The receiving side stages the image as a `.part` file, as the chunked copy does, with the
+//! copy's id in a `.part.copy` file beside it: a copy of the same image that was cut off (a
+//! node or the hub restarted, the link failed) resumes from the bytes already there. The
+//! digest covers the whole file, the resumed part included, so bytes left by anything else
+//! are caught, and the staged file is then discarded.
+
+use std::path::{Path, PathBuf};
+
+use proxlab_link::write_frame;
+use proxlab_protocol::base_copy::{
+    BaseReceive, BaseReceiveReply, BaseSend, BaseSendReply, BaseWritten, STREAM_DIGEST_BYTES,
+};
+use proxlab_protocol::limits::MAX_FRAME_LEN;
+use proxlab_protocol::{ErrorKind, RemoteError, ResponseFrame};
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+use crate::context::Context;
+use crate::pve::base_copy::{MAX_DISKS, file_to_send, part_name, receiving_dir};
+use crate::pve::{PveError, remote_error};
+
+/// How many bytes are read from or written to the image at a time.
+const BLOCK: usize = 1 << 20;
+
+/// Stream error code for a copy the agent gave up.
+const STREAM_COPY_FAILED: u32 = 3;
+
+fn bad_request(message: String) -> RemoteError {
+    RemoteError::new(ErrorKind::BadRequest, message)
+}
+
+/// Answers a stream request with an error and ends it.
+async fn refuse(send: &mut quinn::SendStream, recv: &mut quinn::RecvStream, error: RemoteError) {
+    tracing::info!(kind = ?error.kind, message = %error.message, "base stream refused");
+    let _ = write_frame(send, &ResponseFrame::Err { error }, MAX_FRAME_LEN).await;
+    let _ = send.finish();
+    let _ = recv.stop(STREAM_COPY_FAILED.into());
+}
+
+async fn answer<T: serde::Serialize>(
+    send: &mut quinn::SendStream,
+    body: &T,
+) -> Result<(), RemoteError> {
+    let frame = ResponseFrame::from_result(Ok::<_, RemoteError>(body));
+    write_frame(send, &frame, MAX_FRAME_LEN)
+        .await
+        .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))
+}
+
+/// Feeds the first `len` bytes of `file` to `hasher` (what an interrupted copy sent already).
+async fn hash_prefix(
+    file: &mut tokio::fs::File,
+    len: u64,
+    hasher: &mut Sha256,
+) -> std::io::Result<()> {
+    file.seek(std::io::SeekFrom::Start(0)).await?;
+    let mut buffer = vec![0; BLOCK];
+    let mut left = len;
+    while left > 0 {
+        let want = buffer
+            .len()
+            .min(usize::try_from(left).unwrap_or(usize::MAX));
+        file.read_exact(&mut buffer[..want]).await?;
+        hasher.update(&buffer[..want]);
+        left -= want as u64;
+    }
+    Ok(())
+}
+
+/// `base-send`: the image's bytes from the asked offset, then the whole image's digest.
+pub async fn serve_send(
+    context: &Context,
+    body: serde_json::Value,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request: BaseSend = match serde_json::from_value(body) {
+        Ok(request) => request,
+        Err(err) => {
+            let error = bad_request(format!("invalid base-send request: {err}"));
+            return refuse(&mut send, &mut recv, error).await;
+        }
+    };
+    let found = file_to_send(
+        &context.node,
+        request.base_vmid,
+        request.disk,
+        request.diff_against,
+        request.from_vm,
+    )
+    .await;
+    let (path, is_diff) = match found {
+        Ok(found) => found,
+        Err(err) => return refuse(&mut send, &mut recv, remote_error(&err)).await,
+    };
+    match send_file(&path, request.offset, &mut send).await {
+        Ok(sent) => {
+            crate::metrics::metrics().base_copied(true, sent);
+            // The hub read it all: a staged difference is not needed again.
+            if is_diff && matches!(send.stopped().await, Ok(None)) {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
+        Err(error) => refuse(&mut send, &mut recv, error).await,
+    }
+}
+
+/// Answers with the file's size, then sends `offset..` and the digest; returns the bytes sent.
+async fn send_file(
+    path: &Path,
+    offset: u64,
+    send: &mut quinn::SendStream,
+) -> Result<u64, RemoteError> {
+    let io = |err: std::io::Error| remote_error(&PveError::from(err));
+    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
+    let bytes = file.metadata().await.map_err(io)?.len();
+    if offset > bytes {
+        return Err(bad_request(format!(
+            "the image has {bytes} bytes; it cannot be sent from {offset}"
+        )));
+    }
+    answer(send, &BaseSendReply { bytes }).await?;
+    let mut hasher = Sha256::new();
+    hash_prefix(&mut file, offset, &mut hasher)
+        .await
+        .map_err(io)?;
+    let lost = |err: quinn::WriteError| {
+        RemoteError::new(
+            ErrorKind::Internal,
+            format!("the hub stopped reading: {err}"),
+        )
+    };
+    let mut left = bytes - offset;
+    while left > 0 {
+        let mut block = vec![0; BLOCK.min(usize::try_from(left).unwrap_or(usize::MAX))];
+        file.read_exact(&mut block).await.map_err(io)?;
+        hasher.update(&block);
+        left -= block.len() as u64;
+        send.write_chunk(block.into()).await.map_err(lost)?;
+    }
+    send.write_all(&hasher.finalize()).await.map_err(lost)?;
+    let _ = send.finish();
+    Ok(bytes - offset)
+}
+
+/// `base-receive`: says how much is here already, takes the rest and the digest, checks
+/// the whole staged file, and ends with the outcome.
+pub async fn serve_receive(
+    context: &Context,
+    body: serde_json::Value,
+    mut send: quinn::SendStream,
+    mut recv: quinn::RecvStream,
+) {
+    let request: BaseReceive = match serde_json::from_value(body) {
+        Ok(request) => request,
+        Err(err) => {
+            let error = bad_request(format!("invalid base-receive request: {err}"));
+            return refuse(&mut send, &mut recv, error).await;
+        }
+    };
+    if request.disk >= MAX_DISKS {
+        let error = bad_request(format!("a base has at most {MAX_DISKS} disks"));
+        return refuse(&mut send, &mut recv, error).await;
+    }
+    let node = &context.node;
+    let dir = match receiving_dir(node, request.base_vmid, &request.storage).await {
+        Ok(dir) => dir,
+        Err(err) => return refuse(&mut send, &mut recv, remote_error(&err)).await,
+    };
+    let _lock = match node.lock_vm(request.base_vmid).await {
+        Ok(lock) => lock,
+        Err(err) => return refuse(&mut send, &mut recv, remote_error(&err)).await,
+    };
+    let part = dir.join(part_name(request.base_vmid, request.disk));
+    let outcome = receive_file(&part, &request, &mut send, &mut recv).await;
+    let last = match outcome {
+        Ok(received) => {
+            crate::metrics::metrics().base_copied(false, received);
+            ResponseFrame::from_result(Ok::<_, RemoteError>(BaseWritten {
+                bytes: request.bytes,
+            }))
+        }
+        Err(error) => {
+            tracing::info!(kind = ?error.kind, message = %error.message, "base stream failed");
+            ResponseFrame::Err { error }
+        }
+    };
+    let _ = write_frame(&mut send, &last, MAX_FRAME_LEN).await;
+    let _ = send.finish();
+}
+
+/// The file naming the copy a `.part` file belongs to.
+fn copy_marker(part: &Path) -> PathBuf {
+    part.with_extension("part.copy")
+}
+
+/// How much of this copy's image `part` holds already: all of it that is there when the
+/// marker names this copy, else nothing (the file is started afresh and marked).
+fn resume_point(part: &Path, request: &BaseReceive) -> std::io::Result<u64> {
+    let marker = copy_marker(part);
+    let same_copy = std::fs::read_to_string(&marker).is_ok_and(|id| id == request.copy_id);
+    if same_copy && let Ok(meta) = std::fs::metadata(part) {
+        return Ok(meta.len().min(request.bytes));
+    }
+    if let Some(dir) = part.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(part, b"")?;
+    std::fs::write(&marker, &request.copy_id)?;
+    Ok(0)
+}
+
+async fn receive_file(
+    part: &Path,
+    request: &BaseReceive,
+    send: &mut quinn::SendStream,
+    recv: &mut quinn::RecvStream,
+) -> Result<u64, RemoteError> {
+    let io = |err: std::io::Error| remote_error(&PveError::from(err));
+    let have = resume_point(part, request).map_err(io)?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(part)
+        .await
+        .map_err(io)?;
+    // Whatever follows the resume point is rewritten.
+    file.set_len(have).await.map_err(io)?;
+    answer(send, &BaseReceiveReply { have }).await?;
+    if have > 0 {
+        tracing::info!(
+            vmid = request.base_vmid,
+            disk = request.disk,
+            have,
+            "resuming a base copy"
+        );
+    }
+    let mut hasher = Sha256::new();
+    hash_prefix(&mut file, have, &mut hasher)
+        .await
+        .map_err(io)?;
+    file.seek(std::io::SeekFrom::Start(have))
+        .await
+        .map_err(io)?;
+
+    let cut =
+        |what: &str| RemoteError::new(ErrorKind::Internal, format!("the copy was cut off {what}"));
+    let mut left = request.bytes - have;
+    let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
+    while left > 0 {
+        let want = usize::try_from(left)
+            .unwrap_or(usize::MAX)
+            .min(BLOCK - block.len());
+        let chunk = recv
+            .read_chunk(want, true)
+            .await
+            .map_err(|err| cut(&err.to_string()))?
+            .ok_or_else(|| cut(&format!("with {left} bytes still to come")))?;
+        block.extend_from_slice(&chunk.bytes);
+        left -= chunk.bytes.len() as u64;
+        if block.len() == BLOCK || left == 0 {
+            hasher.update(&block);
+            store_block(&mut file, &block).await.map_err(io)?;
+            block.clear();
+        }
+    }
+    file.set_len(request.bytes).await.map_err(io)?;
+    file.sync_all().await.map_err(io)?;
+    let mut digest = [0u8; STREAM_DIGEST_BYTES];
+    recv.read_exact(&mut digest)
+        .await
+        .map_err(|err| cut(&format!("before its digest: {err}")))?;
+    if hasher.finalize().as_slice() != digest {
+        let _ = std::fs::remove_file(part);
+        let _ = std::fs::remove_file(copy_marker(part));
+        return Err(RemoteError::new(
+            ErrorKind::Failed,
+            "the image arrived damaged (its SHA-256 differs from the sender's); it was \
+             discarded and is copied again from the start",
+        ));
+    }
+    let _ = std::fs::remove_file(copy_marker(part));
+    Ok(request.bytes - have)
+}
+
+/// Writes a block at the file's position; an all-zero block only moves the position, so
+/// holes stay unallocated (the file's length is set at the end).
+async fn store_block(file: &mut tokio::fs::File, block: &[u8]) -> std::io::Result<()> {
+    if block.iter().all(|&byte| byte == 0) {
+        file.seek(std::io::SeekFrom::Current(block.len() as i64))
+            .await?;
+        Ok(())
+    } else {
+        file.write_all(block).await
+    }
+}

@@ -1,0 +1,188 @@
+//! The raw-stream base copy between two real agents through a real hub: the image arrives
+//! byte for byte, and a copy cut off half way by killing either agent resumes where it
+//! stopped instead of starting over.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::{SimCluster, TestHub, find_file, within};
+use proxlab_hub::agents::CallError;
+use proxlab_hub::agents::relay::{Copied, ImageCopy};
+use proxlab_protocol::base_copy::{BaseReceive, BaseSend};
+use sha2::{Digest, Sha256};
+use tokio::process::Child;
+
+const SOURCE_BASE: u32 = 9000;
+const TARGET_BASE: u32 = 20_000;
+const DATA: &str = "256M";
+
+fn sha256_of(path: &Path) -> String {
+    let mut file = std::fs::File::open(path).unwrap();
+    let mut hasher = Sha256::new();
+    std::io::copy(&mut file, &mut hasher).unwrap();
+    hex::encode(hasher.finalize())
+}
+
+struct Nodes {
+    hub: TestHub,
+    sim: SimCluster,
+    agents: Vec<(String, Child)>,
+    source_image: PathBuf,
+}
+
+impl Nodes {
+    async fn start() -> Self {
+        let hub = TestHub::start().await;
+        let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["tpl:1G"], "local");
+        let source_image = find_file(&sim.root, "base-9000-disk-0.qcow2").unwrap();
+        // The template holds data, as an installed system would.
+        let filled = std::process::Command::new("qemu-io")
+            .args(["-f", "qcow2", "-c", &format!("write -P 0x5a 0 {DATA}")])
+            .arg(&source_image)
+            .output()
+            .unwrap();
+        assert!(filled.status.success(), "{filled:?}");
+        let mut agents = Vec::new();
+        for node in ["pve1", "pve2"] {
+            agents.push((node.to_owned(), hub.sim_agent(&sim, node).await));
+        }
+        Self {
+            hub,
+            sim,
+            agents,
+            source_image,
+        }
+    }
+
+    fn copy(&self, copy_id: &str) -> ImageCopy {
+        ImageCopy {
+            source_node: "pve1".into(),
+            send: BaseSend {
+                base_vmid: SOURCE_BASE,
+                disk: 0,
+                offset: 0,
+                diff_against: None,
+                from_vm: false,
+            },
+            target_node: "pve2".into(),
+            receive: BaseReceive {
+                base_vmid: TARGET_BASE,
+                storage: "local".into(),
+                disk: 0,
+                bytes: std::fs::metadata(&self.source_image).unwrap().len(),
+                copy_id: copy_id.into(),
+            },
+        }
+    }
+
+    fn part(&self) -> Option<PathBuf> {
+        find_file(&self.sim.root, "base-20000-disk-0.qcow2.part")
+    }
+
+    async fn run(&self, copy_id: &str) -> Result<Copied, CallError> {
+        self.hub
+            .hub()
+            .registry()
+            .copy_image(self.copy(copy_id))
+            .await
+    }
+
+    /// Kills `node`'s agent once the staged file holds half the image, and starts it again;
+    /// the copy under way fails, as the killed agent's streams end.
+    async fn cut_off_half_way(&mut self, node: &str, copy_id: &str) {
+        let total = std::fs::metadata(&self.source_image).unwrap().len();
+        let mut agents = std::mem::take(&mut self.agents);
+        self.cut_off(&mut agents, node, copy_id, total).await;
+        self.agents = agents;
+    }
+
+    async fn cut_off(&self, agents: &mut [(String, Child)], node: &str, copy_id: &str, total: u64) {
+        // What an earlier copy left must not pass for this one's progress.
+        if let Some(part) = self.part() {
+            std::fs::remove_file(part).unwrap();
+        }
+        let copying = self.run(copy_id);
+        tokio::pin!(copying);
+        let half_way = async {
+            loop {
+                let staged = self
+                    .part()
+                    .and_then(|part| std::fs::metadata(part).ok())
+                    .map_or(0, |meta| meta.len());
+                if staged >= total / 2 {
+                    return staged;
+                }
+                // A file's size has no event to wait for.
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+            }
+        };
+        let staged = tokio::select! {
+            staged = half_way => staged,
+            finished = &mut copying => panic!("the copy ended before half way: {finished:?}"),
+        };
+        assert!(staged < total, "{staged} of {total}");
+        let (_, agent) = agents.iter_mut().find(|(name, _)| name == node).unwrap();
+        agent.kill().await.unwrap();
+        *agent = self.hub.start_sim_agent(&self.sim, node).await;
+        let failed = within("the cut-off copy ends", copying).await;
+        assert!(failed.is_err(), "{failed:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_image_streams_whole_and_a_cut_off_copy_resumes() {
+    let mut nodes = Nodes::start().await;
+    let total = std::fs::metadata(&nodes.source_image).unwrap().len();
+    let source_digest = sha256_of(&nodes.source_image);
+
+    let whole = within("a whole copy", nodes.run("copy-1")).await.unwrap();
+    assert_eq!(
+        whole,
+        Copied {
+            resumed_at: 0,
+            sent: total
+        }
+    );
+    assert_eq!(sha256_of(&nodes.part().unwrap()), source_digest);
+
+    // Another copy starts afresh, whatever the staged file holds; cut off by the target.
+    for (node, copy_id) in [("pve2", "copy-2"), ("pve1", "copy-3")] {
+        nodes.cut_off_half_way(node, copy_id).await;
+        let resumed = within("the resumed copy", nodes.run(copy_id))
+            .await
+            .unwrap();
+        assert!(
+            resumed.resumed_at >= total / 2 && resumed.resumed_at < total,
+            "{node} killed: {resumed:?} of {total}"
+        );
+        assert_eq!(resumed.sent, total - resumed.resumed_at, "{node} killed");
+        assert_eq!(
+            sha256_of(&nodes.part().unwrap()),
+            source_digest,
+            "{node} killed"
+        );
+    }
+
+    // Bytes that are not the sender's (here: a damaged staged file) fail the digest; the
+    // staged file is discarded and the next copy starts from the beginning.
+    nodes.cut_off_half_way("pve2", "copy-4").await;
+    let part = nodes.part().unwrap();
+    let mut damaged = std::fs::read(&part).unwrap();
+    damaged[4096] ^= 0xff;
+    std::fs::write(&part, damaged).unwrap();
+    let refused = within("a damaged copy", nodes.run("copy-4")).await;
+    assert!(
+        matches!(&refused, Err(CallError::Remote(error)) if error.message.contains("SHA-256")),
+        "{refused:?}"
+    );
+    let again = within("a fresh copy", nodes.run("copy-4")).await.unwrap();
+    assert_eq!(
+        again,
+        Copied {
+            resumed_at: 0,
+            sent: total
+        }
+    );
+    assert_eq!(sha256_of(&nodes.part().unwrap()), source_digest);
+}
