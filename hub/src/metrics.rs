@@ -10,10 +10,13 @@ use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
+use proxlab_metrics::{Operations, OutcomeLabel, Seconds};
+
+pub use proxlab_metrics::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HttpLabels {
@@ -30,34 +33,8 @@ struct RouteLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindOutcomeLabels {
-    kind: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolLabels {
     state: String,
-}
-
-/// Histograms of seconds, from 1 ms to about 9 minutes.
-#[derive(Clone)]
-struct Seconds;
-
-impl MetricConstructor<Histogram> for Seconds {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(exponential_buckets(0.001, 4.0, 10))
-    }
 }
 
 /// What the hub is at the moment of a scrape.
@@ -74,13 +51,11 @@ pub struct HubMetrics {
     registry: Registry,
     http_requests: Family<HttpLabels, Counter>,
     http_seconds: Family<RouteLabels, Histogram, Seconds>,
-    agent_calls: Family<KindOutcomeLabels, Counter>,
-    agent_call_seconds: Family<KindLabels, Histogram, Seconds>,
-    jobs: Family<KindOutcomeLabels, Counter>,
-    job_seconds: Family<KindLabels, Histogram, Seconds>,
+    agent_calls: Operations,
+    jobs: Operations,
     live_streams: Gauge,
     base_copy_bytes: Counter,
-    clones: Family<OutcomeLabels, Counter>,
+    clones: Family<OutcomeLabel, Counter>,
     agents_connected: Gauge,
     console_sessions: Gauge,
     db_connections: Family<PoolLabels, Gauge>,
@@ -95,103 +70,80 @@ pub fn metrics() -> &'static HubMetrics {
 
 impl HubMetrics {
     fn new() -> Self {
-        let metrics = Self {
-            registry: Registry::with_prefix("proxlab_hub"),
-            http_requests: Family::default(),
-            http_seconds: Family::new_with_constructor(Seconds),
-            agent_calls: Family::default(),
-            agent_call_seconds: Family::new_with_constructor(Seconds),
-            jobs: Family::default(),
-            job_seconds: Family::new_with_constructor(Seconds),
-            live_streams: Gauge::default(),
-            base_copy_bytes: Counter::default(),
-            clones: Family::default(),
-            agents_connected: Gauge::default(),
-            console_sessions: Gauge::default(),
-            db_connections: Family::default(),
-        };
-        let mut registry = metrics.registry;
+        let mut registry = Registry::with_prefix("proxlab_hub");
+        let http_requests = Family::default();
         registry.register(
             "http_requests",
             "HTTP requests answered, by method, route and status",
-            metrics.http_requests.clone(),
+            Family::clone(&http_requests),
         );
+        let http_seconds = Family::new_with_constructor(Seconds);
         registry.register_with_unit(
             "http_request_duration",
             "Time to answer an HTTP request, by route (a live stream counts until it ends)",
             Unit::Seconds,
-            metrics.http_seconds.clone(),
+            Family::clone(&http_seconds),
         );
-        registry.register(
+        let agent_calls = Operations::register(
+            &mut registry,
             "agent_calls",
-            "Requests to agents, by kind and outcome (ok, remote-error, offline, timeout, link)",
-            metrics.agent_calls.clone(),
+            "Requests to agents (ok, remote-error, offline, timeout, link)",
         );
-        registry.register_with_unit(
-            "agent_call_duration",
-            "Time until an agent answered a request, by kind",
-            Unit::Seconds,
-            metrics.agent_call_seconds.clone(),
-        );
-        registry.register(
-            "jobs",
-            "Class jobs ended, by kind and outcome (done, failed)",
-            metrics.jobs.clone(),
-        );
-        registry.register_with_unit(
-            "job_duration",
-            "Time a class job ran, by kind",
-            Unit::Seconds,
-            metrics.job_seconds.clone(),
-        );
+        let jobs = Operations::register(&mut registry, "jobs", "Class jobs ended (done, failed)");
+        for kind in crate::db::states::JobKind::ALL {
+            jobs.expect(kind.as_str(), &["done", "failed"]);
+        }
+        let live_streams = Gauge::default();
         registry.register(
             "live_update_streams",
             "Browsers following live updates (server-sent events) now",
-            metrics.live_streams.clone(),
+            live_streams.clone(),
         );
+        let base_copy_bytes = Counter::default();
         registry.register_with_unit(
             "base_copy",
             "Bytes of class bases copied between nodes",
             Unit::Bytes,
-            metrics.base_copy_bytes.clone(),
+            base_copy_bytes.clone(),
         );
+        let clones = Family::default();
         registry.register(
             "clones",
             "Linked clones made for classes, by outcome (ok, failed)",
-            metrics.clones.clone(),
+            Family::clone(&clones),
         );
+        let agents_connected = Gauge::default();
         registry.register(
             "agents_connected",
             "Agents connected now",
-            metrics.agents_connected.clone(),
+            agents_connected.clone(),
         );
+        let console_sessions = Gauge::default();
         registry.register(
             "console_sessions",
             "Console sessions open now",
-            metrics.console_sessions.clone(),
+            console_sessions.clone(),
         );
+        let db_connections = Family::default();
         registry.register(
             "db_connections",
             "Database pool connections now, by state (idle, in-use)",
-            metrics.db_connections.clone(),
+            Family::clone(&db_connections),
         );
         let metrics = Self {
             registry,
-            ..metrics
+            http_requests,
+            http_seconds,
+            agent_calls,
+            jobs,
+            live_streams,
+            base_copy_bytes,
+            clones,
+            agents_connected,
+            console_sessions,
+            db_connections,
         };
-        // Series that exist from the start, at zero, so rates and dashboards have them
-        // before the first job or clone.
-        for kind in crate::db::states::JobKind::ALL {
-            for outcome in ["done", "failed"] {
-                metrics.jobs.get_or_create_owned(&KindOutcomeLabels {
-                    kind: kind.as_str().to_owned(),
-                    outcome: outcome.to_owned(),
-                });
-            }
-            metrics.job_seconds.get_or_create_owned(&KindLabels {
-                kind: kind.as_str().to_owned(),
-            });
-        }
+        // Zero series from the start, so rates have them before the first clone.
         metrics.clones_made(0, 0);
         metrics
     }
@@ -214,33 +166,13 @@ impl HubMetrics {
 
     /// Counts a request to an agent and how it ended.
     pub fn agent_call(&self, kind: &str, outcome: &str, took: Duration) {
-        self.agent_calls
-            .get_or_create(&KindOutcomeLabels {
-                kind: kind.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-        self.agent_call_seconds
-            .get_or_create(&KindLabels {
-                kind: kind.to_owned(),
-            })
-            .observe(took.as_secs_f64());
+        self.agent_calls.ended(kind, outcome, took);
     }
 
     /// Counts a class job that ended.
     pub fn job_ended(&self, kind: &str, done: bool, took: Duration) {
         let outcome = if done { "done" } else { "failed" };
-        self.jobs
-            .get_or_create(&KindOutcomeLabels {
-                kind: kind.to_owned(),
-                outcome: outcome.to_owned(),
-            })
-            .inc();
-        self.job_seconds
-            .get_or_create(&KindLabels {
-                kind: kind.to_owned(),
-            })
-            .observe(took.as_secs_f64());
+        self.jobs.ended(kind, outcome, took);
     }
 
     /// Counts a live-update stream while the returned guard lives.
@@ -258,7 +190,7 @@ impl HubMetrics {
     pub fn clones_made(&self, made: u64, failed: u64) {
         for (outcome, n) in [("ok", made), ("failed", failed)] {
             self.clones
-                .get_or_create(&OutcomeLabels {
+                .get_or_create(&OutcomeLabel {
                     outcome: outcome.to_owned(),
                 })
                 .inc_by(n);
@@ -281,10 +213,7 @@ impl HubMetrics {
                 })
                 .set(gauge(n));
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String does not fail");
-        text
+        proxlab_metrics::render(&self.registry)
     }
 }
 
@@ -296,6 +225,3 @@ impl Drop for LiveStream {
         self.0.dec();
     }
 }
-
-/// The content type of [`HubMetrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";

@@ -12,31 +12,17 @@ use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::{Family, MetricConstructor};
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
+use proxlab_metrics::{Operations, OutcomeLabel};
 use proxlab_protocol::inventory::{Inventory, PowerState};
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindOutcomeLabels {
-    kind: String,
-    outcome: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct KindLabels {
-    kind: String,
-}
+pub use proxlab_metrics::CONTENT_TYPE;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ToolLabels {
     tool: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct OutcomeLabels {
-    outcome: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -49,27 +35,13 @@ struct StateLabels {
     state: String,
 }
 
-/// Histograms of seconds, from 1 ms to about 9 minutes.
-#[derive(Clone)]
-struct Seconds;
-
-impl MetricConstructor<Histogram> for Seconds {
-    fn new_metric(&self) -> Histogram {
-        Histogram::new(exponential_buckets(0.001, 4.0, 10))
-    }
-}
-
-/// The content type of [`AgentMetrics::render`]'s text.
-pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-
 /// Every metric of the agent.
 pub struct AgentMetrics {
     registry: Registry,
     hub_connected: Gauge,
-    requests: Family<KindOutcomeLabels, Counter>,
-    request_seconds: Family<KindLabels, Histogram, Seconds>,
+    requests: Operations,
     tool_runs: Family<ToolLabels, Counter>,
-    clones: Family<OutcomeLabels, Counter>,
+    clones: Family<OutcomeLabel, Counter>,
     base_copy_bytes: Family<DirectionLabels, Counter>,
     vms: Family<StateLabels, Gauge>,
 }
@@ -83,61 +55,55 @@ pub fn metrics() -> &'static AgentMetrics {
 
 impl AgentMetrics {
     fn new() -> Self {
-        let metrics = Self {
-            registry: Registry::with_prefix("proxlab_agent"),
-            hub_connected: Gauge::default(),
-            requests: Family::default(),
-            request_seconds: Family::new_with_constructor(Seconds),
-            tool_runs: Family::default(),
-            clones: Family::default(),
-            base_copy_bytes: Family::default(),
-            vms: Family::default(),
-        };
-        let mut registry = metrics.registry;
+        let mut registry = Registry::with_prefix("proxlab_agent");
+        let hub_connected = Gauge::default();
         registry.register(
             "hub_connected",
             "1 while the link to the hub is up",
-            metrics.hub_connected.clone(),
+            hub_connected.clone(),
         );
-        registry.register(
+        let requests = Operations::register(
+            &mut registry,
             "requests",
-            "Requests from the hub, by kind and outcome (ok, error)",
-            metrics.requests.clone(),
+            "Requests from the hub (ok, error)",
         );
-        registry.register_with_unit(
-            "request_duration",
-            "Time to answer a request from the hub, by kind",
-            Unit::Seconds,
-            metrics.request_seconds.clone(),
-        );
+        let tool_runs = Family::default();
         registry.register(
             "tool_runs",
             "Proxmox tools started (qm, pvesh, pvesm, qemu-img), by tool",
-            metrics.tool_runs.clone(),
+            Family::clone(&tool_runs),
         );
+        let clones = Family::default();
         registry.register(
             "clones",
             "Linked clones made, by outcome (ok, failed)",
-            metrics.clones.clone(),
+            Family::clone(&clones),
         );
+        let base_copy_bytes = Family::default();
         registry.register_with_unit(
             "base_copy",
             "Bytes of bases copied to or from other nodes, by direction (sent, received)",
             Unit::Bytes,
-            metrics.base_copy_bytes.clone(),
+            Family::clone(&base_copy_bytes),
         );
+        let vms = Family::default();
         registry.register(
             "vms",
             "VMs on this node, by state (running, paused, stopped, template)",
-            metrics.vms.clone(),
+            Family::clone(&vms),
         );
         let metrics = Self {
             registry,
-            ..metrics
+            hub_connected,
+            requests,
+            tool_runs,
+            clones,
+            base_copy_bytes,
+            vms,
         };
-        // Series that exist from the start, at zero, so rates have them before the first.
+        // Zero series from the start, so rates have them before the first.
         for ok in [true, false] {
-            metrics.clones.get_or_create_owned(&OutcomeLabels {
+            metrics.clones.get_or_create_owned(&OutcomeLabel {
                 outcome: if ok { "ok" } else { "failed" }.to_owned(),
             });
             metrics.base_copied(ok, 0);
@@ -153,22 +119,13 @@ impl AgentMetrics {
     /// Counts a request from the hub and how it ended.
     pub fn request(&self, kind: &str, ok: bool, took: Duration) {
         self.requests
-            .get_or_create(&KindOutcomeLabels {
-                kind: kind.to_owned(),
-                outcome: if ok { "ok" } else { "error" }.to_owned(),
-            })
-            .inc();
-        self.request_seconds
-            .get_or_create(&KindLabels {
-                kind: kind.to_owned(),
-            })
-            .observe(took.as_secs_f64());
+            .ended(kind, if ok { "ok" } else { "error" }, took);
     }
 
     /// Counts a linked clone made or failed.
     pub fn clone_made(&self, ok: bool) {
         self.clones
-            .get_or_create(&OutcomeLabels {
+            .get_or_create(&OutcomeLabel {
                 outcome: if ok { "ok" } else { "failed" }.to_owned(),
             })
             .inc();
@@ -211,9 +168,6 @@ impl AgentMetrics {
                 })
                 .set(count);
         }
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry)
-            .expect("writing to a String does not fail");
-        text
+        proxlab_metrics::render(&self.registry)
     }
 }
