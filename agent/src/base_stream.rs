@@ -17,7 +17,7 @@ use proxlab_protocol::base_copy::{
 use proxlab_protocol::limits::MAX_FRAME_LEN;
 use proxlab_protocol::{ErrorKind, RemoteError, ResponseFrame};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use std::io::{Read, Seek, SeekFrom, Write};
 
 use crate::context::Context;
 use crate::pve::base_copy::{MAX_DISKS, file_to_send, part_name, receiving_dir};
@@ -51,25 +51,26 @@ async fn answer<T: serde::Serialize>(
         .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))
 }
 
-/// Feeds the first `len` bytes of `file` to `hasher` (what an interrupted copy sent already).
-async fn hash_prefix(
-    file: &mut tokio::fs::File,
-    len: u64,
-    hasher: &mut Sha256,
-) -> std::io::Result<()> {
-    file.seek(std::io::SeekFrom::Start(0)).await?;
+/// Feeds the first `len` bytes of `file` to `hasher` (what an interrupted copy sent
+/// already) and leaves the file there.
+fn hash_prefix(file: &mut std::fs::File, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+    file.seek(SeekFrom::Start(0))?;
     let mut buffer = vec![0; BLOCK];
     let mut left = len;
     while left > 0 {
         let want = buffer
             .len()
             .min(usize::try_from(left).unwrap_or(usize::MAX));
-        file.read_exact(&mut buffer[..want]).await?;
+        file.read_exact(&mut buffer[..want])?;
         hasher.update(&buffer[..want]);
         left -= want as u64;
     }
     Ok(())
 }
+
+/// Blocks of an image between the thread that reads or writes the file (and hashes it) and
+/// the stream, so the file and the hash never hold up the runtime that drives QUIC.
+const BLOCKS_IN_FLIGHT: usize = 8;
 
 /// `base-send`: the image's bytes from the asked offset, then the whole image's digest.
 pub async fn serve_send(
@@ -116,33 +117,44 @@ async fn send_file(
     send: &mut quinn::SendStream,
 ) -> Result<u64, RemoteError> {
     let io = |err: std::io::Error| remote_error(&PveError::from(err));
-    let mut file = tokio::fs::File::open(path).await.map_err(io)?;
-    let bytes = file.metadata().await.map_err(io)?.len();
+    let mut file = std::fs::File::open(path).map_err(io)?;
+    let bytes = file.metadata().map_err(io)?.len();
     if offset > bytes {
         return Err(bad_request(format!(
             "the image has {bytes} bytes; it cannot be sent from {offset}"
         )));
     }
     answer(send, &BaseSendReply { bytes }).await?;
-    let mut hasher = Sha256::new();
-    hash_prefix(&mut file, offset, &mut hasher)
-        .await
-        .map_err(io)?;
+    let (blocks, mut to_send) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
+    let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut hasher = Sha256::new();
+        hash_prefix(&mut file, offset, &mut hasher)?;
+        let mut left = bytes - offset;
+        while left > 0 {
+            let mut block = vec![0; BLOCK.min(usize::try_from(left).unwrap_or(usize::MAX))];
+            file.read_exact(&mut block)?;
+            hasher.update(&block);
+            left -= block.len() as u64;
+            if blocks.blocking_send(block).is_err() {
+                return Ok(()); // the stream ended; its error is reported there
+            }
+        }
+        let _ = blocks.blocking_send(hasher.finalize().to_vec());
+        Ok(())
+    });
     let lost = |err: quinn::WriteError| {
         RemoteError::new(
             ErrorKind::Internal,
             format!("the hub stopped reading: {err}"),
         )
     };
-    let mut left = bytes - offset;
-    while left > 0 {
-        let mut block = vec![0; BLOCK.min(usize::try_from(left).unwrap_or(usize::MAX))];
-        file.read_exact(&mut block).await.map_err(io)?;
-        hasher.update(&block);
-        left -= block.len() as u64;
+    while let Some(block) = to_send.recv().await {
         send.write_chunk(block.into()).await.map_err(lost)?;
     }
-    send.write_all(&hasher.finalize()).await.map_err(lost)?;
+    reader
+        .await
+        .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
+        .map_err(io)?;
     let _ = send.finish();
     Ok(bytes - offset)
 }
@@ -222,14 +234,13 @@ async fn receive_file(
 ) -> Result<u64, RemoteError> {
     let io = |err: std::io::Error| remote_error(&PveError::from(err));
     let have = resume_point(part, request).map_err(io)?;
-    let mut file = tokio::fs::OpenOptions::new()
+    let mut file = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .open(part)
-        .await
         .map_err(io)?;
     // Whatever follows the resume point is rewritten.
-    file.set_len(have).await.map_err(io)?;
+    file.set_len(have).map_err(io)?;
     answer(send, &BaseReceiveReply { have }).await?;
     if have > 0 {
         tracing::info!(
@@ -239,42 +250,60 @@ async fn receive_file(
             "resuming a base copy"
         );
     }
-    let mut hasher = Sha256::new();
-    hash_prefix(&mut file, have, &mut hasher)
-        .await
-        .map_err(io)?;
-    file.seek(std::io::SeekFrom::Start(have))
-        .await
-        .map_err(io)?;
-
+    let total = request.bytes;
+    let (blocks, mut to_write) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
+    let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+        let mut hasher = Sha256::new();
+        hash_prefix(&mut file, have, &mut hasher)?;
+        while let Some(block) = to_write.blocking_recv() {
+            hasher.update(&block);
+            store_block(&mut file, &block)?;
+        }
+        // Up to what arrived, holes included: all of it, or what a cut-off copy got.
+        let end = file.stream_position()?;
+        file.set_len(end)?;
+        file.sync_all()?;
+        Ok(hasher.finalize().to_vec())
+    });
     let cut =
         |what: &str| RemoteError::new(ErrorKind::Internal, format!("the copy was cut off {what}"));
-    let mut left = request.bytes - have;
-    let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
-    while left > 0 {
-        let want = usize::try_from(left)
-            .unwrap_or(usize::MAX)
-            .min(BLOCK - block.len());
-        let chunk = recv
-            .read_chunk(want, true)
-            .await
-            .map_err(|err| cut(&err.to_string()))?
-            .ok_or_else(|| cut(&format!("with {left} bytes still to come")))?;
-        block.extend_from_slice(&chunk.bytes);
-        left -= chunk.bytes.len() as u64;
-        if block.len() == BLOCK || left == 0 {
-            hasher.update(&block);
-            store_block(&mut file, &block).await.map_err(io)?;
-            block.clear();
+    let taken = async {
+        let mut left = total - have;
+        let mut block: Vec<u8> = Vec::with_capacity(BLOCK);
+        while left > 0 {
+            let want = usize::try_from(left)
+                .unwrap_or(usize::MAX)
+                .min(BLOCK - block.len());
+            let chunk = recv
+                .read_chunk(want, true)
+                .await
+                .map_err(|err| cut(&err.to_string()))?
+                .ok_or_else(|| cut(&format!("with {left} bytes still to come")))?;
+            block.extend_from_slice(&chunk.bytes);
+            left -= chunk.bytes.len() as u64;
+            if block.len() == BLOCK || left == 0 {
+                let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK));
+                if blocks.send(full).await.is_err() {
+                    break; // the writer failed; its error is below
+                }
+            }
         }
+        Ok::<_, RemoteError>(())
     }
-    file.set_len(request.bytes).await.map_err(io)?;
-    file.sync_all().await.map_err(io)?;
+    .await;
+    // The writer finishes what it was given before anything else touches the file (a
+    // resumed copy reads its length).
+    drop(blocks);
+    let received = writer
+        .await
+        .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
+        .map_err(io)?;
+    taken?;
     let mut digest = [0u8; STREAM_DIGEST_BYTES];
     recv.read_exact(&mut digest)
         .await
         .map_err(|err| cut(&format!("before its digest: {err}")))?;
-    if hasher.finalize().as_slice() != digest {
+    if received != digest {
         let _ = std::fs::remove_file(part);
         let _ = std::fs::remove_file(copy_marker(part));
         return Err(RemoteError::new(
@@ -284,17 +313,16 @@ async fn receive_file(
         ));
     }
     let _ = std::fs::remove_file(copy_marker(part));
-    Ok(request.bytes - have)
+    Ok(total - have)
 }
 
 /// Writes a block at the file's position; an all-zero block only moves the position, so
 /// holes stay unallocated (the file's length is set at the end).
-async fn store_block(file: &mut tokio::fs::File, block: &[u8]) -> std::io::Result<()> {
+fn store_block(file: &mut std::fs::File, block: &[u8]) -> std::io::Result<()> {
     if block.iter().all(|&byte| byte == 0) {
-        file.seek(std::io::SeekFrom::Current(block.len() as i64))
-            .await?;
+        file.seek(SeekFrom::Current(block.len() as i64))?;
         Ok(())
     } else {
-        file.write_all(block).await
+        file.write_all(block)
     }
 }

@@ -62,6 +62,14 @@ fn tcp_baseline(from: &Path, to: &Path) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
+/// CPU seconds a process has used (user + system).
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let fields: Vec<&str> = stat.rsplit_once(") ").unwrap().1.split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap() + fields[12].parse::<f64>().unwrap();
+    ticks / 100.0
+}
+
 fn staged(root: &Path, vmid: u32) -> PathBuf {
     common::find_file(root, &format!("base-{vmid}-disk-0.qcow2.part")).unwrap()
 }
@@ -70,7 +78,7 @@ fn staged(root: &Path, vmid: u32) -> PathBuf {
 async fn main() {
     let hub = TestHub::start().await;
     let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["bench-tpl:2G"], "local");
-    let _agents = [
+    let agents = [
         hub.sim_agent(&sim, "pve1").await,
         hub.sim_agent(&sim, "pve2").await,
     ];
@@ -112,9 +120,18 @@ async fn main() {
             copy_id: "bench".into(),
         },
     };
+    let pids: Vec<u32> = agents.iter().map(|agent| agent.id().unwrap()).collect();
+    let before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
+    let hub_before = cpu_seconds(std::process::id());
     let started = Instant::now();
     let copied = registry.copy_image(copy).await.unwrap();
     let stream_seconds = started.elapsed().as_secs_f64();
+    let hub_cpu = cpu_seconds(std::process::id()) - hub_before;
+    let agents_cpu: Vec<f64> = pids
+        .iter()
+        .zip(&before)
+        .map(|(pid, before)| cpu_seconds(*pid) - before)
+        .collect();
     assert_eq!(copied.sent, bytes);
     assert_eq!(sha256_of(&staged(&sim.root, 20_000)), digest);
 
@@ -147,9 +164,12 @@ async fn main() {
     let tcp = mib_per_s(bytes, tcp_seconds);
     println!(
         "base copy of {} MiB node to node: stream {stream:.0} MiB/s ({stream_seconds:.2} s, \
-         SHA-256 checked), chunked {:.0} MiB/s ({chunked_seconds:.2} s), plain TCP {tcp:.0} \
-         MiB/s ({tcp_seconds:.2} s); stream / TCP = {:.2}",
+         SHA-256 checked; CPU s: sender {:.2}, hub {hub_cpu:.2}, receiver {:.2}), chunked \
+         {:.0} MiB/s ({chunked_seconds:.2} s), plain TCP {tcp:.0} MiB/s ({tcp_seconds:.2} s); \
+         stream / TCP = {:.2}",
         bytes >> 20,
+        agents_cpu[0],
+        agents_cpu[1],
         mib_per_s(bytes, chunked_seconds),
         stream / tcp
     );

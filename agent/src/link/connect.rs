@@ -20,7 +20,15 @@ pub fn client_endpoint(addr: SocketAddr) -> Result<quinn::Endpoint> {
     } else {
         "0.0.0.0:0".parse()?
     };
-    quinn::Endpoint::client(bind).context("opening a UDP socket")
+    let socket = std::net::UdpSocket::bind(bind).context("opening a UDP socket")?;
+    proxlab_link::transport::size_socket_buffers(&socket);
+    quinn::Endpoint::new(
+        proxlab_link::transport::agent_endpoint_config(),
+        None,
+        socket,
+        std::sync::Arc::new(quinn::TokioRuntime),
+    )
+    .context("opening the QUIC endpoint")
 }
 
 /// Why dialling failed.

@@ -36,6 +36,7 @@ impl AgentServer {
         config.transport_config(proxlab_link::transport::transport_config());
         let socket = std::net::UdpSocket::bind(addr)
             .with_context(|| format!("binding the QUIC endpoint on {addr} (UDP)"))?;
+        proxlab_link::transport::size_socket_buffers(&socket);
         let endpoint = quinn::Endpoint::new(
             proxlab_link::transport::hub_endpoint_config(reset_key),
             Some(config),
