@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 
 use common::{SimCluster, TestHub, within};
 use proxlab_hub::config::MetricsAccess;
+use proxlab_protocol::requests::Ping;
 use reqwest::StatusCode;
 
 const TOKEN: &str = "metrics-token-for-the-test-0123";
@@ -139,6 +140,21 @@ async fn hub_and_agent_metrics_parse_with_prometheus_and_say_what_happened() {
     );
     within("pve1 online", hub.hub().registry().wait_for("pve1", true)).await;
 
+    // One request to the agent, counted on both sides.
+    let pong = hub
+        .hub()
+        .registry()
+        .call(
+            "pve1",
+            &Ping {
+                payload: "metrics".into(),
+                delay_ms: 0,
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(pong.payload, "metrics");
+
     let http = reqwest::Client::new();
     let health = http
         .get(format!("{}/health", hub.url()))
@@ -198,6 +214,13 @@ async fn hub_and_agent_metrics_parse_with_prometheus_and_say_what_happened() {
         + sample(&samples, "proxlab_hub_db_connections{state=\"in-use\"}");
     assert!(connections >= 1.0, "{connections}");
     assert_eq!(sample(&samples, "proxlab_hub_console_sessions{}"), 0.0);
+    assert_eq!(
+        sample(
+            &samples,
+            "proxlab_hub_agent_calls_total{kind=\"ping\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
 
     // The agent's, on its local address.
     let agent_url = format!("http://127.0.0.1:{agent_port}");
@@ -219,6 +242,13 @@ async fn hub_and_agent_metrics_parse_with_prometheus_and_say_what_happened() {
         0.0
     );
     assert!(sample(&samples, "proxlab_agent_tool_runs_total{tool=\"pvesm\"}") >= 1.0);
+    assert_eq!(
+        sample(
+            &samples,
+            "proxlab_agent_requests_total{kind=\"ping\",outcome=\"ok\"}"
+        ),
+        1.0
+    );
     let other = http.get(format!("{agent_url}/")).send().await.unwrap();
     assert_eq!(other.status(), StatusCode::NOT_FOUND);
     let posted = http
