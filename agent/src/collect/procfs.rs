@@ -22,21 +22,6 @@ pub fn cpu_ticks(pid: u32) -> Option<u64> {
     Some(fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?)
 }
 
-/// How long the process has run, from its start time in `/proc/<pid>/stat` (field 22, in
-/// clock ticks since boot) and the system's uptime, as Proxmox reckons a VM's uptime.
-pub fn seconds_running(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let (_, rest) = stat.rsplit_once(") ")?;
-    let started_ticks: f64 = rest.split(' ').nth(19)?.parse().ok()?;
-    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
-        .ok()?
-        .split(' ')
-        .next()?
-        .parse()
-        .ok()?;
-    Some((uptime - started_ticks / TICKS_PER_SEC).max(0.0) as u64)
-}
-
 /// Resident memory in bytes.
 pub fn rss_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

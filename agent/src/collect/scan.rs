@@ -204,7 +204,12 @@ impl Scanner {
                         PowerState::Running
                     }
                 };
-                info.uptime_secs = procfs::seconds_running(pid).unwrap_or(0);
+                // QEMU writes its pid file as it starts.
+                info.uptime_secs = std::fs::metadata(&pid_file)
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .map_or(0, |d| d.as_secs());
                 info.mem_bytes = procfs::rss_bytes(pid);
                 if let Some(ticks) = procfs::cpu_ticks(pid) {
                     let now = Instant::now();
