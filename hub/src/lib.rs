@@ -107,6 +107,7 @@ impl Hub {
         let registry = AgentRegistry::default();
         // Subscribed before any agent can connect, so no first inventory is missed.
         let (inventory_changes, recorder) = inventory::start_recorder(db.clone(), registry.clone());
+        let live = web::live::LiveViews::start(db.clone(), registry.clone(), &inventory_changes);
         let ca_pin = pki.ca.fingerprint()?;
         let link = Arc::new(LinkContext {
             db: db.clone(),
@@ -143,6 +144,7 @@ impl Hub {
             db,
             registry,
             inventory_changes,
+            live,
             ca_pin,
             config: bound,
             auth,

@@ -16,6 +16,8 @@ pub struct HubState {
     pub registry: AgentRegistry,
     /// Announces stored inventory changes (for live pages).
     pub inventory_changes: tokio::sync::broadcast::Sender<inventory::InventoryChange>,
+    /// The same changes read once and rendered, for live-update streams.
+    pub live: crate::web::live::LiveViews,
     pub ca_pin: Fingerprint,
     pub config: HubConfig,
     pub auth: auth::Authenticator,

@@ -251,6 +251,17 @@ impl Db {
         Ok(rows.iter().map(class_from_row).collect::<Result<_, _>>()?)
     }
 
+    /// The ids of the classes a user owns.
+    pub async fn owned_class_ids(&self, user: i64) -> Result<Vec<i64>, DbError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT class_id FROM class_owners WHERE user_id = $1 ORDER BY class_id",
+        )
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(class_id,)| class_id).collect())
+    }
+
     pub async fn is_class_owner(&self, class_id: i64, user: i64) -> Result<bool, DbError> {
         let row =
             sqlx::query("SELECT 1 AS x FROM class_owners WHERE class_id = $1 AND user_id = $2")

@@ -245,6 +245,16 @@ impl Db {
 
     /// Every node that is not revoked, with its load, storage and VM count.
     pub async fn node_overviews(&self) -> Result<Vec<NodeOverview>, DbError> {
+        self.overviews(None).await
+    }
+
+    /// One node's overview, if it is enrolled and not revoked.
+    pub async fn node_overview(&self, name: &str) -> Result<Option<NodeOverview>, DbError> {
+        Ok(self.overviews(Some(name)).await?.pop())
+    }
+
+    /// The overviews of every node, or of the one named.
+    async fn overviews(&self, name: Option<&str>) -> Result<Vec<NodeOverview>, DbError> {
         let rows = sqlx::query(
             "SELECT n.id, n.name, n.cert_fingerprint, n.enrolled_at, n.revoked_at, n.online, \
              n.state_changed_at, n.last_seen_at, n.agent_version, n.remote_addr, \
@@ -254,8 +264,9 @@ impl Db {
              (SELECT CAST(COALESCE(SUM(s.used_bytes), 0) AS BIGINT) FROM storages s WHERE s.node_id = n.id AND s.shared = 0) AS storage_used, \
              (SELECT COUNT(*) FROM vms v WHERE v.node_id = n.id) AS vm_count \
              FROM nodes n LEFT JOIN node_metrics m ON m.node_id = n.id \
-             WHERE n.revoked_at IS NULL ORDER BY n.name",
+             WHERE n.revoked_at IS NULL AND ($1 IS NULL OR n.name = $1) ORDER BY n.name",
         )
+        .bind(name)
         .fetch_all(self.pool())
         .await?;
         rows.iter()

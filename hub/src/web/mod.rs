@@ -10,6 +10,7 @@ mod error;
 mod form_fields;
 mod identity;
 mod limits;
+pub mod live;
 mod render;
 mod routes;
 pub mod serve;

@@ -34,9 +34,9 @@ use crate::db::inventory::VmFilter;
 use crate::domain::access;
 use crate::domain::auth::Credential;
 use crate::domain::viewer::Viewer;
-use crate::inventory::InventoryChange;
 use crate::web::error::{ApiError, AppError};
 use crate::web::identity::CurrentUser;
+use crate::web::live::LiveUpdate;
 use crate::web::views::{NodeView, VmView};
 
 /// Events waiting for a slow browser; past this the feed drops the connection's backlog and
@@ -208,31 +208,37 @@ async fn feed(
     credential: Credential,
     sender: mpsc::Sender<Event>,
 ) {
-    let mut changes = state.inventory_changes.subscribe();
-    let mut node_states = state.registry.subscribe();
+    let mut live = state.live.subscribe();
     let mut stopping = state.stopping.clone();
     let mut class_changes = state.jobs.subscribe();
     let mut notices = state.notices.subscribe();
     let mut recheck = tokio::time::interval(RECHECK_EVERY);
-    // What the viewer holds, to notice a VM given to them when their classes change.
-    let mut held: HashSet<u32> = state
-        .db
-        .assigned_vmids(viewer.id)
-        .await
-        .unwrap_or_default()
-        .into_iter()
-        .collect();
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // What the viewer holds (to tell them of a VM given to them) and the classes they own
+    // (whose VMs they see); both read again at every recheck.
+    let mut held: HashSet<u32> = HashSet::new();
+    let mut owned_classes = Vec::new();
+    if refresh_scope(&state, &viewer, &mut held, &mut owned_classes, None)
+        .await
+        .is_err()
+    {
+        return;
+    }
     loop {
         let result = tokio::select! {
             () = sender.closed() => return,
             // Ending the feed ends the response, so the server can shut down.
             () = hub_stopping(&mut stopping) => return,
             _ = recheck.tick() => match state.auth.recheck(&credential).await {
-                Ok(Some(now)) if now == viewer => Ok(()),
+                Ok(Some(now)) if now == viewer => {
+                    refresh_scope(&state, &viewer, &mut held, &mut owned_classes, Some(&sender)).await
+                }
                 Ok(Some(now)) => {
                     viewer = now;
-                    send(&sender, event("resync", &())).await
+                    match refresh_scope(&state, &viewer, &mut held, &mut owned_classes, None).await {
+                        Ok(()) => send(&sender, event("resync", &())).await,
+                        gone => gone,
+                    }
                 }
                 Ok(None) => return,
                 Err(err) => {
@@ -240,14 +246,16 @@ async fn feed(
                     Ok(())
                 }
             },
-            change = changes.recv() => match change {
-                Ok(change) => on_inventory_change(&state, &viewer, &change, &sender).await,
+            update = live.recv() => match update {
+                Ok(update) => send_update(&viewer, &owned_classes, &held, &update, &sender).await,
                 Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             change = class_changes.recv() => match change {
                 Ok(class_id) => match send_class(&state, &viewer, class_id, &sender).await {
-                    Ok(()) => send_new_assignments(&state, &viewer, &mut held, &sender).await,
+                    Ok(()) => {
+                        refresh_scope(&state, &viewer, &mut held, &mut owned_classes, Some(&sender)).await
+                    }
                     gone => gone,
                 },
                 Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
@@ -258,16 +266,6 @@ async fn feed(
                     send(&sender, event("notice", &*notice)).await
                 }
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => Ok(()),
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            change = node_states.recv() => match change {
-                // The registry's word is newer than the database's (an agent that just left
-                // is recorded offline a moment later).
-                Ok(change) if viewer.is_admin() => {
-                    send_node(&state, &change.node, Some(change.online), &sender).await
-                }
-                Ok(_) => Ok(()),
-                Err(broadcast::error::RecvError::Lagged(_)) => send(&sender, event("resync", &())).await,
                 Err(broadcast::error::RecvError::Closed) => return,
             },
         };
@@ -282,37 +280,74 @@ async fn hub_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stopping.wait_for(|stop| *stop).await.map(|_| ());
 }
 
-async fn on_inventory_change(
+/// Reads again what the viewer holds and which classes they own. With `announce`, VMs they
+/// hold now and did not before are sent as `assigned`.
+async fn refresh_scope(
     state: &HubState,
     viewer: &Viewer,
-    change: &InventoryChange,
-    sender: &mpsc::Sender<Event>,
+    held: &mut HashSet<u32>,
+    owned_classes: &mut Vec<i64>,
+    announce: Option<&mpsc::Sender<Event>>,
 ) -> Result<(), Gone> {
-    if change.vmids.is_empty() {
-        return if viewer.is_admin() {
-            send_node(state, &change.node, None, sender).await
-        } else {
-            Ok(())
-        };
-    }
-    let (visible, assigned) = match changed_vms(state, viewer, &change.vmids).await {
-        Ok(found) => found,
-        Err(err) => {
+    let (now_held, now_owned) = match (
+        state.db.assigned_vmids(viewer.id).await,
+        owned_class_ids(state, viewer).await,
+    ) {
+        (Ok(held), Ok(owned)) => (held, owned),
+        (Err(err), _) | (_, Err(err)) => {
             tracing::warn!(%err, "live update cannot read the database");
             return Ok(());
         }
     };
-    let shown: HashSet<u32> = visible.iter().map(|vm| vm.vmid).collect();
-    for vm in &visible {
-        send(sender, event("vm", vm)).await?;
-    }
-    for vmid in &change.vmids {
-        let knew_it = viewer.is_admin() || assigned.contains(vmid);
-        if !shown.contains(vmid) && knew_it {
-            send(sender, event("vm-removed", &VmRef { vmid: *vmid })).await?;
+    if let Some(sender) = announce {
+        for vmid in now_held.iter().filter(|vmid| !held.contains(vmid)) {
+            send(sender, event("assigned", &VmRef { vmid: *vmid })).await?;
         }
     }
+    *held = now_held.into_iter().collect();
+    *owned_classes = now_owned;
     Ok(())
+}
+
+/// The classes a teacher owns (an admin sees everything, a student owns none).
+async fn owned_class_ids(state: &HubState, viewer: &Viewer) -> Result<Vec<i64>, DbError> {
+    if viewer.is_staff() && !viewer.is_admin() {
+        state.db.owned_class_ids(viewer.id).await
+    } else {
+        Ok(Vec::new())
+    }
+}
+
+/// Sends what of a change the viewer may see. A VM they could see before and cannot now,
+/// or one that is gone, is sent as `vm-removed`.
+async fn send_update(
+    viewer: &Viewer,
+    owned_classes: &[i64],
+    held: &HashSet<u32>,
+    update: &LiveUpdate,
+    sender: &mpsc::Sender<Event>,
+) -> Result<(), Gone> {
+    let knew = |vmid: u32| viewer.is_admin() || held.contains(&vmid);
+    match update {
+        LiveUpdate::Vms { present, gone } => {
+            for vm in present {
+                if vm.visible_to(viewer, owned_classes) {
+                    send(sender, Some(Event::default().event("vm").data(&vm.json))).await?;
+                } else if knew(vm.vmid()) {
+                    send(sender, event("vm-removed", &VmRef { vmid: vm.vmid() })).await?;
+                }
+            }
+            for vmid in gone.iter().copied().filter(|vmid| knew(*vmid)) {
+                send(sender, event("vm-removed", &VmRef { vmid })).await?;
+            }
+            Ok(())
+        }
+        LiveUpdate::Node { json } if viewer.is_admin() => {
+            send(sender, Some(Event::default().event("node").data(json))).await
+        }
+        LiveUpdate::Node { .. } => Ok(()),
+        LiveUpdate::Lost => send(sender, event("resync", &())).await,
+    }
 }
 
 /// The changed VMs this viewer may see, and which of the VMIDs are assigned to them.
@@ -342,25 +377,6 @@ async fn changed_vms(
     Ok((vms.iter().map(VmView::new).collect(), assigned))
 }
 
-/// Tells the viewer about VMs they hold now and did not before.
-async fn send_new_assignments(
-    state: &HubState,
-    viewer: &Viewer,
-    held: &mut HashSet<u32>,
-    sender: &mpsc::Sender<Event>,
-) -> Result<(), Gone> {
-    let Ok(now) = state.db.assigned_vmids(viewer.id).await else {
-        return Ok(());
-    };
-    for vmid in &now {
-        if !held.contains(vmid) {
-            send(sender, event("assigned", &VmRef { vmid: *vmid })).await?;
-        }
-    }
-    *held = now.into_iter().collect();
-    Ok(())
-}
-
 async fn send_class(
     state: &HubState,
     viewer: &Viewer,
@@ -377,28 +393,5 @@ async fn send_class(
     match crate::domain::classes::progress(state, class_id).await {
         Ok(progress) => send(sender, event("class", &progress)).await,
         Err(_) => Ok(()),
-    }
-}
-
-async fn send_node(
-    state: &HubState,
-    node: &str,
-    online: Option<bool>,
-    sender: &mpsc::Sender<Event>,
-) -> Result<(), Gone> {
-    let overviews = match state.db.node_overviews().await {
-        Ok(overviews) => overviews,
-        Err(err) => {
-            tracing::warn!(%err, "live update cannot read the database");
-            return Ok(());
-        }
-    };
-    match overviews.iter().find(|overview| overview.node.name == node) {
-        Some(overview) => {
-            let mut view = NodeView::from(overview);
-            view.online = online.unwrap_or(view.online);
-            send(sender, event("node", &view)).await
-        }
-        None => Ok(()),
     }
 }
