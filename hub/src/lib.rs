@@ -114,6 +114,7 @@ impl Hub {
             registry: registry.clone(),
             ca: pki.ca,
             hub_version: env!("CARGO_PKG_VERSION").to_owned(),
+            presence: Default::default(),
         });
         let agent_server = AgentServer::start(link, config.quic_addr, &pki.server, &pki.reset_key)?;
         let auth = auth::Authenticator::new(

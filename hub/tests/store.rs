@@ -203,7 +203,9 @@ async fn online_transitions_are_recorded_in_order() {
         )
         .await
         .unwrap();
-        db.touch_node("pve1", 15).await.unwrap();
+        db.touch_nodes(&[("pve1".to_owned(), 15)].into())
+            .await
+            .unwrap();
         db.mark_all_nodes_offline(20).await.unwrap();
         let node = db.node_by_name("pve1").await.unwrap().unwrap();
         assert!(!node.online);

@@ -17,6 +17,7 @@ use proxlab_agent::link::backoff::Backoff;
 use proxlab_agent::link::connect::{client_endpoint, dial};
 use proxlab_agent::paths::StateDir;
 use proxlab_link::{read_frame, write_frame};
+use proxlab_protocol::idle::IdlePolicies;
 use proxlab_protocol::inventory::{InventoryDelta, VmInfo};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_LEN};
 use proxlab_protocol::requests::{Ping, Pong};
@@ -268,7 +269,11 @@ impl Agent {
             protocol: PROTOCOL_VERSION,
             agent_version: "loadtest".into(),
             node_name: self.vms.node().to_owned(),
-            capabilities: vec![Ping::KIND.into(), Resync::KIND.into()],
+            capabilities: vec![
+                Ping::KIND.into(),
+                Resync::KIND.into(),
+                IdlePolicies::KIND.into(),
+            ],
         };
         let opened = async {
             let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
@@ -417,8 +422,8 @@ impl Writer<'_> {
     }
 }
 
-/// Answers the hub's requests: pings and resyncs as an agent does, anything else as an agent
-/// without that capability would.
+/// Answers the hub's requests: pings, resyncs and idle policies as an agent does, anything
+/// else as an agent without that capability would.
 async fn answer_requests(connection: quinn::Connection, resync: Arc<Notify>, shared: Arc<Shared>) {
     while let Ok((mut send, mut recv)) = connection.accept_bi().await {
         let resync = resync.clone();
@@ -447,6 +452,9 @@ async fn answer_requests(connection: quinn::Connection, resync: Arc<Notify>, sha
                     resync.notify_one();
                     ResponseFrame::from_result(Ok(Done {}))
                 }
+                // The hub sends every agent its idle policies on connect; a node without
+                // running VMs to watch has nothing more to do with them.
+                IdlePolicies::KIND => ResponseFrame::from_result(Ok(Done {})),
                 other => ResponseFrame::Err {
                     error: RemoteError::new(
                         ErrorKind::Unsupported,

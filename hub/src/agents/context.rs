@@ -2,6 +2,7 @@
 
 use proxlab_link::pki::CertificateAuthority;
 
+use super::presence::Presence;
 use super::registry::AgentRegistry;
 use crate::db::Db;
 
@@ -11,4 +12,6 @@ pub struct LinkContext {
     pub registry: AgentRegistry,
     pub ca: CertificateAuthority,
     pub hub_version: String,
+    /// Heartbeats since the last sweep.
+    pub presence: Presence,
 }

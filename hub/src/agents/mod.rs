@@ -4,6 +4,7 @@
 mod call;
 mod context;
 mod enroll;
+mod presence;
 mod registry;
 pub mod relay;
 mod server;
@@ -11,5 +12,6 @@ mod session;
 
 pub use call::{CallError, new_op_id};
 pub use context::LinkContext;
+pub use presence::Presence;
 pub use registry::{AgentEvent, AgentRegistry, NodeStateChange, SessionInfo};
 pub use server::AgentServer;

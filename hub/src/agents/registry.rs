@@ -30,6 +30,8 @@ pub struct SessionInfo {
     pub remote: SocketAddr,
     pub connected_at: Instant,
     pub capabilities: HashSet<String>,
+    /// The fingerprint of the certificate the agent connected with.
+    pub fingerprint: String,
 }
 
 #[derive(Debug)]
@@ -146,6 +148,31 @@ impl AgentRegistry {
         for connection in connections {
             connection.close(code.code().into(), code.to_string().as_bytes());
         }
+    }
+
+    /// Closes a node's session with `code` and `reason`, if it is still the one that
+    /// connected with the certificate `fingerprint` (a newer enrollment's is left alone).
+    pub(super) fn close_session(
+        &self,
+        node: &str,
+        fingerprint: &str,
+        code: CloseCode,
+        reason: &str,
+    ) {
+        if let Some((connection, info)) = self.connection(node)
+            && info.fingerprint == fingerprint
+        {
+            connection.close(code.code().into(), reason.as_bytes());
+        }
+    }
+
+    /// Every live session.
+    pub fn sessions(&self) -> Vec<SessionInfo> {
+        self.lock()
+            .sessions
+            .values()
+            .map(|session| session.info.clone())
+            .collect()
     }
 
     pub fn is_online(&self, node: &str) -> bool {

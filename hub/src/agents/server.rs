@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use super::registry::AgentRegistry;
-use super::{enroll, session};
+use super::{enroll, presence, session};
 
 /// How long a new connection may take to finish its handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -20,6 +20,7 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 pub struct AgentServer {
     endpoint: quinn::Endpoint,
     accept_task: JoinHandle<()>,
+    presence_task: JoinHandle<()>,
     registry: AgentRegistry,
 }
 
@@ -45,6 +46,7 @@ impl AgentServer {
         )
         .with_context(|| format!("starting the QUIC endpoint on {addr}"))?;
         let registry = context.registry.clone();
+        let presence_task = tokio::spawn(presence::keep(context.clone()));
         let accepting = endpoint.clone();
         let accept_task = tokio::spawn(async move {
             while let Some(incoming) = accepting.accept().await {
@@ -59,6 +61,7 @@ impl AgentServer {
         Ok(Self {
             endpoint,
             accept_task,
+            presence_task,
             registry,
         })
     }
@@ -73,6 +76,7 @@ impl AgentServer {
         self.endpoint
             .close(CloseCode::HubShutdown.code().into(), b"hub shutting down");
         self.accept_task.abort();
+        self.presence_task.abort();
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
     }
 }

@@ -12,6 +12,7 @@ use proxlab_protocol::{CloseCode, Event, EventFrame, Hello, PROTOCOL_VERSION, We
 use tracing::Instrument;
 
 use super::context::LinkContext;
+use super::presence::certificate_verdict;
 use super::registry::SessionInfo;
 use crate::db::now_unix;
 
@@ -27,18 +28,7 @@ async fn check_identity(
     fingerprint: &str,
 ) -> Result<(), (CloseCode, String)> {
     match context.db.node_by_name(node).await {
-        Ok(Some(row)) if row.revoked_at.is_some() => {
-            Err((CloseCode::Revoked, format!("node {node} has been revoked")))
-        }
-        Ok(Some(row)) if row.cert_fingerprint != fingerprint => Err((
-            CloseCode::Revoked,
-            format!("this certificate for node {node} has been superseded by a newer enrollment"),
-        )),
-        Ok(Some(_)) => Ok(()),
-        Ok(None) => Err((
-            CloseCode::UnknownNode,
-            format!("no node named {node} is enrolled"),
-        )),
+        Ok(record) => certificate_verdict(record.as_ref(), node, fingerprint),
         Err(err) => {
             tracing::error!(%err, "cannot check the node's identity");
             Err((
@@ -117,6 +107,7 @@ async fn serve_node(
         remote,
         connected_at: Instant::now(),
         capabilities: hello.capabilities.iter().cloned().collect::<HashSet<_>>(),
+        fingerprint: fingerprint.clone(),
     };
     if let Err(err) = context
         .db
@@ -136,7 +127,7 @@ async fn serve_node(
     let session_id = context.registry.register(connection.clone(), info);
     tracing::info!(agent_version = %hello.agent_version, %remote, "agent online");
 
-    let reason = read_events(context, &connection, &mut recv, &node, &fingerprint).await;
+    let reason = read_events(context, &connection, &mut recv, &node).await;
 
     if context.registry.unregister(&node, session_id) {
         tracing::info!(reason, "agent offline");
@@ -156,7 +147,6 @@ async fn read_events(
     connection: &quinn::Connection,
     recv: &mut quinn::RecvStream,
     node: &str,
-    fingerprint: &str,
 ) -> &'static str {
     let deadline = HEARTBEAT_INTERVAL * HEARTBEAT_MISSES_ALLOWED;
     let mut expected_seq = 1;
@@ -175,6 +165,15 @@ async fn read_events(
                 refuse_frame(connection, recv, &err);
                 return "protocol error";
             }
+            // The sweep of certificates closed it (see `presence`).
+            Err(_)
+                if matches!(
+                    connection.close_reason(),
+                    Some(quinn::ConnectionError::LocallyClosed)
+                ) =>
+            {
+                return "closed by the hub";
+            }
             Err(_) => return "connection lost",
         };
         if frame.seq != expected_seq {
@@ -186,15 +185,7 @@ async fn read_events(
         }
         expected_seq = frame.seq + 1;
         match frame.event {
-            Event::Heartbeat { .. } => {
-                if let Err((code, reason)) = check_identity(context, node, fingerprint).await {
-                    close(connection, code, &reason);
-                    return "revoked";
-                }
-                if let Err(err) = context.db.touch_node(node, now_unix()).await {
-                    tracing::warn!(%err, "cannot record the heartbeat");
-                }
-            }
+            Event::Heartbeat { .. } => context.presence.heartbeat(node, now_unix()),
             Event::Unknown => tracing::debug!("ignoring an event kind from a newer agent"),
             event => context.registry.publish(node, event),
         }

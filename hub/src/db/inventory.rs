@@ -1,5 +1,7 @@
 //! What agents report, as the hub keeps it: VMs, storages, ISO images, node load.
 
+use std::collections::HashMap;
+
 use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::inventory::{
     DiskInfo, Inventory, InventoryDelta, IpAddress, IsoInfo, NicInfo, NodeMetrics, StorageInfo,
@@ -464,7 +466,141 @@ async fn replace_isos(
     Ok(())
 }
 
+/// One thing an agent reported that the database keeps.
+#[derive(Debug, Clone, Copy)]
+pub enum AgentReport<'a> {
+    /// The node's full inventory: replaces everything stored about it.
+    Inventory(&'a Inventory),
+    /// What changed on the node.
+    Delta(&'a InventoryDelta),
+    /// The node's load, and its VMs' load too when `vm_loads` is set.
+    Metrics {
+        metrics: &'a NodeMetrics,
+        vm_loads: bool,
+    },
+}
+
+async fn replace_inventory(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    inventory: &Inventory,
+    now: i64,
+) -> Result<(), DbError> {
+    let keep: Vec<i64> = inventory.vms.iter().map(|vm| i64::from(vm.vmid)).collect();
+    let stored: Vec<i64> = sqlx::query("SELECT vmid FROM vms WHERE node_id = $1")
+        .bind(node_id)
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| row.try_get("vmid"))
+        .collect::<Result<_, _>>()?;
+    for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
+        remove_vm(conn, node_id, vmid).await?;
+    }
+    for vm in &inventory.vms {
+        upsert_vm(conn, node_id, vm, now).await?;
+    }
+    replace_storages(conn, node_id, &inventory.storages, now).await?;
+    replace_isos(conn, node_id, &inventory.isos).await
+}
+
+async fn apply_delta(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    delta: &InventoryDelta,
+    now: i64,
+) -> Result<(), DbError> {
+    for vm in &delta.upserted {
+        upsert_vm(conn, node_id, vm, now).await?;
+    }
+    for vmid in &delta.removed {
+        remove_vm(conn, node_id, i64::from(*vmid)).await?;
+    }
+    if let Some(storages) = &delta.storages {
+        replace_storages(conn, node_id, storages, now).await?;
+    }
+    if let Some(isos) = &delta.isos {
+        replace_isos(conn, node_id, isos).await?;
+    }
+    Ok(())
+}
+
+async fn record_metrics(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    metrics: &NodeMetrics,
+    vm_loads: bool,
+    now: i64,
+) -> Result<(), DbError> {
+    sqlx::query(
+        "INSERT INTO node_metrics (node_id, cpu, cpu_count, memory_total_bytes, memory_used_bytes, load1, load5, load15, uptime_secs, updated_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
+         ON CONFLICT (node_id) DO UPDATE SET cpu = excluded.cpu, cpu_count = excluded.cpu_count, \
+         memory_total_bytes = excluded.memory_total_bytes, memory_used_bytes = excluded.memory_used_bytes, \
+         load1 = excluded.load1, load5 = excluded.load5, load15 = excluded.load15, \
+         uptime_secs = excluded.uptime_secs, updated_at = excluded.updated_at",
+    )
+    .bind(node_id)
+    .bind(metrics.cpu)
+    .bind(i64::from(metrics.cpu_count))
+    .bind(metrics.memory_total_bytes as i64)
+    .bind(metrics.memory_used_bytes as i64)
+    .bind(metrics.load_average[0])
+    .bind(metrics.load_average[1])
+    .bind(metrics.load_average[2])
+    .bind(metrics.uptime_secs as i64)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    for load in metrics.vms.iter().filter(|_| vm_loads) {
+        sqlx::query("UPDATE vms SET cpu = $1, mem_bytes = $2, uptime_secs = $3 WHERE vmid = $4 AND node_id = $5")
+            .bind(load.cpu)
+            .bind(load.mem_bytes as i64)
+            .bind(load.uptime_secs as i64)
+            .bind(i64::from(load.vmid))
+            .bind(node_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    if !metrics.storages.is_empty() {
+        replace_storages(conn, node_id, &metrics.storages, now).await?;
+    }
+    Ok(())
+}
+
 impl Db {
+    /// Stores what agents reported, in order and in one transaction: either all of it is
+    /// kept or none (a batch that fails can be stored again one report at a time).
+    pub async fn record_reports(
+        &self,
+        reports: &[(&str, AgentReport<'_>)],
+        now: i64,
+    ) -> Result<(), DbError> {
+        let mut tx = self.write_tx().await?;
+        let mut node_ids: HashMap<&str, i64> = HashMap::new();
+        for (node, report) in reports {
+            let node_id = match node_ids.get(node) {
+                Some(id) => *id,
+                None => {
+                    let id = node_id(&mut tx, node).await?;
+                    node_ids.insert(node, id);
+                    id
+                }
+            };
+            match report {
+                AgentReport::Inventory(inventory) => {
+                    replace_inventory(&mut tx, node_id, inventory, now).await?
+                }
+                AgentReport::Delta(delta) => apply_delta(&mut tx, node_id, delta, now).await?,
+                AgentReport::Metrics { metrics, vm_loads } => {
+                    record_metrics(&mut tx, node_id, metrics, *vm_loads, now).await?
+                }
+            }
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Replaces everything stored about a node with its full inventory.
     pub async fn replace_inventory(
         &self,
@@ -472,26 +608,8 @@ impl Db {
         inventory: &Inventory,
         now: i64,
     ) -> Result<(), DbError> {
-        let mut tx = self.write_tx().await?;
-        let node_id = node_id(&mut tx, node).await?;
-        let keep: Vec<i64> = inventory.vms.iter().map(|vm| i64::from(vm.vmid)).collect();
-        let stored: Vec<i64> = sqlx::query("SELECT vmid FROM vms WHERE node_id = $1")
-            .bind(node_id)
-            .fetch_all(&mut *tx)
-            .await?
-            .iter()
-            .map(|row| row.try_get("vmid"))
-            .collect::<Result<_, _>>()?;
-        for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
-            remove_vm(&mut tx, node_id, vmid).await?;
-        }
-        for vm in &inventory.vms {
-            upsert_vm(&mut tx, node_id, vm, now).await?;
-        }
-        replace_storages(&mut tx, node_id, &inventory.storages, now).await?;
-        replace_isos(&mut tx, node_id, &inventory.isos).await?;
-        tx.commit().await?;
-        Ok(())
+        self.record_reports(&[(node, AgentReport::Inventory(inventory))], now)
+            .await
     }
 
     /// Applies what changed on a node.
@@ -501,22 +619,8 @@ impl Db {
         delta: &InventoryDelta,
         now: i64,
     ) -> Result<(), DbError> {
-        let mut tx = self.write_tx().await?;
-        let node_id = node_id(&mut tx, node).await?;
-        for vm in &delta.upserted {
-            upsert_vm(&mut tx, node_id, vm, now).await?;
-        }
-        for vmid in &delta.removed {
-            remove_vm(&mut tx, node_id, i64::from(*vmid)).await?;
-        }
-        if let Some(storages) = &delta.storages {
-            replace_storages(&mut tx, node_id, storages, now).await?;
-        }
-        if let Some(isos) = &delta.isos {
-            replace_isos(&mut tx, node_id, isos).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        self.record_reports(&[(node, AgentReport::Delta(delta))], now)
+            .await
     }
 
     /// Records a node's load and its VMs' load.
@@ -526,43 +630,11 @@ impl Db {
         metrics: &NodeMetrics,
         now: i64,
     ) -> Result<(), DbError> {
-        let mut tx = self.write_tx().await?;
-        let node_id = node_id(&mut tx, node).await?;
-        sqlx::query(
-            "INSERT INTO node_metrics (node_id, cpu, cpu_count, memory_total_bytes, memory_used_bytes, load1, load5, load15, uptime_secs, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
-             ON CONFLICT (node_id) DO UPDATE SET cpu = excluded.cpu, cpu_count = excluded.cpu_count, \
-             memory_total_bytes = excluded.memory_total_bytes, memory_used_bytes = excluded.memory_used_bytes, \
-             load1 = excluded.load1, load5 = excluded.load5, load15 = excluded.load15, \
-             uptime_secs = excluded.uptime_secs, updated_at = excluded.updated_at",
-        )
-        .bind(node_id)
-        .bind(metrics.cpu)
-        .bind(i64::from(metrics.cpu_count))
-        .bind(metrics.memory_total_bytes as i64)
-        .bind(metrics.memory_used_bytes as i64)
-        .bind(metrics.load_average[0])
-        .bind(metrics.load_average[1])
-        .bind(metrics.load_average[2])
-        .bind(metrics.uptime_secs as i64)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        for load in &metrics.vms {
-            sqlx::query("UPDATE vms SET cpu = $1, mem_bytes = $2, uptime_secs = $3 WHERE vmid = $4 AND node_id = $5")
-                .bind(load.cpu)
-                .bind(load.mem_bytes as i64)
-                .bind(load.uptime_secs as i64)
-                .bind(i64::from(load.vmid))
-                .bind(node_id)
-                .execute(&mut *tx)
-                .await?;
-        }
-        if !metrics.storages.is_empty() {
-            replace_storages(&mut tx, node_id, &metrics.storages, now).await?;
-        }
-        tx.commit().await?;
-        Ok(())
+        let report = AgentReport::Metrics {
+            metrics,
+            vm_loads: true,
+        };
+        self.record_reports(&[(node, report)], now).await
     }
 
     /// Every stored VM, by VMID.

@@ -199,13 +199,20 @@ impl Db {
         Ok(())
     }
 
-    /// Notes a heartbeat.
-    pub async fn touch_node(&self, name: &str, now: i64) -> Result<(), DbError> {
-        sqlx::query("UPDATE nodes SET last_seen_at = $1 WHERE name = $2")
-            .bind(now)
-            .bind(name)
-            .execute(self.pool())
-            .await?;
+    /// Records when each node was last seen, in one transaction.
+    pub async fn touch_nodes(
+        &self,
+        seen: &std::collections::HashMap<String, i64>,
+    ) -> Result<(), DbError> {
+        let mut tx = self.write_tx().await?;
+        for (name, at) in seen {
+            sqlx::query("UPDATE nodes SET last_seen_at = $1 WHERE name = $2")
+                .bind(*at)
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
         Ok(())
     }
 
