@@ -15,6 +15,7 @@ use proxlab_agent::enroll::{EnrollParams, enroll};
 use proxlab_agent::identity::Identity;
 use proxlab_agent::link::backoff::Backoff;
 use proxlab_agent::link::connect::{client_endpoint, dial};
+use proxlab_agent::link::control::{EventWriter, heartbeat as heartbeat_event, say_hello};
 use proxlab_agent::paths::StateDir;
 use proxlab_link::{read_frame, write_frame};
 use proxlab_protocol::idle::IdlePolicies;
@@ -23,8 +24,7 @@ use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME
 use proxlab_protocol::requests::{Ping, Pong};
 use proxlab_protocol::vm_ops::{Done, Resync};
 use proxlab_protocol::{
-    ErrorKind, Event, EventFrame, Hello, PROTOCOL_VERSION, RemoteError, Request, RequestFrame,
-    ResponseFrame, Welcome,
+    ErrorKind, Event, Hello, PROTOCOL_VERSION, RemoteError, Request, RequestFrame, ResponseFrame,
 };
 use rand::Rng;
 use tokio::sync::{Notify, mpsc};
@@ -275,17 +275,7 @@ impl Agent {
                 IdlePolicies::KIND.into(),
             ],
         };
-        let opened = async {
-            let (mut send, mut recv) = connection.open_bi().await.map_err(|e| e.to_string())?;
-            write_frame(&mut send, &hello, MAX_FRAME_LEN)
-                .await
-                .map_err(|e| e.to_string())?;
-            let welcome: Welcome = read_frame(&mut recv, MAX_FRAME_LEN, FRAME_READ_TIMEOUT)
-                .await
-                .map_err(|e| e.to_string())?;
-            Ok::<_, String>((send, recv, welcome))
-        };
-        let (send, _recv, welcome) = match opened.await {
+        let (send, _recv, welcome) = match say_hello(&connection, &hello).await {
             Ok(parts) => parts,
             Err(err) => {
                 counters.failed_dials.fetch_add(1, Ordering::Relaxed);
@@ -322,8 +312,7 @@ impl Agent {
         let rates = self.shared.rates;
         let vms = self.vms.vm_count().max(1) as u32;
         let mut writer = Writer {
-            send,
-            seq: 0,
+            events: EventWriter::new(send),
             shared: &self.shared,
         };
         if let Err(err) = writer
@@ -344,7 +333,7 @@ impl Agent {
             tokio::time::Instant::now() + exponential(rates.address_change_every / vms);
         loop {
             let event = tokio::select! {
-                _ = heartbeat.tick() => Event::Heartbeat { unix_ms: unix_ms() },
+                _ = heartbeat.tick() => heartbeat_event(),
                 _ = metrics.tick() => Event::Metrics {
                     metrics: self.vms.metrics(self.started.elapsed().as_secs()),
                 },
@@ -391,29 +380,15 @@ fn changed(vm: VmInfo) -> Event {
     }
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|elapsed| elapsed.as_millis() as u64)
-        .unwrap_or_default()
-}
-
+/// The agent's event writer, counting what it sends.
 struct Writer<'a> {
-    send: quinn::SendStream,
-    seq: u64,
+    events: EventWriter,
     shared: &'a Shared,
 }
 
 impl Writer<'_> {
     async fn send(&mut self, event: Event) -> Result<(), String> {
-        self.seq += 1;
-        let frame = EventFrame {
-            seq: self.seq,
-            event,
-        };
-        write_frame(&mut self.send, &frame, MAX_FRAME_LEN)
-            .await
-            .map_err(|err| err.to_string())?;
+        self.events.send(event).await?;
         self.shared
             .counters
             .events_sent

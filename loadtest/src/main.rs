@@ -159,6 +159,7 @@ async fn run(cli: &Cli, work: &std::path::Path, postgres: Option<&str>) -> Resul
 
     eprintln!("measuring {:?} of steady state", cli.steady);
     let before = measure::read_process(hub.pid())?;
+    let postgres_before = measure::cpu_of_processes_named("postgres");
     let db_before = measure::read_db(&site.database_url, &site.data_dir).await?;
     let events_before = shared.counters.events_sent.load(Ordering::Relaxed);
     let until = Instant::now() + cli.steady;
@@ -174,12 +175,16 @@ async fn run(cli: &Cli, work: &std::path::Path, postgres: Option<&str>) -> Resul
     probe_until(until, &orders, &student_vmids, cli.agents, vms).await;
     api.await?;
     let after = measure::read_process(hub.pid())?;
+    let postgres_cpu = postgres
+        .is_some()
+        .then(|| measure::cpu_of_processes_named("postgres").saturating_sub(postgres_before));
     let db_after = measure::read_db(&site.database_url, &site.data_dir).await?;
     let events = shared.counters.events_sent.load(Ordering::Relaxed) - events_before;
     report.steady(
         cli.steady,
         &before,
         &after,
+        postgres_cpu,
         &db_before,
         &db_after,
         events,

@@ -50,6 +50,24 @@ pub fn read_process(pid: u32) -> Result<ProcessReading> {
     })
 }
 
+/// CPU time of every process named `name` on this machine (a local PostgreSQL server's
+/// backends, say), summed.
+pub fn cpu_of_processes_named(name: &str) -> Duration {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Duration::ZERO;
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| entry.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|comm| comm.trim_end() == name)
+        })
+        .filter_map(|pid| read_process(pid).ok())
+        .map(|reading| reading.cpu)
+        .sum()
+}
+
 /// The number after `key` on its line (`VmRSS:   1234 kB`).
 fn field_value(text: &str, key: &str) -> Option<u64> {
     text.lines()

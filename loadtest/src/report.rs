@@ -133,6 +133,7 @@ impl Report {
         window: Duration,
         before: &ProcessReading,
         after: &ProcessReading,
+        postgres_cpu: Option<Duration>,
         db_before: &DbReading,
         db_after: &DbReading,
         events: usize,
@@ -148,6 +149,15 @@ impl Report {
             format!("{:.0} per second", events as f64 / secs),
         );
         self.row("hub CPU, steady", format!("{cpu:.2} cores"));
+        if let Some(postgres_cpu) = postgres_cpu {
+            self.row(
+                "PostgreSQL CPU, steady",
+                format!(
+                    "{:.2} cores (every local postgres process)",
+                    postgres_cpu.as_secs_f64() / secs
+                ),
+            );
+        }
         self.row("hub RSS, steady", mib(after.rss_bytes));
         let count = sse.len();
         self.row(
@@ -191,7 +201,7 @@ impl Report {
         self.row(
             "hub restart: all back",
             format!(
-                "{:.1} s, {failed_dials} failed dials, RSS after {}",
+                "{:.1} s after it started, {failed_dials} dials refused meanwhile (most while it was stopping), RSS after {}",
                 elapsed.as_secs_f64(),
                 mib(hub.rss_bytes)
             ),

@@ -3,6 +3,7 @@
 
 pub mod backoff;
 pub mod connect;
+pub mod control;
 mod events;
 mod session;
 

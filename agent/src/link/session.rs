@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use proxlab_link::{read_frame, write_frame};
-use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME_LEN};
-use proxlab_protocol::{CloseCode, Hello, PROTOCOL_VERSION, Welcome};
+use proxlab_protocol::limits::HEARTBEAT_INTERVAL;
+use proxlab_protocol::{CloseCode, Hello, PROTOCOL_VERSION};
 
 use super::connect::{DialError, client_endpoint, dial, resolve};
 use std::sync::Arc;
@@ -93,17 +92,7 @@ pub(super) async fn run_once(
         node_name: node.to_owned(),
         capabilities: handlers::capabilities().map(str::to_owned).collect(),
     };
-    let welcome = async {
-        let (mut send, mut recv) = connection.open_bi().await.map_err(|err| err.to_string())?;
-        write_frame(&mut send, &hello, MAX_FRAME_LEN)
-            .await
-            .map_err(|err| err.to_string())?;
-        let welcome: Welcome = read_frame(&mut recv, MAX_FRAME_LEN, FRAME_READ_TIMEOUT)
-            .await
-            .map_err(|err| err.to_string())?;
-        Ok::<_, String>((send, recv, welcome))
-    };
-    let (send, _recv, welcome) = match welcome.await {
+    let (send, _recv, welcome) = match super::control::say_hello(&connection, &hello).await {
         Ok(parts) => parts,
         Err(reason) => return ended(&connection, reason),
     };

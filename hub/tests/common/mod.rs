@@ -20,12 +20,11 @@ use std::time::Duration;
 
 use proxlab_agent::identity::Identity;
 use proxlab_agent::link::connect::{client_endpoint, dial};
+use proxlab_agent::link::control::say_hello;
 use proxlab_agent::paths::StateDir;
 use proxlab_hub::Hub;
 use proxlab_hub::config::HubConfig;
 use proxlab_hub::domain::tokens::{IssuedToken, create_join_token};
-use proxlab_link::{read_frame, write_frame};
-use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::{Hello, PROTOCOL_VERSION, ProtocolVersion, Welcome};
 use tempfile::TempDir;
 use tokio::process::{Child, Command};
@@ -328,20 +327,13 @@ impl RawAgent {
         node: &str,
         protocol: ProtocolVersion,
     ) -> Result<(quinn::SendStream, quinn::RecvStream, Welcome), String> {
-        let (mut send, mut recv) = self.connection.open_bi().await.map_err(|e| e.to_string())?;
         let hello = Hello {
             protocol,
             agent_version: "test".into(),
             node_name: node.into(),
             capabilities: vec![],
         };
-        write_frame(&mut send, &hello, MAX_FRAME_LEN)
-            .await
-            .map_err(|e| e.to_string())?;
-        let welcome: Welcome = read_frame(&mut recv, MAX_FRAME_LEN, FRAME_READ_TIMEOUT)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok((send, recv, welcome))
+        say_hello(&self.connection, &hello).await
     }
 
     pub async fn hello_current(

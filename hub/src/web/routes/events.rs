@@ -1,5 +1,6 @@
 //! Live updates over Server-Sent Events (`GET /api/v1/events`). Each connection gets its own
-//! feed task, which turns the hub's change announcements into events this viewer may see:
+//! feed task, which passes on what of each change (read and rendered once for every stream,
+//! see [`crate::web::live`]) this viewer may see:
 //!
 //! - `vm`: a VM's current view (the same object as `GET /api/v1/vms/{id}`);
 //! - `vm-removed`: `{"vmid": N}` for a VM that no longer exists or is no longer visible;
@@ -10,7 +11,8 @@
 //!
 //! A feed checks every few seconds that what it was opened with still holds: a logout, an
 //! expired or idle session, a revoked token or a disabled account ends it, and a changed role
-//! changes what it sends from then on.
+//! changes what it sends from then on. At the same check it reads again which VMs the viewer
+//! holds (sending `assigned` for new ones) and which classes they own.
 //!
 //! A page is drawn before its stream connects, and a stream can drop and reconnect: what
 //! changed in between reaches no stream. So once a page's stream is connected, it asks
