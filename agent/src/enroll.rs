@@ -8,7 +8,7 @@ use proxlab_link::tls::{PinOutcome, enroll_client_config};
 use proxlab_link::{read_frame, write_frame};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_ENROLL_FRAME_LEN, MAX_FRAME_LEN};
 use proxlab_protocol::names::validate_node_name;
-use proxlab_protocol::{EnrollRequest, EnrollResponse, ResponseFrame};
+use proxlab_protocol::{ClusterIdentity, EnrollRequest, EnrollResponse, ResponseFrame};
 
 use crate::identity::{Enrollment, Identity};
 use crate::link::connect::{client_endpoint, dial, resolve};
@@ -24,6 +24,8 @@ pub struct EnrollParams {
     pub token: String,
     pub ca_pin: Fingerprint,
     pub node_name: String,
+    /// The node's Proxmox cluster, for the hub to group it with its peers.
+    pub cluster: Option<ClusterIdentity>,
     /// Replace an existing enrollment in the state directory.
     pub force: bool,
 }
@@ -98,6 +100,7 @@ async fn exchange(params: &EnrollParams, csr_pem: &str) -> Result<EnrollResponse
         node_name: params.node_name.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         csr_pem: csr_pem.to_owned(),
+        cluster: params.cluster.clone(),
     };
     let (mut send, mut recv) = connection
         .open_bi()

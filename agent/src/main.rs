@@ -46,7 +46,9 @@ enum Command {
         /// The hub CA's fingerprint, sha256:HEX, as printed with the token.
         #[arg(long)]
         ca_pin: Fingerprint,
-        /// This node's name; default: the short hostname.
+        /// The node's name on the hub; default: its Proxmox name (`[pve] node`, else the
+        /// name in /etc/pve/.members, else the short hostname). Give another when two
+        /// clusters on one hub both have a node of this name.
         #[arg(long)]
         node_name: Option<String>,
         /// Replace an existing enrollment.
@@ -111,11 +113,6 @@ fn init_logging() {
         .init();
 }
 
-fn short_hostname() -> String {
-    let name = sysinfo::System::host_name().unwrap_or_default();
-    name.split('.').next().unwrap_or_default().to_owned()
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -155,11 +152,14 @@ async fn run(cli: Cli) -> Result<()> {
             node_name,
             force,
         } => {
+            // The hub names the node as Proxmox does, unless told otherwise (two clusters
+            // on one hub may both have a `pve1`).
             let params = EnrollParams {
                 hub,
                 token,
                 ca_pin,
-                node_name: node_name.unwrap_or_else(short_hostname),
+                node_name: node_name.unwrap_or_else(|| config.pve.node_name()),
+                cluster: Some(config.pve.cluster()),
                 force,
             };
             let enrollment = enroll(&state_dir, &params).await?;
@@ -176,10 +176,7 @@ async fn run(cli: Cli) -> Result<()> {
                 .hub
                 .clone()
                 .unwrap_or_else(|| identity.enrollment.hub.clone());
-            let mut pve = config.pve.clone();
-            pve.node
-                .get_or_insert_with(|| identity.enrollment.node_name.clone());
-            let node = Arc::new(Node::new(pve));
+            let node = Arc::new(Node::new(config.pve.clone()));
             tracing::info!(node = %node.name, %hub, "starting");
             let plugins = start_plugins(&config, &node, &state_dir).await?;
             let collector = Collector::start(node.clone()).await;

@@ -90,6 +90,10 @@ enum Command {
         /// machine's address when Debian's openssh-server is installed).
         #[arg(long)]
         no_ssh: bool,
+        /// How many simulated Proxmox clusters: 2 adds a second, one-node cluster whose node
+        /// is called pve1 in Proxmox like the first's (on the hub: pve1-lab-b).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
+        clusters: u8,
     },
     /// Assign VMs to users.
     Vm {
@@ -247,6 +251,7 @@ async fn run(cli: Cli) -> Result<()> {
             tls,
             qemu,
             no_ssh,
+            clusters,
         } => {
             let dir = cli
                 .data_dir
@@ -259,6 +264,7 @@ async fn run(cli: Cli) -> Result<()> {
                 tls,
                 qemu,
                 ssh: !no_ssh,
+                clusters,
             })
             .await
         }
@@ -409,6 +415,7 @@ struct TokenView {
 #[derive(Serialize)]
 struct NodeView {
     name: String,
+    cluster: Option<String>,
     state: &'static str,
     last_seen: Option<String>,
     agent_version: Option<String>,
@@ -428,6 +435,7 @@ async fn list_nodes(config: &HubConfig, json: bool) -> Result<()> {
                 (None, false) => "offline",
             },
             name: row.name,
+            cluster: row.cluster.map(|cluster| cluster.name),
             last_seen: row.last_seen_at.map(format_time),
             agent_version: row.agent_version,
             remote_addr: row.remote_addr,
@@ -438,13 +446,14 @@ async fn list_nodes(config: &HubConfig, json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:<20}  {:<8}  {:<20}  {:<10}  REMOTE",
-        "NAME", "STATE", "LAST SEEN", "VERSION"
+        "{:<20}  {:<20}  {:<8}  {:<20}  {:<10}  REMOTE",
+        "NAME", "CLUSTER", "STATE", "LAST SEEN", "VERSION"
     );
     for node in nodes {
         println!(
-            "{:<20}  {:<8}  {:<20}  {:<10}  {}",
+            "{:<20}  {:<20}  {:<8}  {:<20}  {:<10}  {}",
             node.name,
+            node.cluster.as_deref().unwrap_or("-"),
             node.state,
             node.last_seen.as_deref().unwrap_or("never"),
             node.agent_version.as_deref().unwrap_or("-"),

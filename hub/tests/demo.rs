@@ -1,5 +1,6 @@
 //! The demo command as a person runs it: one process that brings up a simulated two-node
-//! cluster, two real agents and the hub, and stops cleanly on Ctrl-C.
+//! cluster (and, asked for, a second cluster), a real agent per node and the hub, and stops
+//! cleanly on Ctrl-C.
 
 mod common;
 
@@ -20,7 +21,7 @@ async fn demo_runs_and_reuses_its_data() {
         )
     };
     let (quic, http) = port();
-    let demo = DemoProcess::start_on(dir.path(), &http, &quic).await;
+    let demo = DemoProcess::start_two_clusters(dir.path(), &http, &quic).await;
     let roles: Vec<(&str, &str)> = demo
         .file
         .users
@@ -38,13 +39,44 @@ async fn demo_runs_and_reuses_its_data() {
     );
     let admin = WebClient::with_token(&demo.file.url, &demo.user("admin").api_token);
     let nodes = admin.json("/api/v1/nodes").await;
-    let online: Vec<bool> = nodes["nodes"]
+    let nodes: Vec<(&str, &str, bool)> = nodes["nodes"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|node| node["online"].as_bool().unwrap())
+        .map(|node| {
+            (
+                node["name"].as_str().unwrap(),
+                node["cluster"].as_str().unwrap_or("-"),
+                node["online"].as_bool().unwrap(),
+            )
+        })
         .collect();
-    assert_eq!(online, [true, true]);
+    assert_eq!(
+        nodes,
+        [
+            ("pve1", "sim", true),
+            ("pve1-lab-b", "lab-b", true),
+            ("pve2", "sim", true)
+        ]
+    );
+    // The second cluster's VMs are the admin's to see, on its node (once its agent's first
+    // inventory is in).
+    let mut events = EventStream::open(&admin, "/api/v1/events").await;
+    if admin.get("/api/v1/vms/301").await.status() == StatusCode::NOT_FOUND {
+        events
+            .until(
+                "VM 301 in the inventory",
+                |_, _| {},
+                |name, data| name == "vm" && data["vmid"] == 301,
+            )
+            .await;
+    }
+    let web = admin.json("/api/v1/vms/301").await;
+    assert_eq!(
+        (&web["name"], &web["node"]),
+        (&"b-web".into(), &"pve1-lab-b".into()),
+        "{web}"
+    );
     let templates = admin.json("/api/v1/templates").await;
     assert_eq!(templates["templates"][0]["name"], "debian-12-lab");
     let alice = WebClient::login(&demo.file.url, "alice", demo.password("alice")).await;
@@ -85,7 +117,7 @@ async fn demo_runs_and_reuses_its_data() {
     assert!(demo.stop().await, "the demo stops cleanly on Ctrl-C");
 
     // A second run reuses the cluster, the accounts and the enrollments.
-    let again = DemoProcess::start_on(dir.path(), &http, &quic).await;
+    let again = DemoProcess::start_two_clusters(dir.path(), &http, &quic).await;
     assert_eq!(again.password("alice"), first_password);
     let alice = WebClient::anonymous(&again.file.url);
     assert_eq!(

@@ -1,6 +1,7 @@
-//! A database made by the previous release (the schema before template versions, with a
-//! class in it) is migrated by this one without loss: on SQLite always, and on PostgreSQL
-//! when `PROXLAB_TEST_PG` holds a server URL.
+//! A database made by an earlier release (the schema before template versions, with a class
+//! and enrolled nodes in it) is migrated by this one without loss: on SQLite always, and on
+//! PostgreSQL when `PROXLAB_TEST_PG` holds a server URL. Its nodes belong to no cluster
+//! until their agents report one.
 
 mod common;
 
@@ -10,6 +11,7 @@ use common::pg::{self, PgDatabase};
 use proxlab_hub::db::Db;
 use proxlab_hub::db::states::{ClassVmKind, JobKind, Rollout, VersionState};
 use proxlab_hub::db::versions::NewRollout;
+use proxlab_protocol::ClusterIdentity;
 
 /// The last migration of the release before template versions.
 const PREVIOUS_RELEASE: i64 = 15;
@@ -34,6 +36,8 @@ async fn previous_release_with_a_class(url: &str, postgres: bool) -> i64 {
     let pool = sqlx::AnyPool::connect(url).await.unwrap();
     migrator.run(&pool).await.unwrap();
     let statements = [
+        "INSERT INTO nodes (name, cert_fingerprint, enrolled_at, online) \
+         VALUES ('pve1', 'sha256:aa', 1, 0), ('pve2', 'sha256:bb', 1, 0)",
         "INSERT INTO users (username, role, password_hash, created_at) \
          VALUES ('tina', 'teacher', 'x', 1)",
         "INSERT INTO classes (name, template_vmid, seats, state, created_by, created_at) \
@@ -54,6 +58,20 @@ async fn previous_release_with_a_class(url: &str, postgres: bool) -> i64 {
 }
 
 async fn check_migrated(db: &Db, class_id: i64) {
+    let nodes = db.list_nodes().await.unwrap();
+    assert_eq!(nodes.len(), 2, "every node kept");
+    assert!(nodes.iter().all(|node| node.cluster.is_none()), "{nodes:?}");
+    let lab = ClusterIdentity {
+        name: "lab".into(),
+        ca_fingerprint: "sha256:cc".into(),
+    };
+    let first = db.note_node_cluster("pve1", &lab, 5).await.unwrap();
+    let second = db.note_node_cluster("pve2", &lab, 6).await.unwrap();
+    assert_eq!(first.id, second.id, "one cluster, two nodes");
+    let pve2 = db.node_by_name("pve2").await.unwrap().unwrap();
+    assert_eq!(pve2.cluster, Some(first));
+    assert_eq!(pve2.cert_fingerprint, "sha256:bb");
+
     let class = db.class(class_id).await.unwrap().unwrap();
     assert_eq!(class.current_version, Some(1));
     assert_eq!(class.keep_versions, 3);

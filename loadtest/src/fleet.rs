@@ -24,7 +24,8 @@ use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, HEARTBEAT_INTERVAL, MAX_FRAME
 use proxlab_protocol::requests::{Ping, Pong};
 use proxlab_protocol::vm_ops::{Done, Resync};
 use proxlab_protocol::{
-    ErrorKind, Event, Hello, PROTOCOL_VERSION, RemoteError, Request, RequestFrame, ResponseFrame,
+    ClusterIdentity, ErrorKind, Event, Hello, PROTOCOL_VERSION, RemoteError, Request, RequestFrame,
+    ResponseFrame,
 };
 use rand::Rng;
 use tokio::sync::{Notify, mpsc};
@@ -140,6 +141,7 @@ pub async fn enroll_all(
             token: token.secret,
             ca_pin,
             node_name: token.node.clone(),
+            cluster: Some(load_cluster()),
             force: false,
         };
         tasks.spawn(async move {
@@ -274,6 +276,7 @@ impl Agent {
                 Resync::KIND.into(),
                 IdlePolicies::KIND.into(),
             ],
+            cluster: Some(load_cluster()),
         };
         let (send, _recv, welcome) = match say_hello(&connection, &hello).await {
             Ok(parts) => parts,
@@ -444,5 +447,13 @@ async fn answer_requests(connection: quinn::Connection, resync: Arc<Notify>, sha
             let _ = write_frame(&mut send, &answer, MAX_FRAME_LEN).await;
             let _ = send.finish();
         });
+    }
+}
+
+/// The one cluster every simulated node belongs to (their VMIDs never overlap).
+fn load_cluster() -> ClusterIdentity {
+    ClusterIdentity {
+        name: "loadtest".into(),
+        ca_fingerprint: String::new(),
     }
 }

@@ -11,6 +11,9 @@ pub struct EnrollRequest {
     pub agent_version: String,
     /// A PEM certificate signing request for the key the agent generated.
     pub csr_pem: String,
+    /// The node's Proxmox cluster (older agents do not send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::ClusterIdentity>,
 }
 
 impl std::fmt::Debug for EnrollRequest {
@@ -20,6 +23,7 @@ impl std::fmt::Debug for EnrollRequest {
             .field("token", &"<redacted>")
             .field("node_name", &self.node_name)
             .field("agent_version", &self.agent_version)
+            .field("cluster", &self.cluster)
             .finish_non_exhaustive()
     }
 }
@@ -46,6 +50,7 @@ mod tests {
             node_name: "pve1".into(),
             agent_version: "0.1.0".into(),
             csr_pem: String::new(),
+            cluster: None,
         };
         let shown = format!("{request:?}");
         assert!(!shown.contains("secret-token-value"));

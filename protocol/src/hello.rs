@@ -34,6 +34,9 @@ pub struct Hello {
     /// The request kinds this agent serves.
     #[serde(default)]
     pub capabilities: Vec<String>,
+    /// The node's Proxmox cluster (older agents do not send it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<crate::ClusterIdentity>,
 }
 
 /// The hub's answer to a compatible [`Hello`].
@@ -57,5 +60,14 @@ mod tests {
         assert!(v1_0.is_compatible_with(v1_3));
         assert!(!v1_0.is_compatible_with(v2_0));
         assert_eq!(v1_3.to_string(), "1.3");
+    }
+
+    #[test]
+    fn a_hello_without_a_cluster_still_decodes() {
+        let old =
+            r#"{"protocol":{"major":1,"minor":0},"agent_version":"0.1.0","node_name":"pve1"}"#;
+        let hello: Hello = serde_json::from_str(old).unwrap();
+        assert_eq!(hello.cluster, None);
+        assert!(hello.capabilities.is_empty());
     }
 }

@@ -44,6 +44,7 @@
 pub mod base_copy;
 pub mod clones;
 pub mod close;
+pub mod cluster;
 pub mod console;
 pub mod enroll;
 pub mod error;
@@ -62,6 +63,7 @@ pub mod tunnel;
 pub mod vm_ops;
 
 pub use close::CloseCode;
+pub use cluster::ClusterIdentity;
 pub use enroll::{EnrollRequest, EnrollResponse};
 pub use error::{ErrorKind, RemoteError};
 pub use event::{Event, EventFrame};

@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use proxlab_protocol::requests::{NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::{
-    EnrollRequest, EnrollResponse, ErrorKind, Event, EventFrame, Hello, PROTOCOL_VERSION,
-    RemoteError, RequestFrame, ResponseFrame, Welcome,
+    ClusterIdentity, EnrollRequest, EnrollResponse, ErrorKind, Event, EventFrame, Hello,
+    PROTOCOL_VERSION, RemoteError, RequestFrame, ResponseFrame, Welcome,
 };
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -48,6 +48,10 @@ fn hello() {
             agent_version: "0.1.0".into(),
             node_name: "pve1".into(),
             capabilities: vec!["ping".into(), "node-info".into()],
+            cluster: Some(ClusterIdentity {
+                name: "lab".into(),
+                ca_fingerprint: "sha256:5f1c".into(),
+            }),
         },
     );
 }
@@ -73,6 +77,7 @@ fn enroll_request() {
             node_name: "pve1".into(),
             agent_version: "0.1.0".into(),
             csr_pem: "-----BEGIN CERTIFICATE REQUEST-----\n...\n".into(),
+            cluster: Some(ClusterIdentity::standalone("pve1")),
         },
     );
 }

@@ -95,6 +95,22 @@ fn make_iso(dir: &Path, spec: &str) -> Outcome {
     Ok(())
 }
 
+/// A new cluster's root CA, as `pvecm` makes one when the first node is installed: every
+/// cluster has its own, so its fingerprint tells clusters of the same name apart.
+fn cluster_ca_pem() -> std::io::Result<String> {
+    let fail = |err: rcgen::Error| std::io::Error::other(err.to_string());
+    let key = rcgen::KeyPair::generate().map_err(fail)?;
+    let mut params = rcgen::CertificateParams::default();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "Proxmox Virtual Environment");
+    params
+        .distinguished_name
+        .push(rcgen::DnType::OrganizationName, "PVE Cluster Manager CA");
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    Ok(params.self_signed(&key).map_err(fail)?.pem())
+}
+
 pub fn run(argv: &[String]) -> Outcome {
     let mut args = Args::parse(argv)?;
     let root: PathBuf = args
@@ -119,7 +135,11 @@ pub fn run(argv: &[String]) -> Outcome {
         isos.push(spec);
     }
     let qemu = args.take("qemu");
+    let cluster_name = args.take("cluster");
     args.finish()?;
+    if let Some(name) = &cluster_name {
+        proxlab_pve::ident::validate_vm_name(name).map_err(|err| param_error("cluster", &err))?;
+    }
     for node in &nodes {
         proxlab_pve::ident::validate_vm_name(node).map_err(|err| param_error("nodes", &err))?;
     }
@@ -146,7 +166,8 @@ pub fn run(argv: &[String]) -> Outcome {
         root.join("etc/pve/datacenter.cfg"),
         format!("mac_prefix: {DEFAULT_MAC_PREFIX}\n"),
     )?;
-    let clustered = nodes.len() > 1;
+    // Several nodes are always a cluster; one node is standalone unless given a cluster.
+    let clustered = nodes.len() > 1 || cluster_name.is_some();
     let mut nodelist = BTreeMap::new();
     for (i, node) in nodes.iter().enumerate() {
         nodelist.insert(
@@ -162,7 +183,7 @@ pub fn run(argv: &[String]) -> Outcome {
         nodename: nodes[0].clone(),
         version: 1,
         cluster: clustered.then(|| ClusterInfo {
-            name: "sim".into(),
+            name: cluster_name.clone().unwrap_or_else(|| "sim".into()),
             version: 1,
             nodes: nodes.len() as u32,
             quorate: 1,
@@ -170,6 +191,7 @@ pub fn run(argv: &[String]) -> Outcome {
         nodelist: if clustered { nodelist } else { BTreeMap::new() },
     };
     std::fs::write(root.join("etc/pve/.members"), members.write())?;
+    std::fs::write(root.join("etc/pve/pve-root-ca.pem"), cluster_ca_pem()?)?;
     symlink_tools(&root)?;
     let sim = Sim {
         root: root.clone(),

@@ -91,6 +91,7 @@ pub(super) async fn run_once(
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         node_name: node.to_owned(),
         capabilities: handlers::capabilities().map(str::to_owned).collect(),
+        cluster: Some(context.node.cluster()),
     };
     let (send, _recv, welcome) = match super::control::say_hello(&connection, &hello).await {
         Ok(parts) => parts,

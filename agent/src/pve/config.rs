@@ -11,7 +11,8 @@ use serde::Deserialize;
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct PveConfig {
-    /// This node's name in the cluster; default: the short hostname.
+    /// This node's name in the cluster; default: the name `.members` gives, else the
+    /// short hostname.
     pub node: Option<String>,
     pub qm: PathBuf,
     pub pvesh: PathBuf,
@@ -53,6 +54,22 @@ impl Default for PveConfig {
 }
 
 impl PveConfig {
+    /// This node's Proxmox name: `node`, else the name in `.members`, else the short
+    /// hostname (which is what Proxmox names a node after).
+    pub fn node_name(&self) -> String {
+        self.node.clone().unwrap_or_else(|| {
+            super::cluster::member_name(&self.etc_pve).unwrap_or_else(|| {
+                let host = sysinfo::System::host_name().unwrap_or_default();
+                host.split('.').next().unwrap_or_default().to_owned()
+            })
+        })
+    }
+
+    /// The Proxmox cluster this node belongs to.
+    pub fn cluster(&self) -> proxlab_protocol::ClusterIdentity {
+        super::cluster::identity(&self.etc_pve, &self.node_name())
+    }
+
     /// A config for a pve-sim tree: its tool symlinks and directories.
     pub fn for_sim(root: &std::path::Path, node: &str) -> Self {
         Self {

@@ -3,6 +3,7 @@
 
 pub mod base_copy;
 pub mod clones;
+pub mod cluster;
 pub mod command;
 pub mod config;
 pub mod console;

@@ -39,14 +39,7 @@ pub struct Node {
 
 impl Node {
     pub fn new(config: PveConfig) -> Self {
-        let name = config.node.clone().unwrap_or_else(|| {
-            sysinfo::System::host_name()
-                .unwrap_or_default()
-                .split('.')
-                .next()
-                .unwrap_or_default()
-                .to_owned()
-        });
+        let name = config.node_name();
         let node = Self {
             config,
             name,
@@ -200,6 +193,11 @@ impl Node {
         file.sync_all()?;
         std::fs::rename(&tmp, &path)?;
         Ok(())
+    }
+
+    /// The Proxmox cluster this node belongs to.
+    pub fn cluster(&self) -> proxlab_protocol::ClusterIdentity {
+        super::cluster::identity(&self.config.etc_pve, &self.name)
     }
 
     /// The datacenter's MAC prefix.

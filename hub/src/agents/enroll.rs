@@ -6,7 +6,9 @@ use proxlab_link::pki::Fingerprint;
 use proxlab_link::{read_frame, write_frame};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_ENROLL_FRAME_LEN, MAX_FRAME_LEN};
 use proxlab_protocol::names::validate_node_name;
-use proxlab_protocol::{EnrollRequest, EnrollResponse, ErrorKind, RemoteError, ResponseFrame};
+use proxlab_protocol::{
+    ClusterIdentity, EnrollRequest, EnrollResponse, ErrorKind, RemoteError, ResponseFrame,
+};
 
 use super::context::LinkContext;
 use crate::db::nodes::EnrollOutcome;
@@ -62,6 +64,34 @@ fn token_refusal_message(refusal: SpendRefusal) -> &'static str {
     }
 }
 
+/// Why a name is taken, and what to do: another cluster's node of the same name (two
+/// clusters both have a `pve1`) needs a name of its own on the hub.
+async fn name_taken_message(
+    context: &LinkContext,
+    name: &str,
+    cluster: Option<&ClusterIdentity>,
+) -> String {
+    let holder = context.db.node_by_name(name).await.ok().flatten();
+    let holder_cluster = holder.and_then(|node| node.cluster);
+    match (cluster, holder_cluster) {
+        (Some(ours), Some(theirs))
+            if ours.name != theirs.name || ours.ca_fingerprint != theirs.ca_fingerprint =>
+        {
+            let suggestion = format!("{name}-{}", ours.name.replace(' ', "-"));
+            format!(
+                "a node named {name} of cluster {} is already enrolled; this node is in \
+                 cluster {ours}: enroll it under a name of its own, for example \
+                 --node-name {suggestion}",
+                theirs.name
+            )
+        }
+        _ => format!(
+            "a node named {name} is already enrolled; revoke it first \
+             (proxlab-hub nodes revoke {name}) or choose another --node-name"
+        ),
+    }
+}
+
 async fn enroll(
     context: &LinkContext,
     request: &EnrollRequest,
@@ -93,6 +123,14 @@ async fn enroll(
         })?;
     match outcome {
         EnrollOutcome::Enrolled => {
+            if let Some(cluster) = &request.cluster
+                && let Err(err) = context
+                    .db
+                    .note_node_cluster(name, cluster, now_unix())
+                    .await
+            {
+                tracing::error!(%err, %cluster, "cannot record the node's cluster");
+            }
             tracing::info!(node = name, agent_version = %request.agent_version, "node enrolled");
             Ok(EnrollResponse {
                 node_name: name.to_owned(),
@@ -106,10 +144,7 @@ async fn enroll(
         )),
         EnrollOutcome::NameTaken => Err(RemoteError::new(
             ErrorKind::Conflict,
-            format!(
-                "a node named {name} is already enrolled; revoke it first \
-                 (proxlab-hub nodes revoke {name}) or choose another --node-name"
-            ),
+            name_taken_message(context, name, request.cluster.as_ref()).await,
         )),
     }
 }

@@ -123,6 +123,14 @@ async fn serve_node(
     {
         tracing::error!(%err, "cannot record the node as online");
     }
+    if let Some(cluster) = &hello.cluster
+        && let Err(err) = context
+            .db
+            .note_node_cluster(&node, cluster, now_unix())
+            .await
+    {
+        tracing::error!(%err, %cluster, "cannot record the node's cluster");
+    }
     // Registered after the database write, so whoever the registry wakes sees it recorded.
     let session_id = context.registry.register(connection.clone(), info);
     tracing::info!(agent_version = %hello.agent_version, %remote, "agent online");

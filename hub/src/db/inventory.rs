@@ -306,8 +306,8 @@ async fn upsert_vm(
     node_id: i64,
     vm: &proxlab_protocol::inventory::VmInfo,
     now: i64,
-) -> Result<(), DbError> {
-    sqlx::query(
+) -> Result<bool, DbError> {
+    let stored = sqlx::query(
         "INSERT INTO vms (vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
          lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at, identity, pending) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19) \
@@ -318,7 +318,10 @@ async fn upsert_vm(
          lock_reason = excluded.lock_reason, uptime_secs = excluded.uptime_secs, cpu = excluded.cpu, \
          mem_bytes = excluded.mem_bytes, disks_json = excluded.disks_json, nics_json = excluded.nics_json, \
          ips_json = excluded.ips_json, updated_at = excluded.updated_at, identity = excluded.identity, \
-         pending = excluded.pending",
+         pending = excluded.pending \
+         WHERE (SELECT cluster_id FROM nodes WHERE id = vms.node_id) IS NULL \
+            OR (SELECT cluster_id FROM nodes WHERE id = excluded.node_id) IS NULL \
+            OR (SELECT cluster_id FROM nodes WHERE id = vms.node_id) = (SELECT cluster_id FROM nodes WHERE id = excluded.node_id)",
     )
     .bind(i64::from(vm.vmid))
     .bind(node_id)
@@ -341,9 +344,58 @@ async fn upsert_vm(
     .bind(vm.pending.join(";"))
     .execute(&mut *conn)
     .await?;
+    if stored.rows_affected() == 0 {
+        note_vmid_clash(conn, node_id, vm, now).await?;
+        return Ok(false);
+    }
     if let Some(identity) = &vm.identity {
         follow_identity(conn, vm.vmid, identity, now).await?;
     }
+    Ok(true)
+}
+
+/// Until VMs are keyed by cluster, a VMID is one VM hub-wide: another cluster's VM under a
+/// number already known keeps the first one's place instead of taking it, and is listed for
+/// the admin.
+async fn note_vmid_clash(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    vm: &proxlab_protocol::inventory::VmInfo,
+    now: i64,
+) -> Result<(), DbError> {
+    let noted = sqlx::query(
+        "INSERT INTO vmid_clashes (node_id, vmid, name, seen_at) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (node_id, vmid) DO NOTHING",
+    )
+    .bind(node_id)
+    .bind(i64::from(vm.vmid))
+    .bind(&vm.name)
+    .bind(now)
+    .execute(&mut *conn)
+    .await?;
+    if noted.rows_affected() > 0 {
+        tracing::warn!(
+            vmid = vm.vmid,
+            node_id,
+            "a VM of another cluster already has this VMID; this one is not shown \
+             (give the clusters separate VMID ranges: datacenter.cfg next-id)"
+        );
+    }
+    Ok(())
+}
+
+/// Forgets that `node_id` reported a VMID another cluster holds (the VM left, or took its
+/// place after the other one left).
+async fn forget_vmid_clash(
+    conn: &mut sqlx::AnyConnection,
+    node_id: i64,
+    vmid: u32,
+) -> Result<(), DbError> {
+    sqlx::query("DELETE FROM vmid_clashes WHERE node_id = $1 AND vmid = $2")
+        .bind(node_id)
+        .bind(i64::from(vmid))
+        .execute(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -497,6 +549,10 @@ async fn replace_inventory(
     for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
         remove_vm(conn, node_id, vmid).await?;
     }
+    sqlx::query("DELETE FROM vmid_clashes WHERE node_id = $1")
+        .bind(node_id)
+        .execute(&mut *conn)
+        .await?;
     for vm in &inventory.vms {
         upsert_vm(conn, node_id, vm, now).await?;
     }
@@ -511,10 +567,13 @@ async fn apply_delta(
     now: i64,
 ) -> Result<(), DbError> {
     for vm in &delta.upserted {
-        upsert_vm(conn, node_id, vm, now).await?;
+        if upsert_vm(conn, node_id, vm, now).await? {
+            forget_vmid_clash(conn, node_id, vm.vmid).await?;
+        }
     }
     for vmid in &delta.removed {
         remove_vm(conn, node_id, i64::from(*vmid)).await?;
+        forget_vmid_clash(conn, node_id, *vmid).await?;
     }
     if let Some(storages) = &delta.storages {
         replace_storages(conn, node_id, storages, now).await?;

@@ -1,5 +1,6 @@
 //! Enrolled nodes and their online/offline history.
 
+use proxlab_protocol::ClusterIdentity;
 use sqlx::Row;
 use sqlx::any::AnyRow;
 
@@ -19,6 +20,17 @@ pub struct NodeRow {
     pub last_seen_at: Option<i64>,
     pub agent_version: Option<String>,
     pub remote_addr: Option<String>,
+    /// The Proxmox cluster it belongs to: unknown until its agent reports it.
+    pub cluster: Option<ClusterRow>,
+}
+
+/// A Proxmox cluster (or a standalone node) that nodes belong to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterRow {
+    pub id: i64,
+    pub name: String,
+    /// `sha256:<hex>` of the cluster's root CA; empty when the node had none.
+    pub ca_fingerprint: String,
 }
 
 /// One online/offline transition.
@@ -29,8 +41,11 @@ pub struct TransitionRow {
     pub reason: String,
 }
 
-const NODE_COLUMNS: &str = "id, name, cert_fingerprint, enrolled_at, revoked_at, online, \
-     state_changed_at, last_seen_at, agent_version, remote_addr";
+/// A node's columns, from `nodes n LEFT JOIN clusters c` (see [`NODE_TABLES`]).
+const NODE_COLUMNS: &str = "n.id, n.name, n.cert_fingerprint, n.enrolled_at, n.revoked_at, n.online, \
+     n.state_changed_at, n.last_seen_at, n.agent_version, n.remote_addr, n.cluster_id, \
+     c.name AS cluster_name, c.ca_fingerprint AS cluster_ca";
+const NODE_TABLES: &str = "nodes n LEFT JOIN clusters c ON c.id = n.cluster_id";
 
 fn node_from_row(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
     Ok(NodeRow {
@@ -44,6 +59,14 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
         last_seen_at: row.try_get("last_seen_at")?,
         agent_version: row.try_get("agent_version")?,
         remote_addr: row.try_get("remote_addr")?,
+        cluster: match row.try_get::<Option<i64>, _>("cluster_id")? {
+            None => None,
+            Some(id) => Some(ClusterRow {
+                id,
+                name: row.try_get("cluster_name")?,
+                ca_fingerprint: row.try_get("cluster_ca")?,
+            }),
+        },
     })
 }
 
@@ -56,6 +79,15 @@ pub struct NodeOverview {
     pub storage_total_bytes: u64,
     pub storage_used_bytes: u64,
     pub vm_count: u64,
+    /// VMs it reported whose VMIDs a VM of another cluster holds (not shown as VMs).
+    pub vmid_clashes: Vec<VmidClash>,
+}
+
+/// A VM a node reported under a VMID that a VM of another cluster already holds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct VmidClash {
+    pub vmid: u32,
+    pub name: String,
 }
 
 /// The latest load a node reported.
@@ -81,17 +113,21 @@ pub enum EnrollOutcome {
 
 impl Db {
     pub async fn list_nodes(&self) -> Result<Vec<NodeRow>, DbError> {
-        let rows = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes ORDER BY name"))
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM {NODE_TABLES} ORDER BY n.name"
+        ))
+        .fetch_all(self.pool())
+        .await?;
         Ok(rows.iter().map(node_from_row).collect::<Result<_, _>>()?)
     }
 
     pub async fn node_by_name(&self, name: &str) -> Result<Option<NodeRow>, DbError> {
-        let row = sqlx::query(&format!("SELECT {NODE_COLUMNS} FROM nodes WHERE name = $1"))
-            .bind(name)
-            .fetch_optional(self.pool())
-            .await?;
+        let row = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS} FROM {NODE_TABLES} WHERE n.name = $1"
+        ))
+        .bind(name)
+        .fetch_optional(self.pool())
+        .await?;
         Ok(row.as_ref().map(node_from_row).transpose()?)
     }
 
@@ -159,6 +195,64 @@ impl Db {
                 .execute(self.pool())
                 .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Records which Proxmox cluster a node belongs to (as its agent reports at enrollment
+    /// and at each connection), adding the cluster when it is new. Returns the cluster's row.
+    pub async fn note_node_cluster(
+        &self,
+        node: &str,
+        cluster: &ClusterIdentity,
+        now: i64,
+    ) -> Result<ClusterRow, DbError> {
+        let mut tx = self.write_tx().await?;
+        sqlx::query(
+            "INSERT INTO clusters (name, ca_fingerprint, first_seen_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name, ca_fingerprint) DO NOTHING",
+        )
+        .bind(&cluster.name)
+        .bind(&cluster.ca_fingerprint)
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        let row = sqlx::query("SELECT id FROM clusters WHERE name = $1 AND ca_fingerprint = $2")
+            .bind(&cluster.name)
+            .bind(&cluster.ca_fingerprint)
+            .fetch_one(&mut *tx)
+            .await?;
+        let id: i64 = row.try_get("id")?;
+        let updated = sqlx::query("UPDATE nodes SET cluster_id = $1 WHERE name = $2")
+            .bind(id)
+            .bind(node)
+            .execute(&mut *tx)
+            .await?;
+        if updated.rows_affected() == 0 {
+            return Err(DbError::NotFound);
+        }
+        tx.commit().await?;
+        Ok(ClusterRow {
+            id,
+            name: cluster.name.clone(),
+            ca_fingerprint: cluster.ca_fingerprint.clone(),
+        })
+    }
+
+    /// Every cluster that has an enrolled node, by name.
+    pub async fn clusters(&self) -> Result<Vec<ClusterRow>, DbError> {
+        let rows = sqlx::query(
+            "SELECT id, name, ca_fingerprint FROM clusters WHERE id IN \
+             (SELECT cluster_id FROM nodes WHERE revoked_at IS NULL) ORDER BY name, id",
+        )
+        .fetch_all(self.pool())
+        .await?;
+        let clusters = rows.iter().map(|row| -> Result<ClusterRow, sqlx::Error> {
+            Ok(ClusterRow {
+                id: row.try_get("id")?,
+                name: row.try_get("name")?,
+                ca_fingerprint: row.try_get("ca_fingerprint")?,
+            })
+        });
+        Ok(clusters.collect::<Result<_, _>>()?)
     }
 
     /// Records a node coming online or going offline.
@@ -260,22 +354,47 @@ impl Db {
         Ok(self.overviews(Some(name)).await?.pop())
     }
 
+    /// The VMID clashes of every node, or of the one named, by node id.
+    async fn vmid_clashes(
+        &self,
+        name: Option<&str>,
+    ) -> Result<std::collections::HashMap<i64, Vec<VmidClash>>, DbError> {
+        let rows = sqlx::query(
+            "SELECT k.node_id, k.vmid, k.name FROM vmid_clashes k JOIN nodes n ON n.id = k.node_id \
+             WHERE ($1 IS NULL OR n.name = $1) ORDER BY k.vmid",
+        )
+        .bind(name)
+        .fetch_all(self.pool())
+        .await?;
+        let mut clashes: std::collections::HashMap<i64, Vec<VmidClash>> = Default::default();
+        for row in &rows {
+            clashes
+                .entry(row.try_get("node_id")?)
+                .or_default()
+                .push(VmidClash {
+                    vmid: row.try_get::<i64, _>("vmid")? as u32,
+                    name: row.try_get("name")?,
+                });
+        }
+        Ok(clashes)
+    }
+
     /// The overviews of every node, or of the one named.
     async fn overviews(&self, name: Option<&str>) -> Result<Vec<NodeOverview>, DbError> {
-        let rows = sqlx::query(
-            "SELECT n.id, n.name, n.cert_fingerprint, n.enrolled_at, n.revoked_at, n.online, \
-             n.state_changed_at, n.last_seen_at, n.agent_version, n.remote_addr, \
+        let rows = sqlx::query(&format!(
+            "SELECT {NODE_COLUMNS}, \
              m.cpu, m.cpu_count, m.memory_total_bytes, m.memory_used_bytes, m.load1, \
              m.uptime_secs, m.updated_at AS metrics_at, \
              (SELECT CAST(COALESCE(SUM(s.total_bytes), 0) AS BIGINT) FROM storages s WHERE s.node_id = n.id AND s.shared = 0) AS storage_total, \
              (SELECT CAST(COALESCE(SUM(s.used_bytes), 0) AS BIGINT) FROM storages s WHERE s.node_id = n.id AND s.shared = 0) AS storage_used, \
              (SELECT COUNT(*) FROM vms v WHERE v.node_id = n.id) AS vm_count \
-             FROM nodes n LEFT JOIN node_metrics m ON m.node_id = n.id \
-             WHERE n.revoked_at IS NULL AND ($1 IS NULL OR n.name = $1) ORDER BY n.name",
-        )
+             FROM {NODE_TABLES} LEFT JOIN node_metrics m ON m.node_id = n.id \
+             WHERE n.revoked_at IS NULL AND ($1 IS NULL OR n.name = $1) ORDER BY n.name"
+        ))
         .bind(name)
         .fetch_all(self.pool())
         .await?;
+        let mut clashes = self.vmid_clashes(name).await?;
         rows.iter()
             .map(|row| {
                 let metrics_at: Option<i64> = row.try_get("metrics_at")?;
@@ -291,8 +410,10 @@ impl Db {
                         updated_at,
                     }),
                 };
+                let node = node_from_row(row)?;
                 Ok(NodeOverview {
-                    node: node_from_row(row)?,
+                    vmid_clashes: clashes.remove(&node.id).unwrap_or_default(),
+                    node,
                     metrics,
                     storage_total_bytes: row.try_get::<i64, _>("storage_total")? as u64,
                     storage_used_bytes: row.try_get::<i64, _>("storage_used")? as u64,

@@ -7,8 +7,35 @@ use anyhow::{Context, Result, bail};
 
 use super::tools::Tools;
 
-/// The demo's nodes.
-pub const DEMO_NODES: [&str; 2] = ["pve1", "pve2"];
+/// A node of a demo cluster: its name on the hub and its name in Proxmox.
+#[derive(Debug, Clone, Copy)]
+pub struct DemoNode {
+    pub hub: &'static str,
+    pub pve: &'static str,
+}
+
+/// The first cluster's nodes.
+pub const DEMO_NODES: [DemoNode; 2] = [
+    DemoNode {
+        hub: "pve1",
+        pve: "pve1",
+    },
+    DemoNode {
+        hub: "pve2",
+        pve: "pve2",
+    },
+];
+
+/// The second cluster (`demo --clusters 2`).
+pub const SECOND_CLUSTER: &str = "lab-b";
+/// Its one node, called `pve1` in Proxmox like the first cluster's: the hub knows it by a
+/// name of its own.
+pub const SECOND_NODES: [DemoNode; 1] = [DemoNode {
+    hub: "pve1-lab-b",
+    pve: "pve1",
+}];
+/// The second cluster's VMs, numbered apart from the first cluster's.
+const SECOND_VMS: [(u32, &str); 2] = [(301, "b-web"), (302, "b-db")];
 
 /// The template `pve-sim init` creates (on shared storage, so every node can clone it).
 pub(super) const TEMPLATE_VM: u32 = 9000;
@@ -18,9 +45,11 @@ pub(super) const BOB_VM: u32 = 201;
 /// An unassigned VM that only the admin sees.
 const SERVER_VM: u32 = 202;
 
-/// The demo's directory layout.
+/// One simulated cluster of the demo, its agents' configs and logs.
 pub(super) struct DemoCluster {
     dir: PathBuf,
+    root: PathBuf,
+    pub(super) nodes: &'static [DemoNode],
 }
 
 /// An agent process; stopped with SIGTERM, like systemd does.
@@ -55,18 +84,38 @@ fn check(output: &Output, what: &str) -> Result<String> {
 }
 
 impl DemoCluster {
-    /// Creates the cluster on the first run; later runs reuse it.
+    /// Creates the first cluster on the first run; later runs reuse it.
     pub(super) fn prepare(dir: &Path, tools: &Tools, qemu: bool) -> Result<Self> {
+        Self::prepare_one(dir, "pve", &DEMO_NODES, |cluster| {
+            cluster.create(tools, qemu)
+        })
+    }
+
+    /// Creates the second cluster on the first run that asks for it; later runs reuse it.
+    pub(super) fn prepare_second(dir: &Path, tools: &Tools, qemu: bool) -> Result<Self> {
+        Self::prepare_one(dir, "pve-lab-b", &SECOND_NODES, |cluster| {
+            cluster.create_second(tools, qemu)
+        })
+    }
+
+    fn prepare_one(
+        dir: &Path,
+        root: &str,
+        nodes: &'static [DemoNode],
+        create: impl FnOnce(&Self) -> Result<()>,
+    ) -> Result<Self> {
         let cluster = Self {
             dir: dir.to_owned(),
+            root: dir.join(root),
+            nodes,
         };
         std::fs::create_dir_all(dir.join("agents"))?;
         std::fs::create_dir_all(dir.join("logs"))?;
-        if !cluster.root().join("etc/pve").exists() {
-            cluster.create(tools, qemu)?;
+        if !cluster.root.join("etc/pve").exists() {
+            create(&cluster)?;
         }
-        for node in DEMO_NODES {
-            cluster.write_agent_config(node)?;
+        for node in nodes {
+            cluster.write_agent_config(*node)?;
         }
         Ok(cluster)
     }
@@ -95,7 +144,7 @@ impl DemoCluster {
     }
 
     pub(super) fn root(&self) -> PathBuf {
-        self.dir.join("pve")
+        self.root.clone()
     }
 
     fn sim(&self, tools: &Tools, node: &str, args: &[&str]) -> Result<String> {
@@ -112,10 +161,10 @@ impl DemoCluster {
         eprintln!("Creating a simulated two-node Proxmox cluster...");
         let root = self.root();
         let root_text = root.to_str().context("the demo path is not UTF-8")?;
-        let nodes = DEMO_NODES.join(",");
+        let nodes = DEMO_NODES.map(|node| node.pve).join(",");
         self.sim(
             tools,
-            DEMO_NODES[0],
+            DEMO_NODES[0].pve,
             &[
                 "init",
                 "--root",
@@ -192,6 +241,53 @@ impl DemoCluster {
         Ok(())
     }
 
+    /// The second cluster: one node, a few VMs without a class, one of them running.
+    fn create_second(&self, tools: &Tools, qemu: bool) -> Result<()> {
+        eprintln!("Creating a second simulated Proxmox cluster ({SECOND_CLUSTER})...");
+        let root = self.root();
+        let root_text = root.to_str().context("the demo path is not UTF-8")?;
+        let node = SECOND_NODES[0].pve;
+        self.sim(
+            tools,
+            node,
+            &[
+                "init",
+                "--root",
+                root_text,
+                "--nodes",
+                node,
+                "--cluster",
+                SECOND_CLUSTER,
+                "--qemu",
+                if qemu { "on" } else { "off" },
+            ],
+        )?;
+        for (vmid, name) in SECOND_VMS {
+            let vmid = vmid.to_string();
+            self.sim(
+                tools,
+                node,
+                &[
+                    "qm",
+                    "create",
+                    &vmid,
+                    "--name",
+                    name,
+                    "--memory",
+                    "1024",
+                    "--cores",
+                    "1",
+                    "--net0",
+                    "virtio,bridge=vmbr0",
+                    "--scsi0",
+                    "local:2",
+                ],
+            )?;
+        }
+        self.sim(tools, node, &["qm", "start", &SECOND_VMS[0].0.to_string()])?;
+        Ok(())
+    }
+
     fn agent_config_path(&self, node: &str) -> PathBuf {
         self.dir.join("agents").join(format!("{node}.toml"))
     }
@@ -205,11 +301,11 @@ impl DemoCluster {
     }
 
     /// The agent config that points the real driver at this node of the simulator.
-    fn write_agent_config(&self, node: &str) -> Result<()> {
+    fn write_agent_config(&self, node: DemoNode) -> Result<()> {
         let root = self.root();
         let path = |relative: &str| toml::Value::String(root.join(relative).display().to_string());
         let mut pve = toml::Table::new();
-        pve.insert("node".into(), toml::Value::String(node.into()));
+        pve.insert("node".into(), toml::Value::String(node.pve.into()));
         for (key, relative) in [
             ("qm", "bin/qm"),
             ("pvesh", "bin/pvesh"),
@@ -227,7 +323,7 @@ impl DemoCluster {
             "PVE_SIM_ROOT".into(),
             toml::Value::String(root.display().to_string()),
         );
-        env.insert("PVE_SIM_NODE".into(), toml::Value::String(node.into()));
+        env.insert("PVE_SIM_NODE".into(), toml::Value::String(node.pve.into()));
         pve.insert("env".into(), toml::Value::Table(env));
         let mut config = toml::Table::new();
         config.insert("pve".into(), toml::Value::Table(pve));
@@ -235,7 +331,7 @@ impl DemoCluster {
         let mut tunnels = toml::Table::new();
         tunnels.insert("allow_node_addresses".into(), toml::Value::Boolean(true));
         config.insert("tunnels".into(), toml::Value::Table(tunnels));
-        std::fs::write(self.agent_config_path(node), toml::to_string(&config)?)?;
+        std::fs::write(self.agent_config_path(node.hub), toml::to_string(&config)?)?;
         Ok(())
     }
 

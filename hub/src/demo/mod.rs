@@ -1,8 +1,8 @@
 //! `proxlab-hub demo`: a complete site on one machine, for a first look.
 //!
-//! It lays out a two-node pve-sim cluster with a template (a real qcow2 disk) and a few VMs,
-//! starts the hub with SQLite, enrolls two real `proxlab-agent` processes over QUIC with join
-//! tokens, and creates demo accounts whose logins go to `<data-dir>/demo.json`. Running it
+//! It lays out a two-node pve-sim cluster with a template (a real qcow2 disk) and a few VMs
+//! (and, with `--clusters 2`, a second one-node cluster), starts the hub with SQLite, enrolls
+//! a real `proxlab-agent` process per node over QUIC with join tokens, and creates demo accounts whose logins go to `<data-dir>/demo.json`. Running it
 //! again reuses everything. Ctrl-C stops the agents, the simulated VMs and the hub.
 
 mod class;
@@ -28,7 +28,7 @@ use crate::domain::tokens::create_join_token;
 use crate::domain::viewer::Viewer;
 use crate::open_db;
 
-pub use cluster::DEMO_NODES;
+pub use cluster::{DEMO_NODES, DemoNode, SECOND_CLUSTER, SECOND_NODES};
 use cluster::{DemoCluster, RunningAgent};
 
 /// How the demo is set up.
@@ -43,6 +43,9 @@ pub struct DemoOptions {
     pub qemu: bool,
     /// Start an SSH server for alice's VM, when this machine has one.
     pub ssh: bool,
+    /// How many simulated Proxmox clusters: 1, or 2 to show a second cluster beside the
+    /// first (with a node named like one of the first's).
+    pub clusters: u8,
 }
 
 /// One demo login, as written to `demo.json`.
@@ -165,7 +168,9 @@ pub struct Demo {
     pub hub: Hub,
     pub file: DemoFile,
     agents: Vec<RunningAgent>,
-    cluster: DemoCluster,
+    /// The first cluster holds the demo's class and accounts' VMs; a second one, if asked
+    /// for, a few VMs of its own.
+    clusters: Vec<DemoCluster>,
     sshd: Option<sshd::LocalSshd>,
 }
 
@@ -176,7 +181,11 @@ impl Demo {
             .with_context(|| format!("creating {}", options.dir.display()))?;
         let dir = std::fs::canonicalize(&options.dir)?;
         let tools = tools::Tools::locate()?;
-        let cluster = DemoCluster::prepare(&dir, &tools, options.qemu)?;
+        let mut clusters = vec![DemoCluster::prepare(&dir, &tools, options.qemu)?];
+        if options.clusters >= 2 {
+            clusters.push(DemoCluster::prepare_second(&dir, &tools, options.qemu)?);
+        }
+        let cluster = &clusters[0];
         let mut config = HubConfig::new(dir.join("hub"));
         config.http_addr = options.http_addr;
         config.quic_addr = options.quic_addr;
@@ -195,7 +204,7 @@ impl Demo {
         write_demo_file(&dir, &file)?;
 
         let sshd = match options.ssh {
-            true => start_sshd(&dir, &tools, &cluster).await,
+            true => start_sshd(&dir, &tools, cluster).await,
             false => None,
         };
         file.ssh = sshd.as_ref().map(|server| DemoSsh {
@@ -211,30 +220,34 @@ impl Demo {
 
         let quic = hub.quic_addr()?;
         let mut agents = Vec::new();
-        for node in DEMO_NODES {
-            if !cluster.enrolled(node) {
-                let token = create_join_token(
-                    &hub.state.db,
-                    &hub.state.ca_pin.to_string(),
-                    &quic.to_string(),
-                    Duration::from_secs(600),
-                    Some(node),
-                )
-                .await?;
-                cluster.enroll(&tools, node, &quic.to_string(), &token.token, &token.ca_pin)?;
+        for cluster in &clusters {
+            for node in cluster.nodes.iter().map(|node| node.hub) {
+                if !cluster.enrolled(node) {
+                    let token = create_join_token(
+                        &hub.state.db,
+                        &hub.state.ca_pin.to_string(),
+                        &quic.to_string(),
+                        Duration::from_secs(600),
+                        Some(node),
+                    )
+                    .await?;
+                    cluster.enroll(&tools, node, &quic.to_string(), &token.token, &token.ca_pin)?;
+                }
+                agents.push(cluster.spawn_agent(&tools, node)?);
             }
-            agents.push(cluster.spawn_agent(&tools, node)?);
         }
-        for node in DEMO_NODES {
-            let online = hub.registry().wait_for(node, true);
-            if tokio::time::timeout(Duration::from_secs(30), online)
-                .await
-                .is_err()
-            {
-                bail!(
-                    "the agent for {node} did not come online; see {}",
-                    cluster.agent_log(node).display()
-                );
+        for cluster in &clusters {
+            for node in cluster.nodes.iter().map(|node| node.hub) {
+                let online = hub.registry().wait_for(node, true);
+                if tokio::time::timeout(Duration::from_secs(30), online)
+                    .await
+                    .is_err()
+                {
+                    bail!(
+                        "the agent for {node} did not come online; see {}",
+                        cluster.agent_log(node).display()
+                    );
+                }
             }
         }
         if let Err(err) = class::seed(&hub.state, "teacher", cluster::TEMPLATE_VM).await {
@@ -244,7 +257,7 @@ impl Demo {
             hub,
             file,
             agents,
-            cluster,
+            clusters,
             sshd,
         })
     }
@@ -275,12 +288,22 @@ impl Demo {
              set; its invite link is on its page.\n",
             class::CLASS_NAME
         ));
+        let first = &self.clusters[0];
         text.push_str(&format!(
-            "\nNodes {} run real agents against a simulated Proxmox cluster in {}.\n\
-             Logins and API tokens: {}\nPress Ctrl-C to stop.\n",
-            DEMO_NODES.join(" and "),
-            self.cluster.root().display(),
-            demo_file_path(self.cluster.dir()).display()
+            "\nNodes {} run real agents against a simulated Proxmox cluster in {}.\n",
+            DEMO_NODES.map(|node| node.hub).join(" and "),
+            first.root().display(),
+        ));
+        if let Some(second) = self.clusters.get(1) {
+            text.push_str(&format!(
+                "Node {} (pve1 of cluster {SECOND_CLUSTER}) runs against a second one in {}.\n",
+                SECOND_NODES[0].hub,
+                second.root().display(),
+            ));
+        }
+        text.push_str(&format!(
+            "Logins and API tokens: {}\nPress Ctrl-C to stop.\n",
+            demo_file_path(first.dir()).display()
         ));
         text
     }
@@ -291,7 +314,9 @@ impl Demo {
         for agent in self.agents {
             agent.stop().await;
         }
-        self.cluster.stop_vms();
+        for cluster in &self.clusters {
+            cluster.stop_vms();
+        }
         self.hub.shutdown().await;
     }
 }

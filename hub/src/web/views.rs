@@ -5,7 +5,7 @@ use proxlab_protocol::inventory::PowerState;
 use serde::Serialize;
 
 use crate::db::inventory::VmRow;
-use crate::db::nodes::NodeOverview;
+use crate::db::nodes::{NodeOverview, VmidClash};
 use crate::domain::access::{self, VmAction};
 use crate::domain::tokens::format_time;
 
@@ -267,6 +267,12 @@ impl From<&VmRow> for TemplateView {
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct NodeView {
     pub name: String,
+    /// The Proxmox cluster it belongs to (`standalone <node>` for a node in none); unknown
+    /// until its agent reports it.
+    pub cluster: Option<String>,
+    /// VMs it reported whose VMIDs a VM of another cluster already holds on the hub: they
+    /// are not listed as VMs.
+    pub vmid_clashes: Vec<VmidClash>,
     pub online: bool,
     pub agent_version: Option<String>,
     pub remote_addr: Option<String>,
@@ -303,6 +309,8 @@ impl From<&NodeOverview> for NodeView {
         let metrics = overview.metrics.as_ref();
         Self {
             name: node.name.clone(),
+            cluster: node.cluster.as_ref().map(|cluster| cluster.name.clone()),
+            vmid_clashes: overview.vmid_clashes.clone(),
             online: node.online,
             agent_version: node.agent_version.clone(),
             remote_addr: node.remote_addr.clone(),

@@ -1,4 +1,5 @@
-//! `proxlab-hub demo` as a real process: the hub, two agent processes and a pve-sim cluster.
+//! `proxlab-hub demo` as a real process: the hub, an agent process per node and pve-sim
+//! clusters.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,6 +25,19 @@ impl DemoProcess {
     /// agents enrolled with).
     pub async fn start_on(dir: &Path, http_addr: &str, quic_addr: &str) -> Self {
         Self::launch(dir, &["--http-addr", http_addr, "--quic-addr", quic_addr]).await
+    }
+
+    /// Starts the demo with a second Proxmox cluster (`--clusters 2`) on given addresses.
+    pub async fn start_two_clusters(dir: &Path, http_addr: &str, quic_addr: &str) -> Self {
+        let args = [
+            "--http-addr",
+            http_addr,
+            "--quic-addr",
+            quic_addr,
+            "--clusters",
+            "2",
+        ];
+        Self::launch(dir, &args).await
     }
 
     /// Starts the demo with its portal on HTTPS (a self-signed certificate).

@@ -153,9 +153,24 @@ impl TestHub {
 
     /// Runs `proxlab-agent enroll` as a process.
     pub async fn enroll_with(&self, node: &str, token: &str, pin: &str) -> std::process::Output {
+        let config = self.dir.path().join("agent.toml");
+        self.enroll_configured(node, token, pin, &config, &self.state_dir(node))
+            .await
+    }
+
+    /// Runs `proxlab-agent enroll` as a process with an agent config and a state directory
+    /// of the test's own.
+    pub async fn enroll_configured(
+        &self,
+        node: &str,
+        token: &str,
+        pin: &str,
+        config: &Path,
+        state_dir: &Path,
+    ) -> std::process::Output {
         Command::new(agent_bin())
             .arg("--state-dir")
-            .arg(self.state_dir(node))
+            .arg(state_dir)
             .args([
                 "enroll",
                 "--hub",
@@ -166,7 +181,7 @@ impl TestHub {
                 pin,
             ])
             .args(["--node-name", node])
-            .env("PROXLAB_AGENT_CONFIG", self.dir.path().join("agent.toml"))
+            .env("PROXLAB_AGENT_CONFIG", config)
             .env_remove("PROXLAB_STATE_DIR")
             .output()
             .await
@@ -332,6 +347,7 @@ impl RawAgent {
             agent_version: "test".into(),
             node_name: node.into(),
             capabilities: vec![],
+            cluster: None,
         };
         say_hello(&self.connection, &hello).await
     }
@@ -373,6 +389,17 @@ impl SimCluster {
 
     /// `pve-sim init` with the templates on `storage` (`shared` reaches every node).
     pub fn init_on(dir: &Path, nodes: &str, templates: &[&str], storage: &str) -> Self {
+        Self::init_cluster(dir, None, nodes, templates, storage)
+    }
+
+    /// `pve-sim init` of a cluster with a name of its own (`--cluster`).
+    pub fn init_cluster(
+        dir: &Path,
+        cluster: Option<&str>,
+        nodes: &str,
+        templates: &[&str],
+        storage: &str,
+    ) -> Self {
         let root = dir.join("pve");
         let mut command = std::process::Command::new(sim_bin());
         command.args(["init", "--root"]).arg(&root).args([
@@ -383,6 +410,9 @@ impl SimCluster {
             "--iso",
             LAB_ISO_FILE,
         ]);
+        if let Some(cluster) = cluster {
+            command.args(["--cluster", cluster]);
+        }
         for template in templates {
             command.args(["--template", template]);
         }

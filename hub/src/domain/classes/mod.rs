@@ -382,6 +382,10 @@ async fn needs_own_base(
     if node == template.node {
         return Ok(false);
     }
+    // Another cluster's storage of the same name is another storage, shared or not.
+    if other_clusters(state, node, &template.node).await? {
+        return Ok(true);
+    }
     let shared: Vec<String> = state
         .db
         .node_storages(node)
@@ -393,6 +397,14 @@ async fn needs_own_base(
     Ok(disk_storages(template)
         .iter()
         .any(|storage| !shared.contains(storage)))
+}
+
+/// Whether two nodes are known to be in different Proxmox clusters.
+async fn other_clusters(state: &HubState, one: &str, other: &str) -> Result<bool, ClassError> {
+    let cluster_of = |node: Option<crate::db::nodes::NodeRow>| node.and_then(|n| n.cluster);
+    let one = cluster_of(state.db.node_by_name(one).await?);
+    let other = cluster_of(state.db.node_by_name(other).await?);
+    Ok(matches!((one, other), (Some(one), Some(other)) if one.id != other.id))
 }
 
 /// The class bases a plan of VMs needs beyond those the class has: one on every node that
@@ -450,10 +462,11 @@ async fn plan_vms(
     Ok(plan)
 }
 
-/// The nodes that may take the class's VMs: online, and having the storages of the
-/// template's disks (the template's own node always has; another node reaches them through
-/// shared storage or gets a copy of the class base on its own storage of the same name), or,
-/// for empty VMs, having their storage.
+/// The nodes that may take the class's VMs: online, in the template's cluster (unless the
+/// class is pinned to a node), and having the storages of the template's disks (the
+/// template's own node always has; another node reaches them through shared storage or gets
+/// a copy of the class base on its own storage of the same name), or, for empty VMs, having
+/// their storage.
 async fn candidates(
     state: &HubState,
     source: &Source<'_>,
@@ -464,10 +477,20 @@ async fn candidates(
         Source::Empty(storage) => (vec![(*storage).to_owned()], None),
     };
     let overviews = state.db.node_overviews().await?;
+    let cluster_of = |name: &str| {
+        let overview = overviews.iter().find(|overview| overview.node.name == name);
+        overview.and_then(|overview| overview.node.cluster.as_ref().map(|cluster| cluster.id))
+    };
+    let home_cluster = home.and_then(cluster_of);
     let mut found = Vec::new();
     for overview in &overviews {
         let node = &overview.node.name;
         if pinned.is_some_and(|pinned| pinned != node) {
+            continue;
+        }
+        let cluster = cluster_of(node);
+        let elsewhere = matches!((home_cluster, cluster), (Some(home), Some(this)) if home != this);
+        if pinned.is_none() && elsewhere {
             continue;
         }
         let reachable = if home == Some(node.as_str()) {

@@ -1,0 +1,186 @@
+//! Nodes of two Proxmox clusters on one hub: each node's cluster as its agent reports it,
+//! node names that clash between clusters, VMIDs that clash, and placement that keeps a
+//! class inside its template's cluster.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use common::lab::{Lab, TEMPLATE};
+use common::web::WebClient;
+use common::{SimCluster, within};
+use proxlab_hub::db::users::Role;
+use serde_json::json;
+
+/// The second cluster's one node: called `pve1` in Proxmox, like the first cluster's.
+const B_NODE: &str = "pve1";
+/// Its name on the hub.
+const B_HUB_NAME: &str = "pve1-lab-b";
+/// A VM only the second cluster has.
+const B_ONLY_VM: u32 = 700;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
+    common::init_tracing();
+    let lab = Lab::start().await;
+    let hub = &lab.hub;
+    let db = hub.hub().state.db.clone();
+    let b_dir = hub.dir.path().join("cluster-b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    // Its template has the first cluster's template's VMID: both started counting at 9000.
+    let b = SimCluster::init_cluster(&b_dir, Some("lab-b"), B_NODE, &["other-tpl:64M"], "shared");
+    b.ok(
+        B_NODE,
+        "qm",
+        &["create", &B_ONLY_VM.to_string(), "--name", "b-only"],
+    );
+
+    // The first cluster's nodes were enrolled as they are: `pve-sim init` names its cluster.
+    let pve1 = db.node_by_name("pve1").await.unwrap().unwrap();
+    let a = pve1.cluster.clone().expect("pve1 reported its cluster");
+    assert_eq!(a.name, "sim");
+    assert!(a.ca_fingerprint.starts_with("sha256:"), "{a:?}");
+    let pve2 = db.node_by_name("pve2").await.unwrap().unwrap();
+    assert_eq!(pve2.cluster.as_ref().map(|c| c.id), Some(a.id));
+
+    // The second cluster's pve1 cannot take the name: the hub says why and what to do.
+    let b_config = b.agent_config(&b_dir, B_NODE);
+    let token = hub.token(Duration::from_secs(600), None).await;
+    let refused = hub
+        .enroll_configured(
+            B_NODE,
+            &token.token,
+            &token.ca_pin,
+            &b_config,
+            &b_dir.join("state"),
+        )
+        .await;
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        said.contains("of cluster sim is already enrolled")
+            && said.contains(&format!("--node-name {B_HUB_NAME}")),
+        "{said}"
+    );
+
+    // Under a name of its own it enrolls (with the same, unspent token) and connects.
+    let enrolled = hub
+        .enroll_configured(
+            B_HUB_NAME,
+            &token.token,
+            &token.ca_pin,
+            &b_config,
+            &hub.state_dir(B_HUB_NAME),
+        )
+        .await;
+    assert!(
+        enrolled.status.success(),
+        "{}",
+        String::from_utf8_lossy(&enrolled.stderr)
+    );
+    let b_cluster = db
+        .node_by_name(B_HUB_NAME)
+        .await
+        .unwrap()
+        .unwrap()
+        .cluster
+        .expect("the cluster is recorded at enrollment");
+    assert_eq!(b_cluster.name, "lab-b");
+    assert_ne!(b_cluster.id, a.id);
+
+    let mut stored = hub.hub().state.inventory_changes.subscribe();
+    let _b_agent = hub.spawn_agent_with(
+        B_HUB_NAME,
+        &b_config,
+        &[
+            ("PVE_SIM_ROOT", &b.root),
+            ("PVE_SIM_NODE", Path::new(B_NODE)),
+        ],
+    );
+    within("the second cluster's inventory", async {
+        loop {
+            let change = stored.recv().await.unwrap();
+            if change.node == B_HUB_NAME && change.vmids.contains(&B_ONLY_VM) {
+                return;
+            }
+        }
+    })
+    .await;
+    let clusters: Vec<String> = db
+        .clusters()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert_eq!(clusters, ["lab-b", "sim"]);
+
+    // Its own VM is listed under its node; the clashing VMID stays the first cluster's.
+    assert_eq!(db.vm(B_ONLY_VM).await.unwrap().unwrap().node, B_HUB_NAME);
+    let template = db.vm(TEMPLATE).await.unwrap().unwrap();
+    assert_eq!(template.node, "pve1");
+    assert_eq!(template.name, "lab-tpl");
+
+    // The admin's node list and the API show each node's cluster.
+    let admin = lab.user("ada", Role::Admin).await;
+    let overview = admin.json("/api/v1/nodes").await;
+    let node = |name: &str| {
+        overview["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|node| node["name"] == name)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(node("pve2")["cluster"], "sim", "{overview}");
+    assert_eq!(node(B_HUB_NAME)["cluster"], "lab-b", "{overview}");
+    // The VM that could not be shown is named on its node, for the admin to renumber.
+    assert_eq!(
+        node(B_HUB_NAME)["vmid_clashes"],
+        json!([{"vmid": TEMPLATE, "name": "other-tpl"}]),
+        "{overview}"
+    );
+    assert_eq!(node("pve1")["vmid_clashes"], json!([]), "{overview}");
+    let admin_browser = WebClient::login(&hub.url(), "ada", "a-long-password").await;
+    let page = admin_browser
+        .get("/admin/nodes")
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains(&format!("Not shown: VM {TEMPLATE} (other-tpl)")),
+        "{page}"
+    );
+
+    // A class of the first cluster's template stays in the first cluster, although the
+    // second has a storage of the same name (`shared`, but another cluster's).
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let (class_id, vmids) = lab.deployed_class(&teacher, "Networks", 6).await;
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    for vm in detail["vms"].as_array().unwrap() {
+        assert_ne!(vm["node"], B_HUB_NAME, "{detail}");
+    }
+    assert_eq!(vmids.len(), 7, "{detail}");
+    for vmid in vmids {
+        assert!(b.config(B_NODE, vmid).is_none(), "VM {vmid} in cluster B");
+    }
+
+    // When the clashing VM goes, so does its listing; the first cluster's VM stays.
+    let mut stored = hub.hub().state.inventory_changes.subscribe();
+    b.ok(B_NODE, "qm", &["destroy", &TEMPLATE.to_string()]);
+    within("the second cluster's template gone", async {
+        loop {
+            let change = stored.recv().await.unwrap();
+            if change.node == B_HUB_NAME && change.vmids.contains(&TEMPLATE) {
+                return;
+            }
+        }
+    })
+    .await;
+    let overview = db.node_overview(B_HUB_NAME).await.unwrap().unwrap();
+    assert_eq!(overview.vmid_clashes, []);
+    assert_eq!(db.vm(TEMPLATE).await.unwrap().unwrap().name, "lab-tpl");
+}
