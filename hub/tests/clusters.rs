@@ -168,6 +168,29 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
         assert!(b.config(B_NODE, vmid).is_none(), "VM {vmid} in cluster B");
     }
 
+    // An admin lists the VMs of one cluster; each VM names its cluster.
+    let of_cluster = |listing: &serde_json::Value| -> Vec<(u64, String)> {
+        listing["vms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|vm| {
+                let cluster = vm["cluster"].as_str().unwrap_or("-").to_owned();
+                (vm["vmid"].as_u64().unwrap(), cluster)
+            })
+            .collect()
+    };
+    let in_b = of_cluster(&admin.json("/api/v1/vms?cluster=lab-b").await);
+    assert_eq!(in_b, [(u64::from(B_ONLY_VM), "lab-b".to_owned())]);
+    let in_a = of_cluster(&admin.json("/api/v1/vms?cluster=sim").await);
+    assert_eq!(in_a.len(), 7, "{in_a:?}");
+    assert!(in_a.iter().all(|(_, cluster)| cluster == "sim"), "{in_a:?}");
+    let list_page = admin_browser.get("/vms").await.text().await.unwrap();
+    assert!(
+        list_page.contains("<select name=\"cluster\">"),
+        "{list_page}"
+    );
+
     // When the clashing VM goes, so does its listing; the first cluster's VM stays.
     let mut stored = hub.hub().state.inventory_changes.subscribe();
     b.ok(B_NODE, "qm", &["destroy", &TEMPLATE.to_string()]);

@@ -16,6 +16,8 @@ use super::{Db, DbError};
 pub struct VmRow {
     pub vmid: u32,
     pub node: String,
+    /// The Proxmox cluster of its node, once the node's agent reported it.
+    pub cluster: Option<String>,
     pub name: String,
     pub status: PowerState,
     pub template: bool,
@@ -59,6 +61,7 @@ impl VmRow {
         Self {
             vmid,
             node: "pve1".into(),
+            cluster: None,
             name: "vm".into(),
             status: PowerState::Stopped,
             template: false,
@@ -93,6 +96,8 @@ pub struct VmFilter {
     /// Only VMs this user may see: assigned to them, or in a class they own.
     pub visible_to: Option<i64>,
     pub node: Option<String>,
+    /// Only the VMs of this cluster's nodes (by cluster name).
+    pub cluster: Option<String>,
     pub status: Option<String>,
     /// A case-insensitive part of the name.
     pub name_contains: Option<String>,
@@ -161,6 +166,9 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
     if let Some(node) = &filter.node {
         add("n.name = ?", Bind::Text(node.clone()));
     }
+    if let Some(cluster) = &filter.cluster {
+        add("ck.name = ?", Bind::Text(cluster.clone()));
+    }
     if let Some(status) = &filter.status {
         add("v.status = ?", Bind::Text(status.clone()));
     }
@@ -193,12 +201,13 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
 
 /// The tables a VM listing reads.
 const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
+     LEFT JOIN clusters ck ON ck.id = n.cluster_id \
      LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id \
      LEFT JOIN class_vms cv ON cv.vmid = v.vmid LEFT JOIN classes cl ON cl.id = cv.class_id \
      LEFT JOIN vm_stop_reasons sr ON sr.vmid = v.vmid \
      LEFT JOIN class_versions cver ON cver.class_id = cl.id AND cver.number = cl.current_version";
 
-const VM_COLUMNS: &str = "v.vmid, n.name AS node, v.name, v.status, v.template, v.cores, v.sockets, \
+const VM_COLUMNS: &str = "v.vmid, n.name AS node, ck.name AS cluster, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
      v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, CASE WHEN cv.adopted = 'plain' THEN NULL ELSE cl.template_vmid END AS class_template, cl.name AS class_name, v.identity, \
      sr.reason AS stop_reason, cv.kind AS class_kind, cv.version AS class_vm_version, \
@@ -226,6 +235,7 @@ fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
     Ok(VmRow {
         vmid: row.try_get::<i64, _>("vmid")? as u32,
         node: row.try_get("node")?,
+        cluster: row.try_get("cluster")?,
         name: row.try_get("name")?,
         status: super::states::column(row, "status", parse_power_state)?,
         template: row.try_get::<i64, _>("template")? != 0,

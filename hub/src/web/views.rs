@@ -22,6 +22,9 @@ pub(crate) struct VmView {
     pub vmid: u32,
     pub name: String,
     pub node: String,
+    /// The Proxmox cluster of its node, once the node's agent reported it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Proxmox's power state: `running`, `stopped`, `paused`, `unknown`.
     pub status: PowerState,
     /// What to show: the power state, or `starting` for a running VM whose IP is not known
@@ -140,6 +143,7 @@ impl VmView {
             vmid: vm.vmid,
             name: vm.name.clone(),
             node: vm.node.clone(),
+            cluster: vm.cluster.clone(),
             status: vm.status,
             display_status,
             status_label,
@@ -186,6 +190,7 @@ impl VmView {
                 |class| format!("{class}: VM {vmid}"),
             ),
             node: "—".into(),
+            cluster: None,
             status: PowerState::Unknown,
             display_status: "preparing",
             status_label: "Being prepared…",

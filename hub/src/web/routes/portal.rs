@@ -29,6 +29,9 @@ pub(in crate::web) struct VmQuery {
     pub(in crate::web) name: String,
     #[serde(default)]
     pub(in crate::web) node: String,
+    /// A Proxmox cluster's name: only the VMs of its nodes.
+    #[serde(default)]
+    pub(in crate::web) cluster: String,
     #[serde(default)]
     pub(in crate::web) status: String,
     /// `none` for VMs outside every class, or a class's id.
@@ -102,6 +105,7 @@ impl VmQuery {
         let (in_class, class_id) = self.class_choice().unwrap_or((Some(true), Some(0)));
         VmFilter {
             node: non_empty(&self.node),
+            cluster: non_empty(&self.cluster),
             status: non_empty(&self.status),
             name_contains: non_empty(&self.name),
             template: Some(false),
@@ -116,9 +120,10 @@ impl VmQuery {
     fn at_offset(&self, offset: u32) -> String {
         use crate::web::cookies::percent_encode;
         format!(
-            "/vms?name={}&node={}&status={}&class={}&limit={}&offset={offset}",
+            "/vms?name={}&node={}&cluster={}&status={}&class={}&limit={}&offset={offset}",
             percent_encode(&self.name),
             percent_encode(&self.node),
+            percent_encode(&self.cluster),
             percent_encode(&self.status),
             percent_encode(&self.class),
             self.page().limit
@@ -167,6 +172,8 @@ struct VmsView {
     paging: Paging,
     filter: VmQuery,
     nodes: Vec<String>,
+    /// The clusters to filter by, when the hub has nodes of more than one.
+    clusters: Vec<String>,
     back: String,
     /// The VMs assigned to the viewer as the page is drawn (`1,2,3`): the live updates
     /// redraw the list when the viewer is given another.
@@ -301,6 +308,14 @@ async fn list_vms(
     } else {
         Vec::new()
     };
+    let clusters: Vec<String> = if viewer.is_admin() {
+        let names = state.db.clusters().await?.into_iter().map(|c| c.name);
+        let mut names: Vec<String> = names.collect();
+        names.dedup();
+        if names.len() > 1 { names } else { Vec::new() }
+    } else {
+        Vec::new()
+    };
     let mut views: Vec<VmView> = vms.iter().map(VmView::new).collect();
     with_time_limits(&state, viewer, &mut views).await?;
     for (vmid, class) in pending {
@@ -317,6 +332,7 @@ async fn list_vms(
         paging: Paging::new(&query, vms.len(), total),
         filter: query,
         nodes,
+        clusters,
         back: "/vms".into(),
         held: state
             .db
