@@ -168,6 +168,47 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
         assert!(b.config(B_NODE, vmid).is_none(), "VM {vmid} in cluster B");
     }
 
+    // A class pinned to the second cluster's node gets a copy of the class base there (its
+    // `shared` is not the first cluster's), and its VMs are made from that copy.
+    let (across, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Across", "template_vmid": TEMPLATE, "seats": 1, "node": B_HUB_NAME}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{across}")).await;
+    let placed: Vec<(String, String, u32)> = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|vm| {
+            (
+                vm["kind"].as_str().unwrap().to_owned(),
+                vm["node"].as_str().unwrap().to_owned(),
+                vm["vmid"].as_u64().unwrap() as u32,
+            )
+        })
+        .collect();
+    let on_b: Vec<&(String, String, u32)> = placed
+        .iter()
+        .filter(|(_, node, _)| node == B_HUB_NAME)
+        .collect();
+    let kinds: Vec<&str> = on_b.iter().map(|(kind, ..)| kind.as_str()).collect();
+    assert_eq!(kinds, ["base", "teacher", "student"], "{detail}");
+    for (kind, _, vmid) in &on_b {
+        let config = b
+            .config(B_NODE, *vmid)
+            .unwrap_or_else(|| panic!("{kind} {vmid}"));
+        if kind != "base" {
+            let base = on_b[0].2;
+            assert!(config.contains(&format!("base-{base}-disk-0")), "{config}");
+        }
+    }
+
+    let across_vms: Vec<u32> = on_b[1..].iter().map(|(_, _, vmid)| *vmid).collect();
+    lab.inventory(&across_vms, true).await;
+
     // An admin lists the VMs of one cluster; each VM names its cluster.
     let of_cluster = |listing: &serde_json::Value| -> Vec<(u64, String)> {
         listing["vms"]
@@ -181,7 +222,12 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
             .collect()
     };
     let in_b = of_cluster(&admin.json("/api/v1/vms?cluster=lab-b").await);
-    assert_eq!(in_b, [(u64::from(B_ONLY_VM), "lab-b".to_owned())]);
+    let mut expected_in_b: Vec<(u64, String)> = across_vms
+        .iter()
+        .map(|vmid| (u64::from(*vmid), "lab-b".to_owned()))
+        .collect();
+    expected_in_b.insert(0, (u64::from(B_ONLY_VM), "lab-b".to_owned()));
+    assert_eq!(in_b, expected_in_b);
     let in_a = of_cluster(&admin.json("/api/v1/vms?cluster=sim").await);
     assert_eq!(in_a.len(), 7, "{in_a:?}");
     assert!(in_a.iter().all(|(_, cluster)| cluster == "sim"), "{in_a:?}");
