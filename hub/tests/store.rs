@@ -193,16 +193,18 @@ async fn online_transitions_are_recorded_in_order() {
         db.enroll_node(&hash_secret("t"), "pve1", "fp", 1)
             .await
             .unwrap();
-        db.set_node_online(
-            "pve1",
-            true,
-            10,
-            "connected",
-            Some("0.1.0"),
-            Some("127.0.0.1:5"),
-        )
-        .await
-        .unwrap();
+        let lab = proxlab_protocol::ClusterIdentity {
+            name: "lab".into(),
+            ca_fingerprint: String::new(),
+        };
+        let connected = proxlab_hub::db::nodes::ConnectedAgent {
+            agent_version: "0.1.0",
+            remote_addr: "127.0.0.1:5",
+            cluster: Some(&lab),
+        };
+        db.set_node_online("pve1", true, 10, "connected", Some(&connected))
+            .await
+            .unwrap();
         db.touch_nodes(&[("pve1".to_owned(), 15)].into())
             .await
             .unwrap();
@@ -211,6 +213,10 @@ async fn online_transitions_are_recorded_in_order() {
         assert!(!node.online);
         assert_eq!(node.state_changed_at, Some(20));
         assert_eq!(node.agent_version.as_deref(), Some("0.1.0"));
+        assert_eq!(
+            node.cluster.map(|cluster| cluster.name).as_deref(),
+            Some("lab")
+        );
         let transitions = db.node_transitions("pve1").await.unwrap();
         let seen: Vec<(bool, i64, &str)> = transitions
             .iter()
@@ -221,7 +227,7 @@ async fn online_transitions_are_recorded_in_order() {
             vec![(true, 10, "connected"), (false, 20, "hub restarted")]
         );
         assert!(matches!(
-            db.set_node_online("ghost", true, 1, "x", None, None).await,
+            db.set_node_online("ghost", true, 1, "x", None).await,
             Err(proxlab_hub::db::DbError::NotFound)
         ));
         test_db.finish().await;

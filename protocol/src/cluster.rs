@@ -30,10 +30,75 @@ impl ClusterIdentity {
     pub fn is_standalone(&self) -> bool {
         self.name.starts_with("standalone ")
     }
+
+    /// Checks what an agent reported: a cluster name as Proxmox allows (letters, digits and
+    /// inner hyphens) or `standalone <node>`, and an empty or `sha256:<64 hex>` fingerprint.
+    pub fn validate(&self) -> Result<(), String> {
+        let label = self.name.strip_prefix("standalone ").unwrap_or(&self.name);
+        if crate::names::validate_node_name(label).is_err() {
+            return Err(format!(
+                "invalid cluster name {:?}: use 1 to 63 letters, digits and inner hyphens",
+                self.name
+            ));
+        }
+        let hex = self.ca_fingerprint.strip_prefix("sha256:");
+        let fingerprint_ok = self.ca_fingerprint.is_empty()
+            || hex.is_some_and(|hex| {
+                hex.len() == 64 && hex.chars().all(|c| matches!(c, '0'..='9' | 'a'..='f'))
+            });
+        if !fingerprint_ok {
+            return Err(format!(
+                "invalid cluster CA fingerprint {:?}: expected sha256: and 64 hex digits",
+                self.ca_fingerprint
+            ));
+        }
+        Ok(())
+    }
 }
 
 impl std::fmt::Display for ClusterIdentity {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.name)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, ca_fingerprint: &str) -> ClusterIdentity {
+        ClusterIdentity {
+            name: name.into(),
+            ca_fingerprint: ca_fingerprint.into(),
+        }
+    }
+
+    #[test]
+    fn accepts_what_proxmox_nodes_report() {
+        let hex = "0123456789abcdef".repeat(4);
+        for identity in [
+            cluster("lab-a", &format!("sha256:{hex}")),
+            cluster("lab-a", ""),
+            ClusterIdentity::standalone("pve1"),
+        ] {
+            assert_eq!(identity.validate(), Ok(()), "{identity:?}");
+        }
+    }
+
+    #[test]
+    fn refuses_everything_else() {
+        let long = "x".repeat(64);
+        for identity in [
+            cluster("", ""),
+            cluster("lab a", ""),
+            cluster("<b>lab</b>", ""),
+            cluster(&long, ""),
+            cluster("standalone ", ""),
+            cluster("lab", "sha256:XYZ"),
+            cluster("lab", &format!("sha256:{}", "A".repeat(64))),
+            cluster("lab", "md5:00"),
+        ] {
+            assert!(identity.validate().is_err(), "{identity:?} accepted");
+        }
     }
 }

@@ -98,6 +98,11 @@ async fn enroll(
 ) -> Result<EnrollResponse, RemoteError> {
     let name = request.node_name.as_str();
     validate_node_name(name).map_err(|msg| RemoteError::new(ErrorKind::BadRequest, msg))?;
+    if let Some(cluster) = &request.cluster {
+        cluster
+            .validate()
+            .map_err(|msg| RemoteError::new(ErrorKind::BadRequest, msg))?;
+    }
     // Signing is pure: if the token turns out to be bad, the certificate is simply dropped.
     let certificate_pem = context
         .ca

@@ -14,6 +14,7 @@ use tracing::Instrument;
 use super::context::LinkContext;
 use super::presence::certificate_verdict;
 use super::registry::SessionInfo;
+use crate::db::nodes::ConnectedAgent;
 use crate::db::now_unix;
 
 fn close(connection: &quinn::Connection, code: CloseCode, reason: &str) {
@@ -109,27 +110,28 @@ async fn serve_node(
         capabilities: hello.capabilities.iter().cloned().collect::<HashSet<_>>(),
         fingerprint: fingerprint.clone(),
     };
+    let cluster = hello
+        .cluster
+        .as_ref()
+        .filter(|cluster| match cluster.validate() {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(%err, "ignoring the cluster the agent reported");
+                false
+            }
+        });
+    let remote_addr = remote.to_string();
+    let connected = ConnectedAgent {
+        agent_version: &hello.agent_version,
+        remote_addr: &remote_addr,
+        cluster,
+    };
     if let Err(err) = context
         .db
-        .set_node_online(
-            &node,
-            true,
-            now_unix(),
-            "connected",
-            Some(&hello.agent_version),
-            Some(&remote.to_string()),
-        )
+        .set_node_online(&node, true, now_unix(), "connected", Some(&connected))
         .await
     {
         tracing::error!(%err, "cannot record the node as online");
-    }
-    if let Some(cluster) = &hello.cluster
-        && let Err(err) = context
-            .db
-            .note_node_cluster(&node, cluster, now_unix())
-            .await
-    {
-        tracing::error!(%err, %cluster, "cannot record the node's cluster");
     }
     // Registered after the database write, so whoever the registry wakes sees it recorded.
     let session_id = context.registry.register(connection.clone(), info);
@@ -141,7 +143,7 @@ async fn serve_node(
         tracing::info!(reason, "agent offline");
         if let Err(err) = context
             .db
-            .set_node_online(&node, false, now_unix(), reason, None, None)
+            .set_node_online(&node, false, now_unix(), reason, None)
             .await
         {
             tracing::error!(%err, "cannot record the node as offline");

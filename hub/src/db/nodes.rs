@@ -7,6 +7,15 @@ use sqlx::any::AnyRow;
 use super::tokens::SpendRefusal;
 use super::{Db, DbError};
 
+/// What a node's agent said as it connected.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnectedAgent<'a> {
+    pub agent_version: &'a str,
+    pub remote_addr: &'a str,
+    /// Its cluster, unless the agent is too old to say (or said something invalid).
+    pub cluster: Option<&'a ClusterIdentity>,
+}
+
 /// A node as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRow {
@@ -206,35 +215,9 @@ impl Db {
         now: i64,
     ) -> Result<ClusterRow, DbError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "INSERT INTO clusters (name, ca_fingerprint, first_seen_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name, ca_fingerprint) DO NOTHING",
-        )
-        .bind(&cluster.name)
-        .bind(&cluster.ca_fingerprint)
-        .bind(now)
-        .execute(&mut *tx)
-        .await?;
-        let row = sqlx::query("SELECT id FROM clusters WHERE name = $1 AND ca_fingerprint = $2")
-            .bind(&cluster.name)
-            .bind(&cluster.ca_fingerprint)
-            .fetch_one(&mut *tx)
-            .await?;
-        let id: i64 = row.try_get("id")?;
-        let updated = sqlx::query("UPDATE nodes SET cluster_id = $1 WHERE name = $2")
-            .bind(id)
-            .bind(node)
-            .execute(&mut *tx)
-            .await?;
-        if updated.rows_affected() == 0 {
-            return Err(DbError::NotFound);
-        }
+        let row = assign_cluster(&mut tx, node, cluster, now).await?;
         tx.commit().await?;
-        Ok(ClusterRow {
-            id,
-            name: cluster.name.clone(),
-            ca_fingerprint: cluster.ca_fingerprint.clone(),
-        })
+        Ok(row)
     }
 
     /// Every cluster that has an enrolled node, by name.
@@ -255,16 +238,18 @@ impl Db {
         Ok(clusters.collect::<Result<_, _>>()?)
     }
 
-    /// Records a node coming online or going offline.
+    /// Records a node coming online (with what its agent said as it connected) or going
+    /// offline.
     pub async fn set_node_online(
         &self,
         name: &str,
         online: bool,
         now: i64,
         reason: &str,
-        agent_version: Option<&str>,
-        remote_addr: Option<&str>,
+        connected: Option<&ConnectedAgent<'_>>,
     ) -> Result<(), DbError> {
+        let agent_version = connected.map(|agent| agent.agent_version);
+        let remote_addr = connected.map(|agent| agent.remote_addr);
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE nodes SET online = $1, state_changed_at = $2, last_seen_at = $2, \
@@ -289,6 +274,9 @@ impl Db {
         .bind(reason)
         .execute(&mut *tx)
         .await?;
+        if let Some(cluster) = connected.and_then(|agent| agent.cluster) {
+            assign_cluster(&mut tx, name, cluster, now).await?;
+        }
         tx.commit().await?;
         Ok(())
     }
@@ -319,7 +307,7 @@ impl Db {
             .map(|row| row.try_get("name"))
             .collect::<Result<_, _>>()?;
         for name in online {
-            self.set_node_online(&name, false, now, "hub restarted", None, None)
+            self.set_node_online(&name, false, now, "hub restarted", None)
                 .await?;
         }
         Ok(())
@@ -423,4 +411,41 @@ impl Db {
             .collect::<Result<_, sqlx::Error>>()
             .map_err(DbError::from)
     }
+}
+
+/// Adds the cluster if it is new and makes it the node's, inside `tx`.
+async fn assign_cluster(
+    tx: &mut sqlx::AnyConnection,
+    node: &str,
+    cluster: &ClusterIdentity,
+    now: i64,
+) -> Result<ClusterRow, DbError> {
+    sqlx::query(
+        "INSERT INTO clusters (name, ca_fingerprint, first_seen_at) VALUES ($1, $2, $3) \
+         ON CONFLICT (name, ca_fingerprint) DO NOTHING",
+    )
+    .bind(&cluster.name)
+    .bind(&cluster.ca_fingerprint)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let row = sqlx::query("SELECT id FROM clusters WHERE name = $1 AND ca_fingerprint = $2")
+        .bind(&cluster.name)
+        .bind(&cluster.ca_fingerprint)
+        .fetch_one(&mut *tx)
+        .await?;
+    let id: i64 = row.try_get("id")?;
+    let updated = sqlx::query("UPDATE nodes SET cluster_id = $1 WHERE name = $2")
+        .bind(id)
+        .bind(node)
+        .execute(&mut *tx)
+        .await?;
+    if updated.rows_affected() == 0 {
+        return Err(DbError::NotFound);
+    }
+    Ok(ClusterRow {
+        id,
+        name: cluster.name.clone(),
+        ca_fingerprint: cluster.ca_fingerprint.clone(),
+    })
 }
