@@ -11,7 +11,9 @@ use common::lab::{Lab, TEMPLATE};
 use common::web::WebClient;
 use common::{SimCluster, within};
 use proxlab_hub::db::users::Role;
+use proxlab_hub::inventory::InventoryChange;
 use serde_json::json;
+use tokio::sync::broadcast::Receiver;
 
 /// The second cluster's one node: called `pve1` in Proxmox, like the first cluster's.
 const B_NODE: &str = "pve1";
@@ -19,6 +21,19 @@ const B_NODE: &str = "pve1";
 const B_HUB_NAME: &str = "pve1-lab-b";
 /// A VM only the second cluster has.
 const B_ONLY_VM: u32 = 700;
+
+/// Waits until the hub stored a report of the second cluster's node about `vmid`.
+async fn b_reports(stored: &mut Receiver<InventoryChange>, vmid: u32) {
+    within(&format!("{B_HUB_NAME} reports VM {vmid}"), async {
+        loop {
+            let change = stored.recv().await.unwrap();
+            if change.node == B_HUB_NAME && change.vmids.contains(&vmid) {
+                return;
+            }
+        }
+    })
+    .await;
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
@@ -98,15 +113,7 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
             ("PVE_SIM_NODE", Path::new(B_NODE)),
         ],
     );
-    within("the second cluster's inventory", async {
-        loop {
-            let change = stored.recv().await.unwrap();
-            if change.node == B_HUB_NAME && change.vmids.contains(&B_ONLY_VM) {
-                return;
-            }
-        }
-    })
-    .await;
+    b_reports(&mut stored, B_ONLY_VM).await;
     let clusters: Vec<String> = db
         .clusters()
         .await
@@ -240,15 +247,7 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
     // When the clashing VM goes, so does its listing; the first cluster's VM stays.
     let mut stored = hub.hub().state.inventory_changes.subscribe();
     b.ok(B_NODE, "qm", &["destroy", &TEMPLATE.to_string()]);
-    within("the second cluster's template gone", async {
-        loop {
-            let change = stored.recv().await.unwrap();
-            if change.node == B_HUB_NAME && change.vmids.contains(&TEMPLATE) {
-                return;
-            }
-        }
-    })
-    .await;
+    b_reports(&mut stored, TEMPLATE).await;
     let overview = db.node_overview(B_HUB_NAME).await.unwrap().unwrap();
     assert_eq!(overview.vmid_clashes, []);
     assert_eq!(db.vm(TEMPLATE).await.unwrap().unwrap().name, "lab-tpl");

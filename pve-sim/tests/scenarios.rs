@@ -871,50 +871,30 @@ fn latency_cpu_load_and_verbose_status() {
 
 #[test]
 fn each_cluster_is_named_and_has_its_own_root_ca() {
-    let read = |dir: &std::path::Path, file: &str| {
-        std::fs::read_to_string(dir.join("root/etc/pve").join(file)).unwrap()
+    let init = |args: &[&str]| {
+        let (run, cluster) = Cluster::try_init(args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        cluster
     };
-    let init = |extra: &[&str]| {
-        let dir = tempfile::tempdir().unwrap();
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_pve-sim"))
-            .args(["init", "--root"])
-            .arg(dir.path().join("root"))
-            .args(extra)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        dir
-    };
-    let members = |dir: &std::path::Path| {
-        proxlab_pve::cluster::Members::parse(&read(dir, ".members")).unwrap()
+    let members = |cluster: &Cluster| {
+        proxlab_pve::cluster::Members::parse(&cluster.etc_pve(".members")).unwrap()
     };
 
     let standalone = init(&["--nodes", "pve1"]);
-    assert_eq!(members(standalone.path()).cluster, None);
+    assert_eq!(members(&standalone).cluster, None);
 
     let lab_b = init(&["--nodes", "pve1", "--cluster", "lab-b"]);
-    let lab_b_members = members(lab_b.path());
+    let lab_b_members = members(&lab_b);
     assert_eq!(lab_b_members.nodename, "pve1");
     assert_eq!(lab_b_members.cluster.unwrap().name, "lab-b");
 
     let default_name = init(&["--nodes", "pve1,pve2"]);
-    assert_eq!(members(default_name.path()).cluster.unwrap().name, "sim");
+    assert_eq!(members(&default_name).cluster.unwrap().name, "sim");
 
-    let ca_b = read(lab_b.path(), "pve-root-ca.pem");
+    let ca_b = lab_b.etc_pve("pve-root-ca.pem");
     assert!(ca_b.starts_with("-----BEGIN CERTIFICATE-----"), "{ca_b}");
-    assert_ne!(ca_b, read(default_name.path(), "pve-root-ca.pem"));
+    assert_ne!(ca_b, default_name.etc_pve("pve-root-ca.pem"));
 
-    let bad = tempfile::tempdir().unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_pve-sim"))
-        .args(["init", "--root"])
-        .arg(bad.path().join("root"))
-        .args(["--cluster", "lab b/../x"])
-        .output()
-        .unwrap();
-    assert!(!output.status.success());
-    assert!(String::from_utf8_lossy(&output.stderr).contains("cluster"));
+    let (refused, _) = Cluster::try_init(&["--cluster", "lab b/../x"]);
+    refused.fails_with("cluster");
 }

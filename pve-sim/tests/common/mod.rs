@@ -50,18 +50,30 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn new(nodes: &str, templates: &[&str]) -> Self {
+        let mut args = vec!["--nodes", nodes];
+        for template in templates {
+            args.extend(["--template", template]);
+        }
+        let (run, cluster) = Self::try_init(&args);
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        cluster
+    }
+
+    /// Runs `pve-sim init --root <new dir> ARGS`: how it went, and the cluster's directory.
+    pub fn try_init(args: &[&str]) -> (Run, Self) {
         let dir = tempfile::tempdir().unwrap();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_pve-sim"));
-        command
+        let output = Command::new(env!("CARGO_BIN_EXE_pve-sim"))
             .args(["init", "--root"])
             .arg(dir.path().join("root"))
-            .args(["--nodes", nodes]);
-        for template in templates {
-            command.args(["--template", template]);
-        }
-        let run = Run::from(command.output().unwrap());
-        assert_eq!(run.code, 0, "{}", run.stderr);
-        Self { dir }
+            .args(args)
+            .output()
+            .unwrap();
+        (Run::from(output), Self { dir })
+    }
+
+    /// A file of the cluster file system (`etc/pve`).
+    pub fn etc_pve(&self, file: &str) -> String {
+        std::fs::read_to_string(self.root().join("etc/pve").join(file)).unwrap()
     }
 
     pub fn root(&self) -> PathBuf {
