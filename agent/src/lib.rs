@@ -13,6 +13,7 @@ pub mod link;
 pub mod metrics;
 pub mod node_info;
 mod op_journal;
+pub mod parent;
 pub mod paths;
 pub mod plugins;
 pub mod pve;

@@ -171,6 +171,7 @@ async fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Run => {
+            proxlab_agent::parent::follow_parent()?;
             let identity = Identity::load(&state_dir)?;
             let hub = config
                 .hub

@@ -7,6 +7,7 @@ mod common;
 use common::demo::DemoProcess;
 use common::web::{EventStream, WebClient};
 use reqwest::StatusCode;
+use rustix::event::{PollFd, PollFlags};
 
 #[tokio::test]
 async fn demo_runs_and_reuses_its_data() {
@@ -203,4 +204,32 @@ async fn live_updates_reach_only_those_who_may_see_the_vm() {
     assert_eq!(stopped["status"], "stopped");
     assert_eq!(stopped["actions"], serde_json::json!(["start"]));
     assert!(demo.stop().await);
+}
+
+#[tokio::test]
+async fn a_killed_demo_takes_its_agents_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut demo = DemoProcess::start(dir.path()).await;
+    let agents = demo.agent_pids();
+    assert_eq!(agents.len(), 2, "{agents:?}");
+    // A pidfd turns readable when its process ends: opened before the kill, it cannot miss it.
+    let ends: Vec<_> = agents
+        .into_iter()
+        .map(|pid| rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap())
+        .collect();
+    // SIGKILL: the demo gets no chance to stop them itself.
+    demo.child.kill().await.unwrap();
+    let all_ended = tokio::task::spawn_blocking(move || {
+        let limit = rustix::event::Timespec {
+            tv_sec: 30,
+            tv_nsec: 0,
+        };
+        ends.iter().all(|end| {
+            let mut ready = [PollFd::new(end, PollFlags::IN)];
+            rustix::event::poll(&mut ready, Some(&limit)).unwrap() == 1
+        })
+    })
+    .await
+    .unwrap();
+    assert!(all_ended, "an agent outlived the demo");
 }

@@ -381,6 +381,12 @@ impl DemoCluster {
         let child = tokio::process::Command::from(self.agent_command(tools, node))
             .arg("run")
             .env("PROXLAB_LOG", "info")
+            // The agent ends with the demo, even when the demo is killed
+            // (proxlab_agent::parent::EXIT_WITH_PARENT_ENV).
+            .env(
+                "PROXLAB_AGENT_EXIT_WITH_PARENT",
+                std::process::id().to_string(),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .kill_on_drop(true)

@@ -124,6 +124,29 @@ impl DemoProcess {
             .unwrap()
     }
 
+    /// The agent processes serving this demo (`proxlab-agent ... run` with a state directory
+    /// inside it), found in `/proc`.
+    pub fn agent_pids(&self) -> Vec<rustix::process::Pid> {
+        let agents = self.dir.join("agents");
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        entries
+            .flatten()
+            .filter_map(|entry| {
+                let pid: i32 = entry.file_name().to_str()?.parse().ok()?;
+                let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                let args: Vec<&[u8]> = cmdline.split(|byte| *byte == 0).collect();
+                let is_agent = args.first()?.ends_with(b"proxlab-agent");
+                let ours = args
+                    .iter()
+                    .any(|arg| arg.starts_with(agents.as_os_str().as_encoded_bytes()));
+                (is_agent && ours && args.contains(&&b"run"[..]))
+                    .then(|| rustix::process::Pid::from_raw(pid))?
+            })
+            .collect()
+    }
+
     /// Ctrl-C, as a person would stop it; returns whether it exited cleanly.
     pub async fn stop(mut self) -> bool {
         let pid = self.child.id().expect("the demo is running");
@@ -145,6 +168,9 @@ impl Drop for DemoProcess {
         if std::thread::panicking() {
             super::print_agent_logs(&self.dir.join("logs"));
         }
-        super::kill_sim_vms(&self.dir.join("pve"));
+        // Every simulated cluster: `pve`, and `pve-lab-b` with `--clusters 2`.
+        for cluster in ["pve", "pve-lab-b"] {
+            super::kill_sim_vms(&self.dir.join(cluster));
+        }
     }
 }
