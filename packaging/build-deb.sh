@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Builds proxlab-agent_<version>_amd64.deb and proxlab-hub_<version>_amd64.deb from the
-# workspace into $OUT_DIR (default packaging/out), then runs lintian on them.
+# workspace into $DEB_OUT_DIR (default packaging/out), then runs lintian on them.
 #   PROXLAB_DEB_VERSION  package version (default: the workspace version)
 #   LINTIAN=skip         build without lintian (for a quick look only)
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 top=$(dirname "$here")
-out=${OUT_DIR:-$here/out}
+# Not OUT_DIR: cargo compares it with the hub's include!(env!("OUT_DIR")) and would rebuild.
+out=${DEB_OUT_DIR:-$here/out}
 target=${CARGO_TARGET_DIR:-$top/target}
 version=${PROXLAB_DEB_VERSION:-$(sed -n '/^\[workspace.package\]/,/^\[/ s/^version = "\(.*\)"/\1/p' "$top/Cargo.toml")}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$top" log -1 --format=%ct 2>/dev/null || date +%s)}

@@ -8,8 +8,8 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-OUT_DIR=$work/old PROXLAB_DEB_VERSION=0.0.1 LINTIAN=skip "$here/build-deb.sh" >/dev/null
-OUT_DIR=$work/new "$here/build-deb.sh"
+DEB_OUT_DIR=$work/old PROXLAB_DEB_VERSION=0.0.1 LINTIAN=skip "$here/build-deb.sh" >/dev/null
+DEB_OUT_DIR=$work/new "$here/build-deb.sh"
 
 root=$work/root
 mkdir -p "$root/var/lib/dpkg/info" "$root/var/lib/dpkg/updates" "$root/etc"
