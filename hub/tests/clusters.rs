@@ -1,6 +1,6 @@
 //! Nodes of two Proxmox clusters on one hub: each node's cluster as its agent reports it,
 //! node names that clash between clusters, VMIDs that clash, and placement that keeps a
-//! class inside its template's cluster.
+//! class inside one cluster.
 
 mod common;
 
@@ -251,4 +251,34 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
     let overview = db.node_overview(B_HUB_NAME).await.unwrap().unwrap();
     assert_eq!(overview.vmid_clashes, []);
     assert_eq!(db.vm(TEMPLATE).await.unwrap().unwrap().name, "lab-tpl");
+
+    // A class of empty VMs stays in one cluster too (both have a `shared` storage), and so
+    // do the VMs added to it later.
+    let empty = json!({"name": "Blank", "seats": 4, "memory_mib": 128, "disk_gib": 1,
+                       "storage": "shared"});
+    let (blank, job) = lab.create_class(&teacher, &empty).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let added: serde_json::Value = teacher
+        .api_post_json(
+            &format!("/api/v1/classes/{blank}/capacity"),
+            &json!({"add": 2}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let job = lab.job_done(&teacher, added["job"].as_u64().unwrap()).await;
+    assert_eq!(job["state"], "done", "{job}");
+    let detail = teacher.json(&format!("/api/v1/classes/{blank}")).await;
+    let vms = detail["vms"].as_array().unwrap();
+    assert!(vms.len() >= 6, "{detail}");
+    let mut clusters = std::collections::BTreeSet::new();
+    for vm in vms {
+        let node = db.node_by_name(vm["node"].as_str().unwrap()).await.unwrap();
+        clusters.insert(
+            node.and_then(|node| node.cluster)
+                .map(|cluster| cluster.name),
+        );
+    }
+    assert_eq!(clusters.len(), 1, "{clusters:?}: {detail}");
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use proxlab_link::pki::Fingerprint;
 use proxlab_link::{read_frame, write_frame};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_ENROLL_FRAME_LEN, MAX_FRAME_LEN};
-use proxlab_protocol::names::validate_node_name;
+use proxlab_protocol::names::{MAX_NODE_NAME_LEN, validate_node_name};
 use proxlab_protocol::{
     ClusterIdentity, EnrollRequest, EnrollResponse, ErrorKind, RemoteError, ResponseFrame,
 };
@@ -77,7 +77,7 @@ async fn name_taken_message(
         (Some(ours), Some(theirs))
             if ours.name != theirs.name || ours.ca_fingerprint != theirs.ca_fingerprint =>
         {
-            let suggestion = format!("{name}-{}", ours.name.replace(' ', "-"));
+            let suggestion = free_name(context, name, ours).await;
             format!(
                 "a node named {name} of cluster {} is already enrolled; this node is in \
                  cluster {ours}: enroll it under a name of its own, for example \
@@ -90,6 +90,46 @@ async fn name_taken_message(
              (proxlab-hub nodes revoke {name}) or choose another --node-name"
         ),
     }
+}
+
+/// A hub name for a node called `name` in Proxmox that is free on the hub: see
+/// [`suggested_name`].
+async fn free_name(context: &LinkContext, name: &str, cluster: &ClusterIdentity) -> String {
+    for number in 1..10 {
+        let candidate = suggested_name(name, cluster, number);
+        let taken = context
+            .db
+            .node_by_name(&candidate)
+            .await
+            .ok()
+            .flatten()
+            .is_some();
+        if !taken {
+            return candidate;
+        }
+    }
+    suggested_name(name, cluster, 10)
+}
+
+/// The `number`th valid hub name for a node called `name` in Proxmox: the name with its
+/// cluster's (`pve1-lab-b`, then `pve1-lab-b-2`), or for a standalone node with the start of
+/// its CA fingerprint (`pve1-3fa2c1`), the name shortened to fit.
+fn suggested_name(name: &str, cluster: &ClusterIdentity, number: u32) -> String {
+    let hex = cluster.ca_fingerprint.trim_start_matches("sha256:");
+    let mut suffix = match (cluster.is_standalone(), hex.get(..6)) {
+        (false, _) => cluster.name.clone(),
+        (true, Some(start)) => start.to_owned(),
+        (true, None) => "other".to_owned(),
+    };
+    suffix.truncate(MAX_NODE_NAME_LEN / 2);
+    let suffix = suffix.trim_end_matches('-');
+    let tail = match number {
+        1 => format!("-{suffix}"),
+        n => format!("-{suffix}-{n}"),
+    };
+    let room = MAX_NODE_NAME_LEN - tail.len();
+    let head = name.get(..room).unwrap_or(name).trim_end_matches('-');
+    format!("{head}{tail}")
 }
 
 async fn enroll(
@@ -151,5 +191,44 @@ async fn enroll(
             ErrorKind::Conflict,
             name_taken_message(context, name, request.cluster.as_ref()).await,
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn clustered(name: &str) -> ClusterIdentity {
+        ClusterIdentity {
+            name: name.into(),
+            ca_fingerprint: format!("sha256:{}", "ab".repeat(32)),
+        }
+    }
+
+    #[test]
+    fn suggested_names_are_valid_and_tell_clusters_apart() {
+        assert_eq!(suggested_name("pve1", &clustered("lab-b"), 1), "pve1-lab-b");
+        assert_eq!(
+            suggested_name("pve1", &clustered("lab-b"), 3),
+            "pve1-lab-b-3"
+        );
+        let standalone = ClusterIdentity {
+            ca_fingerprint: format!("sha256:{}", "3f".repeat(32)),
+            ..ClusterIdentity::standalone("pve1")
+        };
+        assert_eq!(suggested_name("pve1", &standalone, 1), "pve1-3f3f3f");
+        assert_eq!(
+            suggested_name("pve1", &ClusterIdentity::standalone("pve1"), 2),
+            "pve1-other-2"
+        );
+        let long = "n".repeat(63);
+        let cut_at_hyphen = format!("{}-{}", "c".repeat(30), "d".repeat(32));
+        for cluster in [clustered(&cut_at_hyphen), clustered("lab"), standalone] {
+            for number in [1, 9, 10] {
+                let name = suggested_name(&long, &cluster, number);
+                assert!(validate_node_name(&name).is_ok(), "{name}");
+                assert_ne!(name, long);
+            }
+        }
     }
 }

@@ -1,6 +1,7 @@
 //! What agents report, as the hub keeps it: VMs, storages, ISO images, node load.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 
 use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::inventory::{
@@ -302,21 +303,41 @@ fn status_text(vm: &proxlab_protocol::inventory::VmInfo) -> String {
     power_state_text(vm.status).to_owned()
 }
 
-async fn node_id(conn: &mut sqlx::AnyConnection, node: &str) -> Result<i64, DbError> {
-    let row = sqlx::query("SELECT id FROM nodes WHERE name = $1")
-        .bind(node)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(DbError::NotFound)?;
-    Ok(row.try_get("id")?)
+/// The node a batch of reports came from, read once for all of them.
+#[derive(Debug, Clone, Copy)]
+struct Reporter {
+    id: i64,
+    /// Its cluster, once its agent said: a VM it reports never takes the place of another
+    /// cluster's VM under the same number.
+    cluster_id: Option<i64>,
+    /// Whether it has VMIDs listed as clashing (only then is a VM it reports looked for there).
+    has_clashes: bool,
 }
 
+async fn reporter(conn: &mut sqlx::AnyConnection, node: &str) -> Result<Reporter, DbError> {
+    let row = sqlx::query(
+        "SELECT id, cluster_id, (SELECT COUNT(*) FROM vmid_clashes k WHERE k.node_id = nodes.id) AS clashes \
+         FROM nodes WHERE name = $1",
+    )
+    .bind(node)
+    .fetch_optional(&mut *conn)
+    .await?
+    .ok_or(DbError::NotFound)?;
+    Ok(Reporter {
+        id: row.try_get("id")?,
+        cluster_id: row.try_get("cluster_id")?,
+        has_clashes: row.try_get::<i64, _>("clashes")? > 0,
+    })
+}
+
+/// Stores a VM as its node reported it, unless another cluster's VM holds its number (then
+/// it is listed as a clash). A VM stored after a clash of its node is no longer one.
 async fn upsert_vm(
     conn: &mut sqlx::AnyConnection,
-    node_id: i64,
+    node: &mut Reporter,
     vm: &proxlab_protocol::inventory::VmInfo,
     now: i64,
-) -> Result<bool, DbError> {
+) -> Result<(), DbError> {
     let stored = sqlx::query(
         "INSERT INTO vms (vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
          lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at, identity, pending) \
@@ -329,12 +350,11 @@ async fn upsert_vm(
          mem_bytes = excluded.mem_bytes, disks_json = excluded.disks_json, nics_json = excluded.nics_json, \
          ips_json = excluded.ips_json, updated_at = excluded.updated_at, identity = excluded.identity, \
          pending = excluded.pending \
-         WHERE (SELECT cluster_id FROM nodes WHERE id = vms.node_id) IS NULL \
-            OR (SELECT cluster_id FROM nodes WHERE id = excluded.node_id) IS NULL \
-            OR (SELECT cluster_id FROM nodes WHERE id = vms.node_id) = (SELECT cluster_id FROM nodes WHERE id = excluded.node_id)",
+         WHERE $20 IS NULL OR vms.node_id = excluded.node_id \
+            OR COALESCE((SELECT cluster_id FROM nodes WHERE id = vms.node_id), $20) = $20",
     )
     .bind(i64::from(vm.vmid))
-    .bind(node_id)
+    .bind(node.id)
     .bind(&vm.name)
     .bind(status_text(vm))
     .bind(i64::from(vm.template))
@@ -352,16 +372,21 @@ async fn upsert_vm(
     .bind(now)
     .bind(vm.identity.as_deref())
     .bind(vm.pending.join(";"))
+    .bind(node.cluster_id)
     .execute(&mut *conn)
     .await?;
     if stored.rows_affected() == 0 {
-        note_vmid_clash(conn, node_id, vm, now).await?;
-        return Ok(false);
+        note_vmid_clash(conn, node.id, vm, now).await?;
+        node.has_clashes = true;
+        return Ok(());
+    }
+    if node.has_clashes {
+        forget_vmid_clash(conn, node.id, vm.vmid).await?;
     }
     if let Some(identity) = &vm.identity {
         follow_identity(conn, vm.vmid, identity, now).await?;
     }
-    Ok(true)
+    Ok(())
 }
 
 /// Until VMs are keyed by cluster, a VMID is one VM hub-wide: another cluster's VM under a
@@ -544,10 +569,11 @@ pub enum AgentReport<'a> {
 
 async fn replace_inventory(
     conn: &mut sqlx::AnyConnection,
-    node_id: i64,
+    node: &mut Reporter,
     inventory: &Inventory,
     now: i64,
 ) -> Result<(), DbError> {
+    let node_id = node.id;
     let keep: Vec<i64> = inventory.vms.iter().map(|vm| i64::from(vm.vmid)).collect();
     let stored: Vec<i64> = sqlx::query("SELECT vmid FROM vms WHERE node_id = $1")
         .bind(node_id)
@@ -559,12 +585,15 @@ async fn replace_inventory(
     for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
         remove_vm(conn, node_id, vmid).await?;
     }
-    sqlx::query("DELETE FROM vmid_clashes WHERE node_id = $1")
-        .bind(node_id)
-        .execute(&mut *conn)
-        .await?;
+    if node.has_clashes {
+        sqlx::query("DELETE FROM vmid_clashes WHERE node_id = $1")
+            .bind(node_id)
+            .execute(&mut *conn)
+            .await?;
+        node.has_clashes = false;
+    }
     for vm in &inventory.vms {
-        upsert_vm(conn, node_id, vm, now).await?;
+        upsert_vm(conn, node, vm, now).await?;
     }
     replace_storages(conn, node_id, &inventory.storages, now).await?;
     replace_isos(conn, node_id, &inventory.isos).await
@@ -572,18 +601,19 @@ async fn replace_inventory(
 
 async fn apply_delta(
     conn: &mut sqlx::AnyConnection,
-    node_id: i64,
+    node: &mut Reporter,
     delta: &InventoryDelta,
     now: i64,
 ) -> Result<(), DbError> {
+    let node_id = node.id;
     for vm in &delta.upserted {
-        if upsert_vm(conn, node_id, vm, now).await? {
-            forget_vmid_clash(conn, node_id, vm.vmid).await?;
-        }
+        upsert_vm(conn, node, vm, now).await?;
     }
     for vmid in &delta.removed {
         remove_vm(conn, node_id, i64::from(*vmid)).await?;
-        forget_vmid_clash(conn, node_id, *vmid).await?;
+        if node.has_clashes {
+            forget_vmid_clash(conn, node_id, *vmid).await?;
+        }
     }
     if let Some(storages) = &delta.storages {
         replace_storages(conn, node_id, storages, now).await?;
@@ -646,23 +676,19 @@ impl Db {
         now: i64,
     ) -> Result<(), DbError> {
         let mut tx = self.write_tx().await?;
-        let mut node_ids: HashMap<&str, i64> = HashMap::new();
+        let mut reporters: HashMap<&str, Reporter> = HashMap::new();
         for (node, report) in reports {
-            let node_id = match node_ids.get(node) {
-                Some(id) => *id,
-                None => {
-                    let id = node_id(&mut tx, node).await?;
-                    node_ids.insert(node, id);
-                    id
-                }
+            let reporter = match reporters.entry(node) {
+                Entry::Occupied(known) => known.into_mut(),
+                Entry::Vacant(new) => new.insert(reporter(&mut tx, node).await?),
             };
             match report {
                 AgentReport::Inventory(inventory) => {
-                    replace_inventory(&mut tx, node_id, inventory, now).await?
+                    replace_inventory(&mut tx, reporter, inventory, now).await?
                 }
-                AgentReport::Delta(delta) => apply_delta(&mut tx, node_id, delta, now).await?,
+                AgentReport::Delta(delta) => apply_delta(&mut tx, reporter, delta, now).await?,
                 AgentReport::Metrics { metrics, vm_loads } => {
-                    record_metrics(&mut tx, node_id, metrics, *vm_loads, now).await?
+                    record_metrics(&mut tx, reporter.id, metrics, *vm_loads, now).await?
                 }
             }
         }

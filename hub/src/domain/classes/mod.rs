@@ -399,12 +399,17 @@ async fn needs_own_base(
         .any(|storage| !shared.contains(storage)))
 }
 
+/// Whether two clusters are known and differ (a node whose agent has not said is in none).
+fn apart(one: Option<i64>, other: Option<i64>) -> bool {
+    matches!((one, other), (Some(one), Some(other)) if one != other)
+}
+
 /// Whether two nodes are known to be in different Proxmox clusters.
 async fn other_clusters(state: &HubState, one: &str, other: &str) -> Result<bool, ClassError> {
     let cluster_of = |node: Option<crate::db::nodes::NodeRow>| node.and_then(|n| n.cluster);
     let one = cluster_of(state.db.node_by_name(one).await?);
     let other = cluster_of(state.db.node_by_name(other).await?);
-    Ok(matches!((one, other), (Some(one), Some(other)) if one.id != other.id))
+    Ok(apart(one.map(|c| c.id), other.map(|c| c.id)))
 }
 
 /// The class bases a plan of VMs needs beyond those the class has: one on every node that
@@ -428,8 +433,12 @@ async fn base_copies(
 /// What a class's VMs are made from, for placement.
 enum Source<'a> {
     Template(&'a crate::db::inventory::VmRow),
-    /// Empty VMs with their disks on this storage.
-    Empty(&'a str),
+    /// Empty VMs with their disks on `storage`, in the cluster of `near` (a node of the
+    /// class's VMs) when the class has some already.
+    Empty {
+        storage: &'a str,
+        near: Option<&'a str>,
+    },
 }
 
 /// What new VMs of a class are placed by.
@@ -462,8 +471,9 @@ async fn plan_vms(
     Ok(plan)
 }
 
-/// The nodes that may take the class's VMs: online, in the template's cluster (unless the
-/// class is pinned to a node), and having the storages of the template's disks (the
+/// The nodes that may take the class's VMs: online, in one cluster unless the class is
+/// pinned to a node (the template's; for empty VMs, that of the class's VMs, or for a new
+/// class the one with the node with most free memory), and having the storages of the template's disks (the
 /// template's own node always has; another node reaches them through shared storage or gets
 /// a copy of the class base on its own storage of the same name), or, for empty VMs, having
 /// their storage.
@@ -474,7 +484,7 @@ async fn candidates(
 ) -> Result<Vec<Candidate>, ClassError> {
     let (storages, home) = match source {
         Source::Template(template) => (disk_storages(template), Some(template.node.as_str())),
-        Source::Empty(storage) => (vec![(*storage).to_owned()], None),
+        Source::Empty { storage, near } => (vec![(*storage).to_owned()], *near),
     };
     let overviews = state.db.node_overviews().await?;
     let cluster_of = |name: &str| {
@@ -489,8 +499,7 @@ async fn candidates(
             continue;
         }
         let cluster = cluster_of(node);
-        let elsewhere = matches!((home_cluster, cluster), (Some(home), Some(this)) if home != this);
-        if pinned.is_none() && elsewhere {
+        if pinned.is_none() && apart(home_cluster, cluster) {
             continue;
         }
         let reachable = if home == Some(node.as_str()) {
@@ -511,12 +520,28 @@ async fn candidates(
                 .as_ref()
                 .map(|m| m.memory_total_bytes.saturating_sub(m.memory_used_bytes) >> 20)
                 .unwrap_or(0);
-            found.push(Candidate {
-                node: node.clone(),
-                free_mib,
-            });
+            found.push((
+                cluster,
+                Candidate {
+                    node: node.clone(),
+                    free_mib,
+                },
+            ));
         }
     }
+    // A new class of empty VMs has no home yet: the cluster with the freest node is it.
+    let home_cluster = match home_cluster {
+        None if pinned.is_none() => found
+            .iter()
+            .max_by_key(|(_, candidate)| candidate.free_mib)
+            .and_then(|(cluster, _)| *cluster),
+        known => known,
+    };
+    let found: Vec<Candidate> = found
+        .into_iter()
+        .filter(|(cluster, _)| pinned.is_some() || !apart(home_cluster, *cluster))
+        .map(|(_, candidate)| candidate)
+        .collect();
     if found.is_empty() {
         return Err(ClassError::Conflict(match pinned {
             Some(node) => format!(
@@ -611,7 +636,10 @@ pub async fn create_class(
     };
     let source = match &template {
         Some(template) => Source::Template(template),
-        None => Source::Empty(&request.empty.storage),
+        None => Source::Empty {
+            storage: &request.empty.storage,
+            near: None,
+        },
     };
     let memory = request.memory_mib.unwrap_or(match &template {
         Some(template) => template.memory_mib,
@@ -709,22 +737,23 @@ pub async fn add_capacity(
         None => None,
     };
     let storage = class.storage.clone().unwrap_or_default();
+    let class_vms = state.db.class_vms(class_id).await?;
     let source = match &template {
         Some(template) => Source::Template(template),
-        None => Source::Empty(&storage),
+        None => Source::Empty {
+            storage: &storage,
+            near: class_vms.first().map(|vm| vm.node.as_str()),
+        },
     };
     let memory = class
         .memory_mib
         .or(template.as_ref().map(|template| template.memory_mib))
         .unwrap_or(EMPTY_VM_MEMORY_MIB);
     // The nodes with a base of the version new VMs are made from.
-    let bases: Vec<String> = state
-        .db
-        .class_vms(class_id)
-        .await?
-        .into_iter()
+    let bases: Vec<String> = class_vms
+        .iter()
         .filter(|vm| vm.kind == ClassVmKind::Base && vm.version == class.current_version)
-        .map(|vm| vm.node)
+        .map(|vm| vm.node.clone())
         .collect();
     let placing = Placing {
         template: template.as_ref(),
