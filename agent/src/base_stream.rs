@@ -1,6 +1,7 @@
 //! The raw-byte form of a base copy (`proxlab_protocol::base_copy::{BaseSend, BaseReceive}`):
-//! an image travels as plain bytes on a QUIC stream, which the hub relays to the receiving
-//! node without decoding, followed by the SHA-256 of the whole image.
+//! an image travels as plain bytes on a lane to the hub (see [`crate::lane`]) or on the
+//! request's QUIC stream, which the hub relays to the receiving node without decoding,
+//! followed by the checksum of the whole image (BLAKE3 on a lane, SHA-256 on a stream).
 //!
 //! The receiving side stages the image as a `.part` file, as the chunked copy does, with the
 //! copy's id in a `.part.copy` file beside it: a copy of the same image that was cut off (a
@@ -17,9 +18,13 @@ use proxlab_protocol::base_copy::{
 use proxlab_protocol::limits::MAX_FRAME_LEN;
 use proxlab_protocol::{ErrorKind, RemoteError, ResponseFrame};
 use sha2::{Digest, Sha256};
+
 use std::io::{Read, Seek, SeekFrom, Write};
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
 use crate::context::Context;
+use crate::lane::Lane;
 use crate::pve::base_copy::{MAX_DISKS, file_to_send, part_name, receiving_dir};
 use crate::pve::{PveError, remote_error};
 
@@ -51,9 +56,46 @@ async fn answer<T: serde::Serialize>(
         .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))
 }
 
+/// The checksum of a copied image: BLAKE3 on a lane (every agent that opens lanes has it),
+/// SHA-256 on the request's stream (what agents older than lanes check).
+enum ImageHasher {
+    Sha256(Box<Sha256>),
+    Blake3(Box<blake3::Hasher>),
+}
+
+impl ImageHasher {
+    fn new(on_lane: bool) -> Self {
+        if on_lane {
+            Self::Blake3(Box::default())
+        } else {
+            Self::Sha256(Box::default())
+        }
+    }
+
+    fn update(&mut self, bytes: &[u8]) {
+        match self {
+            Self::Sha256(hasher) => hasher.update(bytes),
+            Self::Blake3(hasher) => {
+                hasher.update(bytes);
+            }
+        }
+    }
+
+    fn finalize(self) -> Vec<u8> {
+        match self {
+            Self::Sha256(hasher) => hasher.finalize().to_vec(),
+            Self::Blake3(hasher) => hasher.finalize().as_bytes().to_vec(),
+        }
+    }
+}
+
 /// Feeds the first `len` bytes of `file` to `hasher` (what an interrupted copy sent
 /// already) and leaves the file there.
-fn hash_prefix(file: &mut std::fs::File, len: u64, hasher: &mut Sha256) -> std::io::Result<()> {
+fn hash_prefix(
+    file: &mut std::fs::File,
+    len: u64,
+    hasher: &mut ImageHasher,
+) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(0))?;
     let mut buffer = vec![0; BLOCK];
     let mut left = len;
@@ -98,7 +140,8 @@ pub async fn serve_send(
         Ok(found) => found,
         Err(err) => return refuse(&mut send, &mut recv, remote_error(&err)).await,
     };
-    match send_file(&path, request.offset, &mut send).await {
+    let lane = request.lane.as_deref();
+    match send_file(context, &path, request.offset, lane, &mut send).await {
         Ok(sent) => {
             crate::metrics::metrics().base_copied(true, sent);
             // The hub read it all: a staged difference is not needed again.
@@ -110,10 +153,50 @@ pub async fn serve_send(
     }
 }
 
-/// Answers with the file's size, then sends `offset..` and the digest; returns the bytes sent.
+/// Opens the lane a request names.
+async fn open_lane(context: &Context, name: &str) -> Result<Lane, RemoteError> {
+    let dialer = context.lanes.get().ok_or_else(|| {
+        RemoteError::new(ErrorKind::Failed, "not connected to the hub".to_owned())
+    })?;
+    dialer
+        .open(name)
+        .await
+        .map_err(|message| RemoteError::new(ErrorKind::Failed, message))
+}
+
+/// Where an image's bytes go: the request's stream, or a lane.
+enum Outlet<'a> {
+    Stream(&'a mut quinn::SendStream),
+    Lane(Box<Lane>),
+}
+
+impl Outlet<'_> {
+    async fn put(&mut self, block: Vec<u8>) -> Result<(), String> {
+        match self {
+            Self::Stream(stream) => stream
+                .write_chunk(block.into())
+                .await
+                .map_err(|err| err.to_string()),
+            Self::Lane(lane) => lane.write_all(&block).await.map_err(|err| err.to_string()),
+        }
+    }
+
+    /// Says that everything was sent.
+    async fn close(self) -> Result<(), String> {
+        match self {
+            Self::Stream(stream) => stream.finish().map_err(|err| err.to_string()),
+            Self::Lane(mut lane) => lane.shutdown().await.map_err(|err| err.to_string()),
+        }
+    }
+}
+
+/// Answers with the file's size, then sends `offset..` and the digest (on the lane named
+/// `lane`, if any, else on the stream); returns the bytes sent.
 async fn send_file(
+    context: &Context,
     path: &Path,
     offset: u64,
+    lane: Option<&str>,
     send: &mut quinn::SendStream,
 ) -> Result<u64, RemoteError> {
     let io = |err: std::io::Error| remote_error(&PveError::from(err));
@@ -125,14 +208,23 @@ async fn send_file(
         )));
     }
     answer(send, &BaseSendReply { bytes }).await?;
+    let mut outlet = match lane {
+        Some(name) => Outlet::Lane(Box::new(open_lane(context, name).await?)),
+        None => Outlet::Stream(send),
+    };
+    let on_lane = matches!(outlet, Outlet::Lane(_));
     let (blocks, mut to_send) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
     let reader = tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let mut hasher = Sha256::new();
+        let mut hasher = ImageHasher::new(on_lane);
         hash_prefix(&mut file, offset, &mut hasher)?;
         let mut left = bytes - offset;
         while left > 0 {
-            let mut block = vec![0; BLOCK.min(usize::try_from(left).unwrap_or(usize::MAX))];
-            file.read_exact(&mut block)?;
+            let want = BLOCK.min(usize::try_from(left).unwrap_or(usize::MAX));
+            let mut block = Vec::with_capacity(want);
+            (&mut file).take(want as u64).read_to_end(&mut block)?;
+            if block.len() < want {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
             hasher.update(&block);
             left -= block.len() as u64;
             if blocks.blocking_send(block).is_err() {
@@ -142,20 +234,23 @@ async fn send_file(
         let _ = blocks.blocking_send(hasher.finalize().to_vec());
         Ok(())
     });
-    let lost = |err: quinn::WriteError| {
+    let lost = |err: String| {
         RemoteError::new(
             ErrorKind::Internal,
             format!("the hub stopped reading: {err}"),
         )
     };
     while let Some(block) = to_send.recv().await {
-        send.write_chunk(block.into()).await.map_err(lost)?;
+        outlet.put(block).await.map_err(lost)?;
     }
     reader
         .await
         .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
         .map_err(io)?;
-    let _ = send.finish();
+    outlet.close().await.map_err(lost)?;
+    if lane.is_some() {
+        let _ = send.finish();
+    }
     Ok(bytes - offset)
 }
 
@@ -188,7 +283,7 @@ pub async fn serve_receive(
         Err(err) => return refuse(&mut send, &mut recv, remote_error(&err)).await,
     };
     let part = dir.join(part_name(request.base_vmid, request.disk));
-    let outcome = receive_file(&part, &request, &mut send, &mut recv).await;
+    let outcome = receive_file(context, &part, &request, &mut send, &mut recv).await;
     let last = match outcome {
         Ok(received) => {
             crate::metrics::metrics().base_copied(false, received);
@@ -226,7 +321,51 @@ fn resume_point(part: &Path, request: &BaseReceive) -> std::io::Result<u64> {
     Ok(0)
 }
 
+/// Where an image's bytes come from: the request's stream, or a lane.
+enum Inlet<'a> {
+    Stream(&'a mut quinn::RecvStream),
+    Lane(Box<Lane>),
+}
+
+impl Inlet<'_> {
+    /// Appends up to `want` bytes to `block`; `None` at the end.
+    async fn fill(&mut self, block: &mut Vec<u8>, want: usize) -> Result<Option<()>, String> {
+        match self {
+            Self::Stream(stream) => {
+                let chunk = stream
+                    .read_chunk(want, true)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                Ok(chunk.map(|chunk| block.extend_from_slice(&chunk.bytes)))
+            }
+            Self::Lane(lane) => {
+                block.reserve(want);
+                let read = (&mut **lane)
+                    .take(want as u64)
+                    .read_buf(block)
+                    .await
+                    .map_err(|err| err.to_string())?;
+                Ok((read > 0).then_some(()))
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, buffer: &mut [u8]) -> Result<(), String> {
+        match self {
+            Self::Stream(stream) => quinn::RecvStream::read_exact(stream, buffer)
+                .await
+                .map_err(|err| err.to_string()),
+            Self::Lane(lane) => lane
+                .read_exact(buffer)
+                .await
+                .map(|_| ())
+                .map_err(|err| err.to_string()),
+        }
+    }
+}
+
 async fn receive_file(
+    context: &Context,
     part: &Path,
     request: &BaseReceive,
     send: &mut quinn::SendStream,
@@ -250,10 +389,15 @@ async fn receive_file(
             "resuming a base copy"
         );
     }
+    let mut inlet = match request.lane.as_deref() {
+        Some(name) => Inlet::Lane(Box::new(open_lane(context, name).await?)),
+        None => Inlet::Stream(recv),
+    };
     let total = request.bytes;
+    let on_lane = matches!(inlet, Inlet::Lane(_));
     let (blocks, mut to_write) = tokio::sync::mpsc::channel::<Vec<u8>>(BLOCKS_IN_FLIGHT);
     let writer = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
-        let mut hasher = Sha256::new();
+        let mut hasher = ImageHasher::new(on_lane);
         hash_prefix(&mut file, have, &mut hasher)?;
         while let Some(block) = to_write.blocking_recv() {
             hasher.update(&block);
@@ -274,13 +418,13 @@ async fn receive_file(
             let want = usize::try_from(left)
                 .unwrap_or(usize::MAX)
                 .min(BLOCK - block.len());
-            let chunk = recv
-                .read_chunk(want, true)
+            let before = block.len();
+            inlet
+                .fill(&mut block, want)
                 .await
-                .map_err(|err| cut(&err.to_string()))?
+                .map_err(|err| cut(&err))?
                 .ok_or_else(|| cut(&format!("with {left} bytes still to come")))?;
-            block.extend_from_slice(&chunk.bytes);
-            left -= chunk.bytes.len() as u64;
+            left -= (block.len() - before) as u64;
             if block.len() == BLOCK || left == 0 {
                 let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK));
                 if blocks.send(full).await.is_err() {
@@ -300,7 +444,8 @@ async fn receive_file(
         .map_err(io)?;
     taken?;
     let mut digest = [0u8; STREAM_DIGEST_BYTES];
-    recv.read_exact(&mut digest)
+    inlet
+        .read_exact(&mut digest)
         .await
         .map_err(|err| cut(&format!("before its digest: {err}")))?;
     if received != digest {
@@ -308,7 +453,7 @@ async fn receive_file(
         let _ = std::fs::remove_file(copy_marker(part));
         return Err(RemoteError::new(
             ErrorKind::Failed,
-            "the image arrived damaged (its SHA-256 differs from the sender's); it was \
+            "the image arrived damaged (its checksum differs from the sender's); it was \
              discarded and is copied again from the start",
         ));
     }

@@ -92,6 +92,8 @@ pub struct Context {
     pub plugins: Arc<PluginRegistry>,
     pub tunnels: TunnelSettings,
     pub idle: Arc<IdleEnforcer>,
+    /// Where base copies' lanes go while the link is up.
+    pub lanes: crate::lane::LaneSlot,
     pub(crate) ops: OpCache,
 }
 
@@ -108,6 +110,7 @@ impl Context {
             plugins,
             tunnels: TunnelSettings::default(),
             idle,
+            lanes: crate::lane::LaneSlot::default(),
             ops: OpCache::default(),
         }
     }

@@ -222,12 +222,20 @@ const STREAM_KINDS: &[&str] = &[
     BaseReceive::KIND,
 ];
 
-/// The request kinds this agent serves, advertised in its hello.
-pub fn capabilities() -> impl Iterator<Item = &'static str> {
+/// What the agent can do beyond serving requests, advertised with them.
+const FEATURES: &[&str] = &[proxlab_protocol::base_copy::LANE_CAPABILITY];
+
+/// The request kinds this agent serves.
+pub fn served_kinds() -> impl Iterator<Item = &'static str> {
     ROUTES
         .iter()
         .map(|route| route.kind)
         .chain(STREAM_KINDS.iter().copied())
+}
+
+/// What the agent advertises in its hello: the kinds it serves, and its features.
+pub fn capabilities() -> impl Iterator<Item = &'static str> {
+    served_kinds().chain(FEATURES.iter().copied())
 }
 
 /// Routes a request to its handler by kind. Operations that change the node run once per
@@ -632,7 +640,7 @@ mod tests {
         // A body no request accepts: each advertised kind must reach its handler and be
         // refused as a bad request, never as unsupported. (Stream kinds are served on their
         // own stream, not by dispatch; the hub's console tests cover them.)
-        for kind in capabilities().filter(|kind| !STREAM_KINDS.contains(kind)) {
+        for kind in served_kinds().filter(|kind| !STREAM_KINDS.contains(kind)) {
             if matches!(kind, "ping" | "node-info" | "resync") {
                 continue;
             }
@@ -649,7 +657,7 @@ mod tests {
         // The protocol crate pins each message's encoding in a golden file.
         let golden =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../protocol/tests/golden");
-        for kind in capabilities() {
+        for kind in served_kinds() {
             for side in ["request", "response"] {
                 let file = golden.join(format!("{side}_{}.json", kind.replace('-', "_")));
                 assert!(file.exists(), "{} is missing", file.display());

@@ -9,6 +9,7 @@ pub mod enroll;
 pub mod handlers;
 pub mod identity;
 pub mod idle;
+pub mod lane;
 pub mod link;
 pub mod metrics;
 pub mod node_info;

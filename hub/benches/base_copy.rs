@@ -3,12 +3,15 @@
 //! A real hub and two real agents on a two-node pve-sim cluster; the template on pve1's
 //! node-local storage holds 1 GiB of data (`PROXLAB_BENCH_FILL_MIB` changes it). Measured in
 //! one run, warm page cache each time:
-//! - the raw stream copy (`base-send` → hub → `base-receive`, SHA-256 checked end to end);
+//! - the raw copy on lanes (`base-send` → hub → `base-receive`, TCP + TLS, BLAKE3-checked
+//!   end to end), what the hub uses;
+//! - the same on the requests' QUIC streams, its fallback;
 //! - the chunked copy it replaces (`base-read` / `base-write`, base64 in JSON frames);
 //! - the baseline: the same file through a plain loopback TCP connection into a file, what
 //!   `cat image | nc` → `nc > file` does.
 //!
-//! Prints MiB/s for each and the stream's share of the baseline. Asserts only that the
+//! Prints MiB/s for each, CPU seconds for the raw copies, and the lanes' share of the
+//! baseline. Asserts only that the
 //! copies arrived whole.
 
 #[path = "../tests/common/mod.rs"]
@@ -110,6 +113,7 @@ async fn main() {
             offset: 0,
             diff_against: None,
             from_vm: false,
+            lane: None,
         },
         target_node: "pve2".into(),
         receive: BaseReceive {
@@ -118,22 +122,44 @@ async fn main() {
             disk: 0,
             bytes,
             copy_id: "bench".into(),
+            lane: None,
         },
     };
     let pids: Vec<u32> = agents.iter().map(|agent| agent.id().unwrap()).collect();
-    let before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
-    let hub_before = cpu_seconds(std::process::id());
-    let started = Instant::now();
-    let copied = registry.copy_image(copy).await.unwrap();
-    let stream_seconds = started.elapsed().as_secs_f64();
-    let hub_cpu = cpu_seconds(std::process::id()) - hub_before;
-    let agents_cpu: Vec<f64> = pids
-        .iter()
-        .zip(&before)
-        .map(|(pid, before)| cpu_seconds(*pid) - before)
-        .collect();
-    assert_eq!(copied.sent, bytes);
-    assert_eq!(sha256_of(&staged(&sim.root, 20_000)), digest);
+    let (root, expected) = (&sim.root, &digest);
+    let measure = |copy: ImageCopy, on_lanes: bool| {
+        let pids = pids.clone();
+        async move {
+            let before: Vec<f64> = pids.iter().map(|pid| cpu_seconds(*pid)).collect();
+            let hub_before = cpu_seconds(std::process::id());
+            let started = Instant::now();
+            let copied = if on_lanes {
+                registry.copy_image(copy).await.unwrap()
+            } else {
+                registry.copy_over_streams(copy).await.unwrap()
+            };
+            let seconds = started.elapsed().as_secs_f64();
+            let hub_cpu = cpu_seconds(std::process::id()) - hub_before;
+            let agents_cpu: Vec<f64> = pids
+                .iter()
+                .zip(&before)
+                .map(|(pid, before)| cpu_seconds(*pid) - before)
+                .collect();
+            assert_eq!(copied.sent, bytes);
+            assert_eq!(copied.on_lanes, on_lanes);
+            assert_eq!(&sha256_of(&staged(root, 20_000)), expected);
+            (seconds, [agents_cpu[0], hub_cpu, agents_cpu[1]])
+        }
+    };
+    let (lane_seconds, lane_cpu) = measure(copy.clone(), true).await;
+    let stream_copy = ImageCopy {
+        receive: BaseReceive {
+            copy_id: "bench-streams".into(),
+            ..copy.receive.clone()
+        },
+        ..copy
+    };
+    let (stream_seconds, stream_cpu) = measure(stream_copy, false).await;
 
     let started = Instant::now();
     let mut offset = 0;
@@ -160,17 +186,21 @@ async fn main() {
     let chunked_seconds = started.elapsed().as_secs_f64();
     assert_eq!(sha256_of(&staged(&sim.root, 20_001)), digest);
 
+    let lanes = mib_per_s(bytes, lane_seconds);
     let stream = mib_per_s(bytes, stream_seconds);
     let tcp = mib_per_s(bytes, tcp_seconds);
+    let cpu = |[sender, hub, receiver]: [f64; 3]| {
+        format!("CPU s: sender {sender:.2}, hub {hub:.2}, receiver {receiver:.2}")
+    };
     println!(
-        "base copy of {} MiB node to node: stream {stream:.0} MiB/s ({stream_seconds:.2} s, \
-         SHA-256 checked; CPU s: sender {:.2}, hub {hub_cpu:.2}, receiver {:.2}), chunked \
-         {:.0} MiB/s ({chunked_seconds:.2} s), plain TCP {tcp:.0} MiB/s ({tcp_seconds:.2} s); \
-         stream / TCP = {:.2}",
+        "base copy of {} MiB node to node, checked end to end: lanes {lanes:.0} MiB/s \
+         ({lane_seconds:.2} s; {}), QUIC streams {stream:.0} MiB/s ({stream_seconds:.2} s; {}), \
+         chunked {:.0} MiB/s ({chunked_seconds:.2} s), plain TCP {tcp:.0} MiB/s \
+         ({tcp_seconds:.2} s); lanes / TCP = {:.2}",
         bytes >> 20,
-        agents_cpu[0],
-        agents_cpu[1],
+        cpu(lane_cpu),
+        cpu(stream_cpu),
         mib_per_s(bytes, chunked_seconds),
-        stream / tcp
+        lanes / tcp
     );
 }

@@ -26,6 +26,8 @@ pub struct ConfigFile {
     pub data_dir: Option<PathBuf>,
     pub http_addr: Option<SocketAddr>,
     pub quic_addr: Option<SocketAddr>,
+    /// Whether base copies' bytes travel on lanes (TCP on the QUIC port's number).
+    pub lanes: Option<bool>,
     /// `sqlite://...` or `postgres://...`; default: `hub.db` in the data directory.
     pub database_url: Option<String>,
     /// The `HOST:PORT` agents dial, as printed in enroll commands.
@@ -298,6 +300,9 @@ pub struct HubConfig {
     pub data_dir: PathBuf,
     pub http_addr: SocketAddr,
     pub quic_addr: SocketAddr,
+    /// Whether the hub listens for lanes (TCP, same port number as `quic_addr`) that carry
+    /// base copies' bytes; without them, those bytes take the QUIC streams.
+    pub lanes: bool,
     pub database_url: Option<String>,
     pub public_address: Option<String>,
     pub public_url: Option<String>,
@@ -319,6 +324,7 @@ impl HubConfig {
             data_dir: data_dir.into(),
             http_addr: "127.0.0.1:8080".parse().expect("valid default"),
             quic_addr: "0.0.0.0:7443".parse().expect("valid default"),
+            lanes: true,
             database_url: None,
             public_address: None,
             public_url: None,
@@ -386,6 +392,7 @@ impl HubConfig {
         if let Some(addr) = file.quic_addr {
             config.quic_addr = addr;
         }
+        config.lanes = file.lanes.unwrap_or(true);
         config.database_url = file.database_url;
         config.public_address = file.public_address;
         config.public_url = file.public_url;

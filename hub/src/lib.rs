@@ -116,7 +116,13 @@ impl Hub {
             hub_version: env!("CARGO_PKG_VERSION").to_owned(),
             presence: Default::default(),
         });
-        let agent_server = AgentServer::start(link, config.quic_addr, &pki.server, &pki.reset_key)?;
+        let agent_server = AgentServer::start(
+            link,
+            config.quic_addr,
+            config.lanes,
+            &pki.server,
+            &pki.reset_key,
+        )?;
         let auth = auth::Authenticator::new(
             db.clone(),
             Arc::new(throttle::LoginThrottle::default()),

@@ -1,6 +1,6 @@
-//! The raw-stream base copy between two real agents through a real hub: the image arrives
-//! byte for byte, and a copy cut off half way by killing either agent resumes where it
-//! stopped instead of starting over.
+//! The raw-byte base copy between two real agents through a real hub, on lanes and on the
+//! request streams: the image arrives byte for byte, and a copy cut off half way by killing
+//! either agent resumes where it stopped instead of starting over.
 
 mod common;
 
@@ -32,8 +32,9 @@ struct Nodes {
 }
 
 impl Nodes {
-    async fn start() -> Self {
-        let hub = TestHub::start().await;
+    /// Two nodes and a hub that listens for lanes, or not.
+    async fn start(lanes: bool) -> Self {
+        let hub = TestHub::start_configured(None, |config| config.lanes = lanes).await;
         let sim = SimCluster::init_on(hub.dir.path(), "pve1,pve2", &["tpl:1G"], "local");
         let source_image = find_file(&sim.root, "base-9000-disk-0.qcow2").unwrap();
         // The template holds data, as an installed system would.
@@ -64,6 +65,7 @@ impl Nodes {
                 offset: 0,
                 diff_against: None,
                 from_vm: false,
+                lane: None,
             },
             target_node: "pve2".into(),
             receive: BaseReceive {
@@ -72,6 +74,7 @@ impl Nodes {
                 disk: 0,
                 bytes: std::fs::metadata(&self.source_image).unwrap().len(),
                 copy_id: copy_id.into(),
+                lane: None,
             },
         }
     }
@@ -131,8 +134,19 @@ impl Nodes {
 }
 
 #[tokio::test]
-async fn an_image_streams_whole_and_a_cut_off_copy_resumes() {
-    let mut nodes = Nodes::start().await;
+async fn an_image_travels_whole_on_lanes_and_a_cut_off_copy_resumes() {
+    copies_whole_and_resumes(true).await;
+}
+
+#[tokio::test]
+async fn without_lanes_an_image_travels_on_the_request_streams() {
+    copies_whole_and_resumes(false).await;
+}
+
+/// A whole copy, copies cut off half way by killing either agent (each resumes), and a
+/// damaged staged file (refused, then copied afresh); on lanes or on the request streams.
+async fn copies_whole_and_resumes(lanes: bool) {
+    let mut nodes = Nodes::start(lanes).await;
     let total = std::fs::metadata(&nodes.source_image).unwrap().len();
     let source_digest = sha256_of(&nodes.source_image);
 
@@ -141,7 +155,8 @@ async fn an_image_streams_whole_and_a_cut_off_copy_resumes() {
         whole,
         Copied {
             resumed_at: 0,
-            sent: total
+            sent: total,
+            on_lanes: lanes,
         }
     );
     assert_eq!(sha256_of(&nodes.part().unwrap()), source_digest);
@@ -157,6 +172,7 @@ async fn an_image_streams_whole_and_a_cut_off_copy_resumes() {
             "{node} killed: {resumed:?} of {total}"
         );
         assert_eq!(resumed.sent, total - resumed.resumed_at, "{node} killed");
+        assert_eq!(resumed.on_lanes, lanes, "{node} killed");
         assert_eq!(
             sha256_of(&nodes.part().unwrap()),
             source_digest,
@@ -173,7 +189,7 @@ async fn an_image_streams_whole_and_a_cut_off_copy_resumes() {
     std::fs::write(&part, damaged).unwrap();
     let refused = within("a damaged copy", nodes.run("copy-4")).await;
     assert!(
-        matches!(&refused, Err(CallError::Remote(error)) if error.message.contains("SHA-256")),
+        matches!(&refused, Err(CallError::Remote(error)) if error.message.contains("checksum")),
         "{refused:?}"
     );
     let again = within("a fresh copy", nodes.run("copy-4")).await.unwrap();
@@ -181,7 +197,8 @@ async fn an_image_streams_whole_and_a_cut_off_copy_resumes() {
         again,
         Copied {
             resumed_at: 0,
-            sent: total
+            sent: total,
+            on_lanes: lanes,
         }
     );
     assert_eq!(sha256_of(&nodes.part().unwrap()), source_digest);

@@ -153,6 +153,10 @@ pub struct BaseSend {
     pub diff_against: Option<u32>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub from_vm: bool,
+    /// Where the bytes go instead of the request's stream: a [`lane`] of the hub, opened by
+    /// the node after the answer. Only sent to agents that serve [`LANE_CAPABILITY`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -184,6 +188,10 @@ pub struct BaseReceive {
     /// Names the copy (the hub's id for it), so that what an interrupted copy left is only
     /// resumed by the same copy, never by another base given the same VMID.
     pub copy_id: String,
+    /// Where the bytes come from instead of the request's stream (see [`BaseSend::lane`]);
+    /// the last frame still ends the request's stream.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lane: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,3 +208,29 @@ impl Request for BaseReceive {
 
 /// The length of the digest that ends a [`BaseSend`] / [`BaseReceive`] stream.
 pub const STREAM_DIGEST_BYTES: usize = 32;
+
+/// Named by an agent that opens [`lane`]s for the image bytes of a base copy.
+pub const LANE_CAPABILITY: &str = "base-lane";
+
+/// A lane: a TCP connection from an agent to the hub's link port (the QUIC port's number,
+/// over TCP), TLS 1.3 with the node's certificate and [`crate::ALPN_LANE`], that carries
+/// the raw bytes of one image of a base copy. TCP with TLS costs a third of QUIC's CPU per
+/// byte, and the hub relays a lane to the other node's lane without decoding the bytes.
+///
+/// The node writes the lane's name (the `lane` of its [`BaseSend`] / [`BaseReceive`]
+/// request: [`LANE_NAME_LEN`] hex digits, single use) first; the hub checks it was given to
+/// this node's certificate. Then the sending node writes what it would have written to the
+/// request's stream (the bytes, then the digest, which on a lane is the 32-byte BLAKE3 hash
+/// of the whole image rather than its SHA-256) and closes the lane, and the hub writes the
+/// same to the receiving node's lane. Answers and the receiver's last frame stay on the
+/// request streams.
+pub mod lane {
+    /// Hex digits in a lane's name (128 random bits).
+    pub const LANE_NAME_LEN: usize = 32;
+
+    /// Whether `name` looks like a lane's name.
+    pub fn is_lane_name(name: &str) -> bool {
+        name.len() == LANE_NAME_LEN && name.bytes().all(|b| b.is_ascii_hexdigit())
+    }
+}
+pub use lane::LANE_NAME_LEN;

@@ -79,6 +79,10 @@ pub const ALPN_LINK: &[u8] = b"proxlab/1";
 /// ALPN of a one-shot enrollment connection (no client certificate yet).
 pub const ALPN_ENROLL: &[u8] = b"proxlab-enroll/1";
 
+/// ALPN of a lane: a TCP + TLS connection carrying one image of a base copy (see
+/// [`base_copy::lane`]).
+pub const ALPN_LANE: &[u8] = b"proxlab-lane/1";
+
 /// The TLS server name every agent asks for and every hub certificate carries.
 ///
 /// Trust in the hub comes from its pinned private CA, not from DNS, so agents may dial the

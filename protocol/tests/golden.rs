@@ -484,6 +484,7 @@ fn base_copy_requests() {
             offset: 1 << 30,
             diff_against: Some(9_990),
             from_vm: false,
+            lane: None,
         },
         &BaseSendReply { bytes: 2 << 30 },
     );
@@ -494,6 +495,7 @@ fn base_copy_requests() {
             disk: 0,
             bytes: 2 << 30,
             copy_id: "5f0c9d2e41a7b3c8".into(),
+            lane: Some("9c1e2f0a4b7d83e65a2c0f1d7e4b9a38".into()),
         },
         &BaseReceiveReply { have: 1 << 30 },
     );

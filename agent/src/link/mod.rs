@@ -38,13 +38,20 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     let config = proxlab_link::tls::agent_client_config(&identity.ca_pem, &identity.node)?;
+    let lane_tls = proxlab_link::tls::agent_lane_config(&identity.ca_pem, &identity.node)?;
     let node = identity.enrollment.node_name.clone();
     let mut backoff = Backoff::default();
     let mut endpoint: Option<quinn::Endpoint> = None;
     let work = async {
         loop {
             let started = Instant::now();
-            let end = session::run_once(&mut endpoint, &hub, &node, config.clone(), &context).await;
+            let link = session::LinkSettings {
+                hub: &hub,
+                node: &node,
+                config: config.clone(),
+                lane_tls: lane_tls.clone(),
+            };
+            let end = session::run_once(&mut endpoint, link, &context).await;
             backoff.session_ended(started.elapsed());
             match end {
                 SessionEnd::Refused { code, reason } => return RefusedByHub { code, reason },

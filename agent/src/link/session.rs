@@ -46,14 +46,26 @@ fn ended(connection: &quinn::Connection, fallback: String) -> SessionEnd {
     }
 }
 
+/// What a session connects to, and with which TLS settings.
+pub(super) struct LinkSettings<'a> {
+    pub hub: &'a str,
+    pub node: &'a str,
+    pub config: quinn::ClientConfig,
+    pub lane_tls: Arc<rustls::ClientConfig>,
+}
+
 /// Connects, says hello, then serves requests until the connection ends.
 pub(super) async fn run_once(
     endpoint: &mut Option<quinn::Endpoint>,
-    hub: &str,
-    node: &str,
-    config: quinn::ClientConfig,
+    link: LinkSettings<'_>,
     context: &Arc<Context>,
 ) -> SessionEnd {
+    let LinkSettings {
+        hub,
+        node,
+        config,
+        lane_tls,
+    } = link;
     let addr = match resolve(hub).await {
         Ok(addr) => addr,
         Err(err) => {
@@ -62,6 +74,9 @@ pub(super) async fn run_once(
             };
         }
     };
+    context
+        .lanes
+        .set(crate::lane::LaneDialer::new(addr, lane_tls));
     if endpoint.is_none() {
         match client_endpoint(addr) {
             Ok(new) => *endpoint = Some(new),

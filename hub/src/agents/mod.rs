@@ -4,6 +4,7 @@
 mod call;
 mod context;
 mod enroll;
+pub mod lanes;
 mod presence;
 mod registry;
 pub mod relay;

@@ -53,6 +53,8 @@ pub struct AgentRegistry {
     inner: Arc<Mutex<Inner>>,
     changes: broadcast::Sender<NodeStateChange>,
     events: broadcast::Sender<AgentEvent>,
+    /// Where base copies' bytes travel, once the server listens for lanes.
+    lanes: Arc<std::sync::OnceLock<Arc<super::lanes::Lanes>>>,
 }
 
 impl Default for AgentRegistry {
@@ -61,11 +63,22 @@ impl Default for AgentRegistry {
             inner: Arc::default(),
             changes: broadcast::channel(1024).0,
             events: broadcast::channel(4096).0,
+            lanes: Arc::default(),
         }
     }
 }
 
 impl AgentRegistry {
+    /// Base copies use `lanes` from now on (set once, by the server).
+    pub(super) fn set_lanes(&self, lanes: Arc<super::lanes::Lanes>) {
+        let _ = self.lanes.set(lanes);
+    }
+
+    /// The hub's lanes, when it listens for them.
+    pub(super) fn lanes(&self) -> Option<&Arc<super::lanes::Lanes>> {
+        self.lanes.get()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         // A panic while holding this lock cannot leave the map half-updated.
         self.inner

@@ -29,6 +29,7 @@ impl AgentServer {
     pub fn start(
         context: Arc<LinkContext>,
         addr: SocketAddr,
+        lanes: bool,
         server_cert: &proxlab_link::pki::CertAndKey,
         reset_key: &[u8],
     ) -> Result<Self> {
@@ -46,6 +47,15 @@ impl AgentServer {
         )
         .with_context(|| format!("starting the QUIC endpoint on {addr}"))?;
         let registry = context.registry.clone();
+        if lanes {
+            let bound = endpoint.local_addr()?;
+            match listen_for_lanes(context.ca.cert_pem(), server_cert, bound) {
+                Ok(lanes) => registry.set_lanes(lanes),
+                Err(err) => {
+                    tracing::warn!("base copies use QUIC only: no lanes on TCP {bound}: {err:#}")
+                }
+            }
+        }
         let presence_task = tokio::spawn(presence::keep(context.clone()));
         let accepting = endpoint.clone();
         let accept_task = tokio::spawn(async move {
@@ -77,8 +87,29 @@ impl AgentServer {
             .close(CloseCode::HubShutdown.code().into(), b"hub shutting down");
         self.accept_task.abort();
         self.presence_task.abort();
+        if let Some(lanes) = self.registry.lanes() {
+            lanes.stop();
+        }
         let _ = tokio::time::timeout(Duration::from_secs(3), self.endpoint.wait_idle()).await;
     }
+}
+
+/// Listens for lanes on TCP at the QUIC endpoint's address.
+fn listen_for_lanes(
+    ca_pem: &str,
+    server_cert: &proxlab_link::pki::CertAndKey,
+    addr: SocketAddr,
+) -> Result<Arc<super::lanes::Lanes>> {
+    let tls = proxlab_link::tls::hub_lane_config(ca_pem, server_cert)?;
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    let listener = socket.listen(1024)?;
+    Ok(super::lanes::Lanes::start(listener, tls))
 }
 
 async fn handle(context: Arc<LinkContext>, incoming: quinn::Incoming) {

@@ -162,6 +162,7 @@ async fn transfer(
                     offset: 0,
                     diff_against,
                     from_vm,
+                    lane: None,
                 },
                 target_node: target.node.clone(),
                 receive: BaseReceive {
@@ -178,6 +179,7 @@ async fn transfer(
                         diff_against.unwrap_or(0),
                         image.bytes
                     ),
+                    lane: None,
                 },
             };
             let copied = registry.copy_image(copy).await?;
