@@ -328,15 +328,18 @@ enum Inlet<'a> {
 }
 
 impl Inlet<'_> {
-    /// Appends up to `want` bytes to `block`; `None` at the end.
-    async fn fill(&mut self, block: &mut Vec<u8>, want: usize) -> Result<Option<()>, String> {
+    /// Appends up to `want` bytes to `block`; false at the end.
+    async fn fill(&mut self, block: &mut Vec<u8>, want: usize) -> Result<bool, String> {
         match self {
             Self::Stream(stream) => {
                 let chunk = stream
                     .read_chunk(want, true)
                     .await
                     .map_err(|err| err.to_string())?;
-                Ok(chunk.map(|chunk| block.extend_from_slice(&chunk.bytes)))
+                Ok(chunk.is_some_and(|chunk| {
+                    block.extend_from_slice(&chunk.bytes);
+                    true
+                }))
             }
             Self::Lane(lane) => {
                 block.reserve(want);
@@ -345,7 +348,7 @@ impl Inlet<'_> {
                     .read_buf(block)
                     .await
                     .map_err(|err| err.to_string())?;
-                Ok((read > 0).then_some(()))
+                Ok(read > 0)
             }
         }
     }
@@ -419,11 +422,13 @@ async fn receive_file(
                 .unwrap_or(usize::MAX)
                 .min(BLOCK - block.len());
             let before = block.len();
-            inlet
+            let more = inlet
                 .fill(&mut block, want)
                 .await
-                .map_err(|err| cut(&err))?
-                .ok_or_else(|| cut(&format!("with {left} bytes still to come")))?;
+                .map_err(|err| cut(&err))?;
+            if !more {
+                return Err(cut(&format!("with {left} bytes still to come")));
+            }
             left -= (block.len() - before) as u64;
             if block.len() == BLOCK || left == 0 {
                 let full = std::mem::replace(&mut block, Vec::with_capacity(BLOCK));

@@ -18,6 +18,9 @@ use tokio::task::JoinHandle;
 /// A lane as the hub holds it.
 pub type Lane = tokio_rustls::server::TlsStream<TcpStream>;
 
+/// How long the listener pauses after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(100);
+
 /// How long a connection may take to finish its handshake and name its lane.
 const ADMIT_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -74,8 +77,14 @@ impl Lanes {
         let weak = Arc::downgrade(&lanes);
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, remote)) = listener.accept().await else {
-                    continue;
+                let (stream, remote) = match listener.accept().await {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        // Out of file descriptors, say: wait instead of spinning.
+                        tracing::warn!(%err, "accepting a lane");
+                        tokio::time::sleep(ACCEPT_RETRY).await;
+                        continue;
+                    }
                 };
                 let Some(lanes) = weak.upgrade() else { return };
                 let acceptor = acceptor.clone();
