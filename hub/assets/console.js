@@ -7,7 +7,7 @@ import { FitAddon } from "/assets/vendor/@xterm/addon-fit/lib/addon-fit.mjs";
 
 const root = document.querySelector("[data-console]");
 const csrf = document.body.dataset.csrf || "";
-const vmid = root.dataset.vmid;
+const vmid = root.dataset.vm;
 const message = root.querySelector("[data-field=console-message]");
 const button = (name) => root.querySelector(`[data-command="${name}"]`);
 

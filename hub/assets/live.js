@@ -81,7 +81,7 @@
   }
 
   function applyVm(vm) {
-    for (const tile of document.querySelectorAll('[data-vmid="' + vm.vmid + '"]')) {
+    for (const tile of document.querySelectorAll('[data-vm="' + vm.id + '"]')) {
       setBadge(tile, vm.display_status, vm.status_label);
       showIp(tile, vm.ip, vm.ip_note);
       waitForIp(tile, vm.ip_wait_until);
@@ -102,13 +102,13 @@
       if (consoleLink) consoleLink.hidden = vm.template || vm.display_status === "preparing";
     }
     const ips = document.querySelector('[data-field="ips"]');
-    if (ips && document.querySelector('.tiles.single [data-vmid="' + vm.vmid + '"]')) {
+    if (ips && document.querySelector('.tiles.single [data-vm="' + vm.id + '"]')) {
       ips.textContent = vm.ips.length ? vm.ips.map((a) => a.address + " (" + a.source + ")").join(", ") : "none known yet";
     }
   }
 
-  function removeVm(vmid) {
-    for (const tile of document.querySelectorAll('.tiles:not(.single) [data-vmid="' + vmid + '"]')) tile.remove();
+  function removeVm(id) {
+    for (const tile of document.querySelectorAll('.tiles:not(.single) [data-vm="' + id + '"]')) tile.remove();
   }
 
   function applyNode(node) {
@@ -151,8 +151,8 @@
     const meter = section.querySelector('[data-field="meter"]');
     if (meter) { meter.max = progress.total; meter.value = progress.ready; }
     let unseen = 0;
-    for (const [vmid, state] of progress.vms) {
-      const cell = document.querySelector('[data-deploy="' + vmid + '"]');
+    for (const [id, state] of progress.vms) {
+      const cell = document.querySelector('[data-deploy="' + id + '"]');
       if (cell && cell.firstChild) cell.firstChild.textContent = state;
       else if (!cell) unseen += 1;
     }
@@ -193,10 +193,10 @@
     }
   }
 
-  async function stillHere(vmid, banner, button) {
+  async function stillHere(id, banner, button) {
     button.disabled = true;
     try {
-      const answer = await fetch("/api/v1/vms/" + vmid + "/still-here", {
+      const answer = await fetch("/api/v1/vms/" + id + "/still-here", {
         method: "POST",
         credentials: "same-origin",
         headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
@@ -242,14 +242,14 @@
   // connections per host. Where locks or channels are missing, each page has its own stream.
   const EVENT_TYPES = {
     "vm": (data) => applyVm(data),
-    "vm-removed": (data) => removeVm(data.vmid),
+    "vm-removed": (data) => removeVm(data.id),
     "node": (data) => applyNode(data),
     "class": (data) => applyClass(data),
     "resync": () => window.location.reload(),
     "notice": (data) => showNotice(data),
     // A VM given to this user (off a waitlist, say): a list of VMs without it is redrawn.
     "assigned": (data) => {
-      if (document.querySelector("[data-vm-list]") && !document.querySelector('[data-vmid="' + data.vmid + '"]')) {
+      if (document.querySelector("[data-vm-list]") && !document.querySelector('[data-vm="' + data.id + '"]')) {
         window.location.reload();
       }
     },
@@ -273,7 +273,7 @@
 
   // What an event is about: a later event about the same thing replaces it.
   function keyOf(type, data) {
-    if (type === "vm" || type === "vm-removed" || type === "assigned") return "vm:" + data.vmid;
+    if (type === "vm" || type === "vm-removed" || type === "assigned") return "vm:" + data.id;
     if (type === "class") return "class:" + data.class_id;
     if (type === "notice") return "notice:" + data.key;
     if (type === "node") return "node:" + data.name;
@@ -296,7 +296,7 @@
     const ids = (selector, attribute) => [...new Set([...document.querySelectorAll(selector)]
       .map((element) => element.getAttribute(attribute)).filter(Boolean))];
     const shown = {
-      vms: ids("[data-vmid]", "data-vmid"),
+      vms: ids("[data-vm]", "data-vm"),
       classes: ids("[data-class-id]", "data-class-id"),
       nodes: ids("[data-node]", "data-node"),
     };
@@ -318,8 +318,8 @@
     }
     // A VM list drawn before the viewer was given a VM is drawn again.
     if (list) {
-      const held = new Set((list.dataset.held || "").split(",").filter(Boolean).map(Number));
-      if (body.assigned.some((vmid) => !held.has(vmid))) window.location.reload();
+      const held = new Set((list.dataset.held || "").split(",").filter(Boolean));
+      if (body.assigned.some((id) => !held.has(id))) window.location.reload();
     }
   }
 
@@ -412,14 +412,14 @@
   }
 
   async function submitAction(form) {
-    const tile = form.closest("[data-vmid]");
-    const vmid = tile.dataset.vmid;
+    const tile = form.closest("[data-vm]");
+    const id = tile.dataset.vm;
     const action = form.dataset.action;
     for (const button of tile.querySelectorAll("form[data-action] button")) button.disabled = true;
     clearTileMessage(tile);
     setBadge(tile, "working", "Working…");
     try {
-      const response = await fetch("/api/v1/vms/" + vmid + "/" + action, {
+      const response = await fetch("/api/v1/vms/" + id + "/" + action, {
         method: "POST",
         headers: { "X-CSRF-Token": csrf, "Accept": "application/json" },
         credentials: "same-origin",
@@ -430,7 +430,7 @@
       } else {
         const error = body.error || {};
         showTileMessage(tile, error.message || "The request failed (" + response.status + ").", error.detail);
-        const current = await fetch("/api/v1/vms/" + vmid, { credentials: "same-origin" });
+        const current = await fetch("/api/v1/vms/" + id, { credentials: "same-origin" });
         if (current.ok) applyVm(await current.json());
       }
     } catch (err) {
@@ -520,7 +520,7 @@
       event.preventDefault();
       return;
     }
-    if (form.dataset.action && form.closest("[data-vmid]") && window.fetch) {
+    if (form.dataset.action && form.closest("[data-vm]") && window.fetch) {
       event.preventDefault();
       submitAction(form);
     }

@@ -205,7 +205,7 @@ async fn main() {
     within("the VM running in the inventory", async {
         while state
             .db
-            .vm(VMID)
+            .vm(common::key_of(&state.db, VMID).await)
             .await
             .unwrap()
             .is_none_or(|vm| vm.status != PowerState::Running)

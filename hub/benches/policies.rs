@@ -93,18 +93,18 @@ async fn main() {
     let plan: Vec<(ClassVmKind, String)> = (0..VMS)
         .map(|_| (ClassVmKind::Student, "pve1".to_owned()))
         .collect();
-    let vmids = db
-        .reserve_vmids(class_id, &plan, 10_000..=20_000, now)
-        .await
-        .unwrap();
     db.insert_join_token("bench-token", None, 0, i64::MAX / 2)
         .await
         .unwrap();
     db.enroll_node("bench-token", "pve1", "fp", now)
         .await
         .unwrap();
+    let vmids = db
+        .reserve_vmids(class_id, &plan, 10_000..=20_000, now)
+        .await
+        .unwrap();
     let inventory = Inventory {
-        vms: vmids.iter().map(|vmid| running_vm(*vmid)).collect(),
+        vms: vmids.iter().map(|vm| running_vm(vm.vmid)).collect(),
         storages: vec![],
         isos: vec![],
     };
@@ -121,8 +121,8 @@ async fn main() {
     }
     let runs: Vec<Run> = vmids
         .iter()
-        .map(|vmid| Run {
-            vmid: *vmid,
+        .map(|vm| Run {
+            vm: *vm,
             boot_at: now - 1800,
             last_seen: now,
             ended_at: None,

@@ -38,7 +38,8 @@ async fn main() {
     ];
     let state = hub.hub().state.clone();
     let mut inventory = state.inventory_changes.subscribe();
-    while state.db.vm(TEMPLATE).await.unwrap().is_none() {
+    let template = common::vm_key(&state.db, "pve1", TEMPLATE).await;
+    while state.db.vm(template).await.unwrap().is_none() {
         let _ = inventory.recv().await;
     }
     let fill_mib: u64 = std::env::var("PROXLAB_BENCH_FILL_MIB")
@@ -64,7 +65,7 @@ async fn main() {
         &ClassRequest {
             name: "Bench".into(),
             description: String::new(),
-            template_vmid: Some(TEMPLATE),
+            template: Some(template),
             seats: STUDENTS,
             node: None,
             cores: None,
@@ -131,7 +132,7 @@ async fn main() {
         if teacher_stopped.is_none()
             && state
                 .db
-                .vm(teacher_vm.vmid)
+                .vm(teacher_vm.key)
                 .await
                 .unwrap()
                 .is_some_and(|vm| vm.status == PowerState::Stopped)

@@ -16,12 +16,13 @@ use tokio::sync::broadcast::error::TryRecvError;
 use crate::agents::{AgentEvent, AgentRegistry};
 use crate::db::inventory::AgentReport;
 use crate::db::{Db, now_unix};
+use crate::vm_key::VmKey;
 
 /// Stored data changed for these VMs of a node (empty: node-level data such as metrics).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct InventoryChange {
     pub node: String,
-    pub vmids: Vec<u32>,
+    pub vms: Vec<VmKey>,
 }
 
 /// The most reports one transaction stores.
@@ -51,11 +52,16 @@ impl VmLoadPacer {
 
 /// What an event asks the database to keep, and which VMs it touches; `None` for events
 /// the database does not keep.
-fn report_of(event: &Event, vm_loads: bool) -> Option<(AgentReport<'_>, Vec<u32>)> {
+fn report_of(
+    event: &Event,
+    cluster_id: i64,
+    vm_loads: bool,
+) -> Option<(AgentReport<'_>, Vec<VmKey>)> {
+    let key = |vmid| VmKey::new(cluster_id, vmid);
     match event {
         Event::Inventory { inventory } => Some((
             AgentReport::Inventory(inventory),
-            inventory.vms.iter().map(|vm| vm.vmid).collect(),
+            inventory.vms.iter().map(|vm| key(vm.vmid)).collect(),
         )),
         Event::InventoryDelta { delta } => Some((
             AgentReport::Delta(delta),
@@ -64,6 +70,7 @@ fn report_of(event: &Event, vm_loads: bool) -> Option<(AgentReport<'_>, Vec<u32>
                 .iter()
                 .map(|vm| vm.vmid)
                 .chain(delta.removed.iter().copied())
+                .map(key)
                 .collect(),
         )),
         Event::Metrics { metrics } => {
@@ -100,12 +107,19 @@ async fn store(
     batch: &[AgentEvent],
 ) {
     let started = Instant::now();
-    let reports: Vec<(&str, AgentReport<'_>, Vec<u32>)> = batch
+    let reports: Vec<(&str, AgentReport<'_>, Vec<VmKey>)> = batch
         .iter()
-        .filter_map(|AgentEvent { node, event }| {
-            let vm_loads = matches!(event, Event::Metrics { .. }) && pacer.due(node, started);
-            report_of(event, vm_loads).map(|(report, vmids)| (node.as_str(), report, vmids))
-        })
+        .filter_map(
+            |AgentEvent {
+                 node,
+                 cluster_id,
+                 event,
+             }| {
+                let vm_loads = matches!(event, Event::Metrics { .. }) && pacer.due(node, started);
+                report_of(event, *cluster_id, vm_loads)
+                    .map(|(report, vms)| (node.as_str(), report, vms))
+            },
+        )
         .collect();
     if reports.is_empty() {
         return;
@@ -133,11 +147,11 @@ async fn store(
             vec![false]
         }
     };
-    for ((node, _, vmids), stored) in reports.into_iter().zip(stored) {
+    for ((node, _, vms), stored) in reports.into_iter().zip(stored) {
         if stored {
             let _ = announce.send(InventoryChange {
                 node: node.to_owned(),
-                vmids,
+                vms,
             });
         }
     }

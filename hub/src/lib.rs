@@ -15,6 +15,7 @@ pub mod secrets;
 pub mod state;
 pub mod text;
 pub mod throttle;
+pub mod vm_key;
 pub mod web;
 
 use std::net::SocketAddr;

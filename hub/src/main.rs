@@ -8,6 +8,7 @@ use std::time::Duration;
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
 use proxlab_hub::config::{ConfigFile, DEFAULT_CONFIG_PATH, EXAMPLE_CONFIG, HubConfig};
+use proxlab_hub::db::inventory::VmRefError;
 use proxlab_hub::db::users::Role;
 use proxlab_hub::db::{Db, now_unix};
 use proxlab_hub::demo::{Demo, DemoOptions};
@@ -16,6 +17,7 @@ use proxlab_hub::domain::audit::Actor;
 use proxlab_hub::domain::auth::issue_api_token;
 use proxlab_hub::domain::tokens::format_time;
 use proxlab_hub::domain::viewer::Viewer;
+use proxlab_hub::vm_key::VmRef;
 use proxlab_hub::{Hub, open_db, pki_store, prepare_data_dir};
 use serde::Serialize;
 
@@ -163,10 +165,11 @@ enum UserAction {
 
 #[derive(Debug, Subcommand)]
 enum VmAction {
-    /// Assign a VM to a user: they see it on My VMs and may start and stop it.
-    Assign { vmid: u32, username: String },
+    /// Assign a VM to a user: they see it on My VMs and may start and stop it. The VM is
+    /// CLUSTER-VMID (as in its portal address), or its VMID while only one cluster has it.
+    Assign { vm: VmRef, username: String },
     /// Remove a VM's assignment.
-    Unassign { vmid: u32 },
+    Unassign { vm: VmRef },
 }
 
 fn parse_role(text: &str) -> Result<Role, String> {
@@ -523,11 +526,17 @@ async fn user(config: &HubConfig, action: UserAction) -> Result<()> {
 
 async fn vm(config: &HubConfig, action: VmAction) -> Result<()> {
     let db = open_existing(config).await?;
-    let (vmid, username) = match &action {
-        VmAction::Assign { vmid, username } => (*vmid, Some(username.as_str())),
-        VmAction::Unassign { vmid } => (*vmid, None),
+    let (vm, username) = match &action {
+        VmAction::Assign { vm, username } => (*vm, Some(username.as_str())),
+        VmAction::Unassign { vm } => (*vm, None),
     };
-    proxlab_hub::domain::vms::assign_as_operator(&db, vmid, username).await?;
+    let key = match db.resolve_vm(vm).await {
+        Ok(key) => key,
+        Err(VmRefError::NotFound) => bail!("there is no VM {vm}"),
+        Err(err) => return Err(err.into()),
+    };
+    let vmid = key.vmid;
+    proxlab_hub::domain::vms::assign_as_operator(&db, key, username).await?;
     match username {
         Some(username) => println!("VM {vmid} is assigned to {username}."),
         None => println!("VM {vmid} is unassigned."),

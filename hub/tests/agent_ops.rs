@@ -113,7 +113,7 @@ impl Setup {
         within("the hub to store the change", async {
             loop {
                 match stored.recv().await {
-                    Ok(change) if change.vmids.contains(&vmid) => return,
+                    Ok(change) if change.vms.iter().any(|vm| vm.vmid == vmid) => return,
                     Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
                     Err(err) => panic!("{err}"),
                 }
@@ -229,12 +229,25 @@ async fn inventory_arrives_then_changes_made_outside_arrive_as_deltas() {
     // The hub stored what the agent reported.
     loop {
         setup.stored(150).await;
-        let stored = setup.hub.hub().db().vm(150).await.unwrap();
+        let stored = setup
+            .hub
+            .hub()
+            .db()
+            .vm(common::key_of(setup.hub.hub().db(), 150).await)
+            .await
+            .unwrap();
         if stored.is_some_and(|vm| vm.status == PowerState::Running) {
             break;
         }
     }
-    let stored = setup.hub.hub().db().vm(150).await.unwrap().unwrap();
+    let stored = setup
+        .hub
+        .hub()
+        .db()
+        .vm(common::key_of(setup.hub.hub().db(), 150).await)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(
         (stored.node.as_str(), stored.name.as_str()),
         ("pve1", "outside")
@@ -244,7 +257,7 @@ async fn inventory_arrives_then_changes_made_outside_arrive_as_deltas() {
             .hub
             .hub()
             .db()
-            .vm(9000)
+            .vm(common::key_of(setup.hub.hub().db(), 9000).await)
             .await
             .unwrap()
             .unwrap()
@@ -436,15 +449,26 @@ async fn a_reused_vmid_is_another_vm_to_assignments_and_destroys() {
         .await;
     let db = setup.hub.hub().state.db.clone();
     // Wait until the hub has stored the VM with its identity, then give it to bob.
-    while db.vm(202).await.unwrap().and_then(|vm| vm.identity) != first.identity {
+    while db
+        .vm(common::key_of(&db, 202).await)
+        .await
+        .unwrap()
+        .and_then(|vm| vm.identity)
+        != first.identity
+    {
         setup.stored(202).await;
     }
     let bob = db
         .insert_user("bob", proxlab_hub::db::users::Role::Student, "x", 0)
         .await
         .unwrap();
-    db.assign_vm(202, bob, None, 0).await.unwrap();
-    assert_eq!(db.assigned_vmids(bob).await.unwrap(), [202]);
+    db.assign_vm(common::key_of(&db, 202).await, bob, None, 0)
+        .await
+        .unwrap();
+    assert_eq!(
+        db.assigned_vms(bob).await.unwrap(),
+        [common::key_of(&db, 202).await]
+    );
     // Outside proxlab, 202 is destroyed and another VM takes its number.
     setup.sim.ok("pve1", "qm", &["destroy", "202"]);
     setup
@@ -454,11 +478,18 @@ async fn a_reused_vmid_is_another_vm_to_assignments_and_destroys() {
         .vm(202, "the newcomer", |vm| vm.name == "payroll-db")
         .await;
     assert_ne!(newcomer.identity, first.identity);
-    while db.vm(202).await.unwrap().map(|vm| vm.name).as_deref() != Some("payroll-db") {
+    while db
+        .vm(common::key_of(&db, 202).await)
+        .await
+        .unwrap()
+        .map(|vm| vm.name)
+        .as_deref()
+        != Some("payroll-db")
+    {
         setup.stored(202).await;
     }
     assert!(
-        db.assigned_vmids(bob).await.unwrap().is_empty(),
+        db.assigned_vms(bob).await.unwrap().is_empty(),
         "bob's assignment ended with his VM"
     );
     // A destroy or reset meant for the first VM does not touch the newcomer.

@@ -8,6 +8,7 @@ use common::LAB_ISO_FILE;
 use common::lab::Lab;
 use common::web::WebClient;
 use proxlab_hub::db::users::Role;
+use proxlab_hub::vm_key::VmRef;
 use proxlab_pve::config::VmConfig;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
@@ -62,8 +63,8 @@ async fn a_teacher_builds_a_template_from_an_iso_and_makes_a_class_of_it() {
     assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
     let templates = page.get("/templates").await.text().await.unwrap();
     assert!(
-        templates.contains(&format!("/templates/builds/{vmid}/convert"))
-            && templates.contains(&format!("/vms/{vmid}/console")),
+        templates.contains(&format!("/templates/builds/{}/convert", lab.key(vmid)))
+            && templates.contains(&format!("/vms/{}/console", lab.key(vmid))),
         "{templates}"
     );
     let listed = teacher.json("/api/v1/templates/builds").await;
@@ -157,7 +158,13 @@ async fn a_teacher_builds_a_template_from_an_iso_and_makes_a_class_of_it() {
         .await;
     assert_eq!(posted.status(), StatusCode::SEE_OTHER);
     let location = posted.headers()["location"].to_str().unwrap().to_owned();
-    let windows: u32 = location.trim_start_matches("/vms/").parse().unwrap();
+    let windows = match location.trim_start_matches("/vms/").parse().unwrap() {
+        VmRef::Key(key) => {
+            assert_eq!(key.cluster, lab.cluster, "{location}");
+            key.vmid
+        }
+        VmRef::Vmid(_) => panic!("the new VM's address names its cluster: {location}"),
+    };
     let text = std::fs::read_to_string(lab.config_path("pve2", windows)).unwrap();
     let config = VmConfig::parse_strict(&text, windows).unwrap();
     assert_eq!(config.main().get("bios"), Some("ovmf"));

@@ -873,7 +873,7 @@ async fn bulk_actions_need_a_choice_and_touch_only_what_was_chosen() {
     assert!(page.contains("Start on 3 VMs: all done"), "{page}");
     for vmid in &vmids {
         assert!(
-            page.contains(&format!("<a href=\"/vms/{vmid}\">{vmid}</a>")),
+            page.contains(&format!("<a href=\"/vms/{}\">{vmid}</a>", lab.key(*vmid))),
             "{vmid}"
         );
     }

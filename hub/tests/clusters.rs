@@ -1,9 +1,10 @@
 //! Nodes of two Proxmox clusters on one hub: each node's cluster as its agent reports it,
-//! node names that clash between clusters, VMIDs that clash, and placement that keeps a
-//! class inside one cluster.
+//! node names that clash between clusters, one VMID in both clusters (two VMs, each under
+//! its cluster's key), and placement that keeps a class inside one cluster.
 
 mod common;
 
+use proxlab_hub::vm_key::VmKey;
 use std::path::Path;
 use std::time::Duration;
 
@@ -27,7 +28,7 @@ async fn b_reports(stored: &mut Receiver<InventoryChange>, vmid: u32) {
     within(&format!("{B_HUB_NAME} reports VM {vmid}"), async {
         loop {
             let change = stored.recv().await.unwrap();
-            if change.node == B_HUB_NAME && change.vmids.contains(&vmid) {
+            if change.node == B_HUB_NAME && change.vms.iter().any(|vm| vm.vmid == vmid) {
                 return;
             }
         }
@@ -123,11 +124,24 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
         .collect();
     assert_eq!(clusters, ["lab-b", "sim"]);
 
-    // Its own VM is listed under its node; the clashing VMID stays the first cluster's.
-    assert_eq!(db.vm(B_ONLY_VM).await.unwrap().unwrap().node, B_HUB_NAME);
-    let template = db.vm(TEMPLATE).await.unwrap().unwrap();
-    assert_eq!(template.node, "pve1");
-    assert_eq!(template.name, "lab-tpl");
+    // Both clusters' VM 9000 are kept, each under its own cluster.
+    let in_a = |vmid| VmKey::new(a.id, vmid);
+    let in_b = |vmid| VmKey::new(b_cluster.id, vmid);
+    assert_eq!(
+        db.vm(in_b(B_ONLY_VM)).await.unwrap().unwrap().node,
+        B_HUB_NAME
+    );
+    assert!(db.vm(in_a(B_ONLY_VM)).await.unwrap().is_none());
+    let template = db.vm(in_a(TEMPLATE)).await.unwrap().unwrap();
+    assert_eq!(
+        (template.node.as_str(), template.name.as_str()),
+        ("pve1", "lab-tpl")
+    );
+    let other = db.vm(in_b(TEMPLATE)).await.unwrap().unwrap();
+    assert_eq!(
+        (other.node.as_str(), other.name.as_str()),
+        (B_HUB_NAME, "other-tpl")
+    );
 
     // The admin's node list and the API show each node's cluster.
     let admin = lab.user("ada", Role::Admin).await;
@@ -143,24 +157,39 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
     };
     assert_eq!(node("pve2")["cluster"], "sim", "{overview}");
     assert_eq!(node(B_HUB_NAME)["cluster"], "lab-b", "{overview}");
-    // The VM that could not be shown is named on its node, for the admin to renumber.
-    assert_eq!(
-        node(B_HUB_NAME)["vmid_clashes"],
-        json!([{"vmid": TEMPLATE, "name": "other-tpl"}]),
-        "{overview}"
-    );
-    assert_eq!(node("pve1")["vmid_clashes"], json!([]), "{overview}");
     let admin_browser = WebClient::login(&hub.url(), "ada", "a-long-password").await;
+
+    // A VM's address names its cluster; the VMID alone names a VM only while one cluster
+    // has it (the addresses from before clusters keep working), and otherwise says which
+    // VMs it could mean.
+    let a_template = admin
+        .json(&format!("/api/v1/vms/{}-{TEMPLATE}", a.id))
+        .await;
+    assert_eq!(a_template["name"], "lab-tpl", "{a_template}");
+    assert_eq!(a_template["id"], format!("{}-{TEMPLATE}", a.id));
+    let b_template = admin
+        .json(&format!("/api/v1/vms/{}-{TEMPLATE}", b_cluster.id))
+        .await;
+    assert_eq!(b_template["name"], "other-tpl", "{b_template}");
+    assert_eq!(b_template["cluster"], "lab-b", "{b_template}");
+    let ambiguous = admin.get(&format!("/api/v1/vms/{TEMPLATE}")).await;
+    assert_eq!(ambiguous.status(), reqwest::StatusCode::CONFLICT);
+    let said: serde_json::Value = ambiguous.json().await.unwrap();
+    let message = said["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains(&format!("{}-{TEMPLATE}", a.id))
+            && message.contains(&format!("{}-{TEMPLATE}", b_cluster.id)),
+        "{said}"
+    );
+    let only_b = admin.json(&format!("/api/v1/vms/{B_ONLY_VM}")).await;
+    assert_eq!(only_b["id"], format!("{}-{B_ONLY_VM}", b_cluster.id));
     let page = admin_browser
-        .get("/admin/nodes")
+        .get(&format!("/vms/{}-{TEMPLATE}", b_cluster.id))
         .await
         .text()
         .await
         .unwrap();
-    assert!(
-        page.contains(&format!("Not shown: VM {TEMPLATE} (other-tpl)")),
-        "{page}"
-    );
+    assert!(page.contains("other-tpl"), "{page}");
 
     // A class of the first cluster's template stays in the first cluster, although the
     // second has a storage of the same name (`shared`, but another cluster's).
@@ -180,7 +209,8 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
     let (across, job) = lab
         .create_class(
             &teacher,
-            &json!({"name": "Across", "template_vmid": TEMPLATE, "seats": 1, "node": B_HUB_NAME}),
+            &json!({"name": "Across", "template_vmid": format!("{}-{TEMPLATE}", a.id),
+                    "seats": 1, "node": B_HUB_NAME}),
         )
         .await;
     assert_eq!(job["state"], "done", "{job}");
@@ -228,29 +258,36 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
             })
             .collect()
     };
-    let in_b = of_cluster(&admin.json("/api/v1/vms?cluster=lab-b").await);
+    let listed_in_b = of_cluster(&admin.json("/api/v1/vms?cluster=lab-b").await);
     let mut expected_in_b: Vec<(u64, String)> = across_vms
         .iter()
         .map(|vmid| (u64::from(*vmid), "lab-b".to_owned()))
         .collect();
     expected_in_b.insert(0, (u64::from(B_ONLY_VM), "lab-b".to_owned()));
-    assert_eq!(in_b, expected_in_b);
-    let in_a = of_cluster(&admin.json("/api/v1/vms?cluster=sim").await);
-    assert_eq!(in_a.len(), 7, "{in_a:?}");
-    assert!(in_a.iter().all(|(_, cluster)| cluster == "sim"), "{in_a:?}");
+    assert_eq!(listed_in_b, expected_in_b);
+    let listed_in_a = of_cluster(&admin.json("/api/v1/vms?cluster=sim").await);
+    assert_eq!(listed_in_a.len(), 7, "{listed_in_a:?}");
+    assert!(
+        listed_in_a.iter().all(|(_, cluster)| cluster == "sim"),
+        "{listed_in_a:?}"
+    );
     let list_page = admin_browser.get("/vms").await.text().await.unwrap();
     assert!(
         list_page.contains("<select name=\"cluster\">"),
         "{list_page}"
     );
 
-    // When the clashing VM goes, so does its listing; the first cluster's VM stays.
+    // When one cluster's VM 9000 goes, the other's stays, and the VMID alone names it again.
     let mut stored = hub.hub().state.inventory_changes.subscribe();
     b.ok(B_NODE, "qm", &["destroy", &TEMPLATE.to_string()]);
     b_reports(&mut stored, TEMPLATE).await;
-    let overview = db.node_overview(B_HUB_NAME).await.unwrap().unwrap();
-    assert_eq!(overview.vmid_clashes, []);
-    assert_eq!(db.vm(TEMPLATE).await.unwrap().unwrap().name, "lab-tpl");
+    assert!(db.vm(in_b(TEMPLATE)).await.unwrap().is_none());
+    assert_eq!(
+        db.vm(in_a(TEMPLATE)).await.unwrap().unwrap().name,
+        "lab-tpl"
+    );
+    let again = admin.json(&format!("/api/v1/vms/{TEMPLATE}")).await;
+    assert_eq!(again["name"], "lab-tpl", "{again}");
 
     // A class of empty VMs stays in one cluster too (both have a `shared` storage), and so
     // do the VMs added to it later.

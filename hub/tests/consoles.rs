@@ -141,7 +141,12 @@ async fn a_student_sees_her_vms_screen_and_types_into_its_serial_console() {
         pixels.chunks(4).any(|pixel| pixel[..3] != [0, 0, 0]),
         "the screen shows something (the VMID in large digits)"
     );
-    assert!(hub.state.consoles.vms_in_use().contains(&vmid));
+    assert!(
+        hub.state
+            .consoles
+            .vms_in_use()
+            .contains(&common::key_of(&hub.state.db, vmid).await)
+    );
     // The ticket was spent: the same URL opens nothing a second time.
     let mut again = console::open(&room.alice, url, None).await.socket();
     assert_eq!(again.close_frame().await.0, 4002);
@@ -191,7 +196,10 @@ async fn a_student_sees_her_vms_screen_and_types_into_its_serial_console() {
         .iter()
         .find(|entry| entry.action == "console.close" && entry.actor == "alice")
         .unwrap_or_else(|| panic!("{entries:?}"));
-    assert_eq!(closed.target, format!("vm:{vmid}"));
+    assert_eq!(
+        closed.target,
+        format!("vm:{}", common::key_of(&hub.state.db, vmid).await)
+    );
     assert!(closed.detail.contains("bytes to the VM"), "{closed:?}");
     assert!(
         entries
@@ -224,7 +232,7 @@ async fn tickets_are_refused_when_expired_from_another_site_or_unknown() {
     db.insert_console_ticket(
         &hash,
         alice.id,
-        vmid,
+        common::key_of(&db, vmid).await,
         "vnc",
         now_unix() - 60,
         now_unix() - 30,

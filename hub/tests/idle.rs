@@ -83,8 +83,12 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
     let warning = stream
         .until("the idle warning", |_, _| {}, |name, _| name == "notice")
         .await;
-    assert_eq!(warning["still_here"], vmid, "{warning}");
-    assert_eq!(warning["key"], format!("idle:{vmid}"));
+    assert_eq!(
+        warning["still_here"],
+        lab.key(vmid).to_string(),
+        "{warning}"
+    );
+    assert_eq!(warning["key"], format!("idle:{}", lab.key(vmid)));
     let message = warning["message"].as_str().unwrap();
     assert!(
         message.contains("nobody has connected to it since it started"),
@@ -126,13 +130,13 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
             |name, data| name == "notice" && data["withdrawn"] == true,
         )
         .await;
-    assert_eq!(withdrawn["key"], format!("idle:{vmid}"));
+    assert_eq!(withdrawn["key"], format!("idle:{}", lab.key(vmid)));
     assert_eq!(
         lab.hub
             .hub()
             .state
             .db
-            .vm(vmid)
+            .vm(lab.key(vmid))
             .await
             .unwrap()
             .unwrap()
@@ -158,7 +162,7 @@ async fn an_unused_vm_is_warned_then_shut_down_and_still_here_restarts_its_timer
     let audit = lab.audit_by("idle shutdown").await;
     assert_eq!(audit.len(), 1, "one shutdown, recorded once: {audit:?}");
     assert_eq!(audit[0].action, "vm.shutdown");
-    assert_eq!(audit[0].target, format!("vm:{vmid}"));
+    assert_eq!(audit[0].target, lab.key(vmid).audit_target());
     let idle: Value = teacher
         .json(&format!("/api/v1/classes/{class_id}/idle"))
         .await;

@@ -283,7 +283,7 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
     let mut changes = hub.hub().state.inventory_changes.subscribe();
     within("the rename", async {
         while db
-            .vm(vmid)
+            .vm(common::key_of(&db, vmid).await)
             .await
             .unwrap()
             .is_none_or(|vm| vm.name != "net-lab-sam")

@@ -103,7 +103,7 @@ impl Site {
             .await
             .unwrap();
         for (vmid, user) in [(101, "alice"), (102, "bob"), (103, "tina")] {
-            db.assign_vm(vmid, ids[user], None, now_unix())
+            db.assign_vm(common::key_of(db, vmid).await, ids[user], None, now_unix())
                 .await
                 .unwrap();
         }
@@ -1088,12 +1088,17 @@ async fn denied_and_failed_actions_are_audited() {
             )
         })
         .collect();
+    let target = |key: proxlab_hub::vm_key::VmKey| key.audit_target();
+    let (vm101, vm102) = (
+        target(common::key_of(&site.hub.hub().state.db, 101).await),
+        target(common::key_of(&site.hub.hub().state.db, 102).await),
+    );
     assert_eq!(
         summary,
         [
-            ("root".into(), "vm:101".into(), "failed".into()),
-            ("alice".into(), "vm:101".into(), "failed".into()),
-            ("alice".into(), "vm:102".into(), "denied".into()),
+            ("root".into(), vm101.clone(), "failed".into()),
+            ("alice".into(), vm101, "failed".into()),
+            ("alice".into(), vm102, "denied".into()),
         ]
     );
     site.finish().await;
@@ -1477,7 +1482,7 @@ async fn students_register_through_an_invite_only_when_an_admin_allows_it() {
     assert_eq!(session["user"]["username"], "newbie");
     assert_eq!(session["user"]["role"], "student");
     let newbie = db.user_by_name("newbie").await.unwrap().unwrap();
-    assert_eq!(db.assigned_vmids(newbie.id).await.unwrap(), [vmids[0]]);
+    assert_eq!(db.assigned_vms(newbie.id).await.unwrap(), [vmids[0]]);
     // A wrong invite creates nothing.
     let stranger = WebClient::anonymous(&site.hub.url());
     let page = stranger.get(&path).await.text().await.unwrap();

@@ -36,7 +36,7 @@ async fn booted_ago(lab: &Lab, vmid: u32, minutes: u64) {
             let open = state.db.open_runs().await.unwrap();
             if open
                 .iter()
-                .any(|run| run.vmid == vmid && (run.boot_at - wanted).abs() <= 5)
+                .any(|run| run.vm.vmid == vmid && (run.boot_at - wanted).abs() <= 5)
             {
                 return;
             }
@@ -94,7 +94,7 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
     booted_ago(&lab, vmid, 55).await;
     let mut stream = EventStream::open(&alice, "/api/v1/events").await;
     let pass = enforcer::run_due(state, now_unix()).await.unwrap();
-    assert_eq!(pass.warned, [vmid]);
+    assert_eq!(pass.warned, [lab.key(vmid)]);
     assert!(pass.stopping.is_empty());
     let warning = stream
         .until("the quota warning", |_, _| {}, |name, _| name == "notice")
@@ -119,7 +119,7 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
     lab.sim
         .ok(&node, "fault", &["--latency", "qm shutdown=1500"]);
     let pass = enforcer::run_due(state, now_unix()).await.unwrap();
-    assert_eq!(pass.stopping, [vmid]);
+    assert_eq!(pass.stopping, [lab.key(vmid)]);
     // A check while the shutdown is under way does not begin another.
     let again = enforcer::run_due(state, now_unix()).await.unwrap();
     assert!(again.stopping.is_empty(), "{again:?}");
@@ -132,7 +132,7 @@ async fn hours_are_counted_warned_enforced_refused_and_extended() {
         .await;
     assert_eq!(stopped["stop_reason"], "Stopped: the 1 h quota was used up");
     lab.sim.ok(&node, "fault", &["--latency", "qm shutdown=0"]);
-    let vm = state.db.vm(vmid).await.unwrap().unwrap();
+    let vm = state.db.vm(lab.key(vmid)).await.unwrap().unwrap();
     assert_eq!(vm.status, PowerState::Stopped);
     assert_eq!(
         vm.stop_reason.as_deref(),

@@ -249,7 +249,15 @@ async fn the_ssh_terminal_logs_in_runs_commands_and_guards_the_host_key() {
     let db = room.lab.hub.hub().state.db.clone();
     let mut changes = room.lab.hub.hub().state.inventory_changes.subscribe();
     within("the VM's new identity", async {
-        while db.vm(vmid).await.unwrap().unwrap().identity.as_deref() != Some(uuid) {
+        while db
+            .vm(room.lab.key(vmid))
+            .await
+            .unwrap()
+            .unwrap()
+            .identity
+            .as_deref()
+            != Some(uuid)
+        {
             let _ = changes.recv().await;
         }
     })
@@ -417,7 +425,9 @@ async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
     // A guest that claims an address through its guest agent is believed only where the
     // node's neighbour table shows that address at the VM's own NIC.
     let db = room.lab.hub.hub().state.db.clone();
-    let mac = db.vm(vmid).await.unwrap().unwrap().nics[0].mac.clone();
+    let mac = db.vm(room.lab.key(vmid)).await.unwrap().unwrap().nics[0]
+        .mac
+        .clone();
     let claimed = sshd.address.to_string();
     let interfaces = json!([{"name": "eth0", "hardware-address": mac,
         "ip-addresses": [{"ip-address": claimed, "ip-address-type": "ipv4", "prefix": 24}]}]);
@@ -440,7 +450,7 @@ async fn forwarded_ports_reach_ssh_and_rdp_only_for_whom_asked() {
     );
     let mut changes = room.lab.hub.hub().state.inventory_changes.subscribe();
     within("the guest agent's claim in the inventory", async {
-        while !db.vm(vmid).await.unwrap().is_some_and(|vm| {
+        while !db.vm(room.lab.key(vmid)).await.unwrap().is_some_and(|vm| {
             vm.ips.iter().any(|ip| {
                 ip.address == claimed
                     && ip.source == proxlab_protocol::inventory::IpSource::GuestAgent

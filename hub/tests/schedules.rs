@@ -57,7 +57,15 @@ async fn mondays_8_to_10_utc(teacher: &WebClient, class_id: i64) -> Timestamp {
 async fn powers(lab: &Lab, vmids: &[u32]) -> Vec<PowerState> {
     let mut states = Vec::new();
     for vmid in vmids {
-        let vm = lab.hub.hub().state.db.vm(*vmid).await.unwrap().unwrap();
+        let vm = lab
+            .hub
+            .hub()
+            .state
+            .db
+            .vm(lab.key(*vmid))
+            .await
+            .unwrap()
+            .unwrap();
         states.push(vm.status);
     }
     states
@@ -161,7 +169,7 @@ async fn a_weekly_schedule_starts_warns_and_stops_the_students_vms_once() {
     assert_eq!(powers(&lab, &students).await, [PowerState::Stopped; 2]);
     // Each tile says who stopped it, and when.
     for vmid in &students {
-        let vm = state.db.vm(*vmid).await.unwrap().unwrap();
+        let vm = state.db.vm(lab.key(*vmid)).await.unwrap().unwrap();
         assert_eq!(
             vm.stop_reason.as_deref(),
             Some("Stopped by the class schedule at Mon 10:00 (Europe/Berlin)")
@@ -513,7 +521,7 @@ async fn a_scheduled_start_acts_once_across_hub_kills() {
     // teacher's stop can be a moment late, and a shutdown of a stopped VM does nothing.)
     let mut history = db
         .find_audit(&proxlab_hub::db::audit::AuditFilter {
-            target: Some(format!("vm:{stopped}")),
+            target: Some(common::key_of(&db, stopped).await.audit_target()),
             limit: 50,
             ..Default::default()
         })

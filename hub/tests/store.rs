@@ -322,14 +322,30 @@ async fn inventory_snapshots_deltas_and_metrics_are_stored() {
             ..InventoryDelta::default()
         };
         db.apply_delta("pve1", &delta, 20).await.unwrap();
-        let running = db.vm(100).await.unwrap().unwrap();
+        let running = db
+            .vm(common::key_of(&db, 100).await)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (running.status, running.status_changed_at),
             (PowerState::Running, 20)
         );
-        assert!(db.vm(101).await.unwrap().is_none());
+        assert!(
+            db.vm(common::key_of(&db, 101).await)
+                .await
+                .unwrap()
+                .is_none()
+        );
         db.apply_delta("pve1", &delta, 30).await.unwrap();
-        assert_eq!(db.vm(100).await.unwrap().unwrap().status_changed_at, 20);
+        assert_eq!(
+            db.vm(common::key_of(&db, 100).await)
+                .await
+                .unwrap()
+                .unwrap()
+                .status_changed_at,
+            20
+        );
 
         let metrics = NodeMetrics {
             cpu: 0.25,
@@ -347,7 +363,11 @@ async fn inventory_snapshots_deltas_and_metrics_are_stored() {
             }],
         };
         db.record_metrics("pve1", &metrics, 40).await.unwrap();
-        let loaded = db.vm(100).await.unwrap().unwrap();
+        let loaded = db
+            .vm(common::key_of(&db, 100).await)
+            .await
+            .unwrap()
+            .unwrap();
         assert_eq!(
             (loaded.cpu, loaded.mem_bytes, loaded.uptime_secs),
             (0.5, 1 << 30, 42)
@@ -458,10 +478,16 @@ async fn students(db: &Db, n: usize) -> Vec<i64> {
     ids
 }
 
-/// A class "c" of `seats` seats, owned by a new teacher.
+/// A class "c" of `seats` seats, owned by a new teacher, and its node pve1.
 async fn class_with_seats(db: &Db, seats: u32) -> i64 {
     use proxlab_hub::db::classes::NewClass;
     use proxlab_hub::db::users::Role;
+    db.insert_join_token(&hash_secret("class node"), None, 0, 1_000)
+        .await
+        .unwrap();
+    db.enroll_node(&hash_secret("class node"), "pve1", "fp", 1)
+        .await
+        .unwrap();
     let teacher = db
         .insert_user("teacher", Role::Teacher, "x", 0)
         .await
@@ -502,7 +528,7 @@ async fn concurrent_joins_never_share_a_vm_and_the_rest_wait() {
             .into_iter()
             .map(|joined| joined.unwrap().expect("no seat limit"))
             .collect();
-        let assigned: std::collections::HashSet<u32> = outcomes
+        let assigned: std::collections::HashSet<_> = outcomes
             .iter()
             .filter_map(|outcome| match outcome {
                 JoinOutcome::Assigned(vmid) => Some(*vmid),

@@ -451,7 +451,7 @@ async fn answer_requests(connection: quinn::Connection, resync: Arc<Notify>, sha
 }
 
 /// The one cluster every simulated node belongs to (their VMIDs never overlap).
-fn load_cluster() -> ClusterIdentity {
+pub(crate) fn load_cluster() -> ClusterIdentity {
     ClusterIdentity {
         name: "loadtest".into(),
         ca_fingerprint: String::new(),

@@ -95,6 +95,10 @@ pub async fn prepare(
             secret: issued.token,
         });
     }
+    // The simulated nodes' cluster, for the students' VMs' keys before the nodes connect.
+    let cluster = db
+        .ensure_cluster(&crate::fleet::load_cluster(), proxlab_hub::db::now_unix())
+        .await?;
     let mut viewers = Vec::with_capacity(streams);
     let admins = admin_streams(streams);
     for index in 0..streams {
@@ -110,7 +114,8 @@ pub async fn prepare(
             .await?
             .context("the account just added")?;
         if let Some(vmid) = vmid {
-            db.assign_vm(vmid, user.id, None, proxlab_hub::db::now_unix())
+            let vm = proxlab_hub::vm_key::VmKey::new(cluster, vmid);
+            db.assign_vm(vm, user.id, None, proxlab_hub::db::now_unix())
                 .await?;
         }
         let token = issue_api_token(&db, &Viewer::from(&user), "load", Actor::Operator).await?;

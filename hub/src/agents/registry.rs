@@ -19,6 +19,8 @@ pub struct NodeStateChange {
 #[derive(Debug, Clone)]
 pub struct AgentEvent {
     pub node: String,
+    /// The node's cluster (`clusters.id`): the VMIDs in the event are that cluster's.
+    pub cluster_id: i64,
     pub event: proxlab_protocol::Event,
 }
 
@@ -207,9 +209,10 @@ impl AgentRegistry {
         self.events.subscribe()
     }
 
-    pub(super) fn publish(&self, node: &str, event: proxlab_protocol::Event) {
+    pub(super) fn publish(&self, node: &str, cluster_id: i64, event: proxlab_protocol::Event) {
         let _ = self.events.send(AgentEvent {
             node: node.to_owned(),
+            cluster_id,
             event,
         });
     }

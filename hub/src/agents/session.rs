@@ -126,18 +126,24 @@ async fn serve_node(
         remote_addr: &remote_addr,
         cluster,
     };
-    if let Err(err) = context
+    let cluster_id = match context
         .db
         .set_node_online(&node, true, now_unix(), "connected", Some(&connected))
         .await
     {
-        tracing::error!(%err, "cannot record the node as online");
-    }
+        Ok(Some(cluster_id)) => cluster_id,
+        outcome => {
+            // Its reports could not be kept: the agent comes back after its backoff.
+            tracing::error!(?outcome, "cannot record the node as online");
+            let reason = "the hub cannot record this node now; try again later";
+            return close(&connection, CloseCode::HubShutdown, reason);
+        }
+    };
     // Registered after the database write, so whoever the registry wakes sees it recorded.
     let session_id = context.registry.register(connection.clone(), info);
     tracing::info!(agent_version = %hello.agent_version, %remote, "agent online");
 
-    let reason = read_events(context, &connection, &mut recv, &node).await;
+    let reason = read_events(context, &connection, &mut recv, &node, cluster_id).await;
 
     if context.registry.unregister(&node, session_id) {
         tracing::info!(reason, "agent offline");
@@ -157,6 +163,7 @@ async fn read_events(
     connection: &quinn::Connection,
     recv: &mut quinn::RecvStream,
     node: &str,
+    cluster_id: i64,
 ) -> &'static str {
     let deadline = HEARTBEAT_INTERVAL * HEARTBEAT_MISSES_ALLOWED;
     let mut expected_seq = 1;
@@ -197,7 +204,7 @@ async fn read_events(
         match frame.event {
             Event::Heartbeat { .. } => context.presence.heartbeat(node, now_unix()),
             Event::Unknown => tracing::debug!("ignoring an event kind from a newer agent"),
-            event => context.registry.publish(node, event),
+            event => context.registry.publish(node, cluster_id, event),
         }
     }
 }

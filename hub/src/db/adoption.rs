@@ -3,11 +3,12 @@
 use super::classes::{NewClass, insert_class_in};
 use super::states::{Adoption, ClassVmKind};
 use super::{Db, DbError};
+use crate::vm_key::VmKey;
 
 /// One VM to adopt.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdoptedVm {
-    pub vmid: u32,
+    pub key: VmKey,
     pub node: String,
     pub identity: Option<String>,
     pub adoption: Adoption,
@@ -34,16 +35,18 @@ impl Db {
         let mut tx = self.write_tx().await?;
         for vm in std::iter::once(&adoption.template).chain(&adoption.vms) {
             let (in_class,): (i64,) = sqlx::query_as(
-                "SELECT (SELECT COUNT(*) FROM class_vms WHERE vmid = $1) + \
-                 (SELECT COUNT(*) FROM template_builds WHERE vmid = $1 AND state <> 'template')",
+                "SELECT (SELECT COUNT(*) FROM class_vms WHERE cluster_id = $2 AND vmid = $1) + \
+                 (SELECT COUNT(*) FROM template_builds WHERE cluster_id = $2 AND vmid = $1 \
+                 AND state <> 'template')",
             )
-            .bind(i64::from(vm.vmid))
+            .bind(i64::from(vm.key.vmid))
+            .bind(vm.key.cluster)
             .fetch_one(&mut *tx)
             .await?;
             if in_class > 0 {
                 return Err(DbError::Conflict(format!(
                     "VM {} belongs to a class (or is being built) already",
-                    vm.vmid
+                    vm.key.vmid
                 )));
             }
         }
@@ -54,10 +57,10 @@ impl Db {
         for (kind, vm) in rows {
             let version = (vm.adoption != Adoption::Plain).then_some(1i64);
             sqlx::query(
-                "INSERT INTO class_vms (vmid, class_id, kind, node, state, updated_at, identity, \
-                 version, adopted) VALUES ($1, $2, $3, $4, 'ready', $5, $6, $7, $8)",
+                "INSERT INTO class_vms (cluster_id, vmid, class_id, kind, node, state, updated_at, \
+                 identity, version, adopted) VALUES ($9, $1, $2, $3, $4, 'ready', $5, $6, $7, $8)",
             )
-            .bind(i64::from(vm.vmid))
+            .bind(i64::from(vm.key.vmid))
             .bind(class_id)
             .bind(kind.as_str())
             .bind(&vm.node)
@@ -65,6 +68,7 @@ impl Db {
             .bind(vm.identity.as_deref())
             .bind(version)
             .bind(vm.adoption.as_str())
+            .bind(vm.key.cluster)
             .execute(&mut *tx)
             .await?;
             let Some(student) = vm.student else {
@@ -80,16 +84,17 @@ impl Db {
             .execute(&mut *tx)
             .await?;
             sqlx::query(
-                "INSERT INTO vm_assignments (vmid, user_id, assigned_by, assigned_at, identity) \
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (vmid) DO UPDATE SET \
+                "INSERT INTO vm_assignments (cluster_id, vmid, user_id, assigned_by, assigned_at, \
+                 identity) VALUES ($6, $1, $2, $3, $4, $5) ON CONFLICT (cluster_id, vmid) DO UPDATE SET \
                  user_id = excluded.user_id, assigned_by = excluded.assigned_by, \
                  assigned_at = excluded.assigned_at, identity = excluded.identity",
             )
-            .bind(i64::from(vm.vmid))
+            .bind(i64::from(vm.key.vmid))
             .bind(student)
             .bind(adoption.adopted_by)
             .bind(adoption.now)
             .bind(vm.identity.as_deref())
+            .bind(vm.key.cluster)
             .execute(&mut *tx)
             .await?;
         }

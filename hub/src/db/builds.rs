@@ -5,10 +5,13 @@ use sqlx::any::AnyRow;
 
 use super::states::{BuildState, column};
 use super::{Db, DbError};
+use crate::vm_key::VmKey;
 
 /// A build as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildRow {
+    /// The cluster and VMID of the VM being built.
+    pub key: VmKey,
     pub vmid: u32,
     pub node: String,
     pub name: String,
@@ -45,12 +48,14 @@ pub struct NodeSources {
     pub storages: Vec<String>,
 }
 
-const BUILD_COLUMNS: &str = "b.vmid, b.node, b.name, b.iso, b.os, b.built_by, u.username AS builder, \
+const BUILD_COLUMNS: &str = "b.cluster_id, b.vmid, b.node, b.name, b.iso, b.os, b.built_by, u.username AS builder, \
      b.created_at, b.state, b.error";
 
 fn build_from_row(row: &AnyRow) -> Result<BuildRow, sqlx::Error> {
+    let vmid = row.try_get::<i64, _>("vmid")? as u32;
     Ok(BuildRow {
-        vmid: row.try_get::<i64, _>("vmid")? as u32,
+        key: VmKey::new(row.try_get("cluster_id")?, vmid),
+        vmid,
         node: row.try_get("node")?,
         name: row.try_get("name")?,
         iso: row.try_get("iso")?,
@@ -64,32 +69,22 @@ fn build_from_row(row: &AnyRow) -> Result<BuildRow, sqlx::Error> {
 }
 
 impl Db {
-    /// Reserves the lowest free VMID of `range` for a build (free of every VM, class VM and
-    /// other build). Returns it.
+    /// Reserves a VMID of `range` for a build (see `db::vmids`). Returns its key.
     pub async fn reserve_build(
         &self,
         build: &NewBuild<'_>,
         range: std::ops::RangeInclusive<u32>,
-    ) -> Result<u32, DbError> {
+    ) -> Result<VmKey, DbError> {
         let mut tx = self.write_tx().await?;
-        let taken: Vec<(i64,)> = sqlx::query_as(
-            "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
-             UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2 \
-             UNION SELECT vmid FROM template_builds WHERE vmid BETWEEN $1 AND $2",
-        )
-        .bind(i64::from(*range.start()))
-        .bind(i64::from(*range.end()))
-        .fetch_all(&mut *tx)
-        .await?;
-        let taken: std::collections::HashSet<u32> =
-            taken.into_iter().map(|(vmid,)| vmid as u32).collect();
-        let vmid = range
-            .into_iter()
-            .find(|vmid| !taken.contains(vmid))
+        let cluster = super::nodes::node_cluster(&mut tx, build.node).await?;
+        let vmid = super::vmids::VmidPicker::new(&mut tx, range)
+            .await?
+            .pick(&mut tx, cluster)
+            .await?
             .ok_or_else(|| DbError::Conflict("no free VM id is left".into()))?;
         sqlx::query(
-            "INSERT INTO template_builds (vmid, node, name, iso, os, built_by, created_at, state) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, 'creating')",
+            "INSERT INTO template_builds (cluster_id, vmid, node, name, iso, os, built_by, created_at, state) \
+             VALUES ($8, $1, $2, $3, $4, $5, $6, $7, 'creating')",
         )
         .bind(i64::from(vmid))
         .bind(build.node)
@@ -98,33 +93,38 @@ impl Db {
         .bind(build.os)
         .bind(build.built_by)
         .bind(build.now)
+        .bind(cluster)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok(vmid)
+        Ok(VmKey::new(cluster, vmid))
     }
 
     pub async fn set_build_state(
         &self,
-        vmid: u32,
+        vm: VmKey,
         state: BuildState,
         error: &str,
     ) -> Result<(), DbError> {
-        sqlx::query("UPDATE template_builds SET state = $1, error = $2 WHERE vmid = $3")
-            .bind(state.as_str())
-            .bind(error)
-            .bind(i64::from(vmid))
-            .execute(self.pool())
-            .await?;
+        sqlx::query(
+            "UPDATE template_builds SET state = $1, error = $2 WHERE cluster_id = $3 AND vmid = $4",
+        )
+        .bind(state.as_str())
+        .bind(error)
+        .bind(vm.cluster)
+        .bind(i64::from(vm.vmid))
+        .execute(self.pool())
+        .await?;
         Ok(())
     }
 
-    pub async fn build(&self, vmid: u32) -> Result<Option<BuildRow>, DbError> {
+    pub async fn build(&self, vm: VmKey) -> Result<Option<BuildRow>, DbError> {
         let row = sqlx::query(&format!(
             "SELECT {BUILD_COLUMNS} FROM template_builds b \
-             LEFT JOIN users u ON u.id = b.built_by WHERE b.vmid = $1"
+             LEFT JOIN users u ON u.id = b.built_by WHERE b.cluster_id = $1 AND b.vmid = $2"
         ))
-        .bind(i64::from(vmid))
+        .bind(vm.cluster)
+        .bind(i64::from(vm.vmid))
         .fetch_optional(self.pool())
         .await?;
         Ok(row.as_ref().map(build_from_row).transpose()?)

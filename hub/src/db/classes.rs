@@ -6,6 +6,7 @@ use sqlx::any::AnyRow;
 
 use super::states::{Adoption, ClassState, ClassVmKind, ClassVmState, JobKind, JobState, column};
 use super::{Backend, Db, DbError};
+use crate::vm_key::VmKey;
 
 /// A class as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,7 +15,7 @@ pub struct ClassRow {
     pub name: String,
     pub description: String,
     /// The source template; `None` for a class of empty VMs.
-    pub template_vmid: Option<u32>,
+    pub template: Option<VmKey>,
     pub cores: Option<u32>,
     pub memory_mib: Option<u64>,
     pub disk_gib: Option<u32>,
@@ -54,7 +55,7 @@ pub struct NewInvite<'a> {
 pub struct NewClass {
     pub name: String,
     pub description: String,
-    pub template_vmid: Option<u32>,
+    pub template: Option<VmKey>,
     pub cores: Option<u32>,
     pub memory_mib: Option<u64>,
     pub disk_gib: Option<u32>,
@@ -67,6 +68,9 @@ pub struct NewClass {
 /// A VM of a class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClassVmRow {
+    /// Its cluster and VMID.
+    pub key: VmKey,
+    /// Its VMID on its cluster (`key.vmid`).
     pub vmid: u32,
     pub class_id: i64,
     pub kind: ClassVmKind,
@@ -108,7 +112,7 @@ pub struct JobRow {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinOutcome {
     /// Enrolled and given this VM (or already had it).
-    Assigned(u32),
+    Assigned(VmKey),
     /// Enrolled; no free VM yet.
     Waitlisted,
 }
@@ -116,7 +120,7 @@ pub enum JoinOutcome {
 /// Tries per VM before it is reported as failed.
 pub const MAX_ATTEMPTS: u32 = 3;
 
-const CLASS_COLUMNS: &str = "id, name, description, template_vmid, cores, memory_mib, disk_gib, \
+const CLASS_COLUMNS: &str = "id, name, description, template_cluster_id, template_vmid, cores, memory_mib, disk_gib, \
      bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at, \
      current_version, keep_versions";
 
@@ -132,7 +136,13 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         description: row.try_get("description")?,
-        template_vmid: opt_u32(row, "template_vmid")?,
+        template: match (
+            row.try_get::<Option<i64>, _>("template_cluster_id")?,
+            opt_u32(row, "template_vmid")?,
+        ) {
+            (Some(cluster), Some(vmid)) => Some(VmKey::new(cluster, vmid)),
+            _ => None,
+        },
         cores: opt_u32(row, "cores")?,
         memory_mib: row
             .try_get::<Option<i64>, _>("memory_mib")?
@@ -154,8 +164,10 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
 }
 
 fn class_vm_from_row(row: &AnyRow) -> Result<ClassVmRow, sqlx::Error> {
+    let vmid = row.try_get::<i64, _>("vmid")? as u32;
     Ok(ClassVmRow {
-        vmid: row.try_get::<i64, _>("vmid")? as u32,
+        key: VmKey::new(row.try_get("cluster_id")?, vmid),
+        vmid,
         class_id: row.try_get("class_id")?,
         kind: column(row, "kind", ClassVmKind::parse)?,
         node: row.try_get("node")?,
@@ -339,7 +351,9 @@ impl Db {
     pub async fn delete_class(&self, class_id: i64) -> Result<(), DbError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "DELETE FROM vm_assignments WHERE vmid IN (SELECT vmid FROM class_vms WHERE class_id = $1)",
+            "DELETE FROM vm_assignments WHERE EXISTS (SELECT 1 FROM class_vms cv \
+             WHERE cv.class_id = $1 AND cv.cluster_id = vm_assignments.cluster_id \
+             AND cv.vmid = vm_assignments.vmid)",
         )
         .bind(class_id)
         .execute(&mut *tx)
@@ -380,16 +394,16 @@ impl Db {
         Ok(row.as_ref().map(class_from_row).transpose()?)
     }
 
-    /// Reserves `count` free VMIDs in `range` for a class, cluster-wide: numbers no VM and no
-    /// reservation holds. The reservations are rows of `class_vms` in state `planned`, made
-    /// from the class's current version.
+    /// Reserves a VMID of `range` for each planned VM of a class, in the cluster of the node
+    /// it is planned on (see `db::vmids`). The reservations are rows of `class_vms` in state
+    /// `planned`, made from the class's current version.
     pub async fn reserve_vmids(
         &self,
         class_id: i64,
         plan: &[(ClassVmKind, String)],
         range: std::ops::RangeInclusive<u32>,
         now: i64,
-    ) -> Result<Vec<u32>, DbError> {
+    ) -> Result<Vec<VmKey>, DbError> {
         let mut tx = self.write_tx().await?;
         let reserved = reserve_in(&mut tx, class_id, plan, range, None, now).await?;
         tx.commit().await?;
@@ -398,10 +412,12 @@ impl Db {
 
     pub async fn class_vms(&self, class_id: i64) -> Result<Vec<ClassVmRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, c.identity, c.version, \
+            "SELECT c.cluster_id, c.vmid, c.class_id, c.kind, c.node, c.state, c.attempts, c.error, c.identity, c.version, \
              c.adopted, u.username AS assignee \
-             FROM class_vms c LEFT JOIN vm_assignments a ON a.vmid = c.vmid \
-             LEFT JOIN users u ON u.id = a.user_id WHERE c.class_id = $1 ORDER BY c.vmid",
+             FROM class_vms c \
+             LEFT JOIN vm_assignments a ON a.cluster_id = c.cluster_id AND a.vmid = c.vmid \
+             LEFT JOIN users u ON u.id = a.user_id WHERE c.class_id = $1 \
+             ORDER BY c.vmid, c.cluster_id",
         )
         .bind(class_id)
         .fetch_all(self.pool())
@@ -415,7 +431,7 @@ impl Db {
     /// Records how a VM's creation or removal went.
     pub async fn set_class_vm_state(
         &self,
-        vmid: u32,
+        vm: VmKey,
         state: ClassVmState,
         error: &str,
         count_attempt: bool,
@@ -423,13 +439,14 @@ impl Db {
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE class_vms SET state = $1, error = $2, attempts = attempts + $3, updated_at = $4 \
-             WHERE vmid = $5",
+             WHERE cluster_id = $5 AND vmid = $6",
         )
         .bind(state.as_str())
         .bind(error)
         .bind(i64::from(count_attempt))
         .bind(now)
-        .bind(i64::from(vmid))
+        .bind(vm.cluster)
+        .bind(i64::from(vm.vmid))
         .execute(self.pool())
         .await?;
         Ok(())
@@ -438,40 +455,47 @@ impl Db {
     /// Sets the message shown on a ready class VM (a plugin step after its start); returns
     /// the VM's class.
     /// Forgets the identity of a class VM that proxlab itself destroyed to make anew.
-    pub async fn forget_class_vm_identity(&self, vmid: u32) -> Result<(), DbError> {
-        sqlx::query("UPDATE class_vms SET identity = NULL WHERE vmid = $1")
-            .bind(i64::from(vmid))
+    pub async fn forget_class_vm_identity(&self, vm: VmKey) -> Result<(), DbError> {
+        sqlx::query("UPDATE class_vms SET identity = NULL WHERE cluster_id = $1 AND vmid = $2")
+            .bind(vm.cluster)
+            .bind(i64::from(vm.vmid))
             .execute(self.pool())
             .await?;
         Ok(())
     }
 
-    pub async fn set_class_vm_error(&self, vmid: u32, error: &str) -> Result<Option<i64>, DbError> {
-        let class: Option<(i64,)> =
-            sqlx::query_as("UPDATE class_vms SET error = $1 WHERE vmid = $2 RETURNING class_id")
-                .bind(error)
-                .bind(i64::from(vmid))
-                .fetch_optional(self.pool())
-                .await?;
+    pub async fn set_class_vm_error(&self, vm: VmKey, error: &str) -> Result<Option<i64>, DbError> {
+        let class: Option<(i64,)> = sqlx::query_as(
+            "UPDATE class_vms SET error = $1 WHERE cluster_id = $2 AND vmid = $3 RETURNING class_id",
+        )
+        .bind(error)
+        .bind(vm.cluster)
+        .bind(i64::from(vm.vmid))
+        .fetch_optional(self.pool())
+        .await?;
         Ok(class.map(|(id,)| id))
     }
 
-    pub async fn remove_class_vm(&self, vmid: u32) -> Result<(), DbError> {
+    pub async fn remove_class_vm(&self, vm: VmKey) -> Result<(), DbError> {
         let mut tx = self.write_tx().await?;
         for table in ["vm_assignments", "class_vms"] {
-            sqlx::query(&format!("DELETE FROM {table} WHERE vmid = $1"))
-                .bind(i64::from(vmid))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE cluster_id = $1 AND vmid = $2"
+            ))
+            .bind(vm.cluster)
+            .bind(i64::from(vm.vmid))
+            .execute(&mut *tx)
+            .await?;
         }
         tx.commit().await?;
         Ok(())
     }
 
     /// The class a VM belongs to, if any.
-    pub async fn class_of_vm(&self, vmid: u32) -> Result<Option<i64>, DbError> {
-        let row = sqlx::query("SELECT class_id FROM class_vms WHERE vmid = $1")
-            .bind(i64::from(vmid))
+    pub async fn class_of_vm(&self, vm: VmKey) -> Result<Option<i64>, DbError> {
+        let row = sqlx::query("SELECT class_id FROM class_vms WHERE cluster_id = $1 AND vmid = $2")
+            .bind(vm.cluster)
+            .bind(i64::from(vm.vmid))
             .fetch_optional(self.pool())
             .await?;
         Ok(row.map(|row| row.try_get("class_id")).transpose()?)
@@ -538,7 +562,7 @@ impl Db {
         &self,
         class_id: i64,
         user: i64,
-        vmid: u32,
+        vm: VmKey,
         now: i64,
     ) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
@@ -550,16 +574,17 @@ impl Db {
         .bind(now)
         .execute(&mut *tx)
         .await?;
-        let freed = release_class_vms(&mut tx, class_id, user, Some(vmid)).await?;
+        let freed = release_class_vms(&mut tx, class_id, user, Some(vm)).await?;
         sqlx::query(
-            "INSERT INTO vm_assignments (vmid, user_id, assigned_at, identity) \
-             VALUES ($1, $2, $3, (SELECT identity FROM vms WHERE vmid = $1)) \
-             ON CONFLICT (vmid) DO UPDATE SET user_id = excluded.user_id, \
+            "INSERT INTO vm_assignments (cluster_id, vmid, user_id, assigned_at, identity) \
+             VALUES ($4, $1, $2, $3, (SELECT identity FROM vms WHERE cluster_id = $4 AND vmid = $1)) \
+             ON CONFLICT (cluster_id, vmid) DO UPDATE SET user_id = excluded.user_id, \
              assigned_at = excluded.assigned_at, identity = excluded.identity",
         )
-        .bind(i64::from(vmid))
+        .bind(i64::from(vm.vmid))
         .bind(user)
         .bind(now)
+        .bind(vm.cluster)
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -575,7 +600,8 @@ impl Db {
     ) -> Result<JoinOutcome, DbError> {
         loop {
             let existing = sqlx::query(
-                "SELECT c.vmid FROM class_vms c JOIN vm_assignments a ON a.vmid = c.vmid \
+                "SELECT c.cluster_id, c.vmid FROM class_vms c \
+                 JOIN vm_assignments a ON a.cluster_id = c.cluster_id AND a.vmid = c.vmid \
                  WHERE c.class_id = $1 AND a.user_id = $2",
             )
             .bind(class_id)
@@ -583,13 +609,17 @@ impl Db {
             .fetch_optional(self.pool())
             .await?;
             if let Some(row) = existing {
-                return Ok(JoinOutcome::Assigned(row.try_get::<i64, _>("vmid")? as u32));
+                return Ok(JoinOutcome::Assigned(VmKey::new(
+                    row.try_get("cluster_id")?,
+                    row.try_get::<i64, _>("vmid")? as u32,
+                )));
             }
             let free = sqlx::query(
-                "SELECT c.vmid FROM class_vms c WHERE c.class_id = $1 AND c.kind = 'student' \
-                 AND c.state IN ('planned', 'ready') \
-                 AND NOT EXISTS (SELECT 1 FROM vm_assignments a WHERE a.vmid = c.vmid) \
-                 ORDER BY c.vmid LIMIT 1",
+                "SELECT c.cluster_id, c.vmid FROM class_vms c WHERE c.class_id = $1 \
+                 AND c.kind = 'student' AND c.state IN ('planned', 'ready') \
+                 AND NOT EXISTS (SELECT 1 FROM vm_assignments a \
+                 WHERE a.cluster_id = c.cluster_id AND a.vmid = c.vmid) \
+                 ORDER BY c.vmid, c.cluster_id LIMIT 1",
             )
             .bind(class_id)
             .fetch_optional(self.pool())
@@ -598,18 +628,21 @@ impl Db {
                 return Ok(JoinOutcome::Waitlisted);
             };
             let vmid: i64 = free.try_get("vmid")?;
+            let cluster: i64 = free.try_get("cluster_id")?;
             let won = sqlx::query(
-                "INSERT INTO vm_assignments (vmid, user_id, assigned_at, identity) \
-                 VALUES ($1, $2, $3, (SELECT identity FROM vms WHERE vmid = $1)) \
-                 ON CONFLICT (vmid) DO NOTHING",
+                "INSERT INTO vm_assignments (cluster_id, vmid, user_id, assigned_at, identity) \
+                 VALUES ($4, $1, $2, $3, \
+                 (SELECT identity FROM vms WHERE cluster_id = $4 AND vmid = $1)) \
+                 ON CONFLICT (cluster_id, vmid) DO NOTHING",
             )
             .bind(vmid)
             .bind(user)
             .bind(now)
+            .bind(cluster)
             .execute(self.pool())
             .await?;
             if won.rows_affected() == 1 {
-                return Ok(JoinOutcome::Assigned(vmid as u32));
+                return Ok(JoinOutcome::Assigned(VmKey::new(cluster, vmid as u32)));
             }
             // Another join took that VM between the two statements: try the next.
         }
@@ -620,7 +653,8 @@ impl Db {
         let rows: Vec<(i64, String)> = sqlx::query_as(
             "SELECT e.user_id, u.username FROM enrollments e JOIN users u ON u.id = e.user_id \
              WHERE e.class_id = $1 AND NOT EXISTS (SELECT 1 FROM class_vms c JOIN vm_assignments a \
-             ON a.vmid = c.vmid WHERE c.class_id = $1 AND a.user_id = e.user_id) \
+             ON a.cluster_id = c.cluster_id AND a.vmid = c.vmid \
+             WHERE c.class_id = $1 AND a.user_id = e.user_id) \
              ORDER BY e.joined_at, e.user_id",
         )
         .bind(class_id)
@@ -634,7 +668,8 @@ impl Db {
         let rows: Vec<(String,)> = sqlx::query_as(
             "SELECT c.name FROM enrollments e JOIN classes c ON c.id = e.class_id \
              WHERE e.user_id = $1 AND c.state = 'active' AND NOT EXISTS (SELECT 1 FROM class_vms cv \
-             JOIN vm_assignments a ON a.vmid = cv.vmid WHERE cv.class_id = e.class_id AND a.user_id = $1) \
+             JOIN vm_assignments a ON a.cluster_id = cv.cluster_id AND a.vmid = cv.vmid \
+             WHERE cv.class_id = e.class_id AND a.user_id = $1) \
              ORDER BY c.name",
         )
         .bind(user)
@@ -654,12 +689,18 @@ impl Db {
         )
     }
 
-    /// The students of a class: `(user id, username, vmid if any)`.
-    pub async fn roster(&self, class_id: i64) -> Result<Vec<(i64, String, Option<u32>)>, DbError> {
+    /// The students of a class: `(user id, username, their VM if any)`.
+    pub async fn roster(
+        &self,
+        class_id: i64,
+    ) -> Result<Vec<(i64, String, Option<VmKey>)>, DbError> {
         let rows = sqlx::query(
-            "SELECT e.user_id, u.username, (SELECT c.vmid FROM class_vms c JOIN vm_assignments a \
-             ON a.vmid = c.vmid WHERE c.class_id = $1 AND a.user_id = e.user_id) AS vmid \
-             FROM enrollments e JOIN users u ON u.id = e.user_id WHERE e.class_id = $1 ORDER BY u.username",
+            "SELECT e.user_id, u.username, c.cluster_id, c.vmid FROM enrollments e \
+             JOIN users u ON u.id = e.user_id \
+             LEFT JOIN vm_assignments a ON a.user_id = e.user_id AND EXISTS (SELECT 1 FROM class_vms m \
+             WHERE m.class_id = $1 AND m.cluster_id = a.cluster_id AND m.vmid = a.vmid) \
+             LEFT JOIN class_vms c ON c.cluster_id = a.cluster_id AND c.vmid = a.vmid \
+             WHERE e.class_id = $1 ORDER BY u.username",
         )
         .bind(class_id)
         .fetch_all(self.pool())
@@ -669,7 +710,13 @@ impl Db {
                 Ok((
                     row.try_get("user_id")?,
                     row.try_get("username")?,
-                    row.try_get::<Option<i64>, _>("vmid")?.map(|v| v as u32),
+                    match (
+                        row.try_get::<Option<i64>, _>("cluster_id")?,
+                        row.try_get::<Option<i64>, _>("vmid")?,
+                    ) {
+                        (Some(cluster), Some(vmid)) => Some(VmKey::new(cluster, vmid as u32)),
+                        _ => None,
+                    },
                 ))
             })
             .collect::<Result<_, sqlx::Error>>()
@@ -678,18 +725,22 @@ impl Db {
 
     /// Takes a class VM away from whoever holds it, marking it `recycling` (see
     /// [`Db::remove_enrollment`]). Returns whether anyone held it.
-    pub async fn release_class_vm(&self, vmid: u32) -> Result<bool, DbError> {
+    pub async fn release_class_vm(&self, vm: VmKey) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
         sqlx::query(
-            "UPDATE class_vms SET state = 'recycling' WHERE vmid = $1 AND kind = 'student'",
+            "UPDATE class_vms SET state = 'recycling' \
+             WHERE cluster_id = $1 AND vmid = $2 AND kind = 'student'",
         )
-        .bind(i64::from(vmid))
+        .bind(vm.cluster)
+        .bind(i64::from(vm.vmid))
         .execute(&mut *tx)
         .await?;
-        let released = sqlx::query("DELETE FROM vm_assignments WHERE vmid = $1")
-            .bind(i64::from(vmid))
-            .execute(&mut *tx)
-            .await?;
+        let released =
+            sqlx::query("DELETE FROM vm_assignments WHERE cluster_id = $1 AND vmid = $2")
+                .bind(vm.cluster)
+                .bind(i64::from(vm.vmid))
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(released.rows_affected() == 1)
     }
@@ -782,25 +833,29 @@ async fn release_class_vms(
     tx: &mut sqlx::Transaction<'static, sqlx::Any>,
     class_id: i64,
     user: i64,
-    keep: Option<u32>,
+    keep: Option<VmKey>,
 ) -> Result<u64, DbError> {
-    let keep = keep.map_or(-1, i64::from);
+    let (keep_cluster, keep_vmid) = keep.map_or((-1, -1), |vm| (vm.cluster, i64::from(vm.vmid)));
     sqlx::query(
         "UPDATE class_vms SET state = 'recycling' WHERE class_id = $1 AND kind = 'student' \
-         AND vmid <> $3 AND vmid IN (SELECT vmid FROM vm_assignments WHERE user_id = $2)",
+         AND NOT (cluster_id = $3 AND vmid = $4) AND EXISTS (SELECT 1 FROM vm_assignments a \
+         WHERE a.user_id = $2 AND a.cluster_id = class_vms.cluster_id AND a.vmid = class_vms.vmid)",
     )
     .bind(class_id)
     .bind(user)
-    .bind(keep)
+    .bind(keep_cluster)
+    .bind(keep_vmid)
     .execute(&mut **tx)
     .await?;
     let released = sqlx::query(
-        "DELETE FROM vm_assignments WHERE user_id = $1 AND vmid <> $3 AND vmid IN \
-         (SELECT vmid FROM class_vms WHERE class_id = $2)",
+        "DELETE FROM vm_assignments WHERE user_id = $1 AND NOT (cluster_id = $3 AND vmid = $4) \
+         AND EXISTS (SELECT 1 FROM class_vms cv WHERE cv.class_id = $2 \
+         AND cv.cluster_id = vm_assignments.cluster_id AND cv.vmid = vm_assignments.vmid)",
     )
     .bind(user)
     .bind(class_id)
-    .bind(keep)
+    .bind(keep_cluster)
+    .bind(keep_vmid)
     .execute(&mut **tx)
     .await?;
     Ok(released.rows_affected())
@@ -816,12 +871,12 @@ pub(super) async fn insert_class_in(
 ) -> Result<i64, DbError> {
     let row = sqlx::query(
         "INSERT INTO classes (name, description, template_vmid, cores, memory_mib, disk_gib, bridge, \
-         storage, pinned_node, seats, state, created_by, created_at, current_version) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13) RETURNING id",
+         storage, pinned_node, seats, state, created_by, created_at, current_version, template_cluster_id) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, 'active', $11, $12, $13, $14) RETURNING id",
     )
     .bind(&class.name)
     .bind(&class.description)
-    .bind(class.template_vmid.map(i64::from))
+    .bind(class.template.map(|template| i64::from(template.vmid)))
     .bind(class.cores.map(i64::from))
     .bind(class.memory_mib.map(|v| v as i64))
     .bind(class.disk_gib.map(i64::from))
@@ -831,11 +886,12 @@ pub(super) async fn insert_class_in(
     .bind(i64::from(class.seats))
     .bind(owner)
     .bind(now)
-    .bind(class.template_vmid.map(|_| 1i64))
+    .bind(class.template.map(|_| 1i64))
+    .bind(class.template.map(|template| template.cluster))
     .fetch_one(&mut **tx)
     .await?;
     let id: i64 = row.try_get("id")?;
-    if class.template_vmid.is_some() {
+    if class.template.is_some() {
         sqlx::query(
             "INSERT INTO class_versions (class_id, number, note, state, created_by, created_at) \
              SELECT $1, 1, 'made from the template', 'ready', username, $3 FROM users \
@@ -864,40 +920,29 @@ pub(super) async fn reserve_in(
     range: std::ops::RangeInclusive<u32>,
     version: Option<i64>,
     now: i64,
-) -> Result<Vec<u32>, DbError> {
-    let taken: Vec<(i64,)> = sqlx::query_as(
-        "SELECT vmid FROM vms WHERE vmid BETWEEN $1 AND $2 \
-         UNION SELECT vmid FROM class_vms WHERE vmid BETWEEN $1 AND $2 \
-         UNION SELECT vmid FROM template_builds WHERE vmid BETWEEN $1 AND $2",
-    )
-    .bind(i64::from(*range.start()))
-    .bind(i64::from(*range.end()))
-    .fetch_all(&mut **tx)
-    .await?;
-    let taken: std::collections::HashSet<u32> =
-        taken.into_iter().map(|(vmid,)| vmid as u32).collect();
-    let free: Vec<u32> = range
-        .filter(|vmid| !taken.contains(vmid))
-        .take(plan.len())
-        .collect();
-    if free.len() < plan.len() {
-        return Err(DbError::Conflict(format!(
-            "only {} free VM ids are left in the class range",
-            free.len()
-        )));
-    }
-    for (vmid, (kind, node)) in free.iter().zip(plan) {
+) -> Result<Vec<VmKey>, DbError> {
+    let mut picker = super::vmids::VmidPicker::new(tx, range).await?;
+    let mut reserved = Vec::with_capacity(plan.len());
+    for (kind, node) in plan {
+        let cluster = node_cluster(tx, node).await?;
+        let Some(vmid) = picker.pick(tx, cluster).await? else {
+            return Err(DbError::Conflict(format!(
+                "only {} free VM ids are left in the class range",
+                reserved.len()
+            )));
+        };
         sqlx::query(
-            "INSERT INTO class_vms (vmid, class_id, kind, node, state, updated_at, version) \
-             VALUES ($1, $2, $3, $4, 'planned', $5, \
+            "INSERT INTO class_vms (cluster_id, vmid, class_id, kind, node, state, updated_at, version) \
+             VALUES ($7, $1, $2, $3, $4, 'planned', $5, \
              COALESCE($6, (SELECT current_version FROM classes WHERE id = $2)))",
         )
-        .bind(i64::from(*vmid))
+        .bind(i64::from(vmid))
         .bind(class_id)
         .bind(kind.as_str())
         .bind(node)
         .bind(now)
         .bind(version)
+        .bind(cluster)
         .execute(&mut **tx)
         .await
         .map_err(|err| match &err {
@@ -906,6 +951,17 @@ pub(super) async fn reserve_in(
             }
             _ => DbError::Sqlx(err),
         })?;
+        reserved.push(VmKey::new(cluster, vmid));
     }
-    Ok(free)
+    Ok(reserved)
+}
+
+/// The cluster of a node a VM is planned on.
+async fn node_cluster(conn: &mut sqlx::AnyConnection, node: &str) -> Result<i64, DbError> {
+    super::nodes::node_cluster(conn, node)
+        .await
+        .map_err(|err| match err {
+            DbError::NotFound => DbError::Conflict(format!("node {node} is not enrolled")),
+            other => other,
+        })
 }

@@ -3,12 +3,13 @@
 use sqlx::Row;
 
 use super::{Db, DbError};
+use crate::vm_key::VmKey;
 
 /// A spent ticket: whom and what it was for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpentTicket {
     pub user_id: i64,
-    pub vmid: u32,
+    pub vm: VmKey,
     pub kind: String,
 }
 
@@ -28,7 +29,7 @@ impl Db {
         &self,
         ticket_hash: &str,
         user_id: i64,
-        vmid: u32,
+        vm: VmKey,
         kind: &str,
         now: i64,
         expires_at: i64,
@@ -38,15 +39,16 @@ impl Db {
             .execute(self.pool())
             .await?;
         sqlx::query(
-            "INSERT INTO console_tickets (ticket_hash, user_id, vmid, kind, created_at, expires_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO console_tickets (ticket_hash, user_id, vmid, kind, created_at, expires_at, \
+             cluster_id) VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(ticket_hash)
         .bind(user_id)
-        .bind(i64::from(vmid))
+        .bind(i64::from(vm.vmid))
         .bind(kind)
         .bind(now)
         .bind(expires_at)
+        .bind(vm.cluster)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -61,7 +63,7 @@ impl Db {
         let spent = sqlx::query(
             "UPDATE console_tickets SET used_at = $2 \
              WHERE ticket_hash = $1 AND used_at IS NULL AND expires_at > $2 \
-             RETURNING user_id, vmid, kind",
+             RETURNING user_id, cluster_id, vmid, kind",
         )
         .bind(ticket_hash)
         .bind(now)
@@ -70,7 +72,10 @@ impl Db {
         if let Some(row) = spent {
             return Ok(Ok(SpentTicket {
                 user_id: row.try_get("user_id")?,
-                vmid: row.try_get::<i64, _>("vmid")? as u32,
+                vm: VmKey::new(
+                    row.try_get("cluster_id")?,
+                    row.try_get::<i64, _>("vmid")? as u32,
+                ),
                 kind: row.try_get("kind")?,
             }));
         }

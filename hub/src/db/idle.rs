@@ -4,6 +4,7 @@
 use sqlx::Row;
 
 use super::{Db, DbError};
+use crate::vm_key::VmKey;
 
 /// A class's idle policies as stored; `domain::idle` gives them meaning. A `None` time turns
 /// its policy off.
@@ -26,6 +27,9 @@ pub struct IdlePolicyRow {
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct IdleStopRow {
     pub id: String,
+    /// The VM's key (`CLUSTER-VMID`); stored from its node's cluster.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub vm: Option<VmKey>,
     pub vmid: u32,
     pub node: String,
     pub class_id: Option<i64>,
@@ -131,7 +135,8 @@ impl Db {
     pub async fn record_idle_stop(&self, stop: &IdleStopRow) -> Result<bool, DbError> {
         let inserted = sqlx::query(
             "INSERT INTO idle_stops (id, vmid, node, class_id, reason, idle_secs, at, outcome, \
-             message) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
+             message, cluster_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+             (SELECT cluster_id FROM nodes WHERE name = $3)) ON CONFLICT DO NOTHING",
         )
         .bind(&stop.id)
         .bind(i64::from(stop.vmid))
@@ -154,7 +159,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<IdleStopRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT id, vmid, node, class_id, reason, idle_secs, at, outcome, message \
+            "SELECT id, cluster_id, vmid, node, class_id, reason, idle_secs, at, outcome, message \
              FROM idle_stops WHERE class_id = $1 ORDER BY at DESC, id LIMIT $2",
         )
         .bind(class_id)
@@ -163,9 +168,13 @@ impl Db {
         .await?;
         rows.iter()
             .map(|row| {
+                let vmid = row.try_get::<i64, _>("vmid")? as u32;
                 Ok(IdleStopRow {
                     id: row.try_get("id")?,
-                    vmid: row.try_get::<i64, _>("vmid")? as u32,
+                    vm: row
+                        .try_get::<Option<i64>, _>("cluster_id")?
+                        .map(|cluster| VmKey::new(cluster, vmid)),
+                    vmid,
                     node: row.try_get("node")?,
                     class_id: row.try_get("class_id")?,
                     reason: row.try_get("reason")?,
@@ -180,23 +189,25 @@ impl Db {
     }
 
     /// Says why proxlab stopped a VM ("stopped after 30 min idle"), for its tile.
-    pub async fn set_stop_reason(&self, vmid: u32, reason: &str, at: i64) -> Result<(), DbError> {
+    pub async fn set_stop_reason(&self, vm: VmKey, reason: &str, at: i64) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO vm_stop_reasons (vmid, reason, at) VALUES ($1, $2, $3) \
-             ON CONFLICT (vmid) DO UPDATE SET reason = excluded.reason, at = excluded.at",
+            "INSERT INTO vm_stop_reasons (cluster_id, vmid, reason, at) VALUES ($4, $1, $2, $3) \
+             ON CONFLICT (cluster_id, vmid) DO UPDATE SET reason = excluded.reason, at = excluded.at",
         )
-        .bind(i64::from(vmid))
+        .bind(i64::from(vm.vmid))
         .bind(reason)
         .bind(at)
+        .bind(vm.cluster)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
     /// Forgets why a VM was stopped (it was started again).
-    pub async fn clear_stop_reason(&self, vmid: u32) -> Result<(), DbError> {
-        sqlx::query("DELETE FROM vm_stop_reasons WHERE vmid = $1")
-            .bind(i64::from(vmid))
+    pub async fn clear_stop_reason(&self, vm: VmKey) -> Result<(), DbError> {
+        sqlx::query("DELETE FROM vm_stop_reasons WHERE cluster_id = $1 AND vmid = $2")
+            .bind(vm.cluster)
+            .bind(i64::from(vm.vmid))
             .execute(self.pool())
             .await?;
         Ok(())

@@ -11,14 +11,18 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::{Db, DbError};
+use crate::vm_key::{VmKey, VmRef};
 
 /// A VM as stored.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmRow {
+    /// Its cluster and VMID: what the hub knows it by.
+    pub key: VmKey,
+    /// Its VMID on its cluster (`key.vmid`).
     pub vmid: u32,
     pub node: String,
-    /// The Proxmox cluster of its node, once the node's agent reported it.
-    pub cluster: Option<String>,
+    /// The name of its node's Proxmox cluster (empty until the node's agent reports it).
+    pub cluster: String,
     pub name: String,
     pub status: PowerState,
     pub template: bool,
@@ -60,9 +64,10 @@ impl VmRow {
     /// A stopped VM with nothing in it, outside every class, for unit tests.
     pub(crate) fn sample(vmid: u32) -> Self {
         Self {
+            key: VmKey::new(1, vmid),
             vmid,
             node: "pve1".into(),
-            cluster: None,
+            cluster: "lab".into(),
             name: "vm".into(),
             status: PowerState::Stopped,
             template: false,
@@ -99,6 +104,8 @@ pub struct VmFilter {
     pub node: Option<String>,
     /// Only the VMs of this cluster's nodes (by cluster name).
     pub cluster: Option<String>,
+    /// Only the VMs of this cluster (by id).
+    pub cluster_id: Option<i64>,
     pub status: Option<String>,
     /// A case-insensitive part of the name.
     pub name_contains: Option<String>,
@@ -107,8 +114,8 @@ pub struct VmFilter {
     pub in_class: Option<bool>,
     /// Only the VMs of this class.
     pub class_id: Option<i64>,
-    /// Only these VMIDs.
-    pub vmids: Option<Vec<u32>>,
+    /// Only these VMs.
+    pub keys: Option<Vec<VmKey>>,
     /// One page of the result (by VMID order), or all of it.
     pub page: Option<PageRange>,
 }
@@ -130,6 +137,27 @@ impl VmFilter {
 pub struct PageRange {
     pub limit: u32,
     pub offset: u32,
+}
+
+/// Why a request's VM reference names no single VM.
+#[derive(Debug, thiserror::Error)]
+pub enum VmRefError {
+    #[error("no such VM")]
+    NotFound,
+    /// VMs of several clusters have this VMID: these.
+    #[error("{}", ambiguous(.0))]
+    Ambiguous(Vec<VmKey>),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+fn ambiguous(keys: &[VmKey]) -> String {
+    let vmid = keys.first().map_or(0, |key| key.vmid);
+    let keys: Vec<String> = keys.iter().map(VmKey::to_string).collect();
+    format!(
+        "VMs of several clusters have VMID {vmid}: name one as {}",
+        keys.join(" or ")
+    )
 }
 
 /// A value for a `$N` placeholder.
@@ -170,6 +198,9 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
     if let Some(cluster) = &filter.cluster {
         add("ck.name = ?", Bind::Text(cluster.clone()));
     }
+    if let Some(cluster_id) = filter.cluster_id {
+        add("v.cluster_id = ?", Bind::Int(cluster_id));
+    }
     if let Some(status) = &filter.status {
         add("v.status = ?", Bind::Text(status.clone()));
     }
@@ -188,13 +219,28 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
         Some(false) => conditions.push("cv.class_id IS NULL".to_owned()),
         None => {}
     }
-    if let Some(vmids) = &filter.vmids {
+    if let Some(keys) = &filter.keys {
         // Numbers, so they can be written into the statement safely.
-        let list: Vec<String> = vmids.iter().map(u32::to_string).collect();
+        let mut by_cluster: std::collections::BTreeMap<i64, Vec<String>> = Default::default();
+        for key in keys {
+            by_cluster
+                .entry(key.cluster)
+                .or_default()
+                .push(key.vmid.to_string());
+        }
+        let list: Vec<String> = by_cluster
+            .iter()
+            .map(|(cluster, vmids)| {
+                format!(
+                    "(v.cluster_id = {cluster} AND v.vmid IN ({}))",
+                    vmids.join(", ")
+                )
+            })
+            .collect();
         conditions.push(if list.is_empty() {
             "1 = 0".to_owned()
         } else {
-            format!("v.vmid IN ({})", list.join(", "))
+            format!("({})", list.join(" OR "))
         });
     }
     (conditions.join(" AND "), binds)
@@ -202,13 +248,15 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
 
 /// The tables a VM listing reads.
 const VM_TABLES: &str = "vms v JOIN nodes n ON n.id = v.node_id \
-     LEFT JOIN clusters ck ON ck.id = n.cluster_id \
-     LEFT JOIN vm_assignments a ON a.vmid = v.vmid LEFT JOIN users u ON u.id = a.user_id \
-     LEFT JOIN class_vms cv ON cv.vmid = v.vmid LEFT JOIN classes cl ON cl.id = cv.class_id \
-     LEFT JOIN vm_stop_reasons sr ON sr.vmid = v.vmid \
+     LEFT JOIN clusters ck ON ck.id = v.cluster_id \
+     LEFT JOIN vm_assignments a ON a.cluster_id = v.cluster_id AND a.vmid = v.vmid \
+     LEFT JOIN users u ON u.id = a.user_id \
+     LEFT JOIN class_vms cv ON cv.cluster_id = v.cluster_id AND cv.vmid = v.vmid \
+     LEFT JOIN classes cl ON cl.id = cv.class_id \
+     LEFT JOIN vm_stop_reasons sr ON sr.cluster_id = v.cluster_id AND sr.vmid = v.vmid \
      LEFT JOIN class_versions cver ON cver.class_id = cl.id AND cver.number = cl.current_version";
 
-const VM_COLUMNS: &str = "v.vmid, n.name AS node, ck.name AS cluster, v.name, v.status, v.template, v.cores, v.sockets, \
+const VM_COLUMNS: &str = "v.cluster_id, v.vmid, n.name AS node, ck.name AS cluster, v.name, v.status, v.template, v.cores, v.sockets, \
      v.memory_mib, v.tags, v.lock_reason, v.uptime_secs, v.cpu, v.mem_bytes, v.disks_json, \
      v.nics_json, v.ips_json, v.status_changed_at, v.updated_at, u.username AS assignee, cv.class_id, CASE WHEN cv.adopted = 'plain' THEN NULL ELSE cl.template_vmid END AS class_template, cl.name AS class_name, v.identity, \
      sr.reason AS stop_reason, cv.kind AS class_kind, cv.version AS class_vm_version, \
@@ -233,10 +281,14 @@ fn split_list(text: &str) -> Vec<String> {
 fn vm_from_row(row: &AnyRow) -> Result<VmRow, sqlx::Error> {
     let tags: String = row.try_get("tags")?;
     let pending: String = row.try_get("pending")?;
+    let vmid = row.try_get::<i64, _>("vmid")? as u32;
     Ok(VmRow {
-        vmid: row.try_get::<i64, _>("vmid")? as u32,
+        key: VmKey::new(row.try_get("cluster_id")?, vmid),
+        vmid,
         node: row.try_get("node")?,
-        cluster: row.try_get("cluster")?,
+        cluster: row
+            .try_get::<Option<String>, _>("cluster")?
+            .unwrap_or_default(),
         name: row.try_get("name")?,
         status: super::states::column(row, "status", parse_power_state)?,
         template: row.try_get::<i64, _>("template")? != 0,
@@ -307,51 +359,42 @@ fn status_text(vm: &proxlab_protocol::inventory::VmInfo) -> String {
 #[derive(Debug, Clone, Copy)]
 struct Reporter {
     id: i64,
-    /// Its cluster, once its agent said: a VM it reports never takes the place of another
-    /// cluster's VM under the same number.
-    cluster_id: Option<i64>,
-    /// Whether it has VMIDs listed as clashing (only then is a VM it reports looked for there).
-    has_clashes: bool,
+    /// Its cluster: the VMs it reports are that cluster's.
+    cluster_id: i64,
 }
 
 async fn reporter(conn: &mut sqlx::AnyConnection, node: &str) -> Result<Reporter, DbError> {
-    let row = sqlx::query(
-        "SELECT id, cluster_id, (SELECT COUNT(*) FROM vmid_clashes k WHERE k.node_id = nodes.id) AS clashes \
-         FROM nodes WHERE name = $1",
-    )
-    .bind(node)
-    .fetch_optional(&mut *conn)
-    .await?
-    .ok_or(DbError::NotFound)?;
+    let cluster_id = super::nodes::node_cluster(conn, node).await?;
+    let row = sqlx::query("SELECT id FROM nodes WHERE name = $1")
+        .bind(node)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(Reporter {
         id: row.try_get("id")?,
-        cluster_id: row.try_get("cluster_id")?,
-        has_clashes: row.try_get::<i64, _>("clashes")? > 0,
+        cluster_id,
     })
 }
 
-/// Stores a VM as its node reported it, unless another cluster's VM holds its number (then
-/// it is listed as a clash). A VM stored after a clash of its node is no longer one.
+/// Stores a VM as its node reported it (a VM that moved between the cluster's nodes keeps
+/// its row).
 async fn upsert_vm(
     conn: &mut sqlx::AnyConnection,
-    node: &mut Reporter,
+    node: &Reporter,
     vm: &proxlab_protocol::inventory::VmInfo,
     now: i64,
 ) -> Result<(), DbError> {
-    let stored = sqlx::query(
-        "INSERT INTO vms (vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
+    sqlx::query(
+        "INSERT INTO vms (cluster_id, vmid, node_id, name, status, template, cores, sockets, memory_mib, tags, \
          lock_reason, uptime_secs, cpu, mem_bytes, disks_json, nics_json, ips_json, status_changed_at, updated_at, identity, pending) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19) \
-         ON CONFLICT (vmid) DO UPDATE SET node_id = excluded.node_id, name = excluded.name, \
+         VALUES ($20, $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $17, $18, $19) \
+         ON CONFLICT (cluster_id, vmid) DO UPDATE SET node_id = excluded.node_id, name = excluded.name, \
          status_changed_at = CASE WHEN vms.status = excluded.status THEN vms.status_changed_at ELSE excluded.status_changed_at END, \
          status = excluded.status, template = excluded.template, cores = excluded.cores, \
          sockets = excluded.sockets, memory_mib = excluded.memory_mib, tags = excluded.tags, \
          lock_reason = excluded.lock_reason, uptime_secs = excluded.uptime_secs, cpu = excluded.cpu, \
          mem_bytes = excluded.mem_bytes, disks_json = excluded.disks_json, nics_json = excluded.nics_json, \
          ips_json = excluded.ips_json, updated_at = excluded.updated_at, identity = excluded.identity, \
-         pending = excluded.pending \
-         WHERE $20 IS NULL OR vms.node_id = excluded.node_id \
-            OR COALESCE((SELECT cluster_id FROM nodes WHERE id = vms.node_id), $20) = $20",
+         pending = excluded.pending",
     )
     .bind(i64::from(vm.vmid))
     .bind(node.id)
@@ -375,62 +418,9 @@ async fn upsert_vm(
     .bind(node.cluster_id)
     .execute(&mut *conn)
     .await?;
-    if stored.rows_affected() == 0 {
-        note_vmid_clash(conn, node.id, vm, now).await?;
-        node.has_clashes = true;
-        return Ok(());
-    }
-    if node.has_clashes {
-        forget_vmid_clash(conn, node.id, vm.vmid).await?;
-    }
     if let Some(identity) = &vm.identity {
-        follow_identity(conn, vm.vmid, identity, now).await?;
+        follow_identity(conn, VmKey::new(node.cluster_id, vm.vmid), identity, now).await?;
     }
-    Ok(())
-}
-
-/// Until VMs are keyed by cluster, a VMID is one VM hub-wide: another cluster's VM under a
-/// number already known keeps the first one's place instead of taking it, and is listed for
-/// the admin.
-async fn note_vmid_clash(
-    conn: &mut sqlx::AnyConnection,
-    node_id: i64,
-    vm: &proxlab_protocol::inventory::VmInfo,
-    now: i64,
-) -> Result<(), DbError> {
-    let noted = sqlx::query(
-        "INSERT INTO vmid_clashes (node_id, vmid, name, seen_at) VALUES ($1, $2, $3, $4) \
-         ON CONFLICT (node_id, vmid) DO NOTHING",
-    )
-    .bind(node_id)
-    .bind(i64::from(vm.vmid))
-    .bind(&vm.name)
-    .bind(now)
-    .execute(&mut *conn)
-    .await?;
-    if noted.rows_affected() > 0 {
-        tracing::warn!(
-            vmid = vm.vmid,
-            node_id,
-            "a VM of another cluster already has this VMID; this one is not shown \
-             (give the clusters separate VMID ranges: datacenter.cfg next-id)"
-        );
-    }
-    Ok(())
-}
-
-/// Forgets that `node_id` reported a VMID another cluster holds (the VM left, or took its
-/// place after the other one left).
-async fn forget_vmid_clash(
-    conn: &mut sqlx::AnyConnection,
-    node_id: i64,
-    vmid: u32,
-) -> Result<(), DbError> {
-    sqlx::query("DELETE FROM vmid_clashes WHERE node_id = $1 AND vmid = $2")
-        .bind(node_id)
-        .bind(i64::from(vmid))
-        .execute(&mut *conn)
-        .await?;
     Ok(())
 }
 
@@ -438,17 +428,26 @@ async fn forget_vmid_clash(
 /// come back, moved to another node; another VM under its number ends it, see
 /// [`follow_identity`]); one to a VM that never had an identity ends now, since nothing
 /// could tell a newcomer under the same VMID from it.
-async fn remove_vm(conn: &mut sqlx::AnyConnection, node_id: i64, vmid: i64) -> Result<(), DbError> {
-    let removed = sqlx::query("DELETE FROM vms WHERE vmid = $1 AND node_id = $2")
-        .bind(vmid)
-        .bind(node_id)
-        .execute(&mut *conn)
-        .await?;
-    if removed.rows_affected() > 0 {
-        sqlx::query("DELETE FROM vm_assignments WHERE vmid = $1 AND identity IS NULL")
+async fn remove_vm(
+    conn: &mut sqlx::AnyConnection,
+    node: &Reporter,
+    vmid: i64,
+) -> Result<(), DbError> {
+    let removed =
+        sqlx::query("DELETE FROM vms WHERE cluster_id = $1 AND vmid = $2 AND node_id = $3")
+            .bind(node.cluster_id)
             .bind(vmid)
+            .bind(node.id)
             .execute(&mut *conn)
             .await?;
+    if removed.rows_affected() > 0 {
+        sqlx::query(
+            "DELETE FROM vm_assignments WHERE cluster_id = $1 AND vmid = $2 AND identity IS NULL",
+        )
+        .bind(node.cluster_id)
+        .bind(vmid)
+        .execute(&mut *conn)
+        .await?;
     }
     Ok(())
 }
@@ -459,35 +458,40 @@ async fn remove_vm(conn: &mut sqlx::AnyConnection, node_id: i64, vmid: i64) -> R
 /// ones made before the VM was first seen take its identity.
 async fn follow_identity(
     conn: &mut sqlx::AnyConnection,
-    vmid: u32,
+    key: VmKey,
     identity: &str,
     now: i64,
 ) -> Result<(), DbError> {
-    let vmid = i64::from(vmid);
+    let vmid = i64::from(key.vmid);
     sqlx::query(
-        "DELETE FROM vm_assignments WHERE vmid = $1 AND identity IS NOT NULL AND identity <> $2",
+        "DELETE FROM vm_assignments WHERE vmid = $1 AND identity IS NOT NULL AND identity <> $2 \
+         AND cluster_id = $3",
     )
     .bind(vmid)
     .bind(identity)
+    .bind(key.cluster)
     .execute(&mut *conn)
     .await?;
     sqlx::query(
         "UPDATE class_vms SET state = 'failed', attempts = $3, updated_at = $4, \
          error = 'replaced outside proxlab by another VM with the same id' \
-         WHERE vmid = $1 AND identity IS NOT NULL AND identity <> $2 AND state <> 'failed'",
+         WHERE vmid = $1 AND identity IS NOT NULL AND identity <> $2 AND state <> 'failed' \
+         AND cluster_id = $5",
     )
     .bind(vmid)
     .bind(identity)
     .bind(i64::from(super::classes::MAX_ATTEMPTS))
     .bind(now)
+    .bind(key.cluster)
     .execute(&mut *conn)
     .await?;
     for table in ["vm_assignments", "class_vms"] {
         sqlx::query(&format!(
-            "UPDATE {table} SET identity = $2 WHERE vmid = $1 AND identity IS NULL"
+            "UPDATE {table} SET identity = $2 WHERE vmid = $1 AND identity IS NULL AND cluster_id = $3"
         ))
         .bind(vmid)
         .bind(identity)
+        .bind(key.cluster)
         .execute(&mut *conn)
         .await?;
     }
@@ -569,7 +573,7 @@ pub enum AgentReport<'a> {
 
 async fn replace_inventory(
     conn: &mut sqlx::AnyConnection,
-    node: &mut Reporter,
+    node: &Reporter,
     inventory: &Inventory,
     now: i64,
 ) -> Result<(), DbError> {
@@ -583,14 +587,7 @@ async fn replace_inventory(
         .map(|row| row.try_get("vmid"))
         .collect::<Result<_, _>>()?;
     for vmid in stored.into_iter().filter(|vmid| !keep.contains(vmid)) {
-        remove_vm(conn, node_id, vmid).await?;
-    }
-    if node.has_clashes {
-        sqlx::query("DELETE FROM vmid_clashes WHERE node_id = $1")
-            .bind(node_id)
-            .execute(&mut *conn)
-            .await?;
-        node.has_clashes = false;
+        remove_vm(conn, node, vmid).await?;
     }
     for vm in &inventory.vms {
         upsert_vm(conn, node, vm, now).await?;
@@ -601,7 +598,7 @@ async fn replace_inventory(
 
 async fn apply_delta(
     conn: &mut sqlx::AnyConnection,
-    node: &mut Reporter,
+    node: &Reporter,
     delta: &InventoryDelta,
     now: i64,
 ) -> Result<(), DbError> {
@@ -610,10 +607,7 @@ async fn apply_delta(
         upsert_vm(conn, node, vm, now).await?;
     }
     for vmid in &delta.removed {
-        remove_vm(conn, node_id, i64::from(*vmid)).await?;
-        if node.has_clashes {
-            forget_vmid_clash(conn, node_id, *vmid).await?;
-        }
+        remove_vm(conn, node, i64::from(*vmid)).await?;
     }
     if let Some(storages) = &delta.storages {
         replace_storages(conn, node_id, storages, now).await?;
@@ -745,7 +739,7 @@ impl Db {
             .map(|page| format!(" LIMIT {} OFFSET {}", page.limit, page.offset))
             .unwrap_or_default();
         let sql = format!(
-            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE {conditions} ORDER BY v.vmid{page}"
+            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE {conditions} ORDER BY v.vmid, v.cluster_id{page}"
         );
         let rows = bind_all(sqlx::query(&sql), binds)
             .fetch_all(self.pool())
@@ -764,27 +758,63 @@ impl Db {
     }
 
     /// Records a VM's power state learned from an action's answer.
-    pub async fn set_vm_status(&self, vmid: u32, status: &str, now: i64) -> Result<(), DbError> {
+    pub async fn set_vm_status(&self, key: VmKey, status: &str, now: i64) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE vms SET status_changed_at = CASE WHEN status = $1 THEN status_changed_at ELSE $2 END, \
-             status = $1, updated_at = $2 WHERE vmid = $3",
+             status = $1, updated_at = $2 WHERE cluster_id = $3 AND vmid = $4",
         )
         .bind(status)
         .bind(now)
-        .bind(i64::from(vmid))
+        .bind(key.cluster)
+        .bind(i64::from(key.vmid))
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    pub async fn vm(&self, vmid: u32) -> Result<Option<VmRow>, DbError> {
+    pub async fn vm(&self, key: VmKey) -> Result<Option<VmRow>, DbError> {
         let row = sqlx::query(&format!(
-            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE v.vmid = $1"
+            "SELECT {VM_COLUMNS} FROM {VM_TABLES} WHERE v.cluster_id = $1 AND v.vmid = $2"
         ))
-        .bind(i64::from(vmid))
+        .bind(key.cluster)
+        .bind(i64::from(key.vmid))
         .fetch_optional(self.pool())
         .await?;
         Ok(row.as_ref().map(vm_from_row).transpose()?)
+    }
+
+    /// The VM a request names. A bare VMID names the one VM the hub has under it (in the
+    /// inventory, a class or a template build); when clusters share it, the request must
+    /// say which.
+    pub async fn resolve_vm(&self, vm: VmRef) -> Result<VmKey, VmRefError> {
+        let vmid = match vm {
+            VmRef::Key(key) => return Ok(key),
+            VmRef::Vmid(vmid) => vmid,
+        };
+        let rows = sqlx::query(
+            "SELECT cluster_id FROM vms WHERE vmid = $1 \
+             UNION SELECT cluster_id FROM class_vms WHERE vmid = $1 \
+             UNION SELECT cluster_id FROM template_builds WHERE vmid = $1",
+        )
+        .bind(i64::from(vmid))
+        .fetch_all(self.pool())
+        .await
+        .map_err(DbError::from)?;
+        let clusters: Vec<i64> = rows
+            .iter()
+            .map(|row| row.try_get("cluster_id"))
+            .collect::<Result<_, _>>()
+            .map_err(DbError::from)?;
+        match clusters.as_slice() {
+            [] => Err(VmRefError::NotFound),
+            [cluster] => Ok(VmKey::new(*cluster, vmid)),
+            _ => Err(VmRefError::Ambiguous(
+                clusters
+                    .iter()
+                    .map(|cluster| VmKey::new(*cluster, vmid))
+                    .collect(),
+            )),
+        }
     }
 
     /// The storages a node reported: `(storage, kind, shared, avail_bytes)`.

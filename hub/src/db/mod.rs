@@ -28,6 +28,7 @@ pub mod tokens;
 pub mod usage;
 pub mod users;
 pub mod versions;
+mod vmids;
 
 use std::path::Path;
 use std::time::Duration;

@@ -5,7 +5,7 @@ use sqlx::Row;
 use sqlx::any::AnyRow;
 
 use super::tokens::SpendRefusal;
-use super::{Db, DbError};
+use super::{Db, DbError, now_unix};
 
 /// What a node's agent said as it connected.
 #[derive(Debug, Clone, Copy)]
@@ -29,9 +29,15 @@ pub struct NodeRow {
     pub last_seen_at: Option<i64>,
     pub agent_version: Option<String>,
     pub remote_addr: Option<String>,
-    /// The Proxmox cluster it belongs to: unknown until its agent reports it.
+    /// The Proxmox cluster it belongs to: unknown until its agent reports it (until then the
+    /// node and its VMs are in the placeholder cluster, see [`PLACEHOLDER_CLUSTER`]).
     pub cluster: Option<ClusterRow>,
 }
+
+/// The cluster of nodes whose agents have not said which one they are in (too old, or
+/// enrolled before agents did): empty name and fingerprint. A node leaves it, VMs and all,
+/// when its agent reports its cluster.
+pub const PLACEHOLDER_CLUSTER: &str = "";
 
 /// A Proxmox cluster (or a standalone node) that nodes belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -40,6 +46,12 @@ pub struct ClusterRow {
     pub name: String,
     /// `sha256:<hex>` of the cluster's root CA; empty when the node had none.
     pub ca_fingerprint: String,
+}
+
+impl ClusterRow {
+    fn is_placeholder(&self) -> bool {
+        self.name == PLACEHOLDER_CLUSTER && self.ca_fingerprint.is_empty()
+    }
 }
 
 /// One online/offline transition.
@@ -74,7 +86,8 @@ fn node_from_row(row: &AnyRow) -> Result<NodeRow, sqlx::Error> {
                 id,
                 name: row.try_get("cluster_name")?,
                 ca_fingerprint: row.try_get("cluster_ca")?,
-            }),
+            })
+            .filter(|cluster| !cluster.is_placeholder()),
         },
     })
 }
@@ -88,15 +101,6 @@ pub struct NodeOverview {
     pub storage_total_bytes: u64,
     pub storage_used_bytes: u64,
     pub vm_count: u64,
-    /// VMs it reported whose VMIDs a VM of another cluster holds (not shown as VMs).
-    pub vmid_clashes: Vec<VmidClash>,
-}
-
-/// A VM a node reported under a VMID that a VM of another cluster already holds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct VmidClash {
-    pub vmid: u32,
-    pub name: String,
 }
 
 /// The latest load a node reported.
@@ -220,12 +224,38 @@ impl Db {
         Ok(row)
     }
 
+    /// The id of a cluster, recorded now if the hub did not know it (for a site prepared
+    /// before its nodes connect).
+    pub async fn ensure_cluster(
+        &self,
+        cluster: &ClusterIdentity,
+        now: i64,
+    ) -> Result<i64, DbError> {
+        let mut tx = self.write_tx().await?;
+        let id = cluster_id(&mut tx, cluster, now).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// The cluster a node's VMs are keyed under (`clusters.id`; the placeholder cluster
+    /// until its agent reports one).
+    pub async fn node_cluster_id(&self, node: &str) -> Result<Option<i64>, DbError> {
+        let row: Option<(Option<i64>,)> =
+            sqlx::query_as("SELECT cluster_id FROM nodes WHERE name = $1")
+                .bind(node)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.and_then(|(cluster,)| cluster))
+    }
+
     /// Every cluster that has an enrolled node, by name.
     pub async fn clusters(&self) -> Result<Vec<ClusterRow>, DbError> {
         let rows = sqlx::query(
             "SELECT id, name, ca_fingerprint FROM clusters WHERE id IN \
-             (SELECT cluster_id FROM nodes WHERE revoked_at IS NULL) ORDER BY name, id",
+             (SELECT cluster_id FROM nodes WHERE revoked_at IS NULL) \
+             AND NOT (name = $1 AND ca_fingerprint = '') ORDER BY name, id",
         )
+        .bind(PLACEHOLDER_CLUSTER)
         .fetch_all(self.pool())
         .await?;
         let clusters = rows.iter().map(|row| -> Result<ClusterRow, sqlx::Error> {
@@ -239,7 +269,7 @@ impl Db {
     }
 
     /// Records a node coming online (with what its agent said as it connected) or going
-    /// offline.
+    /// offline. Returns the node's cluster (`clusters.id`).
     pub async fn set_node_online(
         &self,
         name: &str,
@@ -247,14 +277,14 @@ impl Db {
         now: i64,
         reason: &str,
         connected: Option<&ConnectedAgent<'_>>,
-    ) -> Result<(), DbError> {
+    ) -> Result<Option<i64>, DbError> {
         let agent_version = connected.map(|agent| agent.agent_version);
         let remote_addr = connected.map(|agent| agent.remote_addr);
         let mut tx = self.write_tx().await?;
         let row = sqlx::query(
             "UPDATE nodes SET online = $1, state_changed_at = $2, last_seen_at = $2, \
              agent_version = COALESCE($3, agent_version), remote_addr = COALESCE($4, remote_addr) \
-             WHERE name = $5 RETURNING id",
+             WHERE name = $5 RETURNING id, cluster_id",
         )
         .bind(i64::from(online))
         .bind(now)
@@ -265,6 +295,7 @@ impl Db {
         .await?
         .ok_or(DbError::NotFound)?;
         let id: i64 = row.try_get("id")?;
+        let mut cluster_id: Option<i64> = row.try_get("cluster_id")?;
         sqlx::query(
             "INSERT INTO node_transitions (node_id, online, at, reason) VALUES ($1, $2, $3, $4)",
         )
@@ -274,11 +305,23 @@ impl Db {
         .bind(reason)
         .execute(&mut *tx)
         .await?;
-        if let Some(cluster) = connected.and_then(|agent| agent.cluster) {
-            assign_cluster(&mut tx, name, cluster, now).await?;
+        match connected {
+            Some(ConnectedAgent {
+                cluster: Some(cluster),
+                ..
+            }) => cluster_id = Some(assign_cluster(&mut tx, name, cluster, now).await?.id),
+            // An agent that does not say: its node and VMs wait in the placeholder.
+            Some(_) if cluster_id.is_none() => {
+                cluster_id = Some(
+                    assign_cluster(&mut tx, name, &placeholder_identity(), now)
+                        .await?
+                        .id,
+                );
+            }
+            _ => {}
         }
         tx.commit().await?;
-        Ok(())
+        Ok(cluster_id)
     }
 
     /// Records when each node was last seen, in one transaction.
@@ -342,31 +385,6 @@ impl Db {
         Ok(self.overviews(Some(name)).await?.pop())
     }
 
-    /// The VMID clashes of every node, or of the one named, by node id.
-    async fn vmid_clashes(
-        &self,
-        name: Option<&str>,
-    ) -> Result<std::collections::HashMap<i64, Vec<VmidClash>>, DbError> {
-        let rows = sqlx::query(
-            "SELECT k.node_id, k.vmid, k.name FROM vmid_clashes k JOIN nodes n ON n.id = k.node_id \
-             WHERE ($1 IS NULL OR n.name = $1) ORDER BY k.vmid",
-        )
-        .bind(name)
-        .fetch_all(self.pool())
-        .await?;
-        let mut clashes: std::collections::HashMap<i64, Vec<VmidClash>> = Default::default();
-        for row in &rows {
-            clashes
-                .entry(row.try_get("node_id")?)
-                .or_default()
-                .push(VmidClash {
-                    vmid: row.try_get::<i64, _>("vmid")? as u32,
-                    name: row.try_get("name")?,
-                });
-        }
-        Ok(clashes)
-    }
-
     /// The overviews of every node, or of the one named.
     async fn overviews(&self, name: Option<&str>) -> Result<Vec<NodeOverview>, DbError> {
         let rows = sqlx::query(&format!(
@@ -382,7 +400,6 @@ impl Db {
         .bind(name)
         .fetch_all(self.pool())
         .await?;
-        let mut clashes = self.vmid_clashes(name).await?;
         rows.iter()
             .map(|row| {
                 let metrics_at: Option<i64> = row.try_get("metrics_at")?;
@@ -400,7 +417,6 @@ impl Db {
                 };
                 let node = node_from_row(row)?;
                 Ok(NodeOverview {
-                    vmid_clashes: clashes.remove(&node.id).unwrap_or_default(),
                     node,
                     metrics,
                     storage_total_bytes: row.try_get::<i64, _>("storage_total")? as u64,
@@ -413,13 +429,41 @@ impl Db {
     }
 }
 
-/// Adds the cluster if it is new and makes it the node's, inside `tx`.
-async fn assign_cluster(
-    tx: &mut sqlx::AnyConnection,
+/// The cluster of an enrolled node, inside `conn`'s transaction; a node that has none yet
+/// (its agent has not connected) is put in the placeholder.
+pub(super) async fn node_cluster(
+    conn: &mut sqlx::AnyConnection,
     node: &str,
+) -> Result<i64, DbError> {
+    let row: Option<(Option<i64>,)> =
+        sqlx::query_as("SELECT cluster_id FROM nodes WHERE name = $1")
+            .bind(node)
+            .fetch_optional(&mut *conn)
+            .await?;
+    match row {
+        None => Err(DbError::NotFound),
+        Some((Some(cluster),)) => Ok(cluster),
+        Some((None,)) => Ok(
+            assign_cluster(conn, node, &placeholder_identity(), now_unix())
+                .await?
+                .id,
+        ),
+    }
+}
+
+fn placeholder_identity() -> ClusterIdentity {
+    ClusterIdentity {
+        name: PLACEHOLDER_CLUSTER.to_owned(),
+        ca_fingerprint: String::new(),
+    }
+}
+
+/// The id of a cluster, added if it is new, inside `tx`.
+async fn cluster_id(
+    tx: &mut sqlx::AnyConnection,
     cluster: &ClusterIdentity,
     now: i64,
-) -> Result<ClusterRow, DbError> {
+) -> Result<i64, DbError> {
     sqlx::query(
         "INSERT INTO clusters (name, ca_fingerprint, first_seen_at) VALUES ($1, $2, $3) \
          ON CONFLICT (name, ca_fingerprint) DO NOTHING",
@@ -434,18 +478,104 @@ async fn assign_cluster(
         .bind(&cluster.ca_fingerprint)
         .fetch_one(&mut *tx)
         .await?;
-    let id: i64 = row.try_get("id")?;
-    let updated = sqlx::query("UPDATE nodes SET cluster_id = $1 WHERE name = $2")
-        .bind(id)
+    Ok(row.try_get("id")?)
+}
+
+/// Adds the cluster if it is new and makes it the node's, inside `tx`. A node that changes
+/// cluster (most often: leaves the placeholder) takes its VMs along, with everything the hub
+/// keeps about them.
+async fn assign_cluster(
+    tx: &mut sqlx::AnyConnection,
+    node: &str,
+    cluster: &ClusterIdentity,
+    now: i64,
+) -> Result<ClusterRow, DbError> {
+    let id = cluster_id(tx, cluster, now).await?;
+    let before = sqlx::query("SELECT id, cluster_id FROM nodes WHERE name = $1")
         .bind(node)
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(DbError::NotFound)?;
+    let node_id: i64 = before.try_get("id")?;
+    let previous: Option<i64> = before.try_get("cluster_id")?;
+    if let Some(previous) = previous.filter(|previous| *previous != id) {
+        move_node_vms(tx, node_id, node, previous, id).await?;
+    }
+    sqlx::query("UPDATE nodes SET cluster_id = $1 WHERE id = $2")
+        .bind(id)
+        .bind(node_id)
         .execute(&mut *tx)
         .await?;
-    if updated.rows_affected() == 0 {
-        return Err(DbError::NotFound);
-    }
     Ok(ClusterRow {
         id,
         name: cluster.name.clone(),
         ca_fingerprint: cluster.ca_fingerprint.clone(),
     })
+}
+
+/// Every table that names a VM by `(cluster_id, vmid)`, besides `vms`.
+const VM_TABLES: [&str; 9] = [
+    "vm_assignments",
+    "class_vms",
+    "class_task_results",
+    "console_tickets",
+    "ssh_host_keys",
+    "idle_stops",
+    "vm_stop_reasons",
+    "vm_runs",
+    "template_builds",
+];
+
+/// Moves the VMs of a node from one cluster to another: its inventory, and every row about
+/// a VM it reports or a class or build placed on it, unless the other cluster already has a
+/// row for that VMID (then the stale one stays behind).
+async fn move_node_vms(
+    tx: &mut sqlx::AnyConnection,
+    node_id: i64,
+    node: &str,
+    from: i64,
+    to: i64,
+) -> Result<(), DbError> {
+    let vmids: Vec<i64> = sqlx::query(
+        "SELECT vmid FROM vms WHERE node_id = $1 AND cluster_id = $2 \
+         UNION SELECT vmid FROM class_vms WHERE node = $3 AND cluster_id = $2 \
+         UNION SELECT vmid FROM template_builds WHERE node = $3 AND cluster_id = $2",
+    )
+    .bind(node_id)
+    .bind(from)
+    .bind(node)
+    .fetch_all(&mut *tx)
+    .await?
+    .iter()
+    .map(|row| row.try_get("vmid"))
+    .collect::<Result<_, _>>()?;
+    if vmids.is_empty() {
+        return Ok(());
+    }
+    // Numbers, so they can be written into the statements safely.
+    let list = vmids
+        .iter()
+        .map(i64::to_string)
+        .collect::<Vec<_>>()
+        .join(", ");
+    for table in std::iter::once("vms").chain(VM_TABLES) {
+        sqlx::query(&format!(
+            "UPDATE {table} SET cluster_id = $1 WHERE cluster_id = $2 AND vmid IN ({list}) \
+             AND NOT EXISTS (SELECT 1 FROM {table} other WHERE other.cluster_id = $1 \
+             AND other.vmid = {table}.vmid)"
+        ))
+        .bind(to)
+        .bind(from)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(&format!(
+        "UPDATE classes SET template_cluster_id = $1 WHERE template_cluster_id = $2 \
+         AND template_vmid IN ({list})"
+    ))
+    .bind(to)
+    .bind(from)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }

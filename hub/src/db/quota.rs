@@ -6,6 +6,7 @@ use sqlx::Row;
 
 use super::{Db, DbError};
 use crate::domain::quota::meter::Run;
+use crate::vm_key::VmKey;
 
 /// A class's quota as stored.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -38,7 +39,10 @@ fn quota_from_row(row: &sqlx::any::AnyRow) -> Result<QuotaRow, sqlx::Error> {
 fn run_from_row(row: &sqlx::any::AnyRow) -> Result<RunRow, sqlx::Error> {
     Ok(RunRow {
         run: Run {
-            vmid: row.try_get::<i64, _>("vmid")? as u32,
+            vm: VmKey::new(
+                row.try_get("cluster_id")?,
+                row.try_get::<i64, _>("vmid")? as u32,
+            ),
             boot_at: row.try_get("boot_at")?,
             last_seen: row.try_get("last_seen")?,
             ended_at: row.try_get("ended_at")?,
@@ -49,7 +53,7 @@ fn run_from_row(row: &sqlx::any::AnyRow) -> Result<RunRow, sqlx::Error> {
 }
 
 const QUOTA_COLUMNS: &str = "class_id, hours, count_scheduled, updated_by, updated_at";
-const RUN_COLUMNS: &str = "vmid, boot_at, class_id, user_id, last_seen, ended_at";
+const RUN_COLUMNS: &str = "cluster_id, vmid, boot_at, class_id, user_id, last_seen, ended_at";
 
 impl Db {
     /// A class's quota, if it has one.
@@ -150,17 +154,19 @@ impl Db {
         let mut tx = self.write_tx().await?;
         for run in runs {
             sqlx::query(
-                "INSERT INTO vm_runs (vmid, boot_at, node, class_id, user_id, last_seen, \
-                 ended_at) VALUES ($1, $2, $5, (SELECT class_id FROM class_vms WHERE vmid = $1), \
-                 (SELECT user_id FROM vm_assignments WHERE vmid = $1), $3, $4) \
-                 ON CONFLICT (vmid, boot_at) DO UPDATE SET last_seen = excluded.last_seen, \
+                "INSERT INTO vm_runs (cluster_id, vmid, boot_at, node, class_id, user_id, last_seen, \
+                 ended_at) VALUES ($6, $1, $2, $5, \
+                 (SELECT class_id FROM class_vms WHERE cluster_id = $6 AND vmid = $1), \
+                 (SELECT user_id FROM vm_assignments WHERE cluster_id = $6 AND vmid = $1), $3, $4) \
+                 ON CONFLICT (cluster_id, vmid, boot_at) DO UPDATE SET last_seen = excluded.last_seen, \
                  ended_at = excluded.ended_at",
             )
-            .bind(i64::from(run.vmid))
+            .bind(i64::from(run.vm.vmid))
             .bind(run.boot_at)
             .bind(run.last_seen)
             .bind(run.ended_at)
             .bind(node)
+            .bind(run.vm.cluster)
             .execute(&mut *tx)
             .await?;
         }

@@ -95,12 +95,16 @@ impl Db {
         Ok(())
     }
 
-    pub async fn ssh_host_key(&self, vmid: u32) -> Result<Option<KnownHostKey>, DbError> {
+    pub async fn ssh_host_key(
+        &self,
+        vm: crate::vm_key::VmKey,
+    ) -> Result<Option<KnownHostKey>, DbError> {
         let row = sqlx::query(
             "SELECT vm_identity, algorithm, fingerprint, first_seen, accepted_by FROM ssh_host_keys \
-             WHERE vmid = $1",
+             WHERE cluster_id = $1 AND vmid = $2",
         )
-        .bind(i64::from(vmid))
+        .bind(vm.cluster)
+        .bind(i64::from(vm.vmid))
         .fetch_optional(self.pool())
         .await?;
         row.map(|row| {
@@ -116,21 +120,26 @@ impl Db {
     }
 
     /// Remembers `key` as the VM's host key, replacing any other.
-    pub async fn set_ssh_host_key(&self, vmid: u32, key: &KnownHostKey) -> Result<(), DbError> {
+    pub async fn set_ssh_host_key(
+        &self,
+        vm: crate::vm_key::VmKey,
+        key: &KnownHostKey,
+    ) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO ssh_host_keys (vmid, vm_identity, algorithm, fingerprint, first_seen, \
-             accepted_by) VALUES ($1, $2, $3, $4, $5, $6) \
-             ON CONFLICT (vmid) DO UPDATE SET vm_identity = excluded.vm_identity, \
+            "INSERT INTO ssh_host_keys (cluster_id, vmid, vm_identity, algorithm, fingerprint, \
+             first_seen, accepted_by) VALUES ($7, $1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (cluster_id, vmid) DO UPDATE SET vm_identity = excluded.vm_identity, \
              algorithm = excluded.algorithm, \
              fingerprint = excluded.fingerprint, first_seen = excluded.first_seen, \
              accepted_by = excluded.accepted_by",
         )
-        .bind(i64::from(vmid))
+        .bind(i64::from(vm.vmid))
         .bind(&key.vm_identity)
         .bind(&key.algorithm)
         .bind(&key.fingerprint)
         .bind(key.first_seen)
         .bind(&key.accepted_by)
+        .bind(vm.cluster)
         .execute(self.pool())
         .await?;
         Ok(())

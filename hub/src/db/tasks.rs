@@ -22,6 +22,9 @@ pub struct TaskRow {
 /// What a task did to one VM.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct TaskResultRow {
+    /// The VM's key (`CLUSTER-VMID`).
+    #[serde(rename = "vm")]
+    pub key: crate::vm_key::VmKey,
     pub vmid: u32,
     pub ok: bool,
     /// A sentence for whoever ran the task.
@@ -77,14 +80,15 @@ impl Db {
         result: &TaskResultRow,
     ) -> Result<(), DbError> {
         sqlx::query(
-            "INSERT INTO class_task_results (task_id, vmid, outcome, message, detail) \
-             VALUES ($1, $2, $3, $4, $5)",
+            "INSERT INTO class_task_results (task_id, cluster_id, vmid, outcome, message, detail) \
+             VALUES ($1, $6, $2, $3, $4, $5)",
         )
         .bind(task_id)
-        .bind(i64::from(result.vmid))
+        .bind(i64::from(result.key.vmid))
         .bind(if result.ok { "ok" } else { "failed" })
         .bind(&result.message)
         .bind(&result.detail)
+        .bind(result.key.cluster)
         .execute(self.pool())
         .await?;
         Ok(())
@@ -155,15 +159,17 @@ impl Db {
     /// What a task did, by VMID.
     pub async fn task_results(&self, task_id: i64) -> Result<Vec<TaskResultRow>, DbError> {
         let rows = sqlx::query(
-            "SELECT vmid, outcome, message, detail FROM class_task_results WHERE task_id = $1 \
-             ORDER BY vmid",
+            "SELECT cluster_id, vmid, outcome, message, detail FROM class_task_results \
+             WHERE task_id = $1 ORDER BY vmid, cluster_id",
         )
         .bind(task_id)
         .fetch_all(self.pool())
         .await?;
         let results = rows.iter().map(|row| {
+            let vmid = row.try_get::<i64, _>("vmid")? as u32;
             Ok::<_, sqlx::Error>(TaskResultRow {
-                vmid: row.try_get::<i64, _>("vmid")? as u32,
+                key: crate::vm_key::VmKey::new(row.try_get("cluster_id")?, vmid),
+                vmid,
                 ok: row.try_get::<String, _>("outcome")? == "ok",
                 message: row.try_get("message")?,
                 detail: row.try_get("detail")?,

@@ -20,7 +20,8 @@ impl Db {
             "SELECT a.actor_id, CAST(COUNT(*) AS BIGINT) FROM audit_log a \
              WHERE a.action IN ('console.open', 'vm.forward') AND a.result = 'ok' \
              AND a.actor_id IS NOT NULL AND a.target IN \
-             (SELECT 'vm:' || CAST(vmid AS TEXT) FROM class_vms WHERE class_id = $1) \
+             (SELECT 'vm:' || CAST(cluster_id AS TEXT) || '-' || CAST(vmid AS TEXT) \
+             FROM class_vms WHERE class_id = $1) \
              GROUP BY a.actor_id",
         )
         .bind(class_id)
@@ -33,17 +34,19 @@ impl Db {
     pub async fn class_idle_stop_counts(
         &self,
         class_id: i64,
-    ) -> Result<HashMap<u32, i64>, DbError> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT vmid, CAST(COUNT(*) AS BIGINT) FROM idle_stops \
-             WHERE class_id = $1 AND outcome <> 'failed' GROUP BY vmid",
+    ) -> Result<HashMap<crate::vm_key::VmKey, i64>, DbError> {
+        let rows: Vec<(Option<i64>, i64, i64)> = sqlx::query_as(
+            "SELECT cluster_id, vmid, CAST(COUNT(*) AS BIGINT) FROM idle_stops \
+             WHERE class_id = $1 AND outcome <> 'failed' GROUP BY cluster_id, vmid",
         )
         .bind(class_id)
         .fetch_all(self.pool())
         .await?;
         Ok(rows
             .into_iter()
-            .map(|(vmid, count)| (vmid as u32, count))
+            .filter_map(|(cluster, vmid, count)| {
+                Some((crate::vm_key::VmKey::new(cluster?, vmid as u32), count))
+            })
             .collect())
     }
 

@@ -216,10 +216,15 @@ impl Db {
     }
 
     /// Records the version a VM's disks were made from.
-    pub async fn set_class_vm_version(&self, vmid: u32, number: i64) -> Result<(), DbError> {
-        sqlx::query("UPDATE class_vms SET version = $1 WHERE vmid = $2")
+    pub async fn set_class_vm_version(
+        &self,
+        vm: crate::vm_key::VmKey,
+        number: i64,
+    ) -> Result<(), DbError> {
+        sqlx::query("UPDATE class_vms SET version = $1 WHERE cluster_id = $2 AND vmid = $3")
             .bind(number)
-            .bind(i64::from(vmid))
+            .bind(vm.cluster)
+            .bind(i64::from(vm.vmid))
             .execute(self.pool())
             .await?;
         Ok(())

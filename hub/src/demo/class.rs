@@ -9,12 +9,13 @@ use crate::domain::idle::{IdleSettings, set_class_idle};
 use crate::domain::quota::{QuotaSettings, set_class_quota};
 use crate::domain::schedules::{NewRule, add_rule};
 use crate::domain::viewer::Viewer;
+use crate::vm_key::VmKey;
 
 /// The demo class's name.
 pub(super) const CLASS_NAME: &str = "Networks 101";
 
 /// Makes the demo class unless the site has a class already.
-pub(super) async fn seed(state: &HubState, teacher: &str, template_vmid: u32) -> Result<()> {
+pub(super) async fn seed(state: &HubState, teacher: &str, template: VmKey) -> Result<()> {
     if !state.db.list_classes(None).await?.is_empty() {
         return Ok(());
     }
@@ -28,7 +29,7 @@ pub(super) async fn seed(state: &HubState, teacher: &str, template_vmid: u32) ->
         name: CLASS_NAME.into(),
         description: "Weekdays 08:00 to 16:00; 10 hours each outside those; idle VMs shut down."
             .into(),
-        template_vmid: Some(template_vmid),
+        template: Some(template),
         seats: 2,
         node: None,
         cores: None,

@@ -27,6 +27,7 @@ use crate::domain::auth::issue_api_token;
 use crate::domain::tokens::create_join_token;
 use crate::domain::viewer::Viewer;
 use crate::open_db;
+use crate::vm_key::VmKey;
 
 pub use cluster::{DEMO_NODES, DemoNode, SECOND_CLUSTER, SECOND_NODES};
 use cluster::{DemoCluster, RunningAgent};
@@ -84,6 +85,21 @@ const ACCOUNTS: &[(&str, Role, Option<u32>)] = &[
     ("bob", Role::Student, Some(cluster::BOB_VM)),
 ];
 
+/// Gives each demo account its VM of the first cluster, unless the VM has a user already
+/// (the demo ran before).
+async fn assign_demo_vms(db: &Db, cluster: i64) -> Result<()> {
+    for (username, _, vm) in ACCOUNTS {
+        let (Some(vmid), Some(user)) = (vm, db.user_by_name(username).await?) else {
+            continue;
+        };
+        let key = VmKey::new(cluster, *vmid);
+        if db.vm_user(key).await?.is_none() {
+            db.assign_vm(key, user.id, None, now_unix()).await?;
+        }
+    }
+    Ok(())
+}
+
 fn demo_file_path(dir: &Path) -> PathBuf {
     dir.join("demo.json")
 }
@@ -101,7 +117,7 @@ async fn accounts(db: &Db, dir: &Path) -> Result<DemoFile> {
         );
     }
     let mut users = Vec::new();
-    for (username, role, vm) in ACCOUNTS {
+    for (username, role, _) in ACCOUNTS {
         let password = crate::domain::accounts::generate_password();
         create_user(db, username, *role, Some(&password))
             .await
@@ -112,9 +128,6 @@ async fn accounts(db: &Db, dir: &Path) -> Result<DemoFile> {
             .context("the new account is missing")?;
         let viewer = Viewer::from(&row);
         let api_token = issue_api_token(db, &viewer, "demo", Actor::Operator).await?;
-        if let Some(vmid) = vm {
-            db.assign_vm(*vmid, row.id, None, now_unix()).await?;
-        }
         users.push(DemoUser {
             username: (*username).to_owned(),
             password,
@@ -250,7 +263,17 @@ impl Demo {
                 }
             }
         }
-        if let Err(err) = class::seed(&hub.state, "teacher", cluster::TEMPLATE_VM).await {
+        let first_cluster = hub
+            .state
+            .db
+            .node_by_name(DEMO_NODES[0].hub)
+            .await?
+            .and_then(|node| node.cluster)
+            .context("the first demo node reported no cluster")?
+            .id;
+        assign_demo_vms(&hub.state.db, first_cluster).await?;
+        let template = VmKey::new(first_cluster, cluster::TEMPLATE_VM);
+        if let Err(err) = class::seed(&hub.state, "teacher", template).await {
             tracing::warn!("the demo class was not made: {err:#}");
         }
         Ok(Self {

@@ -17,6 +17,7 @@ use crate::domain::audit::{self, Outcome};
 use crate::domain::classes::VMID_RANGE;
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::VmOpError;
+use crate::vm_key::VmKey;
 
 /// Why a build did not happen.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,8 @@ impl BuildRequest {
 /// A build as pages and the API show it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BuildView {
+    /// The VM's key (`CLUSTER-VMID`).
+    pub id: VmKey,
     pub vmid: u32,
     pub name: String,
     pub node: String,
@@ -78,6 +81,7 @@ pub struct BuildView {
 impl From<BuildRow> for BuildView {
     fn from(row: BuildRow) -> Self {
         Self {
+            id: row.key,
             vmid: row.vmid,
             name: row.name,
             node: row.node,
@@ -182,18 +186,18 @@ fn check(request: &BuildRequest, sources: &[NodeSources]) -> Result<(), BuildErr
     Ok(())
 }
 
-/// Makes the VM of a build on its node and gives it to the builder. Returns its VMID.
+/// Makes the VM of a build on its node and gives it to the builder. Returns its key.
 pub async fn start_build(
     state: &HubState,
     viewer: &Viewer,
     request: &BuildRequest,
-) -> Result<u32, BuildError> {
+) -> Result<VmKey, BuildError> {
     if !viewer.is_staff() {
         return Err(BuildError::Forbidden);
     }
     check(request, &state.db.build_sources().await?)?;
     let now = now_unix();
-    let vmid = state
+    let key = state
         .db
         .reserve_build(
             &NewBuild {
@@ -213,7 +217,7 @@ pub async fn start_build(
         })?;
     let install = VmInstall {
         vm: VmCreate {
-            vmid,
+            vmid: key.vmid,
             name: request.name.clone(),
             cores: request.cores,
             memory_mib: request.memory_mib,
@@ -224,7 +228,7 @@ pub async fn start_build(
         iso: request.iso.clone(),
         os: request.os,
     };
-    let target = format!("vm:{vmid}");
+    let target = key.audit_target();
     let made = state.registry.call(&request.node, &install).await;
     if let Err(err) = made {
         let error = VmOpError::Node {
@@ -234,7 +238,7 @@ pub async fn start_build(
         let (message, detail) = error.explain();
         state
             .db
-            .set_build_state(vmid, BuildState::Failed, &detail)
+            .set_build_state(key, BuildState::Failed, &detail)
             .await?;
         audit::record(
             &state.db,
@@ -249,11 +253,11 @@ pub async fn start_build(
     }
     state
         .db
-        .assign_vm(vmid, viewer.id, Some(viewer.id), now)
+        .assign_vm(key, viewer.id, Some(viewer.id), now)
         .await?;
     state
         .db
-        .set_build_state(vmid, BuildState::Installing, "")
+        .set_build_state(key, BuildState::Installing, "")
         .await?;
     audit::record(
         &state.db,
@@ -270,13 +274,14 @@ pub async fn start_build(
         ),
     )
     .await;
-    Ok(vmid)
+    Ok(key)
 }
 
 /// Makes a build's VM a template, once it is stopped; it stops being the builder's VM and
 /// appears among the templates.
-pub async fn convert(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<(), BuildError> {
-    let build = state.db.build(vmid).await?.ok_or(BuildError::NotFound)?;
+pub async fn convert(state: &HubState, viewer: &Viewer, key: VmKey) -> Result<(), BuildError> {
+    let vmid = key.vmid;
+    let build = state.db.build(key).await?.ok_or(BuildError::NotFound)?;
     if !viewer.is_staff() || (!viewer.is_admin() && build.built_by != Some(viewer.id)) {
         return Err(BuildError::NotFound);
     }
@@ -289,7 +294,7 @@ pub async fn convert(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<(),
             )));
         }
     }
-    let vm = state.db.vm(vmid).await?.ok_or_else(|| {
+    let vm = state.db.vm(key).await?.ok_or_else(|| {
         BuildError::Conflict(format!(
             "VM {vmid} is not in the inventory (its node may be offline)"
         ))
@@ -298,7 +303,7 @@ pub async fn convert(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<(),
         vmid,
         identity: vm.identity.clone(),
     };
-    let target = format!("vm:{vmid}");
+    let target = key.audit_target();
     if let Err(source) = state.registry.call(&vm.node, &request).await {
         let remote_conflict = matches!(&source, CallError::Remote(remote)
             if remote.kind == proxlab_protocol::ErrorKind::Conflict);
@@ -323,10 +328,10 @@ pub async fn convert(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<(),
         }
         .into());
     }
-    state.db.unassign_vm(vmid).await?;
+    state.db.unassign_vm(key).await?;
     state
         .db
-        .set_build_state(vmid, BuildState::Template, "")
+        .set_build_state(key, BuildState::Template, "")
         .await?;
     audit::record(
         &state.db,

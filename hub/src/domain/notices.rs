@@ -11,19 +11,19 @@ use tokio::sync::broadcast;
 /// What a notice says, to whom.
 #[derive(Debug, Clone, Serialize)]
 pub struct Notice {
-    /// What it is about: `schedule:<class>:<time>`, `idle:<vmid>`.
+    /// What it is about: `schedule:<class>:<time>`, `idle:<cluster>-<vmid>`.
     pub key: String,
     #[serde(skip)]
     pub user_ids: Vec<i64>,
     pub class_id: i64,
-    /// The VMs it is about.
-    pub vmids: Vec<u32>,
+    /// The VMs it is about (`CLUSTER-VMID`, as in URLs).
+    pub vmids: Vec<crate::vm_key::VmKey>,
     pub message: String,
     /// Unix seconds: when what it announces happens (and the notice ends).
     pub at: i64,
     /// The VM whose idle timers an "I'm still here" button restarts, on notices that have one.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub still_here: Option<u32>,
+    pub still_here: Option<crate::vm_key::VmKey>,
     /// Set on the announcement that takes the notice of this key down.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub withdrawn: bool,
@@ -115,7 +115,7 @@ mod tests {
             key: key.into(),
             user_ids: vec![7],
             class_id: 1,
-            vmids: vec![10002],
+            vmids: vec![crate::vm_key::VmKey::new(1, 10002)],
             message: "stops at 10:00".into(),
             at,
             still_here: None,
@@ -128,7 +128,10 @@ mod tests {
         let notices = Notices::default();
         let mut stream = notices.subscribe();
         notices.publish(notice("schedule:1:1000", 1_000), 400);
-        assert_eq!(stream.try_recv().unwrap().vmids, [10002]);
+        assert_eq!(
+            stream.try_recv().unwrap().vmids,
+            [crate::vm_key::VmKey::new(1, 10002)]
+        );
         assert_eq!(notices.for_user(7, 999).len(), 1);
         assert!(notices.for_user(8, 999).is_empty(), "only its users");
         assert!(notices.for_user(7, 1_000).is_empty(), "over at its time");

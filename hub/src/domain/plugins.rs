@@ -21,6 +21,7 @@ use crate::db::now_unix;
 use crate::db::plugins::{NewPlugin, PluginRow};
 use crate::domain::audit::{self, Outcome};
 use crate::domain::viewer::Viewer;
+use crate::vm_key::VmKey;
 
 /// The largest component the hub accepts.
 pub const MAX_WASM_BYTES: usize = 16 << 20;
@@ -216,8 +217,13 @@ pub fn start_sync(state: Arc<HubState>) -> JoinHandle<()> {
                     Err(RecvError::Closed) => return,
                 },
                 event = events.recv() => match event {
-                    Ok(AgentEvent { node, event: Event::PluginSteps { vmid, hook, error } }) => {
-                        record_steps(&state, &node, vmid, &hook, error.as_deref()).await;
+                    Ok(AgentEvent {
+                        node,
+                        cluster_id,
+                        event: Event::PluginSteps { vmid, hook, error },
+                    }) => {
+                        let key = VmKey::new(cluster_id, vmid);
+                        record_steps(&state, &node, key, &hook, error.as_deref()).await;
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
@@ -228,17 +234,17 @@ pub fn start_sync(state: Arc<HubState>) -> JoinHandle<()> {
 }
 
 /// Shows a failed plugin step on the class VM (and clears an earlier one once they pass).
-async fn record_steps(state: &HubState, node: &str, vmid: u32, hook: &str, error: Option<&str>) {
+async fn record_steps(state: &HubState, node: &str, key: VmKey, hook: &str, error: Option<&str>) {
     if let Some(error) = error {
-        tracing::warn!(%node, vmid, hook, %error, "a plugin step failed");
+        tracing::warn!(%node, vmid = key.vmid, hook, %error, "a plugin step failed");
     }
     let message = error
         .map(|error| format!("{hook}: {error}"))
         .unwrap_or_default();
-    match state.db.set_class_vm_error(vmid, &message).await {
+    match state.db.set_class_vm_error(key, &message).await {
         Ok(Some(class_id)) => state.jobs.announce(class_id),
         Ok(None) => {}
-        Err(err) => tracing::error!(%err, vmid, "cannot record a plugin step"),
+        Err(err) => tracing::error!(%err, %key, "cannot record a plugin step"),
     }
 }
 
@@ -256,11 +262,12 @@ async fn install_all(state: &Arc<HubState>, node: &str) {
 /// Tells a class VM's agent who got the VM, so its plugins can rename it and know the
 /// student at its first start. In the background; a node that is away misses it (the VM
 /// keeps its name).
-pub fn tell_assignment(state: &HubState, class_id: i64, vmid: u32, student: &str) {
+pub fn tell_assignment(state: &HubState, class_id: i64, key: VmKey, student: &str) {
     let (db, registry, student) = (state.db.clone(), state.registry.clone(), student.to_owned());
+    let vmid = key.vmid;
     tokio::spawn(async move {
         let vms = db.class_vms(class_id).await.unwrap_or_default();
-        let Some(node) = vms.into_iter().find(|vm| vm.vmid == vmid).map(|vm| vm.node) else {
+        let Some(node) = vms.into_iter().find(|vm| vm.key == key).map(|vm| vm.node) else {
             return;
         };
         let request = VmAssigned { vmid, student };

@@ -13,6 +13,7 @@ use crate::db::{Db, DbError};
 use crate::domain::access::{self, VmAction};
 use crate::domain::audit::{self, Actor, Outcome};
 use crate::domain::viewer::Viewer;
+use crate::vm_key::VmKey;
 
 /// How long a guest gets to shut down before the request fails (the VM keeps running).
 pub const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(60);
@@ -39,8 +40,8 @@ pub enum VmOpError {
 }
 
 /// The VM with this id, if the viewer may see it.
-pub async fn visible_vm(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<VmRow, VmOpError> {
-    let Some(vm) = state.db.vm(vmid).await? else {
+pub async fn visible_vm(state: &HubState, viewer: &Viewer, key: VmKey) -> Result<VmRow, VmOpError> {
+    let Some(vm) = state.db.vm(key).await? else {
         return Err(VmOpError::NotFound);
     };
     let owns_class = match vm.class_id {
@@ -118,24 +119,24 @@ async fn reset_to_base(
 pub async fn power(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    key: VmKey,
     action: VmAction,
 ) -> Result<PowerState, VmOpError> {
-    power_in_task(state, viewer, vmid, action, None).await
+    power_in_task(state, viewer, key, action, None).await
 }
 
 /// [`power`] as one step of a class task: its audit entry names the task.
 pub async fn power_in_task(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    key: VmKey,
     action: VmAction,
     task: Option<i64>,
 ) -> Result<PowerState, VmOpError> {
-    let vm = match visible_vm(state, viewer, vmid).await {
+    let vm = match visible_vm(state, viewer, key).await {
         Ok(vm) => vm,
         Err(err) => {
-            let (action, target) = (format!("vm.{}", action.as_str()), format!("vm:{vmid}"));
+            let (action, target) = (format!("vm.{}", action.as_str()), key.audit_target());
             let entry = audit::Entry::new(&action, &target, Outcome::Denied, "not visible");
             audit::record_entry(&state.db, Some(viewer), entry.in_task(task)).await;
             return Err(err);
@@ -144,7 +145,7 @@ pub async fn power_in_task(
     if action == VmAction::Start
         && let Err(reason) = crate::domain::quota::check_start(state, viewer, &vm).await
     {
-        let (audit_action, target) = ("vm.start", format!("vm:{vmid}"));
+        let (audit_action, target) = ("vm.start", key.audit_target());
         let entry = audit::Entry::new(audit_action, &target, Outcome::Denied, &reason);
         audit::record_entry(&state.db, Some(viewer), entry.in_task(task)).await;
         return Err(VmOpError::NotAllowed(reason));
@@ -161,8 +162,8 @@ pub async fn power_vm(
     action: VmAction,
     task: Option<i64>,
 ) -> Result<PowerState, VmOpError> {
-    let vmid = vm.vmid;
-    let target = format!("vm:{vmid}");
+    let (key, vmid) = (vm.key, vm.vmid);
+    let target = key.audit_target();
     let audit_action = format!("vm.{}", action.as_str());
     let record = |outcome: Outcome, detail: String| {
         let (action, target) = (&audit_action, &target);
@@ -183,7 +184,7 @@ pub async fn power_vm(
             if let Err(err) = state
                 .db
                 .set_vm_status(
-                    vmid,
+                    key,
                     crate::db::inventory::power_state_text(status),
                     crate::db::now_unix(),
                 )
@@ -192,7 +193,7 @@ pub async fn power_vm(
                 tracing::warn!(%err, vmid, "cannot record the new power state");
             }
             if status == PowerState::Running
-                && let Err(err) = state.db.clear_stop_reason(vmid).await
+                && let Err(err) = state.db.clear_stop_reason(key).await
             {
                 tracing::warn!(%err, vmid, "cannot forget why the VM stopped");
             }
@@ -281,14 +282,14 @@ pub enum Handover {
 pub async fn assign(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    key: VmKey,
     username: Option<&str>,
     handover: Handover,
 ) -> Result<(), VmOpError> {
     if !viewer.is_staff() {
         return Err(VmOpError::NotFound);
     }
-    let vm = visible_vm(state, viewer, vmid).await?;
+    let vm = visible_vm(state, viewer, key).await?;
     // Seeing a VM is not managing it: a teacher who joined another teacher's class sees
     // the VM they were given, but only the class's teachers (and admins) hand it on.
     let manages = viewer.is_admin()
@@ -308,9 +309,9 @@ pub async fn assign(
         .assignee
         .as_deref()
         .is_some_and(|holder| Some(holder) != username);
-    let target = format!("vm:{vmid}");
+    let target = key.audit_target();
     let recycle = match username {
-        None => state.db.release_class_vm(vmid).await?,
+        None => state.db.release_class_vm(key).await?,
         Some(username) => {
             let user = active_user(&state.db, username).await?;
             if changes_hands && handover == Handover::Fresh {
@@ -323,9 +324,9 @@ pub async fn assign(
             }
             let freed = state
                 .db
-                .join_class_with_vm(class_id, user.id, vmid, crate::db::now_unix())
+                .join_class_with_vm(class_id, user.id, key, crate::db::now_unix())
                 .await?;
-            crate::domain::plugins::tell_assignment(state, class_id, vmid, &user.username);
+            crate::domain::plugins::tell_assignment(state, class_id, key, &user.username);
             freed
         }
     };
@@ -355,10 +356,11 @@ pub async fn assign(
 /// keeps the roster.
 pub async fn assign_as_operator(
     db: &Db,
-    vmid: u32,
+    key: VmKey,
     username: Option<&str>,
 ) -> Result<(), VmOpError> {
-    let vm = db.vm(vmid).await?.ok_or(VmOpError::NotFound)?;
+    let vm = db.vm(key).await?.ok_or(VmOpError::NotFound)?;
+    let vmid = vm.vmid;
     if let Some(class_id) = vm.class_id {
         return Err(VmOpError::NotAllowed(format!(
             "VM {vmid} belongs to class {class_id}: assign it on the class's page or through \
@@ -387,10 +389,10 @@ async fn write_assignment(
     vm: &VmRow,
     username: Option<&str>,
 ) -> Result<(), VmOpError> {
-    let vmid = vm.vmid;
-    let target = format!("vm:{vmid}");
+    let key = vm.key;
+    let target = key.audit_target();
     let Some(username) = username else {
-        db.unassign_vm(vmid).await?;
+        db.unassign_vm(key).await?;
         audit::record(db, actor, "vm.unassign", &target, Outcome::Ok, "").await;
         return Ok(());
     };
@@ -399,7 +401,7 @@ async fn write_assignment(
         Actor::User(viewer) => Some(viewer.id),
         Actor::Anonymous | Actor::Operator | Actor::Automatic(_) => None,
     };
-    db.assign_vm(vmid, user.id, assigned_by, crate::db::now_unix())
+    db.assign_vm(key, user.id, assigned_by, crate::db::now_unix())
         .await?;
     audit::record(db, actor, "vm.assign", &target, Outcome::Ok, username).await;
     Ok(())

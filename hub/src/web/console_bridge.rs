@@ -94,7 +94,10 @@ where
 }
 
 fn node_lost(session: &ConsoleSession) -> EndReason {
-    EndReason::NodeLost(format!("the stream of VM {}'s console broke", session.vmid))
+    EndReason::NodeLost(format!(
+        "the stream of VM {}'s console broke",
+        session.vm.vmid
+    ))
 }
 
 pub(super) fn browser_error(err: &axum::Error) -> String {

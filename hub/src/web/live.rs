@@ -14,6 +14,7 @@ use crate::db::inventory::{VmFilter, VmRow};
 use crate::domain::access;
 use crate::domain::viewer::Viewer;
 use crate::inventory::InventoryChange;
+use crate::vm_key::VmKey;
 use crate::web::views::{NodeView, VmView};
 
 /// A changed VM as every stream may send it.
@@ -25,8 +26,8 @@ pub struct LiveVm {
 }
 
 impl LiveVm {
-    pub fn vmid(&self) -> u32 {
-        self.row.vmid
+    pub fn key(&self) -> VmKey {
+        self.row.key
     }
 
     /// Whether `viewer` may see it; `owned_classes` are the classes the viewer owns.
@@ -42,10 +43,10 @@ impl LiveVm {
 /// One change, ready to send.
 #[derive(Debug)]
 pub enum LiveUpdate {
-    /// VMs whose stored data changed, and the VMIDs among them that no longer exist.
+    /// VMs whose stored data changed, and those among them that no longer exist.
     Vms {
         present: Vec<LiveVm>,
-        gone: Vec<u32>,
+        gone: Vec<VmKey>,
     },
     /// A node's view, for admins: its metrics or its online state changed.
     Node { json: String },
@@ -108,11 +109,11 @@ async fn read_change(
     registry: &AgentRegistry,
     change: &InventoryChange,
 ) -> Option<LiveUpdate> {
-    if change.vmids.is_empty() {
+    if change.vms.is_empty() {
         return read_node(db, &change.node, registry.is_online(&change.node)).await;
     }
     let filter = VmFilter {
-        vmids: Some(change.vmids.clone()),
+        keys: Some(change.vms.clone()),
         ..VmFilter::default()
     };
     let rows = match db.find_vms(&filter).await {
@@ -123,10 +124,10 @@ async fn read_change(
         }
     };
     let gone = change
-        .vmids
+        .vms
         .iter()
         .copied()
-        .filter(|vmid| !rows.iter().any(|row| row.vmid == *vmid))
+        .filter(|key| !rows.iter().any(|row| row.key == *key))
         .collect();
     let present = rows
         .into_iter()

@@ -31,7 +31,8 @@ use serde::Serialize;
 use limits::MAX_FORM_BYTES;
 
 use crate::HubState;
-use crate::db::inventory::power_state_text;
+use crate::db::inventory::{VmRefError, power_state_text};
+use crate::vm_key::{VmKey, VmRef};
 use error::AppError;
 
 /// The answer of `GET /health`.
@@ -165,12 +166,23 @@ async fn page_not_found() -> error::PageError {
     AppError::NotFound("there is no page at this address".into()).into()
 }
 
-/// A VMID from a path: a number Proxmox accepts.
-fn parse_vmid(text: &str) -> Result<u32, AppError> {
-    text.parse::<u32>()
-        .ok()
-        .filter(|vmid| (100..=999_999_999).contains(vmid))
-        .ok_or_else(|| AppError::NotFound(format!("{text:?} is not a VM id")))
+/// The VM a path names: `CLUSTER-VMID`, or a bare VMID while only one VM on the hub has it
+/// (every VM address before clusters; an ambiguous one lists the VMs it could mean).
+pub(crate) async fn vm_key(state: &HubState, text: &str) -> Result<VmKey, AppError> {
+    let vm: VmRef = text
+        .parse()
+        .map_err(|err: crate::vm_key::BadVmRef| AppError::NotFound(err.to_string()))?;
+    vm_ref_key(state, vm).await
+}
+
+/// The VM a reference names (see [`vm_key`]).
+pub(crate) async fn vm_ref_key(state: &HubState, vm: VmRef) -> Result<VmKey, AppError> {
+    match state.db.resolve_vm(vm).await {
+        Ok(key) => Ok(key),
+        Err(VmRefError::NotFound) => Err(AppError::NotFound("there is no such VM".into())),
+        Err(err @ VmRefError::Ambiguous(_)) => Err(AppError::Conflict(err.to_string())),
+        Err(VmRefError::Db(err)) => Err(err.into()),
+    }
 }
 
 /// A local path to go back to after a form or a sign-in, or `fallback`: an absolute path on
@@ -193,14 +205,6 @@ fn local_path<'a>(path: Option<&'a str>, fallback: &'a str) -> &'a str {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn vmids_in_paths() {
-        assert_eq!(parse_vmid("101").unwrap(), 101);
-        for bad in ["99", "abc", "-1", "1000000000", "101/../x", ""] {
-            assert!(parse_vmid(bad).is_err(), "{bad}");
-        }
-    }
 
     #[test]
     fn local_paths_only() {

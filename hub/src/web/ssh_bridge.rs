@@ -96,7 +96,7 @@ async fn login(
     let (accepts, accepted) = mpsc::channel(1);
     let prompt = Prompt { notices, accepted };
     // Host keys are remembered for the VM: its VMID, and its identity when the node reports one.
-    let identity = match state.db.vm(session.vmid).await {
+    let identity = match state.db.vm(session.vm).await {
         Ok(vm) => vm.and_then(|vm| vm.identity),
         Err(err) => {
             tracing::warn!(%err, "cannot read a VM for its SSH terminal");
@@ -107,7 +107,7 @@ async fn login(
         }
     };
     let owner = KeyOwner {
-        vmid: session.vmid,
+        vm: session.vm,
         identity,
     };
     let opening = ssh::open(state.clone(), viewer, owner, tunnel, login, prompt);

@@ -5,9 +5,10 @@ use proxlab_protocol::inventory::PowerState;
 use serde::Serialize;
 
 use crate::db::inventory::VmRow;
-use crate::db::nodes::{NodeOverview, VmidClash};
+use crate::db::nodes::NodeOverview;
 use crate::domain::access::{self, VmAction};
 use crate::domain::tokens::format_time;
+use crate::vm_key::VmKey;
 
 /// An address of a VM and where it was learned.
 #[derive(Debug, Clone, Serialize)]
@@ -19,6 +20,9 @@ pub(crate) struct IpView {
 /// A VM as a user sees it.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct VmView {
+    /// What the hub calls it, in URLs too: `CLUSTER-VMID`.
+    pub id: VmKey,
+    /// Its VMID on its cluster.
     pub vmid: u32,
     pub name: String,
     pub node: String,
@@ -140,10 +144,11 @@ impl VmView {
         let ip_note =
             (waiting_for_ip(vm).is_some() && ip_wait_until.is_none()).then_some(IP_UNKNOWN);
         Self {
+            id: vm.key,
             vmid: vm.vmid,
             name: vm.name.clone(),
             node: vm.node.clone(),
-            cluster: vm.cluster.clone(),
+            cluster: Some(vm.cluster.clone()).filter(|name| !name.is_empty()),
             status: vm.status,
             display_status,
             status_label,
@@ -182,8 +187,10 @@ impl VmView {
 
 impl VmView {
     /// A VM assigned to someone that does not exist yet: a class VM being made.
-    pub(crate) fn being_prepared(vmid: u32, class: Option<&str>) -> Self {
+    pub(crate) fn being_prepared(id: VmKey, class: Option<&str>) -> Self {
+        let vmid = id.vmid;
         Self {
+            id,
             vmid,
             name: class.map_or_else(
                 || format!("VM {vmid}"),
@@ -229,6 +236,8 @@ pub(crate) struct DiskView {
 /// A template and its specs.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct TemplateView {
+    /// What the hub calls it: `CLUSTER-VMID`.
+    pub id: VmKey,
     pub vmid: u32,
     pub name: String,
     pub node: String,
@@ -243,6 +252,7 @@ pub(crate) struct TemplateView {
 impl From<&VmRow> for TemplateView {
     fn from(vm: &VmRow) -> Self {
         Self {
+            id: vm.key,
             vmid: vm.vmid,
             name: vm.name.clone(),
             node: vm.node.clone(),
@@ -275,9 +285,6 @@ pub(crate) struct NodeView {
     /// The Proxmox cluster it belongs to (`standalone <node>` for a node in none); unknown
     /// until its agent reports it.
     pub cluster: Option<String>,
-    /// VMs it reported whose VMIDs a VM of another cluster already holds on the hub: they
-    /// are not listed as VMs.
-    pub vmid_clashes: Vec<VmidClash>,
     pub online: bool,
     pub agent_version: Option<String>,
     pub remote_addr: Option<String>,
@@ -315,7 +322,6 @@ impl From<&NodeOverview> for NodeView {
         Self {
             name: node.name.clone(),
             cluster: node.cluster.as_ref().map(|cluster| cluster.name.clone()),
-            vmid_clashes: overview.vmid_clashes.clone(),
             online: node.online,
             agent_version: node.agent_version.clone(),
             remote_addr: node.remote_addr.clone(),

@@ -8,6 +8,7 @@ use proxlab_hub::domain::accounts::create_user;
 use proxlab_hub::domain::audit::Actor;
 use proxlab_hub::domain::auth::issue_api_token;
 use proxlab_hub::domain::viewer::Viewer;
+use proxlab_hub::vm_key::VmKey;
 use serde_json::Value;
 
 use super::web::WebClient;
@@ -19,6 +20,8 @@ pub const TEMPLATE: u32 = 9000;
 /// Fields drop in this order: the simulated VMs (whose pid files are in the hub's temporary
 /// directory) and the agents go before the hub and its directory.
 pub struct Lab {
+    /// The cluster of the lab's two nodes: its VMs' keys are under it.
+    pub cluster: i64,
     pub sim: SimCluster,
     _agents: Vec<tokio::process::Child>,
     pub hub: TestHub,
@@ -47,17 +50,30 @@ impl Lab {
             hub.sim_agent(&sim, "pve2").await,
         ];
         let db = hub.hub().state.db.clone();
+        let cluster = super::vm_key(&db, "pve1", TEMPLATE).await.cluster;
         within("the template in the inventory", async {
-            while db.vm(TEMPLATE).await.unwrap().is_none() {
+            while db
+                .vm(VmKey::new(cluster, TEMPLATE))
+                .await
+                .unwrap()
+                .is_none()
+            {
                 let _ = changes.recv().await;
             }
         })
         .await;
         Self {
+            cluster,
             hub,
             sim,
             _agents: agents,
         }
+    }
+
+    /// The key of the lab's VM `vmid`.
+    #[allow(dead_code)] // not every test binary that includes this module names VMs so
+    pub fn key(&self, vmid: u32) -> VmKey {
+        VmKey::new(self.cluster, vmid)
     }
 
     /// Kills the agents, as a node crash would.
@@ -101,7 +117,7 @@ impl Lab {
         within("the node reports the VM running", async {
             loop {
                 let change = changes.recv().await.unwrap();
-                if change.vmids.contains(&vmid) {
+                if change.vms.contains(&self.key(vmid)) {
                     return;
                 }
             }
@@ -179,7 +195,7 @@ impl Lab {
         let mut changes = self.hub.hub().state.inventory_changes.subscribe();
         within(&format!("VM {vmid}: {what}"), async {
             loop {
-                if let Some(vm) = db.vm(vmid).await.unwrap()
+                if let Some(vm) = db.vm(self.key(vmid)).await.unwrap()
                     && wanted(&vm)
                 {
                     return vm;
@@ -215,7 +231,7 @@ impl Lab {
         let mut changes = self.hub.hub().state.inventory_changes.subscribe();
         within("the VM's address in the inventory", async {
             while !db
-                .vm(vmid)
+                .vm(self.key(vmid))
                 .await
                 .unwrap()
                 .is_some_and(|vm| vm.ips.iter().any(|ip| ip.address == address))
@@ -258,7 +274,8 @@ impl Lab {
         name: &str,
         seats: u32,
     ) -> (i64, Vec<u32>) {
-        let request = serde_json::json!({"name": name, "template_vmid": TEMPLATE, "seats": seats});
+        let template = self.key(TEMPLATE).to_string();
+        let request = serde_json::json!({"name": name, "template_vmid": template, "seats": seats});
         let (class_id, job) = self.create_class(teacher, &request).await;
         assert_eq!(job["state"], "done", "{job}");
         let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;

@@ -14,6 +14,7 @@ pub mod pg;
 pub mod sshd;
 pub mod web;
 
+use proxlab_hub::vm_key::VmKey;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
@@ -59,6 +60,36 @@ pub async fn within<T>(what: &str, future: impl Future<Output = T>) -> T {
 }
 
 /// The `proxlab-agent` binary, up to date.
+/// The key of VM `vmid` of `node`'s cluster.
+#[allow(dead_code)] // not every test binary that includes this module names VMs so
+pub async fn vm_key(db: &proxlab_hub::db::Db, node: &str, vmid: u32) -> VmKey {
+    let cluster = db
+        .node_cluster_id(node)
+        .await
+        .unwrap()
+        .unwrap_or_else(|| panic!("{node} is in no cluster"));
+    VmKey::new(cluster, vmid)
+}
+
+/// The key of VM `vmid` on a hub whose nodes are all in one cluster (or of the one VM the
+/// hub has under that number).
+#[allow(dead_code)] // not every test binary that includes this module names VMs so
+pub async fn key_of(db: &proxlab_hub::db::Db, vmid: u32) -> VmKey {
+    use proxlab_hub::db::inventory::VmRefError;
+    match db.resolve_vm(proxlab_hub::vm_key::VmRef::Vmid(vmid)).await {
+        Ok(key) => key,
+        Err(VmRefError::NotFound) => {
+            let mut clusters = std::collections::BTreeSet::new();
+            for node in db.list_nodes().await.unwrap() {
+                clusters.extend(db.node_cluster_id(&node.name).await.unwrap());
+            }
+            assert_eq!(clusters.len(), 1, "the nodes are in one cluster");
+            VmKey::new(clusters.into_iter().next().unwrap(), vmid)
+        }
+        Err(err) => panic!("{err}"),
+    }
+}
+
 pub fn agent_bin() -> PathBuf {
     proxlab_testkit::workspace_bin("proxlab-agent")
 }

@@ -21,28 +21,32 @@ use crate::db::states::Adoption;
 use crate::db::users::Role;
 use crate::domain::audit::{self, Outcome};
 use crate::domain::viewer::Viewer;
+use crate::vm_key::VmKey;
 
 /// The most VMs one adoption takes.
 pub const MAX_ADOPTED: usize = 500;
 
 /// What an admin asks to adopt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdoptRequest {
     pub name: String,
     /// The teacher who owns the class.
     pub owner: String,
-    pub template_vmid: u32,
+    pub template: VmKey,
     /// VMs picked one by one.
-    pub vmids: Vec<u32>,
-    /// Every VM (not a template, in no class) with a VMID in this range, both ends included.
+    pub vms: Vec<VmKey>,
+    /// Every VM (not a template, in no class) of the template's cluster with a VMID in this
+    /// range, both ends included.
     pub range: Option<(u32, u32)>,
     /// Who gets which VM.
-    pub students: BTreeMap<u32, String>,
+    pub students: BTreeMap<VmKey, String>,
 }
 
 /// A VM that could be adopted, as the page lists it.
 #[derive(Debug, Clone, Serialize)]
 pub struct Candidate {
+    /// `CLUSTER-VMID`, as the form sends it back.
+    pub id: VmKey,
     pub vmid: u32,
     pub name: String,
     pub node: String,
@@ -78,6 +82,7 @@ pub fn linked_to(vm: &VmRow) -> Option<u32> {
 
 fn candidate(vm: &VmRow) -> Candidate {
     Candidate {
+        id: vm.key,
         vmid: vm.vmid,
         name: vm.name.clone(),
         node: vm.node.clone(),
@@ -126,29 +131,40 @@ pub async fn adopt(
             ..VmFilter::default()
         })
         .await?;
-    for vmid in std::iter::once(&request.template_vmid).chain(&request.vmids) {
-        if let Some(vm) = state.db.vm(*vmid).await?
+    for key in std::iter::once(&request.template).chain(&request.vms) {
+        if let Some(vm) = state.db.vm(*key).await?
             && let Some(class) = vm.class_id
         {
             return Err(ClassError::Conflict(format!(
-                "VM {vmid} belongs to class {class} already"
+                "VM {} belongs to class {class} already",
+                key.vmid
             )));
         }
     }
     let template = free
         .iter()
-        .find(|vm| vm.vmid == request.template_vmid && vm.template)
-        .ok_or_else(|| invalid(format!("VM {} is no template", request.template_vmid)))?;
-    let mut wanted: BTreeSet<u32> = request.vmids.iter().copied().collect();
+        .find(|vm| vm.key == request.template && vm.template)
+        .ok_or_else(|| invalid(format!("VM {} is no template", request.template.vmid)))?;
+    let mut wanted: BTreeSet<VmKey> = request.vms.iter().copied().collect();
     if let Some((first, last)) = request.range {
         if first > last {
             return Err(invalid(format!("the range {first}–{last} is empty")));
         }
         wanted.extend(
             free.iter()
-                .filter(|vm| !vm.template && (first..=last).contains(&vm.vmid))
-                .map(|vm| vm.vmid),
+                .filter(|vm| !vm.template && vm.key.cluster == template.key.cluster)
+                .filter(|vm| (first..=last).contains(&vm.vmid))
+                .map(|vm| vm.key),
         );
+    }
+    if let Some(stranger) = wanted
+        .iter()
+        .find(|key| key.cluster != template.key.cluster)
+    {
+        return Err(invalid(format!(
+            "VM {} is in another cluster than the template; a class stays in one",
+            stranger.vmid
+        )));
     }
     if wanted.is_empty() {
         return Err(invalid("pick the VMs to adopt".into()));
@@ -158,14 +174,15 @@ pub async fn adopt(
     }
     let mut students = BTreeMap::new();
     let mut holders = BTreeSet::new();
-    for (vmid, username) in &request.students {
+    for (key, username) in &request.students {
         let username = username.trim();
         if username.is_empty() {
             continue;
         }
-        if !wanted.contains(vmid) {
+        if !wanted.contains(key) {
             return Err(invalid(format!(
-                "VM {vmid} is given to {username} but not adopted"
+                "VM {} is given to {username} but not adopted",
+                key.vmid
             )));
         }
         let user = state
@@ -179,16 +196,16 @@ pub async fn adopt(
                 "{username} is given two VMs; a student has one"
             )));
         }
-        students.insert(*vmid, user.id);
+        students.insert(*key, user.id);
     }
     let mut vms = Vec::new();
-    for vmid in &wanted {
+    for key in &wanted {
         let vm = free
             .iter()
-            .find(|vm| vm.vmid == *vmid && !vm.template)
-            .ok_or_else(|| invalid(format!("VM {vmid} is not a VM outside every class")))?;
+            .find(|vm| vm.key == *key && !vm.template)
+            .ok_or_else(|| invalid(format!("VM {} is not a VM outside every class", key.vmid)))?;
         vms.push(AdoptedVm {
-            vmid: vm.vmid,
+            key: vm.key,
             node: vm.node.clone(),
             identity: vm.identity.clone(),
             adoption: if linked_to(vm) == Some(template.vmid) {
@@ -196,7 +213,7 @@ pub async fn adopt(
             } else {
                 Adoption::Plain
             },
-            student: students.get(vmid).copied(),
+            student: students.get(key).copied(),
         });
     }
     let linked = vms
@@ -210,13 +227,13 @@ pub async fn adopt(
                 "Adopted from VMs on the nodes, with template {}.",
                 template.vmid
             ),
-            template_vmid: Some(template.vmid),
+            template: Some(template.key),
             seats: vms.len() as u32,
             ..NewClass::default()
         },
         owner: owner.id,
         template: AdoptedVm {
-            vmid: template.vmid,
+            key: template.key,
             node: template.node.clone(),
             identity: template.identity.clone(),
             adoption: Adoption::Template,

@@ -43,17 +43,17 @@ pub(super) async fn copy_base(
         ));
     }
     // Copied before a restart, but not yet recorded.
-    if let Ok(Some(vm)) = state.db.vm(target.vmid).await
+    if let Ok(Some(vm)) = state.db.vm(target.key).await
         && vm.template
     {
-        mark(state, class.id, target.vmid, ClassVmState::Ready, "", false).await;
+        mark(state, class.id, target.key, ClassVmState::Ready, "", false).await;
         return Ok(None);
     }
     state.registry.wait_for(&source.node, true).await;
     state.registry.wait_for(&target.node, true).await;
     match transfer(state, source, target, name, storage, reference, false).await {
         Ok(sent) => {
-            mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await;
+            mark(state, class.id, target.key, ClassVmState::Ready, "", true).await;
             return Ok(Some(sent));
         }
         // Started again from the beginning when both nodes are back.
@@ -63,7 +63,7 @@ pub(super) async fn copy_base(
             mark(
                 state,
                 class.id,
-                target.vmid,
+                target.key,
                 ClassVmState::Failed,
                 &error,
                 true,
@@ -88,10 +88,10 @@ pub(super) async fn copy_from_teacher(
     storage: &str,
     reference: Reference,
 ) -> Result<u64, String> {
-    if let Ok(Some(vm)) = state.db.vm(target.vmid).await
+    if let Ok(Some(vm)) = state.db.vm(target.key).await
         && vm.template
     {
-        mark(state, class.id, target.vmid, ClassVmState::Ready, "", false).await;
+        mark(state, class.id, target.key, ClassVmState::Ready, "", false).await;
         return Ok(0);
     }
     state.registry.wait_for(&teacher.node, true).await;
@@ -99,7 +99,7 @@ pub(super) async fn copy_from_teacher(
     let sent = transfer(state, teacher, target, name, storage, Some(reference), true)
         .await
         .map_err(|err| err.to_string())?;
-    mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await;
+    mark(state, class.id, target.key, ClassVmState::Ready, "", true).await;
     Ok(sent)
 }
 

@@ -70,9 +70,9 @@ fn reference<'a>(
     rows: &[ClassVmRow],
     inventory: &'a [VmRow],
 ) -> Option<&'a VmRow> {
-    let in_inventory = |row: &ClassVmRow| inventory.iter().find(|vm| vm.vmid == row.vmid);
+    let in_inventory = |row: &ClassVmRow| inventory.iter().find(|vm| vm.key == row.key);
     let ready = rows.iter().filter(|row| row.state == ClassVmState::Ready);
-    match class.template_vmid {
+    match class.template {
         Some(_) => ready
             .filter(|row| row.kind == ClassVmKind::Base && row.version == class.current_version)
             .find_map(in_inventory),
@@ -103,7 +103,7 @@ async fn class_inventory(state: &HubState, rows: &[ClassVmRow]) -> Result<Vec<Vm
     Ok(state
         .db
         .find_vms(&crate::db::inventory::VmFilter {
-            vmids: Some(rows.iter().map(|vm| vm.vmid).collect()),
+            keys: Some(rows.iter().map(|vm| vm.key).collect()),
             ..Default::default()
         })
         .await?)
@@ -318,7 +318,7 @@ pub(super) async fn run(state: &HubState, job: &JobRow, class: &ClassRow) -> Ste
     let mut outcomes = apply_all(state, &bases, &change, task).await;
     let vms = ready(false).await?;
     outcomes.extend(apply_all(state, &vms, &change, task).await);
-    if class.template_vmid.is_none() {
+    if class.template.is_none() {
         let hardware = EmptyVmHardware {
             cores: change.cores,
             memory_mib: change.memory_mib,
@@ -367,6 +367,7 @@ async fn apply_all(
             .map(|reply| reply.pending)
             .map_err(|err| err.to_string());
         let result = TaskResultRow {
+            key: vm.key,
             vmid: vm.vmid,
             ok: outcome.is_ok(),
             message: match &outcome {

@@ -20,6 +20,7 @@ use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::now_unix;
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState};
+use crate::vm_key::VmKey;
 
 use super::steps::{BASE_TIMEOUT, StepResult, is_link_failure, mark};
 pub use crate::db::classes::MAX_ATTEMPTS;
@@ -192,18 +193,19 @@ pub(super) fn count_vms(n: usize) -> String {
     }
 }
 
-fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
+fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<VmKey, String> {
     let stem = name_stem(&class.name, class.id);
     let mut students = 0;
     let primary_base = vms
         .iter()
         .filter(|vm| vm.kind == ClassVmKind::Base)
-        .map(|vm| vm.vmid)
-        .min();
+        .map(|vm| (vm.vmid, vm.key))
+        .min()
+        .map(|(_, key)| key);
     vms.iter()
         .map(|vm| {
             let name = match vm.kind {
-                ClassVmKind::Base if Some(vm.vmid) == primary_base => format!("{stem}-base"),
+                ClassVmKind::Base if Some(vm.key) == primary_base => format!("{stem}-base"),
                 ClassVmKind::Base => format!("{stem}-base-{}", vm.node),
                 ClassVmKind::Teacher => format!("{stem}-teacher"),
                 _ => {
@@ -211,7 +213,7 @@ fn vm_names(class: &ClassRow, vms: &[ClassVmRow]) -> BTreeMap<u32, String> {
                     format!("{stem}-s{students:02}")
                 }
             };
-            (vm.vmid, name)
+            (vm.key, name)
         })
         .collect()
 }
@@ -249,7 +251,7 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
             .find(|vm| vm.state == ClassVmState::Ready)
             .copied();
         let primary = ready.or_else(|| bases.iter().min_by_key(|vm| vm.vmid).copied());
-        if let Some(template) = class.template_vmid {
+        if let Some(template) = class.template {
             let primary = primary.ok_or("the class has no base")?;
             if ready.is_none() {
                 if class.current_version.is_some_and(|number| number > 1) {
@@ -261,7 +263,7 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
                     class.id,
                     template,
                     primary,
-                    &names[&primary.vmid],
+                    &names[&primary.key],
                 )
                 .await?;
                 continue;
@@ -273,13 +275,13 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
                     Some(number) if number > 1 => vms
                         .iter()
                         .find(|vm| vm.kind == ClassVmKind::Teacher)
-                        .map_or(template, |teacher| teacher.vmid),
+                        .map_or(template, |teacher| teacher.key),
                     _ => template,
                 };
                 let storage = first_disk_storage(state, source).await?;
                 let name = match class.current_version {
                     Some(number) if number > 1 => publish::base_name(&class, number, &copy.node),
-                    _ => names[&copy.vmid].clone(),
+                    _ => names[&copy.key].clone(),
                 };
                 copy::copy_base(state, &class, primary, copy, &name, &storage, None).await?;
                 continue;
@@ -296,22 +298,30 @@ async fn deploy(state: &HubState, job: i64, class_id: i64) -> StepResult<String>
         if todo.is_empty() {
             return finish_deploy(state, class_id, &vms).await;
         }
-        let mut by_node: BTreeMap<&str, Vec<CloneTarget>> = BTreeMap::new();
+        let mut by_node: BTreeMap<&str, (i64, Vec<CloneTarget>)> = BTreeMap::new();
         for vm in todo {
-            by_node.entry(&vm.node).or_default().push(CloneTarget {
+            let (_, targets) = by_node
+                .entry(&vm.node)
+                .or_insert_with(|| (vm.key.cluster, Vec::new()));
+            targets.push(CloneTarget {
                 vmid: vm.vmid,
-                name: names[&vm.vmid].clone(),
+                name: names[&vm.key].clone(),
             });
         }
         let steps = plugin_steps(state, &class, &vms).await?;
         let (class, bases, steps) = (&class, &bases, &steps);
-        let batches = by_node.into_iter().map(|(node, targets)| async move {
-            let base = bases.iter().find(|vm| vm.node == node).copied().or(primary);
-            match base {
-                Some(base) => clone_batch(state, class, base.vmid, node, targets, steps).await,
-                None => create_batch(state, class, job, node, targets).await,
-            }
-        });
+        let batches = by_node
+            .into_iter()
+            .map(|(node, (cluster, targets))| async move {
+                let base = bases.iter().find(|vm| vm.node == node).copied().or(primary);
+                let on_node = OnNode { node, cluster };
+                match base {
+                    Some(base) => {
+                        clone_batch(state, class, base.vmid, on_node, targets, steps).await
+                    }
+                    None => create_batch(state, class, job, on_node, targets).await,
+                }
+            });
         futures_util::future::join_all(batches).await;
     }
 }
@@ -363,10 +373,11 @@ async fn plugin_steps(
 
 /// Where a copied base's images go: the storage of the first disk of the VM it is copied
 /// from (a base, or the teacher VM a version is made from).
-pub(super) async fn first_disk_storage(state: &HubState, vmid: u32) -> StepResult<String> {
+pub(super) async fn first_disk_storage(state: &HubState, key: VmKey) -> StepResult<String> {
+    let vmid = key.vmid;
     let vm = state
         .db
-        .vm(vmid)
+        .vm(key)
         .await
         .map_err(|err| err.to_string())?
         .ok_or_else(|| format!("VM {vmid} is gone"))?;
@@ -380,14 +391,28 @@ pub(super) async fn first_disk_storage(state: &HubState, vmid: u32) -> StepResul
         .ok_or_else(|| format!("VM {vmid} has no disk"))
 }
 
+/// A node that VMs are made on, and its cluster.
+#[derive(Debug, Clone, Copy)]
+struct OnNode<'a> {
+    node: &'a str,
+    cluster: i64,
+}
+
+impl OnNode<'_> {
+    fn key(self, vmid: u32) -> VmKey {
+        VmKey::new(self.cluster, vmid)
+    }
+}
+
 /// Creates the empty VMs of a class without a template on one node.
 async fn create_batch(
     state: &HubState,
     class: &ClassRow,
     job: i64,
-    node: &str,
+    on_node: OnNode<'_>,
     targets: Vec<CloneTarget>,
 ) {
+    let node = on_node.node;
     for target in targets {
         state.registry.wait_for(node, true).await;
         let request = VmCreate {
@@ -405,14 +430,17 @@ async fn create_batch(
             .call_with(node, &request, &op_id, CLONE_TIMEOUT, |_| {})
             .await
         {
-            Ok(_) => mark(state, class.id, target.vmid, ClassVmState::Ready, "", true).await,
+            Ok(_) => {
+                let key = on_node.key(target.vmid);
+                mark(state, class.id, key, ClassVmState::Ready, "", true).await
+            }
             // The VM stays planned; the next round, with the node back, tries again.
             Err(err) if is_link_failure(&err) => return,
             Err(err) => {
                 mark(
                     state,
                     class.id,
-                    target.vmid,
+                    on_node.key(target.vmid),
                     ClassVmState::Failed,
                     &err.to_string(),
                     true,
@@ -429,7 +457,7 @@ pub(super) async fn make_base(
     state: &HubState,
     job: i64,
     class_id: i64,
-    source: u32,
+    source: VmKey,
     base: &ClassVmRow,
     name: &str,
 ) -> StepResult<()> {
@@ -437,15 +465,15 @@ pub(super) async fn make_base(
         return Err(format!("the class base could not be made: {}", base.error));
     }
     // Made before a restart, but not yet recorded.
-    if let Ok(Some(vm)) = state.db.vm(base.vmid).await
+    if let Ok(Some(vm)) = state.db.vm(base.key).await
         && vm.template
     {
-        mark(state, class_id, base.vmid, ClassVmState::Ready, "", false).await;
+        mark(state, class_id, base.key, ClassVmState::Ready, "", false).await;
         return Ok(());
     }
     state.registry.wait_for(&base.node, true).await;
     let request = MakeBase {
-        source_vmid: source,
+        source_vmid: source.vmid,
         base_vmid: base.vmid,
         name: name.to_owned(),
         storage: None,
@@ -456,14 +484,14 @@ pub(super) async fn make_base(
         .call_with(&base.node, &request, &op_id, BASE_TIMEOUT, |_| {})
         .await
     {
-        Ok(_) => mark(state, class_id, base.vmid, ClassVmState::Ready, "", true).await,
+        Ok(_) => mark(state, class_id, base.key, ClassVmState::Ready, "", true).await,
         Err(err) if is_link_failure(&err) => {}
         Err(err) => {
             let error = err.to_string();
             mark(
                 state,
                 class_id,
-                base.vmid,
+                base.key,
                 ClassVmState::Failed,
                 &error,
                 true,
@@ -479,11 +507,11 @@ async fn clone_batch(
     state: &HubState,
     class: &ClassRow,
     base_vmid: u32,
-    node: &str,
+    on_node: OnNode<'_>,
     targets: Vec<CloneTarget>,
     steps: &Option<PluginSteps>,
 ) {
-    let class_id = class.id;
+    let (class_id, node) = (class.id, on_node.node);
     state.registry.wait_for(node, true).await;
     let request = CloneMany {
         base_vmid,
@@ -507,12 +535,15 @@ async fn clone_batch(
             let failed = u64::from(outcome.error.is_some());
             crate::metrics::metrics().clones_made(1 - failed, failed);
             match outcome.error {
-                None => mark(state, class_id, outcome.vmid, ClassVmState::Ready, "", true).await,
+                None => {
+                    let key = on_node.key(outcome.vmid);
+                    mark(state, class_id, key, ClassVmState::Ready, "", true).await
+                }
                 Some(error) => {
                     mark(
                         state,
                         class_id,
-                        outcome.vmid,
+                        on_node.key(outcome.vmid),
                         ClassVmState::Failed,
                         &error,
                         true,
@@ -527,14 +558,15 @@ async fn clone_batch(
         Ok(reply) => {
             // Outcomes the progress stream may not have carried.
             for vmid in reply.created {
-                mark(state, class_id, vmid, ClassVmState::Ready, "", false).await;
+                let key = on_node.key(vmid);
+                mark(state, class_id, key, ClassVmState::Ready, "", false).await;
             }
             for failed in reply.failed {
                 let error = failed.error.unwrap_or_default();
                 mark(
                     state,
                     class_id,
-                    failed.vmid,
+                    on_node.key(failed.vmid),
                     ClassVmState::Failed,
                     &error,
                     false,
@@ -550,7 +582,7 @@ async fn clone_batch(
                 mark(
                     state,
                     class_id,
-                    vmid,
+                    on_node.key(vmid),
                     ClassVmState::Failed,
                     &err.to_string(),
                     true,
@@ -571,7 +603,7 @@ async fn finish_deploy(state: &HubState, class_id: i64, vms: &[ClassVmRow]) -> S
     {
         state
             .db
-            .unassign_vm(vm.vmid)
+            .unassign_vm(vm.key)
             .await
             .map_err(|err| err.to_string())?;
     }
@@ -671,7 +703,7 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
             .and_then(|number| Some((publish::base_for(&vms, number, &vm.node)?, number)));
         let fresh = if let Some((base, number)) = newer {
             publish::remake(state, vm, base, number).await
-        } else if class.template_vmid.is_some() {
+        } else if class.template.is_some() {
             let reset = VmReset {
                 vmid: vm.vmid,
                 stopped: true,
@@ -691,18 +723,18 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
             if destroyed.is_ok() {
                 state
                     .db
-                    .forget_class_vm_identity(vm.vmid)
+                    .forget_class_vm_identity(vm.key)
                     .await
                     .map_err(|err| err.to_string())?;
             }
             destroyed
         };
-        match (fresh, class.template_vmid) {
+        match (fresh, class.template) {
             (Ok(()), Some(_)) => {
-                mark(state, class_id, vm.vmid, ClassVmState::Ready, "", false).await
+                mark(state, class_id, vm.key, ClassVmState::Ready, "", false).await
             }
             (Ok(()), None) => {
-                mark(state, class_id, vm.vmid, ClassVmState::Planned, "", false).await;
+                mark(state, class_id, vm.key, ClassVmState::Planned, "", false).await;
                 remade += 1;
             }
             (Err(err), _) => {
@@ -710,7 +742,7 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
                 mark(
                     state,
                     class_id,
-                    vm.vmid,
+                    vm.key,
                     ClassVmState::Recycling,
                     &error,
                     false,
@@ -754,7 +786,7 @@ pub(super) async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) ->
     }
     state
         .db
-        .remove_class_vm(vm.vmid)
+        .remove_class_vm(vm.key)
         .await
         .map_err(|err| err.to_string())?;
     state.jobs.announce(class_id);
@@ -763,7 +795,7 @@ pub(super) async fn destroy(state: &HubState, class_id: i64, vm: &ClassVmRow) ->
 
 /// Powers a class VM off and destroys it with its disks on its node (gone already is done).
 async fn destroy_on_node(state: &HubState, class_id: i64, vm: &ClassVmRow) -> StepResult<()> {
-    mark(state, class_id, vm.vmid, ClassVmState::Removing, "", false).await;
+    mark(state, class_id, vm.key, ClassVmState::Removing, "", false).await;
     let request = VmDestroy {
         vmid: vm.vmid,
         allow_template: vm.kind == ClassVmKind::Base,

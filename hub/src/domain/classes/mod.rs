@@ -23,6 +23,7 @@ use crate::db::{DbError, now_unix};
 use crate::domain::audit::{self, Outcome};
 use crate::domain::viewer::Viewer;
 use crate::secrets::hash_secret;
+use crate::vm_key::{VmKey, VmRef};
 use placement::Candidate;
 
 /// Where class VMs get their VMIDs, cluster-wide.
@@ -53,7 +54,7 @@ pub struct ClassRequest {
     pub name: String,
     pub description: String,
     /// The template to copy; `None` for a class of empty VMs (see [`EmptyVmSpec`]).
-    pub template_vmid: Option<u32>,
+    pub template: Option<VmKey>,
     pub seats: u32,
     /// Pin every VM to this node; `None` spreads them.
     pub node: Option<String>,
@@ -121,8 +122,8 @@ pub struct ClassProgress {
     /// The newest job, as `deploy running` or `delete done`.
     pub job_state: Option<String>,
     pub job_message: Option<String>,
-    /// Each VM's deployment state, by VMID.
-    pub vms: Vec<(u32, ClassVmState)>,
+    /// Each VM's deployment state, by its key (`CLUSTER-VMID`).
+    pub vms: Vec<(VmKey, ClassVmState)>,
     /// What the deployment is doing now, in words; `None` when nothing is under way.
     pub stage: Option<String>,
     /// How far each node is, by node name.
@@ -248,7 +249,7 @@ pub async fn progress(state: &HubState, class_id: i64) -> Result<ClassProgress, 
             .first()
             .map(|job| format!("{} {}", job.kind, job.state)),
         job_message: jobs.first().map(|job| job.message.clone()),
-        vms: clones.iter().map(|vm| (vm.vmid, vm.state)).collect(),
+        vms: clones.iter().map(|vm| (vm.key, vm.state)).collect(),
         stage: deployment_stage(&rows, current_version),
         nodes: node_progress(&rows),
     })
@@ -596,7 +597,7 @@ fn validate_request(request: &ClassRequest) -> Result<(), ClassError> {
                 .chars()
                 .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
     };
-    if request.template_vmid.is_none()
+    if request.template.is_none()
         && (!simple(&request.empty.storage)
             || !simple(&request.empty.bridge)
             || !(1..=65_536).contains(&request.empty.disk_gib))
@@ -623,14 +624,14 @@ pub async fn create_class(
         return Err(ClassError::NotFound);
     }
     validate_request(request)?;
-    let template = match request.template_vmid {
-        Some(vmid) => Some(
+    let template = match request.template {
+        Some(key) => Some(
             state
                 .db
-                .vm(vmid)
+                .vm(key)
                 .await?
                 .filter(|vm| vm.template)
-                .ok_or_else(|| ClassError::Invalid(format!("VM {vmid} is not a template")))?,
+                .ok_or_else(|| ClassError::Invalid(format!("VM {} is not a template", key.vmid)))?,
         ),
         None => None,
     };
@@ -665,7 +666,7 @@ pub async fn create_class(
             &NewClass {
                 name: request.name.trim().to_owned(),
                 description: request.description.trim().to_owned(),
-                template_vmid: request.template_vmid,
+                template: request.template,
                 pinned_node: request.node.clone(),
                 seats: request.seats,
                 cores: request
@@ -704,9 +705,9 @@ pub async fn create_class(
         &format!(
             "{} from {} with {} seats",
             request.name.trim(),
-            request.template_vmid.map_or_else(
+            request.template.map_or_else(
                 || "no template".to_owned(),
-                |vmid| format!("template {vmid}")
+                |key| format!("template {}", key.vmid)
             ),
             request.seats
         ),
@@ -726,16 +727,15 @@ pub async fn add_capacity(
     if more == 0 || more > MAX_SEATS {
         return Err(ClassError::Invalid(format!("add 1 to {MAX_SEATS} VMs")));
     }
-    let template = match class.template_vmid {
-        Some(vmid) => Some(
-            state
-                .db
-                .vm(vmid)
-                .await?
-                .ok_or_else(|| ClassError::Conflict(format!("template {vmid} is gone")))?,
-        ),
-        None => None,
-    };
+    let template =
+        match class.template {
+            Some(vmid) => {
+                Some(state.db.vm(vmid).await?.ok_or_else(|| {
+                    ClassError::Conflict(format!("template {} is gone", vmid.vmid))
+                })?)
+            }
+            None => None,
+        };
     let storage = class.storage.clone().unwrap_or_default();
     let class_vms = state.db.class_vms(class_id).await?;
     let source = match &template {
@@ -810,29 +810,37 @@ pub async fn delete_class(
     Ok(job)
 }
 
+/// The one VM of a class a reference names (`None` when none does, or a bare VMID that the
+/// class holds in two clusters).
+pub fn one_class_vm(rows: &[ClassVmRow], vm: VmRef) -> Option<&ClassVmRow> {
+    let mut named = rows.iter().filter(|row| vm.matches(row.key));
+    named.next().filter(|_| named.next().is_none())
+}
+
 /// Takes student VMs away from a class: they are destroyed with their disks by a job, and
 /// their students go back to the waitlist.
 pub async fn remove_vms(
     state: &HubState,
     viewer: &Viewer,
     class_id: i64,
-    vmids: &[u32],
+    vmids: &[VmRef],
 ) -> Result<i64, ClassError> {
     owned_class(state, viewer, class_id).await?;
     let rows = state.db.class_vms(class_id).await?;
     let mut removed = 0;
+    let mut names = Vec::new();
     for vmid in vmids {
-        let row = rows
-            .iter()
-            .find(|vm| vm.vmid == *vmid && vm.kind == ClassVmKind::Student)
+        let row = one_class_vm(&rows, *vmid)
+            .filter(|vm| vm.kind == ClassVmKind::Student)
             .ok_or_else(|| {
                 ClassError::Invalid(format!("VM {vmid} is not a student VM of this class"))
             })?;
+        names.push(row.vmid);
         state
             .db
-            .set_class_vm_state(row.vmid, ClassVmState::Removing, "", false, now_unix())
+            .set_class_vm_state(row.key, ClassVmState::Removing, "", false, now_unix())
             .await?;
-        state.db.unassign_vm(row.vmid).await?;
+        state.db.unassign_vm(row.key).await?;
         removed += 1;
     }
     state
@@ -845,7 +853,7 @@ pub async fn remove_vms(
         JobKind::Shrink,
         class_id,
         "class.capacity",
-        &format!("-{removed} VMs: {vmids:?}"),
+        &format!("-{removed} VMs: {names:?}"),
     )
     .await?;
     Ok(job)
@@ -1148,6 +1156,7 @@ mod tests {
 
     fn row(vmid: u32, kind: &str, node: &str, state: &str) -> ClassVmRow {
         ClassVmRow {
+            key: VmKey::new(1, vmid),
             vmid,
             class_id: 1,
             kind: ClassVmKind::parse(kind).unwrap(),

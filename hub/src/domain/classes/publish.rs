@@ -23,6 +23,7 @@ use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState, Rollout, VersionState};
 use crate::db::tasks::TaskResultRow;
 use crate::domain::notices::Notice;
+use crate::vm_key::VmKey;
 
 /// How long the teacher VM's guest gets to shut down before it is powered off.
 const TEACHER_SHUTDOWN_SECS: u32 = 120;
@@ -117,7 +118,7 @@ async fn build(
         if primary.state != ClassVmState::Ready {
             let power = state
                 .db
-                .vm(teacher.vmid)
+                .vm(teacher.key)
                 .await
                 .map_err(|err| err.to_string())?
                 .map_or(PowerState::Stopped, |vm| vm.status);
@@ -129,11 +130,11 @@ async fn build(
             stop_gracefully(state, teacher).await?;
             let name = base_name(class, number, &primary.node);
             let making =
-                super::jobs::make_base(state, job.id, class.id, teacher.vmid, primary, &name);
+                super::jobs::make_base(state, job.id, class.id, teacher.key, primary, &name);
             // While its node makes the new base, the other nodes get the teacher VM's
             // overlays on the base both have; what fails here is copied the usual way after.
             // (Not before the teacher VM is in the inventory again after a hub restart.)
-            let storage = super::jobs::first_disk_storage(state, teacher.vmid)
+            let storage = super::jobs::first_disk_storage(state, teacher.key)
                 .await
                 .ok();
             let early = bases
@@ -169,7 +170,7 @@ async fn build(
             continue;
         }
         if let Some(copy) = bases.iter().find(|base| base.state != ClassVmState::Ready) {
-            let storage = super::jobs::first_disk_storage(state, teacher.vmid).await?;
+            let storage = super::jobs::first_disk_storage(state, teacher.key).await?;
             let name = base_name(class, number, &copy.node);
             // The new base is the teacher VM's base and its changes: where both nodes have
             // that base, only what differs from it travels.
@@ -311,7 +312,7 @@ pub(crate) async fn remake(
             Ok(_) => break,
         }
     }
-    if let Err(err) = state.db.set_class_vm_version(vm.vmid, number).await {
+    if let Err(err) = state.db.set_class_vm_version(vm.key, number).await {
         tracing::error!(%err, vmid = vm.vmid, "cannot record a VM's version");
     }
     state.jobs.announce(vm.class_id);
@@ -397,7 +398,7 @@ async fn roll_out(
     let mut running = Vec::new();
     let mut stopped = Vec::new();
     for vm in outdated {
-        let power = state.db.vm(vm.vmid).await.map_err(|err| err.to_string())?;
+        let power = state.db.vm(vm.key).await.map_err(|err| err.to_string())?;
         match power.map(|vm| vm.status) {
             Some(PowerState::Running | PowerState::Paused) => running.push(vm),
             _ => stopped.push(vm),
@@ -426,8 +427,8 @@ async fn roll_out(
     if !running.is_empty() {
         warn_and_wait(state, job, class_id, number, &running).await?;
         let reason = format!("Stopped to be re-made from version {number} of the class");
-        let stops: Vec<(u32, String)> =
-            running.iter().map(|vm| (vm.vmid, reason.clone())).collect();
+        let stops: Vec<(VmKey, String)> =
+            running.iter().map(|vm| (vm.key, reason.clone())).collect();
         super::tasks::stop_with_reasons(state, class_id, &stops, "a class publish", now_unix())
             .await
             .map_err(|err| err.to_string())?;
@@ -491,7 +492,7 @@ async fn warn_and_wait(
     if until <= now {
         return Ok(());
     }
-    let vmids: Vec<u32> = running.iter().map(|vm| vm.vmid).collect();
+    let vmids: Vec<VmKey> = running.iter().map(|vm| vm.key).collect();
     let user_ids: Vec<i64> = state
         .db
         .class_assignees(class_id)
@@ -544,6 +545,7 @@ async fn remake_all(
         };
         if let Some(task) = task {
             let result = TaskResultRow {
+                key: vm.key,
                 vmid: vm.vmid,
                 ok: outcome.is_ok(),
                 message: match &outcome {

@@ -25,17 +25,17 @@ pub(super) fn is_link_failure(err: &CallError) -> bool {
 pub(super) async fn mark(
     state: &HubState,
     class_id: i64,
-    vmid: u32,
+    vm: crate::vm_key::VmKey,
     to: ClassVmState,
     error: &str,
     attempt: bool,
 ) {
     if let Err(err) = state
         .db
-        .set_class_vm_state(vmid, to, error, attempt, now_unix())
+        .set_class_vm_state(vm, to, error, attempt, now_unix())
         .await
     {
-        tracing::error!(%err, vmid, "cannot record a class VM's state");
+        tracing::error!(%err, %vm, "cannot record a class VM's state");
     }
     state.jobs.announce(class_id);
 }

@@ -16,6 +16,7 @@ use crate::domain::access::VmAction;
 use crate::domain::audit::Actor;
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::{self, VmOpError};
+use crate::vm_key::{VmKey, VmRef};
 
 use super::{ClassError, owned_class};
 
@@ -24,7 +25,7 @@ use super::{ClassError, owned_class};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Selection {
     All,
-    Vms(Vec<u32>),
+    Vms(Vec<VmRef>),
 }
 
 /// A task and what it did to each VM.
@@ -44,16 +45,16 @@ pub async fn run_bulk(
     selection: &Selection,
 ) -> Result<i64, ClassError> {
     owned_class(state, viewer, class_id).await?;
-    let vmids: Vec<u32> = state
+    let vmids: Vec<VmKey> = state
         .db
         .class_vms(class_id)
         .await?
         .into_iter()
         .filter(|vm| vm.kind != ClassVmKind::Base && vm.state == ClassVmState::Ready)
-        .map(|vm| vm.vmid)
+        .map(|vm| vm.key)
         .filter(|vmid| match selection {
             Selection::All => true,
-            Selection::Vms(chosen) => chosen.contains(vmid),
+            Selection::Vms(chosen) => chosen.iter().any(|named| named.matches(*vmid)),
         })
         .collect();
     if vmids.is_empty() {
@@ -71,7 +72,7 @@ pub async fn student_vms(state: &HubState, class_id: i64) -> Result<Vec<VmRow>, 
     for row in state.db.class_vms(class_id).await? {
         if row.kind == ClassVmKind::Student
             && row.state == ClassVmState::Ready
-            && let Some(vm) = state.db.vm(row.vmid).await?
+            && let Some(vm) = state.db.vm(row.key).await?
         {
             vms.push(vm);
         }
@@ -89,11 +90,11 @@ pub async fn run_automatic(
     action: VmAction,
     rule: &'static str,
 ) -> Result<Option<i64>, ClassError> {
-    let vmids: Vec<u32> = student_vms(state, class_id)
+    let vmids: Vec<VmKey> = student_vms(state, class_id)
         .await?
         .into_iter()
         .filter(|vm| (vm.status != PowerState::Stopped) == (action == VmAction::Stop))
-        .map(|vm| vm.vmid)
+        .map(|vm| vm.key)
         .collect();
     if vmids.is_empty() {
         return Ok(None);
@@ -109,7 +110,7 @@ pub async fn run_automatic(
 pub async fn run_automatic_on(
     state: &HubState,
     class_id: i64,
-    vmids: &[u32],
+    vmids: &[VmKey],
     action: VmAction,
     rule: &'static str,
 ) -> Result<i64, ClassError> {
@@ -135,23 +136,23 @@ pub async fn run_automatic_on(
 pub async fn stop_with_reasons(
     state: &HubState,
     class_id: i64,
-    stops: &[(u32, String)],
+    stops: &[(VmKey, String)],
     rule: &'static str,
     now: i64,
 ) -> Result<i64, ClassError> {
     for (vmid, reason) in stops {
         state.db.set_stop_reason(*vmid, reason, now).await?;
     }
-    let vmids: Vec<u32> = stops.iter().map(|(vmid, _)| *vmid).collect();
+    let vmids: Vec<VmKey> = stops.iter().map(|(vmid, _)| *vmid).collect();
     let task = run_automatic_on(state, class_id, &vmids, VmAction::Stop, rule).await;
-    let failed: Vec<u32> = match &task {
+    let failed: Vec<VmKey> = match &task {
         Ok(task) => state
             .db
             .task_results(*task)
             .await?
             .into_iter()
             .filter(|result| !result.ok)
-            .map(|result| result.vmid)
+            .map(|result| result.key)
             .collect(),
         Err(_) => vmids,
     };
@@ -167,7 +168,7 @@ const INVENTORY_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Waits (a little) until the inventory holds each VM: a class VM is ready once its node
 /// made it, and the node's report of it may arrive a moment later. A VM still missing after
 /// [`INVENTORY_WAIT`] is left to fail as missing.
-async fn in_inventory(state: &HubState, vmids: &[u32]) {
+async fn in_inventory(state: &HubState, vmids: &[VmKey]) {
     let mut changes = state.inventory_changes.subscribe();
     let wait = async {
         loop {
@@ -192,11 +193,11 @@ async fn run_task<F, Fut>(
     class_id: i64,
     action: VmAction,
     started_by: &str,
-    vmids: &[u32],
+    vmids: &[VmKey],
     power: F,
 ) -> Result<i64, ClassError>
 where
-    F: Fn(u32, i64) -> Fut,
+    F: Fn(VmKey, i64) -> Fut,
     Fut: Future<Output = Result<PowerState, VmOpError>>,
 {
     in_inventory(state, vmids).await;
@@ -215,7 +216,8 @@ where
     for (vmid, outcome) in vmids.iter().zip(outcomes) {
         let result = match outcome {
             Ok(status) => TaskResultRow {
-                vmid: *vmid,
+                key: *vmid,
+                vmid: vmid.vmid,
                 ok: true,
                 message: format!(
                     "Done: it is {}.",
@@ -226,7 +228,8 @@ where
             Err(err) => {
                 let (message, detail) = err.explain();
                 TaskResultRow {
-                    vmid: *vmid,
+                    key: *vmid,
+                    vmid: vmid.vmid,
                     ok: false,
                     message,
                     detail,

@@ -112,7 +112,7 @@ async fn versioned_class(
     if class.state != ClassState::Active {
         return Err(ClassError::Conflict("the class is being deleted".into()));
     }
-    if class.template_vmid.is_none() || class.current_version.is_none() {
+    if class.template.is_none() || class.current_version.is_none() {
         return Err(ClassError::Invalid(
             "a class of empty VMs has no template to publish".into(),
         ));

@@ -30,6 +30,7 @@ use crate::domain::remote::tunnel::{self, TunnelError};
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::{self, VmOpError};
 use crate::secrets::{hash_secret, new_secret};
+use crate::vm_key::VmKey;
 use kind::SessionKind;
 use sessions::{ConsoleSession, EndReason, LimitReached, SessionSlot};
 
@@ -105,14 +106,14 @@ fn method_of(kind: SessionKind) -> Method {
     }
 }
 
-/// Issues a ticket for `kind` of console of `vmid` to `viewer`.
+/// Issues a ticket for `kind` of console of `key` to `viewer`.
 pub async fn issue(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    key: VmKey,
     kind: SessionKind,
 ) -> Result<IssuedTicket, ConsoleError> {
-    let vm = vms::visible_vm(state, viewer, vmid).await?;
+    let vm = vms::visible_vm(state, viewer, key).await?;
     if !kind.opened_by_ticket() {
         return Err(VmOpError::NotAllowed(format!(
             "a {} session comes through a forwarded port, not a console ticket",
@@ -140,7 +141,7 @@ pub async fn issue(
         .insert_console_ticket(
             &hash_secret(&ticket),
             viewer.id,
-            vmid,
+            key,
             kind.as_str(),
             now,
             expires_at,
@@ -230,12 +231,12 @@ async fn connect_unaudited(
     }
     let kind = SessionKind::parse(&spent.kind).ok_or(ConsoleError::TicketUnknown)?;
     // Whether it runs is the node's to say now (the stored state may be a moment behind).
-    let vm = vms::visible_vm(state, viewer, spent.vmid).await?;
+    let vm = vms::visible_vm(state, viewer, spent.vm).await?;
     let access = access::check(state, viewer, &vm, method_of(kind)).await?;
-    let slot = state.consoles.open(viewer, vm.vmid, kind)?;
+    let slot = state.consoles.open(viewer, vm.key, kind)?;
     let record = SessionRecord {
         slot,
-        target: format!("vm:{}", vm.vmid),
+        target: vm.key.audit_target(),
     };
     let Some(console) = kind.agent_console() else {
         let tunnel = tunnel::open(state, &vm, access.ssh_port).await?;
@@ -279,7 +280,7 @@ async fn connect_unaudited(
 impl SessionRecord {
     /// Registers a session that did not come through a ticket (a forwarded port).
     pub fn new(slot: SessionSlot) -> Self {
-        let target = format!("vm:{}", slot.session.vmid);
+        let target = slot.session.vm.audit_target();
         Self { slot, target }
     }
 
@@ -336,7 +337,7 @@ pub async fn watch(state: &HubState, session: &ConsoleSession) -> EndReason {
 
 async fn still_allowed(state: &HubState, session: &ConsoleSession) -> Result<bool, DbError> {
     Ok(
-        may_still_use(state, session.user_id, session.vmid, session.kind)
+        may_still_use(state, session.user_id, session.vm, session.kind)
             .await?
             .is_some(),
     )
@@ -347,7 +348,7 @@ async fn still_allowed(state: &HubState, session: &ConsoleSession) -> Result<boo
 pub async fn may_still_use(
     state: &HubState,
     user_id: i64,
-    vmid: u32,
+    key: VmKey,
     kind: SessionKind,
 ) -> Result<Option<crate::db::inventory::VmRow>, DbError> {
     let Some(user) = state.db.user_by_id(user_id).await? else {
@@ -357,7 +358,7 @@ pub async fn may_still_use(
         return Ok(None);
     }
     let viewer = Viewer::from(&user);
-    let vm = match vms::visible_vm(state, &viewer, vmid).await {
+    let vm = match vms::visible_vm(state, &viewer, key).await {
         Ok(vm) => vm,
         Err(VmOpError::Db(err)) => return Err(err),
         Err(_) => return Ok(None),
@@ -379,7 +380,7 @@ pub async fn end_session(state: &HubState, viewer: &Viewer, id: u64) -> Result<b
     };
     session.end(EndReason::EndedBy(viewer.username.clone()));
     let detail = format!("{}'s {} console", session.username, session.kind.as_str());
-    let target = format!("vm:{}", session.vmid);
+    let target = session.vm.audit_target();
     audit::record(
         &state.db,
         viewer,

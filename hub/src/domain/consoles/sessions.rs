@@ -11,6 +11,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::db::now_unix;
 use crate::domain::viewer::Viewer;
+use crate::vm_key::VmKey;
 
 /// The limits of the `[consoles]` section of the hub config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,7 +104,7 @@ pub struct ConsoleSession {
     pub id: u64,
     pub user_id: i64,
     pub username: String,
-    pub vmid: u32,
+    pub vm: VmKey,
     pub kind: SessionKind,
     pub started_at: i64,
     /// Bytes from the browser to the VM, and back.
@@ -222,7 +223,7 @@ impl ConsoleSessions {
     pub fn open(
         &self,
         viewer: &Viewer,
-        vmid: u32,
+        vm: VmKey,
         kind: SessionKind,
     ) -> Result<SessionSlot, LimitReached> {
         let mut open = self.open.by_id.lock().expect("not poisoned");
@@ -233,7 +234,7 @@ impl ConsoleSessions {
         if own >= self.limits.per_user {
             return Err(LimitReached::PerUser(own));
         }
-        let on_vm = open.values().filter(|s| s.vmid == vmid).count();
+        let on_vm = open.values().filter(|s| s.vm == vm).count();
         if on_vm >= self.limits.per_vm {
             return Err(LimitReached::PerVm(on_vm));
         }
@@ -242,7 +243,7 @@ impl ConsoleSessions {
             id: self.next_id.fetch_add(1, Ordering::Relaxed) + 1,
             user_id: viewer.id,
             username: viewer.username.clone(),
-            vmid,
+            vm,
             kind,
             started_at: now,
             bytes_to_vm: AtomicU64::new(0),
@@ -281,8 +282,8 @@ impl ConsoleSessions {
     }
 
     /// The VMs with a console open now.
-    pub fn vms_in_use(&self) -> BTreeSet<u32> {
-        self.list().iter().map(|session| session.vmid).collect()
+    pub fn vms_in_use(&self) -> BTreeSet<VmKey> {
+        self.list().iter().map(|session| session.vm).collect()
     }
 
     /// Resolves once no session is open.
@@ -307,6 +308,10 @@ impl ConsoleSessions {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn vm(vmid: u32) -> VmKey {
+        VmKey::new(1, vmid)
+    }
     use crate::db::users::Role;
 
     fn viewer(id: i64) -> Viewer {
@@ -325,33 +330,44 @@ mod tests {
             per_vm: 2,
             ..ConsoleLimits::default()
         });
-        let a1 = sessions.open(&viewer(1), 100, SessionKind::Vnc).unwrap();
-        let _a2 = sessions.open(&viewer(1), 101, SessionKind::Serial).unwrap();
+        let a1 = sessions
+            .open(&viewer(1), vm(100), SessionKind::Vnc)
+            .unwrap();
+        let _a2 = sessions
+            .open(&viewer(1), vm(101), SessionKind::Serial)
+            .unwrap();
         assert_eq!(
             sessions
-                .open(&viewer(1), 102, SessionKind::Vnc)
+                .open(&viewer(1), vm(102), SessionKind::Vnc)
                 .unwrap_err(),
             LimitReached::PerUser(2)
         );
-        let _b1 = sessions.open(&viewer(2), 100, SessionKind::Ssh).unwrap();
+        let _b1 = sessions
+            .open(&viewer(2), vm(100), SessionKind::Ssh)
+            .unwrap();
         assert_eq!(
             sessions
-                .open(&viewer(3), 100, SessionKind::SshForward)
+                .open(&viewer(3), vm(100), SessionKind::SshForward)
                 .unwrap_err(),
             LimitReached::PerVm(2)
         );
-        let _c1 = sessions.open(&viewer(3), 103, SessionKind::Vnc).unwrap();
+        let _c1 = sessions
+            .open(&viewer(3), vm(103), SessionKind::Vnc)
+            .unwrap();
         assert_eq!(
             sessions
-                .open(&viewer(4), 104, SessionKind::Vnc)
+                .open(&viewer(4), vm(104), SessionKind::Vnc)
                 .unwrap_err(),
             LimitReached::Total(4)
         );
-        assert_eq!(sessions.vms_in_use(), BTreeSet::from([100, 101, 103]));
+        assert_eq!(
+            sessions.vms_in_use(),
+            BTreeSet::from([vm(100), vm(101), vm(103)])
+        );
         drop(a1);
-        assert!(sessions.open(&viewer(4), 104, SessionKind::Vnc).is_ok());
+        assert!(sessions.open(&viewer(4), vm(104), SessionKind::Vnc).is_ok());
         assert!(
-            sessions.vms_in_use().contains(&100),
+            sessions.vms_in_use().contains(&vm(100)),
             "bob's SSH is still open"
         );
     }
@@ -359,7 +375,9 @@ mod tests {
     #[tokio::test]
     async fn the_first_end_reason_wins() {
         let sessions = ConsoleSessions::default();
-        let slot = sessions.open(&viewer(1), 100, SessionKind::Vnc).unwrap();
+        let slot = sessions
+            .open(&viewer(1), vm(100), SessionKind::Vnc)
+            .unwrap();
         slot.session.end(EndReason::EndedBy("ada".into()));
         slot.session.end(EndReason::Idle);
         assert_eq!(slot.session.ended().await, EndReason::EndedBy("ada".into()));

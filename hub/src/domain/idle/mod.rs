@@ -16,6 +16,7 @@ use crate::domain::audit::{self, Outcome};
 use crate::domain::classes::{ClassError, check_class_change, owned_class};
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::{VmOpError, visible_vm};
+use crate::vm_key::VmKey;
 
 /// The longest a policy's time may be, in minutes (a day).
 pub const MAX_POLICY_MINUTES: u32 = 1440;
@@ -287,22 +288,22 @@ pub async fn set_class_idle(
 
 /// "I'm still here" from a user of the VM: its idle timers start again. Says whether a
 /// warning was in force.
-pub async fn still_here(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<bool, VmOpError> {
-    let vm = visible_vm(state, viewer, vmid).await?;
+pub async fn still_here(state: &HubState, viewer: &Viewer, key: VmKey) -> Result<bool, VmOpError> {
+    let vm = visible_vm(state, viewer, key).await?;
     let reply = state
         .registry
-        .call(&vm.node, &IdleStillHere { vmid })
+        .call(&vm.node, &IdleStillHere { vmid: vm.vmid })
         .await
         .map_err(|source| VmOpError::Node {
             action: "reach",
             source,
         })?;
-    state.notices.withdraw(&notice_key(vmid));
+    state.notices.withdraw(&notice_key(key));
     audit::record(
         &state.db,
         viewer,
         "vm.idle.still-here",
-        &format!("vm:{vmid}"),
+        &key.audit_target(),
         Outcome::Ok,
         if reply.was_warned {
             "a warning was in force"
@@ -315,8 +316,8 @@ pub async fn still_here(state: &HubState, viewer: &Viewer, vmid: u32) -> Result<
 }
 
 /// The key of a VM's idle warning among the notices.
-pub fn notice_key(vmid: u32) -> String {
-    format!("idle:{vmid}")
+pub fn notice_key(vm: VmKey) -> String {
+    format!("idle:{vm}")
 }
 
 /// Why a policy stops a VM, as its tile says it afterwards.

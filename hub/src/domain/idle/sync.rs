@@ -17,6 +17,7 @@ use crate::db::now_unix;
 use crate::domain::audit::{self, Actor, Outcome};
 use crate::domain::notices::Notice;
 use crate::inventory::InventoryChange;
+use crate::vm_key::VmKey;
 
 /// The actor automatic idle shutdowns are recorded under.
 pub const ACTOR: &str = "idle shutdown";
@@ -29,7 +30,11 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
     let recorder = tokio::spawn(async move {
         loop {
             match events.recv().await {
-                Ok(AgentEvent { node, event }) => on_event(&recorder_state, &node, event).await,
+                Ok(AgentEvent {
+                    node,
+                    cluster_id,
+                    event,
+                }) => on_event(&recorder_state, &node, cluster_id, event).await,
                 Err(RecvError::Lagged(missed)) => {
                     tracing::warn!(missed, "idle: agent events were missed");
                 }
@@ -164,33 +169,34 @@ async fn send(state: &HubState, node: &str, policies: &IdlePolicies) -> bool {
     }
 }
 
-async fn on_event(state: &HubState, node: &str, event: Event) {
+async fn on_event(state: &HubState, node: &str, cluster_id: i64, event: Event) {
+    let key = |vmid| VmKey::new(cluster_id, vmid);
     match event {
         Event::IdleWarning {
             vmid,
             reason,
             secs_left,
             ..
-        } => warn(state, vmid, reason, secs_left).await,
-        Event::IdleCleared { vmid } => state.notices.withdraw(&notice_key(vmid)),
-        Event::IdleStopped { stop } => record_stop(state, node, stop).await,
+        } => warn(state, key(vmid), reason, secs_left).await,
+        Event::IdleCleared { vmid } => state.notices.withdraw(&notice_key(key(vmid))),
+        Event::IdleStopped { stop } => record_stop(state, node, key(stop.vmid), stop).await,
         _ => {}
     }
 }
 
 /// Tells the VM's user (and the class's owners) it stops soon unless they are still there.
-async fn warn(state: &HubState, vmid: u32, reason: IdleReason, secs_left: u32) {
-    let Ok(Some(class_id)) = state.db.class_of_vm(vmid).await else {
+async fn warn(state: &HubState, vm: VmKey, reason: IdleReason, secs_left: u32) {
+    let Ok(Some(class_id)) = state.db.class_of_vm(vm).await else {
         return;
     };
     let user_ids: Vec<i64> = match state.db.class_assignees(class_id).await {
         Ok(assignees) => assignees
             .into_iter()
-            .filter(|(assigned, _)| *assigned == vmid)
+            .filter(|(assigned, _)| *assigned == vm)
             .map(|(_, user)| user)
             .collect(),
         Err(err) => {
-            tracing::warn!(%err, vmid, "idle: cannot find the VM's user");
+            tracing::warn!(%err, %vm, "idle: cannot find the VM's user");
             return;
         }
     };
@@ -205,13 +211,13 @@ async fn warn(state: &HubState, vmid: u32, reason: IdleReason, secs_left: u32) {
     );
     state.notices.publish(
         Notice {
-            key: notice_key(vmid),
+            key: notice_key(vm),
             user_ids,
             class_id,
-            vmids: vec![vmid],
+            vmids: vec![vm],
             message,
             at,
-            still_here: Some(vmid),
+            still_here: Some(vm),
             withdrawn: false,
         },
         now,
@@ -219,9 +225,9 @@ async fn warn(state: &HubState, vmid: u32, reason: IdleReason, secs_left: u32) {
 }
 
 /// Records a shutdown an agent did (once, however often it is reported).
-async fn record_stop(state: &HubState, node: &str, stop: IdleStop) {
-    state.notices.withdraw(&notice_key(stop.vmid));
-    let class_id = state.db.class_of_vm(stop.vmid).await.ok().flatten();
+async fn record_stop(state: &HubState, node: &str, vm: VmKey, stop: IdleStop) {
+    state.notices.withdraw(&notice_key(vm));
+    let class_id = state.db.class_of_vm(vm).await.ok().flatten();
     let (outcome, message) = match &stop.outcome {
         IdleOutcome::ShutDown => ("shut-down", String::new()),
         IdleOutcome::PoweredOff => ("powered-off", String::new()),
@@ -229,6 +235,7 @@ async fn record_stop(state: &HubState, node: &str, stop: IdleStop) {
     };
     let row = IdleStopRow {
         id: stop.id.clone(),
+        vm: Some(vm),
         vmid: stop.vmid,
         node: node.to_owned(),
         class_id,
@@ -255,11 +262,11 @@ async fn record_stop(state: &HubState, node: &str, stop: IdleStop) {
         ),
         IdleOutcome::Failed { message } => (Outcome::Failed, format!("{because}: {message}")),
     };
-    let target = format!("vm:{}", stop.vmid);
+    let target = vm.audit_target();
     let entry = audit::Entry::new("vm.shutdown", &target, audit_outcome, &detail);
     audit::record_entry(&state.db, Actor::Automatic(ACTOR), entry).await;
     if !matches!(stop.outcome, IdleOutcome::Failed { .. })
-        && let Err(err) = state.db.set_stop_reason(stop.vmid, &because, row.at).await
+        && let Err(err) = state.db.set_stop_reason(vm, &because, row.at).await
     {
         tracing::warn!(%err, vmid = stop.vmid, "idle: cannot record why the VM stopped");
     }
@@ -267,7 +274,7 @@ async fn record_stop(state: &HubState, node: &str, stop: IdleStop) {
     // before it reported why).
     let _ = state.inventory_changes.send(InventoryChange {
         node: node.to_owned(),
-        vmids: vec![stop.vmid],
+        vms: vec![vm],
     });
     if let Some(class_id) = class_id {
         state.jobs.announce(class_id);

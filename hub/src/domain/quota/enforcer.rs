@@ -17,6 +17,7 @@ use crate::db::inventory::VmFilter;
 use crate::db::now_unix;
 use crate::domain::classes::tasks;
 use crate::domain::notices::Notice;
+use crate::vm_key::VmKey;
 
 /// The actor quota shutdowns are recorded under.
 pub const ACTOR: &str = "quota";
@@ -27,22 +28,22 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(15);
 /// What a pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Pass {
-    pub warned: Vec<u32>,
+    pub warned: Vec<VmKey>,
     /// The VMs whose shutdown it began.
-    pub stopping: Vec<u32>,
+    pub stopping: Vec<VmKey>,
 }
 
 /// The VMs whose quota shutdown is under way.
 #[derive(Debug, Default)]
-pub struct Stopping(Mutex<HashSet<u32>>);
+pub struct Stopping(Mutex<HashSet<VmKey>>);
 
 impl Stopping {
     /// Marks a VM's shutdown as begun; `false` if it already was.
-    fn begin(&self, vmid: u32) -> bool {
+    fn begin(&self, vmid: VmKey) -> bool {
         self.0.lock().expect("not poisoned").insert(vmid)
     }
 
-    fn end(&self, vmids: &[u32]) {
+    fn end(&self, vmids: &[VmKey]) {
         let mut stopping = self.0.lock().expect("not poisoned");
         for vmid in vmids {
             stopping.remove(vmid);
@@ -69,7 +70,7 @@ pub async fn run_due(state: &Arc<HubState>, now: i64) -> Result<Pass, DbError> {
         let added = state.db.quota_extras(quota.class_id).await?;
         let mut out_of_hours = Vec::new();
         for (vmid, user_id) in state.db.class_assignees(quota.class_id).await? {
-            if !running.iter().any(|vm| vm.vmid == vmid) {
+            if !running.iter().any(|vm| vm.key == vmid) {
                 continue;
             }
             let left = left_of(&quota, &used, &added, user_id);
@@ -114,18 +115,18 @@ pub async fn run_due(state: &Arc<HubState>, now: i64) -> Result<Pass, DbError> {
 }
 
 /// Shuts a class's VMs down as one task, each tile saying why.
-async fn shut_down(state: Arc<HubState>, class_id: i64, stops: Vec<(u32, String)>, now: i64) {
+async fn shut_down(state: Arc<HubState>, class_id: i64, stops: Vec<(VmKey, String)>, now: i64) {
     match tasks::stop_with_reasons(&state, class_id, &stops, ACTOR, now).await {
         Ok(task) => tracing::info!(class_id, task, vms = stops.len(), "quota: shut down"),
         Err(err) => tracing::warn!(%err, class_id, "quota: cannot shut the VMs down"),
     }
-    let vmids: Vec<u32> = stops.iter().map(|(vmid, _)| *vmid).collect();
+    let vmids: Vec<VmKey> = stops.iter().map(|(vmid, _)| *vmid).collect();
     state.quota_stopping.end(&vmids);
 }
 
 /// The key of a VM's quota warning among the notices.
-pub fn notice_key(vmid: u32) -> String {
-    format!("quota:{vmid}")
+pub fn notice_key(vm: VmKey) -> String {
+    format!("quota:{vm}")
 }
 
 /// Checks every [`CHECK_EVERY`] for as long as the hub runs.

@@ -13,6 +13,8 @@
 
 use std::collections::BTreeMap;
 
+use crate::vm_key::VmKey;
+
 /// Reports closer together than this count as a continuous watch of the VM: a stop seen
 /// after one ends the run at that moment. (Agents send metrics of running VMs every 10 s.)
 pub const CONTINUOUS_SECS: i64 = 30;
@@ -24,7 +26,7 @@ const SAME_BOOT_SECS: i64 = 5;
 /// One run of a VM: from its boot to its stop (or to when it was last seen running).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Run {
-    pub vmid: u32,
+    pub vm: VmKey,
     pub boot_at: i64,
     pub last_seen: i64,
     pub ended_at: Option<i64>,
@@ -47,7 +49,7 @@ pub enum Seen {
 /// The open run of each VM.
 #[derive(Debug, Default, Clone)]
 pub struct Meter {
-    open: BTreeMap<u32, Run>,
+    open: BTreeMap<VmKey, Run>,
 }
 
 impl Meter {
@@ -57,42 +59,42 @@ impl Meter {
             open: open
                 .into_iter()
                 .filter(|run| run.ended_at.is_none())
-                .map(|run| (run.vmid, run))
+                .map(|run| (run.vm, run))
                 .collect(),
         }
     }
 
-    /// Folds in a report of `vmid` at `at`; returns the runs that changed (to store).
-    pub fn observe(&mut self, vmid: u32, seen: Seen, at: i64) -> Vec<Run> {
+    /// Folds in a report of `vm` at `at`; returns the runs that changed (to store).
+    pub fn observe(&mut self, vm: VmKey, seen: Seen, at: i64) -> Vec<Run> {
         match seen {
             Seen::Running { uptime_secs } => {
                 let boot_at = at - i64::try_from(uptime_secs).unwrap_or(i64::MAX).min(at);
-                match self.open.get_mut(&vmid) {
+                match self.open.get_mut(&vm) {
                     Some(run) if (run.boot_at - boot_at).abs() <= SAME_BOOT_SECS => {
                         run.last_seen = run.last_seen.max(at);
                         vec![*run]
                     }
                     _ => {
                         let mut changed = Vec::with_capacity(2);
-                        if let Some(mut old) = self.open.remove(&vmid) {
+                        if let Some(mut old) = self.open.remove(&vm) {
                             // It stopped (unseen) and booted again: the old run ends where it
                             // was last seen, and never after the new boot.
                             old.ended_at = Some(old.last_seen.min(boot_at).max(old.boot_at));
                             changed.push(old);
                         }
                         let run = Run {
-                            vmid,
+                            vm,
                             boot_at,
                             last_seen: at,
                             ended_at: None,
                         };
-                        self.open.insert(vmid, run);
+                        self.open.insert(vm, run);
                         changed.push(run);
                         changed
                     }
                 }
             }
-            Seen::Stopped => match self.open.remove(&vmid) {
+            Seen::Stopped => match self.open.remove(&vm) {
                 Some(mut run) => {
                     let watched = at - run.last_seen <= CONTINUOUS_SECS;
                     run.ended_at = Some(if watched {
@@ -108,7 +110,7 @@ impl Meter {
     }
 
     /// The VMs with an open run.
-    pub fn running(&self) -> impl Iterator<Item = u32> + '_ {
+    pub fn running(&self) -> impl Iterator<Item = VmKey> + '_ {
         self.open.keys().copied()
     }
 }
@@ -119,14 +121,16 @@ mod tests {
 
     use super::*;
 
+    const VM: VmKey = VmKey::new(1, 7);
+
     /// Every run the meter stored, by (vmid, boot), its latest version.
     #[derive(Default)]
-    struct Store(BTreeMap<(u32, i64), Run>);
+    struct Store(BTreeMap<(VmKey, i64), Run>);
 
     impl Store {
         fn keep(&mut self, runs: Vec<Run>) {
             for run in runs {
-                self.0.insert((run.vmid, run.boot_at), run);
+                self.0.insert((run.vm, run.boot_at), run);
             }
         }
 
@@ -140,13 +144,13 @@ mod tests {
         let mut store = Store::default();
         let mut meter = Meter::default();
         // Booted at 1000, first seen at 1003 (uptime 3), then every 10 s.
-        store.keep(meter.observe(7, Seen::Running { uptime_secs: 3 }, 1003));
-        store.keep(meter.observe(7, Seen::Running { uptime_secs: 13 }, 1013));
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 3 }, 1003));
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 13 }, 1013));
         // The hub is away for an hour; a new meter (a restarted hub) resumes the stored runs.
         let mut meter = Meter::resume(store.0.values().copied());
-        store.keep(meter.observe(7, Seen::Running { uptime_secs: 3613 }, 4613));
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 3613 }, 4613));
         assert_eq!(store.0.len(), 1, "the same run");
-        store.keep(meter.observe(7, Seen::Stopped, 4620));
+        store.keep(meter.observe(VM, Seen::Stopped, 4620));
         assert_eq!(store.seconds(), 3620);
     }
 
@@ -154,17 +158,17 @@ mod tests {
     fn a_stop_in_a_gap_ends_the_run_where_it_was_last_seen_and_a_new_boot_starts_exactly() {
         let mut store = Store::default();
         let mut meter = Meter::default();
-        store.keep(meter.observe(7, Seen::Running { uptime_secs: 0 }, 1000));
-        store.keep(meter.observe(7, Seen::Running { uptime_secs: 100 }, 1100));
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 0 }, 1000));
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 100 }, 1100));
         // Nothing heard until 5000, when it runs again since 4900: a new boot.
-        store.keep(meter.observe(7, Seen::Running { uptime_secs: 100 }, 5000));
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 100 }, 5000));
         assert_eq!(store.0.len(), 2);
         assert_eq!(store.seconds(), 100 + 100);
         // Seen stopped long after it was last seen: the run ends where it was last seen.
-        store.keep(meter.observe(7, Seen::Stopped, 9000));
+        store.keep(meter.observe(VM, Seen::Stopped, 9000));
         assert_eq!(store.seconds(), 200);
         // A stop seen without a run is nothing.
-        assert!(meter.observe(7, Seen::Stopped, 9100).is_empty());
+        assert!(meter.observe(VM, Seen::Stopped, 9100).is_empty());
     }
 
     /// One step of a random life: the VM starts or stops, the hub or the agent goes away
@@ -213,7 +217,7 @@ mod tests {
                 },
                 None => Seen::Stopped,
             };
-            store.keep(meter.observe(7, seen, at));
+            store.keep(meter.observe(VM, seen, at));
         };
         for step in steps {
             let connected = hub_up && agent_up;

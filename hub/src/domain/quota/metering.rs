@@ -13,6 +13,7 @@ use super::meter::{Meter, Run, Seen};
 use crate::HubState;
 use crate::agents::AgentEvent;
 use crate::db::now_unix;
+use crate::vm_key::VmKey;
 
 /// Starts metering: resumes the runs stored as open, then follows the agents' reports.
 pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
@@ -29,8 +30,12 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
         let mut meter = Meter::resume(open);
         loop {
             match events.recv().await {
-                Ok(AgentEvent { node, event }) => {
-                    let changed = fold(&mut meter, &node, &event, now_unix());
+                Ok(AgentEvent {
+                    node,
+                    cluster_id,
+                    event,
+                }) => {
+                    let changed = fold(&mut meter, &node, cluster_id, &event, now_unix());
                     if let Err(err) = state.db.store_runs(&node, &changed).await {
                         tracing::error!(%err, %node, "quota: cannot store metered runs");
                     }
@@ -47,7 +52,8 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
 }
 
 /// What one report changes.
-fn fold(meter: &mut Meter, node: &str, event: &Event, at: i64) -> Vec<Run> {
+fn fold(meter: &mut Meter, node: &str, cluster_id: i64, event: &Event, at: i64) -> Vec<Run> {
+    let key = |vmid| VmKey::new(cluster_id, vmid);
     let mut changed = Vec::new();
     let mut see = |vm: &VmInfo| {
         if vm.template || vm.node != node {
@@ -60,20 +66,20 @@ fn fold(meter: &mut Meter, node: &str, event: &Event, at: i64) -> Vec<Run> {
         } else {
             Seen::Stopped
         };
-        changed.extend(meter.observe(vm.vmid, seen, at));
+        changed.extend(meter.observe(key(vm.vmid), seen, at));
     };
     match event {
         Event::Inventory { inventory } => inventory.vms.iter().for_each(&mut see),
         Event::InventoryDelta { delta } => {
             delta.upserted.iter().for_each(&mut see);
             for vmid in &delta.removed {
-                changed.extend(meter.observe(*vmid, Seen::Stopped, at));
+                changed.extend(meter.observe(key(*vmid), Seen::Stopped, at));
             }
         }
         Event::Metrics { metrics } => {
             for load in &metrics.vms {
                 changed.extend(meter.observe(
-                    load.vmid,
+                    key(load.vmid),
                     Seen::Running {
                         uptime_secs: load.uptime_secs,
                     },

@@ -242,7 +242,7 @@ pub async fn add_hours(
 pub async fn hours_left(
     state: &HubState,
     class_id: Option<i64>,
-    vmid: u32,
+    vm: crate::vm_key::VmKey,
 ) -> Result<Option<HoursLeft>, crate::db::DbError> {
     let Some(class_id) = class_id else {
         return Ok(None);
@@ -253,7 +253,7 @@ pub async fn hours_left(
     if schedule_time_is_free(state, &quota, now_unix()).await? {
         return Ok(None);
     }
-    let Some(user_id) = state.db.vm_user(vmid).await? else {
+    let Some(user_id) = state.db.vm_user(vm).await? else {
         return Ok(None);
     };
     let used = used_secs(state, &quota, now_unix()).await?;
@@ -280,7 +280,7 @@ pub async fn check_start(state: &HubState, viewer: &Viewer, vm: &VmRow) -> Resul
     if viewer.is_staff() {
         return Ok(());
     }
-    match hours_left(state, vm.class_id, vm.vmid).await {
+    match hours_left(state, vm.class_id, vm.key).await {
         Ok(Some(left)) if left.left_secs <= 0 => Err(format!(
             "your {} h of this class are used up; your teacher can add hours",
             left.total_secs / 3600
@@ -389,7 +389,7 @@ mod tests {
     fn run(user_id: i64, boot_at: i64, ended_at: i64) -> RunRow {
         RunRow {
             run: Run {
-                vmid: 100,
+                vm: crate::vm_key::VmKey::new(1, 100),
                 boot_at,
                 last_seen: ended_at,
                 ended_at: Some(ended_at),

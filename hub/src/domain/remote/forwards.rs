@@ -28,6 +28,7 @@ use crate::domain::consoles::sessions::{ConsoleSession, EndReason};
 use crate::domain::consoles::{self, SessionRecord};
 use crate::domain::viewer::Viewer;
 use crate::domain::vms::{self, VmOpError};
+use crate::vm_key::VmKey;
 
 /// How often an open port checks that it may stay open.
 const RECHECK: Duration = Duration::from_secs(1);
@@ -101,6 +102,8 @@ pub enum ForwardError {
 /// An open forwarded port, as the person who asked sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct ForwardView {
+    /// The VM's key (`CLUSTER-VMID`).
+    pub id: VmKey,
     pub vmid: u32,
     pub service: Service,
     pub host: String,
@@ -130,7 +133,7 @@ impl Forward {
     }
 }
 
-type Key = (u32, Service, Option<IpAddr>);
+type Key = (VmKey, Service, Option<IpAddr>);
 
 /// The hub's open forwarded ports.
 #[derive(Default)]
@@ -152,12 +155,12 @@ impl Forwards {
     }
 
     /// The open ports of a VM.
-    pub fn of_vm(&self, vmid: u32) -> Vec<ForwardView> {
+    pub fn of_vm(&self, vm: VmKey) -> Vec<ForwardView> {
         let open = self.open.lock().expect("not poisoned");
         let mut views: Vec<ForwardView> = open
             .values()
             .map(|forward| forward.view())
-            .filter(|view| view.vmid == vmid)
+            .filter(|view| view.id == vm)
             .collect();
         views.sort_by_key(|view| view.port);
         views
@@ -183,17 +186,17 @@ fn public_host(state: &HubState) -> String {
     }
 }
 
-/// Opens (or renews) a forwarded port to `service` of `vmid` for `viewer`, asking from
+/// Opens (or renews) a forwarded port to `service` of `vm` for `viewer`, asking from
 /// `requester`. Audited.
 pub async fn open(
     state: &Arc<HubState>,
     viewer: &Viewer,
-    vmid: u32,
+    vm: VmKey,
     service: Service,
     requester: IpAddr,
 ) -> Result<ForwardView, ForwardError> {
-    let result = open_unaudited(state, viewer, vmid, service, requester).await;
-    let target = format!("vm:{vmid}");
+    let result = open_unaudited(state, viewer, vm, service, requester).await;
+    let target = vm.audit_target();
     let (outcome, detail) = match &result {
         Ok(view) => (
             Outcome::Ok,
@@ -216,12 +219,12 @@ pub async fn open(
 async fn open_unaudited(
     state: &Arc<HubState>,
     viewer: &Viewer,
-    vmid: u32,
+    id: VmKey,
     service: Service,
     requester: IpAddr,
 ) -> Result<ForwardView, ForwardError> {
     let forwards = &state.forwards;
-    let vm = vms::visible_vm(state, viewer, vmid).await?;
+    let vm = vms::visible_vm(state, viewer, id).await?;
     let class_access = access::check(state, viewer, &vm, service.method()).await?;
     let range = forwards.settings.ports.clone().ok_or(ForwardError::Off)?;
     if vm.status != PowerState::Running {
@@ -232,7 +235,7 @@ async fn open_unaudited(
     }
     let allowed_from = (!forwards.settings.bind_any).then_some(requester);
     let expires_at = now_unix() + forwards.settings.open_for.as_secs() as i64;
-    let key = (vmid, service, allowed_from);
+    let key = (id, service, allowed_from);
     if let Some(forward) = forwards.open.lock().expect("not poisoned").get(&key) {
         forward.expires_at.store(expires_at, Ordering::Relaxed);
         return Ok(forward.view());
@@ -248,7 +251,8 @@ async fn open_unaudited(
     };
     let forward = Arc::new(Forward {
         view: ForwardView {
-            vmid,
+            id,
+            vmid: id.vmid,
             service,
             host: public_host(state),
             port,
@@ -265,7 +269,7 @@ async fn open_unaudited(
         .lock()
         .expect("not poisoned")
         .insert(key, forward.clone());
-    tracing::info!(vmid, port, ?service, user = %viewer.username, "forwarded port opened");
+    tracing::info!(vm = %id, port, ?service, user = %viewer.username, "forwarded port opened");
     let view = forward.view();
     tokio::spawn(serve(state.clone(), key, forward, listener));
     Ok(view)
@@ -343,7 +347,7 @@ async fn must_close(state: &HubState, forward: &Forward) -> Option<&'static str>
     }
     let view = &forward.view;
     let kind = view.service.session_kind();
-    match consoles::may_still_use(state, forward.viewer.id, view.vmid, kind).await {
+    match consoles::may_still_use(state, forward.viewer.id, view.id, kind).await {
         Ok(Some(vm)) if vm.status == PowerState::Running => None,
         Ok(Some(_)) => Some("the VM stopped"),
         Ok(None) => Some("the user may no longer reach the VM this way"),
@@ -372,7 +376,7 @@ async fn connection(
     mut closed: watch::Receiver<bool>,
 ) {
     let kind = view.service.session_kind();
-    let record = match state.consoles.open(&viewer, view.vmid, kind) {
+    let record = match state.consoles.open(&viewer, view.id, kind) {
         Ok(slot) => SessionRecord::new(slot),
         Err(limit) => {
             tracing::warn!(%limit, port = view.port, "forwarded connection refused");
@@ -404,7 +408,7 @@ async fn open_tunnel(
     viewer: &Viewer,
     view: &ForwardView,
 ) -> Result<tunnel::Tunnel, ForwardError> {
-    let vm = vms::visible_vm(state, viewer, view.vmid).await?;
+    let vm = vms::visible_vm(state, viewer, view.id).await?;
     Ok(tunnel::open(state, &vm, view.vm_port).await?)
 }
 

@@ -33,7 +33,7 @@ pub enum Verdict {
 /// The VM a key belongs to: its VMID, and its identity (SMBIOS UUID) when it has one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyOwner {
-    pub vmid: u32,
+    pub vm: crate::vm_key::VmKey,
     pub identity: Option<String>,
 }
 
@@ -45,8 +45,7 @@ pub async fn check(
     owner: &KeyOwner,
     presented: &PresentedKey,
 ) -> Result<Verdict, DbError> {
-    let vmid = owner.vmid;
-    let known = state.db.ssh_host_key(vmid).await?;
+    let known = state.db.ssh_host_key(owner.vm).await?;
     let another_vms = known.as_ref().is_some_and(
         |known| matches!((&known.vm_identity, &owner.identity), (Some(was), Some(is)) if was != is),
     );
@@ -59,7 +58,7 @@ pub async fn check(
     }
     let filter = AuditFilter {
         action: Some("vm.reset".into()),
-        target: Some(format!("vm:{vmid}")),
+        target: Some(owner.vm.audit_target()),
         limit: 1,
         ..AuditFilter::default()
     };
@@ -81,8 +80,7 @@ pub async fn remember(
     owner: &KeyOwner,
     presented: &PresentedKey,
 ) -> Result<(), DbError> {
-    let vmid = owner.vmid;
-    let replaced = state.db.ssh_host_key(vmid).await?;
+    let replaced = state.db.ssh_host_key(owner.vm).await?;
     let key = KnownHostKey {
         vm_identity: owner.identity.clone(),
         algorithm: presented.algorithm.clone(),
@@ -90,10 +88,10 @@ pub async fn remember(
         first_seen: now_unix(),
         accepted_by: viewer.username.clone(),
     };
-    state.db.set_ssh_host_key(vmid, &key).await?;
+    state.db.set_ssh_host_key(owner.vm, &key).await?;
     if let Some(old) = replaced {
         let detail = format!("{} replaces {}", key.fingerprint, old.fingerprint);
-        let target = format!("vm:{vmid}");
+        let target = owner.vm.audit_target();
         audit::record(
             &state.db,
             viewer,

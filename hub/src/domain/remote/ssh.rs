@@ -151,7 +151,7 @@ impl Client {
             match host_keys::check(&self.state, &self.viewer, &self.owner, &presented).await {
                 Ok(verdict) => verdict,
                 Err(err) => {
-                    tracing::warn!(%err, vmid = self.owner.vmid, "cannot check an SSH host key");
+                    tracing::warn!(%err, vm = %self.owner.vm, "cannot check an SSH host key");
                     return false;
                 }
             };

@@ -25,6 +25,7 @@ use crate::domain::access::VmAction;
 use crate::domain::classes::{ClassError, tasks};
 use crate::domain::notices::Notice;
 use crate::domain::schedules::rule_of;
+use crate::vm_key::VmKey;
 
 use super::calendar::{Action, Occurrence, Rule};
 
@@ -253,11 +254,11 @@ async fn stop_with_reason(
         local.strftime("%a %H:%M"),
         row.time_zone
     );
-    let stops: Vec<(u32, String)> = tasks::student_vms(state, row.class_id)
+    let stops: Vec<(VmKey, String)> = tasks::student_vms(state, row.class_id)
         .await?
         .into_iter()
         .filter(|vm| vm.status != PowerState::Stopped)
-        .map(|vm| (vm.vmid, reason.clone()))
+        .map(|vm| (vm.key, reason.clone()))
         .collect();
     if stops.is_empty() {
         return Ok(None);
@@ -276,13 +277,13 @@ async fn warn(
     occurrence: &Occurrence,
     now: Timestamp,
 ) -> Result<usize, ClassError> {
-    let running: HashSet<u32> = tasks::student_vms(state, row.class_id)
+    let running: HashSet<VmKey> = tasks::student_vms(state, row.class_id)
         .await?
         .into_iter()
         .filter(|vm| vm.status != PowerState::Stopped)
-        .map(|vm| vm.vmid)
+        .map(|vm| vm.key)
         .collect();
-    let (vmids, user_ids): (Vec<u32>, Vec<i64>) = state
+    let (vmids, user_ids): (Vec<VmKey>, Vec<i64>) = state
         .db
         .class_assignees(row.class_id)
         .await?

@@ -30,6 +30,8 @@ pub const MAX_MONTHS: u32 = 36;
 #[derive(Debug, Clone, Serialize)]
 pub struct StudentUsage {
     pub username: String,
+    /// Their VM's key (`CLUSTER-VMID`), and its VMID.
+    pub vm: Option<crate::vm_key::VmKey>,
     pub vmid: Option<u32>,
     /// All running time of their VM, in hours.
     pub hours_run: f64,
@@ -114,18 +116,17 @@ pub async fn class_usage(
         .roster(class_id)
         .await?
         .into_iter()
-        .map(|(user_id, username, vmid)| StudentUsage {
+        .map(|(user_id, username, vm)| StudentUsage {
             username,
-            vmid,
+            vm,
+            vmid: vm.map(|vm| vm.vmid),
             hours_run: hours(run_secs.get(&user_id).copied().unwrap_or(0)),
             hours_counted: counted
                 .as_ref()
                 .map(|used| hours(used.get(&user_id).copied().unwrap_or(0))),
             hours_added: added.get(&user_id).copied().unwrap_or(0),
             sessions: sessions.get(&user_id).copied().unwrap_or(0),
-            idle_stops: vmid
-                .and_then(|vmid| idle_stops.get(&vmid).copied())
-                .unwrap_or(0),
+            idle_stops: vm.and_then(|vm| idle_stops.get(&vm).copied()).unwrap_or(0),
         })
         .collect();
     let intervals: Vec<(i64, i64)> = runs

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HubState;
 use crate::domain::classes::adopt::{self, AdoptRequest, Candidate};
+use crate::vm_key::VmRef;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::RequireAdmin;
 use crate::web::render::{Layout, Page, redirect_with_flash};
@@ -21,13 +22,14 @@ use crate::web::render::{Layout, Page, redirect_with_flash};
 struct AdoptJson {
     name: String,
     owner: String,
-    template_vmid: u32,
+    /// `"CLUSTER-VMID"`, or a VMID while only one cluster has it.
+    template_vmid: VmRef,
     #[serde(default)]
-    vmids: Vec<u32>,
+    vmids: Vec<VmRef>,
     /// `[first, last]`, both included.
     #[serde(default)]
     range: Option<(u32, u32)>,
-    /// VMID (as a string, JSON keys are strings) → username.
+    /// VM (`CLUSTER-VMID` or VMID, as a string: JSON keys are strings) → username.
     #[serde(default)]
     students: BTreeMap<String, String>,
 }
@@ -37,10 +39,48 @@ struct Adopted {
     class_id: i64,
 }
 
+fn vm_ref(text: &str) -> Result<VmRef, AppError> {
+    text.trim()
+        .parse()
+        .map_err(|err: crate::vm_key::BadVmRef| AppError::BadRequest(err.to_string()))
+}
+
 fn vmid(text: &str) -> Result<u32, AppError> {
     text.trim()
         .parse()
         .map_err(|_| AppError::BadRequest(format!("{text:?} is not a VM id")))
+}
+
+/// An adoption as asked for, its VMs named as the request named them.
+struct AdoptRefs {
+    name: String,
+    owner: String,
+    template: VmRef,
+    vms: Vec<VmRef>,
+    range: Option<(u32, u32)>,
+    students: Vec<(VmRef, String)>,
+}
+
+impl AdoptRefs {
+    /// The request, with each VM it names found on the hub.
+    async fn resolve(self, state: &HubState) -> Result<AdoptRequest, AppError> {
+        let mut vms = Vec::with_capacity(self.vms.len());
+        for vm in self.vms {
+            vms.push(crate::web::vm_ref_key(state, vm).await?);
+        }
+        let mut students = BTreeMap::new();
+        for (vm, username) in self.students {
+            students.insert(crate::web::vm_ref_key(state, vm).await?, username);
+        }
+        Ok(AdoptRequest {
+            name: self.name,
+            owner: self.owner,
+            template: crate::web::vm_ref_key(state, self.template).await?,
+            vms,
+            range: self.range,
+            students,
+        })
+    }
 }
 
 async fn adopt_api(
@@ -48,18 +88,21 @@ async fn adopt_api(
     RequireAdmin(user): RequireAdmin,
     ApiJson(body): ApiJson<AdoptJson>,
 ) -> Result<Response, ApiError> {
-    let mut students = BTreeMap::new();
-    for (id, username) in body.students {
-        students.insert(vmid(&id)?, username);
-    }
-    let request = AdoptRequest {
+    let students = body
+        .students
+        .iter()
+        .map(|(vm, username)| Ok((vm_ref(vm)?, username.clone())))
+        .collect::<Result<_, AppError>>()?;
+    let request = AdoptRefs {
         name: body.name,
         owner: body.owner,
-        template_vmid: body.template_vmid,
-        vmids: body.vmids,
+        template: body.template_vmid,
+        vms: body.vmids,
         range: body.range,
         students,
-    };
+    }
+    .resolve(&state)
+    .await?;
     let class_id = adopt::adopt(&state, &user.viewer, &request).await?;
     Ok((StatusCode::CREATED, Json(Adopted { class_id })).into_response())
 }
@@ -92,27 +135,29 @@ async fn page(
 }
 
 /// The form, as its fields came (checked VMs repeat the `vmid` field; each VM's student is
-/// `student_<vmid>`; an optional range is `range_first` and `range_last`).
-fn form_request(pairs: &[(String, String)]) -> Result<AdoptRequest, AppError> {
+/// `student_<vm>`; an optional range is `range_first` and `range_last`).
+fn form_request(pairs: &[(String, String)]) -> Result<AdoptRefs, AppError> {
     let field = |name: &str| {
         pairs
             .iter()
             .find(|(key, _)| key == name)
             .map_or("", |(_, value)| value.as_str())
     };
-    let mut request = AdoptRequest {
+    let mut request = AdoptRefs {
         name: field("name").to_owned(),
         owner: field("owner").to_owned(),
-        template_vmid: vmid(field("template_vmid"))?,
-        ..AdoptRequest::default()
+        template: vm_ref(field("template_vmid"))?,
+        vms: Vec::new(),
+        range: None,
+        students: Vec::new(),
     };
     for (key, value) in pairs {
         if key == "vmid" {
-            request.vmids.push(vmid(value)?);
+            request.vms.push(vm_ref(value)?);
         } else if let Some(id) = key.strip_prefix("student_")
             && !value.trim().is_empty()
         {
-            request.students.insert(vmid(id)?, value.clone());
+            request.students.push((vm_ref(id)?, value.clone()));
         }
     }
     let (first, last) = (field("range_first").trim(), field("range_last").trim());
@@ -128,7 +173,7 @@ async fn adopt_from_page(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let outcome = async {
-        let request = form_request(&pairs)?;
+        let request = form_request(&pairs)?.resolve(&state).await?;
         Ok::<_, AppError>(adopt::adopt(&state, &user.viewer, &request).await?)
     }
     .await;

@@ -17,10 +17,11 @@ use crate::HubState;
 use crate::db::inventory::VmFilter;
 use crate::domain::access::{self, VmAction};
 use crate::domain::vms;
+use crate::vm_key::VmKey;
 use crate::web::error::{ApiError, AppError};
 use crate::web::identity::{CurrentUser, RequireAdmin, RequireStaff};
-use crate::web::parse_vmid;
 use crate::web::views::{NodeView, TemplateView, VmView};
+use crate::web::vm_key;
 
 /// The OpenAPI description of this API.
 const OPENAPI: &str = include_str!("../../../openapi.json");
@@ -80,7 +81,7 @@ async fn get_vm(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> ApiResult<VmView> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
     Ok(Json(VmView::new(&vm)))
 }
@@ -91,7 +92,7 @@ async fn vm_action(
     Path((vmid, action)): Path<(String, String)>,
 ) -> ApiResult<VmView> {
     let errors = for_user(&user);
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
     let status = vms::power(&state, &user.viewer, vmid, action)
@@ -115,6 +116,8 @@ struct AssignTo {
 /// Who a VM is assigned to now.
 #[derive(Debug, Serialize)]
 struct Assigned {
+    /// `CLUSTER-VMID`.
+    id: VmKey,
     vmid: u32,
     assignee: Option<String>,
 }
@@ -125,7 +128,7 @@ async fn assign(
     Path(vmid): Path<String>,
     crate::web::error::ApiJson(body): crate::web::error::ApiJson<AssignTo>,
 ) -> ApiResult<Assigned> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let handover = if body.keep_disk {
         vms::Handover::KeepDisk
     } else {
@@ -133,7 +136,8 @@ async fn assign(
     };
     vms::assign(&state, &user.viewer, vmid, Some(&body.username), handover).await?;
     Ok(Json(Assigned {
-        vmid,
+        id: vmid,
+        vmid: vmid.vmid,
         assignee: Some(body.username),
     }))
 }
@@ -143,10 +147,11 @@ async fn unassign(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> ApiResult<Assigned> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     vms::assign(&state, &user.viewer, vmid, None, vms::Handover::Fresh).await?;
     Ok(Json(Assigned {
-        vmid,
+        id: vmid,
+        vmid: vmid.vmid,
         assignee: None,
     }))
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 use crate::HubState;
 use crate::db::builds::NodeSources;
 use crate::domain::builds::{self, BuildError, BuildRequest, BuildView};
+use crate::vm_key::VmKey;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::form_fields::optional_number;
 use crate::web::identity::RequireStaff;
@@ -58,7 +59,15 @@ struct BuildList {
 
 #[derive(Debug, Serialize)]
 struct Built {
+    /// `CLUSTER-VMID`.
+    id: VmKey,
     vmid: u32,
+}
+
+impl From<VmKey> for Built {
+    fn from(id: VmKey) -> Self {
+        Self { id, vmid: id.vmid }
+    }
 }
 
 /// The bridge a build's NIC is on unless another is asked for.
@@ -98,17 +107,18 @@ async fn create(
     RequireStaff(user): RequireStaff,
     ApiJson(body): ApiJson<NewBuildJson>,
 ) -> Result<Response, ApiError> {
-    let vmid = builds::start_build(&state, &user.viewer, &body.into_request()).await?;
-    Ok((StatusCode::CREATED, Json(Built { vmid })).into_response())
+    let key = builds::start_build(&state, &user.viewer, &body.into_request()).await?;
+    Ok((StatusCode::CREATED, Json(Built::from(key))).into_response())
 }
 
 async fn convert(
     State(state): State<Arc<HubState>>,
     RequireStaff(user): RequireStaff,
-    Path(vmid): Path<u32>,
+    Path(vmid): Path<String>,
 ) -> Result<Json<Built>, ApiError> {
-    builds::convert(&state, &user.viewer, vmid).await?;
-    Ok(Json(Built { vmid }))
+    let key = crate::web::vm_key(&state, &vmid).await?;
+    builds::convert(&state, &user.viewer, key).await?;
+    Ok(Json(Built::from(key)))
 }
 
 pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {
@@ -249,9 +259,10 @@ async fn create_from_page(
 async fn convert_from_page(
     State(state): State<Arc<HubState>>,
     RequireStaff(user): RequireStaff,
-    Path(vmid): Path<u32>,
+    Path(vmid): Path<String>,
 ) -> Result<Response, PageError> {
-    Ok(match builds::convert(&state, &user.viewer, vmid).await {
+    let key = crate::web::vm_key(&state, &vmid).await?;
+    Ok(match builds::convert(&state, &user.viewer, key).await {
         Ok(()) => redirect_with_flash(
             "/templates",
             "ok",

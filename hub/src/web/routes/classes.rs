@@ -23,6 +23,7 @@ use crate::domain::classes::{self, ClassError, ClassRequest};
 use crate::domain::remote;
 use crate::domain::tokens::format_time;
 use crate::domain::vms;
+use crate::vm_key::{VmKey, VmRef};
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{ClientAddr, CurrentUser, MaybeUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
@@ -142,7 +143,10 @@ async fn create(
     let request = ClassRequest {
         name: form.name,
         description: form.description,
-        template_vmid: optional_number(&form.template_vmid, "the template")?,
+        template: match form.template_vmid.trim() {
+            "" => None,
+            template => Some(crate::web::vm_key(&state, template).await?),
+        },
         seats: number(&form.seats, "the number of student VMs")?,
         node: Some(form.node.trim().to_owned()).filter(|node| !node.is_empty()),
         cores: optional_number(&form.cores, "the cores")?,
@@ -171,6 +175,8 @@ async fn create(
 
 #[derive(Debug, Serialize)]
 struct ClassVmLine {
+    /// `CLUSTER-VMID`, for its links and live updates.
+    id: VmKey,
     vmid: u32,
     kind: ClassVmKind,
     node: String,
@@ -304,7 +310,7 @@ async fn render_class(
     let inventory = state
         .db
         .find_vms(&VmFilter {
-            vmids: Some(rows.iter().map(|vm| vm.vmid).collect()),
+            keys: Some(rows.iter().map(|vm| vm.key).collect()),
             ..VmFilter::default()
         })
         .await?;
@@ -312,6 +318,7 @@ async fn render_class(
     let vms = rows
         .iter()
         .map(|row| ClassVmLine {
+            id: row.key,
             vmid: row.vmid,
             kind: row.kind,
             node: row.node.clone(),
@@ -322,13 +329,13 @@ async fn render_class(
             adopted: row.adopted,
             vm: inventory
                 .iter()
-                .find(|vm| vm.vmid == row.vmid)
+                .find(|vm| vm.key == row.key)
                 .map(VmView::new),
         })
         .collect();
     let view = ClassPageView {
         class: ClassSummary::from(&class),
-        template_vmid: class.template_vmid,
+        template_vmid: class.template.map(|template| template.vmid),
         owners: state.db.class_owners(class_id).await?,
         vms,
         students: state
@@ -336,7 +343,7 @@ async fn render_class(
             .roster(class_id)
             .await?
             .into_iter()
-            .map(|(_, name, vmid)| (name, vmid))
+            .map(|(_, name, vm)| (name, vm.map(|vm| vm.vmid)))
             .collect(),
         progress,
         invite_active: class.has_invite,
@@ -504,10 +511,7 @@ async fn bulk(
     let back = format!("/classes/{id}#vms");
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
-    let chosen: Vec<u32> = form_urlencoded::parse(&body)
-        .filter(|(key, _)| key == "vmid")
-        .filter_map(|(_, value)| value.parse().ok())
-        .collect();
+    let chosen = chosen_vms(&body)?;
     let all = form_urlencoded::parse(&body).any(|(key, value)| key == "all" && value == "1");
     let selection = match (all, chosen.is_empty()) {
         (true, _) => Selection::All,
@@ -585,16 +589,28 @@ async fn remove_student(
     )
 }
 
+/// The VMs a class form selected: its `vmid` fields, each `CLUSTER-VMID` or a VMID.
+fn chosen_vms(body: &[u8]) -> Result<Vec<VmRef>, AppError> {
+    form_urlencoded::parse(body)
+        .filter(|(key, _)| key == "vmid")
+        .map(|(_, value)| {
+            value
+                .parse::<VmRef>()
+                .map_err(|err| AppError::BadRequest(err.to_string()))
+        })
+        .collect()
+}
+
 async fn remove_vms(
     State(state): State<Arc<HubState>>,
     user: CurrentUser,
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Response {
-    let selected: Vec<u32> = form_urlencoded::parse(&body)
-        .filter(|(key, _)| key == "vmid")
-        .filter_map(|(_, value)| value.parse().ok())
-        .collect();
+    let selected = match chosen_vms(&body) {
+        Ok(selected) => selected,
+        Err(err) => return back_with(id, "", Err(err)),
+    };
     if selected.is_empty() {
         return back_with(
             id,
@@ -640,7 +656,7 @@ async fn assign_vm(
     let username = form.username.trim().to_owned();
     if username.is_empty() {
         // Whether the VM is theirs to assign is checked before the form is.
-        let number = crate::web::parse_vmid(&vmid)?;
+        let number = crate::web::vm_key(&state, &vmid).await?;
         if !user.viewer.is_staff() {
             return Err(AppError::NotFound("there is no such VM".into()).into());
         }
@@ -689,10 +705,11 @@ async fn change_assignee(
     handover: vms::Handover,
     back: Option<&str>,
 ) -> Result<Response, PageError> {
-    let vmid = crate::web::parse_vmid(vmid)?;
+    let key = crate::web::vm_key(&state, vmid).await?;
+    let vmid = key.vmid;
     let back = crate::web::local_path(back, "/vms");
     Ok(
-        match vms::assign(&state, &user.viewer, vmid, to, handover).await {
+        match vms::assign(&state, &user.viewer, key, to, handover).await {
             Ok(()) => redirect_with_flash(
                 back,
                 "ok",

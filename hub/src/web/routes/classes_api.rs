@@ -16,6 +16,7 @@ use crate::domain::access::VmAction;
 use crate::domain::classes::tasks::{self, Selection, TaskReport};
 use crate::domain::classes::{self, ClassError, ClassRequest};
 use crate::domain::tokens::format_time;
+use crate::vm_key::{VmKey, VmRef};
 use crate::web::error::{ApiError, ApiJson, AppError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 
@@ -38,6 +39,8 @@ pub(in crate::web) struct ClassView {
     id: i64,
     name: String,
     description: String,
+    /// The template's key (`CLUSTER-VMID`) and its VMID.
+    template: Option<VmKey>,
     template_vmid: Option<u32>,
     seats: u32,
     pinned_node: Option<String>,
@@ -60,7 +63,8 @@ impl From<&ClassRow> for ClassView {
             id: class.id,
             name: class.name.clone(),
             description: class.description.clone(),
-            template_vmid: class.template_vmid,
+            template: class.template,
+            template_vmid: class.template.map(|template| template.vmid),
             seats: class.seats,
             pinned_node: class.pinned_node.clone(),
             cores: class.cores,
@@ -101,6 +105,8 @@ impl From<&JobRow> for JobView {
 
 #[derive(Debug, Serialize)]
 struct ClassVmView {
+    /// `CLUSTER-VMID`.
+    id: VmKey,
     vmid: u32,
     kind: ClassVmKind,
     node: String,
@@ -120,6 +126,8 @@ struct ClassVmView {
 #[derive(Debug, Serialize)]
 struct StudentView {
     username: String,
+    /// Their VM's key (`CLUSTER-VMID`) and VMID, once they have one.
+    vm: Option<VmKey>,
     vmid: Option<u32>,
 }
 
@@ -160,9 +168,10 @@ struct CreateClass {
     name: String,
     #[serde(default)]
     description: String,
-    /// Leave out for a class of empty VMs.
+    /// Leave out for a class of empty VMs. `"CLUSTER-VMID"`, or a VMID while only one
+    /// cluster has it.
     #[serde(default)]
-    template_vmid: Option<u32>,
+    template_vmid: Option<VmRef>,
     seats: u32,
     #[serde(default)]
     node: Option<String>,
@@ -210,7 +219,10 @@ async fn create(
     let request = ClassRequest {
         name: body.name,
         description: body.description,
-        template_vmid: body.template_vmid,
+        template: match body.template_vmid {
+            Some(template) => Some(crate::web::vm_ref_key(&state, template).await?),
+            None => None,
+        },
         seats: body.seats,
         node: body.node.filter(|node| !node.is_empty()),
         cores: body.cores,
@@ -244,6 +256,7 @@ async fn detail(
         vms: vms
             .into_iter()
             .map(|vm| ClassVmView {
+                id: vm.key,
                 vmid: vm.vmid,
                 kind: vm.kind,
                 node: vm.node,
@@ -260,7 +273,11 @@ async fn detail(
             .roster(id)
             .await?
             .into_iter()
-            .map(|(_, username, vmid)| StudentView { username, vmid })
+            .map(|(_, username, vm)| StudentView {
+                username,
+                vm,
+                vmid: vm.map(|vm| vm.vmid),
+            })
             .collect(),
         jobs: state
             .db
@@ -346,7 +363,8 @@ async fn invite(
 #[derive(Debug, Serialize)]
 struct Joined {
     class: ClassView,
-    /// The VM given to the student, or `None` while waitlisted.
+    /// The VM given to the student (its key, and its VMID), or `None` while waitlisted.
+    vm: Option<VmKey>,
     vmid: Option<u32>,
     waitlisted: bool,
 }
@@ -357,14 +375,15 @@ async fn join(
     Path(token): Path<String>,
 ) -> ApiResult<Joined> {
     let (class, outcome) = classes::join(&state, &user.viewer, &token).await?;
-    let vmid = match outcome {
-        JoinOutcome::Assigned(vmid) => Some(vmid),
+    let vm = match outcome {
+        JoinOutcome::Assigned(vm) => Some(vm),
         JoinOutcome::Waitlisted => None,
     };
     Ok(Json(Joined {
         class: ClassView::from(&class),
-        vmid,
-        waitlisted: vmid.is_none(),
+        vm,
+        vmid: vm.map(|vm| vm.vmid),
+        waitlisted: vm.is_none(),
     }))
 }
 
@@ -417,7 +436,8 @@ async fn remove_student(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct VmIds {
-    vmids: Vec<u32>,
+    /// `"CLUSTER-VMID"` or VMIDs.
+    vmids: Vec<VmRef>,
 }
 
 async fn remove_vms(
@@ -463,7 +483,7 @@ struct BulkRequest {
     #[serde(default)]
     all: bool,
     #[serde(default)]
-    vmids: Vec<u32>,
+    vmids: Vec<VmRef>,
 }
 
 /// A task with the result for every VM.

@@ -24,10 +24,10 @@ use crate::domain::vms;
 use crate::web::console_bridge::{self, MAX_MESSAGE_BYTES};
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireAdmin};
-use crate::web::parse_vmid;
 use crate::web::render::{Layout, Page, redirect_with_flash};
 use crate::web::ssh_bridge;
 use crate::web::views::{VmView, human_bytes};
+use crate::web::vm_key;
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -53,7 +53,7 @@ async fn issue(
     Path(vmid): Path<String>,
     ApiJson(request): ApiJson<ConsoleRequest>,
 ) -> Result<Response, ApiError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     if !request.kind.opened_by_ticket() {
         return Err(AppError::BadRequest(
             "kind is vnc, serial or ssh (forwarded ports: POST /api/v1/vms/{vmid}/forwards)".into(),
@@ -167,6 +167,8 @@ async fn refuse(socket: &mut axum::extract::ws::WebSocket, err: &ConsoleError) {
 struct SessionView {
     id: u64,
     username: String,
+    /// The VM's key (`CLUSTER-VMID`) and VMID.
+    vm: crate::vm_key::VmKey,
     vmid: u32,
     kind: SessionKind,
     since: String,
@@ -193,7 +195,8 @@ impl From<&ConsoleSession> for SessionView {
             ),
             id: session.id,
             username: session.username.clone(),
-            vmid: session.vmid,
+            vm: session.vm,
+            vmid: session.vm.vmid,
             kind: session.kind,
             since: format_time(session.started_at),
             bytes_to_vm: to_vm,
@@ -252,7 +255,7 @@ async fn page(
     headers: HeaderMap,
     Path(vmid): Path<String>,
 ) -> Result<Response, PageError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid)
         .await
         .map_err(AppError::from)?;

@@ -3,10 +3,12 @@
 //! see [`crate::web::live`]) this viewer may see:
 //!
 //! - `vm`: a VM's current view (the same object as `GET /api/v1/vms/{id}`);
-//! - `vm-removed`: `{"vmid": N}` for a VM that no longer exists or is no longer visible;
+//! - `vm-removed`: `{"id": "CLUSTER-VMID", "vmid": N}` for a VM that no longer exists or is
+//!   no longer visible;
 //! - `node` (admins): a node's current view, on state changes and new metrics;
 //! - `class` (the class's owners and admins): a class's deployment progress;
-//! - `assigned`: `{"vmid": N}`, a VM given to the viewer (a waitlisted student's, say);
+//! - `assigned`: `{"id": "CLUSTER-VMID", "vmid": N}`, a VM given to the viewer (a
+//!   waitlisted student's, say);
 //! - `resync`: updates were lost, or the viewer's role changed; reload the data.
 //!
 //! A feed checks every few seconds that what it was opened with still holds: a logout, an
@@ -36,6 +38,7 @@ use crate::db::inventory::VmFilter;
 use crate::domain::access;
 use crate::domain::auth::Credential;
 use crate::domain::viewer::Viewer;
+use crate::vm_key::VmKey;
 use crate::web::error::{ApiError, AppError};
 use crate::web::identity::CurrentUser;
 use crate::web::live::LiveUpdate;
@@ -94,7 +97,7 @@ struct Missed {
 #[derive(Debug, Serialize)]
 pub(in crate::web) struct CatchUp {
     events: Vec<Missed>,
-    assigned: Vec<u32>,
+    assigned: Vec<VmKey>,
 }
 
 fn list<T: std::str::FromStr>(text: &str, what: &str) -> Result<Vec<T>, AppError> {
@@ -121,26 +124,26 @@ pub(in crate::web) async fn catch_up(
     Query(shown): Query<Shown>,
 ) -> Result<Json<CatchUp>, ApiError> {
     let viewer = &user.viewer;
-    let vmids: Vec<u32> = list(&shown.vms, "VM ids")?;
+    let keys: Vec<VmKey> = list(&shown.vms, "VM ids")?;
     let classes: Vec<i64> = list(&shown.classes, "class ids")?;
     let nodes: Vec<String> = list(&shown.nodes, "node names")?;
     let mut events = Vec::new();
-    if !vmids.is_empty() {
-        let (visible, assigned) = changed_vms(&state, viewer, &vmids).await?;
-        let present: HashSet<u32> = visible.iter().map(|vm| vm.vmid).collect();
+    if !keys.is_empty() {
+        let (visible, assigned) = changed_vms(&state, viewer, &keys).await?;
+        let present: HashSet<VmKey> = visible.iter().map(|vm| vm.id).collect();
         for vm in &visible {
             events.push(Missed {
                 kind: "vm",
                 data: as_json(vm),
             });
         }
-        for vmid in vmids.iter().filter(|vmid| !present.contains(vmid)) {
+        for key in keys.iter().filter(|key| !present.contains(key)) {
             // A VM still being made for its user is not gone: it is not there yet.
-            let pending = !viewer.is_admin() && assigned.contains(vmid);
+            let pending = !viewer.is_admin() && assigned.contains(key);
             if !pending {
                 events.push(Missed {
                     kind: "vm-removed",
-                    data: as_json(&VmRef { vmid: *vmid }),
+                    data: as_json(&VmRef::from(*key)),
                 });
             }
         }
@@ -177,7 +180,7 @@ pub(in crate::web) async fn catch_up(
             }
         }
     }
-    let assigned = state.db.assigned_vmids(viewer.id).await?;
+    let assigned = state.db.assigned_vms(viewer.id).await?;
     Ok(Json(CatchUp { events, assigned }))
 }
 
@@ -189,9 +192,17 @@ fn event<T: Serialize>(name: &str, data: &T) -> Option<Event> {
     Event::default().event(name).json_data(data).ok()
 }
 
+/// A VM named in an event: its key, and its VMID for display.
 #[derive(Serialize)]
 struct VmRef {
+    id: VmKey,
     vmid: u32,
+}
+
+impl From<VmKey> for VmRef {
+    fn from(id: VmKey) -> Self {
+        Self { id, vmid: id.vmid }
+    }
 }
 
 /// The connection went away.
@@ -218,7 +229,7 @@ async fn feed(
     recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // What the viewer holds (to tell them of a VM given to them) and the classes they own
     // (whose VMs they see); both read again at every recheck.
-    let mut held: HashSet<u32> = HashSet::new();
+    let mut held: HashSet<VmKey> = HashSet::new();
     let mut owned_classes = Vec::new();
     if refresh_scope(&state, &viewer, &mut held, &mut owned_classes, None)
         .await
@@ -287,12 +298,12 @@ async fn hub_stopping(stopping: &mut tokio::sync::watch::Receiver<bool>) {
 async fn refresh_scope(
     state: &HubState,
     viewer: &Viewer,
-    held: &mut HashSet<u32>,
+    held: &mut HashSet<VmKey>,
     owned_classes: &mut Vec<i64>,
     announce: Option<&mpsc::Sender<Event>>,
 ) -> Result<(), Gone> {
     let (now_held, now_owned) = match (
-        state.db.assigned_vmids(viewer.id).await,
+        state.db.assigned_vms(viewer.id).await,
         owned_class_ids(state, viewer).await,
     ) {
         (Ok(held), Ok(owned)) => (held, owned),
@@ -302,8 +313,8 @@ async fn refresh_scope(
         }
     };
     if let Some(sender) = announce {
-        for vmid in now_held.iter().filter(|vmid| !held.contains(vmid)) {
-            send(sender, event("assigned", &VmRef { vmid: *vmid })).await?;
+        for key in now_held.iter().filter(|key| !held.contains(key)) {
+            send(sender, event("assigned", &VmRef::from(*key))).await?;
         }
     }
     *held = now_held.into_iter().collect();
@@ -325,22 +336,22 @@ async fn owned_class_ids(state: &HubState, viewer: &Viewer) -> Result<Vec<i64>, 
 async fn send_update(
     viewer: &Viewer,
     owned_classes: &[i64],
-    held: &HashSet<u32>,
+    held: &HashSet<VmKey>,
     update: &LiveUpdate,
     sender: &mpsc::Sender<Event>,
 ) -> Result<(), Gone> {
-    let knew = |vmid: u32| viewer.is_admin() || held.contains(&vmid);
+    let knew = |key: VmKey| viewer.is_admin() || held.contains(&key);
     match update {
         LiveUpdate::Vms { present, gone } => {
             for vm in present {
                 if vm.visible_to(viewer, owned_classes) {
                     send(sender, Some(Event::default().event("vm").data(&vm.json))).await?;
-                } else if knew(vm.vmid()) {
-                    send(sender, event("vm-removed", &VmRef { vmid: vm.vmid() })).await?;
+                } else if knew(vm.key()) {
+                    send(sender, event("vm-removed", &VmRef::from(vm.key()))).await?;
                 }
             }
-            for vmid in gone.iter().copied().filter(|vmid| knew(*vmid)) {
-                send(sender, event("vm-removed", &VmRef { vmid })).await?;
+            for key in gone.iter().copied().filter(|key| knew(*key)) {
+                send(sender, event("vm-removed", &VmRef::from(key))).await?;
             }
             Ok(())
         }
@@ -356,12 +367,12 @@ async fn send_update(
 async fn changed_vms(
     state: &HubState,
     viewer: &Viewer,
-    vmids: &[u32],
-) -> Result<(Vec<VmView>, HashSet<u32>), DbError> {
+    keys: &[VmKey],
+) -> Result<(Vec<VmView>, HashSet<VmKey>), DbError> {
     let filter = access::restrict_to_viewer(
         viewer,
         VmFilter {
-            vmids: Some(vmids.to_vec()),
+            keys: Some(keys.to_vec()),
             ..VmFilter::default()
         },
     );
@@ -371,7 +382,7 @@ async fn changed_vms(
     } else {
         state
             .db
-            .assigned_vmids(viewer.id)
+            .assigned_vms(viewer.id)
             .await?
             .into_iter()
             .collect()

@@ -11,10 +11,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::HubState;
 use crate::domain::idle::{self, ClassIdle, IdleSettings};
+use crate::vm_key::VmKey;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::CurrentUser;
-use crate::web::parse_vmid;
 use crate::web::render::redirect_with_flash;
+use crate::web::vm_key;
 
 async fn show(
     State(state): State<Arc<HubState>>,
@@ -37,6 +38,8 @@ async fn set(
 
 #[derive(Debug, Serialize)]
 struct StillHere {
+    /// `CLUSTER-VMID`.
+    id: VmKey,
     vmid: u32,
     /// Whether a warning was in force (and is withdrawn now).
     was_warned: bool,
@@ -47,9 +50,13 @@ async fn still_here(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> Result<Json<StillHere>, ApiError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let was_warned = idle::still_here(&state, &user.viewer, vmid).await?;
-    Ok(Json(StillHere { vmid, was_warned }))
+    Ok(Json(StillHere {
+        id: vmid,
+        vmid: vmid.vmid,
+        was_warned,
+    }))
 }
 
 pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {

@@ -16,11 +16,12 @@ use crate::db::inventory::{PageRange, VmFilter};
 use crate::domain::access::{self, VmAction};
 use crate::domain::viewer::Viewer;
 use crate::domain::vms;
+use crate::vm_key::VmKey;
 use crate::web::error::{AppError, PageError};
 use crate::web::identity::{CurrentUser, RequireStaff};
 use crate::web::render::{Layout, Page, redirect_with_flash};
 use crate::web::views::{TemplateView, VmView};
-use crate::web::{local_path, parse_vmid};
+use crate::web::{local_path, vm_key};
 
 /// The filters of the VM list, as typed in the query string.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -233,7 +234,7 @@ async fn with_time_limits(
 ) -> Result<(), AppError> {
     for view in views.iter_mut() {
         if view.assignee.as_deref() == Some(viewer.username.as_str()) {
-            view.hours_left = crate::domain::quota::hours_left(state, view.class_id, view.vmid)
+            view.hours_left = crate::domain::quota::hours_left(state, view.class_id, view.id)
                 .await?
                 .map(Into::into);
         }
@@ -263,7 +264,7 @@ async fn with_time_limits(
 async fn run_limit(
     state: &HubState,
     viewer: &Viewer,
-    vmid: u32,
+    vmid: VmKey,
 ) -> Result<Option<String>, AppError> {
     let Some(vm) = state.db.vm(vmid).await? else {
         return Ok(None);
@@ -319,7 +320,7 @@ async fn list_vms(
     let mut views: Vec<VmView> = vms.iter().map(VmView::new).collect();
     with_time_limits(&state, viewer, &mut views).await?;
     for (vmid, class) in pending {
-        if !vms.iter().any(|vm| vm.vmid == vmid) {
+        if !vms.iter().any(|vm| vm.key == vmid) {
             views.push(VmView::being_prepared(vmid, class.as_deref()));
         }
     }
@@ -336,10 +337,10 @@ async fn list_vms(
         back: "/vms".into(),
         held: state
             .db
-            .assigned_vmids(viewer.id)
+            .assigned_vms(viewer.id)
             .await?
             .iter()
-            .map(u32::to_string)
+            .map(VmKey::to_string)
             .collect::<Vec<_>>()
             .join(","),
     };
@@ -367,7 +368,7 @@ async fn show_vm(
     headers: HeaderMap,
     Path(vmid): Path<String>,
 ) -> Result<Page, PageError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let view = match vms::visible_vm(&state, &user.viewer, vmid).await {
         Ok(vm) => VmView::new(&vm),
         Err(vms::VmOpError::NotFound) => {
@@ -411,14 +412,15 @@ async fn vm_action(
     Path((vmid, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, PageError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
     let back = local_path(form.back.as_deref(), "/vms");
     match vms::power(&state, &user.viewer, vmid, action).await {
         Ok(status) => {
             let mut said = format!(
-                "VM {vmid}: {} done; it is now {}.",
+                "VM {}: {} done; it is now {}.",
+                vmid.vmid,
                 action.as_str(),
                 crate::web::power_state_text(status)
             );

@@ -18,7 +18,7 @@ use crate::domain::tokens::format_time;
 use crate::domain::vms;
 use crate::web::error::{ApiError, ApiJson, AppError};
 use crate::web::identity::{ClientAddr, CurrentUser};
-use crate::web::parse_vmid;
+use crate::web::vm_key;
 
 impl From<ForwardError> for AppError {
     fn from(err: ForwardError) -> Self {
@@ -61,7 +61,7 @@ impl From<ForwardView> for ForwardAnswer {
         let rdp_file = (forward.service == Service::Rdp).then(|| {
             format!(
                 "/api/v1/vms/{}/forwards/{}/connect.rdp",
-                forward.vmid, forward.port
+                forward.id, forward.port
             )
         });
         Self {
@@ -80,7 +80,7 @@ async fn open_forward(
     Path(vmid): Path<String>,
     ApiJson(request): ApiJson<ForwardRequest>,
 ) -> Result<Response, ApiError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let view = forwards::open(&state, &user.viewer, vmid, request.service, requester)
         .await
         .map_err(|err| ApiError {
@@ -95,7 +95,7 @@ async fn list_forwards(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> Result<Json<Vec<ForwardAnswer>>, ApiError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     vms::visible_vm(&state, &user.viewer, vmid).await?;
     let open = state.forwards.of_vm(vmid);
     Ok(Json(open.into_iter().map(ForwardAnswer::from).collect()))
@@ -107,7 +107,7 @@ async fn rdp_file(
     user: CurrentUser,
     Path((vmid, port)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let vmid = parse_vmid(&vmid)?;
+    let vmid = vm_key(&state, &vmid).await?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
     let forward = state
         .forwards
