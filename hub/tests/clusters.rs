@@ -189,7 +189,10 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
         .text()
         .await
         .unwrap();
-    assert!(page.contains("other-tpl"), "{page}");
+    assert!(
+        page.contains("other-tpl") && page.contains(r#"<dd data-field="cluster">lab-b</dd>"#),
+        "{page}"
+    );
 
     // A class of the first cluster's template stays in the first cluster, although the
     // second has a storage of the same name (`shared`, but another cluster's).
