@@ -5,9 +5,10 @@
 //! of the VM stopped closes its run.
 //!
 //! A run is closed at the moment the stop was seen when reports were coming in all along;
-//! after a gap in the reports (the node or the hub away), the stop happened at some unknown
-//! moment in the gap, and the run is closed where it was last seen running: time is never
-//! counted that the meter cannot vouch for, and never twice.
+//! after a gap in the reports (the node or the hub away, however short: a full inventory,
+//! which agents send on every connection, says so), the stop happened at some unknown moment
+//! in the gap, and the run is closed where it was last seen running: time is never counted
+//! that the meter cannot vouch for, and never twice.
 //!
 //! Pure: the caller feeds reports with their time and stores the runs it is given back.
 
@@ -42,8 +43,14 @@ impl Run {
 /// What an agent said about one VM at one moment.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Seen {
-    Running { uptime_secs: u64 },
+    Running {
+        uptime_secs: u64,
+    },
+    /// Stopped, in a change it reported as it happened.
     Stopped,
+    /// Stopped, in a full inventory: sent when the agent (re)connects or resyncs, after
+    /// reports may have been missed, so when it stopped is unknown.
+    StoppedUnseen,
 }
 
 /// The open run of each VM.
@@ -94,9 +101,9 @@ impl Meter {
                     }
                 }
             }
-            Seen::Stopped => match self.open.remove(&vm) {
+            Seen::Stopped | Seen::StoppedUnseen => match self.open.remove(&vm) {
                 Some(mut run) => {
-                    let watched = at - run.last_seen <= CONTINUOUS_SECS;
+                    let watched = seen == Seen::Stopped && at - run.last_seen <= CONTINUOUS_SECS;
                     run.ended_at = Some(if watched {
                         at.max(run.last_seen)
                     } else {
@@ -137,6 +144,23 @@ mod tests {
         fn seconds(&self) -> i64 {
             self.0.values().map(Run::seconds).sum()
         }
+    }
+
+    #[test]
+    fn a_stop_found_in_an_inventory_ends_the_run_where_it_was_last_seen() {
+        // Seen running at 1001; the hub is away for two seconds, in which the VM stops; the
+        // agent's inventory on reconnecting says it is stopped.
+        let mut meter = Meter::default();
+        let mut store = Store::default();
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 1 }, 1001));
+        store.keep(meter.observe(VM, Seen::StoppedUnseen, 1003));
+        assert_eq!(store.seconds(), 1);
+        // The same stop reported as it happened counts to that moment.
+        let mut meter = Meter::default();
+        let mut store = Store::default();
+        store.keep(meter.observe(VM, Seen::Running { uptime_secs: 1 }, 1001));
+        store.keep(meter.observe(VM, Seen::Stopped, 1003));
+        assert_eq!(store.seconds(), 3);
     }
 
     #[test]
@@ -210,14 +234,26 @@ mod tests {
         let mut last_report = now;
         let mut store = Store::default();
         let mut meter = Meter::default();
-        let report = |meter: &mut Meter, store: &mut Store, running: Option<i64>, at: i64| {
+        // A change as it happens, or (`inventory`) a full inventory after a (re)connection.
+        let report_as = |meter: &mut Meter,
+                         store: &mut Store,
+                         running: Option<i64>,
+                         at: i64,
+                         inventory: bool| {
             let seen = match running {
                 Some(since) => Seen::Running {
                     uptime_secs: (at - since) as u64,
                 },
+                None if inventory => Seen::StoppedUnseen,
                 None => Seen::Stopped,
             };
             store.keep(meter.observe(VM, seen, at));
+        };
+        let report = |meter: &mut Meter, store: &mut Store, running: Option<i64>, at: i64| {
+            report_as(meter, store, running, at, false)
+        };
+        let reconnect = |meter: &mut Meter, store: &mut Store, running: Option<i64>, at: i64| {
+            report_as(meter, store, running, at, true)
         };
         for step in steps {
             let connected = hub_up && agent_up;
@@ -243,7 +279,7 @@ mod tests {
                 Step::HubRestart => {
                     meter = Meter::resume(store.0.values().copied());
                     if connected {
-                        report(&mut meter, &mut store, running_since, now);
+                        reconnect(&mut meter, &mut store, running_since, now);
                         last_report = now;
                     }
                 }
@@ -259,7 +295,7 @@ mod tests {
                         agent_up = true;
                     }
                     if hub_up && agent_up && !connected {
-                        report(&mut meter, &mut store, running_since, now);
+                        reconnect(&mut meter, &mut store, running_since, now);
                         last_report = now;
                     }
                 }
@@ -285,7 +321,7 @@ mod tests {
                 report(&mut meter, &mut store, None, now + 1);
             } else {
                 unknowable += now - last_report.max(since);
-                report(&mut meter, &mut store, None, now + 100_000);
+                reconnect(&mut meter, &mut store, None, now + 100_000);
             }
         }
         (truth, store.seconds(), unknowable)

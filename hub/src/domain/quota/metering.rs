@@ -55,7 +55,8 @@ pub fn start(state: Arc<HubState>) -> JoinHandle<()> {
 fn fold(meter: &mut Meter, node: &str, cluster_id: i64, event: &Event, at: i64) -> Vec<Run> {
     let key = |vmid| VmKey::new(cluster_id, vmid);
     let mut changed = Vec::new();
-    let mut see = |vm: &VmInfo| {
+    // `stopped`: how a stopped VM was seen (in a change, or in a whole inventory).
+    let mut see = |vm: &VmInfo, stopped: Seen| {
         if vm.template || vm.node != node {
             return;
         }
@@ -64,14 +65,20 @@ fn fold(meter: &mut Meter, node: &str, cluster_id: i64, event: &Event, at: i64) 
                 uptime_secs: vm.uptime_secs,
             }
         } else {
-            Seen::Stopped
+            stopped
         };
         changed.extend(meter.observe(key(vm.vmid), seen, at));
     };
     match event {
-        Event::Inventory { inventory } => inventory.vms.iter().for_each(&mut see),
+        Event::Inventory { inventory } => {
+            for vm in &inventory.vms {
+                see(vm, Seen::StoppedUnseen);
+            }
+        }
         Event::InventoryDelta { delta } => {
-            delta.upserted.iter().for_each(&mut see);
+            for vm in &delta.upserted {
+                see(vm, Seen::Stopped);
+            }
             for vmid in &delta.removed {
                 changed.extend(meter.observe(key(*vmid), Seen::Stopped, at));
             }
