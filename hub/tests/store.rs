@@ -230,6 +230,18 @@ async fn online_transitions_are_recorded_in_order() {
             db.set_node_online("ghost", true, 1, "x", None).await,
             Err(proxlab_hub::db::DbError::NotFound)
         ));
+        // Cluster ids are in VMs' addresses: reconnections do not use them up.
+        let first = db.ensure_cluster(&lab, 30).await.unwrap();
+        for at in 31..34 {
+            db.set_node_online("pve1", true, at, "connected", Some(&connected))
+                .await
+                .unwrap();
+        }
+        let other = proxlab_protocol::ClusterIdentity {
+            name: "other".into(),
+            ca_fingerprint: String::new(),
+        };
+        assert_eq!(db.ensure_cluster(&other, 40).await.unwrap(), first + 1);
         test_db.finish().await;
     }
 }

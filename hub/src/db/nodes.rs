@@ -464,6 +464,18 @@ async fn cluster_id(
     cluster: &ClusterIdentity,
     now: i64,
 ) -> Result<i64, DbError> {
+    let find = || {
+        sqlx::query_as::<_, (i64,)>(
+            "SELECT id FROM clusters WHERE name = $1 AND ca_fingerprint = $2",
+        )
+        .bind(&cluster.name)
+        .bind(&cluster.ca_fingerprint)
+    };
+    // Looked up first: an insert that conflicts still uses up a PostgreSQL identity value,
+    // and cluster ids are in VMs' addresses, so every connection must not skip one.
+    if let Some((id,)) = find().fetch_optional(&mut *tx).await? {
+        return Ok(id);
+    }
     sqlx::query(
         "INSERT INTO clusters (name, ca_fingerprint, first_seen_at) VALUES ($1, $2, $3) \
          ON CONFLICT (name, ca_fingerprint) DO NOTHING",
@@ -473,12 +485,7 @@ async fn cluster_id(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let row = sqlx::query("SELECT id FROM clusters WHERE name = $1 AND ca_fingerprint = $2")
-        .bind(&cluster.name)
-        .bind(&cluster.ca_fingerprint)
-        .fetch_one(&mut *tx)
-        .await?;
-    Ok(row.try_get("id")?)
+    Ok(find().fetch_one(&mut *tx).await?.0)
 }
 
 /// Adds the cluster if it is new and makes it the node's, inside `tx`. A node that changes
