@@ -312,11 +312,7 @@ impl Db {
             }) => cluster_id = Some(assign_cluster(&mut tx, name, cluster, now).await?.id),
             // An agent that does not say: its node and VMs wait in the placeholder.
             Some(_) if cluster_id.is_none() => {
-                cluster_id = Some(
-                    assign_cluster(&mut tx, name, &placeholder_identity(), now)
-                        .await?
-                        .id,
-                );
+                cluster_id = Some(node_cluster(&mut tx, name).await?)
             }
             _ => {}
         }
