@@ -207,6 +207,45 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
         assert!(b.config(B_NODE, vmid).is_none(), "VM {vmid} in cluster B");
     }
 
+    // A bare VMID tells people nothing about VMs they may not see. When the second cluster
+    // gets a VM with the VMID of a student's VM, the student's bare VMID still names their
+    // own VM; a VMID that only names others' VMs (the two templates) is not found for
+    // them, while staff, who see templates, are asked which one they mean.
+    let seat = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vm| vm["kind"] == "student")
+        .map(|vm| vm["vmid"].as_u64().unwrap() as u32)
+        .unwrap();
+    let student = lab.user("sam", Role::Student).await;
+    let assigned = admin
+        .api_post_json(
+            &format!("/api/v1/vms/{}-{seat}/assign", a.id),
+            &json!({"username": "sam"}),
+        )
+        .await;
+    assert!(assigned.status().is_success(), "{}", assigned.status());
+    let mut stored = hub.hub().state.inventory_changes.subscribe();
+    b.ok(
+        B_NODE,
+        "qm",
+        &["create", &seat.to_string(), "--name", "b-twin"],
+    );
+    b_reports(&mut stored, seat).await;
+    let own = student.json(&format!("/api/v1/vms/{seat}")).await;
+    assert_eq!(own["id"], format!("{}-{seat}", a.id), "{own}");
+    let others = student.get(&format!("/api/v1/vms/{TEMPLATE}")).await;
+    assert_eq!(others.status(), reqwest::StatusCode::NOT_FOUND);
+    let said = others.text().await.unwrap();
+    assert!(!said.contains(&format!("-{TEMPLATE}")), "{said}");
+    let templates = teacher.get(&format!("/api/v1/vms/{TEMPLATE}")).await;
+    assert_eq!(templates.status(), reqwest::StatusCode::CONFLICT);
+    let twins = admin.get(&format!("/api/v1/vms/{seat}")).await;
+    assert_eq!(twins.status(), reqwest::StatusCode::CONFLICT);
+    b.ok(B_NODE, "qm", &["destroy", &seat.to_string()]);
+    b_reports(&mut stored, seat).await;
+
     // A class pinned to the second cluster's node gets a copy of the class base there (its
     // `shared` is not the first cluster's), and its VMs are made from that copy.
     let (across, job) = lab

@@ -8,7 +8,7 @@ use proxlab_protocol::vm_ops::{PowerAction, VmPower, VmReset};
 
 use crate::HubState;
 use crate::agents::CallError;
-use crate::db::inventory::VmRow;
+use crate::db::inventory::{VmFilter, VmRow};
 use crate::db::{Db, DbError};
 use crate::domain::access::{self, VmAction};
 use crate::domain::audit::{self, Actor, Outcome};
@@ -53,6 +53,46 @@ pub async fn visible_vm(state: &HubState, viewer: &Viewer, key: VmKey) -> Result
     } else {
         Err(VmOpError::NotFound)
     }
+}
+
+/// Of the VMs a bare VMID could name, the ones the viewer may know about: every one for an
+/// admin; for others their own VMs (also those still being made), their classes' VMs and,
+/// for staff, the templates. The rest are not theirs to learn of.
+pub async fn visible_among(
+    db: &Db,
+    viewer: &Viewer,
+    candidates: Vec<VmKey>,
+) -> Result<Vec<VmKey>, DbError> {
+    if viewer.is_admin() {
+        return Ok(candidates);
+    }
+    let among = |filter: VmFilter| VmFilter {
+        keys: Some(candidates.clone()),
+        ..filter
+    };
+    let mut visible: Vec<VmKey> = db
+        .find_vms(&among(VmFilter {
+            visible_to: Some(viewer.id),
+            ..VmFilter::default()
+        }))
+        .await?
+        .iter()
+        .map(|vm| vm.key)
+        .collect();
+    if access::can_see_templates(viewer) {
+        let templates = db.find_vms(&among(VmFilter::templates())).await?;
+        visible.extend(templates.iter().map(|vm| vm.key));
+    }
+    let pending = db.pending_assignments(viewer.id).await?;
+    visible.extend(
+        pending
+            .into_iter()
+            .map(|(key, _)| key)
+            .filter(|key| candidates.contains(key)),
+    );
+    visible.sort();
+    visible.dedup();
+    Ok(visible)
 }
 
 /// Asks the node's agent to do `action`; returns the power state afterwards.

@@ -32,6 +32,7 @@ use limits::MAX_FORM_BYTES;
 
 use crate::HubState;
 use crate::db::inventory::{VmRefError, power_state_text};
+use crate::domain::viewer::Viewer;
 use crate::vm_key::{VmKey, VmRef};
 use error::AppError;
 
@@ -167,21 +168,40 @@ async fn page_not_found() -> error::PageError {
 }
 
 /// The VM a path names: `CLUSTER-VMID`, or a bare VMID while only one VM on the hub has it
-/// (every VM address before clusters; an ambiguous one lists the VMs it could mean).
-pub(crate) async fn vm_key(state: &HubState, text: &str) -> Result<VmKey, AppError> {
+/// (every VM address before clusters). A bare VMID that several clusters share names the
+/// one the viewer may see; when they may see several, the answer lists those (and only
+/// those: what a user may not see is not found, see [`crate::domain::access`]).
+pub(crate) async fn vm_key(
+    state: &HubState,
+    viewer: &Viewer,
+    text: &str,
+) -> Result<VmKey, AppError> {
     let vm: VmRef = text
         .parse()
         .map_err(|err: crate::vm_key::BadVmRef| AppError::NotFound(err.to_string()))?;
-    vm_ref_key(state, vm).await
+    vm_ref_key(state, viewer, vm).await
 }
 
 /// The VM a reference names (see [`vm_key`]).
-pub(crate) async fn vm_ref_key(state: &HubState, vm: VmRef) -> Result<VmKey, AppError> {
-    match state.db.resolve_vm(vm).await {
-        Ok(key) => Ok(key),
-        Err(VmRefError::NotFound) => Err(AppError::NotFound("there is no such VM".into())),
-        Err(err @ VmRefError::Ambiguous(_)) => Err(AppError::Conflict(err.to_string())),
-        Err(VmRefError::Db(err)) => Err(err.into()),
+pub(crate) async fn vm_ref_key(
+    state: &HubState,
+    viewer: &Viewer,
+    vm: VmRef,
+) -> Result<VmKey, AppError> {
+    let candidates = match state.db.resolve_vm(vm).await {
+        Ok(key) => return Ok(key),
+        Err(VmRefError::NotFound) => Vec::new(),
+        Err(VmRefError::Ambiguous(candidates)) => {
+            crate::domain::vms::visible_among(&state.db, viewer, candidates).await?
+        }
+        Err(VmRefError::Db(err)) => return Err(err.into()),
+    };
+    match candidates.as_slice() {
+        [] => Err(AppError::NotFound("there is no such VM".into())),
+        [key] => Ok(*key),
+        _ => Err(AppError::Conflict(
+            VmRefError::Ambiguous(candidates).to_string(),
+        )),
     }
 }
 

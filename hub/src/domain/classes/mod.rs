@@ -810,11 +810,21 @@ pub async fn delete_class(
     Ok(job)
 }
 
-/// The one VM of a class a reference names (`None` when none does, or a bare VMID that the
-/// class holds in two clusters).
-pub fn one_class_vm(rows: &[ClassVmRow], vm: VmRef) -> Option<&ClassVmRow> {
-    let mut named = rows.iter().filter(|row| vm.matches(row.key));
-    named.next().filter(|_| named.next().is_none())
+/// The VM of a class a reference names, if any. A bare VMID the class holds in two clusters
+/// names neither: the answer asks for one of their keys.
+pub fn class_vm_named(rows: &[ClassVmRow], vm: VmRef) -> Result<Option<&ClassVmRow>, ClassError> {
+    let named: Vec<&ClassVmRow> = rows.iter().filter(|row| vm.matches(row.key)).collect();
+    match named.as_slice() {
+        [] => Ok(None),
+        [row] => Ok(Some(row)),
+        several => {
+            let keys: Vec<String> = several.iter().map(|row| row.key.to_string()).collect();
+            Err(ClassError::Invalid(format!(
+                "this class has VMID {vm} in several clusters: name one as {}",
+                keys.join(" or ")
+            )))
+        }
+    }
 }
 
 /// Takes student VMs away from a class: they are destroyed with their disks by a job, and
@@ -830,7 +840,7 @@ pub async fn remove_vms(
     let mut removed = 0;
     let mut names = Vec::new();
     for vmid in vmids {
-        let row = one_class_vm(&rows, *vmid)
+        let row = class_vm_named(&rows, *vmid)?
             .filter(|vm| vm.kind == ClassVmKind::Student)
             .ok_or_else(|| {
                 ClassError::Invalid(format!("VM {vmid} is not a student VM of this class"))
@@ -1169,6 +1179,33 @@ mod tests {
             version: Some(1),
             adopted: None,
         }
+    }
+
+    #[test]
+    fn a_bare_vmid_names_a_class_vm_only_while_one_cluster_has_it() {
+        let rows = vec![
+            row(200, "student", "pve1", "ready"),
+            ClassVmRow {
+                key: VmKey::new(2, 200),
+                ..row(200, "student", "b-pve1", "ready")
+            },
+            row(201, "student", "pve1", "ready"),
+        ];
+        let named = |text: &str| class_vm_named(&rows, text.parse().unwrap());
+        assert_eq!(
+            named("201").unwrap().map(|vm| vm.key),
+            Some(VmKey::new(1, 201))
+        );
+        assert_eq!(
+            named("2-200").unwrap().map(|vm| vm.key),
+            Some(VmKey::new(2, 200))
+        );
+        assert_eq!(named("202").unwrap(), None);
+        assert_eq!(named("3-200").unwrap(), None);
+        let Err(ClassError::Invalid(said)) = named("200") else {
+            panic!("VMID 200 of two clusters named one VM");
+        };
+        assert!(said.contains("1-200 or 2-200"), "{said}");
     }
 
     #[test]

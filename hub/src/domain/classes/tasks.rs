@@ -8,6 +8,7 @@ use proxlab_protocol::inventory::PowerState;
 use tokio::sync::broadcast;
 
 use crate::HubState;
+use crate::db::classes::ClassVmRow;
 use crate::db::inventory::VmRow;
 use crate::db::now_unix;
 use crate::db::states::{ClassVmKind, ClassVmState};
@@ -18,7 +19,7 @@ use crate::domain::viewer::Viewer;
 use crate::domain::vms::{self, VmOpError};
 use crate::vm_key::{VmKey, VmRef};
 
-use super::{ClassError, owned_class};
+use super::{ClassError, class_vm_named, owned_class};
 
 /// Which VMs of the class a bulk action is for. There is no default: nothing chosen is a
 /// question back to the teacher, never "all".
@@ -45,18 +46,24 @@ pub async fn run_bulk(
     selection: &Selection,
 ) -> Result<i64, ClassError> {
     owned_class(state, viewer, class_id).await?;
-    let vmids: Vec<VmKey> = state
-        .db
-        .class_vms(class_id)
-        .await?
+    let rows = state.db.class_vms(class_id).await?;
+    let chosen: Vec<&ClassVmRow> = match selection {
+        Selection::All => rows.iter().collect(),
+        Selection::Vms(chosen) => {
+            let mut named = Vec::with_capacity(chosen.len());
+            for vm in chosen {
+                named.extend(class_vm_named(&rows, *vm)?);
+            }
+            named
+        }
+    };
+    let mut vmids: Vec<VmKey> = chosen
         .into_iter()
         .filter(|vm| vm.kind != ClassVmKind::Base && vm.state == ClassVmState::Ready)
         .map(|vm| vm.key)
-        .filter(|vmid| match selection {
-            Selection::All => true,
-            Selection::Vms(chosen) => chosen.iter().any(|named| named.matches(*vmid)),
-        })
         .collect();
+    vmids.sort();
+    vmids.dedup();
     if vmids.is_empty() {
         return Err(ClassError::Invalid(
             "none of the chosen VMs is ready for this".into(),

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::HubState;
 use crate::domain::classes::adopt::{self, AdoptRequest, Candidate};
+use crate::domain::viewer::Viewer;
 use crate::vm_key::VmRef;
 use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::RequireAdmin;
@@ -63,19 +64,19 @@ struct AdoptRefs {
 
 impl AdoptRefs {
     /// The request, with each VM it names found on the hub.
-    async fn resolve(self, state: &HubState) -> Result<AdoptRequest, AppError> {
+    async fn resolve(self, state: &HubState, viewer: &Viewer) -> Result<AdoptRequest, AppError> {
         let mut vms = Vec::with_capacity(self.vms.len());
         for vm in self.vms {
-            vms.push(crate::web::vm_ref_key(state, vm).await?);
+            vms.push(crate::web::vm_ref_key(state, viewer, vm).await?);
         }
         let mut students = BTreeMap::new();
         for (vm, username) in self.students {
-            students.insert(crate::web::vm_ref_key(state, vm).await?, username);
+            students.insert(crate::web::vm_ref_key(state, viewer, vm).await?, username);
         }
         Ok(AdoptRequest {
             name: self.name,
             owner: self.owner,
-            template: crate::web::vm_ref_key(state, self.template).await?,
+            template: crate::web::vm_ref_key(state, viewer, self.template).await?,
             vms,
             range: self.range,
             students,
@@ -101,7 +102,7 @@ async fn adopt_api(
         range: body.range,
         students,
     }
-    .resolve(&state)
+    .resolve(&state, &user.viewer)
     .await?;
     let class_id = adopt::adopt(&state, &user.viewer, &request).await?;
     Ok((StatusCode::CREATED, Json(Adopted { class_id })).into_response())
@@ -173,7 +174,7 @@ async fn adopt_from_page(
     Form(pairs): Form<Vec<(String, String)>>,
 ) -> Result<Response, PageError> {
     let outcome = async {
-        let request = form_request(&pairs)?.resolve(&state).await?;
+        let request = form_request(&pairs)?.resolve(&state, &user.viewer).await?;
         Ok::<_, AppError>(adopt::adopt(&state, &user.viewer, &request).await?)
     }
     .await;

@@ -81,7 +81,7 @@ async fn get_vm(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> ApiResult<VmView> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
     Ok(Json(VmView::new(&vm)))
 }
@@ -92,7 +92,7 @@ async fn vm_action(
     Path((vmid, action)): Path<(String, String)>,
 ) -> ApiResult<VmView> {
     let errors = for_user(&user);
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
     let status = vms::power(&state, &user.viewer, vmid, action)
@@ -128,7 +128,7 @@ async fn assign(
     Path(vmid): Path<String>,
     crate::web::error::ApiJson(body): crate::web::error::ApiJson<AssignTo>,
 ) -> ApiResult<Assigned> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let handover = if body.keep_disk {
         vms::Handover::KeepDisk
     } else {
@@ -147,7 +147,7 @@ async fn unassign(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> ApiResult<Assigned> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     vms::assign(&state, &user.viewer, vmid, None, vms::Handover::Fresh).await?;
     Ok(Json(Assigned {
         id: vmid,

@@ -116,7 +116,7 @@ async fn convert(
     RequireStaff(user): RequireStaff,
     Path(vmid): Path<String>,
 ) -> Result<Json<Built>, ApiError> {
-    let key = crate::web::vm_key(&state, &vmid).await?;
+    let key = crate::web::vm_key(&state, &user.viewer, &vmid).await?;
     builds::convert(&state, &user.viewer, key).await?;
     Ok(Json(Built::from(key)))
 }
@@ -261,7 +261,7 @@ async fn convert_from_page(
     RequireStaff(user): RequireStaff,
     Path(vmid): Path<String>,
 ) -> Result<Response, PageError> {
-    let key = crate::web::vm_key(&state, &vmid).await?;
+    let key = crate::web::vm_key(&state, &user.viewer, &vmid).await?;
     Ok(match builds::convert(&state, &user.viewer, key).await {
         Ok(()) => redirect_with_flash(
             "/templates",

@@ -145,7 +145,7 @@ async fn create(
         description: form.description,
         template: match form.template_vmid.trim() {
             "" => None,
-            template => Some(crate::web::vm_key(&state, template).await?),
+            template => Some(crate::web::vm_key(&state, &user.viewer, template).await?),
         },
         seats: number(&form.seats, "the number of student VMs")?,
         node: Some(form.node.trim().to_owned()).filter(|node| !node.is_empty()),
@@ -656,7 +656,7 @@ async fn assign_vm(
     let username = form.username.trim().to_owned();
     if username.is_empty() {
         // Whether the VM is theirs to assign is checked before the form is.
-        let number = crate::web::vm_key(&state, &vmid).await?;
+        let number = crate::web::vm_key(&state, &user.viewer, &vmid).await?;
         if !user.viewer.is_staff() {
             return Err(AppError::NotFound("there is no such VM".into()).into());
         }
@@ -705,7 +705,7 @@ async fn change_assignee(
     handover: vms::Handover,
     back: Option<&str>,
 ) -> Result<Response, PageError> {
-    let key = crate::web::vm_key(&state, vmid).await?;
+    let key = crate::web::vm_key(&state, &user.viewer, vmid).await?;
     let vmid = key.vmid;
     let back = crate::web::local_path(back, "/vms");
     Ok(

@@ -220,7 +220,7 @@ async fn create(
         name: body.name,
         description: body.description,
         template: match body.template_vmid {
-            Some(template) => Some(crate::web::vm_ref_key(&state, template).await?),
+            Some(template) => Some(crate::web::vm_ref_key(&state, &user.viewer, template).await?),
             None => None,
         },
         seats: body.seats,

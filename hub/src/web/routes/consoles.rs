@@ -53,7 +53,7 @@ async fn issue(
     Path(vmid): Path<String>,
     ApiJson(request): ApiJson<ConsoleRequest>,
 ) -> Result<Response, ApiError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     if !request.kind.opened_by_ticket() {
         return Err(AppError::BadRequest(
             "kind is vnc, serial or ssh (forwarded ports: POST /api/v1/vms/{vmid}/forwards)".into(),
@@ -255,7 +255,7 @@ async fn page(
     headers: HeaderMap,
     Path(vmid): Path<String>,
 ) -> Result<Response, PageError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid)
         .await
         .map_err(AppError::from)?;

@@ -50,7 +50,7 @@ async fn still_here(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> Result<Json<StillHere>, ApiError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let was_warned = idle::still_here(&state, &user.viewer, vmid).await?;
     Ok(Json(StillHere {
         id: vmid,

@@ -368,7 +368,7 @@ async fn show_vm(
     headers: HeaderMap,
     Path(vmid): Path<String>,
 ) -> Result<Page, PageError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let view = match vms::visible_vm(&state, &user.viewer, vmid).await {
         Ok(vm) => VmView::new(&vm),
         Err(vms::VmOpError::NotFound) => {
@@ -412,7 +412,7 @@ async fn vm_action(
     Path((vmid, action)): Path<(String, String)>,
     Form(form): Form<ActionForm>,
 ) -> Result<Response, PageError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
     let back = local_path(form.back.as_deref(), "/vms");

@@ -80,7 +80,7 @@ async fn open_forward(
     Path(vmid): Path<String>,
     ApiJson(request): ApiJson<ForwardRequest>,
 ) -> Result<Response, ApiError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let view = forwards::open(&state, &user.viewer, vmid, request.service, requester)
         .await
         .map_err(|err| ApiError {
@@ -95,7 +95,7 @@ async fn list_forwards(
     user: CurrentUser,
     Path(vmid): Path<String>,
 ) -> Result<Json<Vec<ForwardAnswer>>, ApiError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     vms::visible_vm(&state, &user.viewer, vmid).await?;
     let open = state.forwards.of_vm(vmid);
     Ok(Json(open.into_iter().map(ForwardAnswer::from).collect()))
@@ -107,7 +107,7 @@ async fn rdp_file(
     user: CurrentUser,
     Path((vmid, port)): Path<(String, String)>,
 ) -> Result<Response, ApiError> {
-    let vmid = vm_key(&state, &vmid).await?;
+    let vmid = vm_key(&state, &user.viewer, &vmid).await?;
     let vm = vms::visible_vm(&state, &user.viewer, vmid).await?;
     let forward = state
         .forwards
