@@ -133,6 +133,51 @@ impl Nodes {
     }
 }
 
+/// A firewall rule (nftables) that drops TCP to one port of this machine, as a site that
+/// lets the agents' QUIC through but not TCP would; gone when dropped.
+struct TcpBlocked {
+    table: String,
+}
+
+impl TcpBlocked {
+    /// Blocks TCP to `port`, or says why it cannot (the test skips).
+    fn port(port: u16) -> Option<Self> {
+        let table = format!("proxlab_test_{}_{port}", std::process::id());
+        let rules = format!(
+            "table inet {table} {{\n chain output {{\n  type filter hook output priority 0; \
+             policy accept;\n  tcp dport {port} drop\n }}\n}}\n"
+        );
+        let added = std::process::Command::new("nft")
+            .args(["-f", "-"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .and_then(|mut nft| {
+                use std::io::Write;
+                nft.stdin.take().unwrap().write_all(rules.as_bytes())?;
+                nft.wait_with_output()
+            });
+        match added {
+            Ok(output) if output.status.success() => Some(Self { table }),
+            failed => {
+                eprintln!(
+                    "NOTICE: nftables (Debian's nftables, run as root) cannot block a port here \
+                     ({failed:?}); skipping."
+                );
+                None
+            }
+        }
+    }
+}
+
+impl Drop for TcpBlocked {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("nft")
+            .args(["delete", "table", "inet", &self.table])
+            .status();
+    }
+}
+
 #[tokio::test]
 async fn an_image_travels_whole_on_lanes_and_a_cut_off_copy_resumes() {
     copies_whole_and_resumes(true).await;
@@ -141,6 +186,41 @@ async fn an_image_travels_whole_on_lanes_and_a_cut_off_copy_resumes() {
 #[tokio::test]
 async fn without_lanes_an_image_travels_on_the_request_streams() {
     copies_whole_and_resumes(false).await;
+}
+
+/// Where TCP to the hub's link port is blocked, the lanes cannot arrive: the copy waits
+/// for them in vain, then the image travels on the request streams, and copies from and to
+/// that node stop trying lanes for a while.
+#[tokio::test]
+async fn a_copy_whose_lanes_cannot_arrive_travels_on_the_request_streams() {
+    let nodes = Nodes::start(true).await;
+    let registry = nodes.hub.hub().registry();
+    assert!(registry.copies_on_lanes("pve1", "pve2"));
+    let Some(_blocked) = TcpBlocked::port(nodes.hub.config.quic_addr.port()) else {
+        return;
+    };
+    let total = std::fs::metadata(&nodes.source_image).unwrap().len();
+    for copy_id in ["copy-1", "copy-2"] {
+        let copied = within("a copy without lanes", nodes.run(copy_id))
+            .await
+            .unwrap();
+        assert_eq!(
+            copied,
+            Copied {
+                resumed_at: 0,
+                sent: total,
+                on_lanes: false,
+            },
+            "{copy_id}"
+        );
+        assert_eq!(
+            sha256_of(&nodes.part().unwrap()),
+            sha256_of(&nodes.source_image),
+            "{copy_id}"
+        );
+        assert!(!registry.copies_on_lanes("pve1", "pve2"), "{copy_id}");
+        std::fs::remove_file(nodes.part().unwrap()).unwrap();
+    }
 }
 
 /// A whole copy, copies cut off half way by killing either agent (each resumes), and a

@@ -76,6 +76,12 @@ impl AgentRegistry {
         })
     }
 
+    /// Whether a copy between `source` and `target` would try lanes now: both agents open
+    /// them, the hub listens for them, and neither node's lane failed to arrive lately.
+    pub fn copies_on_lanes(&self, source: &str, target: &str) -> bool {
+        self.lanes_between(source, target).is_some()
+    }
+
     /// The lanes a copy between `source` and `target` may use, with the certificates
     /// their agents are connected with.
     fn lanes_between(&self, source: &str, target: &str) -> Option<(Arc<Lanes>, String, String)> {
