@@ -209,8 +209,9 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
 
     // A bare VMID tells people nothing about VMs they may not see. When the second cluster
     // gets a VM with the VMID of a student's VM, the student's bare VMID still names their
-    // own VM; a VMID that only names others' VMs (the two templates) is not found for
-    // them, while staff, who see templates, are asked which one they mean.
+    // own VM (and their teacher's bare VMID the VM of her class); a VMID that only names
+    // others' VMs (the two templates) is not found for them, while staff, who see
+    // templates, are asked which one they mean.
     let seat = detail["vms"]
         .as_array()
         .unwrap()
@@ -239,6 +240,12 @@ async fn two_clusters_share_a_hub_without_mixing_their_nodes_or_vms() {
     assert_eq!(others.status(), reqwest::StatusCode::NOT_FOUND);
     let said = others.text().await.unwrap();
     assert!(!said.contains(&format!("-{TEMPLATE}")), "{said}");
+    let of_her_class = teacher.json(&format!("/api/v1/vms/{seat}")).await;
+    assert_eq!(
+        of_her_class["id"],
+        format!("{}-{seat}", a.id),
+        "{of_her_class}"
+    );
     let templates = teacher.get(&format!("/api/v1/vms/{TEMPLATE}")).await;
     assert_eq!(templates.status(), reqwest::StatusCode::CONFLICT);
     let twins = admin.get(&format!("/api/v1/vms/{seat}")).await;

@@ -56,8 +56,8 @@ pub async fn visible_vm(state: &HubState, viewer: &Viewer, key: VmKey) -> Result
 }
 
 /// Of the VMs a bare VMID could name, the ones the viewer may know about: every one for an
-/// admin; for others their own VMs (also those still being made), their classes' VMs and,
-/// for staff, the templates. The rest are not theirs to learn of.
+/// admin; for others their own VMs and their classes' VMs (also those still being made)
+/// and, for staff, the templates. The rest are not theirs to learn of.
 pub async fn visible_among(
     db: &Db,
     viewer: &Viewer,
@@ -83,11 +83,20 @@ pub async fn visible_among(
         let templates = db.find_vms(&among(VmFilter::templates())).await?;
         visible.extend(templates.iter().map(|vm| vm.key));
     }
-    let pending = db.pending_assignments(viewer.id).await?;
+    let mut not_made_yet: Vec<VmKey> = db
+        .pending_assignments(viewer.id)
+        .await?
+        .into_iter()
+        .map(|(key, _)| key)
+        .collect();
+    if viewer.is_staff() {
+        for class_id in db.owned_class_ids(viewer.id).await? {
+            not_made_yet.extend(db.class_vms(class_id).await?.iter().map(|vm| vm.key));
+        }
+    }
     visible.extend(
-        pending
+        not_made_yet
             .into_iter()
-            .map(|(key, _)| key)
             .filter(|key| candidates.contains(key)),
     );
     visible.sort();
