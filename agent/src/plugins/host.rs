@@ -547,6 +547,7 @@ impl PluginHost {
             .and_then(|instance| call(&mut store, &plugin.pre, &instance));
         log_output(id, "stdout", &stdout);
         log_output(id, "stderr", &stderr);
+        let stderr = String::from_utf8_lossy(&stderr.contents()).into_owned();
         let state = store.data();
         if let Some(denied) = &state.denied {
             return Err(failure(id, denied.clone()));
@@ -556,7 +557,7 @@ impl PluginHost {
         if outcome.is_ok() && Instant::now() > state.deadline {
             return Err(failure(id, self.deadline_passed(hook)));
         }
-        outcome.map_err(|err| failure(id, self.explain(&err, state.limits.hit, hook)))
+        outcome.map_err(|err| failure(id, self.explain(&err, state.limits.hit, hook, &stderr)))
     }
 
     /// A hook's wall-clock limit.
@@ -574,10 +575,28 @@ impl PluginHost {
         )
     }
 
-    /// Says why a call trapped, in words a teacher can pass on.
-    fn explain(&self, err: &wasmtime::Error, memory_cap_hit: bool, hook: Hook) -> String {
+    /// Says why a call trapped, in words a teacher can pass on: the plugin's own where it
+    /// left some on stderr (a Rust panic's message, what it wrote before exiting).
+    fn explain(
+        &self,
+        err: &wasmtime::Error,
+        memory_cap_hit: bool,
+        hook: Hook,
+        stderr: &str,
+    ) -> String {
         if memory_cap_hit {
             return format!("ran out of memory (limit {} MiB)", self.settings.memory_mib);
+        }
+        // WASI 0.2 passes on only whether an exit was a failure, not its status.
+        if let Some(wasmtime_wasi::I32Exit(status)) = err.downcast_ref() {
+            let how = match status {
+                0 => "exited before answering",
+                _ => "exited with an error",
+            };
+            return match last_line(stderr) {
+                Some(said) => format!("{how}: {said}"),
+                None => how.to_owned(),
+            };
         }
         match err.downcast_ref::<Trap>() {
             Some(Trap::OutOfFuel) => format!(
@@ -585,7 +604,10 @@ impl PluginHost {
                 self.settings.fuel
             ),
             Some(Trap::Interrupt) => self.deadline_passed(hook),
-            Some(trap) => format!("crashed: {trap}"),
+            Some(trap) => match panic_message(stderr) {
+                Some(message) => format!("panicked: {message}"),
+                None => format!("crashed: {trap}"),
+            },
             None => format!("failed: {err:#}"),
         }
     }
@@ -797,7 +819,73 @@ fn log_output(plugin: &str, stream: &str, pipe: &MemoryOutputPipe) {
     }
 }
 
+/// The message of the last Rust panic a plugin reported on stderr, and where it happened:
+/// `the plugin gave up (at src/lib.rs:31:21)`. The standard library writes
+/// `thread '…' (ID) panicked at FILE:LINE:COL:` (older releases without the ID), the message
+/// on the lines after, then a `note:`.
+fn panic_message(stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let start = lines
+        .iter()
+        .rposition(|line| line.starts_with("thread '") && line.contains(" panicked at "))?;
+    let (_, location) = lines[start].split_once(" panicked at ")?;
+    let location = location.trim_end_matches(':');
+    let message: Vec<&str> = lines[start + 1..]
+        .iter()
+        .take_while(|line| !line.starts_with("note: "))
+        .map(|line| line.trim())
+        .filter(|line| !line.is_empty())
+        .collect();
+    let message = printable(&message.join(" "), bounds::MAX_LOG_LINE_BYTES);
+    Some(if message.is_empty() {
+        format!("at {location}")
+    } else {
+        format!("{message} (at {location})")
+    })
+}
+
+/// The last line a plugin wrote that says something.
+fn last_line(stderr: &str) -> Option<String> {
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty())?;
+    Some(printable(line, bounds::MAX_LOG_LINE_BYTES))
+}
+
 /// Hex SHA-256: what names a component, in the compile cache and on the wire.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_panic_is_told_in_the_plugins_own_words() {
+        let stderr = "starting\nthread '<unnamed>' panicked at src/lib.rs:31:21:\n\
+                      the plugin gave up\n  on two lines\nnote: run with `RUST_BACKTRACE=1` \
+                      environment variable to display a backtrace\n";
+        assert_eq!(
+            panic_message(stderr).as_deref(),
+            Some("the plugin gave up on two lines (at src/lib.rs:31:21)")
+        );
+        assert_eq!(
+            panic_message("thread '<unnamed>' (1) panicked at src/lib.rs:3:5:\n").as_deref(),
+            Some("at src/lib.rs:3:5")
+        );
+        assert_eq!(panic_message("just a log line\n"), None);
+        let escaped = panic_message("thread 'x' panicked at a.rs:1:1:\nbell\u{7}\n").unwrap();
+        assert!(!escaped.contains('\u{7}'), "{escaped}");
+    }
+
+    #[test]
+    fn the_last_line_written_is_what_an_exit_says() {
+        assert_eq!(
+            last_line("first\nno network configured\n\n").as_deref(),
+            Some("no network configured")
+        );
+        assert_eq!(last_line(" \n"), None);
+    }
 }

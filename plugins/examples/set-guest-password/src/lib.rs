@@ -30,9 +30,17 @@ impl Guest for SetGuestPassword {
             return Ok(());
         };
         let password = format!("{student}-{}", class.id);
-        run(vm.vmid, "chpasswd", &[], Some(format!("{GUEST_USER}:{password}\n")))?;
+        run(
+            vm.vmid,
+            "chpasswd",
+            &[],
+            Some(format!("{GUEST_USER}:{password}\n")),
+        )?;
         run(vm.vmid, "passwd", &["--expire", GUEST_USER], None)?;
-        log(Level::Info, &format!("VM {}: password of {GUEST_USER} set", vm.vmid));
+        log(
+            Level::Info,
+            &format!("VM {}: password of {GUEST_USER} set", vm.vmid),
+        );
         Ok(())
     }
 }
