@@ -285,6 +285,10 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
                 loaded.sha256,
                 started.elapsed().as_millis()
             );
+            // Asked for, but this node's agent.toml does not grant it to this build.
+            for withheld in host.withheld(&loaded) {
+                println!("  withheld on this node: {withheld}");
+            }
             Ok(())
         }
         PluginCommand::Run {

@@ -100,3 +100,29 @@ fn default_config_is_the_shipped_example() {
         include_str!("../agent.example.toml")
     );
 }
+
+#[test]
+fn plugin_check_names_the_capabilities_this_node_withholds() {
+    let plugin =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/set-guest-password");
+    if !plugin.join("plugin.wasm").exists() {
+        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+    let output = agent()
+        .arg("--config")
+        .arg(dir.path().join("agent.toml"))
+        .args(["plugin", "check"])
+        .arg(&plugin)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(
+        stdout.contains("capabilities: guest-exec")
+            && stdout.contains("withheld on this node: guest-exec: there is no grant"),
+        "{stdout}"
+    );
+}

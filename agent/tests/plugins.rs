@@ -446,6 +446,33 @@ fn what_a_plugin_produces_is_bounded() {
 }
 
 #[test]
+fn a_plugin_whose_memory_starts_above_the_cap_is_refused_when_loaded() {
+    let Some(dist) = dist() else { return };
+    let (wasm, manifest) = files::locate(&dist.join("hostile"), None);
+    let tight = host_with(
+        PluginSettings {
+            memory_mib: 1,
+            ..PluginSettings::default()
+        },
+        None,
+    );
+    let refused = files::load(&tight, &wasm, &manifest)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.starts_with("plugin hostile: starts with ")
+            && refused.contains("more than this node's limit of 1 MiB"),
+        "{refused}"
+    );
+    // The default cap takes it.
+    load(
+        &host_with(PluginSettings::default(), None),
+        &dist,
+        "hostile",
+    );
+}
+
+#[test]
 fn runaway_plugins_are_stopped_and_the_host_carries_on() {
     let Some(dist) = dist() else { return };
     let settings = PluginSettings {

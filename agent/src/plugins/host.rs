@@ -382,6 +382,19 @@ impl PluginHost {
     ) -> Result<Plugin, PluginError> {
         let id = manifest.id.clone();
         let component = self.compile(&id, wasm, &sha256)?;
+        let starts_with = super::memory::largest_initial_memory(wasm)
+            .map_err(|err| failure(&id, format!("is not a readable component: {err}")))?;
+        if starts_with > self.settings.memory_mib << 20 {
+            return Err(failure(
+                &id,
+                format!(
+                    "starts with {} MiB of memory, more than this node's limit of {} MiB \
+                     ([plugins] memory_mib): it could never run",
+                    starts_with.div_ceil(1 << 20),
+                    self.settings.memory_mib
+                ),
+            ));
+        }
         let ty = component.component_type();
         let exports: Vec<String> = ty
             .exports(&self.engine)

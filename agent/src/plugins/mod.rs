@@ -11,6 +11,7 @@ pub mod grants;
 pub mod guest_exec;
 pub mod host;
 pub mod invoke;
+mod memory;
 pub use proxlab_protocol::plugin_manifest as manifest;
 pub mod plugin_ops;
 pub mod registry;
