@@ -7,6 +7,10 @@ use serde::{Deserialize, Serialize};
 use crate::request::{NoProgress, Request};
 use crate::vm_ops::Done;
 
+/// The largest plugin component the hub accepts and an agent loads (sent by the hub or
+/// dropped into its plugin directory).
+pub const MAX_WASM_BYTES: usize = 16 << 20;
+
 /// The class a batch of VMs belongs to, as plugins see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginClass {
@@ -19,7 +23,7 @@ pub struct PluginClass {
 /// One VM of the batch, as plugins see it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PluginVm {
-    /// `teacher` or `student`.
+    /// `teacher` or `student` (class bases run no hooks).
     pub kind: String,
     /// Its position in the class, from 0 (the teacher's VM).
     pub index: u32,

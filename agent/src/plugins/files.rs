@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use super::host::{Plugin, PluginError, PluginHost};
 use super::manifest::Manifest;
 
-/// The largest component the agent loads.
-pub const MAX_WASM_BYTES: u64 = 32 << 20;
+/// The largest component the agent loads: what the hub accepts.
+pub const MAX_WASM_BYTES: u64 = proxlab_protocol::plugins::MAX_WASM_BYTES as u64;
 
 /// Where a plugin's files are: `path` is its directory or its `.wasm`; the manifest is
 /// `manifest` or `plugin.toml` beside the component.

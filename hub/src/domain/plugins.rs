@@ -23,8 +23,7 @@ use crate::domain::audit::{self, Outcome};
 use crate::domain::viewer::Viewer;
 use crate::vm_key::VmKey;
 
-/// The largest component the hub accepts.
-pub const MAX_WASM_BYTES: usize = 16 << 20;
+pub use proxlab_protocol::plugins::MAX_WASM_BYTES;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PluginFault {
