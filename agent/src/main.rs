@@ -324,7 +324,10 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
                 Ok::<_, anyhow::Error>(invoke(&host, &loaded, hook, &input)?)
             })
             .await??;
-            println!("{}", serde_json::to_string_pretty(&result)?);
+            println!("{}", serde_json::to_string_pretty(&result.result)?);
+            if result.fails_the_step {
+                anyhow::bail!("a finding is an error: the VM's step would fail");
+            }
             Ok(())
         }
     }

@@ -126,3 +126,42 @@ fn plugin_check_names_the_capabilities_this_node_withholds() {
         "{stdout}"
     );
 }
+
+#[test]
+fn plugin_run_fails_when_a_validate_finding_is_an_error() {
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/hostile");
+    if !plugin.join("plugin.wasm").exists() {
+        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+    let validate = |class: &str| {
+        let input = dir.path().join(format!("{class}.json"));
+        let json = format!(
+            r#"{{"class": {{"id": 7, "name": "{class}", "slug": "{class}"}},
+                "vm": {{"vmid": 10001, "kind": "student", "index": 1, "name": "x"}}}}"#
+        );
+        std::fs::write(&input, json).unwrap();
+        agent()
+            .arg("--config")
+            .arg(dir.path().join("agent.toml"))
+            .args(["plugin", "run"])
+            .arg(&plugin)
+            .args(["--hook", "validate", "--input"])
+            .arg(&input)
+            .output()
+            .unwrap()
+    };
+    let invalid = validate("invalid");
+    assert_eq!(invalid.status.code(), Some(1), "{invalid:?}");
+    let printed = String::from_utf8_lossy(&invalid.stdout);
+    assert!(
+        printed.contains("no VLAN is left for this class"),
+        "{printed}"
+    );
+    let said = String::from_utf8_lossy(&invalid.stderr);
+    assert!(said.contains("a finding is an error"), "{said}");
+    let doubtful = validate("doubtful");
+    assert!(doubtful.status.success(), "{doubtful:?}");
+}

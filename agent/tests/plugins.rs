@@ -139,7 +139,9 @@ fn vlan_per_class_tags_every_nic_and_keeps_macs() {
         vm: vm(None),
         config: config(),
     };
-    let result = invoke(&host, &plugin, Hook::Configure, &input).unwrap();
+    let result = invoke(&host, &plugin, Hook::Configure, &input)
+        .unwrap()
+        .result;
     let entries: Vec<(String, String)> = serde_json::from_value(result["config"].clone()).unwrap();
     let get = |key: &str| {
         entries
@@ -151,6 +153,40 @@ fn vlan_per_class_tags_every_nic_and_keeps_macs() {
     assert_eq!(get("net0"), "virtio=BC:24:11:00:00:01,bridge=vmbr0,tag=142");
     assert_eq!(get("net1"), "e1000=BC:24:11:00:00:02,bridge=vmbr1,tag=142");
     assert_eq!(get("tags"), "vlan-142");
+}
+
+#[test]
+fn validate_findings_say_whether_the_step_would_fail() {
+    let Some(dist) = dist() else { return };
+    let host = host_with(PluginSettings::default(), None);
+    let plugin = load(&host, &dist, "hostile");
+    let validate = |name: &str| {
+        let input = HookInput {
+            class: class(name),
+            vm: vm(None),
+            config: config(),
+        };
+        invoke(&host, &plugin, Hook::Validate, &input).unwrap()
+    };
+    let invalid = validate("invalid");
+    assert!(invalid.fails_the_step, "{}", invalid.result);
+    let messages: Vec<&str> = invalid
+        .result
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|finding| finding["message"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        messages,
+        [
+            "the class has no course code",
+            "no VLAN is left for this class"
+        ]
+    );
+    let doubtful = validate("doubtful");
+    assert!(!doubtful.fails_the_step, "{}", doubtful.result);
+    assert!(!validate("fine").fails_the_step);
 }
 
 /// A pve-sim node with a running VM 100 whose guest agent answers.
@@ -288,7 +324,7 @@ fn guest_exec_needs_the_manifest_and_the_operator() {
         &host,
         &dist,
         "hostile",
-        "id = \"hostile\"\nversion = \"1\"\napi = \"0.1.0\"\nhooks = [\"name\", \"configure\"]\n",
+        "id = \"hostile\"\nversion = \"1\"\napi = \"0.1.0\"\nhooks = [\"name\", \"configure\", \"validate\"]\n",
     )
     .unwrap_err();
     assert!(

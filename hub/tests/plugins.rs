@@ -84,9 +84,30 @@ async fn a_failing_plugin_fails_its_vms_with_its_message_and_the_agents_carry_on
             continue;
         }
         let error = vm["error"].as_str().unwrap_or_default();
-        assert!(error.contains("plugin hostile: crashed"), "{vm}");
+        assert!(
+            error.contains("plugin hostile: panicked: the plugin gave up (at "),
+            "{vm}"
+        );
         let vmid = vm["vmid"].as_u64().unwrap() as u32;
         assert!(sim.config("pve1", vmid).is_none() && sim.config("pve2", vmid).is_none());
+    }
+    // Its `validate` finds an error in classes named "invalid": their VMs fail with it.
+    let (invalid, _) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "invalid", "template_vmid": TEMPLATE, "seats": 1,
+                    "plugins": ["hostile"]}),
+        )
+        .await;
+    let detail = teacher.json(&format!("/api/v1/classes/{invalid}")).await;
+    for vm in detail["vms"].as_array().unwrap() {
+        if vm["kind"] != "base" {
+            let error = vm["error"].as_str().unwrap_or_default();
+            assert_eq!(
+                error, "plugin hostile: no VLAN is left for this class",
+                "{vm}"
+            );
+        }
     }
     // The same agents deploy the next class, with the same plugin, when it behaves.
     let uploaded = admin

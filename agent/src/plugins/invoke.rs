@@ -3,6 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::bindings::Severity;
 use super::host::{Plugin, PluginError, PluginHost};
 use super::manifest::Hook;
 use super::{ClassInfo, VmInfo, edits};
@@ -18,6 +19,16 @@ pub struct HookInput {
     pub config: Vec<(String, String)>,
 }
 
+/// What one hook call gave.
+#[derive(Debug, Clone)]
+pub struct Invoked {
+    /// The outcome as JSON.
+    pub result: serde_json::Value,
+    /// Whether it would fail the VM's step: a `validate` finding of severity `error`.
+    /// `plugin run` exits non-zero then, for authors' CI.
+    pub fails_the_step: bool,
+}
+
 /// Runs `hook` of `plugin` and describes the outcome as JSON. For `configure`, the edits
 /// are also checked against `input.config` the way the agent checks them before writing.
 pub fn invoke(
@@ -25,9 +36,9 @@ pub fn invoke(
     plugin: &Plugin,
     hook: Hook,
     input: &HookInput,
-) -> Result<serde_json::Value, PluginError> {
+) -> Result<Invoked, PluginError> {
     let (class, vm) = (&input.class, &input.vm);
-    Ok(match hook {
+    let result = match hook {
         Hook::Name => serde_json::json!(host.name(plugin, class, vm)?),
         Hook::Configure => {
             let asked = host.configure(plugin, class, vm, &input.config)?;
@@ -54,6 +65,19 @@ pub fn invoke(
             host.after_start(plugin, class, vm)?;
             serde_json::json!({"ok": true})
         }
-        Hook::Validate => serde_json::json!(host.validate(plugin, class, vm, &input.config)?),
+        Hook::Validate => {
+            let findings = host.validate(plugin, class, vm, &input.config)?;
+            let fails_the_step = findings
+                .iter()
+                .any(|finding| matches!(finding.severity, Severity::Error));
+            return Ok(Invoked {
+                result: serde_json::json!(findings),
+                fails_the_step,
+            });
+        }
+    };
+    Ok(Invoked {
+        result,
+        fails_the_step: false,
     })
 }
