@@ -101,6 +101,17 @@ enum PluginCommand {
         #[arg(long)]
         guest_command: Vec<String>,
     },
+    /// Run a plugin against a directory of cases (one JSON file each: {"hook": ...,
+    /// "input": {...}, "expect": {...}} or "expect_error": "..."); fails if one does.
+    Test {
+        /// The plugin's directory or its .wasm file.
+        plugin: PathBuf,
+        /// The directory of `*.json` cases.
+        cases: PathBuf,
+        /// Its manifest; default: plugin.toml beside the component.
+        #[arg(long)]
+        manifest: Option<PathBuf>,
+    },
 }
 
 fn init_logging() {
@@ -327,6 +338,38 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
             println!("{}", serde_json::to_string_pretty(&result.result)?);
             if result.fails_the_step {
                 anyhow::bail!("a finding is an error: the VM's step would fail");
+            }
+            Ok(())
+        }
+        PluginCommand::Test {
+            plugin,
+            cases,
+            manifest,
+        } => {
+            let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
+            let outcomes = tokio::task::spawn_blocking(move || {
+                let host = PluginHost::new(settings, facts, None)?;
+                let loaded = files::load(&host, &wasm, &manifest)?;
+                proxlab_agent::plugins::cases::run_cases(&host, &loaded, &cases)
+                    .with_context(|| format!("reading the cases in {}", cases.display()))
+            })
+            .await??;
+            let failed = outcomes
+                .iter()
+                .filter(|case| case.failure.is_some())
+                .count();
+            for case in &outcomes {
+                match &case.failure {
+                    None => println!("ok    {}", case.file.display()),
+                    Some(why) => println!("FAIL  {}: {why}", case.file.display()),
+                }
+            }
+            println!("{} passed, {failed} failed", outcomes.len() - failed);
+            if outcomes.is_empty() {
+                anyhow::bail!("there are no *.json cases there");
+            }
+            if failed > 0 {
+                anyhow::bail!("{failed} of {} cases failed", outcomes.len());
             }
             Ok(())
         }

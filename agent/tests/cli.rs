@@ -165,3 +165,66 @@ fn plugin_run_fails_when_a_validate_finding_is_an_error() {
     let doubtful = validate("doubtful");
     assert!(doubtful.status.success(), "{doubtful:?}");
 }
+
+#[test]
+fn plugin_test_runs_every_case_and_fails_when_one_does() {
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/hostile");
+    if !plugin.join("plugin.wasm").exists() {
+        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
+    let cases = dir.path().join("cases");
+    std::fs::create_dir(&cases).unwrap();
+    let case = |file: &str, class: &str, expectation: &str| {
+        let json = format!(
+            r#"{{"hook": "name",
+                "input": {{"class": {{"id": 7, "name": "{class}", "slug": "{class}"}},
+                           "vm": {{"vmid": 10001, "kind": "student", "index": 3, "name": "x"}}}},
+                {expectation}}}"#
+        );
+        std::fs::write(cases.join(file), json).unwrap();
+    };
+    case("a-named.json", "lab", r#""expect": {"name": "lab-3"}"#);
+    case("b-wrong.json", "lab", r#""expect": {"name": "other"}"#);
+    case(
+        "c-trap.json",
+        "trap",
+        r#""expect_error": "the plugin gave up""#,
+    );
+    std::fs::write(cases.join("notes.txt"), "not a case").unwrap();
+    let run = || {
+        agent()
+            .arg("--config")
+            .arg(dir.path().join("agent.toml"))
+            .args(["plugin", "test"])
+            .arg(&plugin)
+            .arg(&cases)
+            .output()
+            .unwrap()
+    };
+    let output = run();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{output:?}");
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 4, "{stdout}");
+    assert!(
+        lines[0].starts_with("ok    ") && lines[0].ends_with("a-named.json"),
+        "{stdout}"
+    );
+    assert!(
+        lines[1].starts_with("FAIL  ")
+            && lines[1].contains("b-wrong.json: expected {\"name\":\"other\"}"),
+        "{stdout}"
+    );
+    assert!(
+        lines[2].starts_with("ok    ") && lines[2].ends_with("c-trap.json"),
+        "{stdout}"
+    );
+    assert_eq!(lines[3], "2 passed, 1 failed");
+    // Without the failing case, the run passes.
+    std::fs::remove_file(cases.join("b-wrong.json")).unwrap();
+    let output = run();
+    assert!(output.status.success(), "{output:?}");
+}

@@ -2,6 +2,7 @@
 
 mod bindings;
 pub mod bounds;
+pub mod cases;
 pub mod clone_steps;
 mod compile_cache;
 pub mod edits;
