@@ -10,6 +10,28 @@ fn agent() -> Command {
     command
 }
 
+/// A plugin `plugins/build` made, or `None` (with a notice) when they are not built.
+fn built_plugin(name: &str) -> Option<std::path::PathBuf> {
+    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../plugins/dist")
+        .join(name);
+    if plugin.join("plugin.wasm").exists() {
+        Some(plugin)
+    } else {
+        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+        None
+    }
+}
+
+/// The agent with an empty `agent.toml` in `dir`: a node that grants nothing.
+fn agent_configured_in(dir: &std::path::Path) -> Command {
+    let config = dir.join("agent.toml");
+    std::fs::write(&config, "").unwrap();
+    let mut command = agent();
+    command.arg("--config").arg(config);
+    command
+}
+
 #[test]
 fn run_before_enrolling_explains_what_to_do() {
     let dir = tempfile::tempdir().unwrap();
@@ -103,17 +125,11 @@ fn default_config_is_the_shipped_example() {
 
 #[test]
 fn plugin_check_names_the_capabilities_this_node_withholds() {
-    let plugin =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/set-guest-password");
-    if !plugin.join("plugin.wasm").exists() {
-        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+    let Some(plugin) = built_plugin("set-guest-password") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
-    let output = agent()
-        .arg("--config")
-        .arg(dir.path().join("agent.toml"))
+    let output = agent_configured_in(dir.path())
         .args(["plugin", "check"])
         .arg(&plugin)
         .output()
@@ -129,13 +145,10 @@ fn plugin_check_names_the_capabilities_this_node_withholds() {
 
 #[test]
 fn plugin_run_fails_when_a_validate_finding_is_an_error() {
-    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/hostile");
-    if !plugin.join("plugin.wasm").exists() {
-        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+    let Some(plugin) = built_plugin("hostile") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
     let validate = |class: &str| {
         let input = dir.path().join(format!("{class}.json"));
         let json = format!(
@@ -143,9 +156,7 @@ fn plugin_run_fails_when_a_validate_finding_is_an_error() {
                 "vm": {{"vmid": 10001, "kind": "student", "index": 1, "name": "x"}}}}"#
         );
         std::fs::write(&input, json).unwrap();
-        agent()
-            .arg("--config")
-            .arg(dir.path().join("agent.toml"))
+        agent_configured_in(dir.path())
             .args(["plugin", "run"])
             .arg(&plugin)
             .args(["--hook", "validate", "--input"])
@@ -168,13 +179,10 @@ fn plugin_run_fails_when_a_validate_finding_is_an_error() {
 
 #[test]
 fn plugin_test_runs_every_case_and_fails_when_one_does() {
-    let plugin = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist/hostile");
-    if !plugin.join("plugin.wasm").exists() {
-        eprintln!("NOTICE: the plugins are not built (run plugins/build); skipping.");
+    let Some(plugin) = built_plugin("hostile") else {
         return;
-    }
+    };
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("agent.toml"), "").unwrap();
     let cases = dir.path().join("cases");
     std::fs::create_dir(&cases).unwrap();
     let case = |file: &str, class: &str, expectation: &str| {
@@ -195,9 +203,7 @@ fn plugin_test_runs_every_case_and_fails_when_one_does() {
     );
     std::fs::write(cases.join("notes.txt"), "not a case").unwrap();
     let run = || {
-        agent()
-            .arg("--config")
-            .arg(dir.path().join("agent.toml"))
+        agent_configured_in(dir.path())
             .args(["plugin", "test"])
             .arg(&plugin)
             .arg(&cases)
