@@ -11,6 +11,8 @@ use crate::client_addr::IpNet;
 use crate::domain::auth::SessionPolicy;
 use crate::domain::consoles::sessions::ConsoleLimits;
 use crate::domain::remote::forwards::ForwardSettings;
+use crate::domain::sign_in::SignInConfig;
+use crate::domain::sign_in::settings::SignInSection;
 use crate::paths::DEFAULT_DATA_DIR;
 
 /// The default config file of an installed hub.
@@ -55,6 +57,8 @@ pub struct ConfigFile {
     pub schedules: Option<SchedulesSection>,
     /// Who may read `/metrics`.
     pub metrics: Option<MetricsSection>,
+    /// Local passwords, OpenID Connect providers and LDAP/Active Directory.
+    pub sign_in: Option<SignInSection>,
 }
 
 /// The `[metrics]` section.
@@ -267,12 +271,12 @@ impl PortalTls {
 }
 
 /// Durations such as `"4h"` or `"90m"` in the config file.
-mod humantime_serde_opt {
+pub(crate) mod humantime_serde_opt {
     use std::time::Duration;
 
     use serde::{Deserialize, Deserializer};
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    pub(crate) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<Duration>, D::Error> {
         let text = Option::<String>::deserialize(deserializer)?;
@@ -315,6 +319,7 @@ pub struct HubConfig {
     pub forwarding: ForwardSettings,
     pub schedules: ScheduleSettings,
     pub metrics: MetricsAccess,
+    pub sign_in: SignInConfig,
 }
 
 impl HubConfig {
@@ -335,6 +340,7 @@ impl HubConfig {
             forwarding: ForwardSettings::default(),
             schedules: ScheduleSettings::default(),
             metrics: MetricsAccess::default(),
+            sign_in: SignInConfig::default(),
         }
     }
 
@@ -416,6 +422,9 @@ impl HubConfig {
         }
         if let Some(forwarding) = file.forwarding {
             forwarding.apply(&mut config.forwarding)?;
+        }
+        if let Some(sign_in) = file.sign_in {
+            config.sign_in = SignInConfig::from_section(sign_in)?;
         }
         if let Some(metrics) = file.metrics {
             config.metrics = MetricsAccess::from_section(metrics)?;

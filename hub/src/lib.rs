@@ -124,11 +124,6 @@ impl Hub {
             &pki.server,
             &pki.reset_key,
         )?;
-        let auth = auth::Authenticator::new(
-            db.clone(),
-            Arc::new(throttle::LoginThrottle::default()),
-            config.sessions,
-        );
         let portal_certificate = web::tls::load(&config, &data_dir)?;
         if let Some(certificate) = &portal_certificate {
             tracing::info!(
@@ -146,6 +141,14 @@ impl Hub {
             http_addr,
             ..config.clone()
         };
+        let sign_in = domain::sign_in::SignIn::start(&config.sign_in, bound.site_url().as_deref())?;
+        let auth = auth::Authenticator::new(
+            db.clone(),
+            Arc::new(throttle::LoginThrottle::default()),
+            config.sessions,
+        )
+        .with_directory(sign_in.directory.clone())
+        .with_local_login(sign_in.local_login);
         let (stop_http, stopping) = watch::channel(false);
         let (jobs, woken) = classes::jobs::JobQueue::new();
         let state = Arc::new(HubState {
@@ -156,6 +159,7 @@ impl Hub {
             ca_pin,
             config: bound,
             auth,
+            sign_in,
             stopping: stopping.clone(),
             jobs,
             registrations: classes::registration_limit(),

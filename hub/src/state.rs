@@ -21,6 +21,8 @@ pub struct HubState {
     pub ca_pin: Fingerprint,
     pub config: HubConfig,
     pub auth: auth::Authenticator,
+    /// OpenID Connect providers and the directory, with the sign-ins under way.
+    pub sign_in: crate::domain::sign_in::SignIn,
     /// Turns true when the hub stops, so long-lived responses (live updates) end.
     pub stopping: watch::Receiver<bool>,
     /// Runs class jobs and announces class changes.

@@ -13,6 +13,7 @@ pub mod builds;
 pub mod classes;
 pub mod consoles;
 pub mod hardware;
+pub mod identities;
 pub mod idle;
 pub mod inventory;
 pub mod nodes;

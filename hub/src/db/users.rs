@@ -51,6 +51,24 @@ pub struct UserRow {
     pub disabled: bool,
     pub created_at: i64,
     pub last_login_at: Option<i64>,
+    pub email: String,
+    /// How the account signs in: [`LOCAL_SOURCE`], `oidc:<id>` or `ldap`.
+    pub auth_source: String,
+    /// An admin set the role by hand: sign-in sources do not replace it.
+    pub role_pinned: bool,
+}
+
+/// The `auth_source` of accounts that sign in with their password here.
+pub const LOCAL_SOURCE: &str = "local";
+
+/// The password hash of accounts that sign in elsewhere: no password verifies against it.
+pub const NO_LOCAL_PASSWORD: &str = "!external";
+
+impl UserRow {
+    /// Whether the account signs in with a password kept here.
+    pub fn is_local(&self) -> bool {
+        self.auth_source == LOCAL_SOURCE
+    }
 }
 
 impl std::fmt::Debug for UserRow {
@@ -60,16 +78,18 @@ impl std::fmt::Debug for UserRow {
             .field("username", &self.username)
             .field("role", &self.role)
             .field("disabled", &self.disabled)
+            .field("auth_source", &self.auth_source)
             .finish_non_exhaustive()
     }
 }
 
-const USER_COLUMNS: &str =
-    "id, username, display_name, role, password_hash, disabled, created_at, last_login_at";
+const USER_COLUMNS: &str = "id, username, display_name, role, password_hash, disabled, \
+     created_at, last_login_at, email, auth_source, role_pinned";
 
 /// The user columns for a query that joins `users u` with other tables.
 pub(super) const USER_COLUMNS_U: &str = "u.id, u.username, u.display_name, u.role, \
-     u.password_hash, u.disabled, u.created_at, u.last_login_at";
+     u.password_hash, u.disabled, u.created_at, u.last_login_at, u.email, u.auth_source, \
+     u.role_pinned";
 
 pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
     let role: String = row.try_get("role")?;
@@ -84,6 +104,9 @@ pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
         disabled: row.try_get::<i64, _>("disabled")? != 0,
         created_at: row.try_get("created_at")?,
         last_login_at: row.try_get("last_login_at")?,
+        email: row.try_get("email")?,
+        auth_source: row.try_get("auth_source")?,
+        role_pinned: row.try_get::<i64, _>("role_pinned")? != 0,
     })
 }
 

@@ -21,19 +21,22 @@ pub enum AccountError {
 }
 
 /// Checks a username: 1 to 64 of lower-case letters, digits, `.`, `_` and `-`, starting with
-/// a letter or digit.
+/// a letter or digit, with at most one `@` inside (school accounts are often email addresses).
 pub fn validate_username(name: &str) -> Result<(), AccountError> {
     let valid = !name.is_empty()
         && name.len() <= 64
         && name.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-'));
+        && !name.ends_with('@')
+        && name.matches('@').count() <= 1
+        && name.chars().all(|c| {
+            c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '.' | '_' | '-' | '@')
+        });
     if valid {
         Ok(())
     } else {
         Err(AccountError::Invalid(format!(
-            "invalid username {name:?}: use 1 to 64 lower-case letters, digits, '.', '_' or '-'"
+            "invalid username {name:?}: use 1 to 64 lower-case letters, digits, '.', '_', '-' \
+             and at most one '@'"
         )))
     }
 }
@@ -117,6 +120,10 @@ pub async fn change_role(db: &Db, user_id: i64, role: Role) -> Result<(), Accoun
         ));
     }
     db.set_role(user_id, role).await?;
+    if !user.is_local() {
+        // Set by hand: the sign-in source's group mapping no longer decides it.
+        db.set_role_pinned(user_id, true).await?;
+    }
     Ok(())
 }
 
@@ -177,10 +184,20 @@ mod tests {
 
     #[test]
     fn usernames() {
-        for good in ["alice", "a.b-c_d", "s12345"] {
+        for good in ["alice", "a.b-c_d", "s12345", "sam@school.edu"] {
             assert!(validate_username(good).is_ok(), "{good}");
         }
-        for bad in ["", "Alice", "-x", "a b", "ä", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "Alice",
+            "-x",
+            "a b",
+            "ä",
+            "a@b@c",
+            "sam@",
+            "@school",
+            &"x".repeat(65),
+        ] {
             assert!(validate_username(bad).is_err(), "{bad:?}");
         }
     }

@@ -8,9 +8,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::db::users::{Role, UserRow};
 use crate::db::{Db, DbError, now_unix};
 use crate::domain::accounts::{self, AccountError};
 use crate::domain::audit::{self, Actor, Outcome};
+use crate::domain::sign_in::settings::LocalLogin;
+use crate::domain::sign_in::{ExternalIdentity, SignInError, accounts as external, ldap};
 use crate::domain::viewer::Viewer;
 use crate::secrets::{hash_secret, new_secret};
 use crate::throttle::LoginThrottle;
@@ -60,6 +63,15 @@ pub enum LoginError {
     Disabled,
     #[error("too many failed logins; try again in {} s", .0.as_secs().max(1))]
     Throttled(Duration),
+    /// Local passwords are for admins only on this hub.
+    #[error("sign in with your school account (the buttons below)")]
+    LocalLoginOff,
+    /// The directory knows the password but proxlab may not take the person in.
+    #[error("{0}")]
+    Refused(String),
+    /// The directory cannot be reached.
+    #[error("{0}")]
+    Unavailable(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -86,6 +98,20 @@ pub struct Authenticator {
     db: Db,
     throttle: Arc<LoginThrottle>,
     policy: SessionPolicy,
+    /// The directory the password form also checks, for accounts that are not local.
+    directory: Option<Arc<ldap::Directory>>,
+    local_login: LocalLogin,
+}
+
+impl From<SignInError> for LoginError {
+    fn from(err: SignInError) -> Self {
+        match err {
+            SignInError::Refused(reason) => LoginError::Refused(reason),
+            SignInError::Unavailable(reason) => LoginError::Unavailable(reason),
+            SignInError::Disabled => LoginError::Disabled,
+            SignInError::Db(err) => LoginError::Db(err),
+        }
+    }
 }
 
 /// Creates a personal API token for `owner` on behalf of `actor`; the token is returned once.
@@ -131,13 +157,38 @@ async fn verify_off_thread(password: &str, hash: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// The local account `known` if `password` is its password. Unknown and external accounts
+/// take as long to refuse as a wrong password.
+async fn local_account(known: Option<UserRow>, password: &str) -> Option<UserRow> {
+    let local = known.filter(UserRow::is_local);
+    let hash = local
+        .as_ref()
+        .map_or(decoy_hash(), |user| user.password_hash.as_str());
+    let matches = verify_off_thread(password, hash).await;
+    local.filter(|_| matches)
+}
+
 impl Authenticator {
     pub fn new(db: Db, throttle: Arc<LoginThrottle>, policy: SessionPolicy) -> Self {
         Self {
             db,
             throttle,
             policy,
+            directory: None,
+            local_login: LocalLogin::Everyone,
         }
+    }
+
+    /// Also checks passwords against `directory`, for people without a local account.
+    pub fn with_directory(mut self, directory: Option<Arc<ldap::Directory>>) -> Self {
+        self.directory = directory;
+        self
+    }
+
+    /// Who may sign in with a local password.
+    pub fn with_local_login(mut self, local_login: LocalLogin) -> Self {
+        self.local_login = local_login;
+        self
     }
 
     pub fn policy(&self) -> SessionPolicy {
@@ -165,27 +216,44 @@ impl Authenticator {
             .await;
             return Err(LoginError::Throttled(wait));
         }
-        let user = self.db.user_by_name(&username).await?;
-        let hash = user
-            .as_ref()
-            .map_or(decoy_hash(), |user| user.password_hash.as_str());
-        let matches = verify_off_thread(password, hash).await;
-        let user = match user {
-            Some(user) if matches => user,
-            _ => {
-                self.throttle
-                    .record_failure(&username, address, Instant::now());
-                audit::record(
-                    &self.db,
-                    Actor::Anonymous,
-                    "auth.login",
-                    &target,
-                    Outcome::Denied,
-                    &format!("wrong password or unknown user; from {address}"),
-                )
-                .await;
-                return Err(LoginError::BadCredentials);
-            }
+        let known = self.db.user_by_name(&username).await?;
+        let directory = self.directory.as_ref().filter(|_| {
+            known
+                .as_ref()
+                .is_none_or(|user| user.auth_source == ldap::SOURCE)
+        });
+        let user = match directory {
+            Some(directory) => match directory.authenticate(&username, password).await {
+                Ok(Some(identity)) => Some(self.external_account(&identity, address).await?),
+                Ok(None) => None,
+                Err(err) => {
+                    audit::record(
+                        &self.db,
+                        Actor::Anonymous,
+                        "auth.login",
+                        &target,
+                        Outcome::Failed,
+                        &format!("{err}; from {address}"),
+                    )
+                    .await;
+                    return Err(err.into());
+                }
+            },
+            None => local_account(known, password).await,
+        };
+        let Some(user) = user else {
+            self.throttle
+                .record_failure(&username, address, Instant::now());
+            audit::record(
+                &self.db,
+                Actor::Anonymous,
+                "auth.login",
+                &target,
+                Outcome::Denied,
+                &format!("wrong password or unknown user; from {address}"),
+            )
+            .await;
+            return Err(LoginError::BadCredentials);
         };
         let viewer = Viewer::from(&user);
         if user.disabled {
@@ -200,6 +268,18 @@ impl Authenticator {
             .await;
             return Err(LoginError::Disabled);
         }
+        if user.is_local() && self.local_login == LocalLogin::Admins && user.role != Role::Admin {
+            audit::record(
+                &self.db,
+                Some(&viewer),
+                "auth.login",
+                &target,
+                Outcome::Denied,
+                "local passwords are for admins only",
+            )
+            .await;
+            return Err(LoginError::LocalLoginOff);
+        }
         self.throttle.record_success(&username);
         let secret = self.open_session(user.id).await?;
         self.db.record_login(user.id, now_unix()).await?;
@@ -210,6 +290,53 @@ impl Authenticator {
             &target,
             Outcome::Ok,
             &format!("from {address}"),
+        )
+        .await;
+        Ok((viewer, secret))
+    }
+
+    /// The account an external identity signs in as; a refusal is audited.
+    async fn external_account(
+        &self,
+        identity: &ExternalIdentity,
+        address: IpAddr,
+    ) -> Result<UserRow, LoginError> {
+        match external::account_for(&self.db, identity).await {
+            Ok(user) => Ok(user),
+            Err(err) => {
+                audit::record(
+                    &self.db,
+                    Actor::Anonymous,
+                    "auth.login",
+                    &format!("user:{}", identity.username),
+                    Outcome::Denied,
+                    &format!("{err}; from {address}"),
+                )
+                .await;
+                Err(err.into())
+            }
+        }
+    }
+
+    /// Signs in someone an OpenID Connect provider vouched for: their account (made at the
+    /// first sign-in) and a session.
+    pub async fn external_login(
+        &self,
+        identity: &ExternalIdentity,
+        address: IpAddr,
+    ) -> Result<(Viewer, SessionSecret), LoginError> {
+        let target = format!("user:{}", identity.username);
+        let user = self.external_account(identity, address).await?;
+        let viewer = Viewer::from(&user);
+        let secret = self.open_session(user.id).await?;
+        self.db.record_login(user.id, now_unix()).await?;
+        audit::record(
+            &self.db,
+            Some(&viewer),
+            "auth.login",
+            &target,
+            Outcome::Ok,
+            &format!("through {}; from {address}", identity.source),
         )
         .await;
         Ok((viewer, secret))

@@ -20,6 +20,7 @@ pub mod plugins;
 pub mod quota;
 pub mod remote;
 pub mod schedules;
+pub mod sign_in;
 pub mod tokens;
 pub mod usage;
 pub mod viewer;

@@ -10,6 +10,8 @@ pub(crate) const SESSION: &str = "proxlab_session";
 pub(crate) const LOGIN_CSRF: &str = "proxlab_login";
 /// A one-shot message for the next page.
 pub(crate) const FLASH: &str = "proxlab_flash";
+/// The `state` of an OpenID Connect sign-in under way, binding its callback to this browser.
+pub(crate) const OIDC_STATE: &str = "proxlab_oidc";
 
 /// The value of a cookie, if the request carries it.
 pub(crate) fn get<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -145,9 +145,15 @@ impl From<LoginError> for AppError {
                 message: err.to_string(),
                 retry_after_secs: wait.as_secs().max(1),
             },
-            LoginError::BadCredentials | LoginError::Disabled => {
-                AppError::BadRequest(err.to_string())
-            }
+            LoginError::BadCredentials
+            | LoginError::Disabled
+            | LoginError::LocalLoginOff
+            | LoginError::Refused(_) => AppError::BadRequest(err.to_string()),
+            // The directory behind the hub failed, as a node can.
+            LoginError::Unavailable(message) => AppError::Node {
+                message,
+                detail: String::new(),
+            },
             LoginError::Db(err) => err.into(),
         }
     }

@@ -133,6 +133,7 @@ async fn count_request(request: Request, next: Next) -> Response {
 pub fn router(state: Arc<HubState>) -> Router {
     Router::new()
         .merge(routes::auth::router())
+        .merge(routes::sign_in::router())
         .merge(routes::portal::router())
         .merge(routes::profile::router())
         .merge(routes::admin::router())

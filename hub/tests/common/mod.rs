@@ -10,6 +10,7 @@ pub mod crash;
 pub mod demo;
 pub mod disks;
 pub mod lab;
+pub mod oidc;
 pub mod pg;
 pub mod sshd;
 pub mod web;

@@ -10,6 +10,7 @@ use axum::{Form, Router};
 use serde::{Deserialize, Serialize};
 
 use crate::HubState;
+use crate::domain::sign_in::settings::LocalLogin;
 use crate::secrets::new_secret;
 use crate::web::cookies;
 use crate::web::error::{AppError, PageError};
@@ -90,13 +91,54 @@ pub(in crate::web) fn with_session_cookie(
     response
 }
 
+/// A "Sign in with ..." button.
+#[derive(Debug, Serialize)]
+pub(in crate::web) struct ProviderButton {
+    label: String,
+    /// Where the button goes, with where to go after signing in.
+    href: String,
+}
+
+/// The sign-in page's view with the ways to sign in this hub offers.
+#[derive(Debug, Serialize)]
+struct SignInChoices<'a> {
+    #[serde(flatten)]
+    view: &'a LoginView<'a>,
+    providers: Vec<ProviderButton>,
+    /// Local passwords are for admins only: the form is folded away.
+    admins_only: bool,
+}
+
+/// The "Sign in with ..." buttons, each bringing the person back to `next`.
+pub(in crate::web) fn provider_buttons(state: &HubState, next: &str) -> Vec<ProviderButton> {
+    state
+        .sign_in
+        .providers
+        .iter()
+        .map(|provider| ProviderButton {
+            label: format!("Sign in with {}", provider.label),
+            href: format!(
+                "/login/oidc/{}?next={}",
+                provider.id,
+                cookies::percent_encode(next)
+            ),
+        })
+        .collect()
+}
+
 pub(in crate::web) fn login_page(
     state: &HubState,
     headers: &HeaderMap,
     view: &LoginView<'_>,
 ) -> Result<Page, AppError> {
     let title = view.heading.as_deref().unwrap_or("Sign in");
-    anonymous_page(state, headers, "pages/auth/login.html", title, view)
+    let choices = SignInChoices {
+        view,
+        providers: provider_buttons(state, view.next),
+        admins_only: state.sign_in.local_login == LocalLogin::Admins
+            && !state.sign_in.providers.is_empty(),
+    };
+    anonymous_page(state, headers, "pages/auth/login.html", title, &choices)
 }
 
 async fn show_login(
@@ -168,7 +210,7 @@ async fn logout(
     if let Some(session) = &user.session {
         state.auth.logout(session).await?;
     }
-    let mut response = Redirect::to("/login").into_response();
+    let mut response = Redirect::to(&after_logout(&state, &user).await?).into_response();
     let cookie = cookies::set(cookies::SESSION, "", Some(0), state.config.secure_cookies());
     if let Ok(value) = cookie.parse() {
         response
@@ -176,6 +218,22 @@ async fn logout(
             .append(axum::http::header::SET_COOKIE, value);
     }
     Ok(response)
+}
+
+/// Where a browser goes after signing out: the sign-in page, by way of the provider's own
+/// sign-out when the account signs in through one that offers it.
+async fn after_logout(state: &HubState, user: &CurrentUser) -> Result<String, AppError> {
+    let account = state.db.user_by_id(user.viewer.id).await?;
+    let provider = account
+        .as_ref()
+        .and_then(|account| state.sign_in.provider_of_source(&account.auth_source));
+    let back_to = state.config.site_url().map(|site| format!("{site}/login"));
+    if let (Some(provider), Some(back_to)) = (provider, back_to)
+        && let Some(url) = provider.logout_url(&back_to).await
+    {
+        return Ok(url);
+    }
+    Ok("/login".to_owned())
 }
 
 pub(in crate::web) fn router() -> Router<Arc<HubState>> {

@@ -19,5 +19,6 @@ pub(super) mod profile;
 pub(super) mod quota;
 pub(super) mod remote;
 pub(super) mod schedules;
+pub(super) mod sign_in;
 pub(super) mod usage;
 pub(super) mod versions;
