@@ -12,6 +12,7 @@ pub mod disks;
 pub mod lab;
 pub mod oidc;
 pub mod pg;
+pub mod slapd;
 pub mod sshd;
 pub mod web;
 

@@ -1,0 +1,178 @@
+//! Signing in against a real OpenLDAP `slapd` (started by the test) with the password form:
+//! search-then-bind over LDAPS and direct bind over StartTLS, groups to roles, wrong
+//! passwords, unknown and ambiguous names, and a directory that is down (local admins still
+//! sign in). Skipped with a notice without slapd.
+
+mod common;
+
+use common::TestHub;
+use common::slapd::{SERVICE_DN, SERVICE_PASSWORD, SUFFIX, Slapd};
+use common::web::WebClient;
+use proxlab_hub::db::users::Role;
+use proxlab_hub::domain::accounts::create_user;
+use proxlab_hub::domain::sign_in::SignInConfig;
+use proxlab_hub::domain::sign_in::settings::SignInSection;
+use reqwest::StatusCode;
+
+/// A hub whose password form also asks the directory, configured by `ldap` (the body of
+/// `[sign_in.ldap]`).
+async fn hub_asking(ldap: &str, secrets: &tempfile::TempDir) -> TestHub {
+    let secret = secrets.path().join("bind-password");
+    std::fs::write(&secret, SERVICE_PASSWORD).unwrap();
+    let ldap = ldap.replace("SECRET_FILE", &secret.display().to_string());
+    let section: SignInSection = toml::from_str(&format!("[ldap]\n{ldap}")).unwrap();
+    let sign_in = SignInConfig::from_section(section).unwrap();
+    TestHub::start_configured(None, |config| config.sign_in = sign_in).await
+}
+
+async fn log_in(hub: &TestHub, username: &str, password: &str) -> (StatusCode, String) {
+    let client = WebClient::anonymous(&hub.url());
+    let response = client.try_login(username, password).await;
+    let status = response.status();
+    (status, response.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn search_then_bind_over_ldaps_maps_groups_to_roles() {
+    let Some(directory) = Slapd::start().await else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let hub = hub_asking(
+        &format!(
+            "url = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
+             bind_password_file = \"SECRET_FILE\"\nuser_base = \"ou=people,{SUFFIX}\"\n\
+             group_base = \"ou=groups,{SUFFIX}\"\n[ldap.roles]\nteachers = \"teacher\"\n",
+            url = directory.ldaps_url,
+            ca = directory.ca_file().display(),
+        ),
+        &secrets,
+    )
+    .await;
+    let db = &hub.hub().state.db;
+
+    let (status, _) = log_in(&hub, "tina", "tinas-password").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let tina = db
+        .user_by_name("tina")
+        .await
+        .unwrap()
+        .expect("made at first sign-in");
+    assert_eq!(
+        tina.role,
+        Role::Teacher,
+        "the teachers group makes a teacher"
+    );
+    assert_eq!(tina.auth_source, "ldap");
+    assert_eq!(tina.display_name, "Tina Teacher");
+    assert_eq!(tina.email, "tina@school.test");
+    // Case does not matter to the directory; it is one account.
+    let (status, _) = log_in(&hub, "TINA", "tinas-password").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        db.list_users()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|user| user.auth_source == "ldap")
+            .count(),
+        1
+    );
+
+    let (status, _) = log_in(&hub, "sam", "sams-password").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let sam = db.user_by_name("sam").await.unwrap().unwrap();
+    assert_eq!(sam.role, Role::Student);
+
+    for (username, password, what) in [
+        ("tina", "not-her-password", "a wrong password"),
+        ("nobody", "whatever-it-is", "an unknown name"),
+        ("twin", "twins-password", "a name two entries answer to"),
+        ("tina", "", "an empty password (an anonymous bind)"),
+    ] {
+        let (status, page) = log_in(&hub, username, password).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{what}");
+        assert!(page.contains("wrong username or password"), "{what}");
+    }
+    assert!(db.user_by_name("twin").await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn direct_bind_over_starttls_with_group_dns() {
+    let Some(directory) = Slapd::start().await else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let hub = hub_asking(
+        &format!(
+            "url = \"{url}\"\nstarttls = true\nca_file = \"{ca}\"\n\
+             user_dn_template = \"uid={{username}},ou=people,{SUFFIX}\"\n\
+             group_base = \"ou=groups,{SUFFIX}\"\n\
+             [ldap.roles]\n\"CN=Teachers,OU=Groups,{SUFFIX}\" = \"teacher\"\n",
+            url = directory.ldap_url,
+            ca = directory.ca_file().display(),
+        ),
+        &secrets,
+    )
+    .await;
+    let db = &hub.hub().state.db;
+    assert_eq!(
+        log_in(&hub, "tina", "tinas-password").await.0,
+        StatusCode::SEE_OTHER
+    );
+    let tina = db.user_by_name("tina").await.unwrap().unwrap();
+    assert_eq!(
+        tina.role,
+        Role::Teacher,
+        "group DNs compare without regard to case"
+    );
+    assert_eq!(
+        log_in(&hub, "sam", "sams-password").await.0,
+        StatusCode::SEE_OTHER
+    );
+    assert_eq!(
+        db.user_by_name("sam").await.unwrap().unwrap().role,
+        Role::Student
+    );
+    // A name that would change the DN's meaning is escaped, not obeyed.
+    let (status, _) = log_in(&hub, "tina,ou=people", "tinas-password").await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_directory_that_is_down_says_so_and_local_admins_still_sign_in() {
+    let Some(mut directory) = Slapd::start().await else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let hub = hub_asking(
+        &format!(
+            "url = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
+             bind_password_file = \"SECRET_FILE\"\nuser_base = \"ou=people,{SUFFIX}\"\n\
+             timeout = \"2s\"\n",
+            url = directory.ldaps_url,
+            ca = directory.ca_file().display(),
+        ),
+        &secrets,
+    )
+    .await;
+    let db = &hub.hub().state.db;
+    create_user(db, "root", Role::Admin, Some("the admins password"))
+        .await
+        .unwrap();
+    assert_eq!(
+        log_in(&hub, "tina", "tinas-password").await.0,
+        StatusCode::SEE_OTHER
+    );
+
+    directory.stop().await;
+    let (status, page) = log_in(&hub, "tina", "tinas-password").await;
+    assert_eq!(status, StatusCode::BAD_GATEWAY);
+    assert!(page.contains("cannot be reached"), "{page}");
+    let (status, _) = log_in(&hub, "root", "the admins password").await;
+    assert_eq!(
+        status,
+        StatusCode::SEE_OTHER,
+        "local accounts do not need the directory"
+    );
+}
