@@ -472,6 +472,21 @@ mod tests {
     }
 
     #[test]
+    fn the_example_sign_in_section_parses_once_uncommented() {
+        let start = EXAMPLE_CONFIG.find("#[sign_in]").unwrap();
+        let uncommented: Vec<&str> = EXAMPLE_CONFIG[start..]
+            .lines()
+            .filter_map(|line| line.strip_prefix('#'))
+            .filter(|line| !line.is_empty() && !line.starts_with(' '))
+            .collect();
+        let file: ConfigFile = toml::from_str(&uncommented.join("\n")).unwrap();
+        let section = file.sign_in.unwrap();
+        assert_eq!(section.oidc.len(), 1);
+        assert_eq!(section.oidc[0].mapping.roles.len(), 1);
+        assert!(section.ldap.is_some_and(|ldap| ldap.nested_groups));
+    }
+
+    #[test]
     fn site_urls_come_from_the_configuration_only() {
         let mut config = HubConfig::new("/tmp/x");
         assert_eq!(config.site_url().as_deref(), Some("http://127.0.0.1:8080"));

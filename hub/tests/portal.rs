@@ -1124,6 +1124,8 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/adopt",
             "/classes/{id}",
             "/classes/{id}/access",
+            "/classes/{id}/assistants",
+            "/classes/{id}/assistants/{username}",
             "/classes/{id}/bulk/{action}",
             "/classes/{id}/capacity",
             "/classes/{id}/hardware",

@@ -228,13 +228,15 @@ impl Db {
         Ok(row.as_ref().map(class_from_row).transpose()?)
     }
 
-    /// Classes a user owns (`owned_by`), or every class.
-    pub async fn list_classes(&self, owned_by: Option<i64>) -> Result<Vec<ClassRow>, DbError> {
-        let rows = match owned_by {
+    /// Classes a user owns or assists (`staffed_by`), or every class.
+    pub async fn list_classes(&self, staffed_by: Option<i64>) -> Result<Vec<ClassRow>, DbError> {
+        let rows = match staffed_by {
             Some(user) => {
                 sqlx::query(&format!(
                     "SELECT {CLASS_COLUMNS} FROM classes WHERE id IN \
-                     (SELECT class_id FROM class_owners WHERE user_id = $1) ORDER BY name, id"
+                     (SELECT class_id FROM class_owners WHERE user_id = $1 \
+                      UNION SELECT class_id FROM class_assistants WHERE user_id = $1) \
+                     ORDER BY name, id"
                 ))
                 .bind(user)
                 .fetch_all(self.pool())
@@ -272,6 +274,59 @@ impl Db {
         .fetch_all(self.pool())
         .await?;
         Ok(rows.into_iter().map(|(class_id,)| class_id).collect())
+    }
+
+    /// The ids of the classes a user assists.
+    pub async fn assisted_class_ids(&self, user: i64) -> Result<Vec<i64>, DbError> {
+        let rows: Vec<(i64,)> = sqlx::query_as(
+            "SELECT class_id FROM class_assistants WHERE user_id = $1 ORDER BY class_id",
+        )
+        .bind(user)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(class_id,)| class_id).collect())
+    }
+
+    pub async fn is_class_assistant(&self, class_id: i64, user: i64) -> Result<bool, DbError> {
+        let row =
+            sqlx::query("SELECT 1 AS x FROM class_assistants WHERE class_id = $1 AND user_id = $2")
+                .bind(class_id)
+                .bind(user)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.is_some())
+    }
+
+    pub async fn class_assistants(&self, class_id: i64) -> Result<Vec<String>, DbError> {
+        let rows: Vec<(String,)> = sqlx::query_as(
+            "SELECT u.username FROM class_assistants a JOIN users u ON u.id = a.user_id \
+             WHERE a.class_id = $1 ORDER BY u.username",
+        )
+        .bind(class_id)
+        .fetch_all(self.pool())
+        .await?;
+        Ok(rows.into_iter().map(|(name,)| name).collect())
+    }
+
+    pub async fn add_class_assistant(&self, class_id: i64, user: i64) -> Result<(), DbError> {
+        sqlx::query(
+            "INSERT INTO class_assistants (class_id, user_id) VALUES ($1, $2) \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(class_id)
+        .bind(user)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    pub async fn remove_class_assistant(&self, class_id: i64, user: i64) -> Result<bool, DbError> {
+        let done = sqlx::query("DELETE FROM class_assistants WHERE class_id = $1 AND user_id = $2")
+            .bind(class_id)
+            .bind(user)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 
     pub async fn is_class_owner(&self, class_id: i64, user: i64) -> Result<bool, DbError> {

@@ -188,7 +188,8 @@ fn vm_conditions(filter: &VmFilter) -> (String, Vec<Bind>) {
     };
     if let Some(user) = filter.visible_to {
         add(
-            "(a.user_id = ? OR cv.class_id IN (SELECT o.class_id FROM class_owners o WHERE o.user_id = ?))",
+            "(a.user_id = ? OR cv.class_id IN (SELECT o.class_id FROM class_owners o WHERE o.user_id = ? \
+             UNION SELECT t.class_id FROM class_assistants t WHERE t.user_id = ?))",
             Bind::Int(user),
         );
     }

@@ -3,6 +3,8 @@
 //! - An admin sees and operates every VM, node, user, class and token.
 //! - A teacher sees and operates the VMs assigned to them and every VM of the classes they
 //!   own (or co-own), sees templates, and creates classes.
+//! - A class's assistant (any account) sees and operates every VM of the class (start,
+//!   stop, reset, consoles) and sees the class, but changes nothing about the class.
 //! - A student sees and operates only the VMs assigned to them.
 //!
 //! A VM someone may not see is reported as not found, so its existence does not leak.
@@ -53,10 +55,10 @@ pub fn restrict_to_viewer(viewer: &Viewer, mut filter: VmFilter) -> VmFilter {
     filter
 }
 
-/// Whether the viewer may see (and so operate) a VM; `owns_class` says whether they own
-/// the VM's class.
-pub fn can_see_vm(viewer: &Viewer, vm: &VmRow, owns_class: bool) -> bool {
-    viewer.is_admin() || owns_class || vm.assignee.as_deref() == Some(viewer.username.as_str())
+/// Whether the viewer may see (and so operate) a VM; `staffs_class` says whether they own
+/// or assist in the VM's class.
+pub fn can_see_vm(viewer: &Viewer, vm: &VmRow, staffs_class: bool) -> bool {
+    viewer.is_admin() || staffs_class || vm.assignee.as_deref() == Some(viewer.username.as_str())
 }
 
 /// The actions that make sense for a VM in its state, for someone who may see it. Only VMs

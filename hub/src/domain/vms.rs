@@ -44,11 +44,14 @@ pub async fn visible_vm(state: &HubState, viewer: &Viewer, key: VmKey) -> Result
     let Some(vm) = state.db.vm(key).await? else {
         return Err(VmOpError::NotFound);
     };
-    let owns_class = match vm.class_id {
-        Some(class_id) if viewer.is_staff() => state.db.is_class_owner(class_id, viewer.id).await?,
-        _ => false,
+    let staffs_class = match vm.class_id {
+        Some(class_id) => {
+            (viewer.is_staff() && state.db.is_class_owner(class_id, viewer.id).await?)
+                || state.db.is_class_assistant(class_id, viewer.id).await?
+        }
+        None => false,
     };
-    if access::can_see_vm(viewer, &vm, owns_class) {
+    if access::can_see_vm(viewer, &vm, staffs_class) {
         Ok(vm)
     } else {
         Err(VmOpError::NotFound)
@@ -89,10 +92,12 @@ pub async fn visible_among(
         .into_iter()
         .map(|(key, _)| key)
         .collect();
+    let mut staffed = db.assisted_class_ids(viewer.id).await?;
     if viewer.is_staff() {
-        for class_id in db.owned_class_ids(viewer.id).await? {
-            not_made_yet.extend(db.class_vms(class_id).await?.iter().map(|vm| vm.key));
-        }
+        staffed.extend(db.owned_class_ids(viewer.id).await?);
+    }
+    for class_id in staffed {
+        not_made_yet.extend(db.class_vms(class_id).await?.iter().map(|vm| vm.key));
     }
     visible.extend(
         not_made_yet

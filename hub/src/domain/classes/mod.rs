@@ -44,6 +44,9 @@ pub enum ClassError {
     Invalid(String),
     #[error("{0}")]
     Conflict(String),
+    /// The viewer sees the class but may not do this to it (an assistant changing it).
+    #[error("{0}")]
+    Forbidden(String),
     #[error(transparent)]
     Db(#[from] DbError),
 }
@@ -342,21 +345,64 @@ pub async fn check_class_change(
     Ok(target)
 }
 
-/// The class, if the viewer owns it (or is an admin).
-pub async fn owned_class(
+/// The classes someone's class list shows: every class for an admin; the ones they own or
+/// assist in for a teacher; for a student the ones they joined and any they assist in.
+pub async fn listed_classes(state: &HubState, viewer: &Viewer) -> Result<Vec<ClassRow>, DbError> {
+    if viewer.is_admin() {
+        return state.db.list_classes(None).await;
+    }
+    let mut classes = state.db.list_classes(Some(viewer.id)).await?;
+    if !viewer.is_staff() {
+        classes.extend(state.db.enrolled_classes(viewer.id).await?);
+        classes.sort_by(|a, b| (&a.name, a.id).cmp(&(&b.name, b.id)));
+        classes.dedup_by_key(|class| class.id);
+    }
+    Ok(classes)
+}
+
+/// How someone who may see a class stands in it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClassStanding {
+    /// An owner or co-owner (or an admin): everything.
+    Owner,
+    /// A teaching assistant: sees the class and its VMs, starts, stops and resets them and
+    /// opens their consoles; changes nothing about the class.
+    Assistant,
+}
+
+/// The class, if the viewer owns it, assists in it or is an admin, and which of those.
+pub async fn class_in_view(
     state: &HubState,
     viewer: &Viewer,
     class_id: i64,
-) -> Result<ClassRow, ClassError> {
+) -> Result<(ClassRow, ClassStanding), ClassError> {
     let class = state
         .db
         .class(class_id)
         .await?
         .ok_or(ClassError::NotFound)?;
     if viewer.is_admin() || state.db.is_class_owner(class_id, viewer.id).await? {
-        Ok(class)
+        Ok((class, ClassStanding::Owner))
+    } else if state.db.is_class_assistant(class_id, viewer.id).await? {
+        Ok((class, ClassStanding::Assistant))
     } else {
         Err(ClassError::NotFound)
+    }
+}
+
+/// The class, if the viewer owns it (or is an admin). Its assistants may see it, not
+/// change it.
+pub async fn owned_class(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+) -> Result<ClassRow, ClassError> {
+    match class_in_view(state, viewer, class_id).await? {
+        (class, ClassStanding::Owner) => Ok(class),
+        (_, ClassStanding::Assistant) => Err(ClassError::Forbidden(
+            "assistants cannot change the class; ask one of its owners".into(),
+        )),
     }
 }
 
@@ -888,6 +934,66 @@ pub async fn add_owner(
         &state.db,
         viewer,
         "class.owner-add",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        username,
+    )
+    .await;
+    state.jobs.announce(class_id);
+    Ok(())
+}
+
+/// Makes someone (a teacher or a student) an assistant of the class.
+pub async fn add_assistant(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    username: &str,
+) -> Result<(), ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let user = state
+        .db
+        .user_by_name(username.trim())
+        .await?
+        .filter(|user| !user.disabled)
+        .ok_or_else(|| ClassError::Invalid(format!("{username} is not an active account")))?;
+    if state.db.is_class_owner(class_id, user.id).await? {
+        return Err(ClassError::Conflict(format!(
+            "{username} owns the class already"
+        )));
+    }
+    state.db.add_class_assistant(class_id, user.id).await?;
+    audit::record(
+        &state.db,
+        viewer,
+        "class.assistant-add",
+        &format!("class:{class_id}"),
+        Outcome::Ok,
+        username,
+    )
+    .await;
+    state.jobs.announce(class_id);
+    Ok(())
+}
+
+/// Ends someone's assisting in the class.
+pub async fn remove_assistant(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    username: &str,
+) -> Result<(), ClassError> {
+    owned_class(state, viewer, class_id).await?;
+    let user = user_named(state, username).await?;
+    if !state.db.remove_class_assistant(class_id, user.id).await? {
+        return Err(ClassError::Conflict(format!(
+            "{username} is not an assistant of this class"
+        )));
+    }
+    audit::record(
+        &state.db,
+        viewer,
+        "class.assistant-remove",
         &format!("class:{class_id}"),
         Outcome::Ok,
         username,

@@ -19,7 +19,7 @@ use crate::db::states::{ClassState, ClassVmKind, ClassVmState};
 use crate::db::tasks::{TaskResultRow, TaskRow};
 use crate::domain::access::VmAction;
 use crate::domain::classes::tasks::{self, Selection};
-use crate::domain::classes::{self, ClassError, ClassRequest};
+use crate::domain::classes::{self, ClassError, ClassRequest, ClassStanding};
 use crate::domain::remote;
 use crate::domain::tokens::format_time;
 use crate::domain::vms;
@@ -53,6 +53,8 @@ impl From<&ClassRow> for ClassSummary {
 #[derive(Debug, Serialize)]
 struct ClassesView {
     classes: Vec<ClassSummary>,
+    /// The ids of the classes the viewer assists in (their pages open to them).
+    assisting: Vec<i64>,
     templates: Vec<TemplateView>,
     nodes: Vec<String>,
 }
@@ -63,13 +65,8 @@ async fn list(
     headers: HeaderMap,
 ) -> Result<Page, PageError> {
     let viewer = &user.viewer;
-    let rows = if viewer.is_admin() {
-        state.db.list_classes(None).await?
-    } else if viewer.is_staff() {
-        state.db.list_classes(Some(viewer.id)).await?
-    } else {
-        state.db.enrolled_classes(viewer.id).await?
-    };
+    let rows = classes::listed_classes(&state, viewer).await?;
+    let assisting = state.db.assisted_class_ids(viewer.id).await?;
     let (templates, nodes) = if viewer.is_staff() {
         let filter = VmFilter::templates();
         let templates = state.db.find_vms(&filter).await?;
@@ -87,6 +84,7 @@ async fn list(
     };
     let view = ClassesView {
         classes: rows.iter().map(ClassSummary::from).collect(),
+        assisting,
         templates,
         nodes,
     };
@@ -194,11 +192,28 @@ struct ClassVmLine {
 #[derive(Debug, Serialize)]
 struct ClassPageView {
     class: ClassSummary,
+    /// Whether the viewer owns the class or assists in it: assistants see no controls that
+    /// change the class.
+    standing: ClassStanding,
     template_vmid: Option<u32>,
     owners: Vec<String>,
+    assistants: Vec<String>,
     vms: Vec<ClassVmLine>,
     students: Vec<(String, Option<u32>)>,
     progress: classes::ClassProgress,
+    /// The task log: the newest bulk actions first.
+    tasks: Vec<TaskLine>,
+    /// The task the page was asked to show (`?task=`), with its result per VM.
+    task: Option<TaskView>,
+    current_version: Option<i64>,
+    /// What only owners see and change.
+    #[serde(flatten)]
+    management: Option<ClassManagement>,
+}
+
+/// The parts of the class page for its owners.
+#[derive(Debug, Serialize)]
+struct ClassManagement {
     invite_active: bool,
     invite_expires_at: Option<String>,
     /// The same moment as Unix seconds, for the browser to show in local time.
@@ -208,10 +223,6 @@ struct ClassPageView {
     invite_link: Option<String>,
     /// The link as a QR code (an SVG `data:` URL).
     invite_qr: Option<String>,
-    /// The task log: the newest bulk actions first.
-    tasks: Vec<TaskLine>,
-    /// The task the page was asked to show (`?task=`), with its result per VM.
-    task: Option<TaskView>,
     /// How students may reach their VMs.
     access: ClassAccess,
     /// Whether the hub forwards ports (RDP needs it).
@@ -226,7 +237,6 @@ struct ClassPageView {
     quota: crate::domain::quota::ClassQuota,
     /// Its template versions, newest first, and how many it keeps.
     versions: Vec<classes::versions::VersionView>,
-    current_version: Option<i64>,
     keep_versions: u32,
     /// What the class's VMs have, for the hardware form.
     hardware: classes::hardware::HardwareView,
@@ -282,6 +292,34 @@ fn invite_link(state: &HubState, token: &str) -> String {
     format!("{base}/join/{token}")
 }
 
+/// What the class page shows its owners: the invite, access, schedule, idle, quota,
+/// versions and hardware settings.
+async fn management(
+    state: &HubState,
+    user: &CurrentUser,
+    class: &ClassRow,
+) -> Result<ClassManagement, PageError> {
+    let class_id = class.id;
+    let invite = classes::current_invite(state, class).map(|token| invite_link(state, &token));
+    Ok(ClassManagement {
+        invite_active: class.has_invite,
+        invite_expires_at: class.invite_expires_at.map(format_time),
+        invite_expires_unix: class.invite_expires_at,
+        invite_seat_limit: class.invite_seat_limit,
+        invite_qr: invite.as_deref().and_then(classes::invites::qr_data_url),
+        invite_link: invite,
+        access: state.db.class_access(class_id).await?,
+        forwarding: state.forwards.enabled(),
+        schedule: crate::domain::schedules::class_schedule(state, &user.viewer, class_id).await?,
+        weekdays: crate::domain::schedules::calendar::Weekdays::NAMES,
+        idle: crate::domain::idle::class_idle(state, &user.viewer, class_id).await?,
+        quota: crate::domain::quota::class_quota(state, &user.viewer, class_id).await?,
+        versions: classes::versions::versions(state, &user.viewer, class_id).await?,
+        keep_versions: class.keep_versions,
+        hardware: classes::hardware::hardware(state, &user.viewer, class_id).await?,
+    })
+}
+
 async fn render_class(
     state: &HubState,
     user: &CurrentUser,
@@ -289,7 +327,7 @@ async fn render_class(
     class_id: i64,
     task_id: Option<i64>,
 ) -> Result<Page, PageError> {
-    let class = classes::owned_class(state, &user.viewer, class_id).await?;
+    let (class, standing) = classes::class_in_view(state, &user.viewer, class_id).await?;
     let task = match task_id {
         Some(task_id) => {
             let report = tasks::report(state, &user.viewer, class_id, task_id).await?;
@@ -305,7 +343,6 @@ async fn render_class(
         .iter()
         .map(TaskLine::from)
         .collect();
-    let invite = classes::current_invite(state, &class).map(|token| invite_link(state, &token));
     let rows = state.db.class_vms(class_id).await?;
     let inventory = state
         .db
@@ -333,10 +370,16 @@ async fn render_class(
                 .map(VmView::new),
         })
         .collect();
+    let management = match standing {
+        ClassStanding::Owner => Some(management(state, user, &class).await?),
+        ClassStanding::Assistant => None,
+    };
     let view = ClassPageView {
         class: ClassSummary::from(&class),
+        standing,
         template_vmid: class.template.map(|template| template.vmid),
         owners: state.db.class_owners(class_id).await?,
+        assistants: state.db.class_assistants(class_id).await?,
         vms,
         students: state
             .db
@@ -346,24 +389,10 @@ async fn render_class(
             .map(|(_, name, vm)| (name, vm.map(|vm| vm.vmid)))
             .collect(),
         progress,
-        invite_active: class.has_invite,
-        invite_expires_at: class.invite_expires_at.map(format_time),
-        invite_expires_unix: class.invite_expires_at,
-        invite_seat_limit: class.invite_seat_limit,
-        invite_qr: invite.as_deref().and_then(classes::invites::qr_data_url),
-        invite_link: invite,
         tasks,
         task,
-        access: state.db.class_access(class_id).await?,
-        forwarding: state.forwards.enabled(),
-        schedule: crate::domain::schedules::class_schedule(state, &user.viewer, class_id).await?,
-        weekdays: crate::domain::schedules::calendar::Weekdays::NAMES,
-        idle: crate::domain::idle::class_idle(state, &user.viewer, class_id).await?,
-        quota: crate::domain::quota::class_quota(state, &user.viewer, class_id).await?,
-        versions: classes::versions::versions(state, &user.viewer, class_id).await?,
         current_version: class.current_version,
-        keep_versions: class.keep_versions,
-        hardware: classes::hardware::hardware(state, &user.viewer, class_id).await?,
+        management,
     };
     Ok(Page::render(
         "pages/classes/class.html",
@@ -569,6 +598,30 @@ async fn remove_owner(
 ) -> Response {
     let result = classes::remove_owner(&state, &user.viewer, id, &username).await;
     back_with(id, &format!("{username} no longer owns the class."), result)
+}
+
+async fn add_assistant(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    Form(form): Form<UsernameForm>,
+) -> Response {
+    let username = form.username.trim();
+    let result = classes::add_assistant(&state, &user.viewer, id, username).await;
+    back_with(id, &format!("{username} now assists in the class."), result)
+}
+
+async fn remove_assistant(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, username)): Path<(i64, String)>,
+) -> Response {
+    let result = classes::remove_assistant(&state, &user.viewer, id, &username).await;
+    back_with(
+        id,
+        &format!("{username} no longer assists in the class."),
+        result,
+    )
 }
 
 async fn remove_student(
@@ -891,6 +944,11 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/classes/{id}/bulk/{action}", post(bulk))
         .route("/classes/{id}/owners", post(add_owner))
         .route("/classes/{id}/owners/{username}/remove", post(remove_owner))
+        .route("/classes/{id}/assistants", post(add_assistant))
+        .route(
+            "/classes/{id}/assistants/{username}/remove",
+            post(remove_assistant),
+        )
         .route(
             "/classes/{id}/students/{username}/remove",
             post(remove_student),

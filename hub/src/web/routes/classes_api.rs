@@ -14,7 +14,7 @@ use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState
 use crate::db::tasks::TaskResultRow;
 use crate::domain::access::VmAction;
 use crate::domain::classes::tasks::{self, Selection, TaskReport};
-use crate::domain::classes::{self, ClassError, ClassRequest};
+use crate::domain::classes::{self, ClassError, ClassRequest, ClassStanding};
 use crate::domain::tokens::format_time;
 use crate::vm_key::{VmKey, VmRef};
 use crate::web::error::{ApiError, ApiJson, AppError};
@@ -28,6 +28,7 @@ impl From<ClassError> for AppError {
             ClassError::NotFound => AppError::NotFound("no such class".into()),
             ClassError::Invalid(message) => AppError::BadRequest(message),
             ClassError::Conflict(message) => AppError::Conflict(message),
+            ClassError::Forbidden(_) => AppError::Forbidden,
             ClassError::Db(err) => err.into(),
         }
     }
@@ -137,7 +138,10 @@ struct ClassDetail {
     /// The current invite link's path (`/join/<token>`), for the class's owners, when the hub
     /// can show it again.
     invite_path: Option<String>,
+    /// `owner` or `assistant`: how the asker stands in the class.
+    standing: ClassStanding,
     owners: Vec<String>,
+    assistants: Vec<String>,
     vms: Vec<ClassVmView>,
     students: Vec<StudentView>,
     jobs: Vec<JobView>,
@@ -150,13 +154,7 @@ struct ClassList {
 
 async fn list(State(state): State<Arc<HubState>>, user: CurrentUser) -> ApiResult<ClassList> {
     let viewer = &user.viewer;
-    let rows = if viewer.is_admin() {
-        state.db.list_classes(None).await?
-    } else if viewer.is_staff() {
-        state.db.list_classes(Some(viewer.id)).await?
-    } else {
-        state.db.enrolled_classes(viewer.id).await?
-    };
+    let rows = classes::listed_classes(&state, viewer).await?;
     Ok(Json(ClassList {
         classes: rows.iter().map(ClassView::from).collect(),
     }))
@@ -247,12 +245,20 @@ async fn detail(
     user: CurrentUser,
     Path(id): Path<i64>,
 ) -> ApiResult<ClassDetail> {
-    let class = classes::owned_class(&state, &user.viewer, id).await?;
+    let (class, standing) = classes::class_in_view(&state, &user.viewer, id).await?;
     let vms = state.db.class_vms(id).await?;
+    let invite_path = match standing {
+        ClassStanding::Owner => {
+            classes::current_invite(&state, &class).map(|token| format!("/join/{token}"))
+        }
+        ClassStanding::Assistant => None,
+    };
     Ok(Json(ClassDetail {
         class: ClassView::from(&class),
-        invite_path: classes::current_invite(&state, &class).map(|token| format!("/join/{token}")),
+        invite_path,
+        standing,
         owners: state.db.class_owners(id).await?,
+        assistants: state.db.class_assistants(id).await?,
         vms: vms
             .into_iter()
             .map(|vm| ClassVmView {
@@ -417,6 +423,25 @@ async fn remove_owner(
     Ok(Json(Done { ok: true }))
 }
 
+async fn add_assistant(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<Username>,
+) -> ApiResult<Done> {
+    classes::add_assistant(&state, &user.viewer, id, &body.username).await?;
+    Ok(Json(Done { ok: true }))
+}
+
+async fn remove_assistant(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path((id, username)): Path<(i64, String)>,
+) -> ApiResult<Done> {
+    classes::remove_assistant(&state, &user.viewer, id, &username).await?;
+    Ok(Json(Done { ok: true }))
+}
+
 #[derive(Debug, Serialize)]
 struct StudentRemoved {
     ok: bool,
@@ -461,11 +486,11 @@ async fn job(
         .await?
         .ok_or_else(|| AppError::NotFound("no such job".into()))?;
     // Its creator and admins may always look (the class may be gone, or going, after a
-    // delete); other owners of the class while it exists.
+    // delete); the class's other owners and its assistants while it exists.
     let allowed = user.viewer.is_admin()
         || job.created_by == Some(user.viewer.id)
         || match job.class_id {
-            Some(class_id) => classes::owned_class(&state, &user.viewer, class_id)
+            Some(class_id) => classes::class_in_view(&state, &user.viewer, class_id)
                 .await
                 .is_ok(),
             None => false,
@@ -566,6 +591,11 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route(
             "/classes/{id}/owners/{username}",
             axum::routing::delete(remove_owner),
+        )
+        .route("/classes/{id}/assistants", post(add_assistant))
+        .route(
+            "/classes/{id}/assistants/{username}",
+            axum::routing::delete(remove_assistant),
         )
         .route(
             "/classes/{id}/students/{username}",

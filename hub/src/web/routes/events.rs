@@ -154,18 +154,16 @@ pub(in crate::web) async fn catch_up(
             data: as_json(&*notice),
         });
     }
-    if viewer.is_staff() {
-        for class_id in classes {
-            if crate::domain::classes::owned_class(&state, viewer, class_id)
-                .await
-                .is_ok()
-                && let Ok(progress) = crate::domain::classes::progress(&state, class_id).await
-            {
-                events.push(Missed {
-                    kind: "class",
-                    data: as_json(&progress),
-                });
-            }
+    for class_id in classes {
+        if crate::domain::classes::class_in_view(&state, viewer, class_id)
+            .await
+            .is_ok()
+            && let Ok(progress) = crate::domain::classes::progress(&state, class_id).await
+        {
+            events.push(Missed {
+                kind: "class",
+                data: as_json(&progress),
+            });
         }
     }
     if viewer.is_admin() && !nodes.is_empty() {
@@ -322,13 +320,17 @@ async fn refresh_scope(
     Ok(())
 }
 
-/// The classes a teacher owns (an admin sees everything, a student owns none).
+/// The classes whose VMs someone sees for being their staff: a teacher's own ones and any
+/// they assist in (an admin sees everything anyway).
 async fn owned_class_ids(state: &HubState, viewer: &Viewer) -> Result<Vec<i64>, DbError> {
-    if viewer.is_staff() && !viewer.is_admin() {
-        state.db.owned_class_ids(viewer.id).await
-    } else {
-        Ok(Vec::new())
+    if viewer.is_admin() {
+        return Ok(Vec::new());
     }
+    let mut classes = state.db.assisted_class_ids(viewer.id).await?;
+    if viewer.is_staff() {
+        classes.extend(state.db.owned_class_ids(viewer.id).await?);
+    }
+    Ok(classes)
 }
 
 /// Sends what of a change the viewer may see. A VM they could see before and cannot now,
@@ -396,10 +398,9 @@ async fn send_class(
     class_id: i64,
     sender: &mpsc::Sender<Event>,
 ) -> Result<(), Gone> {
-    if !viewer.is_staff()
-        || crate::domain::classes::owned_class(state, viewer, class_id)
-            .await
-            .is_err()
+    if crate::domain::classes::class_in_view(state, viewer, class_id)
+        .await
+        .is_err()
     {
         return Ok(());
     }
