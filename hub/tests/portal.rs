@@ -1137,6 +1137,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/quota",
             "/classes/{id}/quota/hours",
             "/classes/{id}/remove-vms",
+            "/classes/{id}/roster",
             "/classes/{id}/schedule",
             "/classes/{id}/schedule/rules",
             "/classes/{id}/schedule/rules/{rule}",

@@ -32,6 +32,10 @@ pub struct ClassRow {
     /// What the current invite token is derived from (see `classes::invites`); `None` for an
     /// invite made before links could be shown again.
     pub invite_nonce: Option<String>,
+    /// Only accounts whose email is in this domain may use the invite (empty: any).
+    pub invite_domain: String,
+    /// Only people on the class's roster may use the invite.
+    pub invite_roster_only: bool,
     pub created_at: i64,
     /// The version new VMs are made from (`None` without a template).
     pub current_version: Option<i64>,
@@ -48,6 +52,9 @@ pub struct NewInvite<'a> {
     pub nonce: Option<&'a str>,
     pub expires_at: Option<i64>,
     pub seat_limit: Option<u32>,
+    /// Who may use it: see [`ClassRow::invite_domain`], [`ClassRow::invite_roster_only`].
+    pub domain: &'a str,
+    pub roster_only: bool,
 }
 
 /// What a new class is made of.
@@ -122,7 +129,7 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 const CLASS_COLUMNS: &str = "id, name, description, template_cluster_id, template_vmid, cores, memory_mib, disk_gib, \
      bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at, \
-     current_version, keep_versions";
+     current_version, keep_versions, invite_domain, invite_roster_only";
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, class_id, created_by, state, created_at, updated_at, message, version, \
      warn_minutes, warn_until, spec";
@@ -160,6 +167,8 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
         created_at: row.try_get("created_at")?,
         current_version: row.try_get("current_version")?,
         keep_versions: row.try_get::<i64, _>("keep_versions")? as u32,
+        invite_domain: row.try_get("invite_domain")?,
+        invite_roster_only: row.try_get::<i64, _>("invite_roster_only")? != 0,
     })
 }
 
@@ -426,12 +435,14 @@ impl Db {
     pub async fn set_invite(&self, class_id: i64, invite: &NewInvite<'_>) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE classes SET invite_hash = $1, invite_nonce = $2, invite_expires_at = $3, \
-             invite_seat_limit = $4 WHERE id = $5",
+             invite_seat_limit = $4, invite_domain = $5, invite_roster_only = $6 WHERE id = $7",
         )
         .bind(invite.hash)
         .bind(invite.nonce)
         .bind(invite.expires_at)
         .bind(invite.seat_limit.map(i64::from))
+        .bind(invite.domain)
+        .bind(i64::from(invite.roster_only))
         .bind(class_id)
         .execute(self.pool())
         .await?;

@@ -125,37 +125,6 @@ impl Db {
             .await?;
         Ok(())
     }
-
-    /// Makes an account that no one has used yet wait for its first sign-in through
-    /// `source` (a roster entry for single sign-on): it has no password here.
-    pub async fn preregister_user(
-        &self,
-        username: &str,
-        display_name: &str,
-        email: &str,
-        source: &str,
-        now: i64,
-    ) -> Result<i64, DbError> {
-        let row = sqlx::query(
-            "INSERT INTO users (username, display_name, email, role, password_hash, auth_source, \
-             created_at) VALUES ($1, $2, $3, 'student', $4, $5, $6) RETURNING id",
-        )
-        .bind(username)
-        .bind(display_name)
-        .bind(email)
-        .bind(NO_LOCAL_PASSWORD)
-        .bind(source)
-        .bind(now)
-        .fetch_one(self.pool())
-        .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                DbError::Conflict(format!("a user named {username} exists"))
-            }
-            _ => DbError::Sqlx(err),
-        })?;
-        Ok(row.try_get("id")?)
-    }
 }
 
 async fn insert_identity(

@@ -20,6 +20,7 @@ pub mod nodes;
 pub mod plugins;
 pub mod quota;
 pub mod remote_access;
+pub mod rosters;
 pub mod schedules;
 pub mod sessions;
 pub mod settings;

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Response};
 use super::cookies;
 pub(crate) use super::current_user::CurrentUser;
 use super::error::{ApiError, AppError, PageError};
-use super::limits::MAX_FORM_BYTES;
+use super::limits::{MAX_FORM_BYTES, MAX_UPLOAD_BYTES};
 use crate::HubState;
 use crate::domain::auth::{ActiveSession, Credential};
 use crate::domain::viewer::Viewer;
@@ -129,12 +129,45 @@ fn is_form(headers: &HeaderMap) -> bool {
         .is_some_and(|value| value.starts_with("application/x-www-form-urlencoded"))
 }
 
+fn multipart_boundary(headers: &HeaderMap) -> Option<String> {
+    let content_type = headers.get(header::CONTENT_TYPE)?.to_str().ok()?;
+    multer::parse_boundary(content_type).ok()
+}
+
+/// The `csrf` field of a file upload (`multipart/form-data`): the body is read (up to
+/// [`MAX_UPLOAD_BYTES`]) and put back for the handler.
+async fn presented_in_upload(
+    request: Request,
+    boundary: String,
+) -> Result<(Option<String>, Request), AppError> {
+    let (parts, body) = request.into_parts();
+    let bytes = axum::body::to_bytes(body, MAX_UPLOAD_BYTES)
+        .await
+        .map_err(|_| {
+            AppError::BadRequest(format!("uploads are limited to {MAX_UPLOAD_BYTES} bytes"))
+        })?;
+    let stream =
+        futures_util::stream::once(std::future::ready(Ok::<_, std::io::Error>(bytes.clone())));
+    let mut fields = multer::Multipart::new(stream, boundary);
+    let mut token = None;
+    while let Ok(Some(field)) = fields.next_field().await {
+        if field.name() == Some("csrf") {
+            token = field.text().await.ok();
+            break;
+        }
+    }
+    Ok((token, Request::from_parts(parts, Body::from(bytes))))
+}
+
 /// The CSRF token a request presents: the header, or else the form field (the body is read
 /// and put back).
 async fn presented_csrf(request: Request) -> Result<(Option<String>, Request), AppError> {
     if let Some(value) = request.headers().get(CSRF_HEADER) {
         let token = value.to_str().ok().map(str::to_owned);
         return Ok((token, request));
+    }
+    if let Some(boundary) = multipart_boundary(request.headers()) {
+        return presented_in_upload(request, boundary).await;
     }
     if !is_form(request.headers()) {
         return Ok((None, request));

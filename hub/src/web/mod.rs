@@ -148,6 +148,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::idle::page_router())
         .merge(routes::quota::page_router())
         .merge(routes::usage::page_router())
+        .merge(routes::rosters::page_router())
         .merge(routes::assets::router())
         .nest("/api/v1", routes::api::router())
         .merge(routes::metrics::router())

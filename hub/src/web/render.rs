@@ -78,6 +78,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/pages/classes/join.html"),
     ),
     (
+        "pages/classes/roster.html",
+        include_str!("../../templates/pages/classes/roster.html"),
+    ),
+    (
         "pages/admin/nodes.html",
         include_str!("../../templates/pages/admin/nodes.html"),
     ),

@@ -9,6 +9,8 @@ pub mod invites;
 pub mod jobs;
 pub mod placement;
 pub mod publish;
+pub mod roster;
+pub mod roster_csv;
 mod steps;
 pub mod tasks;
 pub mod versions;
@@ -1089,44 +1091,113 @@ pub async fn serve_waitlist(state: &HubState, class_id: i64) -> Result<(), Class
     Ok(())
 }
 
-/// A new invite for a class (the old link stops working at once). `ttl` of `None` never
-/// expires. Returns the invite token, shown in the link.
+/// What an invite link asks of the people who open it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InviteRules {
+    /// `None` never expires.
+    pub ttl: Option<Duration>,
+    pub seat_limit: Option<u32>,
+    /// Only accounts whose email is in this domain (`school.edu`) may join.
+    pub domain: Option<String>,
+    /// Only people on the class's roster may join.
+    pub roster_only: bool,
+}
+
+/// A new invite for a class (the old link stops working at once). Returns the invite token,
+/// shown in the link.
 pub async fn rotate_invite(
     state: &HubState,
     viewer: &Viewer,
     class_id: i64,
-    ttl: Option<Duration>,
-    seat_limit: Option<u32>,
+    rules: &InviteRules,
 ) -> Result<String, ClassError> {
     owned_class(state, viewer, class_id).await?;
-    if seat_limit == Some(0) {
+    if rules.seat_limit == Some(0) {
         return Err(ClassError::Invalid(
             "a seat limit is at least 1 (leave it out for none)".into(),
         ));
     }
+    let domain = match rules.domain.as_deref().map(str::trim) {
+        None | Some("") => String::new(),
+        Some(domain) => {
+            let domain = domain.trim_start_matches('@').to_lowercase();
+            let valid = domain.contains('.')
+                && domain.len() <= 253
+                && domain
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-'));
+            if !valid {
+                return Err(ClassError::Invalid(format!(
+                    "{domain:?} is not an email domain like school.edu"
+                )));
+            }
+            domain
+        }
+    };
     let nonce = invites::new_nonce();
     let token = state.invite_key.token(class_id, &nonce);
-    let expires_at = ttl.map(|ttl| now_unix() + ttl.as_secs() as i64);
+    let expires_at = rules.ttl.map(|ttl| now_unix() + ttl.as_secs() as i64);
     let invite = crate::db::classes::NewInvite {
         hash: &hash_secret(&token),
         nonce: Some(&nonce),
         expires_at,
-        seat_limit,
+        seat_limit: rules.seat_limit,
+        domain: &domain,
+        roster_only: rules.roster_only,
     };
     state.db.set_invite(class_id, &invite).await?;
+    let mut detail = match expires_at {
+        Some(at) => format!("expires {}", crate::domain::tokens::format_time(at)),
+        None => "never expires".into(),
+    };
+    if !domain.is_empty() {
+        detail.push_str(&format!("; accounts of {domain} only"));
+    }
+    if rules.roster_only {
+        detail.push_str("; the roster only");
+    }
     audit::record(
         &state.db,
         viewer,
         "class.invite",
         &format!("class:{class_id}"),
         Outcome::Ok,
-        &match expires_at {
-            Some(at) => format!("expires {}", crate::domain::tokens::format_time(at)),
-            None => "never expires".into(),
-        },
+        &detail,
     )
     .await;
     Ok(token)
+}
+
+/// Whether an account may use a class's invite: in the invite's email domain, on the roster,
+/// as the invite asks.
+async fn may_use_invite(
+    state: &HubState,
+    class: &ClassRow,
+    viewer: &Viewer,
+) -> Result<(), ClassError> {
+    if !class.invite_domain.is_empty() {
+        let user = state
+            .db
+            .user_by_id(viewer.id)
+            .await?
+            .ok_or(ClassError::NotFound)?;
+        let in_domain = user
+            .email
+            .rsplit_once('@')
+            .is_some_and(|(_, domain)| domain.eq_ignore_ascii_case(&class.invite_domain));
+        if !in_domain {
+            return Err(ClassError::Invalid(format!(
+                "this invite is for accounts of {} only: sign in with your school account",
+                class.invite_domain
+            )));
+        }
+    }
+    if class.invite_roster_only && !state.db.on_roster(class.id, viewer.id).await? {
+        return Err(ClassError::Invalid(
+            "this invite is for the people on the class's roster only; ask your teacher".into(),
+        ));
+    }
+    Ok(())
 }
 
 /// The token of a class's current invite, for its owners to see again: `None` without an
@@ -1180,6 +1251,11 @@ pub async fn register_and_join(
         ));
     }
     let class = class_for_invite(state, token).await?;
+    if !class.invite_domain.is_empty() || class.invite_roster_only {
+        return Err(ClassError::Invalid(
+            "this invite is only for accounts the school knows: sign in instead".into(),
+        ));
+    }
     if let Some(limit) = class.invite_seat_limit
         && state.db.enrollment_count(class.id).await? >= i64::from(limit)
     {
@@ -1242,6 +1318,7 @@ pub async fn join(
     token: &str,
 ) -> Result<(ClassRow, JoinOutcome), ClassError> {
     let class = class_for_invite(state, token).await?;
+    may_use_invite(state, &class, viewer).await?;
     let outcome = state
         .db
         .join_class(class.id, viewer.id, now_unix())

@@ -223,6 +223,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .merge(super::usage::api_router())
         .merge(super::versions::api_router())
         .merge(super::hardware::api_router())
+        .merge(super::rosters::api_router())
         .merge(super::builds::api_router())
         .merge(super::adopt::api_router())
         .fallback(not_found)

@@ -200,6 +200,8 @@ struct ClassPageView {
     assistants: Vec<String>,
     vms: Vec<ClassVmLine>,
     students: Vec<(String, Option<u32>)>,
+    /// The people a roster listed, and whether they have signed in yet.
+    roster: Vec<crate::db::rosters::RosterPerson>,
     progress: classes::ClassProgress,
     /// The task log: the newest bulk actions first.
     tasks: Vec<TaskLine>,
@@ -219,6 +221,9 @@ struct ClassManagement {
     /// The same moment as Unix seconds, for the browser to show in local time.
     invite_expires_unix: Option<i64>,
     invite_seat_limit: Option<u32>,
+    /// Only accounts of this email domain may use the invite (empty: any).
+    invite_domain: String,
+    invite_roster_only: bool,
     /// The current invite link, when the hub can show it again.
     invite_link: Option<String>,
     /// The link as a QR code (an SVG `data:` URL).
@@ -306,6 +311,8 @@ async fn management(
         invite_expires_at: class.invite_expires_at.map(format_time),
         invite_expires_unix: class.invite_expires_at,
         invite_seat_limit: class.invite_seat_limit,
+        invite_domain: class.invite_domain.clone(),
+        invite_roster_only: class.invite_roster_only,
         invite_qr: invite.as_deref().and_then(classes::invites::qr_data_url),
         invite_link: invite,
         access: state.db.class_access(class_id).await?,
@@ -388,6 +395,7 @@ async fn render_class(
             .into_iter()
             .map(|(_, name, vm)| (name, vm.map(|vm| vm.vmid)))
             .collect(),
+        roster: state.db.class_roster(class_id).await?,
         progress,
         tasks,
         task,
@@ -417,6 +425,12 @@ struct InviteForm {
     expires_in_days: String,
     #[serde(default)]
     seat_limit: String,
+    /// Only accounts of this email domain.
+    #[serde(default)]
+    email_domain: String,
+    /// A checkbox: only the people on the roster.
+    #[serde(default)]
+    roster_only: Option<String>,
 }
 
 async fn invite(
@@ -431,7 +445,13 @@ async fn invite(
         "" => None,
         text => Some(number(text, "the seat limit")?),
     };
-    classes::rotate_invite(&state, &user.viewer, id, ttl, seat_limit).await?;
+    let rules = classes::InviteRules {
+        ttl,
+        seat_limit,
+        domain: Some(form.email_domain),
+        roster_only: form.roster_only.is_some(),
+    };
+    classes::rotate_invite(&state, &user.viewer, id, &rules).await?;
     // Back to the class page (a reload there shows the link; it never makes another one).
     Ok(redirect_with_flash(
         &format!("/classes/{id}#invite"),

@@ -333,6 +333,12 @@ struct InviteRequest {
     expires_in_days: Option<u32>,
     #[serde(default)]
     seat_limit: Option<u32>,
+    /// Only accounts whose email is in this domain may join.
+    #[serde(default)]
+    email_domain: Option<String>,
+    /// Only the people on the class's roster may join.
+    #[serde(default)]
+    roster_only: bool,
 }
 
 #[derive(Debug, Serialize)]
@@ -357,7 +363,13 @@ async fn invite(
             return Err(AppError::BadRequest("an invite lasts at most 366 days".into()).into());
         }
     };
-    let token = classes::rotate_invite(&state, &user.viewer, id, ttl, body.seat_limit).await?;
+    let rules = classes::InviteRules {
+        ttl,
+        seat_limit: body.seat_limit,
+        domain: body.email_domain,
+        roster_only: body.roster_only,
+    };
+    let token = classes::rotate_invite(&state, &user.viewer, id, &rules).await?;
     let class = classes::owned_class(&state, &user.viewer, id).await?;
     Ok(Json(Invite {
         path: format!("/join/{token}"),

@@ -18,6 +18,7 @@ pub(super) mod portal;
 pub(super) mod profile;
 pub(super) mod quota;
 pub(super) mod remote;
+pub(super) mod rosters;
 pub(super) mod schedules;
 pub(super) mod sign_in;
 pub(super) mod usage;
