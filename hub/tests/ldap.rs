@@ -176,3 +176,71 @@ async fn a_directory_that_is_down_says_so_and_local_admins_still_sign_in() {
         "local accounts do not need the directory"
     );
 }
+
+#[tokio::test]
+async fn a_class_roster_follows_a_directory_group() {
+    let Some(directory) = Slapd::start().await else {
+        return;
+    };
+    let secrets = tempfile::tempdir().unwrap();
+    let secret = secrets.path().join("bind-password");
+    std::fs::write(&secret, SERVICE_PASSWORD).unwrap();
+    let section: SignInSection = toml::from_str(&format!(
+        "[ldap]\nurl = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
+         bind_password_file = \"{secret}\"\nuser_base = \"ou=people,{SUFFIX}\"\n",
+        url = directory.ldaps_url,
+        ca = directory.ca_file().display(),
+        secret = secret.display(),
+    ))
+    .unwrap();
+    let sign_in = SignInConfig::from_section(section).unwrap();
+    let lab = common::lab::Lab::start_configured("shared", |config| config.sign_in = sign_in).await;
+    let teacher = lab.user("teach", Role::Teacher).await;
+    let (class_id, _) = lab.deployed_class(&teacher, "Pupils", 2).await;
+    let sync = |body: serde_json::Value| {
+        let teacher = &teacher;
+        async move {
+            let response = teacher
+                .api_post_json(&format!("/api/v1/classes/{class_id}/roster/group"), &body)
+                .await;
+            let status = response.status();
+            (status, response.json::<serde_json::Value>().await.unwrap())
+        }
+    };
+    let (status, outcome) =
+        sync(serde_json::json!({ "group": format!("cn=pupils,ou=groups,{SUFFIX}") })).await;
+    assert_eq!(status, StatusCode::OK, "{outcome}");
+    assert_eq!(
+        (
+            outcome["listed"].clone(),
+            outcome["enrolled"].clone(),
+            outcome["preregistered"].clone()
+        ),
+        (1.into(), 1.into(), 1.into())
+    );
+    let db = &lab.hub.hub().state.db;
+    let sam = db.user_by_name("sam").await.unwrap().unwrap();
+    assert_eq!(sam.auth_source, "ldap");
+    assert_eq!(sam.display_name, "Sam Student");
+    assert!(sam.last_login_at.is_none());
+
+    // Sam's first sign-in with the directory password is the account the roster made.
+    let (status, _) = log_in(&lab.hub, "sam", "sams-password").await;
+    assert_eq!(status, StatusCode::SEE_OTHER);
+    let sam_again = db.user_by_name("sam").await.unwrap().unwrap();
+    assert_eq!(sam_again.id, sam.id);
+    assert!(sam_again.last_login_at.is_some());
+    let roster = teacher
+        .json(&format!("/api/v1/classes/{class_id}/roster"))
+        .await;
+    assert_eq!(roster["people"][0]["signed_in"], true);
+
+    // Syncing again follows the same group and changes nothing; an unknown group is named.
+    let (status, again) = sync(serde_json::json!({})).await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(again["enrolled"], 0);
+    let (status, unknown) =
+        sync(serde_json::json!({ "group": format!("cn=nobody,ou=groups,{SUFFIX}") })).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{unknown}");
+    assert!(unknown.to_string().contains("no group"), "{unknown}");
+}

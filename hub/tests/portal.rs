@@ -1138,6 +1138,7 @@ async fn the_openapi_document_describes_every_api_route() {
             "/classes/{id}/quota/hours",
             "/classes/{id}/remove-vms",
             "/classes/{id}/roster",
+            "/classes/{id}/roster/group",
             "/classes/{id}/schedule",
             "/classes/{id}/schedule/rules",
             "/classes/{id}/schedule/rules/{rule}",

@@ -14,5 +14,8 @@ CREATE INDEX class_roster_user ON class_roster (user_id);
 ALTER TABLE classes ADD COLUMN invite_domain TEXT NOT NULL DEFAULT '';
 ALTER TABLE classes ADD COLUMN invite_roster_only BIGINT NOT NULL DEFAULT 0;
 
+-- The directory group a class's roster follows (its DN), synced on request; empty: none.
+ALTER TABLE classes ADD COLUMN roster_group TEXT NOT NULL DEFAULT '';
+
 -- Roster rows are matched to accounts by email as well as by username.
 CREATE INDEX users_email ON users (email);

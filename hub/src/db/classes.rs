@@ -36,6 +36,8 @@ pub struct ClassRow {
     pub invite_domain: String,
     /// Only people on the class's roster may use the invite.
     pub invite_roster_only: bool,
+    /// The directory group (DN) the roster follows; empty for none.
+    pub roster_group: String,
     pub created_at: i64,
     /// The version new VMs are made from (`None` without a template).
     pub current_version: Option<i64>,
@@ -129,7 +131,7 @@ pub const MAX_ATTEMPTS: u32 = 3;
 
 const CLASS_COLUMNS: &str = "id, name, description, template_cluster_id, template_vmid, cores, memory_mib, disk_gib, \
      bridge, storage, pinned_node, seats, state, invite_hash, invite_expires_at, invite_seat_limit, invite_nonce, created_at, \
-     current_version, keep_versions, invite_domain, invite_roster_only";
+     current_version, keep_versions, invite_domain, invite_roster_only, roster_group";
 
 pub(super) const JOB_COLUMNS: &str = "id, kind, class_id, created_by, state, created_at, updated_at, message, version, \
      warn_minutes, warn_until, spec";
@@ -169,6 +171,7 @@ fn class_from_row(row: &AnyRow) -> Result<ClassRow, sqlx::Error> {
         keep_versions: row.try_get::<i64, _>("keep_versions")? as u32,
         invite_domain: row.try_get("invite_domain")?,
         invite_roster_only: row.try_get::<i64, _>("invite_roster_only")? != 0,
+        roster_group: row.try_get("roster_group")?,
     })
 }
 

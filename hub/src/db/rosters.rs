@@ -97,6 +97,16 @@ impl Db {
         Ok(enrolled)
     }
 
+    /// Makes a class's roster follow a directory group (empty: none).
+    pub async fn set_roster_group(&self, class_id: i64, group: &str) -> Result<(), DbError> {
+        sqlx::query("UPDATE classes SET roster_group = $1 WHERE id = $2")
+            .bind(group)
+            .bind(class_id)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
+
     /// Whether a user is on a class's roster.
     pub async fn on_roster(&self, class_id: i64, user_id: i64) -> Result<bool, DbError> {
         let row =

@@ -11,7 +11,7 @@ use crate::db::rosters::{RosterAccount, RosterRow};
 use crate::db::states::ClassState;
 use crate::domain::accounts::{generate_password, hash_password};
 use crate::domain::audit::{self, Outcome};
-use crate::domain::sign_in::RosterAccounts;
+use crate::domain::sign_in::{RosterAccounts, SignInError};
 use crate::domain::viewer::Viewer;
 
 /// What an import did.
@@ -77,21 +77,102 @@ pub async fn import(
     class_id: i64,
     file: &[u8],
 ) -> Result<RosterImport, ClassError> {
+    active_owned_class(state, viewer, class_id).await?;
+    let entries =
+        roster_csv::parse(file).map_err(|problems| ClassError::Invalid(problems.to_string()))?;
+    enrol(
+        state,
+        viewer,
+        class_id,
+        &entries,
+        &state.sign_in.roster_accounts,
+    )
+    .await
+}
+
+/// Makes a class's roster follow a directory group (`group`, or the one it follows already)
+/// and brings it up to date: the group's members are enrolled; those without an account get
+/// one that waits for their first directory sign-in. Nobody is removed.
+pub async fn sync_group(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    group: Option<&str>,
+) -> Result<RosterImport, ClassError> {
+    let class = active_owned_class(state, viewer, class_id).await?;
+    let directory = state.sign_in.directory.as_ref().ok_or_else(|| {
+        ClassError::Invalid("this hub has no directory ([sign_in.ldap] in hub.toml)".into())
+    })?;
+    let group = match group.map(str::trim) {
+        Some(group) if !group.is_empty() => group.to_owned(),
+        _ if !class.roster_group.is_empty() => class.roster_group.clone(),
+        _ => {
+            return Err(ClassError::Invalid(
+                "name the directory group (its DN)".into(),
+            ));
+        }
+    };
+    let members = directory
+        .group_members(&group)
+        .await
+        .map_err(|err| match err {
+            SignInError::Refused(message) => ClassError::Invalid(message),
+            SignInError::Unavailable(message) => ClassError::Conflict(message),
+            SignInError::Disabled => ClassError::Invalid(err.to_string()),
+            SignInError::Db(err) => ClassError::Db(err),
+        })?;
+    let mut entries = Vec::with_capacity(members.len());
+    for (at, (username, email, display_name)) in members.into_iter().enumerate() {
+        if crate::domain::accounts::validate_username(&username).is_err() {
+            tracing::warn!(%username, %group, "a group member's name cannot be a username here");
+            continue;
+        }
+        entries.push(roster_csv::RosterEntry {
+            line: at + 1,
+            username,
+            email,
+            display_name,
+        });
+    }
+    if entries.is_empty() {
+        return Err(ClassError::Invalid(format!(
+            "the group {group:?} has no members"
+        )));
+    }
+    state.db.set_roster_group(class_id, &group).await?;
+    let directory_accounts = RosterAccounts::Source(crate::domain::sign_in::ldap::SOURCE.into());
+    enrol(state, viewer, class_id, &entries, &directory_accounts).await
+}
+
+async fn active_owned_class(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+) -> Result<crate::db::classes::ClassRow, ClassError> {
     let class = owned_class(state, viewer, class_id).await?;
     if class.state != ClassState::Active {
         return Err(ClassError::Conflict("the class is being deleted".into()));
     }
-    let entries =
-        roster_csv::parse(file).map_err(|problems| ClassError::Invalid(problems.to_string()))?;
+    Ok(class)
+}
+
+/// Enrols everyone listed, making the accounts that are missing as `new_accounts` says.
+async fn enrol(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    entries: &[roster_csv::RosterEntry],
+    new_accounts: &RosterAccounts,
+) -> Result<RosterImport, ClassError> {
     let mut rows = Vec::with_capacity(entries.len());
     let mut new_local = Vec::new();
     let mut preregistered = 0;
-    for entry in &entries {
+    for entry in entries {
         let existing = match state.db.user_by_name(&entry.username).await? {
             Some(user) => Some(user),
             None => state.db.user_by_email(&entry.email).await?,
         };
-        let account = match (existing, &state.sign_in.roster_accounts) {
+        let account = match (existing, new_accounts) {
             (Some(user), _) => RosterAccount::Existing(user.id),
             (None, RosterAccounts::Local) => {
                 new_local.push((rows.len(), generate_password()));

@@ -24,6 +24,8 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(5);
 /// LDAP's `invalidCredentials`: a wrong password, an unknown DN, or (Active Directory) a
 /// locked or expired account.
 const INVALID_CREDENTIALS: u32 = 49;
+/// LDAP's `noSuchObject`.
+const NO_SUCH_OBJECT: u32 = 32;
 /// Active Directory's "member of, through any depth of nesting".
 const IN_CHAIN: &str = "1.2.840.113556.1.4.1941";
 
@@ -152,17 +154,7 @@ impl Directory {
         if password.is_empty() || username.is_empty() {
             return Ok(None);
         }
-        let mut settings = LdapConnSettings::new()
-            .set_conn_timeout(self.timeout)
-            .set_starttls(self.starttls);
-        if let Some(tls) = &self.tls {
-            settings = settings.set_config(tls.clone());
-        }
-        let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
-            .await
-            .map_err(unavailable)?;
-        ldap3::drive!(connection);
-        ldap.with_timeout(self.timeout);
+        let mut ldap = self.connect().await?;
         let attributes = [
             self.display_name_attribute.as_str(),
             self.email_attribute.as_str(),
@@ -238,6 +230,135 @@ impl Directory {
             role: self.mapping.role_for(groups.iter().map(String::as_str)),
             link_existing: self.link_existing,
         }))
+    }
+
+    async fn connect(&self) -> Result<ldap3::Ldap, SignInError> {
+        let mut settings = LdapConnSettings::new()
+            .set_conn_timeout(self.timeout)
+            .set_starttls(self.starttls);
+        if let Some(tls) = &self.tls {
+            settings = settings.set_config(tls.clone());
+        }
+        let (connection, mut ldap) = LdapConnAsync::with_settings(settings, &self.url)
+            .await
+            .map_err(unavailable)?;
+        ldap3::drive!(connection);
+        ldap.with_timeout(self.timeout);
+        Ok(ldap)
+    }
+
+    /// The people in a directory group (by DN; with `nested_groups`, through any depth), as
+    /// roster entries: their login name (`sAMAccountName` or `uid`), email and display name.
+    /// Needs the service account (`bind_dn`).
+    pub async fn group_members(
+        &self,
+        group_dn: &str,
+    ) -> Result<Vec<(String, String, String)>, SignInError> {
+        let Lookup::Search {
+            bind_dn,
+            password,
+            base,
+            ..
+        } = &self.lookup
+        else {
+            return Err(SignInError::Refused(
+                "reading a group's members needs the directory's service account (bind_dn)".into(),
+            ));
+        };
+        let mut ldap = self.connect().await?;
+        if !self.bind(&mut ldap, bind_dn, password.expose()).await? {
+            return Err(unavailable("the directory refused the service account"));
+        }
+        let attributes = vec![
+            "sAMAccountName",
+            "uid",
+            self.email_attribute.as_str(),
+            self.display_name_attribute.as_str(),
+        ];
+        let search = |ldap: &mut ldap3::Ldap, base: String, scope: Scope, filter: String| {
+            let attributes = attributes.clone();
+            let timeout = self.timeout;
+            let mut ldap = ldap.clone();
+            async move {
+                ldap.with_timeout(timeout)
+                    .search(&base, scope, &filter, attributes)
+                    .await
+                    .and_then(|result| result.success())
+                    .map(|(entries, _)| {
+                        entries
+                            .into_iter()
+                            .map(SearchEntry::construct)
+                            .collect::<Vec<_>>()
+                    })
+                    .map_err(unavailable)
+            }
+        };
+        let mut people = if self.nested_groups {
+            let filter = format!("(memberOf:{IN_CHAIN}:={})", ldap_escape(group_dn));
+            search(&mut ldap, base.clone(), Scope::Subtree, filter).await?
+        } else {
+            let group = ldap
+                .with_timeout(self.timeout)
+                .search(
+                    group_dn,
+                    Scope::Base,
+                    "(objectClass=*)",
+                    vec!["member", "uniqueMember", "memberUid"],
+                )
+                .await
+                .and_then(|result| result.success())
+                .map_err(|err| match err {
+                    ldap3::LdapError::LdapResult { result } if result.rc == NO_SUCH_OBJECT => {
+                        SignInError::Refused(format!("the directory has no group {group_dn:?}"))
+                    }
+                    other => unavailable(other),
+                })?
+                .0
+                .into_iter()
+                .next()
+                .map(SearchEntry::construct)
+                .ok_or_else(|| {
+                    SignInError::Refused(format!("the directory has no group {group_dn:?}"))
+                })?;
+            let mut people = Vec::new();
+            for (name, values) in &group.attrs {
+                for value in values {
+                    if name.eq_ignore_ascii_case("memberUid") {
+                        let filter = format!("(uid={})", ldap_escape(value));
+                        people
+                            .extend(search(&mut ldap, base.clone(), Scope::Subtree, filter).await?);
+                    } else {
+                        let filter = "(objectClass=*)".to_owned();
+                        people.extend(search(&mut ldap, value.clone(), Scope::Base, filter).await?);
+                    }
+                }
+            }
+            people
+        };
+        let _ = ldap.unbind().await;
+        people.sort_by(|a, b| a.dn.cmp(&b.dn));
+        people.dedup_by(|a, b| a.dn == b.dn);
+        Ok(people
+            .iter()
+            .filter_map(|entry| {
+                let first = |name: &str| {
+                    entry
+                        .attrs
+                        .iter()
+                        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+                        .and_then(|(_, values)| values.first())
+                        .cloned()
+                };
+                let login = first("sAMAccountName").or_else(|| first("uid"))?;
+                Some((
+                    login.to_lowercase(),
+                    first(&self.email_attribute)
+                        .unwrap_or_default()
+                        .to_lowercase(),
+                    first(&self.display_name_attribute).unwrap_or_default(),
+                ))
+            })
+            .collect())
     }
 
     /// Binds; `false` when the directory says the credentials are wrong.

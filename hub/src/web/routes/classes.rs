@@ -224,6 +224,10 @@ struct ClassManagement {
     /// Only accounts of this email domain may use the invite (empty: any).
     invite_domain: String,
     invite_roster_only: bool,
+    /// The directory group the roster follows (empty: none), and whether the hub has a
+    /// directory to read groups from.
+    roster_group: String,
+    directory: bool,
     /// The current invite link, when the hub can show it again.
     invite_link: Option<String>,
     /// The link as a QR code (an SVG `data:` URL).
@@ -313,6 +317,8 @@ async fn management(
         invite_seat_limit: class.invite_seat_limit,
         invite_domain: class.invite_domain.clone(),
         invite_roster_only: class.invite_roster_only,
+        roster_group: class.roster_group.clone(),
+        directory: state.sign_in.directory.is_some(),
         invite_qr: invite.as_deref().and_then(classes::invites::qr_data_url),
         invite_link: invite,
         access: state.db.class_access(class_id).await?,

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Multipart, Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
+use axum::{Form, Router};
 use serde::Serialize;
 
 use crate::HubState;
@@ -16,7 +16,7 @@ use crate::db::rosters::RosterPerson;
 use crate::domain::classes::roster::{self, RosterImport};
 use crate::domain::classes::{self, ClassError};
 use crate::web::cookies::percent_encode;
-use crate::web::error::{ApiError, AppError, PageError};
+use crate::web::error::{ApiError, ApiJson, AppError, PageError};
 use crate::web::identity::CurrentUser;
 use crate::web::limits::MAX_UPLOAD_BYTES;
 use crate::web::render::{Layout, Page};
@@ -70,13 +70,42 @@ async fn upload(
 ) -> Result<Page, PageError> {
     let class = classes::owned_class(&state, &user.viewer, id).await?;
     let file = uploaded_file(form).await?;
-    let (outcome, error) = match roster::import(&state, &user.viewer, id, &file).await {
+    let result = roster::import(&state, &user.viewer, id, &file).await;
+    result_page(&user, &headers, &class, result)
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct GroupForm {
+    #[serde(default)]
+    group: String,
+}
+
+async fn sync_group(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    headers: HeaderMap,
+    Path(id): Path<i64>,
+    Form(form): Form<GroupForm>,
+) -> Result<Page, PageError> {
+    let class = classes::owned_class(&state, &user.viewer, id).await?;
+    let result = roster::sync_group(&state, &user.viewer, id, Some(&form.group)).await;
+    result_page(&user, &headers, &class, result)
+}
+
+/// The page that says what an import or a sync did, or why it did nothing.
+fn result_page(
+    user: &CurrentUser,
+    headers: &HeaderMap,
+    class: &crate::db::classes::ClassRow,
+    result: Result<RosterImport, ClassError>,
+) -> Result<Page, PageError> {
+    let (outcome, error) = match result {
         Ok(outcome) => (Some(outcome), None),
         Err(ClassError::Invalid(message) | ClassError::Conflict(message)) => (None, Some(message)),
         Err(err) => return Err(AppError::from(err).into()),
     };
     let view = RosterResultView {
-        class_id: id,
+        class_id: class.id,
         class_name: class.name.clone(),
         passwords_csv: outcome.as_ref().and_then(passwords_csv),
         outcome,
@@ -85,9 +114,28 @@ async fn upload(
     let title = format!("Roster of {}", class.name);
     Ok(Page::render(
         "pages/classes/roster.html",
-        &Layout::new(Some(&user), &headers, "classes", &title),
+        &Layout::new(Some(user), headers, "classes", &title),
         &view,
     )?)
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GroupRequest {
+    /// The group's DN; absent: the one the class follows already.
+    #[serde(default)]
+    group: Option<String>,
+}
+
+async fn api_sync_group(
+    State(state): State<Arc<HubState>>,
+    user: CurrentUser,
+    Path(id): Path<i64>,
+    ApiJson(body): ApiJson<GroupRequest>,
+) -> ApiResult<RosterImport> {
+    Ok(Json(
+        roster::sync_group(&state, &user.viewer, id, body.group.as_deref()).await?,
+    ))
 }
 
 async fn api_upload(
@@ -116,17 +164,21 @@ async fn api_roster(
 }
 
 pub(in crate::web) fn page_router() -> Router<Arc<HubState>> {
-    Router::new().route(
-        "/classes/{id}/roster",
-        post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-    )
+    Router::new()
+        .route(
+            "/classes/{id}/roster",
+            post(upload).layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/classes/{id}/roster/group", post(sync_group))
 }
 
 pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {
-    Router::new().route(
-        "/classes/{id}/roster",
-        get(api_roster)
-            .post(api_upload)
-            .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
-    )
+    Router::new()
+        .route(
+            "/classes/{id}/roster",
+            get(api_roster)
+                .post(api_upload)
+                .layer(DefaultBodyLimit::max(MAX_UPLOAD_BYTES)),
+        )
+        .route("/classes/{id}/roster/group", post(api_sync_group))
 }
