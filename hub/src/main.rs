@@ -96,6 +96,10 @@ enum Command {
         /// is called pve1 in Proxmox like the first's (on the hub: pve1-lab-b).
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u8).range(1..=2))]
         clusters: u8,
+        /// Do not start the demo's own OpenID Connect provider (by default one runs when
+        /// Node.js and npm are installed, behind a "Sign in with School" button).
+        #[arg(long)]
+        no_oidc: bool,
     },
     /// Assign VMs to users.
     Vm {
@@ -255,6 +259,7 @@ async fn run(cli: Cli) -> Result<()> {
             qemu,
             no_ssh,
             clusters,
+            no_oidc,
         } => {
             let dir = cli
                 .data_dir
@@ -268,6 +273,7 @@ async fn run(cli: Cli) -> Result<()> {
                 qemu,
                 ssh: !no_ssh,
                 clusters,
+                oidc: !no_oidc,
             })
             .await
         }

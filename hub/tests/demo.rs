@@ -38,6 +38,24 @@ async fn demo_runs_and_reuses_its_data() {
             ("bob", "student")
         ]
     );
+    // With Node.js, the demo signs people in through its own OpenID Connect provider.
+    if proxlab_hub::demo::oidc::node_available() {
+        assert!(
+            demo.file.oidc_issuer.is_some(),
+            "demo.json names the provider"
+        );
+        let visitor = WebClient::anonymous(&demo.file.url);
+        let landing = common::oidc::sign_in(&visitor, "/login/oidc/demo", "tina", |url| url).await;
+        assert_eq!(landing.status, StatusCode::OK, "{}", landing.body);
+        assert!(
+            landing.body.contains("tina@school.test"),
+            "signed in as tina"
+        );
+    } else {
+        eprintln!(
+            "NOTICE: node or npm is not installed; the demo's OpenID Connect provider is not tried"
+        );
+    }
     let admin = WebClient::with_token(&demo.file.url, &demo.user("admin").api_token);
     let nodes = admin.json("/api/v1/nodes").await;
     let nodes: Vec<(&str, &str, bool)> = nodes["nodes"]

@@ -7,6 +7,7 @@
 
 mod class;
 mod cluster;
+pub mod oidc;
 pub mod sshd;
 mod tools;
 
@@ -47,6 +48,8 @@ pub struct DemoOptions {
     /// How many simulated Proxmox clusters: 1, or 2 to show a second cluster beside the
     /// first (with a node named like one of the first's).
     pub clusters: u8,
+    /// Start the demo's own OpenID Connect provider, when Node.js is installed.
+    pub oidc: bool,
 }
 
 /// One demo login, as written to `demo.json`.
@@ -66,6 +69,9 @@ pub struct DemoFile {
     /// The VM that answers over SSH (the demo's own sshd), when this machine can run one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ssh: Option<DemoSsh>,
+    /// The issuer of the demo's OpenID Connect provider, when it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oidc_issuer: Option<String>,
 }
 
 /// How to log in to the demo VM that has an SSH server.
@@ -139,6 +145,7 @@ async fn accounts(db: &Db, dir: &Path) -> Result<DemoFile> {
         url: String::new(),
         users,
         ssh: None,
+        oidc_issuer: None,
     })
 }
 
@@ -185,6 +192,41 @@ pub struct Demo {
     /// for, a few VMs of its own.
     clusters: Vec<DemoCluster>,
     sshd: Option<sshd::LocalSshd>,
+    oidc: Option<oidc::OidcProvider>,
+}
+
+/// Starts the demo's OpenID Connect provider for the site at `site_url`, when it can (it is
+/// optional: the demo says why not and goes on).
+async fn start_oidc(dir: &Path, site_url: &str) -> Option<oidc::OidcProvider> {
+    if !oidc::node_available() {
+        eprintln!(
+            "The demo runs without its OpenID Connect provider: Node.js and npm are not installed."
+        );
+        return None;
+    }
+    let started = async {
+        let home = dir.join("oidc-provider");
+        let installed = tokio::task::spawn_blocking(move || oidc::install(&home)).await??;
+        let secret_file = dir.join("oidc-client-secret");
+        if !secret_file.exists() {
+            let secret = crate::domain::accounts::generate_password();
+            proxlab_link::files::write_atomic(&secret_file, secret.as_bytes(), true)?;
+        }
+        let secret = std::fs::read_to_string(&secret_file)?;
+        let client = oidc::ProviderClient {
+            redirect_uri: &format!("{site_url}/login/oidc/{}/callback", oidc::PROVIDER_ID),
+            post_logout_uri: &format!("{site_url}/login"),
+            secret: secret.trim(),
+        };
+        oidc::OidcProvider::start(&installed, &client).await
+    };
+    match started.await {
+        Ok(provider) => Some(provider),
+        Err(err) => {
+            eprintln!("The demo runs without its OpenID Connect provider: {err:#}");
+            None
+        }
+    }
 }
 
 impl Demo {
@@ -225,6 +267,19 @@ impl Demo {
             username: server.user.clone(),
             private_key_file: server.client_key_path(),
         });
+        let site_url = format!(
+            "{}://{}",
+            if options.tls { "https" } else { "http" },
+            options.http_addr
+        );
+        let oidc = match options.oidc && options.http_addr.port() != 0 {
+            true => start_oidc(&dir, &site_url).await,
+            false => None,
+        };
+        if let Some(provider) = &oidc {
+            config.sign_in = provider.sign_in_config(&dir.join("oidc-client-secret"))?;
+        }
+        file.oidc_issuer = oidc.as_ref().map(|provider| provider.issuer.clone());
         let hub = Hub::start(config.clone())
             .await
             .context("starting the hub (is another demo or hub using the ports?)")?;
@@ -282,6 +337,7 @@ impl Demo {
             agents,
             clusters,
             sshd,
+            oidc,
         })
     }
 
@@ -305,6 +361,13 @@ impl Demo {
                 ssh.username,
                 ssh.private_key_file.display()
             ));
+        }
+        if self.oidc.is_some() {
+            text.push_str(
+                "\n\"Sign in with School (demo provider)\" runs a real OpenID Connect provider: \
+                 any name and any password; tina is a teacher (group staff), anyone else a \
+                 student, each made at their first sign-in.\n",
+            );
         }
         text.push_str(&format!(
             "\nThe teacher's class \"{}\" has a weekly schedule, quota hours and idle shutdown \
@@ -334,6 +397,9 @@ impl Demo {
     /// Stops the agents, the simulated VMs, the demo's sshd and the hub.
     pub async fn stop(self) {
         drop(self.sshd);
+        if let Some(provider) = self.oidc {
+            provider.stop().await;
+        }
         for agent in self.agents {
             agent.stop().await;
         }
