@@ -15,6 +15,8 @@ use common::oidc::{CLIENT_SECRET, TestProvider, sign_in};
 use common::web::{WebClient, csrf_field};
 use proxlab_hub::db::users::Role;
 use proxlab_hub::domain::accounts::{change_role, create_user};
+use proxlab_hub::domain::admin::{UserChange, change_user};
+use proxlab_hub::domain::audit::Actor;
 use proxlab_hub::domain::sign_in::SignInConfig;
 use proxlab_hub::domain::sign_in::settings::SignInSection;
 use reqwest::StatusCode;
@@ -145,6 +147,32 @@ async fn the_first_sign_in_makes_the_account_and_later_ones_keep_it_up_to_date()
     let pinned = site.db().user_by_id(account.id).await.unwrap().unwrap();
     assert!(pinned.role_pinned);
     assert_eq!(pinned.role, Role::Student, "a role an admin set stays");
+    // Until the admin hands it back to the provider (the Users page's "let ... decide").
+    change_user(
+        site.db(),
+        Actor::Operator,
+        account.id,
+        UserChange::FollowSource,
+        None,
+    )
+    .await
+    .unwrap();
+    sign_in(&site.browser(), "/login/oidc/school", "tina", |url| url).await;
+    let followed = site.db().user_by_id(account.id).await.unwrap().unwrap();
+    assert!(!followed.role_pinned);
+    assert_eq!(followed.role, Role::Teacher);
+    // There is no password to reset for an account that signs in elsewhere.
+    assert!(
+        change_user(
+            site.db(),
+            Actor::Operator,
+            account.id,
+            UserChange::ResetPassword,
+            None
+        )
+        .await
+        .is_err()
+    );
 
     // The account has no password here.
     let by_password = site.browser();

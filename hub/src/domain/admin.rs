@@ -85,6 +85,8 @@ pub enum UserChange {
     Disable,
     Enable,
     ResetPassword,
+    /// Hands an external account's role back to its sign-in source's group mapping.
+    FollowSource,
 }
 
 impl UserChange {
@@ -94,6 +96,7 @@ impl UserChange {
             "disable" => Some(UserChange::Disable),
             "enable" => Some(UserChange::Enable),
             "reset-password" => Some(UserChange::ResetPassword),
+            "follow-source" => Some(UserChange::FollowSource),
             _ => None,
         }
     }
@@ -104,6 +107,7 @@ impl UserChange {
             UserChange::Disable => "user.disable",
             UserChange::Enable => "user.enable",
             UserChange::ResetPassword => "user.reset-password",
+            UserChange::FollowSource => "user.role-follows-source",
         }
     }
 }
@@ -157,7 +161,23 @@ async fn apply_user_change(
             accounts::set_disabled(db, user_id, false).await?;
             None
         }
-        UserChange::ResetPassword => Some(accounts::reset_password(db, user_id).await?),
+        UserChange::ResetPassword => {
+            let user = db
+                .user_by_id(user_id)
+                .await?
+                .ok_or_else(|| AdminError::NotFound("no such user".into()))?;
+            if !user.is_local() {
+                return Err(AdminError::Invalid(format!(
+                    "{} signs in through {}: there is no password here to reset",
+                    user.username, user.auth_source
+                )));
+            }
+            Some(accounts::reset_password(db, user_id).await?)
+        }
+        UserChange::FollowSource => {
+            db.set_role_pinned(user_id, false).await?;
+            None
+        }
     })
 }
 

@@ -171,7 +171,13 @@ async fn revoke_token(
 struct UserView {
     id: i64,
     username: String,
+    display_name: String,
+    email: String,
     role: &'static str,
+    /// How the account signs in: `local`, `oidc:<id>` or `ldap`.
+    source: String,
+    /// An admin set the role: the source's group mapping no longer changes it.
+    role_pinned: bool,
     disabled: bool,
     last_login_at: Option<String>,
 }
@@ -203,7 +209,11 @@ async fn render_users(
         .map(|row| UserView {
             id: row.id,
             username: row.username,
+            display_name: row.display_name,
+            email: row.email,
             role: row.role.as_str(),
+            source: row.auth_source,
+            role_pinned: row.role_pinned,
             disabled: row.disabled,
             last_login_at: row.last_login_at.map(format_time),
         })
