@@ -811,6 +811,8 @@ struct JoinView {
     token: String,
     /// For visitors not signed in: whether they may create an account here.
     registration: bool,
+    /// For visitors not signed in: the "Sign in with ..." buttons, back to this page.
+    providers: Vec<super::auth::ProviderButton>,
     error: Option<String>,
     username: String,
 }
@@ -822,11 +824,14 @@ async fn join_page(
     Path(token): Path<String>,
 ) -> Result<Response, PageError> {
     let Some(user) = user else {
-        let registration = state
-            .db
-            .flag(crate::db::settings::SELF_REGISTRATION)
-            .await?;
         let class = classes::class_for_invite(&state, &token).await?;
+        // A limited invite is for accounts the school knows: signing in, never registering.
+        let limited = !class.invite_domain.is_empty() || class.invite_roster_only;
+        let registration = !limited
+            && state
+                .db
+                .flag(crate::db::settings::SELF_REGISTRATION)
+                .await?;
         if !registration {
             // Signing in comes first; the page says what for.
             let next = format!("/join/{token}");
@@ -840,6 +845,7 @@ async fn join_page(
         }
         let view = JoinView {
             class: ClassSummary::from(&class),
+            providers: super::auth::provider_buttons(&state, &format!("/join/{token}")),
             token,
             registration,
             error: None,
@@ -860,6 +866,7 @@ async fn join_page(
         class: ClassSummary::from(&class),
         token,
         registration: false,
+        providers: Vec::new(),
         error: None,
         username: String::new(),
     };
@@ -941,6 +948,7 @@ async fn register(
             let status = error.status();
             let view = JoinView {
                 class: ClassSummary::from(&class),
+                providers: super::auth::provider_buttons(&state, &format!("/join/{token}")),
                 token,
                 registration: true,
                 error: Some(error.to_string()),

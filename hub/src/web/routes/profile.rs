@@ -30,6 +30,8 @@ struct ProfileView {
     tokens: Vec<TokenView>,
     new_token: Option<String>,
     min_password_len: usize,
+    /// How the account signs in: `local`, or the source that keeps its password.
+    source: String,
 }
 
 async fn render_profile(
@@ -51,10 +53,17 @@ async fn render_profile(
             revoked: token.revoked_at.is_some(),
         })
         .collect();
+    let source = state
+        .db
+        .user_by_id(user.viewer.id)
+        .await?
+        .map(|account| account.auth_source)
+        .unwrap_or_default();
     let view = ProfileView {
         tokens,
         new_token,
         min_password_len: MIN_PASSWORD_LEN,
+        source,
     };
     Ok(Page::render(
         "pages/portal/profile.html",
