@@ -509,3 +509,247 @@ async fn an_assistant_sees_the_class_page_without_its_controls() {
         );
     }
 }
+
+/// One form of a page, as a browser would submit it with its defaults.
+#[derive(Debug)]
+struct PageForm {
+    action: String,
+    fields: Vec<(String, String)>,
+}
+
+/// The value of attribute `name` in a tag's text.
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let marker = format!(" {name}=\"");
+    let at = tag.find(&marker)? + marker.len();
+    let end = tag[at..].find('"')? + at;
+    Some(tag[at..end].replace("&#x2F;", "/").replace("&amp;", "&"))
+}
+
+/// What a browser sends for an input left as the page gave it; empty required fields get a
+/// plausible value, so that the request reaches the handler's checks.
+fn default_value(tag: &str) -> Option<String> {
+    let kind = attribute(tag, "type").unwrap_or_else(|| "text".into());
+    match kind.as_str() {
+        "checkbox" | "radio" => tag
+            .contains(" checked")
+            .then(|| attribute(tag, "value").unwrap_or_else(|| "on".into())),
+        "submit" | "button" | "file" => None,
+        _ => Some(
+            match attribute(tag, "value").filter(|value| !value.is_empty()) {
+                Some(value) => value,
+                None => match kind.as_str() {
+                    "number" => attribute(tag, "min").unwrap_or_else(|| "1".into()),
+                    "date" => "2030-01-07".into(),
+                    "time" => "08:00".into(),
+                    _ => "x".into(),
+                },
+            },
+        ),
+    }
+}
+
+/// Every form on a page that posts somewhere, one per submit target (a button's
+/// `formaction` makes its own), with the fields it would send.
+fn page_forms(html: &str) -> Vec<PageForm> {
+    let mut forms = Vec::new();
+    let mut rest = html;
+    while let Some(start) = rest.find("<form") {
+        let end = rest[start..]
+            .find("</form>")
+            .map_or(rest.len(), |end| start + end);
+        let form = &rest[start..end];
+        let open_tag = &form[..form.find('>').unwrap_or(form.len())];
+        rest = &rest[end..];
+        if attribute(open_tag, "method").as_deref() != Some("post")
+            || open_tag.contains("multipart/form-data")
+        {
+            continue;
+        }
+        let mut fields = Vec::new();
+        let mut targets: Vec<String> = attribute(open_tag, "action").into_iter().collect();
+        for (at, _) in form.match_indices('<') {
+            let tag = &form[at..at + form[at..].find('>').unwrap_or(0)];
+            if tag.starts_with("<input") || tag.starts_with("<textarea") {
+                if let (Some(name), Some(value)) = (attribute(tag, "name"), default_value(tag)) {
+                    fields.push((name, value));
+                }
+            } else if tag.starts_with("<select") {
+                let select = &form[at..];
+                let body = &select[..select.find("</select>").unwrap_or(select.len())];
+                let chosen = body
+                    .split("<option")
+                    .skip(1)
+                    .find(|option| option.contains(" selected"))
+                    .or_else(|| body.split("<option").nth(1));
+                let value = chosen.map(|option| {
+                    attribute(option, "value").unwrap_or_else(|| {
+                        let text = &option[option.find('>').map_or(0, |at| at + 1)..];
+                        text[..text.find('<').unwrap_or(text.len())]
+                            .trim()
+                            .to_owned()
+                    })
+                });
+                if let (Some(name), Some(value)) = (attribute(tag, "name"), value) {
+                    fields.push((name, value));
+                }
+            } else if tag.starts_with("<button")
+                && let Some(target) = attribute(tag, "formaction")
+            {
+                targets.push(target);
+            }
+        }
+        for action in targets {
+            forms.push(PageForm {
+                action,
+                fields: fields.clone(),
+            });
+        }
+    }
+    forms
+}
+
+/// How a page answered: denied with 403 or 404, or back to the page with an error saying so.
+async fn page_cell(response: reqwest::Response) -> Cell {
+    let status = response.status();
+    let flash = response
+        .headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .find(|cookie| cookie.starts_with("proxlab_flash="))
+        .map(|cookie| {
+            let value = cookie["proxlab_flash=".len()..]
+                .split(';')
+                .next()
+                .unwrap_or_default();
+            form_urlencoded::parse(format!("x={value}").as_bytes())
+                .next()
+                .map(|(_, text)| text.into_owned())
+                .unwrap_or_default()
+                .to_lowercase()
+        })
+        .unwrap_or_default();
+    match status {
+        StatusCode::FORBIDDEN => Cell::Forbidden,
+        StatusCode::NOT_FOUND => Cell::Hidden,
+        _ if flash.starts_with("error:") && flash.contains("not allowed") => Cell::Forbidden,
+        _ if flash.starts_with("error:")
+            && (flash.contains("no such") || flash.contains("not found")) =>
+        {
+            Cell::Hidden
+        }
+        _ => Cell::Allowed,
+    }
+}
+
+#[tokio::test]
+async fn every_form_of_the_class_page_for_everyone_who_is_not_its_owner() {
+    let lab = Lab::start().await;
+    let owner_api = lab.user("owen", Role::Teacher).await;
+    for (name, role) in [
+        ("stella", Role::Student),
+        ("tara", Role::Teacher),
+        ("otto", Role::Teacher),
+        ("cleo", Role::Student),
+        ("oscar", Role::Student),
+    ] {
+        lab.user(name, role).await;
+    }
+    let (class_id, _) = lab.deployed_class(&owner_api, "Forms", 1).await;
+    for username in ["stella", "tara"] {
+        let answer = owner_api
+            .api_post_json(
+                &format!("/api/v1/classes/{class_id}/assistants"),
+                &json!({ "username": username }),
+            )
+            .await;
+        assert_eq!(answer.status(), StatusCode::OK);
+    }
+    let detail = owner_api.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vm = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vm| vm["kind"] == "student")
+        .map(|vm| vm["id"].as_str().unwrap().to_owned())
+        .unwrap();
+    let answer = owner_api
+        .api_post_json(
+            &format!("/api/v1/vms/{vm}/assign"),
+            &json!({ "username": "cleo" }),
+        )
+        .await;
+    assert_eq!(answer.status(), StatusCode::OK);
+    let before = owner_api.json(&format!("/api/v1/classes/{class_id}")).await;
+
+    let base = lab.hub.url();
+    let owner = WebClient::login(&base, "owen", "a-long-password").await;
+    let page = owner
+        .get(&format!("/classes/{class_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    let forms: Vec<PageForm> = page_forms(&page)
+        .into_iter()
+        .filter(|form| form.action.starts_with("/classes/") || form.action.starts_with("/vms/"))
+        .collect();
+    assert!(
+        forms.len() >= 20,
+        "the owner's page has its forms: {forms:?}"
+    );
+
+    let mut wrong = Vec::new();
+    let mut asked = 0;
+    for (who, name) in [
+        (Who::StudentAssistant, "stella"),
+        (Who::TeacherAssistant, "tara"),
+        (Who::OtherTeacher, "otto"),
+        (Who::ClassStudent, "cleo"),
+        (Who::Outsider, "oscar"),
+    ] {
+        let client = WebClient::login(&base, name, "a-long-password").await;
+        let class_page = client.get(&format!("/classes/{class_id}")).await.status();
+        let want = expected(Rule::ClassStaff, who);
+        if observed(class_page) != want {
+            wrong.push(format!(
+                "GET /classes/{class_id} as {who:?}: {class_page}, wanted {want:?}"
+            ));
+        }
+        for form in &forms {
+            let rule = if form.action.contains("/bulk/") {
+                Rule::ClassStaff
+            } else if form.action.starts_with("/vms/") {
+                Rule::VmManagers
+            } else {
+                Rule::OwnersOnly
+            };
+            let want = expected(rule, who);
+            let fields: Vec<(&str, &str)> = form
+                .fields
+                .iter()
+                .filter(|(name, _)| name != "csrf")
+                .map(|(name, value)| (name.as_str(), value.as_str()))
+                .collect();
+            asked += 1;
+            let got = page_cell(client.post_form(&form.action, &fields).await).await;
+            if got != want {
+                wrong.push(format!(
+                    "POST {} as {who:?}: {got:?}, wanted {want:?}",
+                    form.action
+                ));
+            }
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "{} of {asked} cells wrong:\n{}",
+        wrong.len(),
+        wrong.join("\n")
+    );
+    // The bulk actions the assistants ran are the only change.
+    let after = owner_api.json(&format!("/api/v1/classes/{class_id}")).await;
+    for field in ["class", "owners", "assistants", "students", "invite_path"] {
+        assert_eq!(after[field], before[field], "{field} changed");
+    }
+}

@@ -566,6 +566,8 @@ async fn bulk(
     let back = format!("/classes/{id}#vms");
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
+    // Who may act comes first: the form's contents say nothing to those who may not.
+    classes::class_in_view(&state, &user.viewer, id).await?;
     let chosen = chosen_vms(&body)?;
     let all = form_urlencoded::parse(&body).any(|(key, value)| key == "all" && value == "1");
     let selection = match (all, chosen.is_empty()) {
@@ -686,6 +688,10 @@ async fn remove_vms(
     Path(id): Path<i64>,
     body: axum::body::Bytes,
 ) -> Response {
+    // Who may act comes first: the form's contents say nothing to those who may not.
+    if let Err(err) = classes::owned_class(&state, &user.viewer, id).await {
+        return back_with(id, "", Err(err));
+    }
     let selected = match chosen_vms(&body) {
         Ok(selected) => selected,
         Err(err) => return back_with(id, "", Err(err)),

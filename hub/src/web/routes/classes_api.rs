@@ -560,6 +560,8 @@ async fn bulk(
 ) -> ApiResult<TaskView> {
     let action = VmAction::parse(&action)
         .ok_or_else(|| AppError::NotFound(format!("there is no VM action {action:?}")))?;
+    // Who may act comes first: the request's contents say nothing to those who may not.
+    classes::class_in_view(&state, &user.viewer, id).await?;
     let selection = match (body.all, body.vmids.is_empty()) {
         (true, true) => Selection::All,
         (false, false) => Selection::Vms(body.vmids),
