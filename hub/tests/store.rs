@@ -699,3 +699,118 @@ async fn each_schedule_occurrence_is_claimed_by_one_hub_process() {
         test_db.finish().await;
     }
 }
+
+#[tokio::test]
+async fn external_identities_rosters_and_assistants_on_both_databases() {
+    use proxlab_hub::db::rosters::{RosterAccount, RosterRow};
+    use proxlab_hub::db::users::Role;
+    use proxlab_hub::domain::sign_in::accounts::account_for;
+    use proxlab_hub::domain::sign_in::{ExternalIdentity, SignInError};
+    for test_db in databases().await {
+        let db = test_db.db.clone();
+        let identity = |subject: &str, username: &str, role: Role| ExternalIdentity {
+            source: "oidc:school".into(),
+            subject: subject.into(),
+            username: username.into(),
+            display_name: "Sam Student".into(),
+            email: format!("{username}@school.test"),
+            role,
+            link_existing: false,
+        };
+        // Made at the first sign-in, found by subject afterwards (even renamed), the role
+        // following the source unless pinned.
+        let sam = account_for(&db, &identity("sub-1", "sam", Role::Student))
+            .await
+            .unwrap();
+        assert_eq!(
+            (sam.auth_source.as_str(), sam.role),
+            ("oidc:school", Role::Student)
+        );
+        let again = account_for(&db, &identity("sub-1", "sam-renamed", Role::Teacher))
+            .await
+            .unwrap();
+        assert_eq!((again.id, again.role), (sam.id, Role::Teacher));
+        db.set_role_pinned(sam.id, true).await.unwrap();
+        db.set_role(sam.id, Role::Student).await.unwrap();
+        let pinned = account_for(&db, &identity("sub-1", "sam", Role::Teacher))
+            .await
+            .unwrap();
+        assert_eq!(pinned.role, Role::Student);
+        // A local account of the same name is not taken over.
+        db.insert_user("kim", Role::Student, "x", 0).await.unwrap();
+        assert!(matches!(
+            account_for(&db, &identity("sub-2", "kim", Role::Student)).await,
+            Err(SignInError::Refused(_))
+        ));
+
+        // A roster in one transaction: an existing account, a new local one, one waiting
+        // for single sign-on; matched by email; on the roster and enrolled once.
+        let class_id = class_with_seats(&db, 2).await;
+        let row = |username: &str, account: RosterAccount| RosterRow {
+            username: username.into(),
+            email: format!("{username}@school.test"),
+            display_name: String::new(),
+            account,
+        };
+        let rows = [
+            row("sam", RosterAccount::Existing(sam.id)),
+            row(
+                "lee",
+                RosterAccount::NewLocal {
+                    password_hash: "$argon2id$x".into(),
+                },
+            ),
+            row(
+                "ada",
+                RosterAccount::Preregistered {
+                    source: "ldap".into(),
+                },
+            ),
+        ];
+        assert_eq!(db.import_roster(class_id, &rows, 5).await.unwrap(), 3);
+        assert_eq!(db.import_roster(class_id, &rows[..1], 6).await.unwrap(), 0);
+        let roster = db.class_roster(class_id).await.unwrap();
+        let names: Vec<&str> = roster.iter().map(|p| p.username.as_str()).collect();
+        assert_eq!(names, ["ada", "lee", "sam"]);
+        assert!(roster.iter().all(|person| !person.signed_in));
+        db.record_login(sam.id, 8).await.unwrap();
+        let signed_in: Vec<bool> = db
+            .class_roster(class_id)
+            .await
+            .unwrap()
+            .iter()
+            .map(|person| person.signed_in)
+            .collect();
+        assert_eq!(signed_in, [false, false, true]);
+        let ada = db.user_by_email("ada@school.test").await.unwrap().unwrap();
+        assert_eq!(ada.auth_source, "ldap");
+        assert!(db.on_roster(class_id, ada.id).await.unwrap());
+        // A name taken meanwhile undoes the whole import.
+        let clash = [
+            row(
+                "new1",
+                RosterAccount::Preregistered {
+                    source: "ldap".into(),
+                },
+            ),
+            row(
+                "kim",
+                RosterAccount::Preregistered {
+                    source: "ldap".into(),
+                },
+            ),
+        ];
+        assert!(db.import_roster(class_id, &clash, 7).await.is_err());
+        assert!(db.user_by_name("new1").await.unwrap().is_none());
+
+        // Assistants see the class in their list; removing them is reported.
+        db.add_class_assistant(class_id, ada.id).await.unwrap();
+        assert!(db.is_class_assistant(class_id, ada.id).await.unwrap());
+        assert_eq!(db.assisted_class_ids(ada.id).await.unwrap(), [class_id]);
+        assert_eq!(db.list_classes(Some(ada.id)).await.unwrap().len(), 1);
+        assert_eq!(db.class_assistants(class_id).await.unwrap(), ["ada"]);
+        assert!(db.remove_class_assistant(class_id, ada.id).await.unwrap());
+        assert!(!db.remove_class_assistant(class_id, ada.id).await.unwrap());
+        test_db.finish().await;
+    }
+}
