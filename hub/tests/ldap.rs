@@ -14,14 +14,31 @@ use proxlab_hub::domain::sign_in::SignInConfig;
 use proxlab_hub::domain::sign_in::settings::SignInSection;
 use reqwest::StatusCode;
 
-/// A hub whose password form also asks the directory, configured by `ldap` (the body of
-/// `[sign_in.ldap]`).
-async fn hub_asking(ldap: &str, secrets: &tempfile::TempDir) -> TestHub {
+/// The body of `[sign_in.ldap]` that searches with the service account over LDAPS, with
+/// `extra` settings after it.
+fn searching(directory: &Slapd, extra: &str) -> String {
+    format!(
+        "url = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
+         bind_password_file = \"SECRET_FILE\"\nuser_base = \"ou=people,{SUFFIX}\"\n{extra}",
+        url = directory.ldaps_url,
+        ca = directory.ca_file().display(),
+    )
+}
+
+/// The sign-in settings of a `[sign_in.ldap]` body; its service password goes to a file in
+/// `secrets`, named where the body says `SECRET_FILE`.
+fn settings(ldap: &str, secrets: &tempfile::TempDir) -> SignInConfig {
     let secret = secrets.path().join("bind-password");
     std::fs::write(&secret, SERVICE_PASSWORD).unwrap();
     let ldap = ldap.replace("SECRET_FILE", &secret.display().to_string());
     let section: SignInSection = toml::from_str(&format!("[ldap]\n{ldap}")).unwrap();
-    let sign_in = SignInConfig::from_section(section).unwrap();
+    SignInConfig::from_section(section).unwrap()
+}
+
+/// A hub whose password form also asks the directory, configured by `ldap` (the body of
+/// `[sign_in.ldap]`).
+async fn hub_asking(ldap: &str, secrets: &tempfile::TempDir) -> TestHub {
+    let sign_in = settings(ldap, secrets);
     TestHub::start_configured(None, |config| config.sign_in = sign_in).await
 }
 
@@ -39,12 +56,9 @@ async fn search_then_bind_over_ldaps_maps_groups_to_roles() {
     };
     let secrets = tempfile::tempdir().unwrap();
     let hub = hub_asking(
-        &format!(
-            "url = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
-             bind_password_file = \"SECRET_FILE\"\nuser_base = \"ou=people,{SUFFIX}\"\n\
-             group_base = \"ou=groups,{SUFFIX}\"\n[ldap.roles]\nteachers = \"teacher\"\n",
-            url = directory.ldaps_url,
-            ca = directory.ca_file().display(),
+        &searching(
+            &directory,
+            &format!("group_base = \"ou=groups,{SUFFIX}\"\n[ldap.roles]\nteachers = \"teacher\"\n"),
         ),
         &secrets,
     )
@@ -145,17 +159,7 @@ async fn a_directory_that_is_down_says_so_and_local_admins_still_sign_in() {
         return;
     };
     let secrets = tempfile::tempdir().unwrap();
-    let hub = hub_asking(
-        &format!(
-            "url = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
-             bind_password_file = \"SECRET_FILE\"\nuser_base = \"ou=people,{SUFFIX}\"\n\
-             timeout = \"2s\"\n",
-            url = directory.ldaps_url,
-            ca = directory.ca_file().display(),
-        ),
-        &secrets,
-    )
-    .await;
+    let hub = hub_asking(&searching(&directory, "timeout = \"2s\"\n"), &secrets).await;
     let db = &hub.hub().state.db;
     create_user(db, "root", Role::Admin, Some("the admins password"))
         .await
@@ -183,17 +187,7 @@ async fn a_class_roster_follows_a_directory_group() {
         return;
     };
     let secrets = tempfile::tempdir().unwrap();
-    let secret = secrets.path().join("bind-password");
-    std::fs::write(&secret, SERVICE_PASSWORD).unwrap();
-    let section: SignInSection = toml::from_str(&format!(
-        "[ldap]\nurl = \"{url}\"\nca_file = \"{ca}\"\nbind_dn = \"{SERVICE_DN}\"\n\
-         bind_password_file = \"{secret}\"\nuser_base = \"ou=people,{SUFFIX}\"\n",
-        url = directory.ldaps_url,
-        ca = directory.ca_file().display(),
-        secret = secret.display(),
-    ))
-    .unwrap();
-    let sign_in = SignInConfig::from_section(section).unwrap();
+    let sign_in = settings(&searching(&directory, ""), &secrets);
     let lab = common::lab::Lab::start_configured("shared", |config| config.sign_in = sign_in).await;
     let teacher = lab.user("teach", Role::Teacher).await;
     let (class_id, _) = lab.deployed_class(&teacher, "Pupils", 2).await;

@@ -82,6 +82,16 @@ staff = "teacher"
     }
 }
 
+/// Signs in as `login` in a fresh browser: refused with `status`, on a page that says
+/// `says`, and not signed in afterwards.
+async fn assert_refused(site: &Site, login: &str, status: StatusCode, says: &str) {
+    let browser = site.browser();
+    let landing = sign_in(&browser, "/login/oidc/school", login, |url| url).await;
+    assert_eq!(landing.status, status, "{login}: {}", landing.body);
+    assert!(landing.body.contains(says), "{login}: {}", landing.body);
+    assert!(!signed_in(&browser).await, "{login}");
+}
+
 /// Whether a client's cookies sign it in.
 async fn signed_in(client: &WebClient) -> bool {
     client.get("/vms").await.status() == StatusCode::OK
@@ -244,33 +254,18 @@ async fn answers_that_do_not_check_out_are_refused() {
     // ID tokens spoiled at the provider's token endpoint.
     for mode in ["nonce", "expired", "signature", "audience"] {
         site.provider.tamper(Some(mode)).await;
-        let browser = site.browser();
-        let landing = sign_in(&browser, "/login/oidc/school", "sam", |url| url).await;
-        assert_eq!(
-            landing.status,
+        assert_refused(
+            &site,
+            "sam",
             StatusCode::FORBIDDEN,
-            "{mode}: {}",
-            landing.body
-        );
-        assert!(
-            landing.body.contains("did not pass its checks"),
-            "{mode}: {}",
-            landing.body
-        );
-        assert!(!signed_in(&browser).await, "{mode}");
+            "did not pass its checks",
+        )
+        .await;
     }
     site.provider.tamper(None).await;
 
     // An email domain the site does not take.
-    let eve = site.browser();
-    let landing = sign_in(&eve, "/login/oidc/school", "eve", |url| url).await;
-    assert_eq!(landing.status, StatusCode::FORBIDDEN);
-    assert!(
-        landing.body.contains("eve@elsewhere.test"),
-        "{}",
-        landing.body
-    );
-    assert!(!signed_in(&eve).await);
+    assert_refused(&site, "eve", StatusCode::FORBIDDEN, "eve@elsewhere.test").await;
     assert!(
         site.db()
             .user_by_name("eve@elsewhere.test")
@@ -288,15 +283,7 @@ async fn answers_that_do_not_check_out_are_refused() {
     )
     .await
     .unwrap();
-    let kim = site.browser();
-    let landing = sign_in(&kim, "/login/oidc/school", "kim", |url| url).await;
-    assert_eq!(landing.status, StatusCode::FORBIDDEN);
-    assert!(
-        landing.body.contains("exists here already"),
-        "{}",
-        landing.body
-    );
-    assert!(!signed_in(&kim).await);
+    assert_refused(&site, "kim", StatusCode::FORBIDDEN, "exists here already").await;
 }
 
 #[tokio::test]

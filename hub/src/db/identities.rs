@@ -66,12 +66,7 @@ impl Db {
         .bind(now)
         .fetch_one(&mut *tx)
         .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                DbError::Conflict(format!("a user named {username} exists"))
-            }
-            _ => DbError::Sqlx(err),
-        })?;
+        .map_err(|err| super::users::name_taken(err, username))?;
         let id: i64 = row.try_get("id")?;
         insert_identity(&mut tx, source, subject, id, now).await?;
         tx.commit().await?;

@@ -158,11 +158,6 @@ async fn insert_user(
     .bind(now)
     .fetch_one(&mut **tx)
     .await
-    .map_err(|err| match &err {
-        sqlx::Error::Database(db) if db.is_unique_violation() => {
-            DbError::Conflict(format!("a user named {} exists", row.username))
-        }
-        _ => DbError::Sqlx(err),
-    })?;
+    .map_err(|err| super::users::name_taken(err, &row.username))?;
     Ok(inserted.try_get("id")?)
 }

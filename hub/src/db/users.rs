@@ -110,6 +110,16 @@ pub(super) fn user_from_row(row: &AnyRow) -> Result<UserRow, sqlx::Error> {
     })
 }
 
+/// A failed insert into `users`, as `Conflict` when the username is taken.
+pub(super) fn name_taken(err: sqlx::Error, username: &str) -> DbError {
+    match &err {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            DbError::Conflict(format!("a user named {username} exists"))
+        }
+        _ => DbError::Sqlx(err),
+    }
+}
+
 impl Db {
     /// Adds a user. `Conflict` if the name is taken.
     pub async fn insert_user(
@@ -135,12 +145,7 @@ impl Db {
         .bind(now)
         .fetch_one(self.pool())
         .await
-        .map_err(|err| match &err {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                DbError::Conflict(format!("a user named {username} exists"))
-            }
-            _ => DbError::Sqlx(err),
-        })?;
+        .map_err(|err| name_taken(err, username))?;
         Ok(row.try_get("id")?)
     }
 

@@ -256,29 +256,30 @@ impl Authenticator {
             return Err(LoginError::BadCredentials);
         };
         let viewer = Viewer::from(&user);
-        if user.disabled {
-            audit::record(
-                &self.db,
-                Some(&viewer),
-                "auth.login",
-                &target,
-                Outcome::Denied,
-                "account disabled",
-            )
-            .await;
-            return Err(LoginError::Disabled);
-        }
-        if user.is_local() && self.local_login == LocalLogin::Admins && user.role != Role::Admin {
-            audit::record(
-                &self.db,
-                Some(&viewer),
-                "auth.login",
-                &target,
-                Outcome::Denied,
+        let refusal = if user.disabled {
+            Some((LoginError::Disabled, "account disabled"))
+        } else if user.is_local()
+            && self.local_login == LocalLogin::Admins
+            && user.role != Role::Admin
+        {
+            Some((
+                LoginError::LocalLoginOff,
                 "local passwords are for admins only",
+            ))
+        } else {
+            None
+        };
+        if let Some((error, reason)) = refusal {
+            audit::record(
+                &self.db,
+                Some(&viewer),
+                "auth.login",
+                &target,
+                Outcome::Denied,
+                reason,
             )
             .await;
-            return Err(LoginError::LocalLoginOff);
+            return Err(error);
         }
         self.throttle.record_success(&username);
         let secret = self.open_session(user.id).await?;

@@ -932,17 +932,21 @@ pub async fn add_owner(
         .filter(|user| user.role >= crate::db::users::Role::Teacher && !user.disabled)
         .ok_or_else(|| ClassError::Invalid(format!("{username} is not an active teacher")))?;
     state.db.add_class_owner(class_id, user.id).await?;
-    audit::record(
-        &state.db,
-        viewer,
-        "class.owner-add",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
-        username,
-    )
-    .await;
-    state.jobs.announce(class_id);
+    people_changed(state, viewer, class_id, "class.owner-add", username).await;
     Ok(())
+}
+
+/// Records a change of a class's people (owners, assistants) and tells its open pages.
+async fn people_changed(
+    state: &HubState,
+    viewer: &Viewer,
+    class_id: i64,
+    action: &str,
+    username: &str,
+) {
+    let target = format!("class:{class_id}");
+    audit::record(&state.db, viewer, action, &target, Outcome::Ok, username).await;
+    state.jobs.announce(class_id);
 }
 
 /// Makes someone (a teacher or a student) an assistant of the class.
@@ -965,16 +969,7 @@ pub async fn add_assistant(
         )));
     }
     state.db.add_class_assistant(class_id, user.id).await?;
-    audit::record(
-        &state.db,
-        viewer,
-        "class.assistant-add",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
-        username,
-    )
-    .await;
-    state.jobs.announce(class_id);
+    people_changed(state, viewer, class_id, "class.assistant-add", username).await;
     Ok(())
 }
 
@@ -992,16 +987,7 @@ pub async fn remove_assistant(
             "{username} is not an assistant of this class"
         )));
     }
-    audit::record(
-        &state.db,
-        viewer,
-        "class.assistant-remove",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
-        username,
-    )
-    .await;
-    state.jobs.announce(class_id);
+    people_changed(state, viewer, class_id, "class.assistant-remove", username).await;
     Ok(())
 }
 
@@ -1019,15 +1005,7 @@ pub async fn remove_owner(
             "{username} is not a co-owner, or the class's last owner"
         )));
     }
-    audit::record(
-        &state.db,
-        viewer,
-        "class.owner-remove",
-        &format!("class:{class_id}"),
-        Outcome::Ok,
-        username,
-    )
-    .await;
+    people_changed(state, viewer, class_id, "class.owner-remove", username).await;
     Ok(())
 }
 

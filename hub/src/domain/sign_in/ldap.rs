@@ -211,15 +211,7 @@ impl Directory {
         };
         let groups = self.groups(&mut ldap, &entry, username).await?;
         let _ = ldap.unbind().await;
-        let first = |name: &str| {
-            entry
-                .attrs
-                .iter()
-                .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                .and_then(|(_, values)| values.first())
-                .cloned()
-                .unwrap_or_default()
-        };
+        let first = |name: &str| first_value(&entry, name).unwrap_or_default();
         let subject = stable_id(&entry).unwrap_or_else(|| entry.dn.to_lowercase());
         Ok(Some(ExternalIdentity {
             source: SOURCE.into(),
@@ -341,14 +333,7 @@ impl Directory {
         Ok(people
             .iter()
             .filter_map(|entry| {
-                let first = |name: &str| {
-                    entry
-                        .attrs
-                        .iter()
-                        .find(|(key, _)| key.eq_ignore_ascii_case(name))
-                        .and_then(|(_, values)| values.first())
-                        .cloned()
-                };
+                let first = |name: &str| first_value(entry, name);
                 let login = first("sAMAccountName").or_else(|| first("uid"))?;
                 Some((
                     login.to_lowercase(),
@@ -435,15 +420,20 @@ fn with_common_names(dns: Vec<String>) -> Vec<String> {
     dns.into_iter().chain(names).collect()
 }
 
+/// The first value of an attribute (attribute names ignore case).
+fn first_value(entry: &SearchEntry, name: &str) -> Option<String> {
+    entry
+        .attrs
+        .iter()
+        .find(|(key, _)| key.eq_ignore_ascii_case(name))
+        .and_then(|(_, values)| values.first())
+        .cloned()
+}
+
 /// The directory's id for the entry, which survives renames and moves: OpenLDAP's
 /// `entryUUID` or Active Directory's `objectGUID`.
 fn stable_id(entry: &SearchEntry) -> Option<String> {
-    let text = entry
-        .attrs
-        .iter()
-        .find(|(key, _)| key.eq_ignore_ascii_case("entryUUID"))
-        .and_then(|(_, values)| values.first())
-        .map(|uuid| uuid.to_lowercase());
+    let text = first_value(entry, "entryUUID").map(|uuid| uuid.to_lowercase());
     text.or_else(|| {
         entry
             .bin_attrs
