@@ -236,6 +236,27 @@ async fn answers_that_do_not_check_out_are_refused() {
     );
     assert!(!signed_in(&forged).await);
 
+    // An error text in a link someone sent is not shown: only a sign-in this browser
+    // started can come back with one.
+    let lured = site.browser();
+    let page = lured
+        .get("/login/oidc/school/callback?error=access_denied&error_description=Call+555-0100+now")
+        .await;
+    assert_eq!(page.status(), StatusCode::BAD_REQUEST);
+    let page = page.text().await.unwrap();
+    assert!(!page.contains("555-0100"), "{page}");
+    assert!(page.contains("not one this browser started"), "{page}");
+    let filter = proxlab_hub::db::audit::AuditFilter {
+        target: Some("oidc:school".into()),
+        limit: 50,
+        ..Default::default()
+    };
+    let denied = site.db().find_audit(&filter).await.unwrap();
+    assert!(
+        denied.len() >= 2 && denied.iter().all(|entry| entry.result == "denied"),
+        "refused callbacks are in the audit log: {denied:?}"
+    );
+
     // A callback used twice: the second time counts for nothing, also in another browser.
     let seen = Mutex::new(None);
     let first = site.browser();

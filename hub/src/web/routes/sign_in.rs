@@ -11,6 +11,7 @@ use serde::Deserialize;
 
 use super::auth::{LoginView, login_page, with_session_cookie};
 use crate::HubState;
+use crate::domain::audit::{self, Actor, Outcome};
 use crate::domain::sign_in::SignInError;
 use crate::domain::sign_in::oidc::LOGIN_WINDOW;
 use crate::secrets::secrets_equal;
@@ -116,30 +117,55 @@ async fn callback(
         .sign_in
         .provider(&id)
         .ok_or_else(|| AppError::NotFound(format!("no sign-in provider is called {id:?}")))?;
-    if let Some(error) = &query.error {
-        let detail = query.error_description.as_deref().unwrap_or(error);
-        let message = format!("{} did not sign you in: {detail}", provider.label);
-        return refused(&state, &headers, StatusCode::FORBIDDEN, message);
-    }
-    let (Some(code), Some(returned_state)) = (&query.code, &query.state) else {
-        let message = "the provider's answer is incomplete; start again".to_owned();
-        return refused(&state, &headers, StatusCode::BAD_REQUEST, message);
-    };
-    // The state must be the one this browser was given, and still be waiting.
+    // The state must be the one this browser was given, and still be waiting; only then is
+    // anything in the answer believed (or shown: an error text in a link is anyone's).
     let browser_state = cookies::get(&headers, cookies::OIDC_STATE).unwrap_or_default();
-    let pending = secrets_equal(browser_state, returned_state)
+    let returned_state = query.state.as_deref().unwrap_or_default();
+    let pending = (!returned_state.is_empty() && secrets_equal(browser_state, returned_state))
         .then(|| state.sign_in.pending.take(returned_state))
         .flatten();
+    let deny = |status: StatusCode, message: String| {
+        let target = format!("oidc:{id}");
+        let detail = format!("{message}; from {address}");
+        let db = state.db.clone();
+        async move {
+            audit::record(
+                &db,
+                Actor::Anonymous,
+                "auth.login",
+                &target,
+                Outcome::Denied,
+                &detail,
+            )
+            .await;
+            (status, message)
+        }
+    };
     let Some(pending) = pending else {
         let message = "this sign-in is not one this browser started, or it took too long; \
                        start again"
             .to_owned();
-        return refused(&state, &headers, StatusCode::BAD_REQUEST, message);
+        let (status, message) = deny(StatusCode::BAD_REQUEST, message).await;
+        return refused(&state, &headers, status, message);
+    };
+    if let Some(error) = &query.error {
+        let detail = query.error_description.as_deref().unwrap_or(error);
+        let message = format!("{} did not sign you in: {detail}", provider.label);
+        let (status, message) = deny(StatusCode::FORBIDDEN, message).await;
+        return refused(&state, &headers, status, message);
+    }
+    let Some(code) = &query.code else {
+        let message = "the provider's answer is incomplete; start again".to_owned();
+        let (status, message) = deny(StatusCode::BAD_REQUEST, message).await;
+        return refused(&state, &headers, status, message);
     };
     let next = pending.next.clone();
     let identity = match provider.finish(pending, code).await {
         Ok(identity) => identity,
-        Err(err) => return refused(&state, &headers, status_of(&err), err.to_string()),
+        Err(err) => {
+            let (status, message) = deny(status_of(&err), err.to_string()).await;
+            return refused(&state, &headers, status, message);
+        }
     };
     match state.auth.external_login(&identity, address).await {
         Ok((_, secret)) => {
