@@ -46,19 +46,31 @@ pub fn node_available() -> bool {
     })
 }
 
-/// The provider installed in `dir` (`npm ci` the first time, and when the pinned packages
-/// change). Installs run in a directory of their own and are renamed into place, so that two
-/// processes installing at once cannot leave a half-installed one.
-pub fn install(dir: &Path) -> Result<PathBuf> {
-    let lock = FILES[1].1;
-    let installed = dir.join("node_modules/oidc-provider").is_dir()
+/// Whether `dir` holds an install of the pinned packages.
+fn installed(dir: &Path) -> bool {
+    dir.join("node_modules/oidc-provider").is_dir()
         && std::fs::read_to_string(dir.join("package-lock.json"))
             .ok()
             .as_deref()
-            == Some(lock);
-    if !installed {
-        let scratch = dir.with_extension(format!("installing-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&scratch);
+            == Some(FILES[1].1)
+}
+
+/// A name beside `dir` that no other install, in this process or another, uses.
+fn beside(dir: &Path, what: &str) -> PathBuf {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    dir.with_extension(format!("{what}-{}-{n}", std::process::id()))
+}
+
+/// The provider installed in `dir` (`npm ci` the first time, and when the pinned packages
+/// change). One install at a time in a process; across processes, each installs in a
+/// directory of its own and renames it into place, and an install already in place is never
+/// removed under a provider that runs from it.
+pub fn install(dir: &Path) -> Result<PathBuf> {
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = ONE_AT_A_TIME.lock().unwrap_or_else(|err| err.into_inner());
+    if !installed(dir) {
+        let scratch = beside(dir, "installing");
         std::fs::create_dir_all(&scratch)
             .with_context(|| format!("creating {}", scratch.display()))?;
         for (name, text) in FILES {
@@ -76,14 +88,29 @@ pub fn install(dir: &Path) -> Result<PathBuf> {
                 String::from_utf8_lossy(&output.stderr).trim()
             );
         }
-        let _ = std::fs::remove_dir_all(dir);
-        if std::fs::rename(&scratch, dir).is_err() {
+        if installed(dir) {
             // Another process installed it meanwhile.
             let _ = std::fs::remove_dir_all(&scratch);
+        } else {
+            if dir.exists() {
+                // An install of other packages: moved aside, then removed.
+                let stale = beside(dir, "stale");
+                std::fs::rename(dir, &stale)?;
+                let _ = std::fs::remove_dir_all(&stale);
+            }
+            if std::fs::rename(&scratch, dir).is_err() {
+                let _ = std::fs::remove_dir_all(&scratch);
+                if !installed(dir) {
+                    bail!("installing the provider in {} failed", dir.display());
+                }
+            }
         }
     }
-    // The script is ours and small: always the embedded one.
-    std::fs::write(dir.join("provider.mjs"), FILES[2].1)?;
+    // The script is ours and small: the embedded one, replaced atomically if it differs.
+    let script = dir.join("provider.mjs");
+    if std::fs::read_to_string(&script).ok().as_deref() != Some(FILES[2].1) {
+        proxlab_link::files::write_atomic(&script, FILES[2].1.as_bytes(), false)?;
+    }
     Ok(dir.to_owned())
 }
 
