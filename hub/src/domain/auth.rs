@@ -282,18 +282,31 @@ impl Authenticator {
             return Err(error);
         }
         self.throttle.record_success(&username);
-        let secret = self.open_session(user.id).await?;
-        self.db.record_login(user.id, now_unix()).await?;
+        let secret = self
+            .signed_in(&viewer, &target, &format!("from {address}"))
+            .await?;
+        Ok((viewer, secret))
+    }
+
+    /// Opens a session for someone who just proved who they are, and records the sign-in.
+    async fn signed_in(
+        &self,
+        viewer: &Viewer,
+        target: &str,
+        detail: &str,
+    ) -> Result<SessionSecret, DbError> {
+        let secret = self.open_session(viewer.id).await?;
+        self.db.record_login(viewer.id, now_unix()).await?;
         audit::record(
             &self.db,
-            Some(&viewer),
+            Some(viewer),
             "auth.login",
-            &target,
+            target,
             Outcome::Ok,
-            &format!("from {address}"),
+            detail,
         )
         .await;
-        Ok((viewer, secret))
+        Ok(secret)
     }
 
     /// The account an external identity signs in as; a refusal is audited.
@@ -329,17 +342,8 @@ impl Authenticator {
         let target = format!("user:{}", identity.username);
         let user = self.external_account(identity, address).await?;
         let viewer = Viewer::from(&user);
-        let secret = self.open_session(user.id).await?;
-        self.db.record_login(user.id, now_unix()).await?;
-        audit::record(
-            &self.db,
-            Some(&viewer),
-            "auth.login",
-            &target,
-            Outcome::Ok,
-            &format!("through {}; from {address}", identity.source),
-        )
-        .await;
+        let detail = format!("through {}; from {address}", identity.source);
+        let secret = self.signed_in(&viewer, &target, &detail).await?;
         Ok((viewer, secret))
     }
 

@@ -168,14 +168,12 @@ impl Directory {
                 if !self.bind(&mut ldap, &dn, password).await? {
                     return Ok(None);
                 }
-                let (entries, _) = ldap
-                    .with_timeout(self.timeout)
-                    .search(&dn, Scope::Base, "(objectClass=*)", attributes.to_vec())
+                let entries = self
+                    .search(&mut ldap, &dn, Scope::Base, "(objectClass=*)", &attributes)
                     .await
-                    .and_then(|result| result.success())
                     .map_err(unavailable)?;
                 match entries.into_iter().next() {
-                    Some(entry) => SearchEntry::construct(entry),
+                    Some(entry) => entry,
                     None => return Ok(None),
                 }
             }
@@ -192,13 +190,11 @@ impl Directory {
                     return Err(unavailable("the directory refused the service account"));
                 }
                 let filter = filter.replace("{username}", &ldap_escape(username));
-                let (entries, _) = ldap
-                    .with_timeout(self.timeout)
-                    .search(base, Scope::Subtree, &filter, attributes.to_vec())
+                let entries = self
+                    .search(&mut ldap, base, Scope::Subtree, &filter, &attributes)
                     .await
-                    .and_then(|result| result.success())
                     .map_err(unavailable)?;
-                let mut entries = entries.into_iter().map(SearchEntry::construct);
+                let mut entries = entries.into_iter();
                 let (Some(entry), None) = (entries.next(), entries.next()) else {
                     // None, or several people answering to one name: neither signs in.
                     return Ok(None);
@@ -261,68 +257,57 @@ impl Directory {
         if !self.bind(&mut ldap, bind_dn, password.expose()).await? {
             return Err(unavailable("the directory refused the service account"));
         }
-        let attributes = vec![
+        let attributes = [
             "sAMAccountName",
             "uid",
             self.email_attribute.as_str(),
             self.display_name_attribute.as_str(),
         ];
-        let search = |ldap: &mut ldap3::Ldap, base: String, scope: Scope, filter: String| {
-            let attributes = attributes.clone();
-            let timeout = self.timeout;
-            let mut ldap = ldap.clone();
-            async move {
-                ldap.with_timeout(timeout)
-                    .search(&base, scope, &filter, attributes)
-                    .await
-                    .and_then(|result| result.success())
-                    .map(|(entries, _)| {
-                        entries
-                            .into_iter()
-                            .map(SearchEntry::construct)
-                            .collect::<Vec<_>>()
-                    })
-                    .map_err(unavailable)
-            }
-        };
         let mut people = if self.nested_groups {
             let filter = format!("(memberOf:{IN_CHAIN}:={})", ldap_escape(group_dn));
-            search(&mut ldap, base.clone(), Scope::Subtree, filter).await?
+            self.search(&mut ldap, base, Scope::Subtree, &filter, &attributes)
+                .await
+                .map_err(unavailable)?
         } else {
-            let group = ldap
-                .with_timeout(self.timeout)
+            let no_group =
+                || SignInError::Refused(format!("the directory has no group {group_dn:?}"));
+            let members = ["member", "uniqueMember", "memberUid"];
+            let group = self
                 .search(
+                    &mut ldap,
                     group_dn,
                     Scope::Base,
                     "(objectClass=*)",
-                    vec!["member", "uniqueMember", "memberUid"],
+                    &members,
                 )
                 .await
-                .and_then(|result| result.success())
                 .map_err(|err| match err {
                     ldap3::LdapError::LdapResult { result } if result.rc == NO_SUCH_OBJECT => {
-                        SignInError::Refused(format!("the directory has no group {group_dn:?}"))
+                        no_group()
                     }
                     other => unavailable(other),
                 })?
-                .0
                 .into_iter()
                 .next()
-                .map(SearchEntry::construct)
-                .ok_or_else(|| {
-                    SignInError::Refused(format!("the directory has no group {group_dn:?}"))
-                })?;
+                .ok_or_else(no_group)?;
             let mut people = Vec::new();
             for (name, values) in &group.attrs {
                 for value in values {
-                    if name.eq_ignore_ascii_case("memberUid") {
+                    let found = if name.eq_ignore_ascii_case("memberUid") {
                         let filter = format!("(uid={})", ldap_escape(value));
-                        people
-                            .extend(search(&mut ldap, base.clone(), Scope::Subtree, filter).await?);
+                        self.search(&mut ldap, base, Scope::Subtree, &filter, &attributes)
+                            .await
                     } else {
-                        let filter = "(objectClass=*)".to_owned();
-                        people.extend(search(&mut ldap, value.clone(), Scope::Base, filter).await?);
-                    }
+                        self.search(
+                            &mut ldap,
+                            value,
+                            Scope::Base,
+                            "(objectClass=*)",
+                            &attributes,
+                        )
+                        .await
+                    };
+                    people.extend(found.map_err(unavailable)?);
                 }
             }
             people
@@ -344,6 +329,23 @@ impl Directory {
                 ))
             })
             .collect())
+    }
+
+    /// The entries a search finds, with the directory's timeout.
+    async fn search(
+        &self,
+        ldap: &mut ldap3::Ldap,
+        base: &str,
+        scope: Scope,
+        filter: &str,
+        attributes: &[&str],
+    ) -> Result<Vec<SearchEntry>, ldap3::LdapError> {
+        let (entries, _) = ldap
+            .with_timeout(self.timeout)
+            .search(base, scope, filter, attributes.to_vec())
+            .await?
+            .success()?;
+        Ok(entries.into_iter().map(SearchEntry::construct).collect())
     }
 
     /// Binds; `false` when the directory says the credentials are wrong.
@@ -390,17 +392,12 @@ impl Directory {
                 ldap_escape(username)
             )
         };
-        let (groups, _) = ldap
-            .with_timeout(self.timeout)
-            .search(base, Scope::Subtree, &filter, vec!["1.1"])
+        let groups = self
+            .search(ldap, base, Scope::Subtree, &filter, &["1.1"])
             .await
-            .and_then(|result| result.success())
             .map_err(unavailable)?;
         Ok(with_common_names(
-            groups
-                .into_iter()
-                .map(|group| SearchEntry::construct(group).dn)
-                .collect(),
+            groups.into_iter().map(|group| group.dn).collect(),
         ))
     }
 }

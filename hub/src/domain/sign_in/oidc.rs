@@ -30,7 +30,6 @@ use serde_json::{Map, Value};
 
 use super::settings::OidcSection;
 use super::{ExternalIdentity, Secret, SignInError};
-use crate::db::users::Role;
 use crate::domain::sign_in::roles::RoleMapping;
 
 /// How long a browser may take at the provider between leaving and coming back.
@@ -314,7 +313,7 @@ impl OidcProvider {
             ));
         }
         let discovered = self.discovered().await?;
-        let unreachable = |what: &str, err: &dyn std::error::Error| {
+        let not_confirmed = |what: &str, err: &dyn std::error::Error| {
             tracing::warn!(provider = %self.id, error = %error_chain(err), "OIDC {what} failed");
             SignInError::Refused(format!(
                 "{} did not confirm the sign-in ({what} failed); start again",
@@ -324,11 +323,11 @@ impl OidcProvider {
         let tokens = discovered
             .client
             .exchange_code(AuthorizationCode::new(code.to_owned()))
-            .map_err(|err| unreachable("the token request", &err))?
+            .map_err(|err| not_confirmed("the token request", &err))?
             .set_pkce_verifier(login.verifier)
             .request_async(&self.http)
             .await
-            .map_err(|err| unreachable("the token request", &err))?;
+            .map_err(|err| not_confirmed("the token request", &err))?;
         let id_token = tokens
             .id_token()
             .ok_or_else(|| SignInError::Refused(format!("{} sent no ID token", self.label)))?;
@@ -349,7 +348,7 @@ impl OidcProvider {
             let info: openidconnect::UserInfoClaims<OtherClaims, CoreGenderClaim> = request
                 .request_async(&self.http)
                 .await
-                .map_err(|err| unreachable("the userinfo request", &err))?;
+                .map_err(|err| not_confirmed("the userinfo request", &err))?;
             for (name, value) in as_object(&info)? {
                 claims.entry(name).or_insert(value);
             }
@@ -407,13 +406,9 @@ impl OidcProvider {
             username,
             display_name: text("name").unwrap_or_default().to_owned(),
             email,
-            role: self.role_for(&groups),
+            role: self.mapping.role_for(groups.iter().map(String::as_str)),
             link_existing: self.link_existing,
         })
-    }
-
-    fn role_for(&self, groups: &[String]) -> Role {
-        self.mapping.role_for(groups.iter().map(String::as_str))
     }
 
     /// Where to send the browser after signing out here, to sign out at the provider too:
@@ -469,6 +464,7 @@ fn error_chain(err: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::db::users::Role;
     use serde_json::json;
 
     fn provider(extra: &str) -> OidcProvider {
