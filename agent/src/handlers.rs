@@ -15,8 +15,10 @@ use proxlab_protocol::console::ConsoleOpen;
 use proxlab_protocol::idle::{IdlePolicies, IdleStillHere, IdleStillHereReply};
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::plugins::{
-    PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
+    PluginInstall, PluginInstalled, PluginRemove, PluginStudent, VmAssigned, VmAssignedReply,
+    VmUnassigned,
 };
+use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::tunnel::TunnelOpen;
 use proxlab_protocol::vm_ops::{
@@ -31,7 +33,7 @@ use tracing::Instrument;
 use crate::context::Context;
 use crate::node_info;
 use crate::plugins::clone_steps::CloneSteps;
-use crate::plugins::{first_start, plugin_ops};
+use crate::plugins::{Hook, first_start, plugin_ops};
 use crate::pve::{base_copy, clones, hardware, install, ops, reimage, remote_error, reset};
 
 /// Stream error code for a request stream the agent could not read.
@@ -210,6 +212,7 @@ const ROUTES: &[Route] = &[
     route!(PluginInstall, changes_node: true, plugin_install),
     route!(PluginRemove, changes_node: true, plugin_remove),
     route!(VmAssigned, changes_node: true, vm_assigned),
+    route!(VmUnassigned, changes_node: true, vm_unassigned),
     route!(IdlePolicies, changes_node: false, idle_policies),
     route!(IdleStillHere, changes_node: false, idle_still_here),
 ];
@@ -353,6 +356,7 @@ async fn vm_power(
             context.plugins.clone(),
             context.collector.clone(),
             r.vmid,
+            Hook::AfterStart,
         );
     }
     Ok(PowerReply { status })
@@ -363,6 +367,8 @@ async fn vm_destroy(
     r: VmDestroy,
     _: ProgressSink<NoProgress>,
 ) -> Result<Done, RemoteError> {
+    plugin_ops::before_delete(&context.node, &context.plugins, &context.collector, r.vmid)
+        .await;
     context.plugins.forget(r.vmid);
     ops::destroy(
         &context.node,
@@ -402,10 +408,19 @@ async fn vm_reset(
     r: VmReset,
     _: ProgressSink<NoProgress>,
 ) -> Result<PowerReply, RemoteError> {
-    reset::reset(&context.node, r.vmid, r.stopped, r.identity.as_deref())
+    let status = reset::reset(&context.node, r.vmid, r.stopped, r.identity.as_deref())
         .await
-        .map(|status| PowerReply { status })
-        .map_err(failed)
+        .map_err(failed)?;
+    if status == PowerState::Running {
+        first_start::spawn(
+            context.node.clone(),
+            context.plugins.clone(),
+            context.collector.clone(),
+            r.vmid,
+            Hook::AfterReset,
+        );
+    }
+    Ok(PowerReply { status })
 }
 
 async fn vm_reimage(
@@ -484,11 +499,12 @@ async fn clone_many(
         r.concurrency as usize
     };
     let steps = r.steps.map(|steps| {
-        Arc::new(CloneSteps {
-            registry: context.plugins.clone(),
+        Arc::new(CloneSteps::new(
+            context.plugins.clone(),
             steps,
-            limits: node.limits,
-        }) as Arc<dyn clones::CloneEdit>
+            node.limits,
+            context.collector.clone(),
+        )) as Arc<dyn clones::CloneEdit>
     });
     let outcomes = clones::clone_many(
         node,
@@ -521,7 +537,23 @@ async fn vm_assigned(
     r: VmAssigned,
     _: ProgressSink<NoProgress>,
 ) -> Result<VmAssignedReply, RemoteError> {
-    plugin_ops::assigned(&context.node, &context.plugins, r).await
+    let student = r.student_facts.unwrap_or_else(|| PluginStudent {
+        display_name: r.student.clone(),
+        username: r.student,
+        ..PluginStudent::default()
+    });
+    let name =
+        plugin_ops::assignment(&context.node, &context.plugins, r.vmid, Some(student)).await?;
+    Ok(VmAssignedReply { name })
+}
+
+async fn vm_unassigned(
+    context: &Context,
+    r: VmUnassigned,
+    _: ProgressSink<NoProgress>,
+) -> Result<Done, RemoteError> {
+    plugin_ops::assignment(&context.node, &context.plugins, r.vmid, None).await?;
+    Ok(Done {})
 }
 
 async fn plugin_remove(

@@ -79,30 +79,30 @@ enum PluginCommand {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
-    /// Run one hook of a plugin with JSON input and print the result.
+    /// Run one hook of a plugin with facts from a file, and print every edit, finding and
+    /// notice. Exits non-zero when a finding is an error (the VM's step would fail).
     Run {
         /// The plugin's directory or its .wasm file.
         plugin: PathBuf,
-        /// name, configure, after-start or validate.
+        /// One of name, configure, validate, assigned, unassigned, before-delete,
+        /// after-start, after-reset.
         #[arg(long)]
         hook: proxlab_agent::plugins::Hook,
-        /// A JSON file: {"class": {...}, "vm": {...}, "config": [["key", "value"], ...]}.
+        /// A JSON file of facts: {"class": {...}, "vm": {...}, "student": {...}, "config":
+        /// [["key", "value"], ...], "site": {...}, "settings": {...}} (see the plugin guide).
+        #[arg(long, alias = "input")]
+        facts: PathBuf,
+        /// A TOML or JSON file of settings (name = value), over the facts file's.
         #[arg(long)]
-        input: PathBuf,
+        settings: Option<PathBuf>,
         /// Its manifest; default: plugin.toml beside the component.
         #[arg(long)]
         manifest: Option<PathBuf>,
-        /// Grant a capability the manifest requests (guest-exec runs `qm guest exec` on
-        /// this node).
-        #[arg(long)]
-        grant: Vec<String>,
-        /// A guest command guest-exec may run: the program, then argument patterns (`*`
-        /// any one argument, `**` any rest), such as `--guest-command 'passwd --expire *'`.
-        #[arg(long)]
-        guest_command: Vec<String>,
+        #[command(flatten)]
+        grants: GrantArgs,
     },
     /// Run a plugin against a directory of cases (one JSON file each: {"hook": ...,
-    /// "input": {...}, "expect": {...}} or "expect_error": "..."); fails if one does.
+    /// "input": {facts}, "expect": {...}} or "expect_error": "..."); fails if one does.
     Test {
         /// The plugin's directory or its .wasm file.
         plugin: PathBuf,
@@ -111,7 +111,86 @@ enum PluginCommand {
         /// Its manifest; default: plugin.toml beside the component.
         #[arg(long)]
         manifest: Option<PathBuf>,
+        #[command(flatten)]
+        grants: GrantArgs,
     },
+    /// Create a plugin project in a new directory NAME (the SDK inside it, a build script,
+    /// facts and a test case): build it, then `plugin check`, `run` and `test` it.
+    New {
+        /// The plugin's id, and the directory made for it.
+        name: String,
+    },
+}
+
+/// Capabilities granted to a plugin run from the command line, as an operator would in
+/// `agent.toml`.
+#[derive(Debug, clap::Args)]
+struct GrantArgs {
+    /// Grant a capability the manifest requests: guest-exec, guest-files (both reach this
+    /// node's VMs through `qm`/`pvesh`), http or store.
+    #[arg(long)]
+    grant: Vec<String>,
+    /// A guest command guest-exec may run: the program, then argument patterns (`*` any
+    /// one argument, `**` any rest), such as `--guest-command 'passwd --expire *'`.
+    #[arg(long)]
+    guest_command: Vec<String>,
+    /// A guest path guest-files may write (`dir/**`: anything under it).
+    #[arg(long)]
+    guest_path: Vec<String>,
+    /// A host (or host:port) http may reach.
+    #[arg(long)]
+    http_host: Vec<String>,
+    /// Where the store capability keeps its data; default: a fresh temporary directory.
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+impl GrantArgs {
+    /// The grant, and where the store keeps its data (a scratch directory, removed when it
+    /// is dropped, if none was given).
+    fn grant(&self) -> Result<(proxlab_agent::plugins::grants::Grant, StoreDir)> {
+        let capabilities = self
+            .grant
+            .iter()
+            .map(|name| name.parse().map_err(anyhow::Error::msg))
+            .collect::<Result<Vec<_>>>()?;
+        let grant = proxlab_agent::plugins::grants::Grant {
+            capabilities,
+            sha256: None,
+            guest_commands: self.guest_command.clone(),
+            http_hosts: self.http_host.clone(),
+            guest_paths: self.guest_path.clone(),
+        };
+        let store = match &self.store {
+            Some(dir) => StoreDir {
+                path: dir.clone(),
+                scratch: false,
+            },
+            None => StoreDir {
+                path: std::env::temp_dir().join(format!(
+                    "proxlab-plugin-store-{}",
+                    std::process::id()
+                )),
+                scratch: true,
+            },
+        };
+        Ok((grant, store))
+    }
+}
+
+/// Where a command-line run keeps the store capability's data.
+struct StoreDir {
+    path: PathBuf,
+    /// Made for this run, and removed after it.
+    scratch: bool,
+}
+
+impl Drop for StoreDir {
+    fn drop(&mut self) {
+        if self.scratch {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
 }
 
 fn init_logging() {
@@ -246,7 +325,8 @@ async fn start_plugins(
         tokio::runtime::Handle::current(),
     ));
     let host = PluginHost::new(config.plugins.clone(), facts, Some(guest))?
-        .with_compile_cache(&state_dir.root().join("plugin-cache"))?;
+        .with_compile_cache(&state_dir.root().join("plugin-cache"))?
+        .with_store_dir(&state_dir.root().join("plugin-data"));
     let dir = state_dir.root().to_owned();
     let registry = tokio::task::spawn_blocking(move || PluginRegistry::start(host, &dir)).await?;
     Ok(Arc::new(registry))
@@ -254,11 +334,11 @@ async fn start_plugins(
 
 async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<()> {
     use proxlab_agent::plugins::guest_exec::NodeGuestExec;
-    use proxlab_agent::plugins::invoke::{HookInput, invoke};
-    use proxlab_agent::plugins::{Capability, PluginHost, files};
+    use proxlab_agent::plugins::invoke::invoke;
+    use proxlab_agent::plugins::{HookFacts, PluginHost, files};
 
     let node = Arc::new(Node::new(config.pve.clone()));
-    let facts = proxlab_agent::plugins::NodeFacts {
+    let node_facts = proxlab_agent::plugins::NodeFacts {
         node: node.name.clone(),
         agent_version: env!("CARGO_PKG_VERSION").into(),
     };
@@ -267,7 +347,7 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
         Arc::new(NodeGuestExec::new(node, tokio::runtime::Handle::current()));
     match action {
         PluginCommand::Check { plugin, manifest } => {
-            let host = PluginHost::new(settings, facts, None)?;
+            let host = PluginHost::new(settings, node_facts, None)?;
             let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
             let started = std::time::Instant::now();
             let loaded = files::load(&host, &wasm, &manifest)?;
@@ -296,6 +376,19 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
                 loaded.sha256,
                 started.elapsed().as_millis()
             );
+            for (name, spec) in &loaded.manifest.settings {
+                let default = spec
+                    .default
+                    .as_ref()
+                    .map(|value| format!(", default {}", value.to_text()))
+                    .unwrap_or_default();
+                let scope = if spec.per_class { "site or class" } else { "site" };
+                println!(
+                    "  setting {name} ({}, {scope}{default}): {}",
+                    spec.kind.as_str(),
+                    spec.description
+                );
+            }
             // Asked for, but this node's agent.toml does not grant it to this build.
             for withheld in host.withheld(&loaded) {
                 println!("  withheld on this node: {withheld}");
@@ -305,36 +398,31 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
         PluginCommand::Run {
             plugin,
             hook,
-            input,
+            facts,
+            settings: settings_file,
             manifest,
-            grant,
-            guest_command,
+            grants,
         } => {
-            let text = std::fs::read_to_string(&input)
-                .with_context(|| format!("reading {}", input.display()))?;
-            let input: HookInput =
-                serde_json::from_str(&text).with_context(|| format!("in {}", input.display()))?;
+            let text = std::fs::read_to_string(&facts)
+                .with_context(|| format!("reading {}", facts.display()))?;
+            let mut input: HookFacts =
+                serde_json::from_str(&text).with_context(|| format!("in {}", facts.display()))?;
+            if let Some(file) = settings_file {
+                input.settings.extend(read_settings(&file)?);
+            }
             let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
             let id = files::read_manifest(&manifest)?.id;
-            let mut granted = Vec::new();
-            for capability in &grant {
-                match capability.as_str() {
-                    "guest-exec" => granted.push(Capability::GuestExec),
-                    other => anyhow::bail!("unknown capability {other:?} (known: guest-exec)"),
-                }
-            }
-            let grant = proxlab_agent::plugins::grants::Grant {
-                capabilities: granted,
-                sha256: None,
-                guest_commands: guest_command,
-            };
+            let (grant, store) = grants.grant()?;
             settings.grants.insert(id, grant);
+            let store_dir = store.path.clone();
             let result = tokio::task::spawn_blocking(move || {
-                let host = PluginHost::new(settings, facts, Some(guest))?;
+                let host =
+                    PluginHost::new(settings, node_facts, Some(guest))?.with_store_dir(&store_dir);
                 let loaded = files::load(&host, &wasm, &manifest)?;
                 Ok::<_, anyhow::Error>(invoke(&host, &loaded, hook, &input)?)
             })
             .await??;
+            drop(store);
             println!("{}", serde_json::to_string_pretty(&result.result)?);
             if result.fails_the_step {
                 anyhow::bail!("a finding is an error: the VM's step would fail");
@@ -345,15 +433,22 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
             plugin,
             cases,
             manifest,
+            grants,
         } => {
             let (wasm, manifest) = files::locate(&plugin, manifest.as_deref());
+            let id = files::read_manifest(&manifest)?.id;
+            let (grant, store) = grants.grant()?;
+            settings.grants.insert(id, grant);
+            let store_dir = store.path.clone();
             let outcomes = tokio::task::spawn_blocking(move || {
-                let host = PluginHost::new(settings, facts, None)?;
+                let host =
+                    PluginHost::new(settings, node_facts, Some(guest))?.with_store_dir(&store_dir);
                 let loaded = files::load(&host, &wasm, &manifest)?;
                 proxlab_agent::plugins::cases::run_cases(&host, &loaded, &cases)
                     .with_context(|| format!("reading the cases in {}", cases.display()))
             })
             .await??;
+            drop(store);
             let failed = outcomes
                 .iter()
                 .filter(|case| case.failure.is_some())
@@ -373,7 +468,32 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
             }
             Ok(())
         }
+        PluginCommand::New { name } => {
+            let dir = PathBuf::from(&name);
+            proxlab_agent::plugins::scaffold::create(&dir, &name)?;
+            println!(
+                "created the plugin {name} in {}/\n\nnext:\n  cd {name}\n  ./build.sh\n  \
+                 proxlab-agent plugin check dist\n  proxlab-agent plugin run dist --hook \
+                 assigned --facts facts.json\n  proxlab-agent plugin test dist cases",
+                dir.display()
+            );
+            Ok(())
+        }
     }
+}
+
+/// Settings from a TOML or JSON file: `name = value` pairs.
+fn read_settings(
+    file: &std::path::Path,
+) -> Result<std::collections::BTreeMap<String, proxlab_agent::plugins::manifest::SettingValue>> {
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let settings = if file.extension().is_some_and(|ext| ext == "json") {
+        serde_json::from_str(&text).with_context(|| format!("in {}", file.display()))?
+    } else {
+        toml::from_str(&text).with_context(|| format!("in {}", file.display()))?
+    };
+    Ok(settings)
 }
 
 async fn shutdown_signal() {

@@ -25,13 +25,17 @@ pub enum Event {
     InventoryDelta { delta: InventoryDelta },
     /// Node load.
     Metrics { metrics: NodeMetrics },
-    /// How a plugin step outside any request went (the steps after a VM's first start):
-    /// `error` is `None` when every plugin succeeded.
+    /// How a VM's plugin steps at one hook went: `error` is `None` when every plugin
+    /// succeeded; what they found and what they tell the VM's user come along.
     PluginSteps {
         vmid: u32,
         hook: String,
         #[serde(default)]
         error: Option<String>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        findings: Vec<crate::plugins::PluginFinding>,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        notices: Vec<crate::plugins::PluginNotice>,
     },
     /// A VM will be shut down at `stop_at_unix` (agent clock), `secs_left` from now, by an
     /// idle policy unless someone uses it or says they are still there. Sent again when the

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::plugin_manifest::SettingValue;
 use crate::request::{NoProgress, Request};
 use crate::vm_ops::Done;
 
@@ -18,6 +19,35 @@ pub struct PluginClass {
     pub name: String,
     /// The class name reduced to letters, digits and dashes.
     pub slug: String,
+    #[serde(default)]
+    pub description: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub course_code: Option<String>,
+    /// Usernames of its teachers.
+    #[serde(default)]
+    pub owners: Vec<String>,
+    #[serde(default)]
+    pub seats: u32,
+    /// `<cluster>/<vmid>` of its template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mib: Option<u32>,
+}
+
+/// A student, as plugins see them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginStudent {
+    pub username: String,
+    #[serde(default)]
+    pub display_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Groups from their sign-in source.
+    #[serde(default)]
+    pub groups: Vec<String>,
 }
 
 /// One VM of the batch, as plugins see it.
@@ -27,10 +57,25 @@ pub struct PluginVm {
     pub kind: String,
     /// Its position in the class, from 0 (the teacher's VM).
     pub index: u32,
-    /// The student it is for, when it has one already.
+    /// The student it is for, when it has one already (their username).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub student: Option<String>,
+    /// More about that student, for plugins of API 0.2.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_facts: Option<PluginStudent>,
 }
+
+/// The site, as plugins see it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginSite {
+    /// The hub's public address.
+    #[serde(default)]
+    pub hub_url: String,
+}
+
+/// Each plugin's settings (by plugin id, then by name), resolved for one class: the class's
+/// values over the site's over the manifest's defaults.
+pub type PluginSettingValues = BTreeMap<String, BTreeMap<String, SettingValue>>;
 
 /// The plugin steps of a batch: which plugins run, in this order, at each hook.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +84,13 @@ pub struct PluginSteps {
     pub class: PluginClass,
     /// By VMID.
     pub vms: BTreeMap<u32, PluginVm>,
+    /// The cluster's name.
+    #[serde(default)]
+    pub cluster: String,
+    #[serde(default)]
+    pub site: PluginSite,
+    #[serde(default)]
+    pub settings: PluginSettingValues,
 }
 
 /// Installs (or replaces) a plugin on an agent. The agent checks the hash, the manifest and
@@ -77,6 +129,50 @@ impl Request for PluginInstall {
 pub struct VmAssigned {
     pub vmid: u32,
     pub student: String,
+    /// More about the student, for plugins of API 0.2.0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub student_facts: Option<PluginStudent>,
+}
+
+/// A class VM's student was taken off it: its `unassigned` hooks run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VmUnassigned {
+    pub vmid: u32,
+}
+
+impl Request for VmUnassigned {
+    const KIND: &'static str = "vm-unassigned";
+    type Response = Done;
+    type Progress = NoProgress;
+}
+
+/// What one plugin found, for the class and VM pages.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginFinding {
+    pub plugin: String,
+    /// `warning` or `error`.
+    pub severity: String,
+    pub message: String,
+}
+
+/// What a plugin tells a VM's user after its hook, with a secret shown to them once.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PluginNotice {
+    pub plugin: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret: Option<String>,
+}
+
+/// Never prints the secret, so no log line holds it.
+impl std::fmt::Debug for PluginNotice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PluginNotice")
+            .field("plugin", &self.plugin)
+            .field("message", &self.message)
+            .field("secret", &self.secret.as_ref().map(|_| "<hidden>"))
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,7 +1,7 @@
 //! The host side of the contract, generated from `plugins/wit` (world `agent`: every hook).
 
 wasmtime::component::bindgen!({
-    path: "../plugins/wit",
+    path: "../plugins/sdk/wit/v0.1",
     world: "proxlab:plugin/agent",
     additional_derives: [serde::Serialize, serde::Deserialize],
 });

@@ -8,7 +8,8 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::host::{Plugin, PluginHost};
-use super::invoke::{HookInput, invoke};
+use super::invoke::invoke;
+use super::HookFacts;
 use super::manifest::Hook;
 
 /// One case, as its file has it.
@@ -16,7 +17,7 @@ use super::manifest::Hook;
 #[serde(deny_unknown_fields)]
 struct Case {
     hook: Hook,
-    input: HookInput,
+    input: HookFacts,
     /// What the result must hold: objects may have more keys than named here; lists and
     /// values must be equal.
     #[serde(default)]

@@ -14,8 +14,19 @@
 //! guest_commands = ["chpasswd", "passwd --expire *"]
 //! ```
 //!
+//! `http` needs the hosts listed (`host` for the scheme's default port, or `host:port`),
+//! and `guest-files` the guest paths a plugin may write (an exact path, or `dir/**` for
+//! anything under `dir`). `store` needs nothing more.
+//!
+//! ```toml
+//! [plugins.grants.ipam-reserve]
+//! capabilities = ["http", "store"]
+//! sha256 = "9a1e…"
+//! http_hosts = ["netbox.school.example"]
+//! ```
+//!
 //! The short form `set-guest-password = ["guest-exec"]` is an unpinned grant without
-//! commands.
+//! commands, hosts or paths.
 
 use serde::Deserialize;
 
@@ -30,6 +41,10 @@ pub struct Grant {
     pub sha256: Option<String>,
     /// Guest commands `guest-exec` may run.
     pub guest_commands: Vec<String>,
+    /// Hosts `http` may reach.
+    pub http_hosts: Vec<String>,
+    /// Guest paths `guest-files` may write.
+    pub guest_paths: Vec<String>,
 }
 
 #[derive(Deserialize)]
@@ -43,6 +58,10 @@ enum GrantSpec {
         sha256: Option<String>,
         #[serde(default)]
         guest_commands: Vec<String>,
+        #[serde(default)]
+        http_hosts: Vec<String>,
+        #[serde(default)]
+        guest_paths: Vec<String>,
     },
 }
 
@@ -57,10 +76,14 @@ impl From<GrantSpec> for Grant {
                 capabilities,
                 sha256,
                 guest_commands,
+                http_hosts,
+                guest_paths,
             } => Self {
                 capabilities,
                 sha256,
                 guest_commands,
+                http_hosts,
+                guest_paths,
             },
         }
     }
@@ -102,6 +125,24 @@ pub fn command_allowed(patterns: &[String], command: &str, args: &[String]) -> b
         }
         given.next().is_none()
     })
+}
+
+/// Whether a plugin may write the guest file `path`: an absolute path without `.` or `..`
+/// parts that one of the patterns names (`dir/**`: anything under `dir`).
+pub fn path_allowed(patterns: &[String], path: &str) -> bool {
+    let plain = path.starts_with('/')
+        && !path.contains('\0')
+        && path
+            .split('/')
+            .skip(1)
+            .all(|part| !part.is_empty() && part != "." && part != "..");
+    plain
+        && patterns.iter().any(|pattern| match pattern.strip_suffix("/**") {
+            Some(dir) => path
+                .strip_prefix(dir)
+                .is_some_and(|rest| rest.starts_with('/')),
+            None => pattern == path,
+        })
 }
 
 #[cfg(test)]
@@ -164,6 +205,20 @@ mod tests {
                 .unwrap_err()
                 .contains("this build is bb")
         );
+    }
+
+    #[test]
+    fn guest_paths_are_named_exactly_or_by_folder() {
+        let patterns = vec!["/etc/motd".to_owned(), "/home/student/**".to_owned()];
+        assert!(path_allowed(&patterns, "/etc/motd"));
+        assert!(path_allowed(&patterns, "/home/student/notes/readme.txt"));
+        assert!(!path_allowed(&patterns, "/home/student"));
+        assert!(!path_allowed(&patterns, "/home/student/../../etc/shadow"));
+        assert!(!path_allowed(&patterns, "/home/student/./x"));
+        assert!(!path_allowed(&patterns, "/home/studentx/y"));
+        assert!(!path_allowed(&patterns, "etc/motd"));
+        assert!(!path_allowed(&patterns, "/etc/motd/"));
+        assert!(!path_allowed(&[], "/etc/motd"));
     }
 
     #[test]

@@ -26,9 +26,13 @@ use wasmtime_wasi::{HostMonotonicClock, WasiCtx, WasiCtxBuilder, WasiCtxView, Wa
 
 use super::bindings::{self, ClassInfo, ExecResult, NodeFacts, VmInfo};
 use super::bindings::{after_start, configure, name, validate};
+use super::bindings_v2;
 use super::bounds::{self, printable};
+use super::edits::Edit;
+use super::host_v2::{bounded_edits, bounded_findings, unrequested_import};
 use super::grants::{self, Grant};
 use super::manifest::{Capability, Hook, Manifest};
+use super::store::PluginStores;
 
 /// How often the deadline clock ticks.
 const EPOCH_TICK: Duration = Duration::from_millis(5);
@@ -79,7 +83,7 @@ pub struct PluginError {
 }
 
 /// A plugin's failure, its message bounded and printable whoever wrote it.
-fn failure(plugin: &str, message: impl Into<String>) -> PluginError {
+pub(super) fn failure(plugin: &str, message: impl Into<String>) -> PluginError {
     PluginError {
         plugin: plugin.to_owned(),
         message: printable(&message.into(), bounds::MAX_MESSAGE_BYTES),
@@ -96,6 +100,18 @@ pub trait GuestExec: Send + Sync {
         stdin: Option<&str>,
         timeout: Duration,
     ) -> Result<ExecResult, String>;
+
+    /// Writes `content` to the file `path` in a VM's guest.
+    fn write_file(
+        &self,
+        vmid: u32,
+        path: &str,
+        content: &[u8],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        let _ = (vmid, path, content, timeout);
+        Err("this node cannot write guest files".into())
+    }
 }
 
 /// A loaded plugin, ready to call.
@@ -118,25 +134,31 @@ impl std::fmt::Debug for Plugin {
 }
 
 /// What a store holds during one call.
-struct PluginState {
-    plugin: String,
-    wasi: WasiCtx,
-    table: ResourceTable,
-    limits: MemoryCap,
-    facts: NodeFacts,
+pub(super) struct PluginState {
+    pub(super) plugin: String,
+    pub(super) wasi: WasiCtx,
+    pub(super) table: ResourceTable,
+    pub(super) limits: MemoryCap,
+    pub(super) facts: NodeFacts,
     /// When the call started, and its wall-clock deadline, which host calls keep too.
-    started: Instant,
-    deadline: Instant,
+    pub(super) started: Instant,
+    pub(super) deadline: Instant,
     /// The VM the hook was called for: the only one `guest-exec` reaches.
-    vmid: u32,
+    pub(super) vmid: u32,
     /// `guest-exec`, if granted, and the guest commands it may run.
-    guest: Option<(Arc<dyn GuestExec>, Vec<String>)>,
-    /// Why `guest-exec` is not granted, for the failure message.
-    not_granted: String,
+    pub(super) guest: Option<(Arc<dyn GuestExec>, Vec<String>)>,
+    /// `guest-files`, if granted, and the guest paths it may write.
+    pub(super) guest_files: Option<(Arc<dyn GuestExec>, Vec<String>)>,
+    /// `http`, if granted: the hosts it may reach.
+    pub(super) http_hosts: Option<Vec<String>>,
+    /// `store`, if granted.
+    pub(super) store: Option<Arc<PluginStores>>,
+    /// Why each capability that is not granted is not, for the failure message.
+    pub(super) not_granted: HashMap<Capability, String>,
     /// Log bytes written in this call.
-    logged: usize,
+    pub(super) logged: usize,
     /// Set when the plugin used a capability it was not granted, or beyond its grant.
-    denied: Option<String>,
+    pub(super) denied: Option<String>,
 }
 
 impl PluginState {
@@ -145,10 +167,72 @@ impl PluginState {
         CallClock(self.started).now()
     }
 
-    fn deny(&mut self, message: &str) -> String {
+    pub(super) fn deny(&mut self, message: &str) -> String {
         let message = printable(message, bounds::MAX_MESSAGE_BYTES);
         self.denied = Some(message.clone());
         message
+    }
+
+    /// The failure of a call to `capability`, which is not granted.
+    pub(super) fn refuse_ungranted(&mut self, capability: Capability) -> String {
+        let reason = self
+            .not_granted
+            .get(&capability)
+            .cloned()
+            .unwrap_or_else(|| "this host does not offer it".into());
+        let message = format!(
+            "called {}, which the operator has not granted it: {reason} (grants in the agent \
+             config's [plugins] section)",
+            capability.as_str()
+        );
+        self.deny(&message)
+    }
+
+    /// The time left before the call's deadline, if any.
+    pub(super) fn time_left(&self) -> Result<Duration, String> {
+        let left = self.deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err("the call's deadline has passed".into());
+        }
+        Ok(left)
+    }
+
+    /// Runs a guest command for the hook's VM, as the grant allows.
+    pub(super) fn guest_exec(
+        &mut self,
+        vmid: u32,
+        command: &str,
+        args: &[String],
+        stdin: Option<&str>,
+        timeout_ms: u32,
+    ) -> Result<ExecResult, String> {
+        let Some((guest, commands)) = self.guest.clone() else {
+            return Err(self.refuse_ungranted(Capability::GuestExec));
+        };
+        if vmid != self.vmid {
+            let message = format!(
+                "guest-exec reaches only the VM its hook runs for (VM {}), not VM {vmid}",
+                self.vmid
+            );
+            return Err(self.deny(&message));
+        }
+        if !grants::command_allowed(&commands, command, args) {
+            let asked = std::iter::once(command)
+                .chain(args.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" ");
+            let message = format!(
+                "the operator has not granted the guest command `{asked}` (guest_commands \
+                 in its grant)"
+            );
+            return Err(self.deny(&message));
+        }
+        // The call's deadline holds here too.
+        let left = self.time_left()?;
+        let timeout = Duration::from_millis(u64::from(timeout_ms.clamp(100, 60_000))).min(left);
+        guest
+            .exec(vmid, command, args, stdin, timeout)
+            .map_err(|err| printable(&err, bounds::MAX_MESSAGE_BYTES))
     }
 }
 
@@ -162,7 +246,7 @@ impl WasiView for PluginState {
 }
 
 /// Refuses memory growth past the cap, remembering that it did.
-struct MemoryCap {
+pub(super) struct MemoryCap {
     max_bytes: usize,
     hit: bool,
 }
@@ -228,41 +312,7 @@ impl bindings::guest::Host for PluginState {
         stdin: Option<String>,
         timeout_ms: u32,
     ) -> Result<ExecResult, String> {
-        let Some((guest, commands)) = self.guest.clone() else {
-            let message = format!(
-                "called guest-exec, which the operator has not granted it: {} (grants in \
-                 the agent config's [plugins] section)",
-                self.not_granted
-            );
-            return Err(self.deny(&message));
-        };
-        if vmid != self.vmid {
-            let message = format!(
-                "guest-exec reaches only the VM its hook runs for (VM {}), not VM {vmid}",
-                self.vmid
-            );
-            return Err(self.deny(&message));
-        }
-        if !grants::command_allowed(&commands, &command, &args) {
-            let asked = std::iter::once(command.as_str())
-                .chain(args.iter().map(String::as_str))
-                .collect::<Vec<_>>()
-                .join(" ");
-            let message = format!(
-                "the operator has not granted the guest command `{asked}` (guest_commands \
-                 in its grant)"
-            );
-            return Err(self.deny(&message));
-        }
-        // The call's deadline holds here too.
-        let left = self.deadline.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return Err("the call's deadline has passed".into());
-        }
-        let timeout = Duration::from_millis(u64::from(timeout_ms.clamp(100, 60_000))).min(left);
-        guest
-            .exec(vmid, &command, &args, stdin.as_deref(), timeout)
-            .map_err(|err| printable(&err, bounds::MAX_MESSAGE_BYTES))
+        self.guest_exec(vmid, &command, &args, stdin.as_deref(), timeout_ms)
     }
 }
 
@@ -286,6 +336,7 @@ pub struct PluginHost {
     guest: Option<Arc<dyn GuestExec>>,
     compiled: Mutex<HashMap<String, Component>>,
     on_disk: Option<CompileCache>,
+    stores: Option<Arc<PluginStores>>,
     _ticker: Ticker,
 }
 
@@ -304,6 +355,8 @@ impl PluginHost {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(setup)?;
         sleep_within_deadline(&mut linker).map_err(setup)?;
         bindings::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
+            .map_err(setup)?;
+        bindings_v2::Agent::add_to_linker::<_, HasSelf<_>>(&mut linker, |state| state)
             .map_err(setup)?;
         let stop = Arc::new(AtomicBool::new(false));
         let ticking = engine.clone();
@@ -324,6 +377,7 @@ impl PluginHost {
             guest,
             compiled: Mutex::new(HashMap::new()),
             on_disk: None,
+            stores: None,
             _ticker: Ticker(stop),
         })
     }
@@ -334,6 +388,17 @@ impl PluginHost {
             .map_err(|err| anyhow::anyhow!("plugin cache {}: {err}", dir.display()))?;
         self.on_disk = Some(cache);
         Ok(self)
+    }
+
+    /// The same host, keeping the `store` capability's data in `dir`.
+    pub fn with_store_dir(mut self, dir: &std::path::Path) -> Self {
+        self.stores = Some(Arc::new(PluginStores::new(dir.to_owned())));
+        self
+    }
+
+    /// The node's facts.
+    pub fn node_facts(&self) -> &NodeFacts {
+        &self.facts
     }
 
     pub fn settings(&self) -> &PluginSettings {
@@ -400,7 +465,7 @@ impl PluginHost {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        for hook in Hook::ALL {
+        for hook in Hook::ALL.into_iter().filter(|hook| hook.in_api(&manifest.api)) {
             let wanted = hook.interface(&manifest.api);
             let exported = exports.contains(&wanted);
             let declared = manifest.hooks.contains(&hook);
@@ -432,16 +497,12 @@ impl PluginHost {
                 ));
             }
         }
-        let guest_import = format!("proxlab:plugin/guest@{}", manifest.api);
-        let imports_guest = ty
+        let imports: Vec<String> = ty
             .imports(&self.engine)
-            .any(|(name, _)| name == guest_import);
-        if imports_guest && !manifest.capabilities.contains(&Capability::GuestExec) {
-            return Err(failure(
-                &id,
-                "the component imports guest-exec but the manifest does not request the \
-                 guest-exec capability",
-            ));
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        if let Some(reason) = unrequested_import(&manifest, &imports) {
+            return Err(failure(&id, reason));
         }
         let pre = self
             .linker
@@ -486,8 +547,13 @@ impl PluginHost {
             .collect()
     }
 
+    /// What `plugin` may use of `capability` on this node, or why not.
+    fn granted(&self, plugin: &Plugin, capability: Capability) -> Result<Grant, String> {
+        self.grant(plugin, capability).cloned()
+    }
+
     /// Runs `call` on a fresh instance of `plugin` within its limits.
-    fn run<R>(
+    pub(super) fn run<R>(
         &self,
         plugin: &Plugin,
         hook: Hook,
@@ -513,15 +579,20 @@ impl PluginHost {
             .stderr(stderr.clone())
             .monotonic_clock(CallClock(started))
             .build();
-        let (guest, not_granted) = match self.grant(plugin, Capability::GuestExec) {
-            Ok(grant) => (
-                self.guest
-                    .clone()
-                    .map(|guest| (guest, grant.guest_commands.clone())),
-                String::new(),
-            ),
-            Err(reason) => (None, reason),
+        let mut not_granted = HashMap::new();
+        let mut grant_of = |capability| {
+            self.granted(plugin, capability)
+                .inspect_err(|reason| {
+                    not_granted.insert(capability, reason.clone());
+                })
+                .ok()
         };
+        let guest = grant_of(Capability::GuestExec)
+            .and_then(|grant| Some((self.guest.clone()?, grant.guest_commands)));
+        let guest_files = grant_of(Capability::GuestFiles)
+            .and_then(|grant| Some((self.guest.clone()?, grant.guest_paths)));
+        let http_hosts = grant_of(Capability::Http).map(|grant| grant.http_hosts);
+        let store = grant_of(Capability::Store).and_then(|_| self.stores.clone());
         let max_bytes = usize::try_from(self.settings.memory_mib << 20).unwrap_or(usize::MAX);
         let state = PluginState {
             plugin: id.clone(),
@@ -536,6 +607,9 @@ impl PluginHost {
             deadline: started + Duration::from_millis(self.deadline_ms(hook)),
             vmid,
             guest,
+            guest_files,
+            http_hosts,
+            store,
             not_granted,
             logged: 0,
             denied: None,
@@ -576,7 +650,7 @@ impl PluginHost {
     /// A hook's wall-clock limit.
     fn deadline_ms(&self, hook: Hook) -> u64 {
         match hook {
-            Hook::AfterStart => self.settings.after_start_deadline_ms,
+            Hook::AfterStart | Hook::AfterReset => self.settings.after_start_deadline_ms,
             _ => self.settings.deadline_ms,
         }
     }
@@ -639,19 +713,21 @@ impl PluginHost {
                     .call_name(store, class, vm)
             })?
             .map_err(|message| failure(&plugin.manifest.id, message))?;
-        proxlab_pve::ident::validate_vm_name(&naming.name).map_err(|err| {
-            failure(
-                &plugin.manifest.id,
-                format!("gave the name {:?}: {err}", naming.name),
-            )
-        })?;
-        proxlab_pve::ident::validate_vm_name(&naming.hostname).map_err(|err| {
-            failure(
-                &plugin.manifest.id,
-                format!("gave the hostname {:?}: {err}", naming.hostname),
-            )
-        })?;
+        self.check_naming(&plugin.manifest.id, &naming)?;
         Ok(naming)
+    }
+
+    /// A name and hostname must be DNS names.
+    pub(super) fn check_naming(
+        &self,
+        plugin: &str,
+        naming: &bindings::Naming,
+    ) -> Result<(), PluginError> {
+        for (what, value) in [("name", &naming.name), ("hostname", &naming.hostname)] {
+            proxlab_pve::ident::validate_vm_name(value)
+                .map_err(|err| failure(plugin, format!("gave the {what} {value:?}: {err}")))?;
+        }
+        Ok(())
     }
 
     /// Hook `configure`: the edits the plugin asks for, not yet checked (see
@@ -662,7 +738,7 @@ impl PluginHost {
         class: &ClassInfo,
         vm: &VmInfo,
         config: &[(String, String)],
-    ) -> Result<Vec<super::edits::Edit>, PluginError> {
+    ) -> Result<Vec<Edit>, PluginError> {
         let config = config.to_vec();
         let edits = self
             .run(plugin, Hook::Configure, vm.vmid, |store, pre, instance| {
@@ -671,38 +747,16 @@ impl PluginHost {
                     .call_configure(store, class, vm, &config)
             })?
             .map_err(|message| failure(&plugin.manifest.id, message))?;
-        if edits.len() > bounds::MAX_EDITS {
-            return Err(failure(
-                &plugin.manifest.id,
-                format!(
-                    "asked for {} edits; a call may ask for at most {}",
-                    edits.len(),
-                    bounds::MAX_EDITS
-                ),
-            ));
-        }
-        let key_of = |edit: &bindings::ConfigEdit| match edit {
-            bindings::ConfigEdit::Set((key, _)) | bindings::ConfigEdit::Delete(key) => key.len(),
-        };
-        if edits
-            .iter()
-            .any(|edit| key_of(edit) > bounds::MAX_KEY_BYTES)
-        {
-            return Err(failure(
-                &plugin.manifest.id,
-                format!(
-                    "named a config key longer than {} bytes",
-                    bounds::MAX_KEY_BYTES
-                ),
-            ));
-        }
-        Ok(edits
-            .into_iter()
-            .map(|edit| match edit {
-                bindings::ConfigEdit::Set((key, value)) => super::edits::Edit::Set(key, value),
-                bindings::ConfigEdit::Delete(key) => super::edits::Edit::Delete(key),
-            })
-            .collect())
+        bounded_edits(
+            &plugin.manifest.id,
+            edits
+                .into_iter()
+                .map(|edit| match edit {
+                    bindings::ConfigEdit::Set((key, value)) => Edit::Set(key, value),
+                    bindings::ConfigEdit::Delete(key) => Edit::Delete(key),
+                })
+                .collect(),
+        )
     }
 
     /// Hook `after-start`.
@@ -734,23 +788,7 @@ impl PluginHost {
                 .load(&mut *store, instance)?
                 .call_validate(store, class, vm, &config)
         })?;
-        if findings.len() > bounds::MAX_FINDINGS {
-            return Err(failure(
-                &plugin.manifest.id,
-                format!(
-                    "reported {} findings; a call may report at most {}",
-                    findings.len(),
-                    bounds::MAX_FINDINGS
-                ),
-            ));
-        }
-        Ok(findings
-            .into_iter()
-            .map(|finding| bindings::Finding {
-                message: printable(&finding.message, bounds::MAX_MESSAGE_BYTES),
-                ..finding
-            })
-            .collect())
+        bounded_findings(&plugin.manifest.id, findings)
     }
 }
 

@@ -5,25 +5,35 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
-use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
+use proxlab_protocol::Event;
+use proxlab_protocol::plugins::{
+    PluginClass, PluginFinding, PluginNotice, PluginSettingValues, PluginSite, PluginSteps,
+    PluginStudent, PluginVm,
+};
 use proxlab_pve::config::VmConfig;
 use proxlab_pve::policy::NodeLimits;
 use serde::{Deserialize, Serialize};
 
 use super::bounds;
-use super::edits::{self, Edit};
+use super::edits::{Edit, Step};
 use super::host::{Plugin, PluginError, PluginHost, sha256_hex};
+use super::host_v2::HookOutput;
 use super::manifest::{Hook, Manifest};
-use super::{ClassInfo, Severity, VmInfo, files};
+use super::{Finding, HookFacts, Severity, VmFacts, files};
 
-/// A config's own section as key and value pairs.
-fn entries(config: &VmConfig) -> Vec<(String, String)> {
-    config
-        .main()
+/// A config's own section as key and value pairs, its description included: what hooks
+/// are told.
+pub fn entries(config: &VmConfig) -> Vec<(String, String)> {
+    let main = config.main();
+    let mut entries: Vec<(String, String)> = main
         .entries()
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
-        .collect()
+        .collect();
+    if let Some(description) = main.description() {
+        entries.push(("description".into(), description));
+    }
+    entries
 }
 
 /// The plugins of this agent, by id.
@@ -37,7 +47,8 @@ pub struct PluginRegistry {
 }
 
 /// What a class VM made with plugins remembers: its plugins and facts, for the hooks that
-/// run later (a rename when a student gets it, the steps after its first start).
+/// run later (when a student gets it or leaves it, after its first start or a reset, before
+/// it is deleted).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct ClassVmRecord {
     plugins: Vec<String>,
@@ -46,23 +57,94 @@ struct ClassVmRecord {
     name: String,
     /// Whether the after-start steps ran.
     started: bool,
+    #[serde(default)]
+    cluster: String,
+    #[serde(default)]
+    site: PluginSite,
+    #[serde(default)]
+    settings: PluginSettingValues,
 }
 
-fn class_info(class: &PluginClass) -> ClassInfo {
-    ClassInfo {
-        id: class.id,
-        name: class.name.clone(),
-        slug: class.slug.clone(),
+/// How one VM's plugin steps at one hook went, for the hub.
+#[derive(Debug, Clone, Default)]
+pub struct StepReport {
+    /// The first failure, which stopped the steps.
+    pub error: Option<String>,
+    pub findings: Vec<PluginFinding>,
+    pub notices: Vec<PluginNotice>,
+}
+
+impl StepReport {
+    /// The report as the event the hub records.
+    pub fn event(self, vmid: u32, hook: Hook) -> Event {
+        Event::PluginSteps {
+            vmid,
+            hook: hook.as_str().into(),
+            error: self.error,
+            findings: self.findings,
+            notices: self.notices,
+        }
+    }
+
+    fn found(&mut self, plugin: &str, findings: Vec<Finding>) {
+        for finding in findings {
+            let severity = match finding.severity {
+                Severity::Ok => continue,
+                Severity::Warning => "warning",
+                Severity::Error => "error",
+            };
+            self.findings.push(PluginFinding {
+                plugin: plugin.to_owned(),
+                severity: severity.into(),
+                message: finding.message,
+            });
+        }
     }
 }
 
-fn vm_info(vmid: u32, vm: &PluginVm, name: &str) -> VmInfo {
-    VmInfo {
-        vmid,
-        kind: vm.kind.clone(),
-        index: vm.index,
-        student: vm.student.clone(),
-        name: name.to_owned(),
+/// The facts of one hook call on a class VM.
+struct CallFacts<'a> {
+    class: &'a PluginClass,
+    vm: &'a PluginVm,
+    vmid: u32,
+    name: &'a str,
+    cluster: &'a str,
+    site: &'a PluginSite,
+    settings: &'a PluginSettingValues,
+}
+
+impl CallFacts<'_> {
+    fn for_plugin(&self, plugin: &str, config: &VmConfig) -> HookFacts {
+        HookFacts {
+            class: self.class.clone(),
+            vm: VmFacts {
+                vmid: self.vmid,
+                kind: self.vm.kind.clone(),
+                index: self.vm.index,
+                student: self.vm.student.clone(),
+                name: self.name.to_owned(),
+                node: String::new(),
+                cluster: self.cluster.to_owned(),
+            },
+            student: self.vm.student_facts.clone(),
+            config: entries(config),
+            site: self.site.clone(),
+            settings: self.settings.get(plugin).cloned().unwrap_or_default(),
+        }
+    }
+}
+
+impl ClassVmRecord {
+    fn call_facts(&self, vmid: u32) -> CallFacts<'_> {
+        CallFacts {
+            class: &self.class,
+            vm: &self.vm,
+            vmid,
+            name: &self.name,
+            cluster: &self.cluster,
+            site: &self.site,
+            settings: &self.settings,
+        }
     }
 }
 
@@ -198,63 +280,95 @@ impl PluginRegistry {
     }
 
     /// Runs the clone-time hooks on a new VM's config, in the class's order: `validate`
-    /// (an error finding fails the VM), `name`, then `configure`. Blocking: call it off the
-    /// async threads.
+    /// (an error finding fails the VM), `name`, then `configure`; returns the other findings.
+    /// Blocking: call it off the async threads.
     pub fn prepare(
         &self,
         steps: &PluginSteps,
         vmid: u32,
         config: &mut VmConfig,
         limits: &NodeLimits,
-    ) -> Result<(), String> {
+    ) -> Result<Vec<PluginFinding>, String> {
         let plugins = self.lookup(steps)?;
-        let class = class_info(&steps.class);
-        let facts = steps.vms.get(&vmid).cloned().unwrap_or_default();
+        let vm = steps.vms.get(&vmid).cloned().unwrap_or_default();
+        let mut report = StepReport::default();
+        let mut step = Step::default();
         for plugin in &plugins {
+            let id = &plugin.manifest.id;
             let name = config.main().get("name").unwrap_or_default().to_owned();
-            let vm = vm_info(vmid, &facts, &name);
+            let call = CallFacts {
+                class: &steps.class,
+                vm: &vm,
+                vmid,
+                name: &name,
+                cluster: &steps.cluster,
+                site: &steps.site,
+                settings: &steps.settings,
+            };
             let hooks = &plugin.manifest.hooks;
             if hooks.contains(&Hook::Validate) {
-                let findings = self
-                    .host
-                    .validate(plugin, &class, &vm, &entries(config))
-                    .map_err(|err| err.to_string())?;
-                for finding in findings {
-                    match finding.severity {
-                        Severity::Error => {
-                            return Err(format!(
-                                "plugin {}: {}",
-                                plugin.manifest.id, finding.message
-                            ));
-                        }
-                        Severity::Warning => {
-                            tracing::warn!(plugin = %plugin.manifest.id, vmid, "{}", finding.message);
-                        }
-                        Severity::Ok => {}
-                    }
+                let facts = call.for_plugin(id, config);
+                let HookOutput::Findings(findings) = self.call(plugin, Hook::Validate, &facts)?
+                else {
+                    unreachable!("validate gives findings");
+                };
+                if let Some(error) = findings
+                    .iter()
+                    .find(|finding| matches!(finding.severity, Severity::Error))
+                {
+                    return Err(format!("plugin {id}: {}", error.message));
                 }
+                for finding in &findings {
+                    tracing::warn!(plugin = %id, vmid, "{}", finding.message);
+                }
+                report.found(id, findings);
             }
             if hooks.contains(&Hook::Name) {
-                let naming = self
-                    .host
-                    .name(plugin, &class, &vm)
-                    .map_err(|err| err.to_string())?;
-                *config = edits::apply(config, &[Edit::Set("name".into(), naming.name)], limits)
-                    .map_err(|reason| format!("plugin {}: {reason}", plugin.manifest.id))?;
+                let facts = call.for_plugin(id, config);
+                let HookOutput::Naming(naming) = self.call(plugin, Hook::Name, &facts)? else {
+                    unreachable!("name gives a naming");
+                };
+                *config = step
+                    .apply(config, id, &[Edit::Set("name".into(), naming.name)], limits)
+                    .map_err(|reason| format!("plugin {id}: {reason}"))?;
             }
             if hooks.contains(&Hook::Configure) {
-                let vm = vm_info(vmid, &facts, config.main().get("name").unwrap_or_default());
-                let asked = self
-                    .host
-                    .configure(plugin, &class, &vm, &entries(config))
-                    .map_err(|err| err.to_string())?;
-                *config = edits::apply(config, &asked, limits).map_err(|reason| {
-                    let reason = bounds::printable(&reason, bounds::MAX_MESSAGE_BYTES);
-                    format!("plugin {}: {reason}", plugin.manifest.id)
-                })?;
+                let name = config.main().get("name").unwrap_or_default().to_owned();
+                let call = CallFacts {
+                    name: &name,
+                    ..call
+                };
+                let facts = call.for_plugin(id, config);
+                *config = self.edit(&mut step, plugin, Hook::Configure, &facts, config, limits)?;
             }
         }
-        Ok(())
+        Ok(report.findings)
+    }
+
+    /// Runs one hook that gives edits, and applies them within `step`.
+    fn edit(
+        &self,
+        step: &mut Step,
+        plugin: &Plugin,
+        hook: Hook,
+        facts: &HookFacts,
+        config: &VmConfig,
+        limits: &NodeLimits,
+    ) -> Result<VmConfig, String> {
+        let id = &plugin.manifest.id;
+        let HookOutput::Edits(asked) = self.call(plugin, hook, facts)? else {
+            unreachable!("{} gives edits", hook.as_str());
+        };
+        step.apply(config, id, &asked, limits).map_err(|reason| {
+            let reason = bounds::printable(&reason, bounds::MAX_MESSAGE_BYTES);
+            format!("plugin {id}: {reason}")
+        })
+    }
+
+    fn call(&self, plugin: &Plugin, hook: Hook, facts: &HookFacts) -> Result<HookOutput, String> {
+        self.host
+            .call(plugin, hook, facts)
+            .map_err(|err| err.to_string())
     }
 
     fn record_path(&self, vmid: u32) -> PathBuf {
@@ -272,31 +386,37 @@ impl PluginRegistry {
         }
     }
 
-    fn write_record(&self, vmid: u32, record: &ClassVmRecord) -> std::io::Result<()> {
-        std::fs::create_dir_all(&self.records_dir)?;
-        let text = serde_json::to_vec(record).map_err(std::io::Error::other)?;
-        proxlab_link::files::write_atomic(&self.record_path(vmid), &text, false)
+    fn write_record(&self, vmid: u32, record: &ClassVmRecord) -> Result<(), String> {
+        let write = || -> std::io::Result<()> {
+            std::fs::create_dir_all(&self.records_dir)?;
+            let text = serde_json::to_vec(record).map_err(std::io::Error::other)?;
+            proxlab_link::files::write_atomic(&self.record_path(vmid), &text, false)
+        };
+        write().map_err(|err| format!("cannot record VM {vmid}: {err}"))
     }
 
     /// Remembers a new VM's plugins and facts for the hooks that run later.
-    pub fn remember(&self, steps: &PluginSteps, vmid: u32, name: &str) -> std::io::Result<()> {
+    pub fn remember(&self, steps: &PluginSteps, vmid: u32, name: &str) -> Result<(), String> {
         let record = ClassVmRecord {
             plugins: steps.plugins.clone(),
             class: steps.class.clone(),
             vm: steps.vms.get(&vmid).cloned().unwrap_or_default(),
             name: name.to_owned(),
             started: false,
+            cluster: steps.cluster.clone(),
+            site: steps.site.clone(),
+            settings: steps.settings.clone(),
         };
         self.write_record(vmid, &record)
     }
 
-    /// Whether a VM has after-start steps that have not run yet.
-    pub fn has_first_start(&self, vmid: u32) -> bool {
+    /// Whether a VM's plugins have a `hook` (that has not run yet, for `after-start`).
+    pub fn has_hook(&self, vmid: u32, hook: Hook) -> bool {
         self.read_record(vmid).is_some_and(|record| {
-            !record.started
+            !(hook == Hook::AfterStart && record.started)
                 && record.plugins.iter().any(|id| {
                     self.get(id)
-                        .is_some_and(|p| p.manifest.hooks.contains(&Hook::AfterStart))
+                        .is_some_and(|p| p.manifest.hooks.contains(&hook))
                 })
         })
     }
@@ -306,57 +426,110 @@ impl PluginRegistry {
         let _ = std::fs::remove_file(self.record_path(vmid));
     }
 
-    /// A student got the VM: remembers them for its first start, and returns the name the
-    /// `name` hooks give it now (`None` when no plugin names VMs). Blocking.
-    pub fn assigned(&self, vmid: u32, student: &str) -> Result<Option<String>, String> {
+    /// The plugins a record names, all of which must be here.
+    fn record_plugins(&self, record: &ClassVmRecord) -> Result<Vec<Arc<Plugin>>, String> {
+        record
+            .plugins
+            .iter()
+            .map(|id| {
+                self.get(id)
+                    .ok_or_else(|| format!("plugin {id} is not installed on this node"))
+            })
+            .collect()
+    }
+
+    /// A student got the VM (`student` set) or was taken off it (`None`): its `name` hooks
+    /// rename it and its `assigned` or `unassigned` hooks edit its config. Returns the
+    /// config to write, when the hooks changed it. Blocking.
+    pub fn assignment(
+        &self,
+        vmid: u32,
+        student: Option<PluginStudent>,
+        config: &VmConfig,
+        limits: &NodeLimits,
+    ) -> Result<Option<VmConfig>, String> {
         let Some(mut record) = self.read_record(vmid) else {
             return Ok(None);
         };
-        record.vm.student = Some(student.to_owned());
-        let class = class_info(&record.class);
-        let mut renamed = None;
-        for id in &record.plugins {
-            let plugin = self
-                .get(id)
-                .ok_or_else(|| format!("plugin {id} is not installed on this node"))?;
-            if plugin.manifest.hooks.contains(&Hook::Name) {
-                let vm = vm_info(vmid, &record.vm, &record.name);
-                let naming = self
-                    .host
-                    .name(&plugin, &class, &vm)
-                    .map_err(|err| err.to_string())?;
-                proxlab_pve::ident::validate_vm_name(&naming.name)
+        let hook = match &student {
+            Some(_) => Hook::Assigned,
+            None => Hook::Unassigned,
+        };
+        let plugins = self.record_plugins(&record)?;
+        // `unassigned` hooks are told who the student was.
+        if student.is_some() {
+            record.vm.student = student.as_ref().map(|s| s.username.clone());
+            record.vm.student_facts = student.clone();
+        }
+        let mut step = Step::default();
+        let mut edited = config.clone();
+        for plugin in &plugins {
+            let id = &plugin.manifest.id;
+            let hooks = &plugin.manifest.hooks;
+            if hooks.contains(&Hook::Name) && student.is_some() {
+                let facts = record.call_facts(vmid).for_plugin(id, &edited);
+                let HookOutput::Naming(naming) = self.call(plugin, Hook::Name, &facts)? else {
+                    unreachable!("name gives a naming");
+                };
+                edited = step
+                    .apply(&edited, id, &[Edit::Set("name".into(), naming.name.clone())], limits)
                     .map_err(|reason| format!("plugin {id}: {reason}"))?;
-                record.name = naming.name.clone();
-                renamed = Some(naming.name);
+                record.name = naming.name;
+            }
+            if hooks.contains(&hook) {
+                let facts = record.call_facts(vmid).for_plugin(id, &edited);
+                edited = self.edit(&mut step, plugin, hook, &facts, &edited, limits)?;
             }
         }
-        self.write_record(vmid, &record)
-            .map_err(|err| format!("cannot record VM {vmid}: {err}"))?;
-        Ok(renamed)
+        if student.is_none() {
+            record.vm.student = None;
+            record.vm.student_facts = None;
+        }
+        self.write_record(vmid, &record)?;
+        Ok((edited != *config).then_some(edited))
     }
 
-    /// Runs a VM's after-start steps if they have not run, once: the record says so before
-    /// they run. Blocking.
-    pub fn first_start(&self, vmid: u32) -> Result<(), String> {
-        let Some(mut record) = self.read_record(vmid).filter(|record| !record.started) else {
-            return Ok(());
+    /// Runs `hook` (`after-start`, `after-reset` or `before-delete`) of a VM's plugins: all
+    /// of them, even when one fails (the first failure is reported). `after-start` runs
+    /// once: the record says so before it runs. Blocking.
+    pub fn run_hook(&self, vmid: u32, hook: Hook, config: &VmConfig) -> StepReport {
+        let mut report = StepReport::default();
+        let Some(mut record) = self.read_record(vmid) else {
+            return report;
         };
-        record.started = true;
-        self.write_record(vmid, &record)
-            .map_err(|err| format!("cannot record VM {vmid}: {err}"))?;
-        let class = class_info(&record.class);
-        let vm = vm_info(vmid, &record.vm, &record.name);
-        for id in &record.plugins {
-            let plugin = self
-                .get(id)
-                .ok_or_else(|| format!("plugin {id} is not installed on this node"))?;
-            if plugin.manifest.hooks.contains(&Hook::AfterStart) {
-                self.host
-                    .after_start(&plugin, &class, &vm)
-                    .map_err(|err| err.to_string())?;
+        if hook == Hook::AfterStart {
+            if record.started {
+                return report;
+            }
+            record.started = true;
+            if let Err(err) = self.write_record(vmid, &record) {
+                report.error = Some(err);
+                return report;
             }
         }
-        Ok(())
+        for id in &record.plugins {
+            let Some(plugin) = self.get(id) else {
+                report
+                    .error
+                    .get_or_insert_with(|| format!("plugin {id} is not installed on this node"));
+                continue;
+            };
+            if !plugin.manifest.hooks.contains(&hook) {
+                continue;
+            }
+            let facts = record.call_facts(vmid).for_plugin(id, config);
+            match self.call(&plugin, hook, &facts) {
+                Ok(HookOutput::Notice(Some(notice))) => report.notices.push(PluginNotice {
+                    plugin: id.clone(),
+                    message: notice.message,
+                    secret: notice.secret,
+                }),
+                Ok(_) => {}
+                Err(err) => {
+                    report.error.get_or_insert(err);
+                }
+            }
+        }
+        report
     }
 }

@@ -17,6 +17,7 @@ pub mod identities;
 pub mod idle;
 pub mod inventory;
 pub mod nodes;
+pub mod plugin_settings;
 pub mod plugins;
 pub mod quota;
 pub mod remote_access;

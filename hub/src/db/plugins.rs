@@ -125,10 +125,12 @@ impl Db {
 
     pub async fn delete_plugin(&self, id: &str) -> Result<bool, DbError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query("DELETE FROM class_plugins WHERE plugin_id = $1")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        for table in ["class_plugins", "plugin_settings"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE plugin_id = $1"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+        }
         let done = sqlx::query("DELETE FROM plugins WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)

@@ -16,6 +16,7 @@ pub mod classes;
 pub mod consoles;
 pub mod idle;
 pub mod notices;
+pub mod plugin_settings;
 pub mod plugins;
 pub mod quota;
 pub mod remote;

@@ -8,14 +8,18 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use proxlab_protocol::plugin_manifest::Manifest;
-use proxlab_protocol::plugins::{PluginInstall, PluginRemove, VmAssigned};
+use proxlab_protocol::plugins::{
+    PluginFinding, PluginInstall, PluginNotice, PluginRemove, VmAssigned, VmUnassigned,
+};
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
 use proxlab_protocol::Event;
 
 use crate::HubState;
-use crate::agents::AgentEvent;
+use crate::agents::{AgentEvent, CallError};
+use crate::db::plugin_settings::NewNote;
+use crate::domain::plugin_settings;
 use crate::db::DbError;
 use crate::db::now_unix;
 use crate::db::plugins::{NewPlugin, PluginRow};
@@ -219,10 +223,11 @@ pub fn start_sync(state: Arc<HubState>) -> JoinHandle<()> {
                     Ok(AgentEvent {
                         node,
                         cluster_id,
-                        event: Event::PluginSteps { vmid, hook, error },
+                        event: Event::PluginSteps { vmid, hook, error, findings, notices },
                     }) => {
                         let key = VmKey::new(cluster_id, vmid);
-                        record_steps(&state, &node, key, &hook, error.as_deref()).await;
+                        let report = StepsReport { hook: &hook, error: error.as_deref(), findings: &findings, notices: &notices };
+                        record_steps(&state.db, &state.jobs, &node, key, report).await;
                     }
                     Ok(_) | Err(RecvError::Lagged(_)) => {}
                     Err(RecvError::Closed) => return,
@@ -232,16 +237,53 @@ pub fn start_sync(state: Arc<HubState>) -> JoinHandle<()> {
     })
 }
 
-/// Shows a failed plugin step on the class VM (and clears an earlier one once they pass).
-async fn record_steps(state: &HubState, node: &str, key: VmKey, hook: &str, error: Option<&str>) {
-    if let Some(error) = error {
+/// How a VM's plugin steps at one hook went, as its agent reported.
+struct StepsReport<'a> {
+    hook: &'a str,
+    error: Option<&'a str>,
+    findings: &'a [PluginFinding],
+    notices: &'a [PluginNotice],
+}
+
+/// Shows a failed plugin step on the class VM (and clears an earlier one once they pass),
+/// and keeps what the plugins found and told the VM's user for the class and VM pages.
+async fn record_steps(
+    db: &crate::db::Db,
+    jobs: &crate::domain::classes::jobs::JobQueue,
+    node: &str,
+    key: VmKey,
+    report: StepsReport<'_>,
+) {
+    let hook = report.hook;
+    if let Some(error) = report.error {
         tracing::warn!(%node, vmid = key.vmid, hook, %error, "a plugin step failed");
     }
-    let message = error
+    let mut notes: Vec<NewNote<'_>> = report
+        .findings
+        .iter()
+        .map(|finding| NewNote {
+            plugin: &finding.plugin,
+            severity: &finding.severity,
+            message: &finding.message,
+            secret: None,
+        })
+        .collect();
+    notes.extend(report.notices.iter().map(|notice| NewNote {
+        plugin: &notice.plugin,
+        severity: "notice",
+        message: &notice.message,
+        secret: notice.secret.as_deref(),
+    }));
+    if let Err(err) = db.replace_plugin_notes(key, hook, &notes).await {
+        tracing::error!(%err, %key, "cannot record what plugins said");
+    }
+    // A step that does not concern the VM's making (before-delete) leaves its state alone.
+    let message = report
+        .error
         .map(|error| format!("{hook}: {error}"))
         .unwrap_or_default();
-    match state.db.set_class_vm_error(key, &message).await {
-        Ok(Some(class_id)) => state.jobs.announce(class_id),
+    match db.set_class_vm_error(key, &message).await {
+        Ok(Some(class_id)) => jobs.announce(class_id),
         Ok(None) => {}
         Err(err) => tracing::error!(%err, %key, "cannot record a plugin step"),
     }
@@ -258,25 +300,84 @@ async fn install_all(state: &Arc<HubState>, node: &str) {
     }
 }
 
-/// Tells a class VM's agent who got the VM, so its plugins can rename it and know the
-/// student at its first start. In the background; a node that is away misses it (the VM
-/// keeps its name).
-pub fn tell_assignment(state: &HubState, class_id: i64, key: VmKey, student: &str) {
-    let (db, registry, student) = (state.db.clone(), state.registry.clone(), student.to_owned());
-    let vmid = key.vmid;
+/// What telling an agent of a VM's student needs, owned, for a background task.
+struct Teller {
+    db: crate::db::Db,
+    registry: crate::agents::AgentRegistry,
+    jobs: crate::domain::classes::jobs::JobQueue,
+}
+
+impl Teller {
+    fn new(state: &HubState) -> Self {
+        Self {
+            db: state.db.clone(),
+            registry: state.registry.clone(),
+            jobs: state.jobs.clone(),
+        }
+    }
+
+    /// The node a class VM is on.
+    async fn node(&self, class_id: i64, key: VmKey) -> Option<String> {
+        let vms = self.db.class_vms(class_id).await.unwrap_or_default();
+        vms.into_iter().find(|vm| vm.key == key).map(|vm| vm.node)
+    }
+
+    /// Records how it went: a failure shows on the class VM.
+    async fn told(&self, node: &str, key: VmKey, hook: &str, error: Option<CallError>) {
+        let error = error.map(|err| err.to_string());
+        let report = StepsReport {
+            hook,
+            error: error.as_deref(),
+            findings: &[],
+            notices: &[],
+        };
+        record_steps(&self.db, &self.jobs, node, key, report).await;
+    }
+}
+
+/// Tells a class VM's agent who got the VM, so its plugins can rename it, run their
+/// `assigned` steps and know the student at its first start. In the background; a node
+/// that is away misses it (the VM keeps its name). A failed step shows on the class VM.
+pub async fn tell_assignment(state: &HubState, class_id: i64, key: VmKey, student: &str) {
+    let student_facts = match plugin_settings::student_facts(state, student).await {
+        Ok(facts) => facts,
+        Err(err) => {
+            tracing::warn!(vmid = key.vmid, %err, "plugins not told of an assignment");
+            return;
+        }
+    };
+    let request = VmAssigned {
+        vmid: key.vmid,
+        student: student.to_owned(),
+        student_facts,
+    };
+    let teller = Teller::new(state);
     tokio::spawn(async move {
-        let vms = db.class_vms(class_id).await.unwrap_or_default();
-        let Some(node) = vms.into_iter().find(|vm| vm.key == key).map(|vm| vm.node) else {
+        let Some(node) = teller.node(class_id, key).await else {
             return;
         };
-        let request = VmAssigned { vmid, student };
-        match registry.call(&node, &request).await {
-            Ok(reply) => {
-                if let Some(name) = reply.name {
-                    tracing::info!(vmid, %name, "renamed by plugins");
-                }
+        let outcome = teller.registry.call(&node, &request).await;
+        if let Ok(reply) = &outcome {
+            if let Some(name) = &reply.name {
+                tracing::info!(vmid = key.vmid, %name, "renamed by plugins");
             }
-            Err(err) => tracing::warn!(vmid, %node, %err, "plugins not told of an assignment"),
         }
+        teller.told(&node, key, "assigned", outcome.err()).await;
+    });
+}
+
+/// Tells a class VM's agent its student was taken off it: its plugins' `unassigned` steps
+/// run. In the background, like [`tell_assignment`].
+pub fn tell_unassignment(state: &HubState, class_id: i64, key: VmKey) {
+    let teller = Teller::new(state);
+    tokio::spawn(async move {
+        let Some(node) = teller.node(class_id, key).await else {
+            return;
+        };
+        let outcome = teller
+            .registry
+            .call(&node, &VmUnassigned { vmid: key.vmid })
+            .await;
+        teller.told(&node, key, "unassigned", outcome.err()).await;
     });
 }

@@ -365,7 +365,13 @@ pub async fn assign(
         .is_some_and(|holder| Some(holder) != username);
     let target = key.audit_target();
     let recycle = match username {
-        None => state.db.release_class_vm(key).await?,
+        None => {
+            let released = state.db.release_class_vm(key).await?;
+            if vm.assignee.is_some() {
+                crate::domain::plugins::tell_unassignment(state, class_id, key);
+            }
+            released
+        }
         Some(username) => {
             let user = active_user(&state.db, username).await?;
             if changes_hands && handover == Handover::Fresh {
@@ -380,7 +386,7 @@ pub async fn assign(
                 .db
                 .join_class_with_vm(class_id, user.id, key, crate::db::now_unix())
                 .await?;
-            crate::domain::plugins::tell_assignment(state, class_id, key, &user.username);
+            crate::domain::plugins::tell_assignment(state, class_id, key, &user.username).await;
             freed
         }
     };

@@ -9,12 +9,13 @@ use std::time::Duration;
 
 use proxlab_protocol::ErrorKind;
 use proxlab_protocol::clones::{CloneMany, CloneOutcome, CloneTarget, Hardware, MakeBase};
-use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
+use proxlab_protocol::plugins::{PluginSite, PluginSteps, PluginVm};
 use proxlab_protocol::vm_ops::{VmCreate, VmDestroy, VmReset};
 use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{copy, name_stem, publish};
+use crate::domain::plugin_settings;
 use crate::HubState;
 use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
@@ -341,33 +342,49 @@ async fn plugin_steps(
     if plugins.is_empty() {
         return Ok(None);
     }
+    let facts_failed = |err: crate::domain::plugins::PluginFault| err.to_string();
     let mut students = 0;
-    let facts = vms
-        .iter()
-        .filter(|vm| vm.kind != ClassVmKind::Base)
-        .map(|vm| {
-            let index = if vm.kind == ClassVmKind::Teacher {
-                0
-            } else {
-                students += 1;
-                students
-            };
-            let facts = PluginVm {
-                kind: vm.kind.to_string(),
-                index,
-                student: vm.assignee.clone(),
-            };
-            (vm.vmid, facts)
-        })
-        .collect();
+    let mut facts = BTreeMap::new();
+    for vm in vms.iter().filter(|vm| vm.kind != ClassVmKind::Base) {
+        let index = if vm.kind == ClassVmKind::Teacher {
+            0
+        } else {
+            students += 1;
+            students
+        };
+        let student_facts = match &vm.assignee {
+            Some(username) => plugin_settings::student_facts(state, username)
+                .await
+                .map_err(facts_failed)?,
+            None => None,
+        };
+        let vm_facts = PluginVm {
+            kind: vm.kind.to_string(),
+            index,
+            student: vm.assignee.clone(),
+            student_facts,
+        };
+        facts.insert(vm.vmid, vm_facts);
+    }
+    let cluster = match vms.first() {
+        Some(vm) => plugin_settings::cluster_name(state, vm.key.cluster)
+            .await
+            .map_err(facts_failed)?,
+        None => String::new(),
+    };
     Ok(Some(PluginSteps {
+        settings: plugin_settings::resolved(state, class.id, &plugins)
+            .await
+            .map_err(facts_failed)?,
         plugins,
-        class: PluginClass {
-            id: class.id,
-            name: class.name.clone(),
-            slug: name_stem(&class.name, class.id),
-        },
+        class: plugin_settings::class_facts(state, class)
+            .await
+            .map_err(facts_failed)?,
         vms: facts,
+        cluster,
+        site: PluginSite {
+            hub_url: state.config.site_url().unwrap_or_default(),
+        },
     }))
 }
 

@@ -1061,7 +1061,7 @@ pub async fn serve_waitlist(state: &HubState, class_id: i64) -> Result<(), Class
     for (user, username) in state.db.waitlist(class_id).await? {
         match state.db.assign_free_vm(class_id, user, now_unix()).await? {
             JoinOutcome::Assigned(vmid) => {
-                crate::domain::plugins::tell_assignment(state, class_id, vmid, &username)
+                crate::domain::plugins::tell_assignment(state, class_id, vmid, &username).await
             }
             JoinOutcome::Waitlisted => break,
         }
@@ -1315,7 +1315,7 @@ pub async fn join(
     )
     .await;
     if let JoinOutcome::Assigned(vmid) = outcome {
-        crate::domain::plugins::tell_assignment(state, class.id, vmid, &viewer.username);
+        crate::domain::plugins::tell_assignment(state, class.id, vmid, &viewer.username).await;
     }
     state.jobs.announce(class.id);
     Ok((class, outcome))

@@ -1,7 +1,7 @@
 //! Names each VM `<class>-<username>`: `networking-alice`. The teacher's VM is
 //! `<class>-teacher`; a VM not yet given to a student keeps a numbered name.
 
-use proxlab_plugin_sdk::name::{ClassInfo, Guest, Naming, VmInfo};
+use proxlab_plugin_sdk::v0_1::name::{ClassInfo, Guest, Naming, VmInfo};
 
 struct NameByStudent;
 
@@ -35,4 +35,4 @@ impl Guest for NameByStudent {
     }
 }
 
-proxlab_plugin_sdk::name::export!(NameByStudent);
+proxlab_plugin_sdk::v0_1::name::export!(NameByStudent);

@@ -2,7 +2,7 @@
 //! student's username followed by the class id (`alice-42`), through the guest agent, and
 //! expires it so the student must choose their own at first login. Needs `guest-exec`.
 
-use proxlab_plugin_sdk::after_start::{ClassInfo, Guest, Level, VmInfo, guest_exec, log};
+use proxlab_plugin_sdk::v0_1::after_start::{ClassInfo, Guest, Level, VmInfo, guest_exec, log};
 
 struct SetGuestPassword;
 
@@ -45,4 +45,4 @@ impl Guest for SetGuestPassword {
     }
 }
 
-proxlab_plugin_sdk::after_start::export!(SetGuestPassword);
+proxlab_plugin_sdk::v0_1::after_start::export!(SetGuestPassword);

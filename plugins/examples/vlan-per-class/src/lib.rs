@@ -1,7 +1,7 @@
 //! Puts each class on its own VLAN: every NIC of a class's VMs gets the VLAN tag
 //! `100 + class id` (wrapping within 100..=3999), and the VM is tagged `vlan-<tag>`.
 
-use proxlab_plugin_sdk::configure::{ClassInfo, ConfigEdit, Guest, Level, VmInfo, log};
+use proxlab_plugin_sdk::v0_1::configure::{ClassInfo, ConfigEdit, Guest, Level, VmInfo, log};
 
 struct VlanPerClass;
 
@@ -52,4 +52,4 @@ impl Guest for VlanPerClass {
     }
 }
 
-proxlab_plugin_sdk::configure::export!(VlanPerClass);
+proxlab_plugin_sdk::v0_1::configure::export!(VlanPerClass);
