@@ -13,12 +13,12 @@ use proxlab_protocol::base_copy::{
 use proxlab_protocol::clones::{CloneMany, CloneManyReply, MakeBase, MakeBaseReply};
 use proxlab_protocol::console::ConsoleOpen;
 use proxlab_protocol::idle::{IdlePolicies, IdleStillHere, IdleStillHereReply};
+use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::limits::{FRAME_READ_TIMEOUT, MAX_FRAME_LEN};
 use proxlab_protocol::plugins::{
     PluginInstall, PluginInstalled, PluginRemove, PluginStudent, VmAssigned, VmAssignedReply,
     VmUnassigned,
 };
-use proxlab_protocol::inventory::PowerState;
 use proxlab_protocol::requests::{MAX_PING_DELAY_MS, NodeInfo, NodeInfoReply, Ping, Pong};
 use proxlab_protocol::tunnel::TunnelOpen;
 use proxlab_protocol::vm_ops::{
@@ -367,8 +367,7 @@ async fn vm_destroy(
     r: VmDestroy,
     _: ProgressSink<NoProgress>,
 ) -> Result<Done, RemoteError> {
-    plugin_ops::before_delete(&context.node, &context.plugins, &context.collector, r.vmid)
-        .await;
+    plugin_ops::before_delete(&context.node, &context.plugins, &context.collector, r.vmid).await;
     context.plugins.forget(r.vmid);
     ops::destroy(
         &context.node,

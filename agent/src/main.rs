@@ -167,10 +167,8 @@ impl GrantArgs {
                 scratch: false,
             },
             None => StoreDir {
-                path: std::env::temp_dir().join(format!(
-                    "proxlab-plugin-store-{}",
-                    std::process::id()
-                )),
+                path: std::env::temp_dir()
+                    .join(format!("proxlab-plugin-store-{}", std::process::id())),
                 scratch: true,
             },
         };
@@ -382,7 +380,11 @@ async fn plugin_command(config: &AgentConfig, action: PluginCommand) -> Result<(
                     .as_ref()
                     .map(|value| format!(", default {}", value.to_text()))
                     .unwrap_or_default();
-                let scope = if spec.per_class { "site or class" } else { "site" };
+                let scope = if spec.per_class {
+                    "site or class"
+                } else {
+                    "site"
+                };
                 println!(
                     "  setting {name} ({}, {scope}{default}): {}",
                     spec.kind.as_str(),

@@ -12,13 +12,15 @@ use std::time::Duration;
 
 use proxlab_agent::plugins::grants::Grant;
 use proxlab_agent::plugins::guest_exec::NodeGuestExec;
-use proxlab_agent::plugins::invoke::{HookInput, invoke};
+use proxlab_agent::plugins::invoke::invoke;
 use proxlab_agent::plugins::{
     Capability, ClassInfo, ExecResult, GuestExec, Hook, Manifest, NodeFacts, Plugin, PluginHost,
     PluginSettings, VmInfo, edits, files,
 };
+use proxlab_agent::plugins::{HookFacts, VmFacts};
 use proxlab_agent::pve::config::PveConfig;
 use proxlab_agent::pve::node::Node;
+use proxlab_protocol::plugins::PluginClass;
 use sim::sim_binary;
 
 fn dist() -> Option<PathBuf> {
@@ -134,11 +136,7 @@ fn vlan_per_class_tags_every_nic_and_keeps_macs() {
     let Some(dist) = dist() else { return };
     let host = host_with(PluginSettings::default(), None);
     let plugin = load(&host, &dist, "vlan-per-class");
-    let input = HookInput {
-        class: class("Lab"),
-        vm: vm(None),
-        config: config(),
-    };
+    let input = hook_facts(class("Lab"), vm(None), config());
     let result = invoke(&host, &plugin, Hook::Configure, &input)
         .unwrap()
         .result;
@@ -161,11 +159,7 @@ fn validate_findings_say_whether_the_step_would_fail() {
     let host = host_with(PluginSettings::default(), None);
     let plugin = load(&host, &dist, "hostile");
     let validate = |name: &str| {
-        let input = HookInput {
-            class: class(name),
-            vm: vm(None),
-            config: config(),
-        };
+        let input = hook_facts(class(name), vm(None), config());
         invoke(&host, &plugin, Hook::Validate, &input).unwrap()
     };
     let invalid = validate("invalid");
@@ -337,8 +331,30 @@ fn guest_exec_needs_the_manifest_and_the_operator() {
 fn grant(commands: &[&str]) -> Grant {
     Grant {
         capabilities: vec![Capability::GuestExec],
-        sha256: None,
         guest_commands: commands.iter().map(|c| (*c).to_owned()).collect(),
+        ..Grant::default()
+    }
+}
+
+/// What `plugin run` is given, from the 0.1 contract's class and VM.
+fn hook_facts(class: ClassInfo, vm: VmInfo, config: Vec<(String, String)>) -> HookFacts {
+    HookFacts {
+        class: PluginClass {
+            id: class.id,
+            name: class.name,
+            slug: class.slug,
+            ..PluginClass::default()
+        },
+        vm: VmFacts {
+            vmid: vm.vmid,
+            kind: vm.kind,
+            index: vm.index,
+            student: vm.student,
+            name: vm.name,
+            ..VmFacts::default()
+        },
+        config,
+        ..HookFacts::default()
     }
 }
 
@@ -466,11 +482,7 @@ fn what_a_plugin_produces_is_bounded() {
         ),
         ("huge", "longer than 8192 bytes"),
     ] {
-        let input = HookInput {
-            class: class(name),
-            vm: vm(None),
-            config: config(),
-        };
+        let input = hook_facts(class(name), vm(None), config());
         let err = invoke(&host, &plugin, Hook::Configure, &input)
             .unwrap_err()
             .to_string();
@@ -560,11 +572,7 @@ fn forbidden_edits_fail_the_step() {
     let host = host_with(PluginSettings::default(), None);
     let plugin = load(&host, &dist, "hostile");
     for (name, key) in [("disk", "scsi0"), ("lock", "lock"), ("args", "args")] {
-        let input = HookInput {
-            class: class(name),
-            vm: vm(None),
-            config: config(),
-        };
+        let input = hook_facts(class(name), vm(None), config());
         let err = invoke(&host, &plugin, Hook::Configure, &input)
             .unwrap_err()
             .to_string();
@@ -605,7 +613,20 @@ fn manifests_must_match_the_component() {
         "id = \"name-by-student\"\nversion = \"1\"\napi = \"0.2.0\"\nhooks = [\"name\"]\n",
     )
     .unwrap_err();
-    assert!(err.contains("built for API 0.2.0"), "{err}");
+    assert!(
+        err.contains(
+            "the manifest says API 0.2.0 but the component exports proxlab:plugin/name@0.1.0"
+        ),
+        "{err}"
+    );
+    let err = load_with(
+        &host,
+        &dist,
+        "name-by-student",
+        "id = \"name-by-student\"\nversion = \"1\"\napi = \"9.0.0\"\nhooks = [\"name\"]\n",
+    )
+    .unwrap_err();
+    assert!(err.contains("built for API 9.0.0"), "{err}");
     let manifest =
         Manifest::parse("id = \"garbage\"\nversion = \"1\"\napi = \"0.1.0\"\nhooks = [\"name\"]\n")
             .unwrap();

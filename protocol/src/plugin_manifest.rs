@@ -126,7 +126,10 @@ impl std::str::FromStr for Capability {
             .find(|capability| capability.as_str() == text)
             .ok_or_else(|| {
                 let known: Vec<&str> = Capability::ALL.iter().map(|c| c.as_str()).collect();
-                format!("unknown capability {text:?} (capabilities: {})", known.join(", "))
+                format!(
+                    "unknown capability {text:?} (capabilities: {})",
+                    known.join(", ")
+                )
             })
     }
 }
@@ -224,7 +227,10 @@ impl SettingSpec {
                 if text.len() > MAX_SETTING_BYTES {
                     return Err(format!("longer than {MAX_SETTING_BYTES} bytes"));
                 }
-                if text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') {
+                if text
+                    .chars()
+                    .any(|c| c.is_control() && c != '\n' && c != '\t')
+                {
                     return Err("holds control characters".into());
                 }
                 Ok(())
@@ -262,9 +268,10 @@ impl Manifest {
             .collect();
         for layer in layers {
             for (name, value) in *layer {
-                let spec = self.settings.get(name).ok_or_else(|| {
-                    format!("there is no setting {name:?} in its manifest")
-                })?;
+                let spec = self
+                    .settings
+                    .get(name)
+                    .ok_or_else(|| format!("there is no setting {name:?} in its manifest"))?;
                 spec.check_value(value)
                     .map_err(|reason| format!("setting {name}: {value:?} {reason}"))?;
                 resolved.insert(name.clone(), value.clone());
@@ -386,9 +393,17 @@ mod tests {
         let cores = &manifest.settings["cores"];
         assert_eq!(cores.default, Some(SettingValue::Integer(2)));
         assert!(cores.per_class && !manifest.settings["note"].per_class);
-        assert_eq!(cores.parse_value(" 4 ").unwrap(), Some(SettingValue::Integer(4)));
+        assert_eq!(
+            cores.parse_value(" 4 ").unwrap(),
+            Some(SettingValue::Integer(4))
+        );
         assert_eq!(cores.parse_value("").unwrap(), None);
-        assert!(cores.parse_value("four").unwrap_err().contains("whole number"));
+        assert!(
+            cores
+                .parse_value("four")
+                .unwrap_err()
+                .contains("whole number")
+        );
         let note = &manifest.settings["note"];
         assert!(note.parse_value("a\u{7}b").unwrap_err().contains("control"));
         assert!(note.parse_value(&"x".repeat(5000)).is_err());
@@ -409,9 +424,19 @@ mod tests {
         assert_eq!(resolved["label"], SettingValue::Text("net".into()));
         assert!(!resolved.contains_key("open"));
         let wrong = BTreeMap::from([("cores".to_owned(), SettingValue::Text("4".into()))]);
-        assert!(manifest.resolve_settings(&[&wrong]).unwrap_err().contains("setting cores"));
+        assert!(
+            manifest
+                .resolve_settings(&[&wrong])
+                .unwrap_err()
+                .contains("setting cores")
+        );
         let unknown = BTreeMap::from([("color".to_owned(), SettingValue::Boolean(true))]);
-        assert!(manifest.resolve_settings(&[&unknown]).unwrap_err().contains("no setting"));
+        assert!(
+            manifest
+                .resolve_settings(&[&unknown])
+                .unwrap_err()
+                .contains("no setting")
+        );
     }
 
     #[test]

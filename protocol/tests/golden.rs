@@ -351,7 +351,9 @@ fn clone_requests() {
         CloneMany, CloneManyReply, CloneOutcome, CloneTarget, CopyProgress, Hardware, MakeBase,
         MakeBaseReply,
     };
-    use proxlab_protocol::plugins::{PluginClass, PluginSteps, PluginVm};
+    use proxlab_protocol::plugins::{
+        PluginClass, PluginSite, PluginSteps, PluginStudent, PluginVm, SettingValue,
+    };
     check_exchange(
         &MakeBase {
             source_vmid: 9000,
@@ -381,6 +383,12 @@ fn clone_requests() {
             kind: "student".into(),
             index: 1,
             student: Some("alice".into()),
+            student_facts: Some(PluginStudent {
+                username: "alice".into(),
+                display_name: "Alice Liddell".into(),
+                email: Some("alice@school.example".into()),
+                groups: vec!["year-2".into()],
+            }),
         },
     );
     check_exchange(
@@ -407,8 +415,23 @@ fn clone_requests() {
                     id: 3,
                     name: "Networks 101".into(),
                     slug: "networks-101".into(),
+                    description: "Routing and switching".into(),
+                    course_code: None,
+                    owners: vec!["mrs-smith".into()],
+                    seats: 20,
+                    template: Some("lab/9000".into()),
+                    cores: Some(2),
+                    memory_mib: Some(4096),
                 },
                 vms,
+                cluster: "lab".into(),
+                site: PluginSite {
+                    hub_url: "https://lab.school.example".into(),
+                },
+                settings: BTreeMap::from([(
+                    "per-class-sizing".to_owned(),
+                    BTreeMap::from([("cores".to_owned(), SettingValue::Integer(4))]),
+                )]),
             }),
         },
         &CloneManyReply {
@@ -519,7 +542,7 @@ fn base_copy_requests() {
 #[test]
 fn plugin_requests() {
     use proxlab_protocol::plugins::{
-        PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply,
+        PluginInstall, PluginInstalled, PluginRemove, VmAssigned, VmAssignedReply, VmUnassigned,
     };
     use proxlab_protocol::vm_ops::Done;
     check_exchange(
@@ -539,11 +562,13 @@ fn plugin_requests() {
         &VmAssigned {
             vmid: 10_001,
             student: "alice".into(),
+            student_facts: None,
         },
         &VmAssignedReply {
             name: Some("networks-101-alice".into()),
         },
     );
+    check_exchange(&VmUnassigned { vmid: 10_001 }, &Done {});
     check_exchange(
         &PluginRemove {
             id: "name-by-student".into(),
@@ -584,6 +609,7 @@ fn inventory_and_metrics_events() {
         DiskInfo, Inventory, InventoryDelta, IpAddress, IpSource, IsoInfo, NicInfo, NodeMetrics,
         PowerState, StorageInfo, VmInfo, VmLoad,
     };
+    use proxlab_protocol::plugins::{PluginFinding, PluginNotice};
     let storage = StorageInfo {
         id: "local".into(),
         kind: "dir".into(),
@@ -690,6 +716,16 @@ fn inventory_and_metrics_events() {
                 vmid: 10_001,
                 hook: "after-start".into(),
                 error: Some("set-guest-password: the guest agent did not answer".into()),
+                findings: vec![PluginFinding {
+                    plugin: "per-class-sizing".into(),
+                    severity: "warning".into(),
+                    message: "a negative size is ignored".into(),
+                }],
+                notices: vec![PluginNotice {
+                    plugin: "set-guest-password".into(),
+                    message: "Sign in as student".into(),
+                    secret: Some("correct-horse".into()),
+                }],
             },
         },
     );

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 use serde_json::Value;
 
+use super::HookFacts;
 use super::host::{Plugin, PluginHost};
 use super::invoke::invoke;
-use super::HookFacts;
 use super::manifest::Hook;
 
 /// One case, as its file has it.

@@ -313,22 +313,46 @@ mod tests {
         let both = with_section(&first, "ipam", "Address: 10.0.0.5");
         let again = with_section(&both, "describe", "Student: Bo");
         assert!(again.starts_with("Set up by Ms Smith\n"), "{again}");
-        assert!(again.contains("Student: Bo") && !again.contains("Ada"), "{again}");
+        assert!(
+            again.contains("Student: Bo") && !again.contains("Ada"),
+            "{again}"
+        );
         assert!(again.contains("Address: 10.0.0.5"), "{again}");
         assert_eq!(with_section(&first, "describe", ""), "Set up by Ms Smith");
-        let edited = apply(&config(), "describe", &[Edit::Describe("Student: Ada".into())], &NODE)
-            .unwrap();
-        assert!(edited.main().description().unwrap().contains("Student: Ada"));
+        let edited = apply(
+            &config(),
+            "describe",
+            &[Edit::Describe("Student: Ada".into())],
+            &NODE,
+        )
+        .unwrap();
+        assert!(
+            edited
+                .main()
+                .description()
+                .unwrap()
+                .contains("Student: Ada")
+        );
     }
 
     #[test]
     fn two_plugins_changing_one_key_are_a_conflict() {
         let mut step = Step::default();
         let config = step
-            .apply(&config(), "a", &[Edit::Set("cores".into(), "4".into())], &NODE)
+            .apply(
+                &config(),
+                "a",
+                &[Edit::Set("cores".into(), "4".into())],
+                &NODE,
+            )
             .unwrap();
         let config = step
-            .apply(&config, "a", &[Edit::Set("cores".into(), "2".into())], &NODE)
+            .apply(
+                &config,
+                "a",
+                &[Edit::Set("cores".into(), "2".into())],
+                &NODE,
+            )
             .unwrap();
         let err = step
             .apply(&config, "b", &[Edit::Delete("cores".into())], &NODE)

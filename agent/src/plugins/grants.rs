@@ -137,12 +137,14 @@ pub fn path_allowed(patterns: &[String], path: &str) -> bool {
             .skip(1)
             .all(|part| !part.is_empty() && part != "." && part != "..");
     plain
-        && patterns.iter().any(|pattern| match pattern.strip_suffix("/**") {
-            Some(dir) => path
-                .strip_prefix(dir)
-                .is_some_and(|rest| rest.starts_with('/')),
-            None => pattern == path,
-        })
+        && patterns
+            .iter()
+            .any(|pattern| match pattern.strip_suffix("/**") {
+                Some(dir) => path
+                    .strip_prefix(dir)
+                    .is_some_and(|rest| rest.starts_with('/')),
+                None => pattern == path,
+            })
 }
 
 #[cfg(test)]

@@ -29,8 +29,8 @@ use super::bindings::{after_start, configure, name, validate};
 use super::bindings_v2;
 use super::bounds::{self, printable};
 use super::edits::Edit;
-use super::host_v2::{bounded_edits, bounded_findings, unrequested_import};
 use super::grants::{self, Grant};
+use super::host_v2::{bounded_edits, bounded_findings, unrequested_import};
 use super::manifest::{Capability, Hook, Manifest};
 use super::store::PluginStores;
 
@@ -465,7 +465,10 @@ impl PluginHost {
             .exports(&self.engine)
             .map(|(name, _)| name.to_owned())
             .collect();
-        for hook in Hook::ALL.into_iter().filter(|hook| hook.in_api(&manifest.api)) {
+        for hook in Hook::ALL
+            .into_iter()
+            .filter(|hook| hook.in_api(&manifest.api))
+        {
             let wanted = hook.interface(&manifest.api);
             let exported = exports.contains(&wanted);
             let declared = manifest.hooks.contains(&hook);

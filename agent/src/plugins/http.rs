@@ -29,7 +29,10 @@ pub fn host_allowed(allowed: &[String], url: &reqwest::Url) -> bool {
     let default_port = url.port().is_none();
     allowed.iter().any(|entry| {
         let entry = entry.trim().to_ascii_lowercase();
-        match entry.rsplit_once(':').filter(|(_, p)| p.parse::<u16>().is_ok()) {
+        match entry
+            .rsplit_once(':')
+            .filter(|(_, p)| p.parse::<u16>().is_ok())
+        {
             Some((listed, listed_port)) => {
                 listed.trim_matches(['[', ']']) == host.trim_matches(['[', ']'])
                     && listed_port.parse() == Ok(port)
@@ -57,7 +60,11 @@ fn client() -> &'static reqwest::Client {
     CLIENT.get_or_init(|| {
         reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent(concat!("proxlab-agent/", env!("CARGO_PKG_VERSION"), " (plugin)"))
+            .user_agent(concat!(
+                "proxlab-agent/",
+                env!("CARGO_PKG_VERSION"),
+                " (plugin)"
+            ))
             .build()
             .expect("an HTTP client")
     })
@@ -89,8 +96,13 @@ pub fn request(
     if headers.len() > MAX_HEADERS {
         return Err(format!("at most {MAX_HEADERS} headers"));
     }
-    if body.as_ref().is_some_and(|body| body.len() > MAX_REQUEST_BYTES) {
-        return Err(format!("a request body has at most {MAX_REQUEST_BYTES} bytes"));
+    if body
+        .as_ref()
+        .is_some_and(|body| body.len() > MAX_REQUEST_BYTES)
+    {
+        return Err(format!(
+            "a request body has at most {MAX_REQUEST_BYTES} bytes"
+        ));
     }
     let mut request = client().request(method, url).timeout(timeout);
     for (name, value) in headers {
@@ -131,7 +143,9 @@ async fn send(request: reqwest::RequestBuilder) -> Result<Response, String> {
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(|err| describe(&err))? {
         if body.len() + chunk.len() > MAX_BODY_BYTES {
-            return Err(format!("the response body is larger than {MAX_BODY_BYTES} bytes"));
+            return Err(format!(
+                "the response body is larger than {MAX_BODY_BYTES} bytes"
+            ));
         }
         body.extend_from_slice(&chunk);
     }
@@ -164,14 +178,29 @@ mod tests {
 
     #[test]
     fn only_listed_hosts_and_ports_are_reached() {
-        assert!(allowed(&["netbox.school.example"], "https://netbox.school.example/api/"));
-        assert!(allowed(&["NetBox.school.example"], "http://netbox.school.example/"));
-        assert!(!allowed(&["netbox.school.example"], "https://netbox.school.example:8443/"));
+        assert!(allowed(
+            &["netbox.school.example"],
+            "https://netbox.school.example/api/"
+        ));
+        assert!(allowed(
+            &["NetBox.school.example"],
+            "http://netbox.school.example/"
+        ));
+        assert!(!allowed(
+            &["netbox.school.example"],
+            "https://netbox.school.example:8443/"
+        ));
         assert!(allowed(&["127.0.0.1:8080"], "http://127.0.0.1:8080/x"));
         assert!(!allowed(&["127.0.0.1:8080"], "http://127.0.0.1:8081/x"));
         assert!(!allowed(&["127.0.0.1:8080"], "http://127.0.0.1/x"));
-        assert!(!allowed(&["school.example"], "https://evil.school.example/"));
-        assert!(!allowed(&["school.example"], "https://school.example.evil.test/"));
+        assert!(!allowed(
+            &["school.example"],
+            "https://evil.school.example/"
+        ));
+        assert!(!allowed(
+            &["school.example"],
+            "https://school.example.evil.test/"
+        ));
         assert!(allowed(&["[::1]:9000"], "http://[::1]:9000/"));
         assert!(!allowed(&[], "https://school.example/"));
     }
@@ -188,8 +217,15 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.contains("has not listed 127.0.0.1:9"), "{err}");
-        let err = request(&[], "GET", "file:///etc/passwd", &[], None, Duration::from_secs(1))
-            .unwrap_err();
+        let err = request(
+            &[],
+            "GET",
+            "file:///etc/passwd",
+            &[],
+            None,
+            Duration::from_secs(1),
+        )
+        .unwrap_err();
         assert!(err.contains("only http and https"), "{err}");
     }
 }

@@ -4,12 +4,12 @@
 
 use proxlab_pve::config::VmConfig;
 
+use super::HookFacts;
 use super::bindings::Severity;
 use super::edits::{Edit, Step};
 use super::host::{Plugin, PluginError, PluginHost};
 use super::host_v2::HookOutput;
 use super::manifest::Hook;
-use super::HookFacts;
 
 /// What one hook call gave.
 #[derive(Debug, Clone)]

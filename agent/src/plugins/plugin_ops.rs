@@ -6,12 +6,12 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use proxlab_protocol::plugins::{PluginInstall, PluginInstalled, PluginStudent};
-use proxlab_pve::config::VmConfig;
 use proxlab_protocol::vm_ops::Done;
 use proxlab_protocol::{ErrorKind, RemoteError};
+use proxlab_pve::config::VmConfig;
 
-use super::{Hook, PluginRegistry};
 use super::files::MAX_WASM_BYTES;
+use super::{Hook, PluginRegistry};
 use crate::pve::node::Node;
 
 fn refused(message: String) -> RemoteError {
@@ -58,17 +58,19 @@ pub async fn assignment(
     vmid: u32,
     student: Option<PluginStudent>,
 ) -> Result<Option<String>, RemoteError> {
-    let _lock = node.lock_vm(vmid).await.map_err(|err| crate::pve::remote_error(&err))?;
+    let _lock = node
+        .lock_vm(vmid)
+        .await
+        .map_err(|err| crate::pve::remote_error(&err))?;
     let config = node
         .require_config(vmid)
         .map_err(|err| crate::pve::remote_error(&err))?;
     let (plugins, limits, current) = (registry.clone(), node.limits, config.clone());
-    let edited = tokio::task::spawn_blocking(move || {
-        plugins.assignment(vmid, student, &current, &limits)
-    })
-    .await
-    .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
-    .map_err(|message| RemoteError::new(ErrorKind::Failed, message))?;
+    let edited =
+        tokio::task::spawn_blocking(move || plugins.assignment(vmid, student, &current, &limits))
+            .await
+            .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
+            .map_err(|message| RemoteError::new(ErrorKind::Failed, message))?;
     let Some(edited) = edited else {
         return Ok(None);
     };
@@ -79,7 +81,10 @@ pub async fn assignment(
             .await
             .map_err(|err| crate::pve::remote_error(&err))?;
     }
-    let renamed = edited.main().get("name").filter(|name| config.main().get("name") != Some(name));
+    let renamed = edited
+        .main()
+        .get("name")
+        .filter(|name| config.main().get("name") != Some(name));
     Ok(renamed.map(str::to_owned))
 }
 
@@ -125,10 +130,9 @@ pub async fn before_delete(
         return;
     };
     let plugins = registry.clone();
-    let report = tokio::task::spawn_blocking(move || {
-        plugins.run_hook(vmid, Hook::BeforeDelete, &config)
-    })
-    .await;
+    let report =
+        tokio::task::spawn_blocking(move || plugins.run_hook(vmid, Hook::BeforeDelete, &config))
+            .await;
     match report {
         Ok(report) => {
             if let Some(err) = &report.error {
@@ -158,8 +162,16 @@ mod tests {
         assert_eq!(
             qm_set_args(101, &old, &new),
             [
-                "set", "101", "--name", "b", "--memory", "2048", "--description", "new notes",
-                "--delete", "tags"
+                "set",
+                "101",
+                "--name",
+                "b",
+                "--memory",
+                "2048",
+                "--description",
+                "new notes",
+                "--delete",
+                "tags"
             ]
         );
     }

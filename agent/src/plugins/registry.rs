@@ -472,7 +472,12 @@ impl PluginRegistry {
                     unreachable!("name gives a naming");
                 };
                 edited = step
-                    .apply(&edited, id, &[Edit::Set("name".into(), naming.name.clone())], limits)
+                    .apply(
+                        &edited,
+                        id,
+                        &[Edit::Set("name".into(), naming.name.clone())],
+                        limits,
+                    )
                     .map_err(|reason| format!("plugin {id}: {reason}"))?;
                 record.name = naming.name;
             }

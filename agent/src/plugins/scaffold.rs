@@ -7,13 +7,34 @@ use anyhow::{Context, Result, bail};
 
 /// The project's files: where each goes, and its text (`{{id}}` and `{{crate}}` filled in).
 const PROJECT: &[(&str, &str)] = &[
-    ("Cargo.toml", include_str!("../../plugin-template/Cargo.toml.in")),
-    ("plugin.toml", include_str!("../../plugin-template/plugin.toml.in")),
-    ("src/lib.rs", include_str!("../../plugin-template/src/lib.rs.in")),
-    ("facts.json", include_str!("../../plugin-template/facts.json.in")),
-    ("cases/assigned.json", include_str!("../../plugin-template/cases/assigned.json.in")),
-    ("build.sh", include_str!("../../plugin-template/build.sh.in")),
-    (".gitignore", include_str!("../../plugin-template/gitignore.in")),
+    (
+        "Cargo.toml",
+        include_str!("../../plugin-template/Cargo.toml.in"),
+    ),
+    (
+        "plugin.toml",
+        include_str!("../../plugin-template/plugin.toml.in"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../plugin-template/src/lib.rs.in"),
+    ),
+    (
+        "facts.json",
+        include_str!("../../plugin-template/facts.json.in"),
+    ),
+    (
+        "cases/assigned.json",
+        include_str!("../../plugin-template/cases/assigned.json.in"),
+    ),
+    (
+        "build.sh",
+        include_str!("../../plugin-template/build.sh.in"),
+    ),
+    (
+        ".gitignore",
+        include_str!("../../plugin-template/gitignore.in"),
+    ),
     (
         "proxlab-plugin-sdk/Cargo.toml",
         include_str!("../../../plugins/sdk/Cargo.toml"),
@@ -74,8 +95,16 @@ mod tests {
         assert!(build.contains("release/lab_notes.wasm"), "{build}");
         assert!(dir.join("proxlab-plugin-sdk/wit/v0.2/plugin.wit").exists());
         let sdk = std::fs::read_to_string(dir.join("proxlab-plugin-sdk/Cargo.toml")).unwrap();
-        assert!(!sdk.contains(".workspace"), "the SDK must stand alone: {sdk}");
-        assert!(create(&dir, "lab-notes").unwrap_err().to_string().contains("exists"));
+        assert!(
+            !sdk.contains(".workspace"),
+            "the SDK must stand alone: {sdk}"
+        );
+        assert!(
+            create(&dir, "lab-notes")
+                .unwrap_err()
+                .to_string()
+                .contains("exists")
+        );
         let err = create(&root.path().join("x"), "Bad Name").unwrap_err();
         assert!(format!("{err:#}").contains("plugin id"), "{err:#}");
     }

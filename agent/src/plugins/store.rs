@@ -95,11 +95,20 @@ mod tests {
         reopened.delete("a", "vm/101").unwrap();
         assert_eq!(stores.get("a", "vm/101"), None);
         assert!(stores.set("a", "", "x").is_err());
-        assert!(stores.set("a", "k", &"x".repeat(MAX_VALUE_BYTES + 1)).is_err());
+        assert!(
+            stores
+                .set("a", "k", &"x".repeat(MAX_VALUE_BYTES + 1))
+                .is_err()
+        );
         for n in 0..MAX_KEYS {
             stores.set("c", &n.to_string(), "").unwrap();
         }
-        assert!(stores.set("c", "one-more", "").unwrap_err().contains("full"));
+        assert!(
+            stores
+                .set("c", "one-more", "")
+                .unwrap_err()
+                .contains("full")
+        );
         stores.set("c", "0", "replaced").unwrap();
     }
 }

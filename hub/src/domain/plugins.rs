@@ -18,12 +18,12 @@ use proxlab_protocol::Event;
 
 use crate::HubState;
 use crate::agents::{AgentEvent, CallError};
-use crate::db::plugin_settings::NewNote;
-use crate::domain::plugin_settings;
 use crate::db::DbError;
 use crate::db::now_unix;
+use crate::db::plugin_settings::NewNote;
 use crate::db::plugins::{NewPlugin, PluginRow};
 use crate::domain::audit::{self, Outcome};
+use crate::domain::plugin_settings;
 use crate::domain::viewer::Viewer;
 use crate::vm_key::VmKey;
 

@@ -138,6 +138,7 @@ pub fn router(state: Arc<HubState>) -> Router {
         .merge(routes::profile::router())
         .merge(routes::admin::router())
         .merge(routes::plugins::page_router())
+        .merge(routes::plugin_settings::page_router())
         .merge(routes::classes::router())
         .merge(routes::consoles::page_router())
         .merge(routes::schedules::page_router())

@@ -26,6 +26,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("../../templates/partials/vm_tile.html"),
     ),
     (
+        "partials/plugin_settings.html",
+        include_str!("../../templates/partials/plugin_settings.html"),
+    ),
+    (
+        "partials/plugin_notes.html",
+        include_str!("../../templates/partials/plugin_notes.html"),
+    ),
+    (
         "partials/gauge.html",
         include_str!("../../templates/partials/gauge.html"),
     ),

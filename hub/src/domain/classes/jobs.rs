@@ -15,12 +15,12 @@ use tokio::sync::{broadcast, mpsc};
 use tokio::task::JoinHandle;
 
 use super::{copy, name_stem, publish};
-use crate::domain::plugin_settings;
 use crate::HubState;
 use crate::agents::CallError;
 use crate::db::classes::{ClassRow, ClassVmRow};
 use crate::db::now_unix;
 use crate::db::states::{ClassState, ClassVmKind, ClassVmState, JobKind, JobState};
+use crate::domain::plugin_settings;
 use crate::vm_key::VmKey;
 
 use super::steps::{BASE_TIMEOUT, StepResult, is_link_failure, mark};

@@ -215,6 +215,7 @@ pub(in crate::web) fn router() -> Router<Arc<HubState>> {
         .route("/openapi.json", get(openapi))
         .merge(super::classes_api::router())
         .merge(super::plugins::api_router())
+        .merge(super::plugin_settings::api_router())
         .merge(super::consoles::api_router())
         .merge(super::remote::api_router())
         .merge(super::schedules::api_router())

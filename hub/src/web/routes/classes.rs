@@ -208,9 +208,18 @@ struct ClassPageView {
     /// The task the page was asked to show (`?task=`), with its result per VM.
     task: Option<TaskView>,
     current_version: Option<i64>,
+    /// What the class's plugins said about its VMs.
+    plugin_notes: Vec<crate::db::plugin_settings::PluginNote>,
     /// What only owners see and change.
     #[serde(flatten)]
     management: Option<ClassManagement>,
+}
+
+/// A plugin of the class whose teachers may set some of its settings.
+#[derive(Debug, Serialize)]
+struct ClassPluginSettings {
+    plugin: String,
+    fields: Vec<crate::domain::plugin_settings::SettingField>,
 }
 
 /// The parts of the class page for its owners.
@@ -249,6 +258,8 @@ struct ClassManagement {
     keep_versions: u32,
     /// What the class's VMs have, for the hardware form.
     hardware: classes::hardware::HardwareView,
+    /// The class's own settings of its plugins.
+    plugin_settings: Vec<ClassPluginSettings>,
 }
 
 /// A line of the task log.
@@ -330,7 +341,25 @@ async fn management(
         versions: classes::versions::versions(state, &user.viewer, class_id).await?,
         keep_versions: class.keep_versions,
         hardware: classes::hardware::hardware(state, &user.viewer, class_id).await?,
+        plugin_settings: class_plugin_settings(state, class_id).await?,
     })
+}
+
+/// The class's plugins that let teachers set something, with their fields.
+async fn class_plugin_settings(
+    state: &HubState,
+    class_id: i64,
+) -> Result<Vec<ClassPluginSettings>, PageError> {
+    let mut out = Vec::new();
+    for plugin in state.db.class_plugins(class_id).await? {
+        let fields = crate::domain::plugin_settings::fields(state, &plugin, Some(class_id))
+            .await
+            .unwrap_or_default();
+        if !fields.is_empty() {
+            out.push(ClassPluginSettings { plugin, fields });
+        }
+    }
+    Ok(out)
 }
 
 async fn render_class(
@@ -406,6 +435,7 @@ async fn render_class(
         tasks,
         task,
         current_version: class.current_version,
+        plugin_notes: state.db.class_plugin_notes(class_id).await?,
         management,
     };
     Ok(Page::render(

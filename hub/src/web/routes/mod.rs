@@ -13,6 +13,7 @@ pub(super) mod events;
 pub(super) mod hardware;
 pub(super) mod idle;
 pub(super) mod metrics;
+pub(super) mod plugin_settings;
 pub(super) mod plugins;
 pub(super) mod portal;
 pub(super) mod profile;

@@ -147,9 +147,17 @@ pub(in crate::web) fn api_router() -> Router<Arc<HubState>> {
         .route("/classes/{id}/plugins", put(choose_for_class))
 }
 
+/// A plugin on the admin page, with its site settings.
+#[derive(Debug, Serialize)]
+struct PluginLine {
+    #[serde(flatten)]
+    plugin: PluginView,
+    settings: Vec<crate::domain::plugin_settings::SettingField>,
+}
+
 #[derive(Debug, Serialize)]
 struct PluginsPage {
-    plugins: Vec<PluginView>,
+    plugins: Vec<PluginLine>,
     max_bytes: usize,
 }
 
@@ -158,12 +166,22 @@ async fn page(
     RequireAdmin(user): RequireAdmin,
     headers: HeaderMap,
 ) -> Result<Page, PageError> {
-    let plugins = state.db.plugins().await.map_err(AppError::from)?;
+    let mut lines = Vec::new();
+    for row in state.db.plugins().await.map_err(AppError::from)? {
+        // A plugin whose manifest no longer reads shows without settings.
+        let settings = crate::domain::plugin_settings::fields(&state, &row.id, None)
+            .await
+            .unwrap_or_default();
+        lines.push(PluginLine {
+            plugin: PluginView::from(row),
+            settings,
+        });
+    }
     Ok(Page::render(
         "pages/admin/plugins.html",
         &Layout::new(Some(&user), &headers, "plugins", "Plugins"),
         &PluginsPage {
-            plugins: plugins.into_iter().map(PluginView::from).collect(),
+            plugins: lines,
             max_bytes: MAX_WASM_BYTES,
         },
     )?)

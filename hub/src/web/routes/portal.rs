@@ -360,6 +360,10 @@ async fn list_vms(
 struct VmPageView {
     vm: VmView,
     back: String,
+    /// What the VM's plugins found and said.
+    plugin_notes: Vec<crate::db::plugin_settings::PluginNote>,
+    /// Secrets the VM's plugins left for its user, shown this once: (plugin, secret).
+    plugin_secrets: Vec<(String, String)>,
 }
 
 async fn show_vm(
@@ -390,9 +394,17 @@ async fn show_vm(
     with_time_limits(&state, &user.viewer, &mut views).await?;
     let [view] = views;
     let title = view.name.clone();
+    // Secrets go to the VM's own user, once; nobody else sees them, not even its teacher.
+    let plugin_secrets = if view.assignee.as_deref() == Some(user.viewer.username.as_str()) {
+        state.db.take_plugin_secrets(vmid).await?
+    } else {
+        Vec::new()
+    };
     let view = VmPageView {
         vm: view,
         back: format!("/vms/{vmid}"),
+        plugin_notes: state.db.vm_plugin_notes(vmid).await?,
+        plugin_secrets,
     };
     Ok(Page::render(
         "pages/portal/vm.html",
