@@ -343,3 +343,229 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
     );
     sim.ok(node, "qm", &["stop", &vmid.to_string()]);
 }
+
+/// Polls a VM's config until `done` holds: a config change through `qm set` on the node
+/// announces nothing the test could await.
+async fn config_until(
+    sim: &SimCluster,
+    vmid: u32,
+    what: &str,
+    done: impl Fn(&str) -> bool,
+) -> String {
+    within(what, async {
+        loop {
+            let config = config_of(sim, vmid);
+            if done(&config) {
+                return config;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn plugins_0_2_get_settings_and_facts_and_speak_to_the_vms_users() {
+    let Some(dist) = dist() else { return };
+    let lab = Lab::start().await;
+    let (hub, sim) = (&lab.hub, &lab.sim);
+    let db = hub.hub().state.db.clone();
+    let admin = lab.user("ada", Role::Admin).await;
+    let teacher = lab.user("tina", Role::Teacher).await;
+    let student = lab.user("sam", Role::Student).await;
+    for name in ["describe-student", "per-class-sizing", "first-login"] {
+        let response = admin
+            .api_post_json("/api/v1/plugins", &upload_body(&dist, name, None))
+            .await;
+        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+        let body: Value = response.json().await.unwrap();
+        assert_eq!(body["nodes"][0]["error"], Value::Null, "{body}");
+        assert_eq!(body["nodes"][0].get("withheld"), None, "{body}");
+    }
+
+    // Site settings: checked against the manifest.
+    let saved = admin
+        .api_put_json(
+            "/api/v1/plugins/describe-student/settings",
+            &json!({"contact": "Room 12"}),
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+    let fields: Value = saved.json().await.unwrap();
+    assert_eq!(fields[0]["name"], "contact");
+    assert_eq!(fields[0]["value"], "Room 12");
+    for (plugin, body) in [
+        ("describe-student", json!({"nope": "x"})),
+        ("per-class-sizing", json!({"cores": "many"})),
+    ] {
+        let refused = admin
+            .api_put_json(&format!("/api/v1/plugins/{plugin}/settings"), &body)
+            .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{plugin} {body}");
+    }
+    let refused = teacher
+        .api_put_json(
+            "/api/v1/plugins/describe-student/settings",
+            &json!({"contact": "me"}),
+        )
+        .await;
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // A size the plugin ignores, with a warning the teacher sees on the class page.
+    let saved = admin
+        .api_put_json(
+            "/api/v1/plugins/per-class-sizing/settings",
+            &json!({"cores": -1}),
+        )
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+
+    let (class_id, job) = lab
+        .create_class(
+            &teacher,
+            &json!({"name": "Net Lab", "template_vmid": TEMPLATE, "seats": 1,
+               "plugins": ["describe-student", "per-class-sizing", "first-login"]}),
+        )
+        .await;
+    assert_eq!(job["state"], "done", "{job}");
+    // The class's own settings: only those the plugin lets classes set, by its teachers.
+    let path = format!("/api/v1/classes/{class_id}/plugins/per-class-sizing/settings");
+    let fields = teacher.json(&path).await;
+    let names: Vec<&str> = fields
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|field| field["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["cores", "memory_mib"], "{fields}");
+    assert_eq!(fields[0]["inherited"], "-1", "{fields}");
+    let refused = teacher
+        .api_put_json(&path, &json!({"max_memory_mib": 1}))
+        .await;
+    assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+    // A class someone may not see is not found.
+    let refused = student.api_put_json(&path, &json!({"cores": 2})).await;
+    assert_eq!(refused.status(), StatusCode::NOT_FOUND);
+    let saved = teacher
+        .api_put_json(&path, &json!({"memory_mib": 1024}))
+        .await;
+    assert_eq!(saved.status(), StatusCode::OK);
+
+    let detail = teacher.json(&format!("/api/v1/classes/{class_id}")).await;
+    let vmid = detail["vms"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|vm| vm["kind"] == "student")
+        .and_then(|vm| vm["vmid"].as_u64())
+        .unwrap() as u32;
+    let config = config_of(sim, vmid);
+    assert!(config.contains("#Not given to a student yet"), "{config}");
+    assert!(
+        config.contains("#Help%3A Room 12") || config.contains("#Help: Room 12"),
+        "{config}"
+    );
+    // The validate warning reached the class page, not only the agent's log.
+    let page = teacher
+        .get(&format!("/classes/{class_id}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("a negative size is ignored"),
+        "the class page shows findings"
+    );
+    assert!(page.contains("Settings of per-class-sizing for this class"));
+
+    // The student joins: the description follows, through `assigned` and `qm set`.
+    let joined = common::web::join_class(&teacher, &student, class_id).await;
+    assert_eq!(joined["vmid"].as_u64(), Some(u64::from(vmid)));
+    config_until(sim, vmid, "the assigned description", |config| {
+        config.contains("Student: sam (sam)") || config.contains("Student%3A sam (sam)")
+    })
+    .await;
+
+    // Its first start: a password of its own, shown to the student once, never to others.
+    let node = node_of(sim, vmid);
+    sim.ok(node, "qm", &["set", &vmid.to_string(), "--agent", "1"]);
+    sim.ok(node, "script", &[&vmid.to_string(), "--guest-agent", "on"]);
+    let key = common::key_of(&db, vmid).await;
+    // A new VM reaches the inventory with its node's next report.
+    let mut changes = hub.hub().state.inventory_changes.subscribe();
+    within("the VM in the inventory", async {
+        while db.vm(key).await.unwrap().is_none() {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    let started = student.api_post(&format!("/api/v1/vms/{vmid}/start")).await;
+    let status = started.status();
+    assert_eq!(status, StatusCode::OK, "{}", started.text().await.unwrap());
+    within("the after-start notice", async {
+        let mut changes = hub.hub().state.jobs.subscribe();
+        while !db
+            .vm_plugin_notes(key)
+            .await
+            .unwrap()
+            .iter()
+            .any(|note| note.severity == "notice")
+        {
+            let _ = changes.recv().await;
+        }
+    })
+    .await;
+    let script: Value =
+        serde_json::from_str(&sim.ok(node, "script", &[&vmid.to_string()])).unwrap();
+    let input = script["exec_input"][0].as_str().unwrap();
+    let password = input
+        .strip_prefix("student:")
+        .and_then(|rest| rest.strip_suffix('\n'))
+        .expect("chpasswd got user:password");
+    assert_eq!(password.len(), 12, "{input}");
+    assert!(
+        script["files_written"]["/etc/motd"]
+            .as_str()
+            .is_some_and(|motd| motd.contains("Welcome to Net Lab, sam.")),
+        "{script}"
+    );
+    let teachers_view = teacher
+        .get(&format!("/vms/{vmid}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        teachers_view.contains("Sign in as student"),
+        "notes reach the VM page"
+    );
+    assert!(
+        !teachers_view.contains(password),
+        "the teacher never sees the secret"
+    );
+    let first = student
+        .get(&format!("/vms/{vmid}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(first.contains(password), "the student sees it once");
+    let again = student
+        .get(&format!("/vms/{vmid}"))
+        .await
+        .text()
+        .await
+        .unwrap();
+    assert!(!again.contains(password), "and only once");
+    sim.ok(node, "qm", &["stop", &vmid.to_string()]);
+
+    // The student leaves the class: before the VM is made fresh, `unassigned` puts the
+    // description back.
+    let removed = teacher
+        .api_delete(&format!("/api/v1/classes/{class_id}/students/sam"))
+        .await;
+    assert_eq!(removed.status(), StatusCode::OK);
+    config_until(sim, vmid, "the unassigned description", |config| {
+        config.contains("Not given to a student yet") && !config.contains("sam (sam)")
+    })
+    .await;
+}

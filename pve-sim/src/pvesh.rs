@@ -204,6 +204,24 @@ fn get(sim: &Sim, path: &str, args: &mut Args) -> Outcome<Value> {
     }
 }
 
+fn create(sim: &Sim, path: &str, args: &mut Args) -> Outcome<Value> {
+    let parts: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["nodes", node, "qemu", vmid, "agent", "file-write"] => {
+            let node_sim = on_node(sim, node)?;
+            let vmid: u32 = vmid.parse().map_err(|_| Failure {
+                message: format!(
+                    "400 Parameter verification failed.\nvmid: invalid format - value '{vmid}' \
+                     does not look like a valid VM ID"
+                ),
+                code: 255,
+            })?;
+            crate::qm::guest::file_write(&node_sim, vmid, args)
+        }
+        _ => fail(format!("no 'create' handler for '{path}'")),
+    }
+}
+
 pub fn run(argv: &[String]) -> Outcome {
     let Some(verb) = argv.first() else {
         return Err(Failure {
@@ -220,6 +238,7 @@ pub fn run(argv: &[String]) -> Outcome {
     let _noheader = args.take("noheader");
     let value = match verb.as_str() {
         "get" | "ls" => get(&sim, &path, &mut args)?,
+        "create" => create(&sim, &path, &mut args)?,
         other => return fail(format!("no '{other}' handler for '{path}'")),
     };
     args.finish()?;

@@ -36,6 +36,8 @@ pub struct VmScript {
     /// What those commands were given on stdin (`--pass-stdin 1`), in the same order; empty
     /// for commands given none.
     pub exec_input: Vec<String>,
+    /// Files written in the guest through the agent's `file-write`, by path: what they hold.
+    pub files_written: BTreeMap<String, String>,
     /// The address the VM's first NIC shows in the node's ARP table while it runs.
     pub neighbor_ip: Option<String>,
     /// The guest ignores ACPI shutdown.

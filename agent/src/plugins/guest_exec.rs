@@ -1,4 +1,5 @@
-//! `guest-exec` for plugins on a real node: `qm guest exec`, through the QEMU guest agent.
+//! `guest-exec` and `guest-files` for plugins on a real node: `qm guest exec` and the
+//! guest agent's `file-write`, through the QEMU guest agent.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,5 +39,16 @@ impl GuestExec for NodeGuestExec {
             stdout: output.stdout,
             stderr: output.stderr,
         })
+    }
+
+    fn write_file(
+        &self,
+        vmid: u32,
+        path: &str,
+        content: &[u8],
+        timeout: Duration,
+    ) -> Result<(), String> {
+        self.runtime
+            .block_on(guest::write_file(&self.node, vmid, path, content, timeout))
     }
 }

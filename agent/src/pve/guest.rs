@@ -66,3 +66,35 @@ pub async fn exec(
         stderr: text("err-data"),
     })
 }
+
+/// Writes `content` to `path` in the guest of `vmid` through the guest agent (`pvesh create
+/// .../agent/file-write`, the content base64-encoded as QEMU takes it).
+pub async fn write_file(
+    node: &Node,
+    vmid: u32,
+    path: &str,
+    content: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    use base64::Engine as _;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(content);
+    let api_path = format!("/nodes/{}/qemu/{vmid}/agent/file-write", node.name);
+    let argv = [
+        "create",
+        &api_path,
+        "--file",
+        path,
+        "--content",
+        &encoded,
+        "--encode",
+        "0",
+    ];
+    let how = super::command::Invocation {
+        timeout,
+        ..node.invocation(None)
+    };
+    super::command::run(&node.config.pvesh, argv, how)
+        .await
+        .map(|_| ())
+        .map_err(|err| err.message())
+}

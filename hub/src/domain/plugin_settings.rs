@@ -187,9 +187,14 @@ pub async fn student_facts(
     let Some(user) = state.db.user_by_name(username).await? else {
         return Ok(None);
     };
+    // Accounts without a display name go by their username.
+    let display_name = match user.display_name.trim() {
+        "" => user.username.clone(),
+        name => name.to_owned(),
+    };
     Ok(Some(PluginStudent {
         username: user.username,
-        display_name: user.display_name,
+        display_name,
         email: Some(user.email).filter(|email| !email.is_empty()),
         groups: Vec::new(),
     }))

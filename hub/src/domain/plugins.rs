@@ -366,18 +366,14 @@ pub async fn tell_assignment(state: &HubState, class_id: i64, key: VmKey, studen
     });
 }
 
-/// Tells a class VM's agent its student was taken off it: its plugins' `unassigned` steps
-/// run. In the background, like [`tell_assignment`].
-pub fn tell_unassignment(state: &HubState, class_id: i64, key: VmKey) {
-    let teller = Teller::new(state);
-    tokio::spawn(async move {
-        let Some(node) = teller.node(class_id, key).await else {
-            return;
-        };
-        let outcome = teller
-            .registry
-            .call(&node, &VmUnassigned { vmid: key.vmid })
-            .await;
-        teller.told(&node, key, "unassigned", outcome.err()).await;
-    });
+/// Tells a class VM's agent its student left it, before it is made fresh for the next one:
+/// its plugins' `unassigned` steps run. A failure shows on the class VM.
+pub async fn tell_unassignment(state: &HubState, node: &str, key: VmKey) {
+    let outcome = state
+        .registry
+        .call(node, &VmUnassigned { vmid: key.vmid })
+        .await;
+    Teller::new(state)
+        .told(node, key, "unassigned", outcome.err())
+        .await;
 }

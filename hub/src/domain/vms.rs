@@ -365,13 +365,7 @@ pub async fn assign(
         .is_some_and(|holder| Some(holder) != username);
     let target = key.audit_target();
     let recycle = match username {
-        None => {
-            let released = state.db.release_class_vm(key).await?;
-            if vm.assignee.is_some() {
-                crate::domain::plugins::tell_unassignment(state, class_id, key);
-            }
-            released
-        }
+        None => state.db.release_class_vm(key).await?,
         Some(username) => {
             let user = active_user(&state.db, username).await?;
             if changes_hands && handover == Handover::Fresh {

@@ -505,7 +505,7 @@ impl SimCluster {
                  lock_dir = \"{root}/var/lock/qemu-server\"\narp_table = \"{root}/proc/net/arp\"\n\
                  [plugins]\ndir = \"{dropin}\"\n{grant}\n{tunnels}",
                 dropin = dir.join(format!("plugins-{node}")).display(),
-                grant = set_guest_password_grant(),
+                grant = example_plugin_grants(),
                 tunnels = TEST_TUNNELS,
             ),
         )
@@ -519,20 +519,35 @@ impl SimCluster {
 const TEST_TUNNELS: &str =
     "[tunnels]\nallow_node_addresses = true\nports = [22, 3389, 47022, 47023, 47024, 47025]\n";
 
-/// The operator's grant for the example `set-guest-password` as the hub installs it: pinned
-/// to the built component, with its two guest commands. Empty when the plugins are not built.
-fn set_guest_password_grant() -> String {
-    let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../plugins/dist/set-guest-password/plugin.wasm");
-    let Ok(bytes) = std::fs::read(wasm) else {
-        return String::new();
-    };
-    use sha2::Digest;
-    let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
-    format!(
-        "[plugins.grants.set-guest-password]\ncapabilities = [\"guest-exec\"]\n\
-         sha256 = \"{sha256}\"\nguest_commands = [\"chpasswd\", \"passwd --expire *\"]\n"
-    )
+/// The operator's grants for the examples that need one, as the hub installs them: pinned
+/// to the built components, with their guest commands and files. Empty when the plugins are
+/// not built.
+fn example_plugin_grants() -> String {
+    let grants = [
+        (
+            "set-guest-password",
+            "capabilities = [\"guest-exec\"]\nguest_commands = [\"chpasswd\", \"passwd --expire *\"]\n",
+        ),
+        (
+            "first-login",
+            "capabilities = [\"guest-exec\", \"guest-files\"]\n\
+             guest_commands = [\"chpasswd\", \"passwd --expire *\"]\nguest_paths = [\"/etc/motd\"]\n",
+        ),
+    ];
+    let mut out = String::new();
+    for (plugin, grant) in grants {
+        let wasm = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!("../plugins/dist/{plugin}/plugin.wasm"));
+        let Ok(bytes) = std::fs::read(wasm) else {
+            continue;
+        };
+        use sha2::Digest;
+        let sha256 = hex::encode(sha2::Sha256::digest(&bytes));
+        out.push_str(&format!(
+            "[plugins.grants.{plugin}]\nsha256 = \"{sha256}\"\n{grant}"
+        ));
+    }
+    out
 }
 
 impl Drop for SimCluster {

@@ -188,3 +188,41 @@ fn exec(sim: &Sim, mut args: Args) -> Outcome {
     print!("{}", pretty(&result));
     Ok(())
 }
+
+/// The most `file-write` takes, as Proxmox's API says (`content`, maxLength 61440).
+const MAX_FILE_CONTENT: usize = 61_440;
+
+/// `pvesh create /nodes/N/qemu/V/agent/file-write --file PATH --content TEXT [--encode 0]`:
+/// with `encode` 0 the content is base64 already (what QEMU's agent takes), otherwise the
+/// API encodes it. The file's text goes into the VM's script for tests to read.
+pub fn file_write(sim: &Sim, vmid: u32, args: &mut Args) -> Outcome<Value> {
+    let file = args
+        .take("file")
+        .ok_or_else(|| param_error("file", "property is missing and it is not optional"))?;
+    let content = args
+        .take("content")
+        .ok_or_else(|| param_error("content", "property is missing and it is not optional"))?;
+    if content.len() > MAX_FILE_CONTENT {
+        return Err(param_error(
+            "content",
+            &format!("value may only be {MAX_FILE_CONTENT} characters long"),
+        ));
+    }
+    let encoded = args.take("encode").is_none_or(|value| value != "0");
+    let bytes = if encoded {
+        content.into_bytes()
+    } else {
+        use base64::Engine as _;
+        base64::engine::general_purpose::STANDARD
+            .decode(content.as_bytes())
+            .map_err(|_| param_error("content", "not valid base64"))?
+    };
+    reachable_agent(sim, vmid)?;
+    VmScript::update(sim, vmid, |script| {
+        script
+            .files_written
+            .insert(file, String::from_utf8_lossy(&bytes).into_owned());
+        Ok(())
+    })?;
+    Ok(Value::Null)
+}

@@ -713,6 +713,8 @@ async fn recycle(state: &HubState, job: i64, class_id: i64) -> StepResult<String
         .collect();
     let mut remade = 0;
     for vm in &used {
+        // Whoever had it left: its plugins hear so before it is made fresh.
+        crate::domain::plugins::tell_unassignment(state, &vm.node, vm.key).await;
         // The next student gets the current version: a VM on an older one is re-made.
         let newer = class
             .current_version
