@@ -6,10 +6,8 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use proxlab_agent::plugins::invoke::{HookInput, invoke};
-use proxlab_agent::plugins::{
-    ClassInfo, Hook, NodeFacts, PluginHost, PluginSettings, VmInfo, files,
-};
+use proxlab_agent::plugins::invoke::invoke;
+use proxlab_agent::plugins::{Hook, HookFacts, NodeFacts, PluginHost, PluginSettings, files};
 
 const CALLS: usize = 2_000;
 
@@ -23,27 +21,15 @@ fn main() {
         eprintln!("the plugins are not built: run plugins/build first");
         std::process::exit(1);
     }
-    let input = HookInput {
-        class: ClassInfo {
-            id: 42,
-            name: "Networking 101".into(),
-            slug: "networking-101".into(),
-        },
-        vm: VmInfo {
-            vmid: 10001,
-            kind: "student".into(),
-            index: 1,
-            student: Some("alice".into()),
-            name: "networking-101-s01".into(),
-        },
-        config: vec![
-            ("cores".into(), "2".into()),
-            (
-                "net0".into(),
-                "virtio=BC:24:11:00:00:01,bridge=vmbr0".into(),
-            ),
-        ],
-    };
+    let input: HookFacts = serde_json::from_value(serde_json::json!({
+        "class": {"id": 42, "name": "Networking 101", "slug": "networking-101"},
+        "vm": {"vmid": 10001, "kind": "student", "index": 1, "student": "alice",
+               "name": "networking-101-s01"},
+        "student": {"username": "alice", "display_name": "Alice Liddell"},
+        "config": [["cores", "2"], ["net0", "virtio=BC:24:11:00:00:01,bridge=vmbr0"]],
+        "settings": {},
+    }))
+    .expect("the bench's facts");
     let facts = NodeFacts {
         node: "bench".into(),
         agent_version: "bench".into(),
@@ -53,6 +39,8 @@ fn main() {
         ("name-by-student", Hook::Name),
         ("vlan-per-class", Hook::Configure),
         ("set-guest-password", Hook::AfterStart),
+        ("describe-student", Hook::Assigned),
+        ("per-class-sizing", Hook::Validate),
     ] {
         let host = PluginHost::new(PluginSettings::default(), facts.clone(), None).unwrap();
         let (wasm, manifest) = files::locate(&dist.join(name), None);
@@ -63,6 +51,7 @@ fn main() {
         let mut input = input.clone();
         if hook == Hook::AfterStart {
             input.vm.student = None;
+            input.student = None;
         }
         let mut times = Vec::with_capacity(CALLS);
         for _ in 0..CALLS {

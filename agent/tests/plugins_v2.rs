@@ -140,7 +140,7 @@ fn describe_student_keeps_its_section_up_to_date_across_assignments() {
         groups: Vec::new(),
     };
     let assigned = registry
-        .assignment(VMID, Some(ada), &config, &LIMITS)
+        .assignment(VMID, Some(&ada), &config, &LIMITS)
         .unwrap()
         .expect("the description changes");
     let described = assigned.main().description().unwrap();
@@ -163,7 +163,7 @@ fn describe_student_keeps_its_section_up_to_date_across_assignments() {
         ..PluginStudent::default()
     };
     let reassigned = registry
-        .assignment(VMID, Some(bo), &assigned, &LIMITS)
+        .assignment(VMID, Some(&bo), &assigned, &LIMITS)
         .unwrap()
         .unwrap();
     let described = reassigned.main().description().unwrap();

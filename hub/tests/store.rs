@@ -814,3 +814,64 @@ async fn external_identities_rosters_and_assistants_on_both_databases() {
         test_db.finish().await;
     }
 }
+
+#[tokio::test]
+async fn plugin_settings_and_notes_on_both_databases() {
+    use std::collections::BTreeMap;
+
+    use proxlab_hub::db::plugin_settings::{NewNote, SITE};
+    use proxlab_protocol::plugin_manifest::SettingValue;
+    for test_db in databases().await {
+        let db = test_db.db.clone();
+        let class_id = class_with_seats(&db, 1).await;
+        // The site's values and a class's are kept apart, and replaced whole.
+        let site = BTreeMap::from([
+            ("contact".to_owned(), SettingValue::Text("Room 12".into())),
+            ("cores".to_owned(), SettingValue::Integer(4)),
+            ("motd".to_owned(), SettingValue::Boolean(false)),
+        ]);
+        db.set_plugin_settings("p", SITE, &site).await.unwrap();
+        let class = BTreeMap::from([("cores".to_owned(), SettingValue::Integer(2))]);
+        db.set_plugin_settings("p", class_id, &class).await.unwrap();
+        assert_eq!(db.plugin_settings("p", SITE).await.unwrap(), site);
+        assert_eq!(db.plugin_settings("p", class_id).await.unwrap(), class);
+        db.set_plugin_settings("p", SITE, &BTreeMap::new())
+            .await
+            .unwrap();
+        assert!(db.plugin_settings("p", SITE).await.unwrap().is_empty());
+        assert_eq!(db.plugin_settings("p", class_id).await.unwrap(), class);
+
+        // Notes per VM and hook; a secret is handed out once.
+        let plan = [(ClassVmKind::Student, "pve1".to_owned())];
+        db.reserve_vmids(class_id, &plan, 10_000..=10_999, 0)
+            .await
+            .unwrap();
+        let key = db.class_vms(class_id).await.unwrap()[0].key;
+        let note = |severity: &'static str, secret: Option<&'static str>| NewNote {
+            plugin: "p",
+            severity,
+            message: "m",
+            secret,
+        };
+        db.replace_plugin_notes(key, "validate", &[note("warning", None)])
+            .await
+            .unwrap();
+        db.replace_plugin_notes(key, "after-start", &[note("notice", Some("s3cret"))])
+            .await
+            .unwrap();
+        let notes = db.vm_plugin_notes(key).await.unwrap();
+        assert_eq!(notes.len(), 2);
+        assert!(notes.iter().any(|note| note.has_secret));
+        assert_eq!(db.class_plugin_notes(class_id).await.unwrap().len(), 2);
+        assert_eq!(
+            db.take_plugin_secrets(key).await.unwrap(),
+            [("p".to_owned(), "s3cret".to_owned())]
+        );
+        assert!(db.take_plugin_secrets(key).await.unwrap().is_empty());
+        assert!(!db.vm_plugin_notes(key).await.unwrap()[1].has_secret);
+        // A hook's notes are replaced by its next run.
+        db.replace_plugin_notes(key, "validate", &[]).await.unwrap();
+        assert_eq!(db.vm_plugin_notes(key).await.unwrap().len(), 1);
+        test_db.finish().await;
+    }
+}

@@ -147,16 +147,16 @@ fn notice_v2(plugin: &str, notice: Option<t::Notice>) -> Result<Option<Notice>, 
     let Some(notice) = notice else {
         return Ok(None);
     };
-    if let Some(secret) = &notice.secret {
-        if secret.len() > MAX_SECRET_BYTES || secret.chars().any(char::is_control) {
-            return Err(failure(
-                plugin,
-                format!(
-                    "gave a secret that is not one printable line of at most \
-                     {MAX_SECRET_BYTES} bytes"
-                ),
-            ));
-        }
+    if let Some(secret) = &notice.secret
+        && (secret.len() > MAX_SECRET_BYTES || secret.chars().any(char::is_control))
+    {
+        return Err(failure(
+            plugin,
+            format!(
+                "gave a secret that is not one printable line of at most {MAX_SECRET_BYTES} \
+                 bytes"
+            ),
+        ));
     }
     Ok(Some(Notice {
         message: printable(&notice.message, bounds::MAX_MESSAGE_BYTES),

@@ -66,11 +66,12 @@ pub async fn assignment(
         .require_config(vmid)
         .map_err(|err| crate::pve::remote_error(&err))?;
     let (plugins, limits, current) = (registry.clone(), node.limits, config.clone());
-    let edited =
-        tokio::task::spawn_blocking(move || plugins.assignment(vmid, student, &current, &limits))
-            .await
-            .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
-            .map_err(|message| RemoteError::new(ErrorKind::Failed, message))?;
+    let edited = tokio::task::spawn_blocking(move || {
+        plugins.assignment(vmid, student.as_ref(), &current, &limits)
+    })
+    .await
+    .map_err(|err| RemoteError::new(ErrorKind::Internal, err.to_string()))?
+    .map_err(|message| RemoteError::new(ErrorKind::Failed, message))?;
     let Some(edited) = edited else {
         return Ok(None);
     };

@@ -444,22 +444,22 @@ impl PluginRegistry {
     pub fn assignment(
         &self,
         vmid: u32,
-        student: Option<PluginStudent>,
+        student: Option<&PluginStudent>,
         config: &VmConfig,
         limits: &NodeLimits,
     ) -> Result<Option<VmConfig>, String> {
         let Some(mut record) = self.read_record(vmid) else {
             return Ok(None);
         };
-        let hook = match &student {
+        let hook = match student {
             Some(_) => Hook::Assigned,
             None => Hook::Unassigned,
         };
         let plugins = self.record_plugins(&record)?;
         // `unassigned` hooks are told who the student was.
-        if student.is_some() {
-            record.vm.student = student.as_ref().map(|s| s.username.clone());
-            record.vm.student_facts = student.clone();
+        if let Some(student) = student {
+            record.vm.student = Some(student.username.clone());
+            record.vm.student_facts = Some(student.clone());
         }
         let mut step = Step::default();
         let mut edited = config.clone();

@@ -9,7 +9,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use proxlab_protocol::plugin_manifest::Manifest;
 use proxlab_protocol::plugins::{
-    PluginFinding, PluginInstall, PluginNotice, PluginRemove, VmAssigned, VmUnassigned,
+    PluginFinding, PluginInstall, PluginNotice, PluginRemove, VmAssigned, VmAssignedReply,
+    VmUnassigned,
 };
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -357,10 +358,8 @@ pub async fn tell_assignment(state: &HubState, class_id: i64, key: VmKey, studen
             return;
         };
         let outcome = teller.registry.call(&node, &request).await;
-        if let Ok(reply) = &outcome {
-            if let Some(name) = &reply.name {
-                tracing::info!(vmid = key.vmid, %name, "renamed by plugins");
-            }
+        if let Ok(VmAssignedReply { name: Some(name) }) = &outcome {
+            tracing::info!(vmid = key.vmid, %name, "renamed by plugins");
         }
         teller.told(&node, key, "assigned", outcome.err()).await;
     });
