@@ -410,6 +410,23 @@ async fn plugins_0_2_get_settings_and_facts_and_speak_to_the_vms_users() {
         )
         .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    // The admin page's form shows them; the form saves them too.
+    let page = admin.get("/admin/plugins").await.text().await.unwrap();
+    assert!(page.contains("Settings of describe-student"), "{page}");
+    assert!(page.contains("value=\"Room 12\""), "{page}");
+    let saved = admin
+        .post_form(
+            "/admin/plugins/first-login/settings",
+            &[("user", "pupil"), ("motd", "")],
+        )
+        .await;
+    assert!(saved.status().is_redirection() || saved.status().is_success());
+    let fields = admin.json("/api/v1/plugins/first-login/settings").await;
+    assert_eq!(fields[1]["value"], "pupil", "{fields}");
+    let saved = admin
+        .post_form("/admin/plugins/first-login/settings", &[("user", "student")])
+        .await;
+    assert!(saved.status().is_redirection() || saved.status().is_success());
     // A size the plugin ignores, with a warning the teacher sees on the class page.
     let saved = admin
         .api_put_json(
