@@ -80,6 +80,9 @@ async fn search_then_bind_over_ldaps_maps_groups_to_roles() {
     assert_eq!(tina.auth_source, "ldap");
     assert_eq!(tina.display_name, "Tina Teacher");
     assert_eq!(tina.email, "tina@school.test");
+    // The groups are kept for plugins' facts about students.
+    let groups = db.sign_in_groups(tina.id).await.unwrap();
+    assert!(groups.iter().any(|group| group == "teachers"), "{groups:?}");
     // Case does not matter to the directory; it is one account.
     let (status, _) = log_in(&hub, "TINA", "tinas-password").await;
     assert_eq!(status, StatusCode::SEE_OTHER);

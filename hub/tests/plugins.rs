@@ -424,7 +424,10 @@ async fn plugins_0_2_get_settings_and_facts_and_speak_to_the_vms_users() {
     let fields = admin.json("/api/v1/plugins/first-login/settings").await;
     assert_eq!(fields[1]["value"], "pupil", "{fields}");
     let saved = admin
-        .post_form("/admin/plugins/first-login/settings", &[("user", "student")])
+        .post_form(
+            "/admin/plugins/first-login/settings",
+            &[("user", "student")],
+        )
         .await;
     assert!(saved.status().is_redirection() || saved.status().is_success());
     // A size the plugin ignores, with a warning the teacher sees on the class page.

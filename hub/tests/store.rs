@@ -715,6 +715,7 @@ async fn external_identities_rosters_and_assistants_on_both_databases() {
             display_name: "Sam Student".into(),
             email: format!("{username}@school.test"),
             role,
+            groups: vec!["cn=year-2,ou=groups".into(), "year-2".into()],
             link_existing: false,
         };
         // Made at the first sign-in, found by subject afterwards (even renamed), the role
@@ -725,6 +726,10 @@ async fn external_identities_rosters_and_assistants_on_both_databases() {
         assert_eq!(
             (sam.auth_source.as_str(), sam.role),
             ("oidc:school", Role::Student)
+        );
+        assert_eq!(
+            db.sign_in_groups(sam.id).await.unwrap(),
+            ["cn=year-2,ou=groups", "year-2"]
         );
         let again = account_for(&db, &identity("sub-1", "sam-renamed", Role::Teacher))
             .await

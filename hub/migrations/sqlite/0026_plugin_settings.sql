@@ -22,3 +22,7 @@ CREATE TABLE plugin_notes (
     created_at BIGINT NOT NULL
 );
 CREATE INDEX plugin_notes_vm ON plugin_notes (cluster_id, vmid);
+
+-- The groups an account's sign-in source (LDAP, OpenID Connect) last said it is in, one per
+-- line, for plugins' facts about students.
+ALTER TABLE users ADD COLUMN sign_in_groups TEXT NOT NULL DEFAULT '';

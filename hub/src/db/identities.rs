@@ -13,6 +13,25 @@ pub struct ExternalProfile<'a> {
     pub email: &'a str,
     /// The role the source's mapping gives; ignored when an admin pinned the account's role.
     pub role: Role,
+    /// The groups the source says the person is in.
+    pub groups: &'a [String],
+}
+
+/// The most groups kept per account, and the longest group name kept.
+const MAX_GROUPS: usize = 200;
+const MAX_GROUP_BYTES: usize = 512;
+
+/// Groups as stored: one per line, bounded.
+fn groups_text(groups: &[String]) -> String {
+    groups
+        .iter()
+        .filter(|group| {
+            !group.is_empty() && group.len() <= MAX_GROUP_BYTES && !group.contains('\n')
+        })
+        .take(MAX_GROUPS)
+        .cloned()
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Db {
@@ -100,15 +119,29 @@ impl Db {
     ) -> Result<(), DbError> {
         sqlx::query(
             "UPDATE users SET display_name = $1, email = $2, \
-             role = CASE WHEN role_pinned = 0 THEN $3 ELSE role END WHERE id = $4",
+             role = CASE WHEN role_pinned = 0 THEN $3 ELSE role END, sign_in_groups = $5 \
+             WHERE id = $4",
         )
         .bind(profile.display_name)
         .bind(profile.email)
         .bind(profile.role.as_str())
         .bind(user_id)
+        .bind(groups_text(profile.groups))
         .execute(self.pool())
         .await?;
         Ok(())
+    }
+
+    /// The groups an account's sign-in source last said it is in.
+    pub async fn sign_in_groups(&self, user_id: i64) -> Result<Vec<String>, DbError> {
+        let row: Option<(String,)> =
+            sqlx::query_as("SELECT sign_in_groups FROM users WHERE id = $1")
+                .bind(user_id)
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row
+            .map(|(text,)| text.lines().map(str::to_owned).collect())
+            .unwrap_or_default())
     }
 
     /// Marks an account's role as set by an admin (or hands it back to the sign-in source).

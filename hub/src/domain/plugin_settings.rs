@@ -187,6 +187,7 @@ pub async fn student_facts(
     let Some(user) = state.db.user_by_name(username).await? else {
         return Ok(None);
     };
+    let id = user.id;
     // Accounts without a display name go by their username.
     let display_name = match user.display_name.trim() {
         "" => user.username.clone(),
@@ -196,7 +197,7 @@ pub async fn student_facts(
         username: user.username,
         display_name,
         email: Some(user.email).filter(|email| !email.is_empty()),
-        groups: Vec::new(),
+        groups: state.db.sign_in_groups(id).await?,
     }))
 }
 

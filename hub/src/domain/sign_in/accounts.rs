@@ -28,6 +28,7 @@ pub async fn account_for(db: &Db, identity: &ExternalIdentity) -> Result<UserRow
             display_name: &identity.display_name,
             email: &identity.email,
             role,
+            groups: &identity.groups,
         },
     )
     .await?;
@@ -63,6 +64,7 @@ async fn first_sign_in(db: &Db, identity: &ExternalIdentity) -> Result<UserRow, 
         display_name: &identity.display_name,
         email: &identity.email,
         role: identity.role,
+        groups: &identity.groups,
     };
     let id = db
         .insert_external_user(

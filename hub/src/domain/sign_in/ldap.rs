@@ -216,6 +216,7 @@ impl Directory {
             display_name: first(&self.display_name_attribute),
             email: first(&self.email_attribute).to_lowercase(),
             role: self.mapping.role_for(groups.iter().map(String::as_str)),
+            groups,
             link_existing: self.link_existing,
         }))
     }

@@ -62,6 +62,8 @@ pub struct ExternalIdentity {
     pub display_name: String,
     pub email: String,
     pub role: Role,
+    /// The groups the source says the person is in (kept for plugins).
+    pub groups: Vec<String>,
     /// Whether a first sign-in may take over a local account of the same username.
     pub link_existing: bool,
 }

@@ -407,6 +407,7 @@ impl OidcProvider {
             display_name: text("name").unwrap_or_default().to_owned(),
             email,
             role: self.mapping.role_for(groups.iter().map(String::as_str)),
+            groups,
             link_existing: self.link_existing,
         })
     }
