@@ -877,6 +877,10 @@ async fn plugin_settings_and_notes_on_both_databases() {
         // A hook's notes are replaced by its next run.
         db.replace_plugin_notes(key, "validate", &[]).await.unwrap();
         assert_eq!(db.vm_plugin_notes(key).await.unwrap().len(), 1);
+        // A deleted class takes its settings and its VMs' notes along.
+        db.delete_class(class_id).await.unwrap();
+        assert!(db.plugin_settings("p", class_id).await.unwrap().is_empty());
+        assert!(db.vm_plugin_notes(key).await.unwrap().is_empty());
         test_db.finish().await;
     }
 }

@@ -64,13 +64,12 @@ impl CloneEdit for CloneSteps {
             .expect("not poisoned")
             .remove(&vmid)
             .unwrap_or_default();
-        if !findings.is_empty() {
-            let report = StepReport {
-                findings,
-                ..StepReport::default()
-            };
-            self.collector.report(report.event(vmid, Hook::Validate));
-        }
+        // Sent even without findings: a VM made again drops what was found before.
+        let report = StepReport {
+            findings,
+            ..StepReport::default()
+        };
+        self.collector.report(report.event(vmid, Hook::Validate));
         Ok(())
     }
 

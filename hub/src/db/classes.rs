@@ -417,14 +417,20 @@ impl Db {
     /// Removes the class and everything that hangs on it.
     pub async fn delete_class(&self, class_id: i64) -> Result<(), DbError> {
         let mut tx = self.write_tx().await?;
-        sqlx::query(
-            "DELETE FROM vm_assignments WHERE EXISTS (SELECT 1 FROM class_vms cv \
-             WHERE cv.class_id = $1 AND cv.cluster_id = vm_assignments.cluster_id \
-             AND cv.vmid = vm_assignments.vmid)",
-        )
-        .bind(class_id)
-        .execute(&mut *tx)
-        .await?;
+        for table in ["vm_assignments", "plugin_notes"] {
+            sqlx::query(&format!(
+                "DELETE FROM {table} WHERE EXISTS (SELECT 1 FROM class_vms cv \
+                 WHERE cv.class_id = $1 AND cv.cluster_id = {table}.cluster_id \
+                 AND cv.vmid = {table}.vmid)"
+            ))
+            .bind(class_id)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query("DELETE FROM plugin_settings WHERE class_id = $1")
+            .bind(class_id)
+            .execute(&mut *tx)
+            .await?;
         sqlx::query("DELETE FROM classes WHERE id = $1")
             .bind(class_id)
             .execute(&mut *tx)
@@ -547,7 +553,7 @@ impl Db {
 
     pub async fn remove_class_vm(&self, vm: VmKey) -> Result<(), DbError> {
         let mut tx = self.write_tx().await?;
-        for table in ["vm_assignments", "class_vms"] {
+        for table in ["vm_assignments", "plugin_notes", "class_vms"] {
             sqlx::query(&format!(
                 "DELETE FROM {table} WHERE cluster_id = $1 AND vmid = $2"
             ))

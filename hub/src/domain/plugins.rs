@@ -275,16 +275,18 @@ async fn record_steps(
         message: &notice.message,
         secret: notice.secret.as_deref(),
     }));
-    if let Err(err) = db.replace_plugin_notes(key, hook, &notes).await {
-        tracing::error!(%err, %key, "cannot record what plugins said");
-    }
-    // A step that does not concern the VM's making (before-delete) leaves its state alone.
     let message = report
         .error
         .map(|error| format!("{hook}: {error}"))
         .unwrap_or_default();
+    // Kept only while the VM is a class's (not after `before-delete` removed it).
     match db.set_class_vm_error(key, &message).await {
-        Ok(Some(class_id)) => jobs.announce(class_id),
+        Ok(Some(class_id)) => {
+            if let Err(err) = db.replace_plugin_notes(key, hook, &notes).await {
+                tracing::error!(%err, %key, "cannot record what plugins said");
+            }
+            jobs.announce(class_id);
+        }
         Ok(None) => {}
         Err(err) => tracing::error!(%err, %key, "cannot record a plugin step"),
     }
