@@ -2,6 +2,8 @@
 //! `plugins/` by `plugins/build` (CI does; without them these tests skip with a notice).
 //! `set-guest-password` runs its guest commands through `qm guest exec` on pve-sim.
 
+#[path = "support/plugin_dist.rs"]
+mod plugin_dist;
 #[path = "support/sim.rs"]
 mod sim;
 
@@ -24,16 +26,7 @@ use proxlab_protocol::plugins::PluginClass;
 use sim::sim_binary;
 
 fn dist() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
-    if dir.join("hostile/plugin.wasm").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "NOTICE: the plugins are not built ({} is missing); run plugins/build. Skipping.",
-            dir.display()
-        );
-        None
-    }
+    plugin_dist::dist("hostile")
 }
 
 fn facts() -> NodeFacts {

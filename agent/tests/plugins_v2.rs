@@ -3,6 +3,9 @@
 //! agent's registry, composing descriptions, and the `http` and `store` capabilities against
 //! a small NetBox-like HTTP server on loopback.
 
+#[path = "support/plugin_dist.rs"]
+mod plugin_dist;
+
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -25,16 +28,7 @@ const LIMITS: NodeLimits = NodeLimits {
 };
 
 fn dist() -> Option<PathBuf> {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins/dist");
-    if dir.join("describe-student/plugin.wasm").exists() {
-        Some(dir)
-    } else {
-        eprintln!(
-            "NOTICE: the plugins are not built ({} is missing); run plugins/build. Skipping.",
-            dir.display()
-        );
-        None
-    }
+    plugin_dist::dist("describe-student")
 }
 
 /// A registry with the operator's drop-in `plugins` (copied from `dist`) and `grants`.

@@ -38,6 +38,20 @@ fn upload_body(dist: &Path, name: &str, manifest: Option<&str>) -> Value {
     json!({"manifest": manifest, "wasm": BASE64.encode(wasm)})
 }
 
+/// Uploads an example as an admin: both nodes install it, withholding nothing.
+async fn upload_to_every_node(admin: &common::web::WebClient, dist: &Path, name: &str) {
+    let response = admin
+        .api_post_json("/api/v1/plugins", &upload_body(dist, name, None))
+        .await;
+    assert_eq!(response.status(), StatusCode::CREATED, "{name}");
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(
+        body["nodes"],
+        json!([{"node": "pve1", "error": null}, {"node": "pve2", "error": null}]),
+        "{name}: {body}"
+    );
+}
+
 /// Reads a VM's config on whichever node has it.
 fn config_of(sim: &SimCluster, vmid: u32) -> String {
     ["pve1", "pve2"]
@@ -185,16 +199,7 @@ async fn uploaded_plugins_name_tag_and_set_up_class_vms() {
         .await;
     assert_eq!(refused.status(), StatusCode::FORBIDDEN);
     for name in ["name-by-student", "vlan-per-class", "set-guest-password"] {
-        let response = admin
-            .api_post_json("/api/v1/plugins", &upload_body(&dist, name, None))
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(
-            body["nodes"],
-            json!([{"node": "pve1", "error": null}, {"node": "pve2", "error": null}]),
-            "{name}: {body}"
-        );
+        upload_to_every_node(&admin, &dist, name).await;
     }
     // The agents check what the hub only parsed: a manifest that lies is refused there.
     let lying =
@@ -374,13 +379,7 @@ async fn plugins_0_2_get_settings_and_facts_and_speak_to_the_vms_users() {
     let teacher = lab.user("tina", Role::Teacher).await;
     let student = lab.user("sam", Role::Student).await;
     for name in ["describe-student", "per-class-sizing", "first-login"] {
-        let response = admin
-            .api_post_json("/api/v1/plugins", &upload_body(&dist, name, None))
-            .await;
-        assert_eq!(response.status(), StatusCode::CREATED, "{name}");
-        let body: Value = response.json().await.unwrap();
-        assert_eq!(body["nodes"][0]["error"], Value::Null, "{body}");
-        assert_eq!(body["nodes"][0].get("withheld"), None, "{body}");
+        upload_to_every_node(&admin, &dist, name).await;
     }
 
     // Site settings: checked against the manifest.

@@ -267,11 +267,9 @@ impl PluginRegistry {
         Ok(true)
     }
 
-    /// The plugins of `steps`, in order; all must be here.
-    fn lookup(&self, steps: &PluginSteps) -> Result<Vec<Arc<Plugin>>, String> {
-        steps
-            .plugins
-            .iter()
+    /// The plugins of these ids, in order; all must be here.
+    fn plugins_named(&self, ids: &[String]) -> Result<Vec<Arc<Plugin>>, String> {
+        ids.iter()
             .map(|id| {
                 self.get(id)
                     .ok_or_else(|| format!("plugin {id} is not installed on this node"))
@@ -289,7 +287,7 @@ impl PluginRegistry {
         config: &mut VmConfig,
         limits: &NodeLimits,
     ) -> Result<Vec<PluginFinding>, String> {
-        let plugins = self.lookup(steps)?;
+        let plugins = self.plugins_named(&steps.plugins)?;
         let vm = steps.vms.get(&vmid).cloned().unwrap_or_default();
         let mut report = StepReport::default();
         let mut step = Step::default();
@@ -426,18 +424,6 @@ impl PluginRegistry {
         let _ = std::fs::remove_file(self.record_path(vmid));
     }
 
-    /// The plugins a record names, all of which must be here.
-    fn record_plugins(&self, record: &ClassVmRecord) -> Result<Vec<Arc<Plugin>>, String> {
-        record
-            .plugins
-            .iter()
-            .map(|id| {
-                self.get(id)
-                    .ok_or_else(|| format!("plugin {id} is not installed on this node"))
-            })
-            .collect()
-    }
-
     /// A student got the VM (`student` set) or was taken off it (`None`): its `name` hooks
     /// rename it and its `assigned` or `unassigned` hooks edit its config. Returns the
     /// config to write, when the hooks changed it. Blocking.
@@ -455,7 +441,7 @@ impl PluginRegistry {
             Some(_) => Hook::Assigned,
             None => Hook::Unassigned,
         };
-        let plugins = self.record_plugins(&record)?;
+        let plugins = self.plugins_named(&record.plugins)?;
         // `unassigned` hooks are told who the student was.
         if let Some(student) = student {
             record.vm.student = Some(student.username.clone());

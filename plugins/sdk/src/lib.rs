@@ -115,7 +115,14 @@ macro_rules! hook {
     };
 }
 
-hook!(name, "name-hook", "export_name", export_name, "proxlab_plugin_sdk::name::bindings", name);
+hook!(
+    name,
+    "name-hook",
+    "export_name",
+    export_name,
+    "proxlab_plugin_sdk::name::bindings",
+    name
+);
 hook!(
     configure,
     "configure-hook",

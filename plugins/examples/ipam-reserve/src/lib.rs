@@ -17,10 +17,21 @@ fn required<'a>(facts: &'a Facts, name: &str) -> Result<&'a str, String> {
         .ok_or_else(|| format!("the setting `{name}` is not set"))
 }
 
-fn call(facts: &Facts, method: &str, path: &str, body: Option<Value>) -> Result<HttpResponse, String> {
-    let url = format!("{}{path}", required(facts, "netbox_url")?.trim_end_matches('/'));
+fn call(
+    facts: &Facts,
+    method: &str,
+    path: &str,
+    body: Option<Value>,
+) -> Result<HttpResponse, String> {
+    let url = format!(
+        "{}{path}",
+        required(facts, "netbox_url")?.trim_end_matches('/')
+    );
     let headers = vec![
-        ("authorization".to_owned(), format!("Token {}", required(facts, "token")?)),
+        (
+            "authorization".to_owned(),
+            format!("Token {}", required(facts, "token")?),
+        ),
         ("content-type".to_owned(), "application/json".to_owned()),
         ("accept".to_owned(), "application/json".to_owned()),
     ];
@@ -72,10 +83,18 @@ impl before_delete::Guest for IpamReserve {
         let Some(id) = store::get(&key) else {
             return Ok(());
         };
-        let response = call(&facts, "DELETE", &format!("/api/ipam/ip-addresses/{id}/"), None)?;
+        let response = call(
+            &facts,
+            "DELETE",
+            &format!("/api/ipam/ip-addresses/{id}/"),
+            None,
+        )?;
         // Gone already is as good as released.
         if response.status != 204 && response.status != 404 {
-            return Err(format!("NetBox answered {} to releasing #{id}", response.status));
+            return Err(format!(
+                "NetBox answered {} to releasing #{id}",
+                response.status
+            ));
         }
         store::delete(&key);
         Ok(())

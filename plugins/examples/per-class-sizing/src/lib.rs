@@ -41,8 +41,7 @@ impl validate::Guest for PerClassSizing {
                 });
             }
         }
-        if facts.integer("cores").unwrap_or(0) < 0 || facts.integer("memory_mib").unwrap_or(0) < 0
-        {
+        if facts.integer("cores").unwrap_or(0) < 0 || facts.integer("memory_mib").unwrap_or(0) < 0 {
             findings.push(Finding {
                 severity: Severity::Warning,
                 message: "a negative size is ignored".into(),
